@@ -1,0 +1,38 @@
+"""Alpaca format (Alpaca, Code-Alpaca, GPT4-Alpaca; Open-Orca through a field mapping).
+
+The user turn is the instruction, followed by the input after a blank line when there is one; an
+optional system field becomes a leading system turn.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.adapters.base import Adapter, Context, blank, column, first_reason, message, sft_frame
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    instruction = column(raw, ctx, "instruction")
+    extra = column(raw, ctx, "input", required=False)
+    output = column(raw, ctx, "output")
+    system = column(raw, ctx, "system", required=False)
+    user = pl.when(blank(extra)).then(instruction).otherwise(pl.concat_str([instruction, pl.lit("\n\n"), extra]))
+    pair = [message("user", user), message("assistant", output)]
+    messages = (
+        pl.when(blank(system)).then(pl.concat_list(pair)).otherwise(pl.concat_list([message("system", system), *pair]))
+    )
+    reason = first_reason(
+        (blank(instruction), f"empty {ctx.fields['instruction']!r}"),
+        (blank(output), f"empty {ctx.fields['output']!r}"),
+    )
+    native_id = column(raw, ctx, "id", required=False)
+    return sft_frame(raw, messages, reason, native_id)
+
+
+ADAPTER = Adapter(
+    name="alpaca",
+    summary="instruction / input / output (+ optional system, id)",
+    convert=convert,
+    fields={"instruction": "instruction", "input": "input", "output": "output", "system": "system", "id": "id"},
+    required=("instruction", "output"),
+)

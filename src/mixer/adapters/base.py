@@ -1,0 +1,115 @@
+"""Shared building blocks for adapters: field lookup, message structs and conversation checks.
+
+Adapters are vectorised polars expressions over a whole file; a malformed record is not an exception but a
+row whose `__reason` says what is wrong, so the caller can error, skip or quarantine by policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from mixer.errors import MixerError
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+MESSAGES = pl.List(MESSAGE)
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an adapter needs to know besides the records: field mapping, options, the file (for errors)."""
+
+    fields: dict[str, str]
+    options: dict[str, Any]
+    file: str
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    summary: str
+    convert: Callable[[pl.DataFrame, Context], pl.DataFrame]
+    fields: dict[str, str]  # canonical field -> default native column
+    required: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)  # option -> default
+    kind: str = "sft"  # or "preference"
+    has_lang: bool = False
+    headerless: bool = False  # read csv/tsv without a header row (FLAN CoT)
+
+
+def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) -> pl.Expr:
+    """The native column mapped to canonical `name`, as text; a missing optional column reads as null."""
+    native = ctx.fields[name]
+    if native not in raw.columns:
+        if not required:
+            return pl.lit(None, dtype=pl.String)
+        shown = ", ".join(c for c in raw.columns if c != "__row")
+        raise MixerError(
+            f"{ctx.file}: no field {native!r} for {name!r} (the file has: {shown})",
+            f"map it in the recipe: fields: {{{name}: <one of the file's fields>}}",
+        )
+    dtype = raw.schema[native]
+    if dtype == pl.String:
+        return pl.col(native)
+    if dtype.is_primitive():
+        return pl.col(native).cast(pl.String)
+    return pl.col(native).struct.json_encode() if isinstance(dtype, pl.Struct) else pl.col(native).cast(pl.String)
+
+
+def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
+    role_expr = pl.lit(role) if isinstance(role, str) else role
+    return pl.struct(role=role_expr, content=content)
+
+
+def blank(expr: pl.Expr) -> pl.Expr:
+    """True for null or whitespace-only text."""
+    return expr.is_null() | (expr.str.strip_chars().str.len_chars() == 0)
+
+
+def first_reason(*checks: tuple[pl.Expr, str]) -> pl.Expr:
+    """The message of the first failing check, or null when a record is fine."""
+    expr = pl.lit(None, dtype=pl.String)
+    for condition, reason in reversed(checks):
+        expr = pl.when(condition).then(pl.lit(reason)).otherwise(expr)
+    return expr
+
+
+def conversation_reason(messages: pl.Expr) -> pl.Expr:
+    """Why a canonical conversation is unusable for SFT, or null.
+
+    Rules: at least one user and one assistant turn; roles known; an optional leading system turn, then
+    strictly alternating user/assistant starting with user and ending with assistant; no empty turn.
+    """
+    roles = messages.list.eval(pl.element().struct.field("role"))
+    contents = messages.list.eval(pl.element().struct.field("content"))
+    body = pl.when(roles.list.first() == "system").then(roles.list.slice(1)).otherwise(roles)
+    expected = pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
+    alternating = body.list.eval(pl.element() == expected).list.all()
+    return first_reason(
+        (messages.is_null() | (messages.list.len() == 0), "empty conversation"),
+        (roles.list.eval(~pl.element().is_in(ROLES) | pl.element().is_null()).list.any(), "unknown role"),
+        (body.list.len() < 2, "needs a user turn and an assistant turn"),
+        (~alternating, "turns do not alternate user/assistant"),
+        (body.list.last() != "assistant", "last turn is not from the assistant"),
+        (
+            contents.list.eval(pl.element().is_null() | (pl.element().str.strip_chars() == "")).list.any(),
+            "empty message",
+        ),
+    )
+
+
+def sft_frame(
+    raw: pl.DataFrame, messages: pl.Expr, reason: pl.Expr, native_id: pl.Expr | None = None, lang: pl.Expr | None = None
+) -> pl.DataFrame:
+    """Assemble the adapter output columns in one select."""
+    return raw.select(
+        "__row",
+        (native_id if native_id is not None else pl.lit(None, dtype=pl.String)).alias("native_id"),
+        messages.cast(MESSAGES).alias("messages"),
+        (lang if lang is not None else pl.lit(None, dtype=pl.String)).alias("lang"),
+        reason.alias("__reason"),
+    )

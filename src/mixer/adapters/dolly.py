@@ -1,0 +1,29 @@
+"""Dolly format: instruction / context / response / category (databricks-dolly-15k)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.adapters.base import Adapter, Context, blank, column, first_reason, message, sft_frame
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    instruction = column(raw, ctx, "instruction")
+    context = column(raw, ctx, "context", required=False)
+    response = column(raw, ctx, "response")
+    user = pl.when(blank(context)).then(instruction).otherwise(pl.concat_str([instruction, pl.lit("\n\n"), context]))
+    messages = pl.concat_list([message("user", user), message("assistant", response)])
+    reason = first_reason(
+        (blank(instruction), f"empty {ctx.fields['instruction']!r}"),
+        (blank(response), f"empty {ctx.fields['response']!r}"),
+    )
+    return sft_frame(raw, messages, reason, column(raw, ctx, "id", required=False))
+
+
+ADAPTER = Adapter(
+    name="dolly",
+    summary="instruction / context / response / category",
+    convert=convert,
+    fields={"instruction": "instruction", "context": "context", "response": "response", "id": "id"},
+    required=("instruction", "response"),
+)

@@ -1,0 +1,27 @@
+"""FLAN v2 format: inputs / targets records (jsonl), one user and one assistant turn."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.adapters.base import Adapter, Context, blank, column, first_reason, message, sft_frame
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    inputs = column(raw, ctx, "inputs")
+    targets = column(raw, ctx, "targets")
+    messages = pl.concat_list([message("user", inputs), message("assistant", targets)])
+    reason = first_reason(
+        (blank(inputs), f"empty {ctx.fields['inputs']!r}"),
+        (blank(targets), f"empty {ctx.fields['targets']!r}"),
+    )
+    return sft_frame(raw, messages, reason, column(raw, ctx, "id", required=False))
+
+
+ADAPTER = Adapter(
+    name="flan",
+    summary="inputs / targets (FLAN v2 jsonl)",
+    convert=convert,
+    fields={"inputs": "inputs", "targets": "targets", "id": "id"},
+    required=("inputs", "targets"),
+)

@@ -1,0 +1,31 @@
+"""Canonical format: messages: [{role: system|user|assistant, content}] (Tülu v2 SFT mixture rows)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.adapters.base import Adapter, Context, column, conversation_reason, message, sft_frame
+from mixer.errors import MixerError
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    name = ctx.fields["messages"]
+    dtype = raw.schema.get(name)
+    if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
+        raise MixerError(
+            f"{ctx.file}: expected field {name!r} holding a list of {{role, content}}",
+            "map it in the recipe: fields: {messages: <field>}",
+        )
+    messages = pl.col(name).list.eval(
+        message(pl.element().struct.field("role"), pl.element().struct.field("content").cast(pl.String))
+    )
+    return sft_frame(raw, messages, conversation_reason(messages), column(raw, ctx, "id", required=False))
+
+
+ADAPTER = Adapter(
+    name="messages",
+    summary="messages: [{role, content}] (already canonical)",
+    convert=convert,
+    fields={"messages": "messages", "id": "id"},
+    required=("messages",),
+)

@@ -1,0 +1,104 @@
+"""OpenAssistant (oasst1/oasst2): message trees → conversations along the top-ranked replies, as Tülu does.
+
+Accepts both shapes the data ships in: the flat message table of the hub (message_id, parent_id, role,
+text, rank, lang, deleted) and the nested `*.trees.jsonl` export ({message_tree_id, prompt: {..., replies}}).
+Every root-to-leaf path through non-deleted messages becomes one conversation; with `top_k_reply: k` only
+the k best-ranked replies are followed at each level (rank 0 is best, unranked replies come last, in file
+order). A path ending in an unanswered prompter turn is trimmed to its last assistant turn. Trees are walked
+in Python: they are small and their depth varies, which vectorised code handles worse, not better.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from mixer.adapters.base import MESSAGES, Adapter, Context, conversation_reason
+from mixer.errors import MixerError
+
+ROLE = {"prompter": "user", "assistant": "assistant"}
+
+
+def _rank(node: dict[str, Any]) -> float:
+    rank = node.get("rank")
+    return math.inf if rank is None else float(rank)
+
+
+def _paths(node: dict[str, Any], top_k: int | None) -> list[list[dict[str, Any]]]:
+    if node.get("deleted"):
+        return []
+    replies = [r for r in node.get("replies") or [] if not r.get("deleted")]
+    if top_k is not None:
+        replies = sorted(replies, key=_rank)[:top_k]  # sorted() is stable: file order breaks ties
+    below = [path for reply in replies for path in _paths(reply, top_k)]
+    return [[node, *path] for path in below] if below else [[node]]
+
+
+def _trees_from_flat(raw: pl.DataFrame, ctx: Context) -> list[tuple[int, dict[str, Any]]]:
+    needed = ("message_id", "parent_id", "role", "text")
+    missing = [c for c in needed if c not in raw.columns]
+    if missing:
+        raise MixerError(f"{ctx.file}: oasst message table lacks {missing}")
+    records = raw.to_dicts()
+    children: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        record["replies"] = children.setdefault(record["message_id"], [])
+    roots = []
+    for record in records:
+        parent = record.get("parent_id")
+        if parent is None:
+            roots.append((record["__row"], record))
+        elif parent in children:
+            children[parent].append(record)
+    return roots
+
+
+def _trees_from_nested(raw: pl.DataFrame) -> list[tuple[int, dict[str, Any]]]:
+    return list(zip(raw["__row"].to_list(), raw["prompt"].to_list(), strict=True))
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    if "prompt" in raw.columns and isinstance(raw.schema["prompt"], pl.Struct):
+        roots = _trees_from_nested(raw)
+    elif "message_id" in raw.columns:
+        roots = _trees_from_flat(raw, ctx)
+    else:
+        raise MixerError(
+            f"{ctx.file}: not an OpenAssistant file",
+            "expected the flat message table (message_id, parent_id, ...) or a *.trees.jsonl export",
+        )
+    top_k = ctx.options["top_k_reply"]
+    rows, seen = [], set()
+    for tree_row, root in roots:
+        for path in _paths(root, top_k):
+            while path and path[-1].get("role") != "assistant":
+                path = path[:-1]
+            if not path or path[-1]["message_id"] in seen:
+                continue
+            seen.add(path[-1]["message_id"])
+            rows.append(
+                {
+                    "__row": tree_row,
+                    "native_id": path[-1]["message_id"],
+                    "messages": [
+                        {"role": ROLE.get(m.get("role"), m.get("role")), "content": m.get("text")} for m in path
+                    ],
+                    "lang": root.get("lang"),
+                }
+            )
+    schema = {"__row": pl.UInt32, "native_id": pl.String, "messages": MESSAGES, "lang": pl.String}
+    frame = pl.DataFrame(rows, schema=schema)
+    return frame.with_columns(conversation_reason(pl.col("messages")).alias("__reason"))
+
+
+ADAPTER = Adapter(
+    name="oasst",
+    summary="OpenAssistant message table or trees.jsonl → top-k ranked paths",
+    convert=convert,
+    fields={},
+    required=(),
+    options={"top_k_reply": None},
+    has_lang=True,
+)

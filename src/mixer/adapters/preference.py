@@ -1,0 +1,76 @@
+"""Preference pairs (UltraFeedback-binarized style): prompt / chosen / rejected.
+
+Each of the three may be plain text or a list of {role, content}. A chosen/rejected conversation that repeats
+the prompt is cut to the assistant turns after its last user turn, so the pair differs only in the reply.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.adapters.base import MESSAGES, Adapter, Context, blank, first_reason, message
+from mixer.errors import MixerError
+
+
+def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Expr:
+    native = ctx.fields[name]
+    if native not in raw.columns:
+        raise MixerError(f"{ctx.file}: no field {native!r} for {name!r}", f"map it: fields: {{{name}: <field>}}")
+    dtype = raw.schema[native]
+    if dtype == pl.String:
+        return pl.concat_list([message(role, pl.col(native))])
+    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        return pl.col(native).list.eval(
+            message(pl.element().struct.field("role"), pl.element().struct.field("content"))
+        )
+    raise MixerError(f"{ctx.file}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
+
+
+def _reply_only(conversation: pl.Expr) -> pl.Expr:
+    """Assistant turns after the last user turn (the whole list when it has no user turn)."""
+    roles = conversation.list.eval(pl.element().struct.field("role"))
+    n_before = roles.list.eval((pl.element() == "user").cum_sum().reverse() > 0).list.sum()
+    return conversation.list.slice(n_before)
+
+
+def _prompt_part(conversation: pl.Expr) -> pl.Expr:
+    roles = conversation.list.eval(pl.element().struct.field("role"))
+    n_before = roles.list.eval((pl.element() == "user").cum_sum().reverse() > 0).list.sum()
+    return conversation.list.head(n_before)
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    chosen_full = _as_messages(raw, ctx, "chosen", "assistant")
+    rejected_full = _as_messages(raw, ctx, "rejected", "assistant")
+    if ctx.fields["prompt"] in raw.columns:
+        prompt = _as_messages(raw, ctx, "prompt", "user")
+    else:  # the prompt lives inside the chosen conversation
+        prompt = _prompt_part(chosen_full)
+    chosen, rejected = _reply_only(chosen_full), _reply_only(rejected_full)
+    text = lambda msgs: msgs.list.eval(pl.element().struct.field("content")).list.join("")  # noqa: E731
+    reason = first_reason(
+        (prompt.list.len() == 0, "empty prompt"),
+        (blank(text(chosen)), "empty chosen reply"),
+        (blank(text(rejected)), "empty rejected reply"),
+    )
+    native = ctx.fields["id"]
+    native_id = pl.col(native).cast(pl.String) if native in raw.columns else pl.lit(None, dtype=pl.String)
+    return raw.select(
+        "__row",
+        native_id.alias("native_id"),
+        prompt.cast(MESSAGES).alias("prompt"),
+        chosen.cast(MESSAGES).alias("chosen"),
+        rejected.cast(MESSAGES).alias("rejected"),
+        pl.lit(None, dtype=pl.String).alias("lang"),
+        reason.alias("__reason"),
+    )
+
+
+ADAPTER = Adapter(
+    name="preference",
+    summary="prompt / chosen / rejected (text or message lists) for DPO",
+    convert=convert,
+    fields={"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "id": "prompt_id"},
+    required=("chosen", "rejected"),
+    kind="preference",
+)

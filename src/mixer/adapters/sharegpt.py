@@ -1,0 +1,71 @@
+"""ShareGPT format: conversations of {from, value}; from is human/user, gpt/chatgpt/bard/assistant or system.
+
+Scraped ShareGPT conversations are often broken (a gpt turn first, two human turns in a row, an empty
+reply). They are not repaired by guesswork: they are reported as malformed with the reason, and the
+registry entry skips them by default (counted in the manifest). A trailing unanswered human turn is trimmed.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.adapters.base import Adapter, Context, blank, column, conversation_reason, message, sft_frame
+from mixer.errors import MixerError
+
+ROLE_NAMES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    name = ctx.fields["conversations"]
+    if name not in raw.columns:
+        shown = ", ".join(c for c in raw.columns if c != "__row")
+        raise MixerError(
+            f"{ctx.file}: no field {name!r} (the file has: {shown})",
+            "map it in the recipe: fields: {conversations: <field>}",
+        )
+    role_key, content_key = ctx.options["role_key"], ctx.options["content_key"]
+    dtype = raw.schema[name]
+    if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
+        raise MixerError(f"{ctx.file}: field {name!r} is {dtype}, expected a list of {{{role_key}, {content_key}}}")
+    keys = {f.name for f in dtype.inner.fields}
+    if not {role_key, content_key} <= keys:
+        raise MixerError(
+            f"{ctx.file}: conversation turns have keys {sorted(keys)}, expected {role_key!r} and {content_key!r}",
+            "set options: {role_key: ..., content_key: ...}",
+        )
+    turns = pl.col(name).list.eval(
+        message(
+            pl.element().struct.field(role_key).str.to_lowercase().replace_strict(ROLE_NAMES, default=None),
+            pl.element().struct.field(content_key),
+        )
+    )
+    if ctx.options["trim_trailing_user"]:
+        last_is_user = turns.list.eval(pl.element().struct.field("role")).list.last() == "user"
+        turns = pl.when(last_is_user).then(turns.list.slice(0, turns.list.len() - 1)).otherwise(turns)
+    system = column(raw, ctx, "system", required=False)
+    messages = (
+        pl.when(blank(system))
+        .then(turns)
+        .otherwise(pl.concat_list([pl.concat_list([message("system", system)]), turns]))
+    )
+    return sft_frame(raw, messages, conversation_reason(messages), column(raw, ctx, "id", required=False))
+
+
+ADAPTER = Adapter(
+    name="sharegpt",
+    summary="conversations: [{from: human|gpt|system, value}] (+ optional id, system)",
+    convert=convert,
+    fields={"conversations": "conversations", "id": "id", "system": "system"},
+    required=("conversations",),
+    options={"role_key": "from", "content_key": "value", "trim_trailing_user": True},
+)

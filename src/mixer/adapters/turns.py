@@ -1,0 +1,29 @@
+"""Alternating-turns format (LIMA): conversations is a list of strings, user first."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.adapters.base import Adapter, Context, column, conversation_reason, message, sft_frame
+from mixer.errors import MixerError
+
+
+def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    name = ctx.fields["conversations"]
+    if name not in raw.columns or raw.schema[name] != pl.List(pl.String):
+        raise MixerError(
+            f"{ctx.file}: expected field {name!r} holding a list of strings",
+            "map it in the recipe: fields: {conversations: <field>}",
+        )
+    role = pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
+    messages = pl.col(name).list.eval(message(role, pl.element()))
+    return sft_frame(raw, messages, conversation_reason(messages), column(raw, ctx, "id", required=False))
+
+
+ADAPTER = Adapter(
+    name="turns",
+    summary="conversations: [user, assistant, user, ...] as plain strings (LIMA)",
+    convert=convert,
+    fields={"conversations": "conversations", "id": "id"},
+    required=("conversations",),
+)

@@ -1,0 +1,205 @@
+"""Command line: parse arguments, call one function, render. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mixer.errors import MixerError, RecipeInvalid
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Declarative dataset mixer and recipe compiler for instruction tuning.",
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Directory holding registry sources' files (<name>.jsonl, ...); default $MIXER_DATA_DIR."
+    ),
+]
+Sample = Annotated[
+    bool,
+    typer.Option(
+        "--sample", help="Use the bundled samples for registry sources (offline), keeping the recipe's proportions."
+    ),
+]
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Recipe files.")], as_json: JsonFlag = False) -> None:
+    """Check recipes against the schema and the semantic rules; report every problem as FILE:LINE:COL."""
+    from mixer.validate import validate_file
+
+    problems = []
+    for file in files:
+        problems += validate_file(file)
+    if as_json:
+        _print_json({"ok": not problems, "diagnostics": [p.to_json() for p in problems]})
+    else:
+        for problem in problems:
+            err.print(problem.format(), markup=False)
+        if not problems:
+            out.print(f"ok: {len(files)} recipe(s) valid")
+    raise typer.Exit(2 if problems else 0)
+
+
+def _plan_table(plan) -> Table:
+    table = Table(title=f"{plan.recipe} — seed {plan.seed}" + (" (bundled samples)" if plan.sample else ""))
+    for column in (
+        "source",
+        "format",
+        "origin",
+        "selector",
+        "available",
+        "selected",
+        "share",
+        "upsample",
+        "est. tokens",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("available", "selected", "share", "upsample", "est. tokens") else "left",
+        )
+    for s in plan.sources:
+        share = s.selected / plan.total_rows if plan.total_rows else 0
+        table.add_row(
+            s.name,
+            s.format,
+            s.origin,
+            s.selector,
+            f"{s.available:,}",
+            f"{s.selected:,}",
+            f"{share:.1%}",
+            f"{s.upsample:g}×",
+            f"{s.est_tokens:,}",
+        )
+    table.add_row("total", "", "", "", "", f"{plan.total_rows:,}", "100%", "", f"{plan.est_tokens:,}", style="bold")
+    return table
+
+
+@app.command()
+def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
+    """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
+    from mixer.build import Options, plan_recipe
+
+    *_, result = plan_recipe(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
+    if as_json:
+        _print_json(result.to_json())
+        return
+    out.print(_plan_table(result))
+    out.print(f"plan fingerprint: {result.fingerprint}")
+
+
+@app.command()
+def build(
+    recipe: Path,
+    data_dir: DataDir = None,
+    sample: Sample = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (overrides output.dir).")] = None,
+    locked: Annotated[bool, typer.Option("--locked", help="Refuse to build if inputs differ from the lock.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if nothing changed.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Materialise the mixture: parquet shards, manifest.json, dataset card; update the recipe's lock."""
+    from mixer.build import Options
+    from mixer.build import build as run_build
+
+    result = run_build(
+        recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json), out=out_dir, locked=locked, force=force
+    )
+    if as_json:
+        _print_json(
+            {
+                "status": result.status,
+                "out_dir": str(result.out_dir),
+                "rows": result.manifest["totals"]["rows"],
+                "lock": str(result.lock) if result.lock else None,
+                "build_fingerprint": result.manifest["build_fingerprint"],
+            }
+        )
+        return
+    if result.status == "up-to-date":
+        out.print(f"up to date: {result.out_dir} (nothing changed since the last build; --force rebuilds)")
+        return
+    out.print(_plan_table(result.plan))
+    out.print(
+        f"wrote {result.manifest['totals']['rows']:,} rows in {result.manifest['totals']['shards']} "
+        f"shard(s) to {result.out_dir}"
+    )
+    if result.lock:
+        out.print(f"lock: {result.lock}")
+
+
+@app.command()
+def sources(as_json: JsonFlag = False) -> None:
+    """List the registry of known datasets (and the formats inline sources can use)."""
+    from mixer.adapters import FORMATS, get_adapter
+    from mixer.registry import load_registry
+
+    registry = load_registry()
+    if as_json:
+        _print_json(
+            {
+                "sources": {
+                    n: {
+                        "format": e.format,
+                        "license": e.license,
+                        "expected_rows": e.expected_rows,
+                        "hub": e.hub.id if e.hub else None,
+                        "description": e.description,
+                    }
+                    for n, e in registry.items()
+                },
+                "formats": {f: get_adapter(f).summary for f in FORMATS},
+            }
+        )
+        return
+    table = Table(title="sources registry")
+    for column in ("name", "format", "rows", "license", "hub"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for name, entry in registry.items():
+        table.add_row(
+            name,
+            entry.format,
+            f"{entry.expected_rows:,}",
+            entry.license,
+            f"{entry.hub.id}@{entry.hub.revision}" if entry.hub else "",
+        )
+    out.print(table)
+    formats = Table(title="formats (for inline `path:` sources)")
+    formats.add_column("format")
+    formats.add_column("fields")
+    for fmt in FORMATS:
+        formats.add_row(fmt, get_adapter(fmt).summary)
+    out.print(formats)
+
+
+def main() -> None:
+    try:
+        app()
+    except RecipeInvalid as exc:
+        for diagnostic in exc.diagnostics:
+            err.print(diagnostic.format(), markup=False)
+        sys.exit(2)
+    except MixerError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted: the previous output, if any, is unchanged")
+        sys.exit(130)

@@ -1,0 +1,71 @@
+"""Stable hashing for selection and shuffling, and content hashes for files and fingerprints.
+
+polars' own `hash` may change between releases, which would silently change which rows a recipe selects.
+This is FNV-1a over UTF-8 bytes, finished with splitmix64, vectorised with numpy over Arrow buffers: the same
+(salt, string) gives the same 64-bit key on every machine and every version, with no Python loop over rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def _fnv_scalar(data: bytes) -> np.uint64:
+    h = int(FNV_OFFSET)
+    for byte in data:
+        h = ((h ^ byte) * int(FNV_PRIME)) & 0xFFFFFFFFFFFFFFFF
+    return np.uint64(h)
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def stable_hash(strings: pl.Series, salt: str) -> pl.Series:
+    """64-bit keys for `strings` (null hashes like ""), salted so each use draws an independent order."""
+    arrow = strings.cast(pl.String).to_arrow()
+    arrow = pc.cast(arrow, pa.large_string())
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    n = len(arrow)
+    h = np.full(n, _fnv_scalar(salt.encode("utf-8") + b"\x1f"), dtype=np.uint64)
+    if n:
+        _, offsets_buf, data_buf = arrow.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        starts, lengths = offsets[:-1], np.diff(offsets)
+        if arrow.null_count:
+            lengths = np.where(np.asarray(arrow.is_null()), 0, lengths)
+        active = np.arange(n)
+        for j in range(int(lengths.max(initial=0))):
+            active = active[lengths[active] > j]
+            byte = data[starts[active] + j].astype(np.uint64)
+            h[active] = (h[active] ^ byte) * FNV_PRIME
+    return pl.Series(strings.name, _splitmix(h), dtype=pl.UInt64)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(value: Any) -> str:
+    """sha256 of a JSON-able value in canonical form (sorted keys, no whitespace)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

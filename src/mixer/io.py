@@ -1,0 +1,118 @@
+"""Read native dataset files into polars, keeping each record's position for error messages.
+
+Every reader adds `__row` (0-based record index in its file). A file that polars cannot parse as a whole
+is re-read line by line so the user learns which line is broken instead of getting a parser panic.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from mixer.errors import MixerError
+
+SUPPORTED_SUFFIXES = (".json", ".jsonl", ".jsonl.gz", ".json.gz", ".parquet", ".csv", ".tsv", ".tsv.gz", ".csv.gz")
+
+
+@dataclass
+class RawTable:
+    """A file's records, plus records that could not even be parsed (with the line and reason)."""
+
+    path: Path
+    frame: pl.DataFrame
+    unparsable: list[tuple[int, str, str]]  # (1-based line, reason, raw text)
+
+
+def file_kind(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix.removesuffix(".gz").lstrip(".")
+    raise MixerError(
+        f"{path}: unsupported file type",
+        f"use one of {', '.join(SUPPORTED_SUFFIXES)}",
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.lower().endswith(".gz") else data
+
+
+def _jsonl_slow(path: Path, data: bytes) -> RawTable:
+    """Parse line by line; records keep the index they have on the fast path, so ids do not shift."""
+    records, indexes, bad = [], [], []
+    index = 0
+    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        index += 1
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((lineno, f"invalid JSON: {exc.msg} at column {exc.colno}", line[:2000]))
+            continue
+        if not isinstance(record, dict):
+            bad.append((lineno, f"expected a JSON object, got {type(record).__name__}", line[:2000]))
+            continue
+        records.append(record)
+        indexes.append(index - 1)
+    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
+    frame = frame.with_columns(pl.Series("__row", indexes, dtype=pl.UInt32))
+    return RawTable(path, frame.select("__row", pl.exclude("__row")), bad)
+
+
+def read_table(path: Path, *, header: bool = True) -> RawTable:
+    """Load one file. `header=False` is for headerless TSVs such as the FLAN CoT files."""
+    kind = file_kind(path)
+    if not path.is_file():
+        raise MixerError(f"{path}: file not found")
+    try:
+        if kind == "parquet":
+            frame = pl.read_parquet(path)
+            table = RawTable(path, frame, [])
+        elif kind in ("csv", "tsv"):
+            frame = pl.read_csv(
+                _read_bytes(path),
+                separator="\t" if kind == "tsv" else ",",
+                has_header=header,
+                quote_char=None if kind == "tsv" else '"',
+                infer_schema=False,
+                truncate_ragged_lines=False,
+            )
+            if not header:  # name columns column_1..N whatever the polars version's default is
+                frame.columns = [f"column_{i}" for i in range(1, frame.width + 1)]
+            table = RawTable(path, frame, [])
+        elif kind == "jsonl":
+            data = _read_bytes(path)
+            try:
+                table = RawTable(path, pl.read_ndjson(data, infer_schema_length=None), [])
+            except Exception:  # polars names no line: find the broken ones ourselves
+                table = _jsonl_slow(path, data)
+        else:  # json: an array of objects (Alpaca, ShareGPT exports) or JSON lines misnamed .json
+            data = _read_bytes(path)
+            if data.lstrip()[:1] == b"[":
+                try:
+                    frame = pl.read_json(data, infer_schema_length=None)
+                except Exception as exc:
+                    raise MixerError(
+                        f"{path}: cannot parse JSON array: {exc}".splitlines()[0],
+                        "validate the file with `python -m json.tool`",
+                    ) from None
+                table = RawTable(path, frame, [])
+            else:
+                try:
+                    table = RawTable(path, pl.read_ndjson(data, infer_schema_length=None), [])
+                except Exception:
+                    table = _jsonl_slow(path, data)
+    except MixerError:
+        raise
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:
+        raise MixerError(f"{path}: cannot read {kind} file: {str(exc).splitlines()[0]}") from None
+    if "__row" not in table.frame.columns:
+        table.frame = table.frame.with_row_index("__row")
+    return table

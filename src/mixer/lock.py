@@ -1,0 +1,78 @@
+"""recipe.lock: the resolved revision and content hash of every input, committed next to the recipe.
+
+`mixer build --locked` refuses to build when an input no longer matches, instead of silently training on
+data that changed under the same path (a stale-cache failure common in other tools).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mixer import __version__
+from mixer.errors import MixerError
+from mixer.resolve import ResolvedSource
+from mixer.write import write_atomic_file
+
+
+def lock_path(recipe_path: Path) -> Path:
+    return recipe_path.with_suffix(".lock")
+
+
+def lock_content(recipe_name: str, resolved: list[ResolvedSource], base_dir: Path) -> dict[str, Any]:
+    return {
+        "recipe": recipe_name,
+        "mixer_version": __version__,
+        "sources": {
+            r.spec.name: {
+                "registry": r.spec.registry,
+                "format": r.format,
+                "origin": r.origin,
+                "revision": r.revision,
+                "files": [f.to_json(base_dir) for f in r.files],
+            }
+            for r in resolved
+        },
+    }
+
+
+def write_lock(recipe_path: Path, content: dict[str, Any]) -> Path:
+    path = lock_path(recipe_path)
+    write_atomic_file(path, json.dumps(content, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def check_lock(recipe_path: Path, content: dict[str, Any]) -> None:
+    """Raise with every mismatch between the current inputs and the committed lock."""
+    path = lock_path(recipe_path)
+    if not path.is_file():
+        raise MixerError(f"{path}: no lock file", "build once without --locked to create it, then commit it")
+    try:
+        locked = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MixerError(f"{path}: not valid JSON ({exc})", "rebuild without --locked to rewrite it") from None
+    problems = []
+    old_sources, new_sources = locked.get("sources", {}), content["sources"]
+    for name in sorted(set(old_sources) | set(new_sources)):
+        old, new = old_sources.get(name), new_sources.get(name)
+        if old is None or new is None:
+            problems.append(f"  sources.{name}: {'not in the lock' if old is None else 'no longer in the recipe'}")
+            continue
+        old_files = {f["path"]: f["sha256"] for f in old.get("files", [])}
+        new_files = {f["path"]: f["sha256"] for f in new["files"]}
+        for file in sorted(set(old_files) | set(new_files)):
+            if old_files.get(file) != new_files.get(file):
+                was, now = old_files.get(file), new_files.get(file)
+                problems.append(
+                    f"  sources.{name}: {file}: locked sha256 {str(was)[:12]}…, now {str(now)[:12]}…"
+                    if was and now
+                    else f"  sources.{name}: {file}: {'added' if now else 'removed'}"
+                )
+        if old.get("revision") != new.get("revision"):
+            problems.append(f"  sources.{name}: revision {old.get('revision')} → {new.get('revision')}")
+    if problems:
+        raise MixerError(
+            f"inputs no longer match {path}:\n" + "\n".join(problems),
+            "restore the locked inputs, or rebuild without --locked to accept the change and update the lock",
+        )

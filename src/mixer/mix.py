@@ -1,0 +1,73 @@
+"""Mixing: cross-source exact dedup, exact-count selection by stable hash, upsampling, global shuffle.
+
+Selection ranks a source's rows by hash(seed, source name, row id) and takes the first N, so the rows a
+source contributes depend only on that source: adding or removing another source never changes them
+(cross-source dedup aside, which is documented). Upsampling repeats every row `floor(f)` times and adds the
+first `round(frac(f)·n)` rows of the same ranking once more. The shuffle sorts by hash(seed, id, repeat).
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from mixer.hashing import stable_hash
+from mixer.load import Pool
+
+OUTPUT_COLUMNS = ("id", "dataset", "messages", "meta")
+
+
+def normalised_text(messages: pl.Expr) -> pl.Expr:
+    """Role-tagged, lower-cased, whitespace-collapsed conversation text: the identity exact dedup uses."""
+    turns = messages.list.eval(
+        pl.concat_str([pl.element().struct.field("role"), pl.lit(": "), pl.element().struct.field("content")])
+    ).list.join("\n")
+    return turns.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def dedup_pools(pools: list[Pool]) -> None:
+    """Drop rows whose normalised text appeared earlier: earlier source in the recipe first, then file order."""
+    keys = pl.concat(
+        [
+            p.rows.select(normalised_text(pl.col("messages")).alias("key"), pl.lit(i).alias("pool"), "__order")
+            for i, p in enumerate(pools)
+        ]
+    ).with_row_index("__global")
+    first = keys.select(pl.col("key").is_first_distinct().alias("keep"), "pool")
+    for i, pool in enumerate(pools):
+        keep = first.filter(pl.col("pool") == i)["keep"]
+        before = pool.rows.height
+        pool.rows = pool.rows.filter(keep)
+        pool.counts["dedup"] = before - pool.rows.height
+
+
+def upsample_count(available: int, fraction: float) -> int:
+    whole = math.floor(fraction)
+    return whole * available + math.floor((fraction - whole) * available + 0.5)
+
+
+def select_rows(pool: Pool, count: int, seed: int) -> pl.DataFrame:
+    """`count` rows of the pool (count may exceed the pool: whole repeats, then a hash-ranked remainder)."""
+    available = pool.rows.height
+    ranked = pool.rows.with_columns(stable_hash(pool.rows["id"], f"{seed}\x1fselect\x1f{pool.name}").alias("__key"))
+    ranked = ranked.sort("__key", "id")
+    whole, remainder = divmod(count, available) if available else (0, 0)
+    parts = [ranked.with_columns(pl.lit(r, dtype=pl.Int32).alias("__repeat")) for r in range(whole)]
+    parts.append(ranked.head(remainder).with_columns(pl.lit(whole, dtype=pl.Int32).alias("__repeat")))
+    chosen = pl.concat(parts)
+    return chosen.with_columns(pl.col("meta").struct.with_fields(repeat=pl.col("__repeat")))
+
+
+def shuffle_rows(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
+    tag = pl.concat_str([pl.col("id"), pl.lit("\x1f"), pl.col("__repeat").cast(pl.String)])
+    keys = stable_hash(rows.select(tag.alias("tag"))["tag"], f"{seed}\x1fshuffle")
+    return rows.with_columns(keys.alias("__shuffle")).sort("__shuffle", "id", "__repeat")
+
+
+def mix(pools: list[Pool], counts: dict[str, int], seed: int, shuffle: bool) -> pl.DataFrame:
+    """The final mixture in output order, canonical columns only."""
+    selected = [select_rows(pool, counts[pool.name], seed) for pool in pools]
+    rows = pl.concat(selected)
+    rows = shuffle_rows(rows, seed) if shuffle else rows
+    return rows.select(OUTPUT_COLUMNS)

@@ -1,0 +1,160 @@
+"""Plan: how many rows each source contributes, decided from the recipe and the loaded pools.
+
+The Plan is plain data. `mixer plan` prints it; `build` executes it; its fingerprint, with the input hashes,
+decides whether a rebuild is a no-op.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from mixer import __version__
+from mixer.errors import Diagnostic, RecipeInvalid
+from mixer.hashing import fingerprint
+from mixer.load import Pool
+from mixer.mix import upsample_count
+from mixer.recipe import Recipe, SourceSpec
+
+
+@dataclass(frozen=True)
+class PlannedSource:
+    name: str
+    format: str
+    origin: str
+    registry: str | None
+    revision: str | None
+    license: str
+    selector: str
+    files: tuple[dict, ...]
+    counts: dict[str, int]  # read, malformed, each filter's removals, dedup
+    available: int
+    selected: int
+    upsample: float
+    est_tokens: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: str
+    recipe_path: str
+    seed: int
+    sample: bool
+    shuffle: bool
+    dedup: str
+    output_dir: str
+    shard_rows: int
+    sources: tuple[PlannedSource, ...]
+    total_rows: int
+    est_tokens: int
+    fingerprint: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _weighted_counts(specs: list[SourceSpec], total: int) -> dict[str, int]:
+    """Largest-remainder rounding, so weights that sum to 1 give exactly `total` rows."""
+    exact = {s.name: float(s.selector.value) * total for s in specs}
+    target = math.floor(sum(exact.values()) + 1e-9 + 0.5)
+    counts = {name: math.floor(v + 1e-9) for name, v in exact.items()}
+    by_remainder = sorted(exact, key=lambda n: (-(exact[n] - counts[n]), n))
+    for name in by_remainder[: max(0, target - sum(counts.values()))]:
+        counts[name] += 1
+    return counts
+
+
+def requested_counts(recipe: Recipe, available: dict[str, int], sample: bool) -> dict[str, int]:
+    """Rows per source before availability checks. In sample mode, takes and weights are scaled down together
+    so the bundled samples keep the recipe's proportions."""
+    counts: dict[str, int] = {}
+    weighted = [s for s in recipe.sources if s.selector.mode == "weight"]
+    if weighted:
+        counts.update(_weighted_counts(weighted, recipe.mixture.total or 0))
+    for spec in recipe.sources:
+        mode, value = spec.selector.mode, spec.selector.value
+        if mode == "take":
+            counts[spec.name] = int(value)
+        elif mode == "all":
+            counts[spec.name] = available[spec.name]
+        elif mode == "fraction":
+            counts[spec.name] = upsample_count(available[spec.name], float(value))
+    if sample:
+        fixed = [s.name for s in recipe.sources if s.selector.mode in ("take", "weight") and counts[s.name] > 0]
+        scale = min([available[n] / counts[n] for n in fixed] + [1.0])
+        for name in fixed:
+            counts[name] = max(1, min(available[name], math.floor(counts[name] * scale + 0.5)))
+    return counts
+
+
+def make_plan(recipe: Recipe, pools: list[Pool], *, sample: bool, input_fingerprint: str) -> Plan:
+    available = {p.name: p.rows.height for p in pools}
+    counts = requested_counts(recipe, available, sample)
+    problems: list[Diagnostic] = []
+    planned = []
+    for pool in pools:
+        spec, src = pool.source.spec, pool.source
+        n, have = counts[spec.name], available[spec.name]
+        if spec.selector.mode in ("take", "weight") and n > have:
+            where = ("sources", spec.name, spec.selector.mode)
+            problems.append(
+                recipe.located.diag(
+                    where,
+                    f"{spec.name} asks for {n} rows but only {have} are available after filters",
+                    "use fraction: f to upsample (f > 1 repeats rows), take: all, or lower the count",
+                )
+                if recipe.located
+                else Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: {n} > {have} available")
+            )
+        if have == 0 and n > 0 and spec.selector.mode == "fraction":
+            problems.append(Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: no rows left to upsample"))
+        chars = (
+            pool.rows.select(
+                pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum().sum()
+            ).item()
+            or 0
+        )
+        est_tokens = round(chars / 4 * (n / have)) if have else 0
+        planned.append(
+            PlannedSource(
+                name=spec.name,
+                format=src.format,
+                origin=src.origin,
+                registry=spec.registry,
+                revision=src.revision,
+                license=src.license,
+                selector=spec.selector.describe(),
+                files=tuple(f.to_json(recipe.base_dir) for f in src.files),
+                counts=dict(pool.counts),
+                available=have,
+                selected=n,
+                upsample=round(n / have, 4) if have else 0.0,
+                est_tokens=est_tokens,
+            )
+        )
+    if problems:
+        raise RecipeInvalid(problems)
+    total = sum(p.selected for p in planned)
+    body = {
+        "tool": __version__,
+        "recipe": recipe.document,
+        "sample": sample,
+        "inputs": input_fingerprint,
+        "counts": {p.name: p.selected for p in planned},
+    }
+    return Plan(
+        recipe=recipe.name,
+        recipe_path=str(recipe.path),
+        seed=recipe.seed,
+        sample=sample,
+        shuffle=recipe.mixture.shuffle,
+        dedup=recipe.mixture.dedup,
+        output_dir=recipe.output.dir,
+        shard_rows=recipe.output.shard_rows,
+        sources=tuple(planned),
+        total_rows=total,
+        est_tokens=sum(p.est_tokens for p in planned),
+        fingerprint=fingerprint(body),
+    )

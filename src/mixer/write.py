@@ -1,0 +1,189 @@
+"""Write a build atomically: shards, manifest, dataset card and rejects go to a temp dir renamed into place.
+
+An interrupted build (Ctrl-C, crash, kill -9) leaves the previous output untouched; a stale temp dir from a
+killed build is removed by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mixer.hashing import file_sha256
+from mixer.plan import Plan
+
+SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
+
+
+def shard_frames(rows: pl.DataFrame, shard_rows: int) -> Iterator[tuple[str, pl.DataFrame]]:
+    count = max(1, -(-rows.height // shard_rows))
+    for index in range(count):
+        yield SHARD_PATTERN.format(index=index, count=count), rows.slice(index * shard_rows, shard_rows)
+
+
+def write_shards(rows: pl.DataFrame, data_dir: Path, shard_rows: int) -> list[dict[str, Any]]:
+    data_dir.mkdir(parents=True)
+    shards = []
+    for name, frame in shard_frames(rows, shard_rows):
+        path = data_dir / name
+        frame.write_parquet(path, compression="zstd", statistics=False)
+        shards.append({"file": f"data/{name}", "rows": frame.height, "sha256": file_sha256(path)})
+    return shards
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def git_info(path: Path) -> dict[str, Any] | None:
+    """Commit of the recipe's repository and whether the recipe differs from it; None outside git."""
+    try:
+        folder = path.resolve().parent
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", path.name],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return {"commit": commit.stdout.strip(), "recipe_modified": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return label
+    return "1M<n<10M" if n < 10_000_000 else "n>10M"
+
+
+def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
+    """A Hugging Face dataset card: YAML header (license, size, data files) and the composition table."""
+    licenses = sorted({s.license for s in plan.sources})
+    header = [
+        "---",
+        f"license: {licenses[0] if len(licenses) == 1 else 'other'}",
+        f"pretty_name: {plan.recipe}",
+        "task_categories:",
+        "- text-generation",
+        "size_categories:",
+        f"- {_size_category(plan.total_rows)}",
+        "tags:",
+        "- instruction-tuning",
+        "- mixer",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data/train-*.parquet",
+        "---",
+    ]
+    lines = [
+        f"# {plan.recipe}",
+        "",
+        description or "An instruction-tuning mixture built by mixer.",
+        "",
+        "## Composition",
+        "",
+        "| source | format | origin | license | available | selected | share | upsample | est. tokens |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in plan.sources:
+        share = s.selected / plan.total_rows if plan.total_rows else 0
+        lines.append(
+            f"| {s.name} | {s.format} | {s.origin} | {s.license} | {s.available:,} | {s.selected:,} | "
+            f"{share:.1%} | {s.upsample:g}× | {s.est_tokens:,} |"
+        )
+    lines += [
+        f"| **total** | | | | | **{plan.total_rows:,}** | 100% | | {plan.est_tokens:,} |",
+        "",
+        "Rows removed before selection, per source (malformed records, filters, cross-source dedup):",
+        "",
+    ]
+    for s in plan.sources:
+        removed = {k: v for k, v in s.counts.items() if k != "read" and v}
+        lines.append(
+            f"- {s.name}: read {s.counts.get('read', 0):,}"
+            + ("".join(f", {k} −{v:,}" for k, v in removed.items()) if removed else ", nothing removed")
+        )
+    lines += [
+        "",
+        "## Licenses",
+        "",
+        "Each row's `meta.license` names the license of its source. Respect every source's terms; several "
+        "are non-commercial.",
+        "",
+        "## Reproduce",
+        "",
+        f"Built by mixer {manifest['mixer_version']} with seed {plan.seed}"
+        + (" from the bundled samples (--sample)" if plan.sample else "")
+        + ".",
+        f"Plan fingerprint: `{plan.fingerprint}`.",
+        "",
+        "```",
+        f"mixer build {plan.recipe_path}" + (" --sample" if plan.sample else ""),
+        "```",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'ds = load_dataset("parquet", data_dir="data", split="train")',
+        "```",
+        "",
+    ]
+    return "\n".join([*header, "", *lines])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(out_dir: Path) -> None:
+    for temp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        with contextlib.suppress(ValueError):
+            if not _pid_alive(int(temp.name.rsplit("-", 1)[1])):
+                shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temp dir beside `out_dir`; on success it replaces `out_dir`, on any failure it is removed."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(out_dir)
+    temp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir()
+    try:
+        yield temp
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    temp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomic_file(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(text, encoding="utf-8")
+    temp.replace(path)

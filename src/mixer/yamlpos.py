@@ -1,0 +1,101 @@
+"""YAML loading that remembers where every key and value came from.
+
+PyYAML's constructors drop node positions and silently let a duplicate key win; both would make
+validation errors unlocatable. We compose the node graph ourselves and keep a position index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mixer.errors import Diagnostic
+
+Path_ = tuple  # a path into the document: keys and list indexes
+
+
+@dataclass
+class Located:
+    """Plain Python data plus the 1-based (line, col) of each key and value, by document path."""
+
+    file: str
+    data: Any
+    key_pos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    value_pos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Diagnostic] = field(default_factory=list)
+
+    def at(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
+        """Position of `path` (its key when `key`), else of the nearest enclosing node that has one."""
+        path = tuple(path)
+        while True:
+            table = self.key_pos if key else self.value_pos
+            if path in table:
+                return table[path]
+            if path in self.value_pos:
+                return self.value_pos[path]
+            if not path:
+                return (1, 1)
+            path = path[:-1]
+
+    def diag(self, path: Path_, message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
+        line, col = self.at(path, key=key)
+        return Diagnostic(self.file, line, col, message, hint)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def load_located(text: str, file: str) -> Located:
+    """Parse one YAML document. Syntax errors and duplicate keys land in `problems`, not exceptions."""
+    located = Located(file=file, data=None)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or str(exc)
+        located.problems.append(
+            Diagnostic(file, line, col, f"invalid YAML: {problem}", "check indentation and quoting here")
+        )
+        return located
+    finally:
+        loader.dispose()
+    if node is None:
+        located.data = {}
+        return located
+    constructor = yaml.SafeLoader("")
+
+    def build(n: yaml.Node, path: Path_) -> Any:
+        located.value_pos[path] = _mark(n)
+        if isinstance(n, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in n.value:
+                key = build(key_node, (*path, "<key>"))
+                located.value_pos.pop((*path, "<key>"), None)
+                if not isinstance(key, str | int | float | bool) and key is not None:
+                    located.problems.append(Diagnostic(file, *_mark(key_node), "mapping keys must be plain scalars"))
+                    continue
+                if key in out:
+                    first = located.key_pos[(*path, key)]
+                    located.problems.append(
+                        Diagnostic(
+                            file,
+                            *_mark(key_node),
+                            f"duplicate key {key!r} (first defined at line {first[0]})",
+                            "YAML keeps only one of them silently; delete or rename one",
+                        )
+                    )
+                    continue
+                located.key_pos[(*path, key)] = _mark(key_node)
+                out[key] = build(value_node, (*path, key))
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [build(item, (*path, i)) for i, item in enumerate(n.value)]
+        return constructor.construct_object(n, deep=True)
+
+    located.data = build(node, ())
+    return located
