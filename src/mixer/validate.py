@@ -70,6 +70,13 @@ def _interpolate(located: Located) -> list[Diagnostic]:
     return problems
 
 
+def _closest_branch(error: ValidationError) -> ValidationError:
+    """For `anyOf: [integer >= 0, "all"]` and -5, report the minimum, not "'all' was expected": prefer
+    branches whose type the value already has."""
+    typed = [e for e in error.context if e.validator not in ("type", "const", "enum")]
+    return best_match(typed or error.context)
+
+
 def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagnostic]:
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
@@ -104,7 +111,7 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
             )
             continue
         if error.validator in ("anyOf", "oneOf") and error.context:
-            error = best_match(error.context)
+            error = _closest_branch(error)
         message = error.message
         hint = None
         if error.validator == "enum":

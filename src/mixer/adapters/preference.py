@@ -26,17 +26,20 @@ def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Ex
     raise MixerError(f"{ctx.file}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
 
 
+def _turns_through_last_user(conversation: pl.Expr) -> pl.Expr:
+    """How many leading turns make up the prompt: everything up to and including the last user turn."""
+    roles = conversation.list.eval(pl.element().struct.field("role"))
+    last_user = roles.list.eval(pl.int_range(pl.len()).filter(pl.element() == "user").max()).list.first()
+    return last_user.fill_null(-1) + 1
+
+
 def _reply_only(conversation: pl.Expr) -> pl.Expr:
     """Assistant turns after the last user turn (the whole list when it has no user turn)."""
-    roles = conversation.list.eval(pl.element().struct.field("role"))
-    n_before = roles.list.eval((pl.element() == "user").cum_sum().reverse() > 0).list.sum()
-    return conversation.list.slice(n_before)
+    return conversation.list.slice(_turns_through_last_user(conversation))
 
 
 def _prompt_part(conversation: pl.Expr) -> pl.Expr:
-    roles = conversation.list.eval(pl.element().struct.field("role"))
-    n_before = roles.list.eval((pl.element() == "user").cum_sum().reverse() > 0).list.sum()
-    return conversation.list.head(n_before)
+    return conversation.list.head(_turns_through_last_user(conversation))
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:

@@ -1,0 +1,184 @@
+"""Adapters on the bundled samples and on the real public files: exact counts, role order, no empty turns."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from mixer.adapters import FORMATS, get_adapter
+from mixer.adapters.base import Context
+from mixer.io import read_table
+from mixer.registry import load_registry
+
+
+def convert(path, fmt, fields=None, options=None):
+    adapter = get_adapter(fmt)
+    table = read_table(path, header=not adapter.headerless)
+    ctx = Context({**adapter.fields, **(fields or {})}, {**adapter.options, **(options or {})}, str(path))
+    return adapter.convert(table.frame, ctx)
+
+
+def assert_well_formed(frame: pl.DataFrame) -> None:
+    good = frame.filter(pl.col("__reason").is_null())
+    for messages in good["messages"].to_list():
+        roles = [m["role"] for m in messages]
+        body = roles[1:] if roles[0] == "system" else roles
+        assert body == ["user", "assistant"] * (len(body) // 2), roles
+        assert all(m["content"].strip() for m in messages)
+
+
+# (registry entry, rows in the sample file, usable rows, first-row roles)
+SAMPLES = [
+    ("alpaca", 36, 36, ["user", "assistant"]),
+    ("gpt4_alpaca", 30, 30, ["user", "assistant"]),
+    ("code_alpaca", 37, 37, ["user", "assistant"]),
+    ("flan_v2", 40, 40, ["user", "assistant"]),
+    ("cot", 36, 36, ["user", "assistant"]),
+    ("dolly", 30, 30, ["user", "assistant"]),
+    ("oasst1", 12, 12, ["user", "assistant", "user", "assistant"]),
+    ("sharegpt", 30, 27, ["system", "user", "assistant", "user", "assistant"]),
+    ("lima", 24, 24, ["user", "assistant", "user", "assistant"]),
+    ("wizardlm_evol_instruct_v2", 30, 30, ["user", "assistant"]),
+    ("open_orca", 30, 30, ["system", "user", "assistant"]),
+    ("science", 24, 24, ["user", "assistant"]),
+    ("tulu_hardcoded", 14, 14, ["user", "assistant"]),
+]
+
+
+@pytest.mark.parametrize(("name", "rows", "usable", "first_roles"), SAMPLES)
+def test_bundled_samples(name, rows, usable, first_roles):
+    entry = load_registry()[name]
+    frame = convert(entry.sample, entry.format, entry.fields, entry.options)
+    assert frame.height == rows
+    assert frame.filter(pl.col("__reason").is_null()).height == usable
+    assert [m["role"] for m in frame["messages"][0]] == first_roles
+    assert_well_formed(frame)
+
+
+def test_every_registry_entry_has_a_tested_sample():
+    tested = {s[0] for s in SAMPLES} | {"ultrafeedback"}
+    assert tested == set(load_registry())
+
+
+def test_sharegpt_reasons_and_trimming():
+    frame = convert(load_registry()["sharegpt"].sample, "sharegpt")
+    reasons = dict(frame.select("native_id", "__reason").filter(pl.col("__reason").is_not_null()).iter_rows())
+    assert reasons == {
+        "sg_bad_gpt_first": "needs a user turn and an assistant turn",  # [gpt, human] minus the trailing human
+        "sg_bad_empty_reply": "empty message",
+        "sg_bad_double_human": "turns do not alternate user/assistant",
+    }
+    trimmed = frame.filter(pl.col("native_id") == "sg_006")["messages"][0]
+    assert [m["role"] for m in trimmed][-1] == "assistant"  # the unanswered "thanks" was cut
+
+
+def test_oasst_flat_table_top1_and_all_paths():
+    sample = load_registry()["oasst1"].sample
+    top1 = convert(sample, "oasst", options={"top_k_reply": 1})
+    every = convert(sample, "oasst", options={"top_k_reply": None})
+    assert (top1.height, every.height) == (12, 23)
+    # tree 05: its best reply is deleted, so the path follows the next-ranked one
+    tree5 = top1.filter(pl.col("native_id").str.starts_with("05-"))
+    assert tree5["native_id"].to_list() == ["05-a1"]
+    # tree 03: the unanswered follow-up question is trimmed away
+    tree3 = top1.filter(pl.col("native_id").str.starts_with("03-"))
+    assert [m["role"] for m in tree3["messages"][0]] == ["user", "assistant"]
+    assert set(top1["lang"].to_list()) == {"en", "es", "de", "fr", "zh"}
+
+
+def test_preference_strips_prompt_from_pairs():
+    frame = convert(load_registry()["ultrafeedback"].sample, "preference")
+    assert frame.height == 24
+    row = frame.row(0, named=True)
+    assert [m["role"] for m in row["prompt"]] == ["user"]
+    assert [m["role"] for m in row["chosen"]] == ["assistant"]
+    assert [m["role"] for m in row["rejected"]] == ["assistant"]
+    assert row["native_id"] == "uf_000"
+
+
+def test_field_mapping_and_input_joining(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"q": "Add 2 and 3.", "ctx": "numbers", "a": "5"}\n{"q": "Hi", "ctx": "", "a": ""}\n')
+    frame = convert(path, "alpaca", fields={"instruction": "q", "input": "ctx", "output": "a"})
+    assert frame["messages"][0].to_list() == [
+        {"role": "user", "content": "Add 2 and 3.\n\nnumbers"},
+        {"role": "assistant", "content": "5"},
+    ]
+    assert frame["__reason"].to_list() == [None, "empty 'a'"]
+
+
+def test_every_input_file_type(tmp_path):
+    rows = pl.DataFrame({"instruction": ["a", "b"], "input": ["", "x"], "output": ["1", "2"]})
+    rows.write_ndjson(tmp_path / "d.jsonl")
+    rows.write_parquet(tmp_path / "d.parquet")
+    rows.write_csv(tmp_path / "d.csv")
+    rows.write_csv(tmp_path / "d.tsv", separator="\t")
+    (tmp_path / "d.json").write_text(rows.write_json())
+    import gzip
+
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress((tmp_path / "d.jsonl").read_bytes()))
+    for name in ("d.jsonl", "d.parquet", "d.csv", "d.tsv", "d.json", "d.jsonl.gz"):
+        frame = convert(tmp_path / name, "alpaca")
+        assert frame["messages"][1].to_list()[0]["content"] == "b\n\nx", name
+
+
+def test_broken_jsonl_lines_are_located(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": \n[1, 2]\n')
+    table = read_table(path)
+    assert table.frame.height == 1
+    assert [(line, reason.split(":")[0]) for line, reason, _ in table.unparsable] == [
+        (2, "invalid JSON"),
+        (3, "expected a JSON object, got list"),
+    ]
+
+
+def test_formats_all_importable():
+    assert {get_adapter(f).name for f in FORMATS} == set(FORMATS)
+
+
+# ---- the real public files (../shared/data) ----
+
+
+def test_real_code_alpaca(shared_data):
+    frame = convert(shared_data / "code_alpaca" / "code_alpaca_2k.json", "alpaca")
+    assert frame.height == 2017
+    assert frame["__reason"].drop_nulls().to_list() == ["empty 'output'", "empty 'output'"]
+    assert_well_formed(frame)
+
+
+def test_real_sharegpt(shared_data):
+    frame = convert(shared_data / "sharegpt" / "dummy_conversation.json", "sharegpt")
+    assert frame.height == 500 and frame["__reason"].null_count() == 500
+    assert frame["native_id"][0] == "identity_0"
+    assert [m["role"] for m in frame["messages"][0]] == ["user", "assistant", "user", "assistant"]
+    assert_well_formed(frame)
+
+
+@pytest.mark.parametrize(
+    ("file", "rows"),
+    [("aqua_train.tsv", 2728), ("creak_train.tsv", 6915), ("ecqa_train.tsv", 7112), ("gsm8k_train.tsv", 7473),
+     ("qasc_train.tsv", 1084), ("sensemaking_train.tsv", 6070), ("strategyqa_train.tsv", 2061)],
+)
+def test_real_flan_cot(shared_data, file, rows):
+    frame = convert(shared_data / "flan_cot" / file, "cot")
+    assert frame.height == rows
+    assert frame["__reason"].null_count() == rows
+    reply = frame["messages"][0][1]["content"]
+    assert "\\n" not in reply and "\nSo the answer is " in reply
+    assert_well_formed(frame)
+
+
+def test_real_oasst_trees(shared_data):
+    path = shared_data / "oasst" / "oasst2_filtered.trees.jsonl"
+    every, top1 = convert(path, "oasst"), convert(path, "oasst", options={"top_k_reply": 1})
+    assert (every.height, top1.height) == (511, 115)
+    assert every["__reason"].null_count() == 511
+    assert_well_formed(every)
+    assert top1["native_id"].n_unique() == 115
+
+
+def test_real_gsm8k_through_field_mapping(shared_data):
+    frame = convert(shared_data / "gsm8k" / "train.jsonl", "alpaca", fields={"instruction": "question", "output": "answer"})
+    assert frame.height == 7473 and frame["__reason"].null_count() == 7473
+    assert frame["messages"][0][1]["content"].endswith("#### 72")

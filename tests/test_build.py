@@ -1,0 +1,344 @@
+"""Building mixtures: exact counts, determinism, upsampling, dedup, malformed rows, lock, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import REPO, run_mixer, write_recipe
+
+from mixer.build import Options, build, plan_recipe
+from mixer.errors import MixerError, RecipeInvalid
+
+QUIET = Options(progress=False)
+SAMPLE = Options(progress=False, sample=True)
+
+
+def shard_bytes(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").glob("*.parquet"))}
+
+
+def read_mix(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(out / "data" / "*.parquet")
+
+
+def alpaca_file(path: Path, n: int, start: int = 0, prefix: str = "q") -> Path:
+    rows = [{"instruction": f"{prefix} {i}", "input": "", "output": f"answer {i}"} for i in range(start, start + n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_tulu2_sample_twice_is_byte_identical_and_seed_changes_order(tmp_path):
+    recipe = REPO / "recipes" / "tulu2.yaml"
+    a = build(recipe, SAMPLE, out=tmp_path / "a").out_dir
+    b = build(recipe, SAMPLE, out=tmp_path / "b").out_dir
+    assert shard_bytes(a) == shard_bytes(b)
+    assert (a / "manifest.json").read_text() == (b / "manifest.json").read_text()
+
+    reseeded = write_recipe(tmp_path, (recipe.read_text()).replace("seed: 42", "seed: 7"), name="tulu2.yaml")
+    c = build(reseeded, SAMPLE, out=tmp_path / "c").out_dir
+    rows_a, rows_c = read_mix(a), read_mix(c)
+    assert rows_a["id"].to_list() != rows_c["id"].to_list()
+    counts = lambda f: dict(f.group_by("dataset").len().iter_rows())  # noqa: E731
+    assert counts(rows_a) == counts(rows_c)  # same plan, different rows and order
+
+
+def test_sample_build_keeps_proportions_and_loads_with_datasets(tmp_path):
+    from datasets import load_dataset
+
+    result = build(REPO / "recipes" / "tulu2.yaml", SAMPLE, out=tmp_path / "o")
+    selected = {s.name: s.selected for s in result.plan.sources}
+    # take: 50000 (flan, cot) vs 20000 (gpt4_alpaca) vs 30000 (wizardlm, open_orca): ratios survive scaling
+    assert selected["flan_v2"] == selected["cot"] == 36
+    assert selected["wizardlm"] == selected["open_orca"] == 22
+    assert selected["gpt4_alpaca"] == 14
+    assert selected["hardcoded"] == 130  # 13 rows after the mention filter, fraction 10
+    ds = load_dataset("parquet", data_dir=str(result.out_dir / "data"), split="train")
+    assert len(ds) == result.plan.total_rows == sum(selected.values())
+    assert set(ds.column_names) == {"id", "dataset", "messages", "meta"}
+    card = (result.out_dir / "README.md").read_text()
+    assert card.startswith("---\nlicense: other\n") and "| **total** |" in card
+
+
+def test_exact_counts_upsampling_and_fractions(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 100)
+    alpaca_file(tmp_path / "b.jsonl", 7, prefix="b")
+    alpaca_file(tmp_path / "c.jsonl", 40, prefix="c")
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: counts
+        seed: 3
+        sources:
+          a: {path: a.jsonl, format: alpaca, take: 33}
+          b: {path: b.jsonl, format: alpaca, fraction: 2.5}
+          c: {path: c.jsonl, format: alpaca, fraction: 0.25}
+        """,
+    )
+    out = build(recipe, QUIET, out=tmp_path / "o").out_dir
+    rows = read_mix(out)
+    assert dict(rows.group_by("dataset").len().iter_rows()) == {"a": 33, "b": 18, "c": 10}
+    b = rows.filter(pl.col("dataset") == "b")
+    repeats = b.group_by("id").len()
+    # 2.5 × 7 = 17.5 → 18: every row twice, four rows a third time
+    assert sorted(repeats["len"].to_list()) == [2, 2, 2, 3, 3, 3, 3]
+    assert sorted(b["meta"].struct.field("repeat").unique().to_list()) == [0, 1, 2]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sources"]["b"]["counts"]["written"] == 18
+    assert manifest["totals"]["rows"] == 61
+
+
+def test_weights_use_largest_remainder(tmp_path):
+    for name in "xyz":
+        alpaca_file(tmp_path / f"{name}.jsonl", 50, prefix=name)
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: weights
+        sources:
+          x: {path: x.jsonl, format: alpaca, weight: 0.333}
+          y: {path: y.jsonl, format: alpaca, weight: 0.333}
+          z: {path: z.jsonl, format: alpaca, weight: 0.334}
+        mixture: {total: 100}
+        """,
+    )
+    *_, plan = plan_recipe(recipe, QUIET)
+    assert [s.selected for s in plan.sources] == [33, 33, 34]
+    assert plan.total_rows == 100
+
+
+def test_selection_does_not_depend_on_other_sources(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 500)
+    alpaca_file(tmp_path / "b.jsonl", 100, prefix="b")
+    one = write_recipe(tmp_path, "name: one\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 50}\n", "one.yaml")
+    two = write_recipe(
+        tmp_path,
+        "name: two\nsources:\n  b: {path: b.jsonl, format: alpaca, take: 20}\n  a: {path: a.jsonl, format: alpaca, take: 50}\n",
+        "two.yaml",
+    )
+    ids_one = set(read_mix(build(one, QUIET, out=tmp_path / "o1").out_dir)["id"])
+    mix_two = read_mix(build(two, QUIET, out=tmp_path / "o2").out_dir)
+    assert set(mix_two.filter(pl.col("dataset") == "a")["id"]) == ids_one
+    # and the selection is not simply the first rows of the file
+    assert ids_one != {f"a/{i}" for i in range(50)}
+
+
+def test_exact_dedup_across_sources_is_counted(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 10)
+    # b: rows 5..14 → 5 overlap with a (same text up to case and spacing) and one internal duplicate
+    rows = [{"instruction": f"Q {i}", "input": "", "output": f"answer   {i}"} for i in range(5, 15)]
+    rows.append(rows[-1])
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: dedup
+        sources:
+          a: {path: a.jsonl, format: alpaca, take: all}
+          b: {path: b.jsonl, format: alpaca, take: all}
+        mixture: {dedup: exact}
+        """,
+    )
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    counts = {name: src["counts"] for name, src in result.manifest["sources"].items()}
+    assert (counts["a"]["dedup"], counts["a"]["written"]) == (0, 10)
+    assert (counts["b"]["read"], counts["b"]["dedup"], counts["b"]["written"]) == (11, 6, 5)
+
+
+def test_filters_count_their_removals(tmp_path):
+    rows = [
+        {"instruction": "short", "output": "ok"},
+        {"instruction": "long " * 50, "output": "ok"},
+        {"instruction": "mentions ChatGPT", "output": "ok"},
+        {"instruction": "mentions openai", "output": "ok"},
+        {"instruction": "fine", "output": "yes"},
+    ]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: filters
+        sources:
+          d: {path: d.jsonl, format: alpaca, take: all, max_chars: 100, drop_patterns: ["ChatGPT"]}
+        mixture: {drop_patterns: ["(?i)openai"]}
+        """,
+    )
+    counts = build(recipe, QUIET, out=tmp_path / "o").manifest["sources"]["d"]["counts"]
+    assert {k: counts[k] for k in ("max_chars", "drop_patterns", "mixture.drop_patterns", "written")} == {
+        "max_chars": 1,
+        "drop_patterns": 1,
+        "mixture.drop_patterns": 1,
+        "written": 2,
+    }
+
+
+def test_take_more_than_available_is_located(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 5)
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a:\n    path: a.jsonl\n    format: alpaca\n    take: 9\n")
+    with pytest.raises(RecipeInvalid) as info:
+        build(recipe, QUIET, out=tmp_path / "o")
+    (diag,) = info.value.diagnostics
+    assert (diag.line, diag.col) == (6, 11)
+    assert diag.message == "a asks for 9 rows but only 5 are available after filters"
+
+
+MALFORMED = '{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": ""}\n{"instruction": "c"\n{"instruction": "d", "output": "4"}\n'
+
+
+@pytest.mark.parametrize("policy", ["error", "skip", "quarantine"])
+def test_malformed_rows_policy(tmp_path, policy):
+    (tmp_path / "m.jsonl").write_text(MALFORMED)
+    extra = "" if policy == "error" else f", on_error: {policy}"
+    recipe = write_recipe(tmp_path, f"name: m\nsources:\n  m: {{path: m.jsonl, format: alpaca, take: all{extra}}}\n")
+    if policy == "error":
+        with pytest.raises(MixerError) as info:
+            build(recipe, QUIET, out=tmp_path / "o")
+        text = str(info.value)
+        assert "sources.m: 2 malformed record(s)" in text
+        assert "m.jsonl: row 2: empty 'output'" in text
+        assert "m.jsonl: row 3: line 3: invalid JSON" in text
+        assert "on_error: skip" in text
+        return
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    source = result.manifest["sources"]["m"]
+    assert (source["counts"]["malformed"], source["counts"]["written"]) == (2, 2)
+    rejects = result.out_dir / "rejects" / "m.jsonl"
+    if policy == "skip":
+        assert not rejects.exists()
+    else:
+        quarantined = [json.loads(line) for line in rejects.read_text().splitlines()]
+        assert [(r["row"], r["reason"]) for r in quarantined] == [
+            (2, "empty 'output'"),
+            (3, "line 3: invalid JSON: Expecting ',' delimiter at column 20"),
+        ]
+        assert json.loads(quarantined[0]["record"]) == {"instruction": "b", "output": ""}
+
+
+def test_noop_rebuild_and_change_detection(tmp_path):
+    data = alpaca_file(tmp_path / "a.jsonl", 20)
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 10}\n")
+    assert build(recipe, QUIET, out=tmp_path / "o").status == "built"
+    assert build(recipe, QUIET, out=tmp_path / "o").status == "up-to-date"
+    alpaca_file(data, 21)  # same path, new content: must rebuild (paths are not identity)
+    assert build(recipe, QUIET, out=tmp_path / "o").status == "built"
+    assert build(recipe, QUIET, out=tmp_path / "o", force=True).status == "built"
+
+
+def test_lock_written_and_locked_build_refuses_changed_input(tmp_path):
+    data = alpaca_file(tmp_path / "a.jsonl", 20)
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 10}\n")
+    build(recipe, QUIET, out=tmp_path / "o")
+    lock = json.loads((tmp_path / "recipe.lock").read_text())
+    assert lock["sources"]["a"]["files"][0]["path"] == "a.jsonl"
+    assert build(recipe, QUIET, out=tmp_path / "o", locked=True).status == "up-to-date"
+    alpaca_file(data, 20, prefix="changed")
+    result = run_mixer("build", str(recipe), "--locked", "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert "inputs no longer match" in result.stderr and "sources.a: a.jsonl: locked sha256" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_registry_data_explains_offline_options(tmp_path):
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 5}\n")
+    result = run_mixer("build", str(recipe), "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert "cannot load databricks/databricks-dolly-15k@main from the hub" in result.stderr
+    assert "--data-dir" in result.stderr and "--sample" in result.stderr
+
+
+def test_data_dir_resolution(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    alpaca_file(data_dir / "dolly.jsonl", 0)
+    rows = [{"instruction": f"i{i}", "context": "", "response": f"r{i}", "category": "open_qa"} for i in range(8)]
+    (data_dir / "dolly.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 5}\n")
+    result = build(recipe, Options(progress=False, data_dir=data_dir), out=tmp_path / "o")
+    assert result.manifest["sources"]["d"]["origin"] == "data_dir"
+    assert result.manifest["totals"]["rows"] == 5
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
+    alpaca_file(tmp_path / "a.jsonl", 60_000)
+    recipe = write_recipe(
+        tmp_path, "name: big\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 100}\n"
+    )
+    out = tmp_path / "o"
+    first = build(recipe, QUIET, out=out)
+    before = shard_bytes(out)
+    write_recipe(
+        tmp_path, "name: big\nseed: 9\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 100}\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "mixer", "build", str(recipe), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    temps = lambda: list(tmp_path.glob(".o.tmp-*/data/*.parquet"))  # noqa: E731
+    try:
+        assert _wait_for(lambda: len(temps()) >= 3, timeout=60), "build never started writing shards"
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert shard_bytes(out) == before  # previous output untouched
+    assert json.loads((out / "manifest.json").read_text())["build_fingerprint"] == first.manifest["build_fingerprint"]
+    if sig == signal.SIGINT:
+        assert not list(tmp_path.glob(".o.tmp-*")), "Ctrl-C must remove the temp dir"
+    again = build(recipe, QUIET, out=out)  # the next build clears a killed build's leftovers
+    assert again.status == "built" and not list(tmp_path.glob(".o.tmp-*"))
+    assert shard_bytes(out) != before
+
+
+def test_real_files_recipe(tmp_path, shared_data):
+    from datasets import load_dataset
+
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: real
+        seed: 11
+        sources:
+          code: {{path: {shared_data}/code_alpaca/code_alpaca_2k.json, format: alpaca, take: 1500, on_error: skip}}
+          chat: {{path: {shared_data}/sharegpt/dummy_conversation.json, format: sharegpt, fraction: 2.5}}
+          oasst: {{path: {shared_data}/oasst/oasst2_filtered.trees.jsonl, format: oasst, take: all,
+                  options: {{top_k_reply: 1}}, lang: [en, es]}}
+          cot: {{path: "{shared_data}/flan_cot/*_train.tsv", format: cot, take: 3000}}
+          gsm8k: {{path: {shared_data}/gsm8k/train.jsonl, format: alpaca, take: 700,
+                  fields: {{instruction: question, output: answer}}}}
+        output: {{shard_rows: 2000}}
+        """,
+    )
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    sources = result.manifest["sources"]
+    assert {n: s["counts"]["written"] for n, s in sources.items()} == {
+        "code": 1500,
+        "chat": 1250,
+        "oasst": sources["oasst"]["counts"]["available"],
+        "cot": 3000,
+        "gsm8k": 700,
+    }
+    assert sources["code"]["counts"]["malformed"] == 2
+    assert sources["oasst"]["counts"]["lang"] == 115 - sources["oasst"]["counts"]["available"]
+    assert len(sources["cot"]["files"]) == 7
+    ds = load_dataset("parquet", data_dir=str(result.out_dir / "data"), split="train")
+    assert len(ds) == result.manifest["totals"]["rows"] == 1500 + 1250 + 700 + 3000 + sources["oasst"]["counts"]["written"]
+    cot_ids = [i for i in ds["id"] if i.startswith("cot/")]
+    assert any(i.startswith("cot/gsm8k_train/") for i in cot_ids)

@@ -1,0 +1,127 @@
+"""Validation: every error class located at FILE:LINE:COL, all reported at once, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, run_mixer, write_recipe
+
+from mixer.validate import validate_file
+
+
+def messages(path):
+    return [(d.line, d.col, d.message) for d in validate_file(path)]
+
+
+def test_done_when_three_errors_at_the_right_lines(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: broken
+        seed: 1
+        sources:
+          flan:
+            source: flan_v3
+            take: 10
+          dolly:
+            source: dolly
+            take: -5
+        mixtrue: {total: 10}
+        """,
+    )
+    result = run_mixer("validate", str(recipe))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert lines == [
+        f"{recipe}:5:13: error: unknown source 'flan_v3'",
+        f"{recipe}:9:11: error: sources.dolly.take: -5 is less than the minimum of 0",
+        f"{recipe}:10:1: error: unknown key 'mixtrue'",
+    ]
+    assert "hint: did you mean 'flan_v2'?" in result.stderr
+    assert "hint: did you mean 'mixture'?" in result.stderr
+
+
+def test_bundled_recipes_are_valid():
+    recipes = sorted(str(p) for p in (REPO / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 2
+    result = run_mixer("validate", *recipes)
+    assert result.returncode == 0, result.stderr
+
+
+def test_json_output(tmp_path):
+    recipe = write_recipe(tmp_path, "name: x\nsources:\n  a: {source: dolly}\n")
+    result = run_mixer("validate", "--json", str(recipe))
+    assert result.returncode == 2
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False
+    (diag,) = payload["diagnostics"]
+    assert (diag["line"], diag["col"]) == (3, 3)
+    assert diag["message"] == "source 'a' needs one of take / fraction / weight"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "sources:\n  a: {source: dolly, take: 5, weight: 0.5}\nmixture: {total: 10}\n",
+            (3, 31, "'weight' conflicts with 'take': give exactly one of take / fraction / weight"),
+        ),
+        ("sources:\n  a: {source: dolly, weight: 0.5}\n", (3, 22, "`weight` is a share of mixture.total, which is not set")),
+        ("sources:\n  a: {source: tulu_hardcoded, take: 15}\n", (3, 37, "take 15 is more than the 14 rows of 'tulu_hardcoded'")),
+        ("sources:\n  a: {path: x.jsonl, format: alpacca, take: 1}\n", (3, 30, "unknown format 'alpacca'")),
+        ("sources:\n  a: {path: missing.jsonl, format: alpaca, take: 1}\n", (3, 13, "no file matches 'missing.jsonl'")),
+        ("sources:\n  a: {source: dolly, take: 1}\n  a: {source: cot, take: 1}\n", (4, 3, "duplicate key 'a' (first defined at line 3)")),
+        ("sources:\n  a: {source: dolly, take: 1, lang: en}\n", (3, 31, "format 'dolly' carries no language field to filter on")),
+        ("sources:\n  a: {source: ultrafeedback, take: 1}\n", (3, 3, "'a' is preference data (preference); it cannot be mixed into an SFT mixture")),
+        ("sources:\n  a: {source: oasst1, take: 1, options: {top_k: 1}}\n", (3, 42, "format 'oasst' has no option 'top_k'")),
+        ("sources:\n  a: {source: dolly, take: 1, fields: {prompt: q}}\n", (3, 40, "format 'dolly' has no field 'prompt'")),
+        ("sources:\n  a: {source: dolly, take: 1, drop_patterns: ['(']}\n", (3, 47, "invalid regular expression '('")),
+        ("sources:\n  a: {source: dolly, weight: 0.7}\n  b: {source: cot, weight: 0.6}\nmixture: {total: 10}\n", (5, 18, "weights add up to 1.3, more than 1")),
+        ("sources:\n  a: {source: dolly, take: 1}\nmixture: {dedup: fuzzy}\n", (4, 18, "mixture.dedup: 'fuzzy' is not one of none, exact")),
+        ("sources:\n  a: {path: '${MIXER_TEST_UNSET_VAR}', format: alpaca, take: 1}\n", (3, 13, "environment variable MIXER_TEST_UNSET_VAR is not set")),
+        ("sources:\n  a: {path: x.json}\n", (3, 7, "inline source 'a' needs `format:`")),
+    ],
+)
+def test_error_classes(tmp_path, body, expected):
+    (tmp_path / "x.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    recipe = write_recipe(tmp_path, "name: t\n" + body)
+    found = messages(recipe)
+    line, col, text = expected
+    assert any(d[0] == line and d[1] == col and d[2].startswith(text) for d in found), found
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {source: dolli, take: 1}
+          b: {source: dolly, take: 1, fraction: 2}
+          c: {path: nope.json, format: alpaca, take: 1}
+        output: {dirr: x}
+        """,
+    )
+    found = messages(recipe)
+    assert [d[0] for d in found] == [3, 4, 5, 6]
+
+
+def test_yaml_syntax_error_is_located(tmp_path):
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: [1, 2\n  b: 3\n")
+    (diag,) = validate_file(recipe)
+    assert (diag.line, diag.message.startswith("invalid YAML")) == (4, True)
+
+
+def test_env_interpolation(tmp_path, monkeypatch):
+    (tmp_path / "d.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    monkeypatch.setenv("MIXER_TEST_FILE", "d.jsonl")
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: '${MIXER_TEST_FILE}', format: alpaca, take: 1}\n")
+    assert validate_file(recipe) == []
+
+
+def test_missing_recipe_is_a_clean_error(tmp_path):
+    result = run_mixer("validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert "recipe not found" in result.stderr and "Traceback" not in result.stderr
