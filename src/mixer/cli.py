@@ -147,6 +147,63 @@ def build(
 
 
 @app.command()
+def train(
+    recipe: Path,
+    stage: Annotated[str | None, typer.Option("--stage", help="Run only this stage.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files and commands; run nothing.")] = False,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Prepare the stages and write an sbatch script.")] = False,
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Default: runs/<recipe name>.")] = None,
+    data_dir: DataDir = None,
+    sample: Sample = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the recipe's training stages in order through `accelerate launch`."""
+    from mixer.build import Options
+    from mixer.train.launch import display
+    from mixer.train.stages import train_recipe
+
+    report = train_recipe(
+        recipe,
+        only=stage,
+        dry_run=dry_run,
+        slurm=slurm,
+        runs_dir=runs_dir,
+        options=Options(data_dir=data_dir, sample=sample, progress=not as_json),
+    )
+    if as_json:
+        _print_json(
+            {
+                "runs_dir": str(report.root),
+                "metrics": report.metrics,
+                "slurm_script": str(report.slurm_script) if report.slurm_script else None,
+                "stages": [
+                    {"name": p.spec.name, "run_dir": str(p.run_dir), "command": display(p.command), "files": p.files}
+                    for p in report.stages
+                ],
+            }
+        )
+        return
+    for prepared in report.stages:
+        if dry_run:
+            out.print(f"# stage {prepared.spec.name} ({prepared.spec.kind}) -> {prepared.run_dir}", markup=False)
+            for name, content in prepared.files.items():
+                out.print(f"## {prepared.run_dir / name}\n{content.rstrip()}", markup=False)
+            out.print(f"$ {display(prepared.command)}\n", markup=False)
+        elif prepared.spec.name in report.metrics:
+            metrics = report.metrics[prepared.spec.name]
+            out.print(
+                f"stage {prepared.spec.name}: {metrics.get('steps')} steps, loss "
+                f"{metrics.get('first_loss')} -> {metrics.get('final_loss')} ({prepared.run_dir})",
+                markup=False,
+            )
+    if report.slurm_text is not None:
+        if dry_run:
+            out.print(report.slurm_text, markup=False)
+        else:
+            out.print(f"wrote {report.slurm_script}: submit with `sbatch {report.slurm_script}`", markup=False)
+
+
+@app.command()
 def sources(as_json: JsonFlag = False) -> None:
     """List the registry of known datasets (and the formats inline sources can use)."""
     from mixer.adapters import FORMATS, get_adapter

@@ -33,6 +33,7 @@ META = pl.Struct(
 )
 REJECT_SCHEMA = {"dataset": pl.String, "file": pl.String, "row": pl.Int64, "reason": pl.String, "record": pl.String}
 MAX_REPORTED = 5
+PAYLOAD = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected")}
 
 
 @dataclass
@@ -170,10 +171,11 @@ def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) ->
         pl.when(nth > 0).then(pl.concat_str([pl.col("id"), pl.lit("#"), nth.cast(pl.String)])).otherwise(pl.col("id"))
     )
     entry = source.entry
+    payload = PAYLOAD[adapter.kind]
     rows = rows.select(
         "id",
         pl.lit(name).alias("dataset"),
-        "messages",
+        *payload,
         pl.struct(
             source=pl.lit(entry.name if entry else "inline"),
             revision=pl.lit(source.revision, dtype=pl.String),
@@ -190,7 +192,8 @@ def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) ->
         .alias("meta"),
         "__order",
     )
-    for filter_name, keep in row_filters(source.spec.filters, mixture_patterns):
+    filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind == "sft" else []
+    for filter_name, keep in filters:
         before = rows.height
         rows = rows.filter(keep.fill_null(False))
         counts[filter_name] = before - rows.height

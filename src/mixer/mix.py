@@ -15,8 +15,6 @@ import polars as pl
 from mixer.hashing import stable_hash
 from mixer.load import Pool
 
-OUTPUT_COLUMNS = ("id", "dataset", "messages", "meta")
-
 
 def normalised_text(messages: pl.Expr) -> pl.Expr:
     """Role-tagged, lower-cased, whitespace-collapsed conversation text: the identity exact dedup uses."""
@@ -66,8 +64,8 @@ def shuffle_rows(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
 
 
 def mix(pools: list[Pool], counts: dict[str, int], seed: int, shuffle: bool) -> pl.DataFrame:
-    """The final mixture in output order, canonical columns only."""
+    """The final mixture in output order, canonical columns only (messages, or prompt/chosen/rejected)."""
     selected = [select_rows(pool, counts[pool.name], seed) for pool in pools]
     rows = pl.concat(selected)
     rows = shuffle_rows(rows, seed) if shuffle else rows
-    return rows.select(OUTPUT_COLUMNS)
+    return rows.select(c for c in rows.columns if not c.startswith("__"))

@@ -16,7 +16,7 @@ from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.hashing import fingerprint
 from mixer.load import Pool
 from mixer.mix import upsample_count
-from mixer.recipe import Recipe, SourceSpec
+from mixer.recipe import Recipe, Selector, SourceSpec
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,17 @@ def _weighted_counts(specs: list[SourceSpec], total: int) -> dict[str, int]:
     return counts
 
 
+def selector_count(selector: Selector, available: int) -> int:
+    """Rows for take / all / fraction (weights need the whole recipe: see `requested_counts`)."""
+    if selector.mode == "take":
+        return int(selector.value)
+    if selector.mode == "all":
+        return available
+    if selector.mode == "fraction":
+        return upsample_count(available, float(selector.value))
+    raise ValueError("a weight is a share of mixture.total")
+
+
 def requested_counts(recipe: Recipe, available: dict[str, int], sample: bool) -> dict[str, int]:
     """Rows per source before availability checks. In sample mode, takes and weights are scaled down together
     so the bundled samples keep the recipe's proportions."""
@@ -74,13 +85,8 @@ def requested_counts(recipe: Recipe, available: dict[str, int], sample: bool) ->
     if weighted:
         counts.update(_weighted_counts(weighted, recipe.mixture.total or 0))
     for spec in recipe.sources:
-        mode, value = spec.selector.mode, spec.selector.value
-        if mode == "take":
-            counts[spec.name] = int(value)
-        elif mode == "all":
-            counts[spec.name] = available[spec.name]
-        elif mode == "fraction":
-            counts[spec.name] = upsample_count(available[spec.name], float(value))
+        if spec.selector.mode != "weight":
+            counts[spec.name] = selector_count(spec.selector, available[spec.name])
     if sample:
         fixed = [s.name for s in recipe.sources if s.selector.mode in ("take", "weight") and counts[s.name] > 0]
         scale = min([available[n] / counts[n] for n in fixed] + [1.0])
@@ -112,7 +118,11 @@ def make_plan(recipe: Recipe, pools: list[Pool], *, sample: bool, input_fingerpr
             problems.append(Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: no rows left to upsample"))
         chars = (
             pool.rows.select(
-                pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum().sum()
+                pl.sum_horizontal(
+                    pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+                    for c in ("messages", "prompt", "chosen", "rejected")
+                    if c in pool.rows.columns
+                ).sum()
             ).item()
             or 0
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 
 from mixer.adapters import FORMATS, get_adapter
 from mixer.errors import Diagnostic, MixerError, RecipeInvalid
@@ -149,8 +149,11 @@ def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -
     return problems
 
 
-def _check_source(located: Located, name: str, spec: dict, base_dir: Path, total: Any) -> list[Diagnostic]:
-    path = ("sources", name)
+def _check_source(
+    located: Located, name: str, spec: dict, base_dir: Path, total: Any, path: tuple | None = None, purpose: str = "mix"
+) -> list[Diagnostic]:
+    """Rules for one source; `purpose` is "mix" (an SFT mixture component), "sft" or "dpo" (a stage's data)."""
+    path = path or ("sources", name)
     problems: list[Diagnostic] = []
     registry = load_registry()
     entry = None
@@ -187,12 +190,22 @@ def _check_source(located: Located, name: str, spec: dict, base_dir: Path, total
     if fmt:
         problems += _check_fields_options(located, path, spec, fmt)
         adapter = get_adapter(fmt)
-        if adapter.kind == "preference":
+        if adapter.kind == "preference" and purpose != "dpo":
+            where = "mixed into an SFT mixture" if purpose == "mix" else "used for SFT"
             problems.append(
                 located.diag(
                     path,
-                    f"{name!r} is preference data ({fmt}); it cannot be mixed into an SFT mixture",
+                    f"{name!r} is preference data ({fmt}); it cannot be {where}",
                     "use it as the data of a dpo stage",
+                    key=True,
+                )
+            )
+        if adapter.kind != "preference" and purpose == "dpo":
+            problems.append(
+                located.diag(
+                    path,
+                    f"a dpo stage needs preference data (prompt/chosen/rejected), not {fmt!r}",
+                    "use a preference source, e.g. {source: ultrafeedback, take: all}",
                     key=True,
                 )
             )
@@ -310,6 +323,69 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
         )
     for i, pattern in enumerate(mixture.get("drop_patterns") or []):
         problems += _check_regex(located, ("mixture", "drop_patterns", i), pattern)
+    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    problems += _check_stages(located, stages, base_dir)
+    return problems
+
+
+def _check_stages(located: Located, stages: list, base_dir: Path) -> list[Diagnostic]:
+    """Order, data kind and launcher rules of `stages:`."""
+    problems: list[Diagnostic] = []
+    seen: dict[str, int] = {}
+    names = [s.get("name") for s in stages if isinstance(s, dict)]
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            continue
+        path, name, kind = ("stages", i), stage.get("name"), stage.get("kind")
+        if name in seen:
+            problems.append(located.diag((*path, "name"), f"duplicate stage name {name!r} (stage {seen[name] + 1})"))
+        elif isinstance(name, str):
+            seen[name] = i
+        model = stage.get("model")
+        if isinstance(model, dict) and isinstance(model.get("stage"), str):
+            parent = model["stage"]
+            if parent == name:
+                problems.append(located.diag((*path, "model", "stage"), f"stage {name!r} cannot start from itself"))
+            elif parent in names and names.index(parent) > i:
+                problems.append(
+                    located.diag(
+                        (*path, "model", "stage"),
+                        f"stage {name!r} depends on {parent!r}, which runs later",
+                        f"move {parent!r} before {name!r} in stages:",
+                    )
+                )
+            elif parent not in names:
+                problems.append(
+                    located.diag(
+                        (*path, "model", "stage"),
+                        f"unknown stage {parent!r}",
+                        did_you_mean(parent, [n for n in names if isinstance(n, str)]),
+                    )
+                )
+        data = stage.get("data")
+        if kind == "dpo" and data == "mixture":
+            problems.append(
+                located.diag(
+                    (*path, "data"),
+                    "a dpo stage needs preference data, not the SFT mixture",
+                    "e.g. data: {source: ultrafeedback, take: all}",
+                )
+            )
+        if isinstance(data, dict) and kind in ("sft", "dpo"):
+            problems += _check_source(located, str(name), data, base_dir, None, path=(*path, "data"), purpose=kind)
+        for key, only in (("beta", "dpo"), ("reference", "dpo"), ("packing", "sft")):
+            if key in stage and kind != only:
+                problems.append(located.diag((*path, key), f"{key!r} applies to {only} stages only", key=True))
+        launcher = stage.get("launcher") if isinstance(stage.get("launcher"), dict) else {}
+        backend = launcher.get("backend", "ddp")
+        if "zero_stage" in launcher and backend != "deepspeed":
+            problems.append(
+                located.diag((*path, "launcher", "zero_stage"), "zero_stage needs backend: deepspeed", key=True)
+            )
+        if launcher.get("offload") and backend == "ddp":
+            problems.append(
+                located.diag((*path, "launcher", "offload"), "offload needs backend: deepspeed or fsdp", key=True)
+            )
     return problems
 
 

@@ -1,0 +1,1 @@
+"""Training stages: launcher (accelerate/DeepSpeed/FSDP/SLURM) apart from the trainers (sft, dpo)."""

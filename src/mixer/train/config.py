@@ -1,0 +1,31 @@
+"""The resolved configuration a trainer process reads (stage.json): everything decided, nothing to look up."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StageConfig:
+    name: str
+    kind: str  # sft | dpo
+    model: str  # local path or hub id
+    data_files: list[str]
+    run_dir: str
+    tokenizer: str | None = None
+    chat_template: str | None = None
+    max_seq_length: int = 8192
+    packing: bool = False
+    beta: float = 0.1
+    reference: str = "model"  # model | precomputed
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> StageConfig:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))

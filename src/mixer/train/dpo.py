@@ -1,0 +1,107 @@
+"""Direct Preference Optimisation: `accelerate launch -m mixer.train.dpo --config RUN_DIR/stage.json`.
+
+loss = -log σ(β · [(log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x))])  (Rafailov et al. 2023)
+
+The reference is a frozen copy of the starting model, or (`reference: precomputed`) its log-probs computed
+once before training so only one model is in memory. Logged: loss, reward accuracy, chosen/rejected rewards
+and their margin.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mixer.train.common import (
+    config_from_argv,
+    hyperparameters,
+    load_model,
+    load_tokenizer,
+    make_accelerator,
+    read_rows,
+    train,
+)
+from mixer.train.data import IGNORE, Packed, collate, preference_example
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(label token) over labelled positions, per sequence (logits predict the next token)."""
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != IGNORE
+    picked = torch.gather(logits.log_softmax(-1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(-1)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    chosen_reward = beta * (policy_chosen - ref_chosen)
+    rejected_reward = beta * (policy_rejected - ref_rejected)
+    losses = -F.logsigmoid(chosen_reward - rejected_reward)
+    stats = {
+        "rewards/chosen": chosen_reward.mean().item(),
+        "rewards/rejected": rejected_reward.mean().item(),
+        "rewards/accuracy": (chosen_reward > rejected_reward).float().mean().item(),
+        "rewards/margin": (chosen_reward - rejected_reward).mean().item(),
+    }
+    return losses.mean(), stats
+
+
+def pair_batch(pairs: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen sequences first, then rejected ones, in one padded batch (one forward pass per model)."""
+    rows = [Packed(*p["chosen"], [0] * len(p["chosen"][0])) for p in pairs]
+    rows += [Packed(*p["rejected"], [0] * len(p["rejected"][0])) for p in pairs]
+    batch = collate(rows, pad_id)
+    if "ref" in pairs[0]:
+        batch["ref_logps"] = torch.tensor([p["ref"][0] for p in pairs] + [p["ref"][1] for p in pairs])
+    return batch
+
+
+def forward_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    return sequence_logps(model(**inputs).logits.float(), batch["labels"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = config_from_argv(argv)
+    hp = hyperparameters(cfg)
+    accelerator = make_accelerator(cfg, hp)
+    tokenizer = load_tokenizer(cfg)
+    rows = read_rows(cfg, ["prompt", "chosen", "rejected"])
+    pairs = [preference_example(tokenizer, r["prompt"], r["chosen"], r["rejected"], cfg.max_seq_length) for r in rows]
+    pairs = [p for p in pairs if p is not None]
+    policy = load_model(cfg.model, hp)
+    accelerator.print(f"loaded model from {cfg.model}")
+    pad = tokenizer.pad_token_id
+
+    reference = None
+    if cfg.reference == "precomputed":
+        policy.eval()
+        with torch.no_grad():
+            for start in range(0, len(pairs), hp.per_device_batch_size):
+                chunk = pairs[start : start + hp.per_device_batch_size]
+                logps = forward_logps(policy, pair_batch(chunk, pad)).tolist()
+                for k, pair in enumerate(chunk):
+                    pair["ref"] = (logps[k], logps[k + len(chunk)])
+    else:
+        reference = load_model(cfg.model, hp).to(accelerator.device).eval().requires_grad_(False)
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logps = forward_logps(model, batch)
+        if reference is not None:
+            with torch.no_grad():
+                ref = forward_logps(reference, batch)
+        else:
+            ref = batch["ref_logps"].to(logps.device)
+        n = logps.shape[0] // 2
+        return dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], cfg.beta)
+
+    train(cfg, accelerator, policy, pairs, lambda chunk: pair_batch(chunk, pad), loss_fn, tokenizer)
+
+
+if __name__ == "__main__":
+    main()

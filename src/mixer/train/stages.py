@@ -1,0 +1,244 @@
+"""`mixer train`: turn a recipe's stages into run directories and launch them in order.
+
+Per stage it decides the data (this recipe's built mixture, or a source selected like any mixture source),
+the model (a hub id/path, the previous stage's `final/`, or a random init for smoke tests), writes
+stage.json + accelerate.yaml (+ deepspeed.json) + run.json into runs/<recipe>/<stage>/, and runs
+`accelerate launch`. run.json records what the results/diff step keys on: recipe fingerprint, mixture
+manifest hash, launcher config, package versions and final metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from mixer.build import Options, build
+from mixer.errors import MixerError
+from mixer.hashing import file_sha256, fingerprint
+from mixer.load import load_pool
+from mixer.mix import select_rows
+from mixer.plan import selector_count
+from mixer.recipe import Recipe, StageSpec
+from mixer.resolve import resolve_source
+from mixer.train.config import StageConfig
+from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
+from mixer.validate import load_recipe
+from mixer.write import write_atomic_file
+
+PACKAGES = ("mixer", "torch", "transformers", "accelerate", "polars", "datasets", "tokenizers", "deepspeed")
+
+
+def package_versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+@dataclass
+class PreparedStage:
+    spec: StageSpec
+    run_dir: Path
+    config: StageConfig
+    files: dict[str, str]  # file name in run_dir -> content
+    command: list[str]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _mixture_data(recipe: Recipe, options: Options, dry_run: bool) -> tuple[list[str], dict[str, Any]]:
+    out_dir = Path(recipe.output.dir) if Path(recipe.output.dir).is_absolute() else Path.cwd() / recipe.output.dir
+    if dry_run:
+        return [str(out_dir / "data" / "*.parquet")], {"kind": "mixture", "out_dir": str(out_dir)}
+    result = build(recipe.path, options)
+    manifest = result.out_dir / "manifest.json"
+    files = sorted(str(p) for p in (result.out_dir / "data").glob("*.parquet"))
+    return files, {
+        "kind": "mixture",
+        "out_dir": str(result.out_dir),
+        "manifest_sha256": file_sha256(manifest),
+        "build_fingerprint": result.manifest["build_fingerprint"],
+        "rows": result.manifest["totals"]["rows"],
+    }
+
+
+def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Options, dry_run: bool):
+    target = run_dir / "data" / "train.parquet"
+    source = stage.data
+    if dry_run:
+        return [str(target)], {"kind": "source", "source": source.registry or list(source.paths)}
+    resolved = resolve_source(
+        source,
+        recipe.base_dir,
+        data_dir=options.data_dir,
+        sample=options.sample,
+        cache_dir=options.cache_dir or Path.home() / ".cache" / "mixer",
+    )
+    pool = load_pool(resolved)
+    count = selector_count(source.selector, pool.rows.height)
+    if source.selector.mode == "take" and count > pool.rows.height:
+        raise MixerError(f"stages.{stage.name}.data: take {count} but only {pool.rows.height} rows are available")
+    rows = select_rows(pool, count, recipe.seed).drop("__key", "__repeat", "__order")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    rows.write_parquet(partial)
+    partial.replace(target)
+    return [str(target)], {
+        "kind": "source",
+        "source": source.registry or list(source.paths),
+        "files": [f.to_json() for f in resolved.files],
+        "rows": rows.height,
+        "counts": pool.counts,
+    }
+
+
+def _texts(files: list[str]) -> list[str]:
+    frame = pl.read_parquet(files)
+    columns = [c for c in ("messages", "prompt", "chosen", "rejected") if c in frame.columns]
+    return [m["content"] for c in columns for conversation in frame[c].to_list() for m in conversation]
+
+
+def _model(stage: StageSpec, root: Path, run_dir: Path, data_files: list[str], seed: int, dry_run: bool) -> str:
+    model = stage.model
+    if isinstance(model, str):
+        return model
+    if "stage" in model:
+        return str(root / model["stage"] / "final")
+    init_dir = run_dir / "init"
+    if not dry_run and not (init_dir / "config.json").is_file():
+        from mixer.train.init_model import create_random_model
+
+        create_random_model(model, _texts(data_files), init_dir, seed)
+    return str(init_dir)
+
+
+def prepare_stage(recipe: Recipe, stage: StageSpec, root: Path, options: Options, dry_run: bool) -> PreparedStage:
+    run_dir = root / stage.name
+    if not dry_run:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if stage.data == "mixture":
+        data_files, data_info = _mixture_data(recipe, options, dry_run)
+    else:
+        data_files, data_info = _source_data(recipe, stage, run_dir, options, dry_run)
+    model = _model(stage, root, run_dir, data_files, stage.hyperparameters.seed, dry_run)
+    hyper = asdict(stage.hyperparameters)
+    hyper["report_to"] = list(hyper["report_to"])
+    config = StageConfig(
+        name=stage.name,
+        kind=stage.kind,
+        model=model,
+        data_files=data_files,
+        run_dir=str(run_dir),
+        tokenizer=stage.tokenizer,
+        chat_template=stage.chat_template,
+        max_seq_length=stage.max_seq_length,
+        packing=stage.packing,
+        beta=stage.beta,
+        reference=stage.reference,
+        hyperparameters=hyper,
+    )
+    files: dict[str, str] = {}
+    ds_file = None
+    if stage.launcher.backend == "deepspeed":
+        ds_file = str(run_dir / "deepspeed.json")
+        files["deepspeed.json"] = json.dumps(deepspeed_config(stage.launcher), indent=2) + "\n"
+    accel = accelerate_config(stage.launcher, ds_file)
+    files["accelerate.yaml"] = yaml.safe_dump(accel, sort_keys=True)
+    files["stage.json"] = json.dumps(asdict(config), indent=2) + "\n"
+    command = launch_command(str(run_dir / "accelerate.yaml"), stage.kind, str(run_dir / "stage.json"))
+    provenance = {
+        "recipe": {"name": recipe.name, "path": str(recipe.path), "fingerprint": fingerprint(recipe.document)},
+        "stage": stage.name,
+        "kind": stage.kind,
+        "parent_stage": stage.parent_stage,
+        "model": model,
+        "data": data_info,
+        "accelerate_config": accel,
+        "deepspeed_config": json.loads(files["deepspeed.json"]) if ds_file else None,
+        "command": display(command),
+        "versions": package_versions(),
+    }
+    return PreparedStage(stage, run_dir, config, files, command, provenance)
+
+
+def write_stage_files(prepared: PreparedStage, status: str, metrics: dict | None = None) -> None:
+    for name, content in prepared.files.items():
+        write_atomic_file(prepared.run_dir / name, content)
+    record = {**prepared.provenance, "status": status, "metrics": metrics}
+    write_atomic_file(prepared.run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def run_stage(prepared: PreparedStage) -> dict[str, Any]:
+    write_stage_files(prepared, "running")
+    completed = subprocess.run(prepared.command, check=False)
+    metrics_file = prepared.run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    if completed.returncode != 0:
+        write_stage_files(prepared, "failed", metrics)
+        raise MixerError(
+            f"stage {prepared.spec.name} failed (exit code {completed.returncode}); see the output above",
+            f"fix the cause and run `mixer train` again: it resumes from {prepared.run_dir}/checkpoints",
+        )
+    write_stage_files(prepared, "done", metrics)
+    return metrics or {}
+
+
+@dataclass
+class TrainReport:
+    root: Path
+    stages: list[PreparedStage]
+    metrics: dict[str, dict[str, Any]]
+    slurm_script: Path | None = None
+    slurm_text: str | None = None
+
+
+def selected_stages(recipe: Recipe, only: str | None) -> list[StageSpec]:
+    if not recipe.stages:
+        raise MixerError(f"{recipe.path}: the recipe has no stages:", "add a stages: block (see docs/recipes.md)")
+    if only is None:
+        return list(recipe.stages)
+    names = [s.name for s in recipe.stages]
+    if only not in names:
+        raise MixerError(f"no stage {only!r} in {recipe.path}", f"stages: {', '.join(names)}")
+    return [recipe.stages[names.index(only)]]
+
+
+def train_recipe(
+    recipe_path: Path,
+    *,
+    only: str | None = None,
+    dry_run: bool = False,
+    slurm: bool = False,
+    runs_dir: Path | None = None,
+    options: Options | None = None,
+) -> TrainReport:
+    options = options or Options()
+    recipe = load_recipe(recipe_path)
+    root = runs_dir or Path.cwd() / "runs" / recipe.name
+    report = TrainReport(root, [], {})
+    for stage in selected_stages(recipe, only):
+        prepared = prepare_stage(recipe, stage, root, options, dry_run)
+        report.stages.append(prepared)
+        if dry_run:
+            continue
+        if slurm:
+            write_stage_files(prepared, "prepared")
+        else:
+            report.metrics[stage.name] = run_stage(prepared)
+    if slurm:
+        jobs = [(p.spec.name, p.spec.launcher, p.command) for p in report.stages]
+        report.slurm_text = slurm_script(f"mixer-{recipe.name}", jobs, str(root))
+        if not dry_run:
+            report.slurm_script = root / "train.sbatch"
+            write_atomic_file(report.slurm_script, report.slurm_text)
+    return report
