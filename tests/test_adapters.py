@@ -157,8 +157,15 @@ def test_real_sharegpt(shared_data):
 
 @pytest.mark.parametrize(
     ("file", "rows"),
-    [("aqua_train.tsv", 2728), ("creak_train.tsv", 6915), ("ecqa_train.tsv", 7112), ("gsm8k_train.tsv", 7473),
-     ("qasc_train.tsv", 1084), ("sensemaking_train.tsv", 6070), ("strategyqa_train.tsv", 2061)],
+    [
+        ("aqua_train.tsv", 2728),
+        ("creak_train.tsv", 6915),
+        ("ecqa_train.tsv", 7112),
+        ("gsm8k_train.tsv", 7473),
+        ("qasc_train.tsv", 1084),
+        ("sensemaking_train.tsv", 6070),
+        ("strategyqa_train.tsv", 2061),
+    ],
 )
 def test_real_flan_cot(shared_data, file, rows):
     frame = convert(shared_data / "flan_cot" / file, "cot")
@@ -179,6 +186,8 @@ def test_real_oasst_trees(shared_data):
 
 
 def test_real_gsm8k_through_field_mapping(shared_data):
-    frame = convert(shared_data / "gsm8k" / "train.jsonl", "alpaca", fields={"instruction": "question", "output": "answer"})
+    frame = convert(
+        shared_data / "gsm8k" / "train.jsonl", "alpaca", fields={"instruction": "question", "output": "answer"}
+    )
     assert frame.height == 7473 and frame["__reason"].null_count() == 7473
     assert frame["messages"][0][1]["content"].endswith("#### 72")

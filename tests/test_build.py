@@ -13,10 +13,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import REPO, run_mixer, write_recipe
 
 from mixer.build import Options, build, plan_recipe
 from mixer.errors import MixerError, RecipeInvalid
+
+from conftest import REPO, run_mixer, write_recipe
 
 QUIET = Options(progress=False)
 SAMPLE = Options(progress=False, sample=True)
@@ -285,10 +286,14 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     first = build(recipe, QUIET, out=out)
     before = shard_bytes(out)
     write_recipe(
-        tmp_path, "name: big\nseed: 9\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 100}\n"
+        tmp_path,
+        "name: big\nseed: 9\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 100}\n",
     )
-    proc = subprocess.Popen([sys.executable, "-m", "mixer", "build", str(recipe), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mixer", "build", str(recipe), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     temps = lambda: list(tmp_path.glob(".o.tmp-*/data/*.parquet"))  # noqa: E731
     try:
         assert _wait_for(lambda: len(temps()) >= 3, timeout=60), "build never started writing shards"
@@ -339,6 +344,8 @@ def test_real_files_recipe(tmp_path, shared_data):
     assert sources["oasst"]["counts"]["lang"] == 115 - sources["oasst"]["counts"]["available"]
     assert len(sources["cot"]["files"]) == 7
     ds = load_dataset("parquet", data_dir=str(result.out_dir / "data"), split="train")
-    assert len(ds) == result.manifest["totals"]["rows"] == 1500 + 1250 + 700 + 3000 + sources["oasst"]["counts"]["written"]
+    assert (
+        len(ds) == result.manifest["totals"]["rows"] == 1500 + 1250 + 700 + 3000 + sources["oasst"]["counts"]["written"]
+    )
     cot_ids = [i for i in ds["id"] if i.startswith("cot/")]
     assert any(i.startswith("cot/gsm8k_train/") for i in cot_ids)

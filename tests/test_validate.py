@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, run_mixer, write_recipe
 
 from mixer.validate import validate_file
+
+from conftest import REPO, run_mixer, write_recipe
 
 
 def messages(path):
@@ -68,19 +69,49 @@ def test_json_output(tmp_path):
             "sources:\n  a: {source: dolly, take: 5, weight: 0.5}\nmixture: {total: 10}\n",
             (3, 31, "'weight' conflicts with 'take': give exactly one of take / fraction / weight"),
         ),
-        ("sources:\n  a: {source: dolly, weight: 0.5}\n", (3, 22, "`weight` is a share of mixture.total, which is not set")),
-        ("sources:\n  a: {source: tulu_hardcoded, take: 15}\n", (3, 37, "take 15 is more than the 14 rows of 'tulu_hardcoded'")),
+        (
+            "sources:\n  a: {source: dolly, weight: 0.5}\n",
+            (3, 22, "`weight` is a share of mixture.total, which is not set"),
+        ),
+        (
+            "sources:\n  a: {source: tulu_hardcoded, take: 15}\n",
+            (3, 37, "take 15 is more than the 14 rows of 'tulu_hardcoded'"),
+        ),
         ("sources:\n  a: {path: x.jsonl, format: alpacca, take: 1}\n", (3, 30, "unknown format 'alpacca'")),
         ("sources:\n  a: {path: missing.jsonl, format: alpaca, take: 1}\n", (3, 13, "no file matches 'missing.jsonl'")),
-        ("sources:\n  a: {source: dolly, take: 1}\n  a: {source: cot, take: 1}\n", (4, 3, "duplicate key 'a' (first defined at line 3)")),
-        ("sources:\n  a: {source: dolly, take: 1, lang: en}\n", (3, 31, "format 'dolly' carries no language field to filter on")),
-        ("sources:\n  a: {source: ultrafeedback, take: 1}\n", (3, 3, "'a' is preference data (preference); it cannot be mixed into an SFT mixture")),
-        ("sources:\n  a: {source: oasst1, take: 1, options: {top_k: 1}}\n", (3, 42, "format 'oasst' has no option 'top_k'")),
-        ("sources:\n  a: {source: dolly, take: 1, fields: {prompt: q}}\n", (3, 40, "format 'dolly' has no field 'prompt'")),
+        (
+            "sources:\n  a: {source: dolly, take: 1}\n  a: {source: cot, take: 1}\n",
+            (4, 3, "duplicate key 'a' (first defined at line 3)"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, take: 1, lang: en}\n",
+            (3, 31, "format 'dolly' carries no language field to filter on"),
+        ),
+        (
+            "sources:\n  a: {source: ultrafeedback, take: 1}\n",
+            (3, 3, "'a' is preference data (preference); it cannot be mixed into an SFT mixture"),
+        ),
+        (
+            "sources:\n  a: {source: oasst1, take: 1, options: {top_k: 1}}\n",
+            (3, 42, "format 'oasst' has no option 'top_k'"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, take: 1, fields: {prompt: q}}\n",
+            (3, 40, "format 'dolly' has no field 'prompt'"),
+        ),
         ("sources:\n  a: {source: dolly, take: 1, drop_patterns: ['(']}\n", (3, 47, "invalid regular expression '('")),
-        ("sources:\n  a: {source: dolly, weight: 0.7}\n  b: {source: cot, weight: 0.6}\nmixture: {total: 10}\n", (5, 18, "weights add up to 1.3, more than 1")),
-        ("sources:\n  a: {source: dolly, take: 1}\nmixture: {dedup: fuzzy}\n", (4, 18, "mixture.dedup: 'fuzzy' is not one of none, exact")),
-        ("sources:\n  a: {path: '${MIXER_TEST_UNSET_VAR}', format: alpaca, take: 1}\n", (3, 13, "environment variable MIXER_TEST_UNSET_VAR is not set")),
+        (
+            "sources:\n  a: {source: dolly, weight: 0.7}\n  b: {source: cot, weight: 0.6}\nmixture: {total: 10}\n",
+            (5, 18, "weights add up to 1.3, more than 1"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, take: 1}\nmixture: {dedup: fuzzy}\n",
+            (4, 18, "mixture.dedup: 'fuzzy' is not one of none, exact"),
+        ),
+        (
+            "sources:\n  a: {path: '${MIXER_TEST_UNSET_VAR}', format: alpaca, take: 1}\n",
+            (3, 13, "environment variable MIXER_TEST_UNSET_VAR is not set"),
+        ),
         ("sources:\n  a: {path: x.json}\n", (3, 7, "inline source 'a' needs `format:`")),
     ],
 )

@@ -1,0 +1,101 @@
+"""Real `accelerate launch` runs on CPU: the tiny recipe's SFT → DPO on 2 processes, and resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("torch", reason="training tests need torch (pip install torch==2.13.0)")
+
+from conftest import REPO, run_mixer, write_recipe
+
+
+def metrics(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tiny_recipe_sft_then_dpo_on_two_processes(tmp_path):
+    runs = tmp_path / "runs"
+    result = run_mixer("train", str(REPO / "recipes" / "tiny.yaml"), "--runs-dir", str(runs), cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    sft = json.loads((runs / "sft" / "run.json").read_text())
+    assert sft["status"] == "done"
+    assert sft["metrics"]["world_size"] == 2  # two processes trained together (gloo)
+    assert sft["accelerate_config"]["num_processes"] == 2
+    assert sft["data"]["manifest_sha256"] and sft["data"]["rows"] > 100
+    assert sft["versions"]["torch"].startswith("2.")
+    sft_log = metrics(runs / "sft" / "metrics.jsonl")
+    assert len(sft_log) == sft["metrics"]["steps"] >= 10
+    first, last = sft_log[0]["loss"], sft_log[-1]["loss"]
+    assert last < first - 0.5, (first, last)  # the SFT loss goes down
+    assert (runs / "sft" / "final" / "model.safetensors").is_file()
+
+    dpo = json.loads((runs / "dpo" / "run.json").read_text())
+    assert dpo["status"] == "done" and dpo["parent_stage"] == "sft"
+    assert dpo["model"] == str(runs / "sft" / "final")
+    assert f"loaded model from {runs / 'sft' / 'final'}" in result.stdout
+    dpo_log = metrics(runs / "dpo" / "metrics.jsonl")
+    # the policy starts equal to its reference (both the SFT checkpoint): loss is exactly log 2
+    assert dpo_log[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert dpo_log[-1]["loss"] < dpo_log[0]["loss"]
+    assert {"rewards/accuracy", "rewards/margin", "rewards/chosen", "rewards/rejected"} <= set(dpo_log[-1])
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    samples = REPO / "sources" / "samples"
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: resume
+        sources:
+          alpaca: {{path: {samples}/alpaca.json, format: alpaca, take: all}}
+        output: {{dir: {tmp_path}/out}}
+        stages:
+          - name: sft
+            kind: sft
+            model: {{init: llama, tokenizer: {{vocab_size: 400}}}}
+            data: mixture
+            max_seq_length: 256
+            hyperparameters: {{learning_rate: 1.0e-3, max_steps: 80, save_steps: 5, per_device_batch_size: 2,
+                              gradient_accumulation_steps: 1, warmup_ratio: 0.0}}
+            launcher: {{num_processes: 1, mixed_precision: "no"}}
+        """,
+    )
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "mixer", "train", str(recipe), "--runs-dir", str(runs)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    checkpoints = runs / "sft" / "checkpoints"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and not list(checkpoints.glob("step-*/trainer_state.json")):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its trainer process, mid-run
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (runs / "sft" / "metrics.json").exists(), "training finished before the kill; make it longer"
+    done = sorted(checkpoints.glob("step-*/trainer_state.json"))
+    resumed_from = json.loads(done[-1].read_text())["step"]
+
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"resuming from {done[-1].parent} (step {resumed_from})" in result.stdout
+    steps = [r["step"] for r in metrics(runs / "sft" / "metrics.jsonl")]
+    restart = len(steps) - 1 - steps[::-1].index(resumed_from + 1)  # the resumed run's lines come last
+    second_run = steps[restart:]
+    assert steps[:restart] == list(range(1, restart + 1))  # the killed run, which got past its checkpoint
+    assert second_run == list(range(resumed_from + 1, 81))
+    assert json.loads((runs / "sft" / "metrics.json").read_text())["steps"] == 80

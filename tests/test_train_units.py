@@ -1,0 +1,271 @@
+"""Trainer building blocks: label masking, packing boundaries, DPO loss by hand, launcher files, stage rules."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="training tests need torch (pip install torch==2.13.0)")
+
+from mixer.recipe import Launcher  # noqa: E402
+from mixer.train.data import IGNORE, as_rows, collate, pack, preference_example, sft_example  # noqa: E402
+from mixer.train.dpo import dpo_loss, sequence_logps  # noqa: E402
+from mixer.train.init_model import train_tokenizer  # noqa: E402
+from mixer.train.launch import accelerate_config, deepspeed_config, slurm_script  # noqa: E402
+from mixer.validate import validate_file  # noqa: E402
+
+from conftest import REPO, run_mixer, write_recipe  # noqa: E402
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is two plus two?"},
+    {"role": "assistant", "content": "Four."},
+    {"role": "user", "content": "And three plus three?"},
+    {"role": "assistant", "content": "Six, as before."},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [m["content"] for m in CONVERSATION] * 20 + ["the quick brown fox jumps over the lazy dog"] * 20
+    return train_tokenizer(texts, vocab_size=300)
+
+
+def test_only_assistant_tokens_carry_labels_multi_turn(tokenizer):
+    ids, labels = sft_example(tokenizer, CONVERSATION, max_len=512)
+    assert len(ids) == len(labels)
+    labelled = [i for i, label in zip(ids, labels, strict=True) if label != IGNORE]
+    assert tokenizer.decode(labelled) == "Four.</s>\nSix, as before.</s>\n"
+    unlabelled = tokenizer.decode([i for i, label in zip(ids, labels, strict=True) if label == IGNORE])
+    for text in ("Be brief.", "What is two plus two?", "And three plus three?", "<|assistant|>"):
+        assert text in unlabelled
+    assert all(label in (IGNORE, i) for i, label in zip(ids, labels, strict=True))
+
+
+def test_truncation_that_drops_every_reply_skips_the_example(tokenizer):
+    assert sft_example(tokenizer, CONVERSATION, max_len=8) is None
+
+
+def test_preference_labels_cover_only_the_reply(tokenizer):
+    pair = preference_example(
+        tokenizer,
+        CONVERSATION[1:2],
+        [{"role": "assistant", "content": "Four."}],
+        [{"role": "assistant", "content": "Five."}],
+        256,
+    )
+    for name, reply in (("chosen", "Four."), ("rejected", "Five.")):
+        ids, labels = pair[name]
+        assert (
+            tokenizer.decode([i for i, label in zip(ids, labels, strict=True) if label != IGNORE]) == f"{reply}</s>\n"
+        )
+
+
+def test_pack_keeps_examples_whole_and_in_order():
+    examples = [([1] * 5, [1] * 5), ([2] * 4, [2] * 4), ([3] * 3, [3] * 3), ([4] * 9, [4] * 9), ([5] * 2, [5] * 2)]
+    rows = pack(examples, max_len=10)
+    assert [r.input_ids for r in rows] == [[1] * 5 + [2] * 4, [3] * 3, [4] * 9, [5] * 2]
+    assert rows[0].segments == [0] * 5 + [1] * 4
+    assert all(len(r.input_ids) <= 10 for r in rows)
+
+
+def test_packed_rows_compute_exactly_what_separate_examples_do():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=50,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+            )
+        ).eval()
+    a, b = ([5, 6, 7, 8], [-100, 6, 7, 8]), ([9, 10, 11], [-100, 10, 11])
+    packed = collate(pack([a, b], max_len=16), pad_id=0)
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2]]
+    separate = collate(as_rows([a, b]), pad_id=0)
+    with torch.no_grad():
+        joint = model(
+            input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], position_ids=packed["position_ids"]
+        ).logits[0]
+        alone = model(
+            input_ids=separate["input_ids"],
+            attention_mask=separate["attention_mask"],
+            position_ids=separate["position_ids"],
+        ).logits
+    assert torch.allclose(joint[:4], alone[0, :4], atol=1e-5)
+    assert torch.allclose(joint[4:], alone[1, :3], atol=1e-5)  # no attention across the boundary
+    assert separate["labels"][1].tolist() == [-100, 10, 11, -100]  # padding carries no label
+
+
+def test_dpo_loss_matches_hand_computation():
+    loss, stats = dpo_loss(
+        torch.tensor([-1.0, -3.0]),
+        torch.tensor([-2.0, -1.0]),
+        torch.tensor([-1.5, -2.0]),
+        torch.tensor([-1.5, -2.0]),
+        beta=0.1,
+    )
+    # pair 1: rewards 0.05 vs -0.05 -> -log σ(0.1); pair 2: -0.1 vs 0.1 -> -log σ(-0.2)
+    expected = (math.log1p(math.exp(-0.1)) + math.log1p(math.exp(0.2))) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert stats["rewards/accuracy"] == 0.5
+    assert stats["rewards/margin"] == pytest.approx((0.1 - 0.2) / 2, abs=1e-6)
+    equal, _ = dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3), beta=0.1)
+    assert equal.item() == pytest.approx(math.log(2))
+
+
+def test_sequence_logps_sums_labelled_next_token_logprobs():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]]))
+    labels = torch.tensor([[-100, 1, 2]])  # predict token 1 from position 0, token 2 from position 1
+    assert sequence_logps(logits, labels).item() == pytest.approx(math.log(0.25) + math.log(0.1), abs=1e-6)
+
+
+def test_launcher_configs():
+    ddp = accelerate_config(Launcher(num_processes=2, mixed_precision="no"))
+    assert (ddp["distributed_type"], ddp["num_processes"], ddp["num_machines"]) == ("MULTI_GPU", 2, 1)
+    single = accelerate_config(Launcher())
+    assert single["distributed_type"] == "NO"
+    zero3 = Launcher(num_processes=8, num_machines=4, backend="deepspeed", zero_stage=3, offload=True)
+    config = accelerate_config(zero3, "/runs/x/deepspeed.json")
+    assert (config["distributed_type"], config["num_processes"], config["num_machines"]) == ("DEEPSPEED", 32, 4)
+    assert config["deepspeed_config"] == {"deepspeed_config_file": "/runs/x/deepspeed.json", "zero3_init_flag": True}
+    ds = deepspeed_config(zero3)
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}
+    assert ds["train_micro_batch_size_per_gpu"] == "auto"
+    zero2 = deepspeed_config(Launcher(backend="deepspeed", zero_stage=2))
+    assert zero2["zero_optimization"]["stage"] == 2
+    assert not any(k.startswith("stage3") for k in zero2["zero_optimization"])
+    fsdp = accelerate_config(Launcher(num_processes=8, backend="fsdp", offload=True))
+    assert fsdp["distributed_type"] == "FSDP"
+    assert fsdp["fsdp_config"]["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert fsdp["fsdp_config"]["fsdp_offload_params"] is True
+
+
+def test_generated_accelerate_configs_load_in_accelerate(tmp_path):
+    import yaml
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for launcher in (
+        Launcher(num_processes=2),
+        Launcher(num_processes=8, backend="deepspeed", zero_stage=3),
+        Launcher(num_processes=8, backend="fsdp"),
+    ):
+        path = tmp_path / f"{launcher.backend}.yaml"
+        path.write_text(yaml.safe_dump(accelerate_config(launcher, str(tmp_path / "ds.json"))))
+        loaded = load_config_from_file(str(path))
+        assert loaded.num_processes == launcher.world_size
+        assert str(loaded.distributed_type).endswith(accelerate_config(launcher)["distributed_type"])
+
+
+def test_slurm_script_is_one_launch_per_node():
+    launcher = Launcher(num_processes=8, num_machines=4, backend="deepspeed", zero_stage=3)
+    command = [
+        "python",
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "/r/sft/accelerate.yaml",
+        "-m",
+        "mixer.train.sft",
+        "--config",
+        "/r/sft/stage.json",
+    ]
+    script = slurm_script("mixer-x", [("sft", launcher, command)], "/r")
+    assert "#SBATCH --nodes=4" in script and "#SBATCH --gpus-per-node=8" in script
+    assert "#SBATCH --ntasks-per-node=1" in script
+    assert 'MAIN_PROCESS_IP=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
+    assert (
+        "srun --nodes=4 --ntasks-per-node=1 bash -c 'accelerate launch --config_file /r/sft/accelerate.yaml"
+        " --num_machines $SLURM_NNODES --machine_rank $SLURM_PROCID --main_process_ip $MAIN_PROCESS_IP"
+        " --main_process_port 29500 -m mixer.train.sft --config /r/sft/stage.json'"
+    ) in script
+
+
+def test_tulu2_dry_run_prints_zero3_commands_and_writes_nothing(tmp_path):
+    result = run_mixer("train", str(REPO / "recipes" / "tulu2.yaml"), "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = tmp_path / "runs" / "tulu2-sft-mix"
+    for stage in ("sft", "dpo"):
+        assert (
+            f"$ accelerate launch --config_file {runs}/{stage}/accelerate.yaml -m mixer.train.{stage} "
+            f"--config {runs}/{stage}/stage.json"
+        ) in result.stdout
+    assert result.stdout.count("distributed_type: DEEPSPEED") == 2
+    assert result.stdout.count("num_processes: 8") == 2
+    assert result.stdout.count('"stage": 3,') == 2
+    assert f'"model": "{runs}/sft/final"' in result.stdout  # dpo starts from the sft output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_tulu2_slurm_dry_run(tmp_path):
+    result = run_mixer("train", str(REPO / "recipes" / "tulu2.yaml"), "--slurm", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("srun --nodes=1 --ntasks-per-node=1 bash -c 'accelerate launch") == 2
+    assert "--machine_rank $SLURM_PROCID" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("stages", "expected"),
+    [
+        (
+            "  - {name: dpo, kind: dpo, model: {stage: sft}, data: {source: ultrafeedback, take: all}}\n"
+            "  - {name: sft, kind: sft, model: m, data: mixture}\n",
+            (5, 43, "stage 'dpo' depends on 'sft', which runs later"),
+        ),
+        (
+            "  - {name: dpo, kind: dpo, model: {stage: sfft}, data: {source: ultrafeedback, take: all}}\n",
+            (5, 43, "unknown stage 'sfft'"),
+        ),
+        (
+            "  - {name: sft, kind: sft, model: m, data: {source: ultrafeedback, take: all}}\n",
+            (5, 38, "'sft' is preference data (preference); it cannot be used for SFT"),
+        ),
+        (
+            "  - {name: dpo, kind: dpo, model: m, data: mixture}\n",
+            (5, 44, "a dpo stage needs preference data, not the SFT mixture"),
+        ),
+        (
+            "  - {name: sft, kind: sft, model: m, data: mixture, beta: 0.1}\n",
+            (5, 53, "'beta' applies to dpo stages only"),
+        ),
+        (
+            "  - {name: sft, kind: sft, model: m, data: mixture, launcher: {zero_stage: 3}}\n",
+            (5, 64, "zero_stage needs backend: deepspeed"),
+        ),
+        (
+            "  - {name: sft, kind: sft, model: m, data: mixture, hyperparameters: {lr: 1}}\n",
+            (5, 71, "unknown key 'lr'"),
+        ),
+        (
+            "  - {name: a, kind: sft, model: m, data: mixture}\n  - {name: a, kind: sft, model: m, data: mixture}\n",
+            (6, 12, "duplicate stage name 'a'"),
+        ),
+    ],
+)
+def test_stage_validation(tmp_path, stages, expected):
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 1}\nstages:\n" + stages)
+    found = [(d.line, d.col, d.message) for d in validate_file(recipe)]
+    line, col, text = expected
+    assert any(f[0] == line and f[1] == col and f[2].startswith(text) for f in found), found
+
+
+def test_building_a_mixture_never_imports_torch(tmp_path):
+    code = (
+        "import sys; from pathlib import Path; from mixer.build import build, Options; "
+        f"build(Path({str(REPO / 'recipes' / 'tulu2.yaml')!r}), Options(sample=True, progress=False), "
+        f"out=Path({str(tmp_path / 'o')!r})); print('torch' in sys.modules)"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]["rows"] > 0
