@@ -247,6 +247,113 @@ def sources(as_json: JsonFlag = False) -> None:
     out.print(formats)
 
 
+results_app = typer.Typer(no_args_is_help=True, help="Attach evaluation results to a run or build directory.")
+app.add_typer(results_app, name="results")
+
+
+@results_app.command("add")
+def results_add(
+    run_dir: Path,
+    files: Annotated[list[Path], typer.Argument(help="lm-eval results JSON, AlpacaEval CSV/JSON, plain JSON/YAML.")],
+    model: Annotated[str | None, typer.Option("--model", help="The row of a multi-model leaderboard.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check and copy results files into RUN_DIR/results/."""
+    from mixer.results import add_results
+
+    scores = add_results(run_dir, files, model)
+    if as_json:
+        _print_json([s.to_json() for s in scores])
+        return
+    out.print(f"added {len(scores)} score(s) from {len(files)} file(s) to {run_dir / 'results'}")
+
+
+@results_app.command("show")
+def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
+    """The normalised score table of a run directory."""
+    from mixer.results import run_scores
+
+    scores = run_scores(run_dir)
+    if as_json:
+        _print_json([s.to_json() for s in scores])
+        return
+    table = Table(title=str(run_dir))
+    for column in ("task", "metric", "value", "stderr", "n", "shots", "judge", "source"):
+        table.add_column(column)
+    for s in scores:
+        table.add_row(
+            s.task,
+            s.metric,
+            f"{s.value:.4g}",
+            "—" if s.stderr is None else f"{s.stderr:.3g}",
+            str(s.n or "—"),
+            str(s.eval_config.get("shots")),
+            str(s.eval_config.get("judge") or "—"),
+            s.source,
+        )
+    out.print(table)
+
+
+@app.command()
+def runs(
+    dirs: Annotated[list[Path] | None, typer.Argument(help="Where to look (default: runs/ and out/).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List run and build directories with their recipe fingerprint and headline metrics."""
+    from mixer.runs import find_runs
+
+    found = find_runs(dirs or [Path("runs"), Path("out")])
+    if as_json:
+        _print_json(found)
+        return
+    table = Table(title="runs")
+    for column in ("path", "kind", "recipe", "fingerprint", "rows", "headline metrics"):
+        table.add_column(column)
+    for run in found:
+        headline = ", ".join(f"{k} {v:.3g}" for k, v in run["headline"].items())
+        table.add_row(
+            run["path"],
+            run["kind"],
+            run["recipe"] or "—",
+            (run["fingerprint"] or "—")[:12],
+            f"{run['rows']:,}" if run["rows"] is not None else "—",
+            headline or "—",
+        )
+    out.print(table)
+
+
+@app.command()
+def diff(
+    sides: Annotated[list[str], typer.Argument(help="Run dirs, build outputs or recipes (PATH or PATH@GITREF).")],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Compare every other side to this one.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | json | html")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+) -> None:
+    """Composition and benchmark deltas between mixes, with significance and comparability warnings."""
+    from mixer import report
+    from mixer.diff import compare, load_side
+
+    if fmt not in ("table", "markdown", "json", "html"):
+        raise MixerError(f"unknown format {fmt!r}", "use table, markdown, json or html")
+    specs = ([baseline] if baseline else []) + [s for s in sides if s != baseline]
+    if len(specs) < 2:
+        raise MixerError("mixer diff needs two sides (or --baseline and one more)")
+    loaded = [load_side(spec) for spec in specs]
+    comparisons = [compare(loaded[0], other) for other in loaded[1:]]
+    if fmt == "table":
+        console = Console(file=output.open("w", encoding="utf-8"), width=160) if output else out
+        report.render_terminal(comparisons, console)
+        return
+    text = {"markdown": report.render_markdown, "json": report.render_json, "html": report.render_html}[fmt](
+        comparisons
+    )
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
 def main() -> None:
     try:
         app()

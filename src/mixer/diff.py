@@ -1,0 +1,283 @@
+"""`mixer diff`: what changed between two mixes (a semantic diff of the composition) and what it did to each
+benchmark, with a significance flag: |Δ| > 2·√(se_A² + se_B²).
+
+A side is a training run directory (run.json), a build output (manifest.json), or a recipe file, optionally
+at a git revision (`recipes/tulu2.yaml@HEAD~1`). Everything here is data; `report.py` renders it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixer.errors import MixerError
+from mixer.results import Score, run_scores
+
+COMPARABILITY_KEYS = (
+    "shots",
+    "chat_template",
+    "system_instruction",
+    "judge",
+    "harness",
+    "harness_version",
+    "task_version",
+    "limit",
+)
+
+
+@dataclass
+class Side:
+    """One mix to compare: its label, composition (recipe document and built counts) and scores."""
+
+    label: str
+    recipe: dict[str, Any] | None
+    counts: dict[str, int] | None  # rows written per source, when the mix was built
+    scores: list[Score] = field(default_factory=list)
+    run: dict[str, Any] | None = None  # run.json of a training stage
+
+
+def _git_recipe(spec: str) -> Side:
+    path_text, ref = spec.rsplit("@", 1)
+    path = Path(path_text).resolve()
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        relative = path.relative_to(Path(top).resolve()).as_posix()
+        text = subprocess.run(
+            ["git", "-C", top, "show", f"{ref}:{relative}"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        raise MixerError(
+            f"{spec}: cannot read from git: {exc.stderr.strip() or exc}",
+            "use PATH@REF with a file inside a git repository and a valid revision",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise MixerError(f"{spec}: cannot read from git: {exc}") from None
+    return Side(spec, yaml.safe_load(text), None)
+
+
+def load_side(spec: str) -> Side:
+    """Resolve a command-line argument to a Side."""
+    if "@" in spec and spec.rsplit("@", 1)[0].endswith((".yaml", ".yml")):
+        return _git_recipe(spec)
+    path = Path(spec)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return Side(spec, yaml.safe_load(path.read_text(encoding="utf-8")), None)
+    if not path.is_dir():
+        raise MixerError(
+            f"{spec}: not a run directory, build output or recipe",
+            "give runs/<recipe>/<stage>, out/<recipe>, recipes/x.yaml or recipes/x.yaml@REF",
+        )
+    run = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else None
+    manifest_path = path / "manifest.json"
+    if run and not manifest_path.is_file() and (run.get("data") or {}).get("out_dir"):
+        manifest_path = Path(run["data"]["out_dir"]) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    recipe = manifest["resolved_recipe"] if manifest else None
+    if recipe is None and run and Path(run["recipe"]["path"]).is_file():
+        recipe = yaml.safe_load(Path(run["recipe"]["path"]).read_text(encoding="utf-8"))
+    counts = {n: s["counts"]["written"] for n, s in manifest["sources"].items()} if manifest else None
+    return Side(spec, recipe, counts, run_scores(path), run)
+
+
+# ---- composition ----
+
+
+@dataclass
+class SourceRow:
+    name: str
+    status: str  # added | removed | changed | same
+    a_rows: int | None
+    b_rows: int | None
+    a_share: float | None
+    b_share: float | None
+    changes: list[str]
+
+
+@dataclass
+class Composition:
+    sources: list[SourceRow]
+    settings: list[str]  # "seed: 42 → 7", "stages.sft.hyperparameters.learning_rate: 2e-05 → 1e-05"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _changes(a: Any, b: Any, prefix: str = "") -> list[str]:
+    flat_a, flat_b = _flatten(a or {}, prefix), _flatten(b or {}, prefix)
+    lines = []
+    for key in sorted(set(flat_a) | set(flat_b)):
+        if flat_a.get(key) != flat_b.get(key):
+            was, now = flat_a.get(key, "—"), flat_b.get(key, "—")
+            lines.append(f"{key}: {was} → {now}")
+    return lines
+
+
+def _stages_by_name(recipe: dict[str, Any] | None) -> dict[str, Any]:
+    return {s.get("name"): s for s in (recipe or {}).get("stages") or [] if isinstance(s, dict)}
+
+
+def compare_composition(a: Side, b: Side) -> Composition:
+    sources_a = (a.recipe or {}).get("sources") or {}
+    sources_b = (b.recipe or {}).get("sources") or {}
+    total_a = sum(a.counts.values()) if a.counts else None
+    total_b = sum(b.counts.values()) if b.counts else None
+    rows = []
+    for name in list(sources_a) + [n for n in sources_b if n not in sources_a]:
+        in_a, in_b = name in sources_a, name in sources_b
+        changes = _changes(sources_a.get(name), sources_b.get(name)) if in_a and in_b else []
+        rows_a = a.counts.get(name) if a.counts and in_a else None
+        rows_b = b.counts.get(name) if b.counts and in_b else None
+        status = (
+            "added" if not in_a else "removed" if not in_b else "changed" if changes or rows_a != rows_b else "same"
+        )
+        rows.append(
+            SourceRow(
+                name,
+                status,
+                rows_a,
+                rows_b,
+                rows_a / total_a if rows_a is not None and total_a else None,
+                rows_b / total_b if rows_b is not None and total_b else None,
+                changes,
+            )
+        )
+    settings = []
+    for key in ("seed", "mixture", "output", "evolve"):
+        settings += _changes({key: (a.recipe or {}).get(key)}, {key: (b.recipe or {}).get(key)})
+    stages_a, stages_b = _stages_by_name(a.recipe), _stages_by_name(b.recipe)
+    for name in list(stages_a) + [n for n in stages_b if n not in stages_a]:
+        settings += _changes(stages_a.get(name), stages_b.get(name), f"stages.{name}")
+    return Composition(rows, settings)
+
+
+# ---- metrics ----
+
+
+@dataclass
+class MetricRow:
+    task: str
+    metric: str
+    a: float
+    b: float
+    delta: float
+    se_a: float | None
+    se_b: float | None
+    se_delta: float | None  # None: no significance claim is possible
+    significant: bool
+    direction: str  # better | worse | same
+    higher_is_better: bool
+    is_group: bool
+    incomparable: list[str]  # eval-config keys that differ
+
+
+def significance(delta: float, se_a: float | None, se_b: float | None) -> tuple[float | None, bool]:
+    """(se of the difference, |Δ| > 2·se). A missing or zero stderr on either side makes no claim: lm-eval
+    reports 0 for all-right/all-wrong tasks, which is not certainty."""
+    if not se_a or not se_b:
+        return None, False
+    se = math.sqrt(se_a**2 + se_b**2)
+    return se, abs(delta) > 2 * se
+
+
+def _incomparable(a: Score, b: Score) -> list[str]:
+    return [k for k in COMPARABILITY_KEYS if a.eval_config.get(k) != b.eval_config.get(k)]
+
+
+@dataclass
+class MetricDiff:
+    rows: list[MetricRow]
+    only_a: list[tuple[str, str]]
+    only_b: list[tuple[str, str]]
+    mean_delta: float | None  # direction-aware: positive means B is better, averaged per task then over tasks
+    tasks: int
+    tasks_better: int
+    tasks_worse: int
+    warnings: list[str]
+
+
+def compare_metrics(a: Side, b: Side) -> MetricDiff:
+    index_a = {(s.task, s.metric): s for s in a.scores}
+    index_b = {(s.task, s.metric): s for s in b.scores}
+    rows, warnings = [], []
+    for key in sorted(set(index_a) & set(index_b)):
+        sa, sb = index_a[key], index_b[key]
+        delta = sb.value - sa.value
+        se, significant = significance(delta, sa.stderr, sb.stderr)
+        oriented = delta if sa.higher_is_better else -delta
+        direction = "same" if delta == 0 else "better" if oriented > 0 else "worse"
+        rows.append(
+            MetricRow(
+                key[0],
+                key[1],
+                sa.value,
+                sb.value,
+                delta,
+                sa.stderr,
+                sb.stderr,
+                se,
+                significant,
+                direction,
+                sa.higher_is_better,
+                sa.is_group,
+                _incomparable(sa, sb),
+            )
+        )
+    by_task: dict[str, list[float]] = {}
+    for row in rows:
+        if not row.is_group:
+            by_task.setdefault(row.task, []).append(row.delta if row.higher_is_better else -row.delta)
+    task_means = [sum(v) / len(v) for v in by_task.values()]
+    seen = set()
+    for row in rows:
+        for key in row.incomparable:
+            if (row.task, key) in seen:
+                continue
+            seen.add((row.task, key))
+            sa, sb = index_a[(row.task, row.metric)], index_b[(row.task, row.metric)]
+            warnings.append(
+                f"{row.task}: {key} differs ({sa.eval_config.get(key)} vs {sb.eval_config.get(key)}); "
+                "scores are not comparable"
+            )
+    return MetricDiff(
+        rows=rows,
+        only_a=sorted(set(index_a) - set(index_b)),
+        only_b=sorted(set(index_b) - set(index_a)),
+        mean_delta=sum(task_means) / len(task_means) if task_means else None,
+        tasks=len(task_means),
+        tasks_better=sum(1 for m in task_means if m > 0),
+        tasks_worse=sum(1 for m in task_means if m < 0),
+        warnings=warnings,
+    )
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    composition: Composition
+    metrics: MetricDiff
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(a: Side, b: Side) -> Comparison:
+    return Comparison(a.label, b.label, compare_composition(a, b), compare_metrics(a, b))

@@ -1,0 +1,231 @@
+"""Render comparisons: rich terminal tables, Markdown, JSON and one self-contained HTML page.
+
+The HTML embeds its chart as inline SVG drawn by matplotlib, so it opens offline and can be attached to a PR.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mixer.diff import Comparison, MetricRow
+
+
+def _rows(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def verdict(row: MetricRow) -> str:
+    if row.se_delta is None:
+        return "no stderr"
+    if not row.significant:
+        return "n.s."
+    return "significant ↑" if row.direction == "better" else "significant ↓"
+
+
+def render_terminal(comparisons: list[Comparison], console: Console) -> None:
+    for comp in comparisons:
+        console.rule(f"{comp.a}  →  {comp.b}")
+        table = Table(title="composition", title_justify="left")
+        for column in ("source", "status", "rows A", "rows B", "share A", "share B", "changes"):
+            table.add_column(column, justify="right" if column.startswith(("rows", "share")) else "left")
+        colour = {"added": "green", "removed": "red", "changed": "yellow", "same": "dim"}
+        for row in comp.composition.sources:
+            table.add_row(
+                row.name,
+                Text(row.status, style=colour[row.status]),
+                _rows(row.a_rows),
+                _rows(row.b_rows),
+                _share(row.a_share),
+                _share(row.b_share),
+                "; ".join(row.changes),
+            )
+        console.print(table)
+        for line in comp.composition.settings:
+            console.print(f"  {line}", markup=False)
+        metrics = Table(title="metrics (Δ = B − A; significant when |Δ| > 2·√(seA² + seB²))", title_justify="left")
+        for column in ("task", "metric", "A", "B", "Δ", "±2se", "verdict"):
+            metrics.add_column(column, justify="left" if column in ("task", "metric", "verdict") else "right")
+        for row in comp.metrics.rows:
+            style = "green" if row.direction == "better" else "red" if row.direction == "worse" else ""
+            style = f"bold {style}" if row.significant else style
+            warn = " ⚠" if row.incomparable else ""
+            metrics.add_row(
+                row.task + (" (group)" if row.is_group else ""),
+                row.metric,
+                _num(row.a),
+                _num(row.b),
+                Text(f"{row.delta:+.4g}", style=style),
+                _num(2 * row.se_delta) if row.se_delta else "—",
+                verdict(row) + warn,
+            )
+        console.print(metrics)
+        m = comp.metrics
+        if m.mean_delta is not None:
+            console.print(
+                f"mean Δ over {m.tasks_better + m.tasks_worse} changed task(s), direction-aware: "
+                f"{m.mean_delta:+.4g} ({m.tasks_better} better, {m.tasks_worse} worse)",
+                markup=False,
+            )
+        for task, metric in m.only_a:
+            console.print(f"only in A: {task} {metric}", markup=False)
+        for task, metric in m.only_b:
+            console.print(f"only in B: {task} {metric}", markup=False)
+        for warning in m.warnings:
+            console.print(Text(f"warning: {warning}", style="yellow"))
+
+
+def render_markdown(comparisons: list[Comparison]) -> str:
+    out: list[str] = []
+    for comp in comparisons:
+        out += [
+            f"## `{comp.a}` → `{comp.b}`",
+            "",
+            "### Composition",
+            "",
+            "| source | status | rows A | rows B | share A | share B | changes |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for r in comp.composition.sources:
+            out.append(
+                f"| {r.name} | {r.status} | {_rows(r.a_rows)} | {_rows(r.b_rows)} | {_share(r.a_share)} | "
+                f"{_share(r.b_share)} | {'; '.join(r.changes)} |"
+            )
+        out += [""] + [f"- {line}" for line in comp.composition.settings]
+        out += [
+            "",
+            "### Metrics",
+            "",
+            "| task | metric | A | B | Δ | ±2se | verdict |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for r in comp.metrics.rows:
+            delta = f"**{r.delta:+.4g}**" if r.significant else f"{r.delta:+.4g}"
+            out.append(
+                f"| {r.task}{' (group)' if r.is_group else ''} | {r.metric} | {_num(r.a)} | {_num(r.b)} | "
+                f"{delta} | {_num(2 * r.se_delta) if r.se_delta else '—'} | {verdict(r)}"
+                f"{' ⚠ not comparable' if r.incomparable else ''} |"
+            )
+        m = comp.metrics
+        if m.mean_delta is not None:
+            out += [
+                "",
+                f"Mean Δ (direction-aware, per task): **{m.mean_delta:+.4g}** "
+                f"({m.tasks_better} better, {m.tasks_worse} worse).",
+            ]
+        out += [f"- only in A: {t} {k}" for t, k in m.only_a] + [f"- only in B: {t} {k}" for t, k in m.only_b]
+        out += [f"> ⚠ {w}" for w in m.warnings] + [""]
+    return "\n".join(out)
+
+
+def render_json(comparisons: list[Comparison]) -> str:
+    return json.dumps([c.to_json() for c in comparisons], indent=2, default=str) + "\n"
+
+
+def delta_chart_svg(comp: Comparison) -> str:
+    """Horizontal bars of Δ per task/metric with ±2·se error bars; colour by direction, faded when n.s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = comp.metrics.rows
+    labels = [f"{r.task} · {r.metric}" for r in rows]
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
+    colours = [
+        "#2e7d32" if r.direction == "better" else "#c62828" if r.direction == "worse" else "#757575" for r in rows
+    ]
+    errors = [2 * r.se_delta if r.se_delta else 0 for r in rows]
+    bars = axis.barh(range(len(rows)), [r.delta for r in rows], xerr=errors, color=colours, capsize=3)
+    for bar, row in zip(bars, rows, strict=True):
+        bar.set_alpha(1.0 if row.significant else 0.45)
+        bar.set_gid(f"bar-{row.task}-{row.metric}")
+    axis.set_yticks(range(len(rows)), labels)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.invert_yaxis()
+    axis.set_xlabel("Δ (B − A), error bars ±2·se")
+    axis.set_title(f"{comp.b} vs {comp.a}")
+    figure.tight_layout()
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    plt.close(figure)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def _table(table_id: str, header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render_html(comparisons: list[Comparison]) -> str:
+    sections = []
+    for i, comp in enumerate(comparisons):
+        composition = _table(
+            f"composition-{i}",
+            ["source", "status", "rows A", "rows B", "share A", "share B", "changes"],
+            [
+                [
+                    r.name,
+                    r.status,
+                    _rows(r.a_rows),
+                    _rows(r.b_rows),
+                    _share(r.a_share),
+                    _share(r.b_share),
+                    "; ".join(r.changes),
+                ]
+                for r in comp.composition.sources
+            ],
+        )
+        metrics = _table(
+            f"metrics-{i}",
+            ["task", "metric", "A", "B", "Δ", "±2se", "verdict"],
+            [
+                [
+                    r.task,
+                    r.metric,
+                    _num(r.a),
+                    _num(r.b),
+                    f"{r.delta:+.4g}",
+                    _num(2 * r.se_delta) if r.se_delta else "—",
+                    verdict(r),
+                ]
+                for r in comp.metrics.rows
+            ],
+        )
+        chart = delta_chart_svg(comp) if comp.metrics.rows else "<p>No metric in common.</p>"
+        settings = "".join(f"<li>{html.escape(s)}</li>" for s in comp.composition.settings)
+        warnings = "".join(f'<li class="warn">{html.escape(w)}</li>' for w in comp.metrics.warnings)
+        mean = comp.metrics.mean_delta
+        sections.append(
+            f"<section><h2>{html.escape(comp.a)} → {html.escape(comp.b)}</h2>"
+            f'<figure id="delta-chart-{i}">{chart}</figure>'
+            f"<h3>Composition</h3>{composition}<ul>{settings}</ul>"
+            f"<h3>Metrics</h3>{metrics}"
+            + (f"<p>Mean Δ (direction-aware): {mean:+.4g}</p>" if mean is not None else "")
+            + f"<ul>{warnings}</ul></section>"
+        )
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;"
+        "margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+        ".warn{color:#a15c00}figure{margin:0}"
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mixer diff</title>'
+        f"<style>{style}</style></head><body><h1>mixer diff</h1>{''.join(sections)}</body></html>\n"
+    )

@@ -1,0 +1,263 @@
+"""Ingest evaluation outputs into one table: lm-evaluation-harness v0.4, AlpacaEval leaderboards, plain files.
+
+Every score keeps what decides whether two scores are comparable: shots, chat template, judge, harness and
+task versions, sample limit. `mixer diff` warns when those differ instead of comparing silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixer.errors import MixerError
+
+RESULTS_DIR = "results"
+CHOICES_FILE = "sources.json"  # which model row of a leaderboard belongs to this run
+
+
+@dataclass(frozen=True)
+class Score:
+    task: str
+    metric: str
+    value: float
+    stderr: float | None = None
+    n: int | None = None
+    higher_is_better: bool = True
+    group: str | None = None  # set on subtasks of an lm-eval group
+    is_group: bool = False
+    source: str = ""
+    eval_config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None  # lm-eval writes "N/A" for a stderr it did not compute
+    return number if math.isfinite(number) else None
+
+
+def _lm_eval_metric(key: str) -> tuple[str, str] | None:
+    """'acc,none' → ('acc', 'acc'); 'exact_match,strict-match' → ('exact_match', 'exact_match[strict-match]')."""
+    if "," not in key:
+        return None
+    name, filt = key.split(",", 1)
+    return name, name if filt == "none" else f"{name}[{filt}]"
+
+
+def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
+    """lm-evaluation-harness v0.4 results JSON (`results`, `groups`, `n-shot`, `configs`, `config`, ...)."""
+    config = data.get("config") or {}
+    groups = set(data.get("groups") or {})
+    parent = {sub: group for group, subs in (data.get("group_subtasks") or {}).items() for sub in subs}
+    scores = []
+    for task, metrics in (data.get("results") or {}).items():
+        task_config = (data.get("configs") or {}).get(task) or {}
+        eval_config = {
+            "harness": "lm-eval",
+            "harness_version": data.get("lm_eval_version"),
+            "task_version": (data.get("versions") or {}).get(task),
+            "shots": (data.get("n-shot") or {}).get(task, task_config.get("num_fewshot")),
+            "chat_template": data.get("chat_template_sha") or ("none" if data.get("chat_template") is None else "set"),
+            "system_instruction": data.get("system_instruction_sha"),
+            "fewshot_as_multiturn": data.get("fewshot_as_multiturn"),
+            "limit": config.get("limit"),
+            "judge": None,
+        }
+        samples = (data.get("n-samples") or {}).get(task) or {}
+        n = samples.get("effective") or metrics.get("sample_len")
+        better = (data.get("higher_is_better") or {}).get(task) or {}
+        for key, value in metrics.items():
+            parsed = _lm_eval_metric(key)
+            if parsed is None or "_stderr" in key.split(",")[0]:
+                continue
+            base, metric = parsed
+            number = _number(value)
+            if number is None:
+                continue
+            stderr_key = key.replace(f"{base},", f"{base}_stderr,", 1)
+            scores.append(
+                Score(
+                    task=task,
+                    metric=metric,
+                    value=number,
+                    stderr=_number(metrics.get(stderr_key)),
+                    n=int(n) if n else None,
+                    higher_is_better=bool(better.get(base, True)),
+                    group=parent.get(task),
+                    is_group=task in groups,
+                    source=source,
+                    eval_config=eval_config,
+                )
+            )
+    return scores
+
+
+ALPACA_METRICS = (
+    ("win_rate", "standard_error"),
+    ("length_controlled_winrate", "lc_standard_error"),
+    ("discrete_win_rate", None),
+)
+
+
+def _alpaca_task(source: str) -> tuple[str, str]:
+    """(task, judge) from the leaderboard file name, e.g. weighted_alpaca_eval_gpt4_turbo_leaderboard.csv."""
+    judge = Path(source).name.split(".")[0].removesuffix("_leaderboard")
+    return ("alpaca_eval_2" if "gpt4_turbo" in judge else "alpaca_eval"), judge
+
+
+def parse_alpaca_row(row: dict[str, Any], source: str) -> list[Score]:
+    task, judge = _alpaca_task(source)
+    n = _number(row.get("n_total"))
+    eval_config = {
+        "harness": "alpaca_eval",
+        "harness_version": None,
+        "task_version": None,
+        "shots": 0,
+        "chat_template": None,
+        "limit": None,
+        "judge": judge,
+    }
+    scores = []
+    for metric, stderr in ALPACA_METRICS:
+        value = _number(row.get(metric))
+        if value is not None:
+            scores.append(
+                Score(
+                    task=task,
+                    metric=metric,
+                    value=value,
+                    stderr=_number(row.get(stderr)) if stderr else None,
+                    n=int(n) if n else None,
+                    source=source,
+                    eval_config=eval_config,
+                )
+            )
+    return scores
+
+
+def _alpaca_rows(path: Path) -> dict[str, dict[str, Any]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            key = reader.fieldnames[0] if reader.fieldnames else ""
+            return {row[key]: row for row in reader}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, list):
+        return {str(r.get("name") or r.get("model") or r.get("generator") or i): r for i, r in enumerate(data)}
+    return data
+
+
+def parse_plain(data: dict[str, Any], source: str) -> list[Score]:
+    """{task: {metric: value, metric_stderr: value, n: N}}."""
+    scores = []
+    for task, metrics in data.items():
+        if not isinstance(metrics, dict):
+            raise MixerError(f"{source}: task {task!r} must map metric names to numbers")
+        n = _number(metrics.get("n"))
+        for key, value in metrics.items():
+            number = _number(value)
+            if key == "n" or key.endswith("_stderr") or number is None:
+                continue
+            scores.append(
+                Score(
+                    task=task,
+                    metric=key,
+                    value=number,
+                    stderr=_number(metrics.get(f"{key}_stderr")),
+                    n=int(n) if n else None,
+                    source=source,
+                    eval_config={"harness": "plain", "shots": None, "judge": None},
+                )
+            )
+    return scores
+
+
+def is_alpaca(path: Path) -> bool:
+    if path.suffix.lower() == ".csv":
+        return True
+    if path.suffix.lower() != ".json":
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = data if isinstance(data, list) else list(data.values()) if isinstance(data, dict) else []
+    return bool(rows) and all(isinstance(r, dict) and "win_rate" in r for r in rows)
+
+
+def parse_file(path: Path, model: str | None = None) -> list[Score]:
+    """Scores in one results file; `model` picks the row of a multi-model leaderboard."""
+    source = path.name
+    if not path.is_file():
+        raise MixerError(f"{path}: results file not found")
+    try:
+        if is_alpaca(path):
+            rows = _alpaca_rows(path)
+            if model is None and len(rows) == 1:
+                model = next(iter(rows))
+            if model is None or model not in rows:
+                known = ", ".join(list(rows)[:8])
+                raise MixerError(
+                    f"{path}: a leaderboard with {len(rows)} models; which one is this run?"
+                    if model is None
+                    else f"{path}: no model {model!r} in the leaderboard",
+                    f"pass --model NAME (e.g. {known}, ...)",
+                )
+            return parse_alpaca_row(rows[model], source)
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise MixerError(f"{path}: not a results file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise MixerError(f"{path}: expected a JSON/YAML object")
+    if "results" in data and ("versions" in data or "configs" in data or "n-shot" in data):
+        return parse_lm_eval(data, source)
+    return parse_plain(data, source)
+
+
+def _choices(results_dir: Path) -> dict[str, dict[str, Any]]:
+    path = results_dir / CHOICES_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> list[Score]:
+    """Check each file parses, then copy it into RUN_DIR/results/ (remembering the leaderboard model)."""
+    if not run_dir.is_dir():
+        raise MixerError(
+            f"{run_dir}: not a directory", "give a run directory (runs/<recipe>/<stage>) or a build output"
+        )
+    parsed = [(f, parse_file(f, model)) for f in files]
+    target = run_dir / RESULTS_DIR
+    target.mkdir(exist_ok=True)
+    choices = _choices(target)
+    for file, _ in parsed:
+        shutil.copyfile(file, target / file.name)
+        if model is not None and is_alpaca(file):
+            choices[file.name] = {"model": model}
+    if choices:
+        (target / CHOICES_FILE).write_text(json.dumps(choices, indent=2) + "\n", encoding="utf-8")
+    return [s for _, scores in parsed for s in scores]
+
+
+def run_scores(run_dir: Path) -> list[Score]:
+    """Every score in RUN_DIR/results/ (added with `mixer results add` or dropped there by hand)."""
+    folder = run_dir / RESULTS_DIR
+    if not folder.is_dir():
+        return []
+    choices = _choices(folder)
+    scores = []
+    for path in sorted(folder.iterdir()):
+        if path.name == CHOICES_FILE or path.suffix.lower() not in (".json", ".yaml", ".yml", ".csv"):
+            continue
+        scores += parse_file(path, (choices.get(path.name) or {}).get("model"))
+    return scores

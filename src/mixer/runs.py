@@ -1,0 +1,66 @@
+"""Find run directories (run.json) and build outputs (manifest.json) for `mixer runs`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mixer.hashing import fingerprint
+from mixer.results import run_scores
+
+HEADLINE = 4
+
+
+def _headline(folder: Path) -> dict[str, float]:
+    """The first metric of each (non-group) task, up to four: enough to tell runs apart in a list."""
+    picked: dict[str, float] = {}
+    for score in run_scores(folder):
+        if not score.is_group and score.task not in {k.split(" ")[0] for k in picked} and len(picked) < HEADLINE:
+            picked[f"{score.task} {score.metric}"] = score.value
+    return picked
+
+
+def describe(folder: Path) -> dict[str, Any] | None:
+    if (folder / "run.json").is_file():
+        run = json.loads((folder / "run.json").read_text())
+        rows = (run.get("data") or {}).get("rows")
+        return {
+            "path": str(folder),
+            "kind": f"run:{run.get('kind')}",
+            "recipe": run["recipe"]["name"],
+            "fingerprint": run["recipe"]["fingerprint"],
+            "rows": rows,
+            "status": run.get("status"),
+            "headline": _headline(folder),
+        }
+    if (folder / "manifest.json").is_file():
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return {
+            "path": str(folder),
+            "kind": "build",
+            "recipe": manifest["recipe"]["name"],
+            "fingerprint": fingerprint(manifest["resolved_recipe"]),
+            "rows": manifest["totals"]["rows"],
+            "status": "built",
+            "headline": _headline(folder),
+        }
+    return None
+
+
+def find_runs(roots: list[Path], depth: int = 3) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(folder: Path, level: int) -> None:
+        info = describe(folder)
+        if info is not None:
+            found.append(info)
+            return
+        if level < depth:
+            for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                walk(child, level + 1)
+
+    for root in roots:
+        if root.is_dir():
+            walk(root, 0)
+    return found

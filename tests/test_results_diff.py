@@ -1,0 +1,310 @@
+"""Results ingestion and `mixer diff`: every format, the significance rule, comparability, git refs, HTML."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from mixer.build import Options, build
+from mixer.diff import Side, compare, compare_metrics, load_side, significance
+from mixer.errors import MixerError
+from mixer.results import Score, add_results, parse_file, run_scores
+
+from conftest import REPO, run_mixer, write_recipe
+
+
+def score(task, metric, value, stderr=None, better=True, **config):
+    return Score(task, metric, value, stderr, 100, better, eval_config={"shots": 0, **config})
+
+
+# ---- parsing ----
+
+
+def test_lm_eval_real_file(shared_data):
+    scores = {(s.task, s.metric): s for s in parse_file(shared_data / "lm_eval" / "model_a_0shot.json")}
+    assert set(scores) == {
+        ("creak_mc", "acc"),
+        ("creak_mc", "acc_norm"),
+        ("strategyqa_mc", "acc"),
+        ("strategyqa_mc", "acc_norm"),
+        ("gsm8k_local", "exact_match"),
+        ("cot_yesno", "acc"),
+    }
+    creak = scores[("creak_mc", "acc")]
+    assert (creak.value, creak.stderr, creak.n, creak.group) == (0.52, 0.02889260474058464, 300, "cot_yesno")
+    assert creak.eval_config["harness_version"] == "0.4.13" and creak.eval_config["shots"] == 0
+    assert scores[("cot_yesno", "acc")].is_group and scores[("cot_yesno", "acc")].n == 600
+    three = {s.task: s for s in parse_file(shared_data / "lm_eval" / "model_a_3shot.json")}
+    assert three["creak_mc"].eval_config["shots"] == 3
+
+
+def test_lm_eval_filters_na_stderr_and_lower_is_better(tmp_path):
+    data = {
+        "results": {
+            "gsm8k": {
+                "exact_match,strict-match": 0.25,
+                "exact_match_stderr,strict-match": 0.01,
+                "exact_match,flexible-extract": 0.3,
+                "exact_match_stderr,flexible-extract": "N/A",
+            },
+            "wikitext": {"word_perplexity,none": 12.5, "word_perplexity_stderr,none": "N/A"},
+        },
+        "versions": {"gsm8k": 3, "wikitext": 2},
+        "n-shot": {"gsm8k": 5, "wikitext": 0},
+        "higher_is_better": {"gsm8k": {"exact_match": True}, "wikitext": {"word_perplexity": False}},
+        "config": {"limit": 100},
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    scores = {(s.task, s.metric): s for s in parse_file(path)}
+    assert scores[("gsm8k", "exact_match[strict-match]")].stderr == 0.01
+    assert scores[("gsm8k", "exact_match[flexible-extract]")].stderr is None
+    assert scores[("wikitext", "word_perplexity")].higher_is_better is False
+    assert scores[("gsm8k", "exact_match[strict-match]")].eval_config["limit"] == 100
+
+
+def test_alpaca_eval_csv_needs_a_model_and_reads_its_row(shared_data, tmp_path):
+    board = shared_data / "alpaca_eval" / "alpaca_eval_gpt4_leaderboard.csv"
+    with pytest.raises(MixerError, match="a leaderboard with 102 models"):
+        parse_file(board)
+    scores = {s.metric: s for s in parse_file(board, "tulu-2-dpo-70b")}
+    assert scores["win_rate"].value == pytest.approx(95.03105590062113)
+    assert scores["win_rate"].stderr == pytest.approx(0.7613100978662208)
+    assert scores["win_rate"].n == 805 and scores["win_rate"].task == "alpaca_eval"
+    assert scores["win_rate"].eval_config["judge"] == "alpaca_eval_gpt4"
+    assert scores["length_controlled_winrate"].stderr is None  # AlpacaEval 1 has no LC stderr column
+    v2 = {
+        s.metric: s
+        for s in parse_file(
+            shared_data / "alpaca_eval" / "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv", "tulu-2-dpo-70b"
+        )
+    }
+    assert v2["win_rate"].task == "alpaca_eval_2"
+    assert v2["length_controlled_winrate"].value == pytest.approx(21.238610038371124)
+
+
+def test_alpaca_eval_json_and_plain_formats(tmp_path):
+    (tmp_path / "lb.json").write_text(
+        json.dumps({"my-model": {"win_rate": 12.5, "standard_error": 1.1, "n_total": 805}})
+    )
+    (scored,) = [s for s in parse_file(tmp_path / "lb.json") if s.metric == "win_rate"]
+    assert (scored.value, scored.stderr, scored.n) == (12.5, 1.1, 805)
+    (tmp_path / "plain.yaml").write_text("mmlu:\n  acc: 0.61\n  acc_stderr: 0.004\n  n: 14042\nbbh:\n  em: 0.4\n")
+    plain = {(s.task, s.metric): s for s in parse_file(tmp_path / "plain.yaml")}
+    assert (plain[("mmlu", "acc")].stderr, plain[("mmlu", "acc")].n) == (0.004, 14042)
+    assert plain[("bbh", "em")].stderr is None
+
+
+def test_results_add_copies_and_remembers_leaderboard_model(tmp_path, shared_data):
+    run = tmp_path / "run"
+    run.mkdir()
+    add_results(run, [shared_data / "alpaca_eval" / "alpaca_eval_gpt4_leaderboard.csv"], model="tulu-2-dpo-13b")
+    add_results(run, [shared_data / "lm_eval" / "model_a_0shot.json"])
+    tasks = {s.task for s in run_scores(run)}
+    assert tasks == {"alpaca_eval", "creak_mc", "strategyqa_mc", "gsm8k_local", "cot_yesno"}
+    result = run_mixer("results", "add", str(run), str(tmp_path / "missing.json"))
+    assert result.returncode == 1 and "results file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- the significance rule ----
+
+
+@pytest.mark.parametrize(
+    ("delta", "se_a", "se_b", "expected"),
+    [
+        (0.11, 0.03, 0.04, (0.05, True)),  # 2·√(0.03² + 0.04²) = 0.10
+        (0.09, 0.03, 0.04, (0.05, False)),
+        (-0.11, 0.03, 0.04, (0.05, True)),
+        (0.5, None, 0.04, (None, False)),  # missing stderr: no claim
+        (0.5, 0.0, 0.0, (None, False)),  # lm-eval's 0 for all-wrong tasks is not certainty
+    ],
+)
+def test_significance_hand_computed(delta, se_a, se_b, expected):
+    se, significant = significance(delta, se_a, se_b)
+    assert (None if se is None else round(se, 10), significant) == expected
+
+
+def test_direction_aware_rows_and_aggregate():
+    a = Side(
+        "a",
+        None,
+        None,
+        [
+            score("ppl", "ppl", 10.0, 0.1, better=False),
+            score("qa", "acc", 0.5, 0.01),
+            score("qa", "f1", 0.6, 0.01),
+            score("gone", "acc", 0.1, 0.01),
+        ],
+    )
+    b = Side(
+        "b",
+        None,
+        None,
+        [
+            score("ppl", "ppl", 9.0, 0.1, better=False),
+            score("qa", "acc", 0.45, 0.01),
+            score("qa", "f1", 0.58, 0.01),
+            score("new", "acc", 0.2),
+        ],
+    )
+    diff = compare_metrics(a, b)
+    rows = {(r.task, r.metric): r for r in diff.rows}
+    assert rows[("ppl", "ppl")].direction == "better" and rows[("ppl", "ppl")].significant
+    assert rows[("qa", "acc")].direction == "worse" and rows[("qa", "acc")].significant
+    assert rows[("qa", "f1")].significant is False  # 0.02 < 2·√2·0.01
+    # per task first (ppl: +1.0 oriented; qa: mean(-0.05, -0.02)), then over tasks
+    assert diff.mean_delta == pytest.approx((1.0 + (-0.05 - 0.02) / 2) / 2)
+    assert (diff.tasks, diff.tasks_better, diff.tasks_worse) == (2, 1, 1)
+    assert diff.only_a == [("gone", "acc")] and diff.only_b == [("new", "acc")]
+
+
+def test_real_lm_eval_diff_and_comparability_warnings(shared_data, tmp_path):
+    a = Side("a", None, None, parse_file(shared_data / "lm_eval" / "model_a_0shot.json"))
+    b = Side("b", None, None, parse_file(shared_data / "lm_eval" / "model_b_0shot.json"))
+    rows = {(r.task, r.metric): r for r in compare_metrics(a, b).rows}
+    strategy = rows[("strategyqa_mc", "acc_norm")]
+    assert strategy.delta == pytest.approx(0.44666666666666666 - 0.5533333333333333)
+    assert strategy.se_delta == pytest.approx(math.hypot(0.028750777541066693, strategy.se_b))
+    assert strategy.significant and strategy.direction == "worse"
+    assert rows[("gsm8k_local", "exact_match")].se_delta is None
+    assert compare_metrics(a, b).warnings == []
+    three = Side("c", None, None, parse_file(shared_data / "lm_eval" / "model_a_3shot.json"))
+    warnings = compare_metrics(a, three).warnings
+    assert "cot_yesno: shots differs (0 vs 3); scores are not comparable" in warnings
+    assert len([w for w in warnings if "shots differs" in w]) == 3
+
+
+def test_judge_difference_is_flagged():
+    a = Side("a", None, None, [score("alpaca_eval", "win_rate", 50.0, 1.0, judge="gpt4")])
+    b = Side("b", None, None, [score("alpaca_eval", "win_rate", 55.0, 1.0, judge="gpt4_turbo")])
+    (row,) = compare_metrics(a, b).rows
+    assert row.incomparable == ["judge"]
+
+
+# ---- composition, git refs, CLI outputs ----
+
+
+def _two_builds(tmp_path, shared_data):
+    samples = REPO / "sources" / "samples"
+    base = f"""
+        name: mix
+        seed: {{seed}}
+        sources:
+          alpaca: {{{{path: {samples}/alpaca.json, format: alpaca, take: {{take}}}}}}
+          cot: {{{{path: {samples}/cot.tsv, format: cot, take: all}}}}
+          {{extra}}
+        """
+    a = write_recipe(tmp_path, base.format(seed=1, take=30, extra=""), "a.yaml")
+    b = write_recipe(
+        tmp_path,
+        base.format(seed=2, take=20, extra=f"dolly: {{path: {samples}/dolly.jsonl, format: dolly, take: 10}}"),
+        "b.yaml",
+    )
+    out_a = build(a, Options(progress=False), out=tmp_path / "out_a").out_dir
+    out_b = build(b, Options(progress=False), out=tmp_path / "out_b").out_dir
+    add_results(out_a, [shared_data / "lm_eval" / "model_a_0shot.json"])
+    add_results(out_b, [shared_data / "lm_eval" / "model_b_0shot.json"])
+    return out_a, out_b
+
+
+def test_diff_two_built_mixes(tmp_path, shared_data):
+    out_a, out_b = _two_builds(tmp_path, shared_data)
+    comparison = compare(load_side(str(out_a)), load_side(str(out_b)))
+    rows = {r.name: r for r in comparison.composition.sources}
+    assert (rows["alpaca"].status, rows["alpaca"].a_rows, rows["alpaca"].b_rows) == ("changed", 30, 20)
+    assert rows["alpaca"].changes == ["take: 30 → 20"]
+    assert rows["alpaca"].a_share == pytest.approx(30 / 66)
+    assert (rows["dolly"].status, rows["dolly"].b_rows) == ("added", 10)
+    assert rows["cot"].status == "same"
+    assert "seed: 1 → 2" in comparison.composition.settings
+
+    table = run_mixer("diff", str(out_a), str(out_b), env={"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert "take: 30 → 20" in table.stdout and "significant ↓" in table.stdout
+    md = run_mixer("diff", str(out_a), str(out_b), "--format", "markdown").stdout
+    assert "| alpaca | changed | 30 | 20 | 45.5% | 30.3% | take: 30 → 20 |" in md
+    assert "| strategyqa_mc | acc_norm | 0.5533 | 0.4467 | **-0.1067** | 0.08132 | significant ↓ |" in md
+    payload = json.loads(run_mixer("diff", str(out_a), str(out_b), "--format", "json").stdout)
+    assert payload[0]["metrics"]["rows"][0]["task"] == "cot_yesno"
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.tags, self.rows, self.external = set(), [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        if tag == "tr":
+            self.rows += 1
+        for key in ("src", "href"):
+            if attrs.get(key, "").startswith("http"):
+                self.external.append(attrs[key])
+
+
+def test_html_report_is_self_contained_with_chart_and_tables(tmp_path, shared_data):
+    out_a, out_b = _two_builds(tmp_path, shared_data)
+    report = tmp_path / "diff.html"
+    result = run_mixer("diff", str(out_a), str(out_b), "--format", "html", "--output", str(report))
+    assert result.returncode == 0, result.stderr
+    parser = _Collector()
+    parser.feed(report.read_text())
+    assert {"delta-chart-0", "composition-0", "metrics-0"} <= parser.ids
+    assert "svg" in parser.tags
+    assert {"bar-strategyqa_mc-acc_norm", "bar-creak_mc-acc"} <= parser.ids  # one bar per task/metric
+    assert parser.rows == 1 + 3 + 1 + 6  # header + sources, header + metrics
+    assert parser.external == []  # nothing to fetch: opens offline
+
+
+def test_diff_of_recipe_across_git_revisions(tmp_path):
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    recipe = write_recipe(
+        tmp_path,
+        "name: r\nseed: 1\nsources:\n  a: {source: dolly, take: 100}\n  b: {source: cot, take: 5}\n"
+        "stages:\n  - {name: sft, kind: sft, model: m, data: mixture, hyperparameters: {learning_rate: 2.0e-5}}\n",
+    )
+    git("add", ".")
+    git("commit", "-qm", "one")
+    write_recipe(
+        tmp_path,
+        "name: r\nseed: 1\nsources:\n  a: {source: dolly, take: 200, max_chars: 4000}\n  c: {source: lima, take: all}\n"
+        "stages:\n  - {name: sft, kind: sft, model: m, data: mixture, hyperparameters: {learning_rate: 1.0e-5}}\n",
+    )
+    result = run_mixer("diff", f"{recipe}@HEAD", str(recipe), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    composition = json.loads(result.stdout)[0]["composition"]
+    statuses = {s["name"]: (s["status"], s["changes"]) for s in composition["sources"]}
+    assert statuses == {
+        "a": ("changed", ["max_chars: — → 4000", "take: 100 → 200"]),
+        "b": ("removed", []),
+        "c": ("added", []),
+    }
+    assert composition["settings"] == ["stages.sft.hyperparameters.learning_rate: 2e-05 → 1e-05"]
+    bad = run_mixer("diff", f"{recipe}@nope", str(recipe))
+    assert bad.returncode == 1 and "cannot read from git" in bad.stderr
+
+
+def test_baseline_compares_several_runs_and_runs_lists_them(tmp_path, shared_data):
+    out_a, out_b = _two_builds(tmp_path, shared_data)
+    result = run_mixer("diff", str(out_b), str(out_a), str(out_a), "--baseline", str(out_a), "--format", "json")
+    payload = json.loads(result.stdout)
+    assert [(c["a"], c["b"]) for c in payload] == [(str(out_a), str(out_b))]
+    listing = json.loads(run_mixer("runs", str(tmp_path), "--json").stdout)
+    assert {r["path"] for r in listing} == {str(out_a), str(out_b)}
+    first = next(r for r in listing if r["path"] == str(out_a))
+    assert first["kind"] == "build" and first["rows"] == 66
+    assert first["headline"] == {
+        "creak_mc acc": 0.52,
+        "strategyqa_mc acc": 0.5533333333333333,
+        "gsm8k_local exact_match": 0.0,
+    }
