@@ -103,7 +103,87 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
         _print_json(result.to_json())
         return
     out.print(_plan_table(result))
+    if result.evolve:
+        out.print(_evolve_estimate_table(result.evolve))
     out.print(f"plan fingerprint: {result.fingerprint}")
+
+
+def _evolve_estimate_table(estimates: tuple[dict, ...]) -> Table:
+    table = Table(title="evolve blocks (upper bounds: every evolution survives; no call made)")
+    for column in ("block", "seeds", "rounds", "max calls", "est. tokens", "est. USD", "budget", "fits"):
+        table.add_column(column, justify="left" if column == "block" else "right")
+    for e in estimates:
+        budget = " / ".join(
+            part
+            for part in (
+                f"${e['budget_usd']:g}" if e["budget_usd"] is not None else "",
+                f"{e['budget_tokens']:,} tok" if e["budget_tokens"] is not None else "",
+            )
+            if part
+        )
+        table.add_row(
+            e["block"],
+            f"{e['seeds']:,}",
+            str(e["rounds"]),
+            f"{e['max_calls']:,}",
+            f"{e['est_tokens']:,}",
+            f"${e['est_usd']:,.2f}" if e["prices_known"] else "unknown price",
+            budget or "none",
+            "yes" if e["fits_budget"] else "NO: the run will stop at the budget",
+        )
+    return table
+
+
+def _evolve_table(stats: dict[str, dict]) -> Table:
+    table = Table(title="evolve")
+    for column in ("block", "round", "input", "eliminated", "surviving", "tokens", "USD"):
+        table.add_column(column, justify="left" if column in ("block", "eliminated") else "right")
+    for name, block in stats.items():
+        for r in block["rounds"]:
+            eliminated = ", ".join(f"{rule} {n}" for rule, n in r["eliminated"].items()) or "-"
+            table.add_row(
+                name,
+                str(r["round"]),
+                f"{r['input']:,}",
+                eliminated,
+                f"{r['surviving']:,}",
+                f"{r['tokens']:,}",
+                f"${r['usd']:.4f}",
+            )
+        usage = block["usage"]
+        table.add_row(
+            name,
+            "total",
+            f"{block['seeds']:,} seeds",
+            f"{block['rejected']:,} rejected",
+            f"{block['rows']:,} kept",
+            f"{usage['tokens']:,}",
+            f"${usage['usd']:.4f}",
+            style="bold",
+        )
+    return table
+
+
+@app.command()
+def evolve(
+    recipe: Path,
+    block: Annotated[str | None, typer.Option("--block", help="Run only this evolve block.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Default: <output.dir>.evolve/")] = None,
+    data_dir: DataDir = None,
+    sample: Sample = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run only the recipe's evolve blocks (cached, budgeted, resumable); `mixer build` reuses their calls."""
+    from mixer.build import Options, evolve_only
+
+    root, stats = evolve_only(
+        recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json), block=block, out=out_dir
+    )
+    if as_json:
+        _print_json({"out_dir": str(root), "evolve": stats})
+        return
+    out.print(_evolve_table(stats))
+    out.print(f"wrote {', '.join(str(root / name) for name in stats)}")
 
 
 @app.command()
@@ -138,6 +218,8 @@ def build(
         out.print(f"up to date: {result.out_dir} (nothing changed since the last build; --force rebuilds)")
         return
     out.print(_plan_table(result.plan))
+    if "evolve" in result.manifest:
+        out.print(_evolve_table(result.manifest["evolve"]))
     out.print(
         f"wrote {result.manifest['totals']['rows']:,} rows in {result.manifest['totals']['shards']} "
         f"shard(s) to {result.out_dir}"

@@ -25,7 +25,8 @@ def normalised_text(messages: pl.Expr) -> pl.Expr:
 
 
 def dedup_pools(pools: list[Pool]) -> None:
-    """Drop rows whose normalised text appeared earlier: earlier source in the recipe first, then file order."""
+    """Drop rows whose normalised text appeared earlier: earlier pool in the list first, then file order.
+    Counts add up, so evolved pools can be deduplicated against already-deduplicated pools in a second pass."""
     keys = pl.concat(
         [
             p.rows.select(normalised_text(pl.col("messages")).alias("key"), pl.lit(i).alias("pool"), "__order")
@@ -37,7 +38,7 @@ def dedup_pools(pools: list[Pool]) -> None:
         keep = first.filter(pl.col("pool") == i)["keep"]
         before = pool.rows.height
         pool.rows = pool.rows.filter(keep)
-        pool.counts["dedup"] = before - pool.rows.height
+        pool.counts["dedup"] = pool.counts.get("dedup", 0) + before - pool.rows.height
 
 
 def upsample_count(available: int, fraction: float) -> int:

@@ -50,6 +50,7 @@ class Plan:
     total_rows: int
     est_tokens: int
     fingerprint: str
+    evolve: tuple[dict, ...] = ()  # cost estimates of evolve blocks, before any call
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -88,20 +89,76 @@ def requested_counts(recipe: Recipe, available: dict[str, int], sample: bool) ->
         if spec.selector.mode != "weight":
             counts[spec.name] = selector_count(spec.selector, available[spec.name])
     if sample:
+        # the scale comes from file-backed sources only, so evolve seeds do not depend on evolve results
         fixed = [s.name for s in recipe.sources if s.selector.mode in ("take", "weight") and counts[s.name] > 0]
-        scale = min([available[n] / counts[n] for n in fixed] + [1.0])
+        scale = min([available[n] / counts[n] for n in fixed if recipe.source(n).evolved is None] + [1.0])
         for name in fixed:
             counts[name] = max(1, min(available[name], math.floor(counts[name] * scale + 0.5)))
     return counts
 
 
-def make_plan(recipe: Recipe, pools: list[Pool], *, sample: bool, input_fingerprint: str) -> Plan:
-    available = {p.name: p.rows.height for p in pools}
+@dataclass(frozen=True)
+class Estimate:
+    """Stand-in for a pool that does not exist yet (an evolve block's output before any call)."""
+
+    available: int  # upper bound: every evolution survives
+    est_tokens_per_row: float
+    license: str
+
+
+def _pool_chars(pool: Pool) -> int:
+    return (
+        pool.rows.select(
+            pl.sum_horizontal(
+                pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+                for c in ("messages", "prompt", "chosen", "rejected")
+                if c in pool.rows.columns
+            ).sum()
+        ).item()
+        or 0
+    )
+
+
+def _estimated_source(spec: SourceSpec, estimate: Estimate, n: int) -> PlannedSource:
+    return PlannedSource(
+        name=spec.name,
+        format="messages",
+        origin="evolve (estimate)",
+        registry=None,
+        revision=None,
+        license=estimate.license,
+        selector=spec.selector.describe(),
+        files=(),
+        counts={},
+        available=estimate.available,
+        selected=min(n, estimate.available),
+        upsample=round(n / estimate.available, 4) if estimate.available else 0.0,
+        est_tokens=round(estimate.est_tokens_per_row * min(n, estimate.available)),
+    )
+
+
+def make_plan(
+    recipe: Recipe,
+    pools: list[Pool],
+    *,
+    sample: bool,
+    input_fingerprint: str,
+    estimates: dict[str, Estimate] | None = None,
+    evolve: tuple[dict, ...] = (),
+) -> Plan:
+    """`pools` in recipe order; sources without a pool (evolve outputs in `mixer plan`) need an estimate."""
+    estimates = estimates or {}
+    by_name = {p.name: p for p in pools}
+    available = {p.name: p.rows.height for p in pools} | {n: e.available for n, e in estimates.items()}
     counts = requested_counts(recipe, available, sample)
     problems: list[Diagnostic] = []
     planned = []
-    for pool in pools:
-        spec, src = pool.source.spec, pool.source
+    for spec in recipe.sources:
+        if spec.name not in by_name:
+            planned.append(_estimated_source(spec, estimates[spec.name], counts[spec.name]))
+            continue
+        pool = by_name[spec.name]
+        src = pool.source
         n, have = counts[spec.name], available[spec.name]
         if spec.selector.mode in ("take", "weight") and n > have:
             where = ("sources", spec.name, spec.selector.mode)
@@ -116,16 +173,7 @@ def make_plan(recipe: Recipe, pools: list[Pool], *, sample: bool, input_fingerpr
             )
         if have == 0 and n > 0 and spec.selector.mode == "fraction":
             problems.append(Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: no rows left to upsample"))
-        chars = (
-            pool.rows.select(
-                pl.sum_horizontal(
-                    pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
-                    for c in ("messages", "prompt", "chosen", "rejected")
-                    if c in pool.rows.columns
-                ).sum()
-            ).item()
-            or 0
-        )
+        chars = _pool_chars(pool)
         est_tokens = round(chars / 4 * (n / have)) if have else 0
         planned.append(
             PlannedSource(
@@ -167,4 +215,5 @@ def make_plan(recipe: Recipe, pools: list[Pool], *, sample: bool, input_fingerpr
         total_rows=total,
         est_tokens=sum(p.est_tokens for p in planned),
         fingerprint=fingerprint(body),
+        evolve=evolve,
     )

@@ -45,6 +45,7 @@ class SourceSpec:
     selector: Selector
     filters: Filters
     on_error: str | None
+    evolved: str | None = None  # name of the evolve block whose output this source mixes in
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,52 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible chat model. The API key is never here: it is read from `api_key_env` at call time."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 1.0
+    top_p: float | None = None
+    max_tokens: int = 2048
+    timeout: float = 120.0
+    max_retries: int = 6
+    retry_base_seconds: float = 1.0
+
+    def sampling(self) -> dict[str, Any]:
+        """The parameters that shape a completion: part of every cache key."""
+        params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.top_p is not None:
+            params["top_p"] = self.top_p
+        return params
+
+
+@dataclass(frozen=True)
+class OperatorChoice:
+    name: str
+    weight: float = 1.0
+    template: str | None = None  # overrides the packaged template
+
+
+@dataclass(frozen=True)
+class EvolveSpec:
+    name: str
+    source: str  # `from:` a source of this recipe
+    sample: int | None  # None: every selected row
+    operators: tuple[OperatorChoice, ...]
+    rounds: int
+    keep: str  # all_rounds | last_round
+    teacher: Endpoint
+    judge: Endpoint
+    eliminate: tuple[str, ...]
+    concurrency: int
+    budget_usd: float | None
+    budget_tokens: int | None
+    prices: dict[str, float] | None  # {prompt_per_1k, completion_per_1k}
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: Path
     name: str
@@ -135,6 +182,7 @@ class Recipe:
     mixture: MixtureSpec
     output: OutputSpec
     stages: tuple[StageSpec, ...]
+    evolve: tuple[EvolveSpec, ...]
     document: dict[str, Any] = field(repr=False)  # the interpolated YAML data, for manifests and diffs
     located: Located | None = field(default=None, repr=False, compare=False)
 
@@ -144,6 +192,14 @@ class Recipe:
 
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)
+
+    @property
+    def base_sources(self) -> tuple[SourceSpec, ...]:
+        """Sources read from files or the hub (not produced by an evolve block)."""
+        return tuple(s for s in self.sources if s.evolved is None)
+
+    def block(self, name: str) -> EvolveSpec:
+        return next(b for b in self.evolve if b.name == name)
 
 
 def selector_of(spec: dict[str, Any]) -> Selector:
@@ -178,6 +234,70 @@ def source_spec(name: str, spec: dict[str, Any]) -> SourceSpec:
             drop_patterns=_as_tuple(spec.get("drop_patterns")),
         ),
         on_error=spec.get("on_error"),
+        evolved=spec.get("evolved"),
+    )
+
+
+OPERATOR_PRESETS = {
+    # WizardLM (Xu et al. 2023): five in-depth operators and one in-breadth operator
+    "wizardlm": (
+        "add_constraints",
+        "deepening",
+        "concretizing",
+        "increase_reasoning",
+        "complicate_input",
+        "in_breadth",
+    ),
+    # WizardCoder (Luo et al. 2023): five code operators
+    "wizardcoder": (
+        "code_add_constraints",
+        "code_less_common_requirement",
+        "code_more_reasoning",
+        "code_erroneous_reference",
+        "code_higher_complexity",
+    ),
+}
+ELIMINATION_RULES = ("no_information_gain", "refusal", "punctuation_only", "template_copy", "code_syntax")
+DEFAULT_ELIMINATION = {"wizardlm": ELIMINATION_RULES[:4], "wizardcoder": ELIMINATION_RULES}
+
+
+def operator_choices(value: Any) -> tuple[OperatorChoice, ...]:
+    if isinstance(value, str):
+        return tuple(OperatorChoice(name) for name in OPERATOR_PRESETS[value])
+    choices = []
+    for item in value:
+        if isinstance(item, str):
+            choices.extend(OperatorChoice(n) for n in OPERATOR_PRESETS.get(item, (item,)))
+        else:
+            choices.append(OperatorChoice(item["name"], float(item.get("weight", 1.0)), item.get("template")))
+    return tuple(choices)
+
+
+def endpoint(spec: dict[str, Any], base: Endpoint | None = None, **defaults: Any) -> Endpoint:
+    inherited = {} if base is None else {k: v for k, v in vars(base).items()}
+    return Endpoint(**{**inherited, **defaults, **spec})
+
+
+def evolve_spec(name: str, spec: dict[str, Any]) -> EvolveSpec:
+    operators = spec.get("operators", "wizardlm")
+    preset = operators if isinstance(operators, str) else "wizardlm"
+    teacher = endpoint(spec["teacher"])
+    budget = spec.get("budget") or {}
+    return EvolveSpec(
+        name=name,
+        source=spec["from"],
+        sample=None if spec.get("sample", "all") == "all" else int(spec["sample"]),
+        operators=operator_choices(operators),
+        rounds=spec.get("rounds", 4),
+        keep=spec.get("keep", "all_rounds"),
+        teacher=teacher,
+        # the judge answers "Equal" or "Not Equal": greedy and short unless the recipe says otherwise
+        judge=endpoint(spec.get("judge") or {}, teacher, temperature=0.0, max_tokens=8),
+        eliminate=tuple(spec.get("eliminate", DEFAULT_ELIMINATION[preset])),
+        concurrency=spec.get("concurrency", 16),
+        budget_usd=budget.get("usd"),
+        budget_tokens=budget.get("tokens"),
+        prices=spec.get("prices"),
     )
 
 
@@ -219,6 +339,7 @@ def build_recipe(path: Path, data: dict[str, Any], located: Located | None = Non
             drop_patterns=_as_tuple(mixture.get("drop_patterns")),
         ),
         stages=tuple(stage_spec(s) for s in data.get("stages") or []),
+        evolve=tuple(evolve_spec(n, b) for n, b in (data.get("evolve") or {}).items()),
         output=OutputSpec(dir=output.get("dir", f"out/{data['name']}"), shard_rows=output.get("shard_rows", 100_000)),
         document=data,
         located=located,

@@ -138,5 +138,6 @@ def resolve_recipe(
         data_dir = Path(os.environ["MIXER_DATA_DIR"])
     cache = cache_dir or default_cache_dir()
     return [
-        resolve_source(s, recipe.base_dir, data_dir=data_dir, sample=sample, cache_dir=cache) for s in recipe.sources
+        resolve_source(s, recipe.base_dir, data_dir=data_dir, sample=sample, cache_dir=cache)
+        for s in recipe.base_sources
     ]

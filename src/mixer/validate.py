@@ -155,6 +155,8 @@ def _check_source(
     """Rules for one source; `purpose` is "mix" (an SFT mixture component), "sft" or "dpo" (a stage's data)."""
     path = path or ("sources", name)
     problems: list[Diagnostic] = []
+    if "evolved" in spec:
+        return _check_evolved_source(located, name, spec, path)
     registry = load_registry()
     entry = None
     if "source" in spec:
@@ -219,34 +221,7 @@ def _check_source(
                 )
             )
 
-    chosen = [k for k in SELECTORS if k in spec]
-    if not chosen:
-        problems.append(
-            located.diag(
-                path,
-                f"source {name!r} needs one of take / fraction / weight",
-                "e.g. take: 1000, take: all, fraction: 0.5 or weight: 0.1",
-                key=True,
-            )
-        )
-    for extra in chosen[1:]:
-        problems.append(
-            located.diag(
-                (*path, extra),
-                f"{extra!r} conflicts with {chosen[0]!r}: give exactly one of take / fraction / weight",
-                f"delete {extra!r} or {chosen[0]!r}",
-                key=True,
-            )
-        )
-    if "weight" in spec and total is None:
-        problems.append(
-            located.diag(
-                (*path, "weight"),
-                "`weight` is a share of mixture.total, which is not set",
-                "add mixture: {total: N} or use take: N",
-                key=True,
-            )
-        )
+    problems += _selector_problems(located, name, spec, path, total)
     take = spec.get("take")
     if (
         entry
@@ -279,6 +254,99 @@ def _check_source(
                     "paths are relative to the recipe file; check the name",
                 )
             )
+    return problems
+
+
+def _selector_problems(located: Located, name: str, spec: dict, path: tuple, total: Any) -> list[Diagnostic]:
+    problems = []
+    chosen = [k for k in SELECTORS if k in spec]
+    if not chosen:
+        problems.append(
+            located.diag(
+                path,
+                f"source {name!r} needs one of take / fraction / weight",
+                "e.g. take: 1000, take: all, fraction: 0.5 or weight: 0.1",
+                key=True,
+            )
+        )
+    for extra in chosen[1:]:
+        problems.append(
+            located.diag(
+                (*path, extra),
+                f"{extra!r} conflicts with {chosen[0]!r}: give exactly one of take / fraction / weight",
+                f"delete {extra!r} or {chosen[0]!r}",
+                key=True,
+            )
+        )
+    if "weight" in spec and total is None:
+        problems.append(
+            located.diag(
+                (*path, "weight"),
+                "`weight` is a share of mixture.total, which is not set",
+                "add mixture: {total: N} or use take: N",
+                key=True,
+            )
+        )
+    return problems
+
+
+def _check_evolved_source(located: Located, name: str, spec: dict, path: tuple) -> list[Diagnostic]:
+    """`{evolved: block}`: the rows come from an evolve block, so no file, format or registry entry."""
+    problems = []
+    blocks = located.data.get("evolve") if isinstance(located.data.get("evolve"), dict) else {}
+    if spec["evolved"] not in blocks:
+        problems.append(
+            located.diag(
+                (*path, "evolved"),
+                f"unknown evolve block {spec['evolved']!r}",
+                did_you_mean(spec["evolved"], list(blocks)) or "define it under evolve:",
+            )
+        )
+    for key in ("source", "path", "format", "fields", "options", "lang"):
+        if key in spec:
+            problems.append(
+                located.diag((*path, key), f"{key!r} does not apply to an evolved source", f"delete {key!r}", key=True)
+            )
+    mixture = located.data.get("mixture") if isinstance(located.data.get("mixture"), dict) else {}
+    return problems + _selector_problems(located, name, spec, path, mixture.get("total"))
+
+
+def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnostic]:
+    from mixer.evolve.operators import packaged_operators
+    from mixer.recipe import OPERATOR_PRESETS
+
+    problems = []
+    seedable = [n for n, s in sources.items() if isinstance(s, dict) and "evolved" not in s]
+    known_ops = list(packaged_operators())
+    for name, block in blocks.items():
+        if not isinstance(block, dict):
+            continue
+        path = ("evolve", name)
+        origin = block.get("from")
+        if isinstance(origin, str) and origin not in seedable:
+            evolved = isinstance(sources.get(origin), dict) and "evolved" in sources[origin]
+            problems.append(
+                located.diag(
+                    (*path, "from"),
+                    f"evolve block {name!r} cannot start from {origin!r}"
+                    + (": it is itself evolved" if evolved else ": no such source"),
+                    "use more rounds instead" if evolved else did_you_mean(origin, seedable),
+                )
+            )
+        operators = block.get("operators")
+        for i, item in enumerate(operators if isinstance(operators, list) else []):
+            op = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
+            custom = isinstance(item, dict) and "template" in item
+            if isinstance(op, str) and not custom and op not in known_ops and op not in OPERATOR_PRESETS:
+                where = (*path, "operators", i) if isinstance(item, str) else (*path, "operators", i, "name")
+                problems.append(
+                    located.diag(
+                        where,
+                        f"unknown operator {op!r}",
+                        did_you_mean(op, known_ops + list(OPERATOR_PRESETS))
+                        or "give a template: with {instruction} to define a new one",
+                    )
+                )
     return problems
 
 
@@ -323,6 +391,8 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
         )
     for i, pattern in enumerate(mixture.get("drop_patterns") or []):
         problems += _check_regex(located, ("mixture", "drop_patterns", i), pattern)
+    blocks = data.get("evolve") if isinstance(data.get("evolve"), dict) else {}
+    problems += _check_evolve(located, blocks, sources)
     stages = data.get("stages") if isinstance(data.get("stages"), list) else []
     problems += _check_stages(located, stages, base_dir)
     return problems

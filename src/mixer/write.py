@@ -70,6 +70,36 @@ def _size_category(n: int) -> str:
     return "1M<n<10M" if n < 10_000_000 else "n>10M"
 
 
+def evolve_section(blocks: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-round accounting of each Evol-Instruct block: what was evolved, what each rule removed, the cost."""
+    lines = []
+    for name, block in blocks.items():
+        usage = block["usage"]
+        lines += [
+            "",
+            f"## Evol-Instruct block `{name}`",
+            "",
+            f"{block['seeds']:,} seed rows of `{block['from']}` evolved by `{block['teacher']['model']}` over "
+            f"{len(block['rounds'])} round(s) with operators {', '.join(block['operators'])}; eliminated by "
+            f"{', '.join(block['eliminate']) or 'no rule'}; kept: {block['keep']}. Each evolved row's `meta` "
+            "carries parent_id, root_id, round, operator and teacher.",
+            "",
+            "| round | input | eliminated | surviving | tokens | USD |",
+            "|---:|---:|---|---:|---:|---:|",
+        ]
+        for r in block["rounds"]:
+            eliminated = ", ".join(f"{rule} {n:,}" for rule, n in r["eliminated"].items()) or "none"
+            lines.append(
+                f"| {r['round']} | {r['input']:,} | {eliminated} | {r['surviving']:,} | {r['tokens']:,} | "
+                f"${r['usd']:.4f} |"
+            )
+        lines.append(
+            f"| **total** | {block['seeds']:,} seeds | {block['rejected']:,} rejected | {block['rows']:,} kept | "
+            f"{usage['tokens']:,} | ${usage['usd']:.4f} |"
+        )
+    return lines
+
+
 def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
     """A Hugging Face dataset card: YAML header (license, size, data files) and the composition table."""
     licenses = sorted({s.license for s in plan.sources})
@@ -119,6 +149,7 @@ def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
             f"- {s.name}: read {s.counts.get('read', 0):,}"
             + ("".join(f", {k} −{v:,}" for k, v in removed.items()) if removed else ", nothing removed")
         )
+    lines += evolve_section(manifest.get("evolve") or {})
     lines += [
         "",
         "## Licenses",

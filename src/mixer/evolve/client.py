@@ -1,0 +1,174 @@
+"""The teacher: one chat-completions call = cache lookup, budget check, bounded concurrency, retries.
+
+Retries are ours, not the `openai` client's (`max_retries=0`): we also retry answers the client accepts but
+we cannot use (a body that is not JSON, no choices, empty content), we count every retry for the manifest,
+and we honour `Retry-After` exactly as the server sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from dataclasses import dataclass, field
+
+import openai
+
+from mixer.errors import MixerError
+from mixer.evolve.cache import CallCache, Completion, call_key
+from mixer.evolve.cost import Budget, Prices
+from mixer.recipe import Endpoint
+
+MAX_BACKOFF_SECONDS = 60.0
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class UnusableAnswer(Exception):
+    """A 200 response we cannot use; retried like a 5xx."""
+
+
+def api_key(endpoint: Endpoint) -> str:
+    key = os.environ.get(endpoint.api_key_env)
+    if key:
+        return key
+    if endpoint.base_url:  # vLLM and llama.cpp servers accept any key
+        return "EMPTY"
+    raise MixerError(
+        f"no API key: ${endpoint.api_key_env} is not set for model {endpoint.model!r}",
+        f"export {endpoint.api_key_env}=... (keys are read from the environment only, never from the recipe)",
+    )
+
+
+def retry_after_seconds(error: Exception) -> float | None:
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                return None
+    return None
+
+
+def backoff_seconds(attempt: int, base: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, base·2^attempt], capped."""
+    return rng.uniform(0, min(MAX_BACKOFF_SECONDS, base * 2**attempt))
+
+
+def _retryable(error: Exception) -> bool:
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in RETRYABLE_STATUS or error.status_code >= 500
+    return isinstance(
+        error, openai.APIConnectionError | openai.APIResponseValidationError | UnusableAnswer | ValueError
+    )
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}: {error.message}"
+    if isinstance(error, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(error, openai.APIConnectionError):
+        return f"connection failed ({error.__cause__ or error})"
+    return f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Teacher:
+    """One endpoint, sharing the block's cache, budget, concurrency bound and counters with its sibling (judge)."""
+
+    endpoint: Endpoint
+    cache: CallCache
+    budget: Budget
+    prices: Prices
+    semaphore: asyncio.Semaphore
+    block: str
+    rng: random.Random = field(default_factory=random.Random)
+    _client: openai.AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(
+                api_key=api_key(self.endpoint),
+                base_url=self.endpoint.base_url,
+                timeout=self.endpoint.timeout,
+                max_retries=0,
+            )
+        return self._client
+
+    async def complete(self, prompt: str) -> Completion:
+        messages = [{"role": "user", "content": prompt}]
+        sampling = self.endpoint.sampling()
+        key = call_key(self.endpoint.model, messages, sampling)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self._account(cached, cached=True)
+            return cached
+        async with self.semaphore:
+            self.budget.check(self.block)
+            completion = await self._call_with_retries(messages, sampling)
+        self.cache.put(key, self.endpoint.model, completion)
+        self._account(completion, cached=False)
+        return completion
+
+    def _account(self, completion: Completion, *, cached: bool) -> None:
+        spent = self.budget.spent
+        if cached:
+            spent.cached += 1
+        else:
+            spent.calls += 1
+        spent.prompt_tokens += completion.prompt_tokens
+        spent.completion_tokens += completion.completion_tokens
+        spent.usd += self.prices.usd(completion.prompt_tokens, completion.completion_tokens)
+
+    async def _call_with_retries(self, messages: list[dict[str, str]], sampling: dict) -> Completion:
+        attempts = self.endpoint.max_retries + 1
+        for attempt in range(attempts):
+            if self.budget.halted is not None:  # another row hit the budget or a dead teacher meanwhile
+                raise self.budget.halted
+            try:
+                return await self._call(messages, sampling)
+            except Exception as error:
+                if not _retryable(error):
+                    self.budget.halted = MixerError(
+                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at "
+                        f"{self.endpoint.base_url or 'api.openai.com'} refused the request: {_describe(error)}",
+                        "check the model name, base_url and the key in $" + self.endpoint.api_key_env,
+                    )
+                    raise self.budget.halted from None
+                if attempt == attempts - 1:
+                    self.budget.halted = MixerError(
+                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at "
+                        f"{self.endpoint.base_url or 'api.openai.com'} failed {attempts} times; "
+                        f"last: {_describe(error)}",
+                        "is the server up? completed calls are cached: run again to resume",
+                    )
+                    raise self.budget.halted from None
+                self.budget.spent.retries += 1
+                delay = retry_after_seconds(error)
+                if delay is None:
+                    delay = backoff_seconds(attempt, self.endpoint.retry_base_seconds, self.rng)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _call(self, messages: list[dict[str, str]], sampling: dict) -> Completion:
+        response = await self.client.chat.completions.create(model=self.endpoint.model, messages=messages, **sampling)
+        choices = getattr(response, "choices", None)
+        if not choices or choices[0].message is None or not isinstance(choices[0].message.content, str):
+            raise UnusableAnswer("response has no message content")
+        usage = response.usage
+        return Completion(
+            text=choices[0].message.content,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=choices[0].finish_reason,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()

@@ -1,0 +1,89 @@
+"""Token and dollar accounting for evolve blocks, and the budget that stops a run before it overspends."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib.resources import files
+
+import yaml
+
+from mixer.errors import MixerError
+
+
+@dataclass(frozen=True)
+class Prices:
+    prompt_per_1k: float
+    completion_per_1k: float
+    known: bool = True
+
+    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k) / 1000
+
+
+@cache
+def price_table() -> dict[str, tuple[float, float]]:
+    return yaml.safe_load((files("mixer.evolve") / "prices.yaml").read_text(encoding="utf-8"))
+
+
+def prices_for(model: str, override: dict[str, float] | None) -> Prices:
+    if override:
+        return Prices(override["prompt_per_1k"], override["completion_per_1k"])
+    table = price_table()
+    # "gpt-4o-mini-2024-07-18" is priced as "gpt-4o-mini": longest listed prefix wins
+    match = max((name for name in table if model.startswith(name)), key=len, default=None)
+    if match is None:
+        return Prices(0.0, 0.0, known=False)
+    return Prices(*table[match])
+
+
+@dataclass
+class Meter:
+    """What a block's calls cost. Cached calls count too: the budget bounds the block's work, not one run of it,
+    so resuming after a budget stop needs a larger budget rather than silently spending the same again."""
+
+    calls: int = 0  # made over the network this run
+    cached: int = 0  # answered from the cache
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "usd": round(self.usd, 6), "tokens": self.tokens}
+
+
+class BudgetReached(MixerError):
+    pass
+
+
+@dataclass
+class Budget:
+    """What a block may spend, what it has spent, and whether it must stop (a dead teacher halts every call
+    at once instead of letting each queued row retry on its own)."""
+
+    usd: float | None = None
+    tokens: int | None = None
+    spent: Meter = field(default_factory=Meter)
+    halted: MixerError | None = None
+
+    def check(self, block: str) -> None:
+        """Raise before a new (uncached) call once the block has used its budget or has been halted."""
+        if self.halted is not None:
+            raise self.halted
+        over = []
+        if self.usd is not None and self.spent.usd >= self.usd:
+            over.append(f"${self.spent.usd:.4f} of ${self.usd:g}")
+        if self.tokens is not None and self.spent.tokens >= self.tokens:
+            over.append(f"{self.spent.tokens:,} of {self.tokens:,} tokens")
+        if over:
+            self.halted = BudgetReached(
+                f"evolve.{block}: budget reached ({'; '.join(over)}); completed calls are cached",
+                f"the budget counts the block's whole work, cached calls included: raise evolve.{block}.budget and "
+                "run again; completed calls are reused, not repeated",
+            )
+            raise self.halted

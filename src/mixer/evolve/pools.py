@@ -1,0 +1,103 @@
+"""Where evolve blocks meet the mixture: seeds drawn from a source's selected rows, and the block's
+output turned into a pool that is selected, filtered and deduplicated like any other source."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixer.evolve.engine import EvolveResult
+from mixer.evolve.operators import resolve_operators
+from mixer.hashing import stable_hash
+from mixer.load import Pool, row_filters
+from mixer.mix import select_rows
+from mixer.plan import Estimate
+from mixer.recipe import EvolveSpec, Recipe, SourceSpec
+from mixer.resolve import ResolvedSource
+
+# Rough shape of an evolution, for estimates before any call: WizardLM adds 10-20 words (~25 tokens) per
+# round; a judge answer is a couple of tokens; an answer is about as long as the seed's answer.
+ADDED_TOKENS_PER_ROUND = 25
+JUDGE_COMPLETION_TOKENS = 3
+
+
+def seed_rows(pool: Pool, selected: int, spec: EvolveSpec, seed: int) -> pl.DataFrame:
+    """`spec.sample` of the rows the source contributes to the mix (distinct rows, upsampling ignored),
+    ranked by a hash of (seed, block, id) so the choice never depends on file order."""
+    chosen = select_rows(pool, selected, seed).unique("id", keep="first", maintain_order=True)
+    ranked = chosen.with_columns(stable_hash(chosen["id"], f"{seed}\x1fevolve\x1f{spec.name}").alias("__evolve"))
+    ranked = ranked.sort("__evolve", "id")
+    return ranked.head(spec.sample) if spec.sample is not None else ranked
+
+
+def evolved_pool(spec: SourceSpec, result: EvolveResult, recipe: Recipe, license: str) -> Pool:
+    resolved = ResolvedSource(spec, None, "messages", "evolve", (), None, license)
+    rows = (
+        result.rows.with_columns(pl.lit(spec.name).alias("dataset"))
+        .sort("id")
+        .with_columns(pl.int_range(pl.len()).alias("__order"))
+    )
+    counts = {"read": rows.height}
+    for name, keep in row_filters(spec.filters, recipe.mixture.drop_patterns):
+        before = rows.height
+        rows = rows.filter(keep.fill_null(False))
+        counts[name] = before - rows.height
+    return Pool(resolved, rows, counts)
+
+
+def estimate(spec: EvolveSpec, seeds: pl.DataFrame) -> dict:
+    """Upper bounds on calls, tokens and dollars (every evolution survives every round)."""
+    from mixer.evolve.cost import prices_for
+
+    n = seeds.height
+    lengths = seeds.select(
+        pl.col("messages")
+        .list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
+        .list.first()
+        .str.len_chars()
+        .mean()
+        .alias("instruction"),
+        pl.col("messages")
+        .list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content"))
+        .list.first()
+        .str.len_chars()
+        .mean()
+        .alias("answer"),
+    ).row(0)
+    instruction, answer = ((v or 0) / 4 for v in lengths)
+    operators = resolve_operators(spec.operators)
+    frame = sum(len(op.template) for op in operators) / len(operators) / 4
+    judged = "no_information_gain" in spec.eliminate
+    answer_tokens = min(answer, spec.teacher.max_tokens)
+    prompt = completion = judge_prompt = judge_completion = 0.0
+    for round_no in range(1, spec.rounds + 1):
+        before = instruction + ADDED_TOKENS_PER_ROUND * (round_no - 1)
+        after = before + ADDED_TOKENS_PER_ROUND
+        prompt += n * (frame + before + after)  # the rewrite, then the answer's prompt
+        completion += n * (after + answer_tokens)
+        if judged:
+            judge_prompt += n * (100 + before + after)
+            judge_completion += n * JUDGE_COMPLETION_TOKENS
+    teacher_prices = prices_for(spec.teacher.model, spec.prices)
+    judge_prices = prices_for(spec.judge.model, spec.prices)
+    usd = teacher_prices.usd(prompt, completion) + judge_prices.usd(judge_prompt, judge_completion)
+    rows = n * spec.rounds if spec.keep == "all_rounds" else n
+    tokens = round(prompt + completion + judge_prompt + judge_completion)
+    return {
+        "block": spec.name,
+        "seeds": n,
+        "rounds": spec.rounds,
+        "max_calls": n * spec.rounds * (3 if judged else 2),
+        "est_tokens": tokens,
+        "est_usd": round(usd, 4),
+        "prices_known": teacher_prices.known and judge_prices.known,
+        "max_rows": rows,
+        "row_tokens": after + answer_tokens,
+        "budget_usd": spec.budget_usd,
+        "budget_tokens": spec.budget_tokens,
+        "fits_budget": (spec.budget_usd is None or usd <= spec.budget_usd)
+        and (spec.budget_tokens is None or tokens <= spec.budget_tokens),
+    }
+
+
+def as_estimate(info: dict, license: str) -> Estimate:
+    return Estimate(available=info["max_rows"], est_tokens_per_row=info["row_tokens"], license=license)

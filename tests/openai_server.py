@@ -1,0 +1,209 @@
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1 for tests and benchmarks.
+
+Answers are a pure function of the request, so two runs can be compared byte for byte. Words in an instruction
+steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
+TRIGGER_MUMBLE); `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
+("slow", seconds), ("garbage",), ("nochoices",). Every request is logged with its content key and outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+GIVEN = "#Given Instruction#\n"
+
+
+@dataclass
+class Logged:
+    at: float
+    key: str
+    kind: str  # evolve | judge | answer | unknown
+    outcome: str  # ok | 429 | 500 | slow | garbage | nochoices | held
+
+
+def request_key(body: dict) -> str:
+    shown = {k: body.get(k) for k in ("model", "messages", "temperature", "max_tokens", "top_p")}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()
+
+
+def given_instruction(prompt: str) -> str:
+    return prompt.split(GIVEN, 1)[1].split("\n\n#", 1)[0].strip()
+
+
+def evolve_answer(instruction: str) -> str:
+    if "TRIGGER_COPY" in instruction:
+        return f"#Rewritten Instruction#: {instruction} with one more constraint"
+    if "TRIGGER_PUNCT" in instruction:
+        return "?! ... the of, and -- it."
+    step = int(hashlib.sha256(instruction.encode()).hexdigest(), 16) % 7 + 2
+    return f"{instruction} Justify each choice in {step} numbered steps."
+
+
+def judge_answer(prompt: str) -> str:
+    if "TRIGGER_MUMBLE" in prompt:
+        return "They look rather similar to me."
+    return "Equal" if "TRIGGER_EQUAL" in prompt else "Not Equal"
+
+
+def plain_answer(prompt: str) -> str:
+    if "TRIGGER_REFUSE" in prompt:
+        return "I'm sorry, but I cannot help with that request."
+    if "TRIGGER_BADCODE" in prompt:
+        return "Here is the function:\n```python\ndef solve(:\n    return 1\n```\n"
+    if "TRIGGER_GOODCODE" in prompt:
+        return (
+            "In Python:\n```python\ndef solve(x):\n    return x + 1\n```\nAnd in Rust:\n```rust\nfn solve() {}\n```\n"
+        )
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    return f"A careful answer ({digest}) to: {prompt[:60]} ... covering each point in turn, with an example."
+
+
+def classify(prompt: str) -> tuple[str, str]:
+    if GIVEN in prompt:
+        return "evolve", evolve_answer(given_instruction(prompt))
+    if prompt.startswith("Here are two instructions"):
+        return "judge", judge_answer(prompt)
+    return "answer", plain_answer(prompt)
+
+
+class FakeTeacher:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.faults: deque[tuple] = deque()
+        self.log: list[Logged] = []
+        self.hold_after: int | None = None  # after this many successful answers, hang every request
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> FakeTeacher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def inject(self, *faults: tuple) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def ok_keys(self) -> Counter:
+        with self._lock:
+            return Counter(entry.key for entry in self.log if entry.outcome == "ok")
+
+    def count(self, outcome: str = "ok", kind: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for e in self.log if e.outcome == outcome and (kind is None or e.kind == kind))
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        teacher = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                key = request_key(body)
+                prompt = body["messages"][-1]["content"]
+                kind, text = classify(prompt)
+                with teacher._lock:
+                    fault = teacher.faults.popleft() if teacher.faults else None
+                    held = teacher.hold_after is not None and (
+                        sum(1 for e in teacher.log if e.outcome == "ok") >= teacher.hold_after
+                    )
+                    outcome = "held" if held else (fault[0] if fault else "ok")
+                    if outcome == "slow":
+                        outcome = "slow"
+                    teacher.log.append(Logged(time.monotonic(), key, kind, outcome))
+                if held:
+                    teacher._release.wait()
+                    self._send(503, b'{"error": {"message": "shutting down"}}')
+                    return
+                if teacher.latency:
+                    time.sleep(teacher.latency)
+                if fault and fault[0] == "429":
+                    error = {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}
+                    self._send(429, json.dumps(error).encode(), {"Retry-After": str(fault[1])})
+                    return
+                if fault and fault[0] == "500":
+                    self._send(500, b'{"error": {"message": "internal error", "type": "server_error"}}')
+                    return
+                if fault and fault[0] == "garbage":
+                    self._send(200, b"<html>upstream proxy error</html>{")
+                    return
+                if fault and fault[0] == "slow":
+                    time.sleep(fault[1])
+                words = sum(len(m["content"].split()) for m in body["messages"])
+                choices = (
+                    []
+                    if fault and fault[0] == "nochoices"
+                    else [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ]
+                )
+                response = {
+                    "id": "chatcmpl-" + key[:12],
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": choices,
+                    "usage": {
+                        "prompt_tokens": words,
+                        "completion_tokens": len(text.split()),
+                        "total_tokens": words + len(text.split()),
+                    },
+                }
+                self._send(200, json.dumps(response).encode())
+
+        return Handler
+
+
+def main() -> None:
+    """Run standalone (for `mixer evolve` by hand): python tests/openai_server.py [latency]."""
+    import sys
+
+    server = FakeTeacher(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0).start()
+    print(server.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
