@@ -78,6 +78,7 @@ class FakeTeacher:
         self.faults: deque[tuple] = deque()
         self.log: list[Logged] = []
         self.hold_after: int | None = None  # after this many successful answers, hang every request
+        self.authorizations: set[str] = set()  # Authorization headers seen (to prove a key was sent)
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -137,13 +138,12 @@ class FakeTeacher:
                 prompt = body["messages"][-1]["content"]
                 kind, text = classify(prompt)
                 with teacher._lock:
+                    teacher.authorizations.add(self.headers.get("Authorization", ""))
                     fault = teacher.faults.popleft() if teacher.faults else None
                     held = teacher.hold_after is not None and (
                         sum(1 for e in teacher.log if e.outcome == "ok") >= teacher.hold_after
                     )
                     outcome = "held" if held else (fault[0] if fault else "ok")
-                    if outcome == "slow":
-                        outcome = "slow"
                     teacher.log.append(Logged(time.monotonic(), key, kind, outcome))
                 if held:
                     teacher._release.wait()

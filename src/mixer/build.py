@@ -19,7 +19,7 @@ from mixer.hashing import fingerprint
 from mixer.load import Pool, load_pool
 from mixer.lock import check_lock, lock_content, write_lock
 from mixer.mix import dedup_pools, mix
-from mixer.plan import Plan, make_plan, requested_counts
+from mixer.plan import Plan, make_plan
 from mixer.progress import make_progress
 from mixer.recipe import EvolveSpec, Recipe
 from mixer.resolve import ResolvedSource, default_cache_dir, resolve_recipe
@@ -70,14 +70,11 @@ def needed_blocks(recipe: Recipe, only: str | None = None) -> list[EvolveSpec]:
     return [b for b in recipe.evolve if b.name in used]
 
 
-def evolve_seeds(recipe: Recipe, pools: list[Pool], blocks: list[EvolveSpec], sample: bool) -> dict[str, pl.DataFrame]:
-    """Each block's seed rows, drawn from its source's selected rows (which never depend on evolve output)."""
+def evolve_seeds(recipe: Recipe, pools: list[Pool], blocks: list[EvolveSpec]) -> dict[str, pl.DataFrame]:
     from mixer.evolve.pools import seed_rows
 
-    available = {p.name: p.rows.height for p in pools} | {s.name: 0 for s in recipe.sources if s.evolved}
-    counts = requested_counts(recipe, available, sample)
     by_name = {p.name: p for p in pools}
-    return {b.name: seed_rows(by_name[b.source], counts[b.source], b, recipe.seed) for b in blocks}
+    return {b.name: seed_rows(by_name[b.source], b, recipe.seed) for b in blocks}
 
 
 def evolve_cache_path(options: Options) -> Path:
@@ -92,7 +89,7 @@ def run_evolve(
     from mixer.evolve.engine import run_block
     from mixer.evolve.progress import evolve_reporter
 
-    seeds = evolve_seeds(recipe, pools, blocks, options.sample)
+    seeds = evolve_seeds(recipe, pools, blocks)
     return {
         block.name: run_block(
             block,
@@ -130,7 +127,7 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, list[Resol
         return recipe, resolved, pools, plan
     from mixer.evolve.pools import as_estimate, estimate
 
-    seeds = evolve_seeds(recipe, pools, blocks, options.sample)
+    seeds = evolve_seeds(recipe, pools, blocks)
     infos = {b.name: estimate(b, seeds[b.name]) for b in blocks}
     licenses = {p.name: p.source.license for p in pools}
     estimates = {

@@ -7,7 +7,6 @@ import polars as pl
 
 from mixer.evolve.engine import EvolveResult
 from mixer.evolve.operators import resolve_operators
-from mixer.hashing import stable_hash
 from mixer.load import Pool, row_filters
 from mixer.mix import select_rows
 from mixer.plan import Estimate
@@ -20,13 +19,12 @@ ADDED_TOKENS_PER_ROUND = 25
 JUDGE_COMPLETION_TOKENS = 3
 
 
-def seed_rows(pool: Pool, selected: int, spec: EvolveSpec, seed: int) -> pl.DataFrame:
-    """`spec.sample` of the rows the source contributes to the mix (distinct rows, upsampling ignored),
-    ranked by a hash of (seed, block, id) so the choice never depends on file order."""
-    chosen = select_rows(pool, selected, seed).unique("id", keep="first", maintain_order=True)
-    ranked = chosen.with_columns(stable_hash(chosen["id"], f"{seed}\x1fevolve\x1f{spec.name}").alias("__evolve"))
-    ranked = ranked.sort("__evolve", "id")
-    return ranked.head(spec.sample) if spec.sample is not None else ranked
+def seed_rows(pool: Pool, spec: EvolveSpec, seed: int) -> pl.DataFrame:
+    """The first `spec.sample` rows of the source's own selection ranking. When the source contributes at
+    least that many rows to the mix, the seeds are among them; with `take: 0` the source is a seed pool only
+    (WizardLM trains on evolved rows alone)."""
+    available = pool.rows.height
+    return select_rows(pool, available if spec.sample is None else min(spec.sample, available), seed)
 
 
 def evolved_pool(spec: SourceSpec, result: EvolveResult, recipe: Recipe, license: str) -> Pool:

@@ -1,0 +1,386 @@
+"""Evol-Instruct blocks against a real chat-completions server on 127.0.0.1, driven by the real openai client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mixer.build import Options, build
+from mixer.errors import MixerError, RecipeInvalid
+from mixer.evolve import eliminate
+from mixer.evolve.cost import BudgetReached
+from mixer.evolve.operators import choose_operator, packaged_operators, resolve_operators
+from mixer.recipe import OPERATOR_PRESETS, OperatorChoice
+from mixer.validate import validate_file
+
+from conftest import REPO, run_mixer, write_recipe
+from openai_server import FakeTeacher
+
+SEEDS = [
+    ("Write a haiku about rain.", ""),
+    ("TRIGGER_REFUSE Explain how locks work.", ""),
+    ("TRIGGER_COPY Summarise the text.", "Cats sleep a lot."),
+    ("TRIGGER_PUNCT List three fruits.", ""),
+    ("TRIGGER_EQUAL Name a colour.", ""),
+    ("TRIGGER_BADCODE Write a function that adds one.", ""),
+    ("TRIGGER_GOODCODE Write an adder in two languages.", ""),
+    ("TRIGGER_MUMBLE Describe a cat.", ""),
+]
+
+
+@pytest.fixture
+def server():
+    teacher = FakeTeacher().start()
+    yield teacher
+    teacher.stop()
+
+
+def write_seeds(folder: Path, seeds=SEEDS) -> Path:
+    path = folder / "seeds.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for instruction, context in seeds:
+            f.write(json.dumps({"instruction": instruction, "input": context, "output": "seed answer"}) + "\n")
+    return path
+
+
+def evolve_recipe(folder: Path, base_url: str, **block) -> Path:
+    write_seeds(folder)
+    settings = {
+        "sample": "all",
+        "operators": "wizardcoder",
+        "rounds": 2,
+        "eliminate": ["no_information_gain", "refusal", "punctuation_only", "template_copy", "code_syntax"],
+        "concurrency": 4,
+        **block,
+    }
+    teacher = {"model": "gpt-4o-mini", "base_url": base_url, "retry_base_seconds": 0.01, "timeout": 5}
+    teacher.update(settings.pop("teacher", {}))
+    block_lines = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in settings.items())
+    text = (
+        "name: evo\nseed: 3\nsources:\n"
+        "  seeds: {path: seeds.jsonl, format: alpaca, take: all}\n"
+        "  evolved: {evolved: evol, take: all}\n"
+        f"evolve:\n  evol:\n    from: seeds\n    teacher: {json.dumps(teacher)}\n{block_lines}"
+        "output: {dir: out}\n"
+    )
+    path = folder / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def options(tmp_path: Path) -> Options:
+    return Options(cache_dir=tmp_path / "cache", progress=False)
+
+
+def read_rows(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(out / "data")
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "data").iterdir())}
+
+
+# --- operators ------------------------------------------------------------------------------------------
+
+
+def test_presets_name_the_papers_operators():
+    assert len(OPERATOR_PRESETS["wizardlm"]) == 6
+    assert len(OPERATOR_PRESETS["wizardcoder"]) == 5
+    assert set(packaged_operators()) == set(OPERATOR_PRESETS["wizardlm"]) | set(OPERATOR_PRESETS["wizardcoder"])
+
+
+@pytest.mark.parametrize("name", sorted(set(OPERATOR_PRESETS["wizardlm"]) | set(OPERATOR_PRESETS["wizardcoder"])))
+def test_every_operator_renders(name):
+    op = packaged_operators()[name]
+    instruction = 'Parse {"a": 1} and print the value of a.'
+    text = op.render(instruction)
+    assert instruction in text  # braces in the instruction survive rendering
+    assert "{method}" not in text and "{instruction}" not in text
+    assert text.rstrip().endswith(("#Rewritten Instruction#", "#New Instruction#"))
+    assert op.family == ("wizardcoder" if name.startswith("code_") else "wizardlm")
+
+
+def test_recipe_template_overrides_the_packaged_one():
+    [op] = resolve_operators((OperatorChoice("deepening", 2.0, "Make it deeper: {instruction}"),))
+    assert op.render("Why is the sky blue?") == "Make it deeper: Why is the sky blue?"
+    assert op.weight == 2.0
+
+
+def test_operator_choice_is_deterministic_and_weighted():
+    ops = resolve_operators((OperatorChoice("deepening", 3.0), OperatorChoice("in_breadth", 1.0)))
+    picks = [choose_operator(ops, 42, f"src/{i}", 1).name for i in range(4000)]
+    assert picks == [choose_operator(ops, 42, f"src/{i}", 1).name for i in range(4000)]
+    assert 0.72 < picks.count("deepening") / 4000 < 0.78
+    other_round = [choose_operator(ops, 42, f"src/{i}", 2).name for i in range(4000)]
+    assert other_round != picks
+
+
+# --- elimination rules ------------------------------------------------------------------------------------
+
+
+def test_punctuation_only():
+    assert eliminate.punctuation_only("?! the of, and -- it.") == "only punctuation and stop words"
+    assert eliminate.punctuation_only("   ") == "empty"
+    assert eliminate.punctuation_only("Write a sonnet about the sea.") is None
+
+
+def test_template_copy():
+    assert "rewritten instruction" in eliminate.template_copy("#Rewritten Instruction#: do X")
+    assert eliminate.template_copy("Rewrite the given prompt in French") == "copies the template phrase 'given prompt'"
+    assert eliminate.template_copy("Summarise the article in 3 sentences.") is None
+
+
+def test_refusal_needs_sorry_and_brevity():
+    assert eliminate.refusal("I'm sorry, but I cannot help with that.").startswith("refusal")
+    long_apology = "Sorry for the wait. " + "Here is a thorough explanation of the topic. " * 12
+    assert eliminate.refusal(long_apology) is None  # 80+ words: a real answer that happens to apologise
+    assert eliminate.refusal("I cannot help with that.") is None
+
+
+def test_code_syntax():
+    bad = eliminate.code_syntax("Here:\n```python\ndef f(:\n    pass\n```\n")
+    assert bad.reason == "python block 1 does not parse: line 1: invalid syntax" and bad.checked == 1
+    good = eliminate.code_syntax("```python\nprint(1)\n```\n```rust\nfn main() {}\n```\n```\nplain\n```\n")
+    assert (good.reason, good.checked, good.skipped) == (None, 1, 2)
+    assert eliminate.code_syntax("no code at all") == eliminate.CodeCheck(None, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "equal"),
+    [
+        ("Equal", True),
+        ("Not Equal", False),
+        ("not equal.", False),
+        ("**Equal**", True),
+        (" 'Equal' ", True),
+        ("They are equal", None),
+        ("Equal, mostly", None),
+        ("", None),
+    ],
+)
+def test_judge_answers_are_parsed_strictly(answer, equal):
+    assert eliminate.parse_judgement(answer) is equal
+
+
+# --- the block end to end ----------------------------------------------------------------------------------
+
+
+def test_build_evolves_eliminates_and_accounts_exactly(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url)
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    block = manifest["evolve"]["evol"]
+    assert block["rounds"][0] == {
+        "round": 1,
+        "input": 8,
+        "evolved": 8,
+        "eliminated": {
+            "code_syntax": 1,
+            "no_information_gain": 2,
+            "punctuation_only": 1,
+            "refusal": 1,
+            "template_copy": 1,
+        },
+        "surviving": 2,
+        "tokens": block["rounds"][0]["tokens"],
+        "usd": block["rounds"][0]["usd"],
+    }
+    assert (block["rounds"][1]["input"], block["rounds"][1]["surviving"]) == (2, 2)
+    assert block["rows"] == 4 and block["rejected"] == 6 and block["judge_unparsable"] == 1
+    assert block["code_blocks"] == {"python_checked": 3, "other_languages_skipped": 2}
+    # 8 rewrites, 6 judged (copy and punctuation fail before the judge), 4 answered; then 2 x 3 in round 2
+    assert server.count("ok") == 24 and block["usage"]["calls"] == 24 and block["usage"]["cached"] == 0
+    assert block["usage"]["tokens"] == sum(r["tokens"] for r in block["rounds"]) > 0
+    assert block["usage"]["usd"] == pytest.approx(
+        (block["usage"]["prompt_tokens"] * 0.00015 + block["usage"]["completion_tokens"] * 0.0006) / 1000, abs=1e-6
+    )
+
+    rows = read_rows(out)
+    evolved = rows.filter(pl.col("dataset") == "evolved").sort("id")
+    assert evolved.height == 4 and rows.height == 12
+    round2 = evolved.filter(pl.col("meta").struct.field("round") == 2).to_dicts()
+    for row in round2:
+        meta = row["meta"]
+        assert row["id"] == f"{meta['parent_id']}/evol/2/{meta['operator']}"
+        assert meta["parent_id"].startswith(meta["root_id"] + "/evol/1/")
+        assert meta["teacher"] == "gpt-4o-mini" and meta["operator"] in OPERATOR_PRESETS["wizardcoder"]
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["messages"][1]["content"].startswith(("A careful answer", "In Python"))
+
+    rejects = [json.loads(line) for line in (out / "rejects" / "evolve-evol.jsonl").read_text().splitlines()]
+    by_rule = {r["rule"]: r for r in rejects}
+    assert "TRIGGER_REFUSE" in by_rule["refusal"]["instruction"]
+    assert "TRIGGER_COPY" in by_rule["template_copy"]["instruction"]
+    assert "TRIGGER_BADCODE" in by_rule["code_syntax"]["instruction"]
+    assert by_rule["code_syntax"]["detail"].startswith("python block 1 does not parse")
+    assert sorted(r["detail"] for r in rejects if r["rule"] == "no_information_gain") == [
+        "judge answer not understood: 'They look rather similar to me.'",
+        "judge: Equal to its parent",
+    ]
+    card = (out / "README.md").read_text()
+    assert "## Evol-Instruct block `evol`" in card and "| 1 | 8 | code_syntax 1, no_information_gain 2" in card
+
+    # a rebuild is served from the cache: same bytes, not one new call
+    first = shard_bytes(out)
+    build(recipe, options(tmp_path), out=out, force=True)
+    assert server.count("ok") == 24
+    assert shard_bytes(out) == first
+    assert json.loads((out / "manifest.json").read_text())["evolve"]["evol"]["usage"]["cached"] == 24
+
+
+def test_keep_last_round_and_sample(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url, sample=3, rounds=3, keep="last_round", eliminate=[])
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert block["seeds"] == 3 and [r["surviving"] for r in block["rounds"]] == [3, 3, 3]
+    evolved = read_rows(out).filter(pl.col("dataset") == "evolved")
+    assert evolved.height == 3 and set(evolved["meta"].struct.field("round")) == {3}
+    assert server.count("ok", kind="judge") == 0  # the judge runs only for no_information_gain
+
+
+def test_retries_honour_retry_after_and_survive_garbage(tmp_path, server):
+    write_seeds(tmp_path, SEEDS[:1])
+    recipe = evolve_recipe(tmp_path, server.base_url, rounds=1, eliminate=[], teacher={"timeout": 0.5})
+    write_seeds(tmp_path, SEEDS[:1])
+    server.inject(("429", 1), ("500",), ("garbage",), ("nochoices",), ("slow", 2))
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    log = server.log
+    assert [e.outcome for e in log[:6]] == ["429", "500", "garbage", "nochoices", "slow", "ok"]
+    assert log[1].at - log[0].at >= 0.95  # waited for Retry-After: 1
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert block["usage"]["retries"] == 5 and block["usage"]["calls"] == 2 and block["rows"] == 1
+
+
+def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
+    recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
+    with pytest.raises(MixerError) as info:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert "failed 3 times; last: connection failed" in str(info.value)
+    assert "run again to resume" in info.value.hint
+    assert not (tmp_path / "out").exists()
+
+
+def test_budget_stop_then_resume_without_repeated_calls(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url, concurrency=1, budget={"tokens": 400})
+    with pytest.raises(BudgetReached) as info:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert "budget reached" in str(info.value) and "tokens" in str(info.value)
+    assert not (tmp_path / "out").exists()
+    made = server.count("ok")
+    assert 0 < made < 24
+
+    recipe.write_text(recipe.read_text().replace('{"tokens": 400}', '{"tokens": 100000}'))
+    build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert server.count("ok") == 24
+    assert max(server.ok_keys().values()) == 1  # nothing completed before the stop was asked again
+
+
+def test_plan_estimates_cost_without_calling(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url, budget={"usd": 1})
+    result = run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env={"MIXER_CACHE_DIR": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    [estimate] = json.loads(result.stdout)["evolve"]
+    assert (estimate["seeds"], estimate["max_calls"], estimate["max_rows"]) == (8, 48, 16)
+    assert estimate["est_usd"] > 0 and estimate["fits_budget"] is True
+    assert server.log == []
+    text = run_mixer("plan", str(recipe), cwd=tmp_path, env={"MIXER_CACHE_DIR": str(tmp_path / "c")}).stdout
+    assert "evolve blocks" in text and "48" in text
+
+
+def test_mixer_evolve_runs_blocks_alone_and_build_reuses_them(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url)
+    env = {"MIXER_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_mixer("evolve", str(recipe), "--block", "evol", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["evolve"]["evol"]["rows"] == 4
+    assert pl.read_parquet(tmp_path / "out.evolve" / "evol" / "data.parquet").height == 4
+    assert server.count("ok") == 24
+    assert run_mixer("build", str(recipe), cwd=tmp_path, env=env).returncode == 0
+    assert server.count("ok") == 24
+    wrong = run_mixer("evolve", str(recipe), "--block", "evl", cwd=tmp_path, env=env)
+    assert wrong.returncode == 1 and "did you mean 'evol'?" in wrong.stderr
+
+
+def test_kill_mid_run_resumes_with_zero_repeated_calls(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url, concurrency=2)
+    secret = "sk-test-DO-NOT-LEAK-4242"
+    env = {**os.environ, "MIXER_CACHE_DIR": str(tmp_path / "cache"), "OPENAI_API_KEY": secret}
+    server.hold_after = 10
+    proc = subprocess.Popen([sys.executable, "-m", "mixer", "build", str(recipe)], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 60
+    while server.count("held") == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert server.count("held") > 0, "the build never reached the hold point"
+    time.sleep(0.5)  # the answered calls are written to the cache
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "out").exists()
+    answered_before_kill = set(server.ok_keys())
+    assert len(answered_before_kill) == 10
+    server.hold_after = None
+
+    resumed = subprocess.run([sys.executable, "-m", "mixer", "build", str(recipe)], cwd=tmp_path, env=env, timeout=120)
+    assert resumed.returncode == 0
+    assert server.count("ok") == 24 and max(server.ok_keys().values()) == 1  # zero repeated calls
+    assert f"Bearer {secret}" in server.authorizations  # the key was really used...
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "seeds.jsonl").write_bytes((tmp_path / "seeds.jsonl").read_bytes())
+    (fresh / "recipe.yaml").write_text(recipe.read_text())
+    build(fresh / "recipe.yaml", Options(cache_dir=fresh / "cache", progress=False), out=fresh / "out")
+    assert shard_bytes(tmp_path / "out") == shard_bytes(fresh / "out")  # same output as an uninterrupted run
+
+    for path in [*tmp_path.rglob("*")]:  # ...and never written anywhere
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+# --- validation ----------------------------------------------------------------------------------------------
+
+
+def test_evolve_validation_errors_point_at_lines(tmp_path):
+    write_seeds(tmp_path)
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: bad
+        sources:
+          seeds: {path: seeds.jsonl, format: alpaca, take: all}
+          evolved: {evolved: evl, take: all}
+          twice: {evolved: evol, take: all, format: alpaca}
+        evolve:
+          evol:
+            from: seedz
+            operators: [deepening, deepenning]
+            rounds: 0
+            teacher: {model: gpt-4o-mini}
+        """,
+    )
+    problems = [p.format().replace(str(recipe), "R") for p in validate_file(recipe)]
+    assert problems == [
+        "R:4:22: error: unknown evolve block 'evl'\n  hint: did you mean 'evol'?",
+        "R:5:37: error: 'format' does not apply to an evolved source\n  hint: delete 'format'",
+        "R:8:11: error: evolve block 'evol' cannot start from 'seedz': no such source\n  hint: did you mean 'seeds'?",
+        "R:9:28: error: unknown operator 'deepenning'\n  hint: did you mean 'deepening'?",
+        "R:10:13: error: evolve.evol.rounds: 0 is less than the minimum of 1",
+    ]
+    with pytest.raises(RecipeInvalid):
+        build(recipe, Options(progress=False))
+
+
+def test_bundled_evolve_recipes_validate():
+    for name in ("wizardlm.yaml", "wizardcoder.yaml"):
+        assert validate_file(REPO / "recipes" / name) == []
