@@ -72,6 +72,11 @@ def classify(prompt: str) -> tuple[str, str]:
     return "answer", plain_answer(prompt)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 resets connections at concurrency 64
+
+
 class FakeTeacher:
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
@@ -81,8 +86,7 @@ class FakeTeacher:
         self.authorizations: set[str] = set()  # Authorization headers seen (to prove a key was sent)
         self._release = threading.Event()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -115,6 +119,7 @@ class FakeTeacher:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args) -> None:  # quiet
                 pass

@@ -266,7 +266,7 @@ def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:
         build(recipe, options(tmp_path), out=tmp_path / "out")
-    assert "failed 3 times; last: connection failed" in str(info.value)
+    assert "gave up after 3 attempt(s); last: connection failed" in str(info.value)
     assert "run again to resume" in info.value.hint
     assert not (tmp_path / "out").exists()
 

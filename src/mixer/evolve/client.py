@@ -144,7 +144,7 @@ class Teacher:
                 if attempt == attempts - 1:
                     self.budget.halted = MixerError(
                         f"evolve.{self.block}: teacher {self.endpoint.model!r} at "
-                        f"{self.endpoint.base_url or 'api.openai.com'} failed {attempts} times; "
+                        f"{self.endpoint.base_url or 'api.openai.com'} gave up after {attempts} attempt(s); "
                         f"last: {_describe(error)}",
                         "is the server up? completed calls are cached: run again to resume",
                     )
