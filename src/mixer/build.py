@@ -6,7 +6,7 @@ Each step is a function in its own module; this file only sequences them and dec
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +19,17 @@ from mixer.hashing import fingerprint
 from mixer.load import Pool, load_pool
 from mixer.lock import check_lock, lock_content, write_lock
 from mixer.mix import dedup_pools, mix
+from mixer.overlap import overlap_matrix
 from mixer.plan import Plan, make_plan
 from mixer.progress import make_progress
 from mixer.recipe import EvolveSpec, Recipe
 from mixer.resolve import ResolvedSource, default_cache_dir, resolve_recipe
+from mixer.stats import write_stats
 from mixer.validate import load_recipe
 from mixer.write import atomic_dir, dataset_card, git_info, write_json, write_shards
 
 if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a recipe has evolve blocks
+    from mixer.decontam import Decontamination
     from mixer.evolve.engine import EvolveResult
 
 
@@ -51,21 +54,32 @@ def input_fingerprint(resolved: list[ResolvedSource]) -> str:
     return fingerprint({r.spec.name: [f.sha256 for f in r.files] for r in resolved})
 
 
-def load_pools(recipe: Recipe, resolved: list[ResolvedSource], progress: Progress) -> list[Pool]:
+def prepare_decontam(recipe: Recipe, options: Options) -> Decontamination | None:
+    if recipe.mixture.decontaminate is None:
+        return None
+    from mixer.decontam import Decontamination
+
+    return Decontamination(recipe.mixture.decontaminate, recipe.base_dir, options.data_dir)
+
+
+def load_pools(
+    recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, decontam: Decontamination | None = None
+) -> list[Pool]:
+    """Read every file-backed source; decontaminate, then deduplicate across sources."""
     task = progress.add_task("loading sources", total=len(resolved))
     pools = []
     for source in resolved:
         pools.append(load_pool(source, recipe.mixture.drop_patterns))
         progress.advance(task)
+    if decontam is not None:
+        decontam.apply(pools)
     if recipe.mixture.dedup == "exact":
         dedup_pools(pools)
     return pools
 
 
-def needed_blocks(recipe: Recipe, only: str | None = None) -> list[EvolveSpec]:
-    """Blocks some source mixes in (or just `only`), in recipe order."""
-    if only is not None:
-        return [recipe.block(only)]
+def needed_blocks(recipe: Recipe) -> list[EvolveSpec]:
+    """Blocks some source mixes in, in recipe order."""
     used = {s.evolved for s in recipe.sources if s.evolved}
     return [b for b in recipe.evolve if b.name in used]
 
@@ -120,7 +134,7 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, list[Resol
     recipe = load_recipe(recipe_path)
     resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
     with make_progress(options.progress) as progress:
-        pools = load_pools(recipe, resolved, progress)
+        pools = load_pools(recipe, resolved, progress, prepare_decontam(recipe, options))
     blocks = needed_blocks(recipe)
     if not blocks:
         plan = make_plan(recipe, pools, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
@@ -250,10 +264,13 @@ def build(
         return BuildResult("up-to-date", out_dir, None, manifest, None)
 
     with make_progress(options.progress) as progress:
-        pools = load_pools(recipe, resolved, progress)
+        decontam = prepare_decontam(recipe, options)
+        pools = load_pools(recipe, resolved, progress, decontam)
         results = run_evolve(recipe, pools, needed_blocks(recipe), options, progress)
         if results:
             extra = evolved_pools(recipe, pools, results)
+            if decontam is not None:
+                decontam.apply(extra)
             if recipe.mixture.dedup == "exact":
                 dedup_pools(pools + extra)  # evolved rows lose to every file-backed row
             by_name = {p.name: p for p in pools + extra}
@@ -271,6 +288,10 @@ def build(
             manifest = manifest_for(recipe, plan, build_fp, shards, written, pools)
             if results:
                 manifest["evolve"] = {name: evolve_manifest(recipe.block(name), r) for name, r in results.items()}
+            if decontam is not None:
+                manifest["decontamination"] = decontam.report(pools)
+            manifest["overlap"] = overlap_matrix(pools)
+            manifest["stats"] = write_stats(temp, rows, manifest)
             write_json(temp / "manifest.json", manifest)
             (temp / "README.md").write_text(dataset_card(plan, manifest, recipe.description), encoding="utf-8")
     lock_file = None if options.sample else write_lock(recipe.path, lock)
@@ -297,7 +318,7 @@ def evolve_only(
     resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
     out_root = out or Path(f"{output_dir(recipe)}.evolve")
     with make_progress(options.progress) as progress:
-        pools = load_pools(recipe, resolved, progress)
+        pools = load_pools(recipe, resolved, progress, prepare_decontam(recipe, options))
         results = run_evolve(recipe, pools, blocks, options, progress)
     stats = {name: evolve_manifest(recipe.block(name), result) for name, result in results.items()}
     for name, result in results.items():
@@ -306,3 +327,19 @@ def evolve_only(
             result.rejects.write_ndjson(temp / "rejects.jsonl")
             write_json(temp / "stats.json", stats[name])
     return out_root, stats
+
+
+def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
+    """`mixer decontam`: the recipe's sources against its benchmarks, in report mode; nothing is written."""
+    recipe = load_recipe(recipe_path)
+    if recipe.mixture.decontaminate is None:
+        raise MixerError(
+            f"{recipe_path}: no mixture.decontaminate", "add e.g. decontaminate: [{name: gsm8k, path: gsm8k.jsonl}]"
+        )
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
+    from mixer.decontam import Decontamination
+
+    decontam = Decontamination(replace(recipe.mixture.decontaminate, mode="report"), recipe.base_dir, options.data_dir)
+    with make_progress(options.progress) as progress:
+        pools = load_pools(recipe, resolved, progress, decontam)
+    return {**decontam.report(pools), "overlap": overlap_matrix(pools)}

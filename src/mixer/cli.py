@@ -165,6 +165,50 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
 
 
 @app.command()
+def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
+    """Report benchmark contamination (mixture.decontaminate) and cross-source overlap; writes nothing."""
+    from mixer.build import Options, decontam_only
+
+    report = decontam_only(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
+    if as_json:
+        _print_json(report)
+        return
+    table = Table(title=f"decontamination: {report['n']}-grams + exact prompts")
+    for column in ("source", "benchmark", "rows hit", "example span"):
+        table.add_column(column, justify="right" if column == "rows hit" else "left")
+    for hit in report["hits"]:
+        table.add_row(
+            hit["source"], hit["benchmark"], f"{hit['rows']:,}", hit["examples"][0]["span"] if hit["examples"] else ""
+        )
+    out.print(table)
+    overlap = report["overlap"]
+    matrix = Table(title="rows of each source whose prompt also occurs in another source")
+    matrix.add_column("source")
+    for name in overlap["sources"]:
+        matrix.add_column(name, justify="right")
+    for name, row in zip(overlap["sources"], overlap["matrix"], strict=True):
+        matrix.add_row(name, *("—" if v is None else f"{v:,}" for v in row))
+    out.print(matrix)
+
+
+@app.command()
+def stats(out_dir: Path, as_json: JsonFlag = False) -> None:
+    """Regenerate stats.json and report.html of a built mixture from its shards and manifest."""
+    from mixer.stats import regenerate
+
+    if not (out_dir / "manifest.json").is_file():
+        raise MixerError(f"{out_dir}: no manifest.json", "give the output directory of `mixer build`")
+    result = regenerate(out_dir)
+    if as_json:
+        _print_json(result)
+        return
+    out.print(
+        f"{result['rows']:,} rows, ~{result['est_tokens']:,} tokens: wrote {out_dir / 'stats.json'} and "
+        f"{out_dir / 'report.html'}"
+    )
+
+
+@app.command()
 def evolve(
     recipe: Path,
     block: Annotated[str | None, typer.Option("--block", help="Run only this evolve block.")] = None,

@@ -49,11 +49,39 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    path: str | None = None
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DecontamSpec:
+    benchmarks: tuple[BenchmarkSpec, ...]
+    n: int = 13
+    mode: str = "report"  # or remove
+
+
+@dataclass(frozen=True)
 class MixtureSpec:
     total: int | None = None
     shuffle: bool = True
     dedup: str = "none"
     drop_patterns: tuple[str, ...] = ()
+    decontaminate: DecontamSpec | None = None
+
+
+def decontam_spec(value: Any) -> DecontamSpec | None:
+    if not value:
+        return None
+    settings = value if isinstance(value, dict) else {"benchmarks": value}
+    benchmarks = tuple(
+        BenchmarkSpec(b)
+        if isinstance(b, str)
+        else BenchmarkSpec(b["name"], b.get("path"), tuple(b.get("fields") or ()))
+        for b in settings["benchmarks"]
+    )
+    return DecontamSpec(benchmarks, settings.get("n", 13), settings.get("mode", "report"))
 
 
 @dataclass(frozen=True)
@@ -337,6 +365,7 @@ def build_recipe(path: Path, data: dict[str, Any], located: Located | None = Non
             shuffle=mixture.get("shuffle", True),
             dedup=mixture.get("dedup", "none"),
             drop_patterns=_as_tuple(mixture.get("drop_patterns")),
+            decontaminate=decontam_spec(mixture.get("decontaminate")),
         ),
         stages=tuple(stage_spec(s) for s in data.get("stages") or []),
         evolve=tuple(evolve_spec(n, b) for n, b in (data.get("evolve") or {}).items()),

@@ -71,9 +71,9 @@ def _interpolate(located: Located) -> list[Diagnostic]:
 
 
 def _closest_branch(error: ValidationError) -> ValidationError:
-    """For `anyOf: [integer >= 0, "all"]` and -5, report the minimum, not "'all' was expected": prefer
-    branches whose type the value already has."""
-    typed = [e for e in error.context if e.validator not in ("type", "const", "enum")]
+    """For `anyOf: [integer >= 0, "all"]` and -5, report the minimum, not "'all' was expected": drop the
+    branches that fail only because the value has another type, and report what is wrong in the others."""
+    typed = [e for e in error.context if not (e.validator in ("type", "const") and not e.relative_path)]
     return best_match(typed or error.context)
 
 
@@ -112,6 +112,7 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
             continue
         if error.validator in ("anyOf", "oneOf") and error.context:
             error = _closest_branch(error)
+            path = tuple(error.absolute_path)
         message = error.message
         hint = None
         if error.validator == "enum":

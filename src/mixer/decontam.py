@@ -1,0 +1,234 @@
+"""Decontamination: word n-gram overlap (and exact prompt match) between training rows and benchmark items.
+
+Exact by construction: every n-gram of every message is compared with every n-gram of every benchmark
+item through a hash join, so nothing is missed (a 64-bit hash collision can only add a false hit, which
+the reported span lets a reader check). Normalisation follows GPT-3's audit: lowercase, punctuation
+stripped, whitespace collapsed; n = 13 by default. Items shorter than n words are matched by whole-prompt
+equality only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mixer.errors import MixerError
+from mixer.io import SUPPORTED_SUFFIXES, read_table
+from mixer.load import Pool
+from mixer.recipe import BenchmarkSpec, DecontamSpec
+
+# benchmark name -> the field(s) holding what a model is asked
+BENCHMARK_FIELDS: dict[str, tuple[str, ...]] = {
+    "humaneval": ("prompt",),
+    "mbpp": ("text",),
+    "gsm8k": ("question",),
+    "mmlu": ("question",),
+    "bbh": ("input",),
+    "alpaca_eval": ("instruction",),
+    "ifeval": ("prompt",),
+}
+CHUNK_ROWS = 20_000  # rows whose n-grams are materialised at once: bounds memory on large pools
+EXAMPLES = 3
+
+
+@dataclass
+class Hit:
+    source: str
+    benchmark: str
+    rows: int
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def normalise(text: pl.Expr) -> pl.Expr:
+    return text.str.to_lowercase().str.replace_all(r"[^\w\s]|_", " ").str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def ngrams(frame: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
+    """(key, start, gram) for every n-word window of the normalised `text` column."""
+    words = (
+        frame.select(key, pl.col("text").str.split(" ").alias("word"))
+        .explode("word")
+        .with_columns(pl.int_range(pl.len()).over(key).alias("start"))
+    )
+    gram = pl.concat_str([pl.col("word").shift(-k) for k in range(n)], separator=" ")
+    return (
+        words.select(key, "start", gram.alias("gram"), (pl.col(key).shift(-(n - 1)) == pl.col(key)).alias("ok"))
+        .filter(pl.col("ok"))
+        .drop("ok")
+    )
+
+
+def resolve_benchmark(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> Path:
+    if spec.path:
+        path = Path(os.path.expanduser(spec.path))
+        path = path if path.is_absolute() else base_dir / path
+        if path.is_file():
+            return path
+        raise MixerError(
+            f"benchmark {spec.name}: {path} does not exist", "check decontaminate: path (relative to the recipe)"
+        )
+    folder = data_dir or (Path(os.environ["MIXER_DATA_DIR"]) if os.environ.get("MIXER_DATA_DIR") else None)
+    if folder is not None:
+        for suffix in SUPPORTED_SUFFIXES:
+            candidate = folder / f"{spec.name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    raise MixerError(
+        f"benchmark {spec.name!r}: no local file",
+        f"give decontaminate: [{{name: {spec.name}, path: <file>}}] or put {spec.name}.jsonl in --data-dir",
+    )
+
+
+def benchmark_items(spec: BenchmarkSpec, path: Path) -> pl.DataFrame:
+    """(item, text) with normalised text for one benchmark file."""
+    fields = spec.fields or BENCHMARK_FIELDS.get(spec.name, ())
+    table = read_table(path).frame
+    missing = [f for f in fields if f not in table.columns]
+    if not fields or missing:
+        raise MixerError(
+            f"benchmark {spec.name}: {path} has no field {', '.join(missing) or '(none given)'}",
+            f"name the prompt field: {{name: {spec.name}, path: ..., fields: [<one of {', '.join(table.columns)}>]}}",
+        )
+    text = pl.concat_str([pl.col(f).cast(pl.String).fill_null("") for f in fields], separator="\n")
+    return table.select(
+        (pl.lit(f"{spec.name}/") + pl.col("__row").cast(pl.String)).alias("item"), normalise(text).alias("text")
+    )
+
+
+def row_text(rows: pl.DataFrame) -> pl.Expr:
+    columns = [c for c in ("messages", "prompt", "chosen", "rejected") if c in rows.columns]
+    parts = [pl.col(c).list.eval(pl.element().struct.field("content")).list.join("\n") for c in columns]
+    return normalise(pl.concat_str(parts, separator="\n"))
+
+
+def first_prompt(rows: pl.DataFrame) -> pl.Expr:
+    column = "messages" if "messages" in rows.columns else "prompt"
+    user = pl.col(column).list.eval(
+        pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+    )
+    return normalise(user.list.first())
+
+
+class Index:
+    """The n-grams and whole prompts of every benchmark item, ready to join against training rows."""
+
+    def __init__(self, items: dict[str, pl.DataFrame], n: int) -> None:
+        self.n = n
+        frames = [df.with_columns(pl.lit(name).alias("benchmark")) for name, df in items.items()]
+        all_items = (
+            pl.concat(frames)
+            if frames
+            else pl.DataFrame(schema={"item": pl.String, "text": pl.String, "benchmark": pl.String})
+        )
+        self.items = all_items
+        grams = ngrams(all_items, "item", n).join(all_items.select("item", "benchmark"), on="item")
+        self.grams = grams.select(pl.col("gram").hash().alias("h"), "gram", "benchmark", "item").unique(
+            ["h", "benchmark"], keep="first"
+        )
+        self.exact = all_items.select(pl.col("text").alias("prompt"), "benchmark", "item").unique(
+            ["prompt", "benchmark"], keep="first"
+        )
+        self.short_items = all_items.filter(pl.col("text").str.count_matches(" ") + 1 < n).height
+
+    def hits(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """(id, benchmark, item, span) for every contaminated row: the longest run of matching n-grams."""
+        found = []
+        for offset in range(0, rows.height, CHUNK_ROWS):
+            chunk = rows.slice(offset, CHUNK_ROWS).select(
+                "id", row_text(rows).alias("text"), first_prompt(rows).alias("prompt")
+            )
+            grams = ngrams(chunk.select("id", "text"), "id", self.n).with_columns(pl.col("gram").hash().alias("h"))
+            matched = grams.join(self.grams.select("h", "benchmark", "item"), on="h")
+            if matched.height:
+                runs = (
+                    matched.sort("id", "benchmark", "start")
+                    .with_columns((pl.col("start") - pl.int_range(pl.len()).over("id", "benchmark")).alias("run"))
+                    .group_by("id", "benchmark", "run")
+                    .agg(
+                        pl.col("start").min().alias("first"),
+                        pl.col("start").max().alias("last"),
+                        pl.col("item").first(),
+                    )
+                    .with_columns((pl.col("last") - pl.col("first")).alias("length"))
+                    .sort("id", "benchmark", "length", "first", descending=[False, False, True, False])
+                    .unique(["id", "benchmark"], keep="first", maintain_order=True)
+                    .join(chunk.select("id", "text"), on="id")
+                    .select(
+                        "id",
+                        "benchmark",
+                        "item",
+                        pl.col("text")
+                        .str.split(" ")
+                        .list.slice(pl.col("first"), pl.col("length") + self.n)
+                        .list.join(" ")
+                        .alias("span"),
+                    )
+                )
+                found.append(runs)
+            exact = (
+                chunk.select("id", "prompt")
+                .join(self.exact, on="prompt")
+                .select("id", "benchmark", "item", pl.col("prompt").alias("span"))
+            )
+            if exact.height:
+                found.append(exact)
+        if not found:
+            return pl.DataFrame(schema={"id": pl.String, "benchmark": pl.String, "item": pl.String, "span": pl.String})
+        return pl.concat(found).unique(["id", "benchmark"], keep="first", maintain_order=True).sort("id", "benchmark")
+
+
+def decontaminate(pools: list[Pool], index: Index, mode: str) -> list[Hit]:
+    """Report (and in remove mode drop) contaminated rows of each pool; counts go to pool.counts."""
+    report = []
+    for pool in pools:
+        hits = index.hits(pool.rows)
+        for benchmark in sorted(index.items["benchmark"].unique()):
+            mine = hits.filter(pl.col("benchmark") == benchmark)
+            report.append(
+                Hit(
+                    pool.name,
+                    benchmark,
+                    mine["id"].n_unique(),
+                    mine.head(EXAMPLES).select("id", "item", "span").to_dicts(),
+                )
+            )
+        if mode == "remove":
+            before = pool.rows.height
+            pool.rows = pool.rows.filter(~pl.col("id").is_in(hits["id"].unique().implode()))
+            pool.counts["decontaminate"] = pool.counts.get("decontaminate", 0) + before - pool.rows.height
+    return report
+
+
+class Decontamination:
+    """One build's decontamination: the benchmark index, and the hits of every pool it was applied to."""
+
+    def __init__(self, spec: DecontamSpec, base_dir: Path, data_dir: Path | None) -> None:
+        self.spec = spec
+        items = {}
+        self.files = []
+        for bench in spec.benchmarks:
+            path = resolve_benchmark(bench, base_dir, data_dir)
+            items[bench.name] = benchmark_items(bench, path)
+            self.files.append({"benchmark": bench.name, "path": str(path), "items": items[bench.name].height})
+        self.index = Index(items, spec.n)
+        self.hits: list[Hit] = []
+
+    def apply(self, pools: list[Pool]) -> None:
+        self.hits += decontaminate(pools, self.index, self.spec.mode)
+
+    def report(self, pools: list[Pool]) -> dict[str, Any]:
+        return {
+            "n": self.spec.n,
+            "mode": self.spec.mode,
+            "benchmarks": self.files,
+            "short_items_exact_only": self.index.short_items,
+            "hits": [
+                {"source": h.source, "benchmark": h.benchmark, "rows": h.rows, "examples": h.examples}
+                for h in self.hits
+            ],
+            "removed": sum(p.counts.get("decontaminate", 0) for p in pools),
+        }

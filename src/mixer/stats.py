@@ -1,0 +1,222 @@
+"""Statistics of a built mixture (stats.json) and the HTML report beside the dataset card.
+
+Computed from the written shards and the manifest, so `mixer stats OUT_DIR` regenerates both for any build.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mixer.write import write_atomic_file
+
+TOP_VERBS = 15
+HISTOGRAM_BINS = [0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000]
+
+
+def _chars(column: str) -> pl.Expr:
+    return pl.col(column).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+
+
+def mixture_stats(rows: pl.DataFrame) -> dict[str, Any]:
+    payload = "messages" if "messages" in rows.columns else "prompt"
+    frame = rows.select(
+        "dataset",
+        _chars(payload).alias("chars"),
+        pl.col(payload).list.eval(pl.element().struct.field("role") == "assistant").list.sum().alias("turns"),
+        pl.col(payload)
+        .list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
+        .list.first()
+        .str.strip_chars()
+        .str.extract(r"^([A-Za-z]+)")
+        .str.to_lowercase()
+        .alias("verb"),
+        pl.col("meta").struct.field("round").alias("round"),
+        pl.col("meta").struct.field("operator").alias("operator"),
+        pl.col("meta").struct.field("lang").alias("lang"),
+    )
+    total_rows = frame.height
+    total_tokens = int(frame["chars"].sum() or 0) // 4
+    per_source = (
+        frame.group_by("dataset")
+        .agg(
+            pl.len().alias("rows"),
+            pl.col("turns").mean().alias("mean_turns"),
+            pl.col("chars").sum().alias("chars"),
+            pl.col("chars").mean().alias("mean_chars"),
+            pl.col("chars").median().alias("median_chars"),
+        )
+        .sort("dataset")
+    )
+    sources = {}
+    for r in per_source.iter_rows(named=True):
+        tokens = int(r["chars"]) // 4
+        hist = frame.filter(pl.col("dataset") == r["dataset"])["chars"].hist(
+            bins=HISTOGRAM_BINS, include_breakpoint=True
+        )
+        sources[r["dataset"]] = {
+            "rows": r["rows"],
+            "mean_turns": round(r["mean_turns"] or 0, 3),
+            "chars": int(r["chars"]),
+            "mean_chars": round(r["mean_chars"] or 0, 1),
+            "median_chars": r["median_chars"],
+            "est_tokens": tokens,
+            "share_rows": round(r["rows"] / total_rows, 6) if total_rows else 0,
+            "share_tokens": round(tokens / total_tokens, 6) if total_tokens else 0,
+            "length_histogram": [
+                {"up_to_chars": b, "rows": int(c)} for b, c in hist.select("breakpoint", "count").iter_rows()
+            ],
+        }
+    verbs = (
+        frame.drop_nulls("verb").group_by("verb").len().sort(["len", "verb"], descending=[True, False]).head(TOP_VERBS)
+    )
+    lineage = frame.drop_nulls("operator").group_by("round", "operator").len().sort("round", "operator")
+    langs = frame.drop_nulls("lang").group_by("lang").len().sort(["len", "lang"], descending=[True, False])
+    return {
+        "rows": total_rows,
+        "est_tokens": total_tokens,
+        "tokens_method": "characters / 4",
+        "sources": sources,
+        "top_instruction_verbs": [{"verb": v, "rows": n} for v, n in verbs.iter_rows()],
+        "languages": [{"lang": lang, "rows": n} for lang, n in langs.iter_rows()],
+        "evolve_lineage": [{"round": r, "operator": op, "rows": n} for r, op, n in lineage.iter_rows()],
+    }
+
+
+def _svg(figure) -> str:
+    from matplotlib import pyplot as plt
+
+    buffer = io.StringIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="svg")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def charts(stats: dict[str, Any]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    names = list(stats["sources"])
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(names) + 1.5))
+    rows = [stats["sources"][n]["share_rows"] for n in names]
+    tokens = [stats["sources"][n]["share_tokens"] for n in names]
+    positions = range(len(names))
+    axis.barh([p - 0.2 for p in positions], rows, height=0.4, label="rows")
+    axis.barh([p + 0.2 for p in positions], tokens, height=0.4, label="tokens")
+    axis.set_yticks(list(positions), names)
+    axis.invert_yaxis()
+    axis.set_xlabel("share of the mixture")
+    axis.legend()
+    shares = _svg(figure)
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    for name in names:
+        hist = stats["sources"][name]["length_histogram"]
+        axis.plot([h["up_to_chars"] for h in hist], [h["rows"] for h in hist], marker="o", label=name)
+    axis.set_xscale("log")
+    axis.set_xlabel("characters per row (bin upper edge)")
+    axis.set_ylabel("rows")
+    axis.legend(fontsize="small")
+    return [shares, _svg(figure)]
+
+
+def _table(table_id: str, header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) -> str:
+    sources = _table(
+        "sources",
+        ["source", "rows", "share rows", "est. tokens", "share tokens", "mean turns", "median chars"],
+        [
+            [
+                n,
+                f"{s['rows']:,}",
+                f"{s['share_rows']:.1%}",
+                f"{s['est_tokens']:,}",
+                f"{s['share_tokens']:.1%}",
+                s["mean_turns"],
+                s["median_chars"],
+            ]
+            for n, s in stats["sources"].items()
+        ],
+    )
+    parts = [
+        f"<h1>{html.escape(name)}</h1>",
+        f"<p>{stats['rows']:,} rows, ~{stats['est_tokens']:,} tokens ({stats['tokens_method']})</p>",
+        "<h2>Composition</h2>",
+        sources,
+        *charts(stats),
+    ]
+    parts += [
+        "<h2>Top instruction verbs</h2>",
+        _table("verbs", ["verb", "rows"], [[v["verb"], v["rows"]] for v in stats["top_instruction_verbs"]]),
+    ]
+    if stats["languages"]:
+        parts += [
+            "<h2>Languages</h2>",
+            _table("languages", ["lang", "rows"], [[x["lang"], x["rows"]] for x in stats["languages"]]),
+        ]
+    if stats["evolve_lineage"]:
+        parts += [
+            "<h2>Evol-Instruct lineage</h2>",
+            _table(
+                "lineage",
+                ["round", "operator", "rows"],
+                [[x["round"], x["operator"], x["rows"]] for x in stats["evolve_lineage"]],
+            ),
+        ]
+    decontam = manifest.get("decontamination")
+    if decontam:
+        parts += [
+            f"<h2>Decontamination ({decontam['n']}-grams, mode {decontam['mode']})</h2>",
+            _table(
+                "decontamination",
+                ["source", "benchmark", "rows hit", "example span"],
+                [
+                    [h["source"], h["benchmark"], h["rows"], h["examples"][0]["span"] if h["examples"] else ""]
+                    for h in decontam["hits"]
+                ],
+            ),
+        ]
+    overlap = manifest.get("overlap")
+    if overlap:
+        names = overlap["sources"]
+        parts += [
+            "<h2>Overlap between sources (rows of the row source whose prompt also occurs in the column source)</h2>",
+            _table(
+                "overlap",
+                ["", *names],
+                [[a, *("—" if v is None else v for v in row)] for a, row in zip(names, overlap["matrix"], strict=True)],
+            ),
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
+    )
+    head = f"<meta charset='utf-8'><title>{html.escape(name)}</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(parts)}</body></html>\n"
+
+
+def write_stats(folder: Path, rows: pl.DataFrame, manifest: dict[str, Any]) -> dict[str, Any]:
+    """stats.json and report.html into `folder`, each replaced atomically."""
+    stats = mixture_stats(rows)
+    write_atomic_file(folder / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    write_atomic_file(folder / "report.html", render_report(manifest["recipe"]["name"], stats, manifest))
+    return stats
+
+
+def regenerate(out_dir: Path) -> dict[str, Any]:
+    """`mixer stats OUT_DIR`: rebuild stats.json and report.html from the shards and the manifest."""
+    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    return write_stats(out_dir, pl.read_parquet(out_dir / "data" / "*.parquet"), manifest)

@@ -1,0 +1,202 @@
+"""Decontamination, cross-source overlap and the statistics report of every build."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mixer.build import Options, build
+from mixer.decontam import Index, benchmark_items
+from mixer.recipe import BenchmarkSpec
+
+from conftest import run_mixer, write_recipe
+
+ITEM = "A farmer has 17 sheep and all but 9 run away; how many sheep does the farmer have left at the end of the day?"
+SHORT = "What is two plus two?"
+
+
+def rows(*texts: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id": [f"t/{i}" for i in range(len(texts))],
+            "messages": [[{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}] for t in texts],
+        }
+    )
+
+
+@pytest.fixture
+def index(tmp_path) -> Index:
+    path = tmp_path / "bench.jsonl"
+    path.write_text("".join(json.dumps({"question": q}) + "\n" for q in (ITEM, SHORT)))
+    return Index({"toy": benchmark_items(BenchmarkSpec("toy", str(path), ("question",)), path)}, 13)
+
+
+def test_planted_item_is_found_with_its_span_despite_case_and_punctuation(index):
+    planted = "Homework help!!! " + ITEM.upper().replace(";", " --").replace("?", "...") + " Thanks a lot."
+    twelve_words = " ".join(ITEM.split()[:12]) + " and then something else entirely different happens"
+    hits = index.hits(rows(planted, "Write a poem about sheep.", twelve_words))
+    assert hits.to_dicts() == [
+        {
+            "id": "t/0",
+            "benchmark": "toy",
+            "item": "toy/0",
+            "span": "a farmer has 17 sheep and all but 9 run away how many sheep does the farmer have left at the end of "
+            "the day",
+        }
+    ]
+
+
+def test_items_shorter_than_n_match_whole_prompts_only(index):
+    assert index.short_items == 1
+    hits = index.hits(rows("what is TWO plus two", "Tell me: what is two plus two? And why?"))
+    assert hits["id"].to_list() == ["t/0"] and hits["span"].to_list() == ["what is two plus two"]
+
+
+def _recipe(tmp_path: Path, mode: str) -> Path:
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"question": ITEM}) + "\n")
+    with (tmp_path / "a.jsonl").open("w") as f:
+        for i in range(20):
+            f.write(
+                json.dumps({"instruction": f"Task number {i}: describe item {i}.", "input": "", "output": "done"})
+                + "\n"
+            )
+        f.write(json.dumps({"instruction": "Solve: " + ITEM.lower(), "input": "", "output": "9"}) + "\n")
+    with (tmp_path / "b.jsonl").open("w") as f:
+        for i in range(5):  # b shares prompts 0..2 with a (different answers, so exact dedup keeps both)
+            f.write(
+                json.dumps({"instruction": f"Task number {i}: describe item {i}.", "input": "", "output": f"b{i}"})
+                + "\n"
+            )
+        f.write(json.dumps({"instruction": "Only in b.", "input": "", "output": "x"}) + "\n")
+    with (tmp_path / "c.jsonl").open("w") as f:
+        f.write(json.dumps({"instruction": "Only in c.", "input": "", "output": "y"}) + "\n")
+    return write_recipe(
+        tmp_path,
+        f"""
+        name: quality
+        sources:
+          a: {{path: a.jsonl, format: alpaca, take: all}}
+          b: {{path: b.jsonl, format: alpaca, take: all}}
+          c: {{path: c.jsonl, format: alpaca, take: all}}
+        mixture:
+          dedup: exact
+          decontaminate: {{benchmarks: [{{name: toy, path: bench.jsonl, fields: [question]}}], mode: {mode}}}
+        output: {{dir: out}}
+        """,
+    )
+
+
+def test_remove_mode_drops_hits_and_counts_them(tmp_path):
+    build(_recipe(tmp_path, "remove"), Options(progress=False), out=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["sources"]["a"]["counts"]["decontaminate"] == 1
+    assert manifest["decontamination"]["removed"] == 1
+    assert [(h["source"], h["rows"]) for h in manifest["decontamination"]["hits"]] == [("a", 1), ("b", 0), ("c", 0)]
+    built = pl.read_parquet(tmp_path / "out" / "data")
+    assert built.height == 20 + 6 + 1
+    assert not built["messages"].list.first().struct.field("content").str.contains("17 sheep").any()
+
+
+def test_report_mode_keeps_rows_and_overlap_matrix_counts_shared_prompts(tmp_path):
+    build(_recipe(tmp_path, "report"), Options(progress=False), out=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["decontamination"]["removed"] == 0 and manifest["totals"]["rows"] == 28
+    overlap = manifest["overlap"]
+    assert overlap["sources"] == ["a", "b", "c"]
+    assert overlap["matrix"] == [[None, 5, 0], [5, None, 0], [0, 0, None]]
+    assert (
+        overlap["examples"][0]["a"] == "a" and overlap["examples"][0]["prompts"][0] == "task number 0 describe item 0"
+    )
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[str] = []
+        self.svgs = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append(dict(attrs)["id"])
+        self.svgs += tag == "svg"
+
+
+def test_every_build_writes_stats_and_a_report_that_regenerates(tmp_path):
+    build(_recipe(tmp_path, "report"), Options(progress=False), out=tmp_path / "out")
+    out = tmp_path / "out"
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows"] == 28 and {n: s["rows"] for n, s in stats["sources"].items()} == {"a": 21, "b": 6, "c": 1}
+    assert sum(h["rows"] for h in stats["sources"]["a"]["length_histogram"]) == 21
+    assert stats["top_instruction_verbs"][0] == {"verb": "task", "rows": 25}
+    page = _Collect()
+    page.feed((out / "report.html").read_text())
+    assert page.tables == ["sources", "verbs", "decontamination", "overlap"] and page.svgs == 2
+    before = (out / "stats.json").read_bytes()
+    (out / "stats.json").unlink()
+    result = run_mixer("stats", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "stats.json").read_bytes() == before
+
+
+def test_decontam_command_reports_without_writing(tmp_path):
+    recipe = _recipe(tmp_path, "remove")
+    result = run_mixer("decontam", str(recipe), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["mode"] == "report" and report["hits"][0]["rows"] == 1 and report["removed"] == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_benchmarks_against_real_training_files(tmp_path, shared_data):
+    """Found on the real files: Code-Alpaca 2K has one HumanEval 13-gram (the hex digit list of HumanEval/78),
+    and 4 GSM8K train questions share a 13-gram with GSM8K test questions."""
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: real-decontam
+        sources:
+          code: {{path: {shared_data}/code_alpaca/code_alpaca_2k.json, format: alpaca, take: all, on_error: skip}}
+          gsm: {{path: {shared_data}/gsm8k/train.jsonl, format: alpaca, fields: {{instruction: question, output: answer}}, take: all}}
+        mixture:
+          decontaminate:
+            benchmarks:
+              - {{name: humaneval, path: {shared_data}/humaneval/HumanEval.jsonl.gz}}
+              - {{name: gsm8k, path: {shared_data}/gsm8k/test.jsonl}}
+            mode: remove
+        output: {{dir: out}}
+        """,
+    )
+    build(recipe, Options(progress=False), out=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    hits = {(h["source"], h["benchmark"]): h for h in manifest["decontamination"]["hits"]}
+    assert {k: h["rows"] for k, h in hits.items()} == {
+        ("code", "humaneval"): 1,
+        ("code", "gsm8k"): 0,
+        ("gsm", "humaneval"): 0,
+        ("gsm", "gsm8k"): 4,
+    }
+    assert hits[("code", "humaneval")]["examples"][0]["item"] == "humaneval/78"
+    assert manifest["totals"]["rows"] == 2015 - 1 + 7473 - 4
+
+
+def test_unknown_decontam_mode_is_a_located_error(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: bad
+        sources:
+          a: {path: a.jsonl, format: alpaca, take: all}
+        mixture:
+          decontaminate: {benchmarks: [gsm8k], mode: delete}
+        """,
+    )
+    (tmp_path / "a.jsonl").write_text('{"instruction": "x", "input": "", "output": "y"}\n')
+    result = run_mixer("validate", str(recipe))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"{recipe}:5:46: error: mixture.decontaminate.mode: 'delete' is not one of report, remove"
+    )
