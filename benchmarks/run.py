@@ -1,0 +1,119 @@
+"""Benchmark `mixer build` against the Hugging Face `datasets` way and the polars parse floor.
+
+    python benchmarks/run.py --rows 1000000 --repeats 3      # prints a table, writes benchmarks/results/build.json
+
+Each command runs as its own process; wall time, CPU time and peak RSS come from os.wait4. Runs alternate
+between commands and the table shows medians. The mixture takes 64% of every source (640K of 1M rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from generate import SHARES, generate  # noqa: E402
+
+FORMATS = {"alpaca": "alpaca", "code_alpaca": "alpaca", "dolly": "dolly", "flan_v2": "flan", "sharegpt": "sharegpt"}
+TAKE = 0.64
+
+
+def measure(command: list[str], cwd: Path) -> dict[str, float]:
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{process.stderr.read().decode()}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def write_recipe(work: Path, counts: dict[str, int]) -> Path:
+    lines = ["name: bench", "seed: 42", "sources:"]
+    for name, n in counts.items():
+        lines.append(f"  {name}: {{path: data/{name}.jsonl, format: {FORMATS[name]}, take: {n}}}")
+    lines += ["mixture: {shuffle: true}", "output: {dir: out_mixer}"]
+    path = work / "bench.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mixer-bench"))
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "build.json")
+    args = parser.parse_args()
+    work = args.work / str(args.rows)
+    data = work / "data"
+    if not (data / "sharegpt.jsonl").is_file():
+        print(f"generating {args.rows:,} rows into {data} ...", flush=True)
+        generate(data, args.rows)
+    counts = {name: round(round(args.rows * share) * TAKE) for name, share in SHARES.items()}
+    recipe = write_recipe(work, counts)
+    python = sys.executable
+    commands = {
+        "hf_datasets": [
+            python,
+            str(HERE / "hf_baseline.py"),
+            str(data),
+            str(work / "hf.parquet"),
+            "--counts",
+            json.dumps(counts),
+        ],
+        "polars_floor": [python, str(HERE / "polars_floor.py"), str(data), str(work / "floor")],
+        "mixer_build": [python, "-m", "mixer", "build", str(recipe), "--force"],
+        "mixer_noop": [python, "-m", "mixer", "build", str(recipe)],
+        "mixer_plan": [python, "-m", "mixer", "plan", str(recipe), "--json"],
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
+    for repeat in range(args.repeats):
+        for name, command in commands.items():
+            runs[name].append(measure(command, work))
+            print(f"  run {repeat + 1}/{args.repeats} {name}: {runs[name][-1]['wall_s']:.2f} s", flush=True)
+    medians = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
+    input_mb = sum(p.stat().st_size for p in data.glob("*.jsonl")) / 2**20
+    print(
+        f"\n{args.rows:,} input rows ({input_mb:,.0f} MB JSONL) -> {sum(counts.values()):,} mixed rows; "
+        f"medians of {args.repeats}"
+    )
+    print(f"{'command':<14} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
+    for name, m in medians.items():
+        print(f"{name:<14} {m['wall_s']:>8.2f} {m['cpu_s']:>8.2f} {m['peak_rss_mb']:>12.0f}")
+    ratios = {
+        "hf_over_mixer_wall": medians["hf_datasets"]["wall_s"] / medians["mixer_build"]["wall_s"],
+        "mixer_over_floor_wall": medians["mixer_build"]["wall_s"] / medians["polars_floor"]["wall_s"],
+        "mixer_over_hf_rss": medians["mixer_build"]["peak_rss_mb"] / medians["hf_datasets"]["peak_rss_mb"],
+    }
+    print("  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "versions": {p: version(p) for p in ("mixer", "polars", "datasets", "pyarrow")},
+        "rows": args.rows,
+        "input_mb": round(input_mb, 1),
+        "mixed_rows": sum(counts.values()),
+        "medians": medians,
+        "ratios": ratios,
+        "runs": runs,
+    }
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    shutil.rmtree(work / "floor", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
