@@ -34,3 +34,28 @@ def test_slices_and_nulls():
     assert stable_hash(pl.Series([None, ""], dtype=pl.String), "s").n_unique() == 1
     assert full.n_unique() == 1000
     assert stable_hash(series, "t").to_list() != full.to_list()
+
+
+def test_file_hashes_are_remembered_by_stat_and_recomputed_when_the_file_changes(tmp_path):
+    import os
+
+    from mixer.hashing import FileHashes, file_sha256
+
+    data = tmp_path / "a.jsonl"
+    data.write_text("one\n")
+    old = data.stat().st_mtime_ns - 10_000_000_000
+    os.utime(data, ns=(old, old))  # older than the racy window, so it may be cached
+    store = tmp_path / "hashes.json"
+    first = FileHashes(store)
+    assert first.sha256(data) == file_sha256(data)
+    first.save()
+    assert str(data.resolve()) in store.read_text()
+
+    data.write_text("two\n")  # same size, new content and mtime: the stat signature no longer matches
+    assert FileHashes(store).sha256(data) == file_sha256(data) != first.known[str(data.resolve())]["sha256"]
+
+    fresh = tmp_path / "b.jsonl"
+    fresh.write_text("just written\n")
+    racy = FileHashes(store)
+    racy.sha256(fresh)
+    assert str(fresh.resolve()) not in racy.known  # modified within the last seconds: never cached

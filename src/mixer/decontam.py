@@ -44,7 +44,8 @@ class Hit:
 
 
 def normalise(text: pl.Expr) -> pl.Expr:
-    return text.str.to_lowercase().str.replace_all(r"[^\w\s]|_", " ").str.replace_all(r"\s+", " ").str.strip_chars()
+    # one pass: every run of punctuation, underscores and whitespace becomes a single space
+    return text.str.to_lowercase().str.replace_all(r"[\W_]+", " ").str.strip_chars()
 
 
 def ngrams(frame: pl.DataFrame, key: str, n: int) -> pl.DataFrame:

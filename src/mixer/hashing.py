@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
+if TYPE_CHECKING:  # numpy, pyarrow and polars load lazily: a no-op rebuild only hashes files
+    import numpy as np
+    import polars as pl
 
-FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-FNV_PRIME = np.uint64(0x100000001B3)
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+RACY_SECONDS = 2.0  # a file modified this recently may change again within its mtime tick: never cached
 
 
-def _fnv_scalar(data: bytes) -> np.uint64:
-    h = int(FNV_OFFSET)
+def _fnv_scalar(data: bytes) -> int:
+    h = FNV_OFFSET
     for byte in data:
-        h = ((h ^ byte) * int(FNV_PRIME)) & 0xFFFFFFFFFFFFFFFF
-    return np.uint64(h)
+        h = ((h ^ byte) * FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return h
 
 
 def _splitmix(z: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
@@ -36,12 +40,17 @@ def _splitmix(z: np.ndarray) -> np.ndarray:
 
 def stable_hash(strings: pl.Series, salt: str) -> pl.Series:
     """64-bit keys for `strings` (null hashes like ""), salted so each use draws an independent order."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     arrow = strings.cast(pl.String).to_arrow()
     arrow = pc.cast(arrow, pa.large_string())
     if isinstance(arrow, pa.ChunkedArray):
         arrow = arrow.combine_chunks()
     n = len(arrow)
-    h = np.full(n, _fnv_scalar(salt.encode("utf-8") + b"\x1f"), dtype=np.uint64)
+    h = np.full(n, np.uint64(_fnv_scalar(salt.encode("utf-8") + b"\x1f")), dtype=np.uint64)
     if n:
         _, offsets_buf, data_buf = arrow.buffers()
         offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
@@ -53,7 +62,7 @@ def stable_hash(strings: pl.Series, salt: str) -> pl.Series:
         for j in range(int(lengths.max(initial=0))):
             active = active[lengths[active] > j]
             byte = data[starts[active] + j].astype(np.uint64)
-            h[active] = (h[active] ^ byte) * FNV_PRIME
+            h[active] = (h[active] ^ byte) * np.uint64(FNV_PRIME)
     return pl.Series(strings.name, _splitmix(h), dtype=pl.UInt64)
 
 
@@ -63,6 +72,43 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class FileHashes:
+    """sha256 of input files, remembered by (size, mtime_ns, inode) as git's index does, so an unchanged
+    half-gigabyte input is not read again on every rebuild. Kept in one JSON file, replaced atomically."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        try:
+            self.known: dict[str, dict[str, Any]] = json.loads(store.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.known = {}
+        self.changed = False
+
+    def sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = str(path.resolve())
+        signature = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+        entry = self.known.get(key)
+        if entry is not None and all(entry.get(k) == v for k, v in signature.items()):
+            return entry["sha256"]
+        digest = file_sha256(path)
+        if time.time() - stat.st_mtime > RACY_SECONDS:
+            self.known[key] = {**signature, "sha256": digest}
+            self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            self.store.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.store.with_name(f".{self.store.name}.tmp-{os.getpid()}")
+            temp.write_text(json.dumps(self.known, sort_keys=True), encoding="utf-8")
+            temp.replace(self.store)
+        except OSError:
+            pass  # a read-only cache only costs speed
 
 
 def fingerprint(value: Any) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixer.errors import MixerError
-from mixer.hashing import file_sha256
+from mixer.hashing import FileHashes, file_sha256
 from mixer.io import SUPPORTED_SUFFIXES
 from mixer.recipe import Recipe, SourceSpec
 from mixer.registry import RegistryEntry, load_registry
@@ -56,8 +56,9 @@ class ResolvedSource:
         return self.spec.on_error or (self.entry.on_error if self.entry else "error")
 
 
-def _input_files(paths: list[Path]) -> tuple[InputFile, ...]:
-    return tuple(InputFile(p, file_sha256(p), p.stat().st_size) for p in paths)
+def _input_files(paths: list[Path], hashes: FileHashes | None) -> tuple[InputFile, ...]:
+    digest = hashes.sha256 if hashes is not None else file_sha256
+    return tuple(InputFile(p, digest(p), p.stat().st_size) for p in paths)
 
 
 def _from_data_dir(name: str, data_dir: Path) -> list[Path]:
@@ -91,24 +92,32 @@ def _from_hub(entry: RegistryEntry, cache_dir: Path) -> list[Path]:
 
 
 def resolve_source(
-    spec: SourceSpec, base_dir: Path, *, data_dir: Path | None, sample: bool, cache_dir: Path
+    spec: SourceSpec,
+    base_dir: Path,
+    *,
+    data_dir: Path | None,
+    sample: bool,
+    cache_dir: Path,
+    hashes: FileHashes | None = None,
 ) -> ResolvedSource:
     entry = load_registry().get(spec.registry) if spec.registry else None
     fmt = spec.format or (entry.format if entry else None)
     assert fmt is not None, "validated recipes name a format"
     revision, license_ = (entry.hub.revision if entry and entry.hub else None), (entry.license if entry else "unknown")
     if sample and entry is not None:
-        return ResolvedSource(spec, entry, fmt, "sample", _input_files([entry.sample]), "bundled-sample", license_)
+        return ResolvedSource(
+            spec, entry, fmt, "sample", _input_files([entry.sample], hashes), "bundled-sample", license_
+        )
     if spec.paths:
         files = [f for raw in spec.paths for f in expand_paths(raw, base_dir)]
         if not files:
             raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
-        return ResolvedSource(spec, entry, fmt, "path", _input_files(files), None, license_)
+        return ResolvedSource(spec, entry, fmt, "path", _input_files(files, hashes), None, license_)
     assert entry is not None
     if data_dir is not None:
         files = _from_data_dir(entry.name, data_dir)
         if files:
-            return ResolvedSource(spec, entry, fmt, "data_dir", _input_files(files), revision, license_)
+            return ResolvedSource(spec, entry, fmt, "data_dir", _input_files(files, hashes), revision, license_)
     hint = (
         f"download it elsewhere and put it at <data dir>/{entry.name}.jsonl (or .json/.parquet/...), then pass "
         f"--data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe; or build with --sample to use "
@@ -124,7 +133,7 @@ def resolve_source(
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})",
             hint,
         ) from None
-    return ResolvedSource(spec, entry, fmt, "hub", _input_files(files), revision, license_)
+    return ResolvedSource(spec, entry, fmt, "hub", _input_files(files, hashes), revision, license_)
 
 
 def default_cache_dir() -> Path:
@@ -137,7 +146,10 @@ def resolve_recipe(
     if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
         data_dir = Path(os.environ["MIXER_DATA_DIR"])
     cache = cache_dir or default_cache_dir()
-    return [
-        resolve_source(s, recipe.base_dir, data_dir=data_dir, sample=sample, cache_dir=cache)
+    hashes = FileHashes(cache / "file-hashes.json")
+    resolved = [
+        resolve_source(s, recipe.base_dir, data_dir=data_dir, sample=sample, cache_dir=cache, hashes=hashes)
         for s in recipe.base_sources
     ]
+    hashes.save()
+    return resolved

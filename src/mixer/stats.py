@@ -6,17 +6,18 @@ Computed from the written shards and the manifest, so `mixer stats OUT_DIR` rege
 from __future__ import annotations
 
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from mixer.svg import bar_chart
 from mixer.write import write_atomic_file
 
 TOP_VERBS = 15
-HISTOGRAM_BINS = [0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000]
+LONGEST = 10**12  # the last bin's upper edge: every row lands in some bin
+HISTOGRAM_BINS = [0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, LONGEST]
 
 
 def _chars(column: str) -> pl.Expr:
@@ -88,44 +89,24 @@ def mixture_stats(rows: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def _svg(figure) -> str:
-    from matplotlib import pyplot as plt
-
-    buffer = io.StringIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="svg")
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
 def charts(stats: dict[str, Any]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     names = list(stats["sources"])
-    figure, axis = plt.subplots(figsize=(8, 0.4 * len(names) + 1.5))
-    rows = [stats["sources"][n]["share_rows"] for n in names]
-    tokens = [stats["sources"][n]["share_tokens"] for n in names]
-    positions = range(len(names))
-    axis.barh([p - 0.2 for p in positions], rows, height=0.4, label="rows")
-    axis.barh([p + 0.2 for p in positions], tokens, height=0.4, label="tokens")
-    axis.set_yticks(list(positions), names)
-    axis.invert_yaxis()
-    axis.set_xlabel("share of the mixture")
-    axis.legend()
-    shares = _svg(figure)
-    figure, axis = plt.subplots(figsize=(8, 3.5))
-    for name in names:
-        hist = stats["sources"][name]["length_histogram"]
-        axis.plot([h["up_to_chars"] for h in hist], [h["rows"] for h in hist], marker="o", label=name)
-    axis.set_xscale("log")
-    axis.set_xlabel("characters per row (bin upper edge)")
-    axis.set_ylabel("rows")
-    axis.legend(fontsize="small")
-    return [shares, _svg(figure)]
+    shares = bar_chart(
+        "share of the mixture",
+        names,
+        {
+            "rows": [100 * stats["sources"][n]["share_rows"] for n in names],
+            "tokens": [100 * stats["sources"][n]["share_tokens"] for n in names],
+        },
+        "{:.1f}%",
+    )
+    edges = [h["up_to_chars"] for h in next(iter(stats["sources"].values()))["length_histogram"]] if names else []
+    lengths = bar_chart(
+        "rows by length (characters per row, up to)",
+        [f"≤ {e:,.0f}" if e < LONGEST else f"> {HISTOGRAM_BINS[-2]:,}" for e in edges],
+        {n: [h["rows"] for h in stats["sources"][n]["length_histogram"]] for n in names},
+    )
+    return [shares, lengths]
 
 
 def _table(table_id: str, header: list[str], rows: list[list[Any]]) -> str:
