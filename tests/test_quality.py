@@ -200,3 +200,14 @@ def test_unknown_decontam_mode_is_a_located_error(tmp_path):
     assert result.stderr.strip() == (
         f"{recipe}:5:46: error: mixture.decontaminate.mode: 'delete' is not one of report, remove"
     )
+
+
+def test_diff_shows_what_the_builds_measured(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    build(_recipe(tmp_path / "a", "report"), Options(progress=False), out=tmp_path / "a" / "out")
+    build(_recipe(tmp_path / "b", "remove"), Options(progress=False), out=tmp_path / "b" / "out")
+    result = run_mixer("diff", str(tmp_path / "a" / "out"), str(tmp_path / "b" / "out"), "--format", "markdown")
+    assert result.returncode == 0, result.stderr
+    assert "built.decontaminated_rows_removed: 0 → 1" in result.stdout
+    assert "built.contaminated_rows_found" not in result.stdout  # found 1 in both: unchanged, not listed

@@ -40,6 +40,24 @@ class Side:
     counts: dict[str, int] | None  # rows written per source, when the mix was built
     scores: list[Score] = field(default_factory=list)
     run: dict[str, Any] | None = None  # run.json of a training stage
+    quality: dict[str, Any] | None = None  # build-time numbers: tokens, contamination, overlap, evolve
+
+
+def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a build measured about its data, flat, so two builds diff line by line."""
+    summary: dict[str, Any] = {}
+    if "stats" in manifest:
+        summary["est_tokens"] = manifest["stats"]["est_tokens"]
+    if "decontamination" in manifest:
+        report = manifest["decontamination"]
+        summary["contaminated_rows_found"] = sum(h["rows"] for h in report["hits"])
+        summary["decontaminated_rows_removed"] = report["removed"]
+    if "overlap" in manifest:
+        summary["rows_in_several_sources"] = sum(manifest["overlap"]["rows_in_several_sources"].values())
+    for name, block in (manifest.get("evolve") or {}).items():
+        summary[f"evolve.{name}.rows"] = block["rows"]
+        summary[f"evolve.{name}.usd"] = block["usage"]["usd"]
+    return summary
 
 
 def _git_recipe(spec: str) -> Side:
@@ -88,7 +106,7 @@ def load_side(spec: str) -> Side:
     if recipe is None and run and Path(run["recipe"]["path"]).is_file():
         recipe = yaml.safe_load(Path(run["recipe"]["path"]).read_text(encoding="utf-8"))
     counts = {n: s["counts"]["written"] for n, s in manifest["sources"].items()} if manifest else None
-    return Side(spec, recipe, counts, run_scores(path), run)
+    return Side(spec, recipe, counts, run_scores(path), run, quality_summary(manifest) if manifest else None)
 
 
 # ---- composition ----
@@ -162,6 +180,8 @@ def compare_composition(a: Side, b: Side) -> Composition:
     settings = []
     for key in ("seed", "mixture", "output", "evolve"):
         settings += _changes({key: (a.recipe or {}).get(key)}, {key: (b.recipe or {}).get(key)})
+    if a.quality is not None and b.quality is not None:
+        settings += _changes({"built": a.quality}, {"built": b.quality})
     stages_a, stages_b = _stages_by_name(a.recipe), _stages_by_name(b.recipe)
     for name in list(stages_a) + [n for n in stages_b if n not in stages_a]:
         settings += _changes(stages_a.get(name), stages_b.get(name), f"stages.{name}")
