@@ -8,13 +8,13 @@ from __future__ import annotations
 import html
 import io
 import json
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from mixer.diff import Comparison, MetricRow
+from mixer.markup import html_table
 
 
 def _rows(value: int | None) -> str:
@@ -167,16 +167,10 @@ def delta_chart_svg(comp: Comparison) -> str:
     return svg[svg.index("<svg") :]
 
 
-def _table(table_id: str, header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
 def render_html(comparisons: list[Comparison]) -> str:
     sections = []
     for i, comp in enumerate(comparisons):
-        composition = _table(
+        composition = html_table(
             f"composition-{i}",
             ["source", "status", "rows A", "rows B", "share A", "share B", "changes"],
             [
@@ -192,7 +186,7 @@ def render_html(comparisons: list[Comparison]) -> str:
                 for r in comp.composition.sources
             ],
         )
-        metrics = _table(
+        metrics = html_table(
             f"metrics-{i}",
             ["task", "metric", "A", "B", "Δ", "±2se", "verdict"],
             [

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from mixer.svg import bar_chart
+from mixer.markup import bar_chart, html_table
 from mixer.write import write_atomic_file
 
 TOP_VERBS = 15
@@ -109,14 +109,8 @@ def charts(stats: dict[str, Any]) -> list[str]:
     return [shares, lengths]
 
 
-def _table(table_id: str, header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
 def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) -> str:
-    sources = _table(
+    sources = html_table(
         "sources",
         ["source", "rows", "share rows", "est. tokens", "share tokens", "mean turns", "median chars"],
         [
@@ -141,17 +135,17 @@ def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) ->
     ]
     parts += [
         "<h2>Top instruction verbs</h2>",
-        _table("verbs", ["verb", "rows"], [[v["verb"], v["rows"]] for v in stats["top_instruction_verbs"]]),
+        html_table("verbs", ["verb", "rows"], [[v["verb"], v["rows"]] for v in stats["top_instruction_verbs"]]),
     ]
     if stats["languages"]:
         parts += [
             "<h2>Languages</h2>",
-            _table("languages", ["lang", "rows"], [[x["lang"], x["rows"]] for x in stats["languages"]]),
+            html_table("languages", ["lang", "rows"], [[x["lang"], x["rows"]] for x in stats["languages"]]),
         ]
     if stats["evolve_lineage"]:
         parts += [
             "<h2>Evol-Instruct lineage</h2>",
-            _table(
+            html_table(
                 "lineage",
                 ["round", "operator", "rows"],
                 [[x["round"], x["operator"], x["rows"]] for x in stats["evolve_lineage"]],
@@ -161,7 +155,7 @@ def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) ->
     if decontam:
         parts += [
             f"<h2>Decontamination ({decontam['n']}-grams, mode {decontam['mode']})</h2>",
-            _table(
+            html_table(
                 "decontamination",
                 ["source", "benchmark", "rows hit", "example span"],
                 [
@@ -175,7 +169,7 @@ def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) ->
         names = overlap["sources"]
         parts += [
             "<h2>Overlap between sources (rows of the row source whose prompt also occurs in the column source)</h2>",
-            _table(
+            html_table(
                 "overlap",
                 ["", *names],
                 [[a, *("—" if v is None else v for v in row)] for a, row in zip(names, overlap["matrix"], strict=True)],

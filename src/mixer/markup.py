@@ -1,12 +1,13 @@
-"""A grouped horizontal bar chart as inline SVG, for the build report.
+"""Pieces of the offline HTML reports: tables, and a grouped horizontal bar chart as inline SVG.
 
-Written here rather than drawn with matplotlib because the report is made on every build: this renders in
-microseconds, where importing and driving matplotlib costs over a second per build.
+The chart is written here rather than drawn with matplotlib because the build report is made on every
+build: this renders in microseconds, where importing and driving matplotlib costs over a second per build.
 """
 
 from __future__ import annotations
 
 import html
+from typing import Any
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 BAR = 12
@@ -52,3 +53,9 @@ def bar_chart(title: str, labels: list[str], series: dict[str, list[float]], val
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def html_table(table_id: str, header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
