@@ -2,7 +2,8 @@
 
     python benchmarks/generate.py OUT_DIR --rows 1000000     # ~0.5 GB of JSONL in five formats
 
-Lengths are log-normal (median ~40 words for instructions, ~120 for answers), like the real sets.
+Lengths are log-normal (median ~12 words for instructions, ~50 for answers, wide tails), so 1M rows come to
+about half a gigabyte, as the Tülu-style sources do.
 """
 
 from __future__ import annotations
@@ -25,28 +26,28 @@ SHARES = {"alpaca": 0.25, "code_alpaca": 0.15, "dolly": 0.15, "flan_v2": 0.25, "
 
 def text(rng: random.Random, median_words: int) -> str:
     count = max(1, int(math.exp(rng.gauss(math.log(median_words), 0.7))))
-    return " ".join(rng.choice(WORDS) for _ in range(count)).capitalize() + "."
+    return " ".join(rng.choices(WORDS, k=count)).capitalize() + "."
 
 
 def record(fmt: str, rng: random.Random) -> dict:
     if fmt in ("alpaca", "code_alpaca"):
         return {
-            "instruction": text(rng, 20),
-            "input": text(rng, 15) if rng.random() < 0.4 else "",
-            "output": text(rng, 120),
+            "instruction": text(rng, 12),
+            "input": text(rng, 10) if rng.random() < 0.4 else "",
+            "output": text(rng, 50),
         }
     if fmt == "dolly":
         return {
-            "instruction": text(rng, 20),
-            "context": text(rng, 60) if rng.random() < 0.3 else "",
-            "response": text(rng, 80),
+            "instruction": text(rng, 12),
+            "context": text(rng, 40) if rng.random() < 0.3 else "",
+            "response": text(rng, 45),
             "category": "open_qa",
         }
     if fmt == "flan_v2":
-        return {"inputs": text(rng, 60), "targets": text(rng, 20), "task": "synthetic"}
+        return {"inputs": text(rng, 40), "targets": text(rng, 10), "task": "synthetic"}
     turns = []
     for _ in range(rng.choice((1, 1, 2, 3))):
-        turns += [{"from": "human", "value": text(rng, 30)}, {"from": "gpt", "value": text(rng, 150)}]
+        turns += [{"from": "human", "value": text(rng, 15)}, {"from": "gpt", "value": text(rng, 70)}]
     return {"id": f"{rng.getrandbits(48):012x}", "conversations": turns}
 
 

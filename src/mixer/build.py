@@ -6,6 +6,7 @@ Each step is a function in its own module; this file only sequences them and dec
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,8 +281,11 @@ def build(
         rows = mix(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         progress.advance(task)
         written = dict(rows.group_by("dataset").len().iter_rows())
-        with atomic_dir(out_dir) as temp:
-            shards = write_shards(rows, temp / "data", recipe.output.shard_rows)
+        with atomic_dir(out_dir) as temp, ThreadPoolExecutor(max_workers=1) as writer:
+            # polars releases the GIL: shards are written while the overlap matrix is measured
+            writing = writer.submit(write_shards, rows, temp / "data", recipe.output.shard_rows)
+            overlap = overlap_matrix(rows, [s.name for s in plan.sources])
+            shards = writing.result()
             for shard in shards:
                 shard["bytes"] = (temp / shard["file"]).stat().st_size
             write_rejects(temp / "rejects", pools, results)
@@ -290,7 +294,7 @@ def build(
                 manifest["evolve"] = {name: evolve_manifest(recipe.block(name), r) for name, r in results.items()}
             if decontam is not None:
                 manifest["decontamination"] = decontam.report(pools)
-            manifest["overlap"] = overlap_matrix(pools)
+            manifest["overlap"] = overlap
             manifest["stats"] = write_stats(temp, rows, manifest)
             write_json(temp / "manifest.json", manifest)
             (temp / "README.md").write_text(dataset_card(plan, manifest, recipe.description), encoding="utf-8")
@@ -342,4 +346,5 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
     decontam = Decontamination(replace(recipe.mixture.decontaminate, mode="report"), recipe.base_dir, options.data_dir)
     with make_progress(options.progress) as progress:
         pools = load_pools(recipe, resolved, progress, decontam)
-    return {**decontam.report(pools), "overlap": overlap_matrix(pools)}
+    every_row = pl.concat([p.rows.select("dataset", "id", "messages") for p in pools if "messages" in p.rows.columns])
+    return {**decontam.report(pools), "overlap": overlap_matrix(every_row, [p.name for p in pools])}

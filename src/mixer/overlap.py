@@ -1,5 +1,7 @@
 """Overlap between the sources of one mix: rows whose normalised first prompt occurs in more than one source
-(Open-Orca is FLAN again, CoT is FLAN again: open-instruct #91). Reported as a source x source matrix."""
+(Open-Orca is FLAN again, CoT is FLAN again: open-instruct #91). Reported as a source x source matrix.
+
+A build measures it on the mixture it wrote; `mixer decontam` on every available row of every source."""
 
 from __future__ import annotations
 
@@ -8,17 +10,17 @@ from typing import Any
 import polars as pl
 
 from mixer.decontam import first_prompt
-from mixer.load import Pool
 
 EXAMPLES = 3
 
 
-def overlap_matrix(pools: list[Pool]) -> dict[str, Any]:
-    """matrix[a][b] = rows of source a whose prompt also occurs in source b (exact, after normalisation)."""
-    names = [p.name for p in pools]
-    keys = pl.concat(
-        [p.rows.select(pl.lit(p.name).alias("source"), "id", first_prompt(p.rows).alias("prompt")) for p in pools]
-    ).filter(pl.col("prompt").is_not_null() & (pl.col("prompt") != ""))
+def overlap_matrix(rows: pl.DataFrame, names: list[str]) -> dict[str, Any]:
+    """matrix[a][b] = distinct rows of source a whose prompt also occurs in source b (exact, after
+    normalisation). `rows` are canonical rows (dataset, id, messages): a mixture or all available rows."""
+    distinct = rows.unique(["dataset", "id"], keep="first")
+    keys = distinct.select(pl.col("dataset").alias("source"), "id", first_prompt(distinct).alias("prompt")).filter(
+        pl.col("prompt").is_not_null() & (pl.col("prompt") != "")
+    )
     shared = (
         keys.group_by("prompt").agg(pl.col("source").unique().alias("sources")).filter(pl.col("sources").list.len() > 1)
     )

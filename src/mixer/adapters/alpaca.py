@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, first_reason, message, sft_frame
+from mixer.adapters.base import Adapter, Context, blank, column, first_reason, sft_frame, turn_messages
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     instruction = column(raw, ctx, "instruction")
     extra = column(raw, ctx, "input", required=False)
     output = column(raw, ctx, "output")
-    system = column(raw, ctx, "system", required=False)
+    system = column(raw, ctx, "system") if ctx.fields["system"] in raw.columns else None
     user = pl.when(blank(extra)).then(instruction).otherwise(pl.concat_str([instruction, pl.lit("\n\n"), extra]))
-    pair = [message("user", user), message("assistant", output)]
-    messages = (
-        pl.when(blank(system)).then(pl.concat_list(pair)).otherwise(pl.concat_list([message("system", system), *pair]))
-    )
+    messages = turn_messages(raw, [("user", user), ("assistant", output)], system)
     reason = first_reason(
         (blank(instruction), f"empty {ctx.fields['instruction']!r}"),
         (blank(output), f"empty {ctx.fields['output']!r}"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, first_reason, message, sft_frame
+from mixer.adapters.base import Adapter, Context, blank, column, first_reason, sft_frame, turn_messages
 
 
 def _unescape(expr: pl.Expr) -> pl.Expr:
@@ -19,7 +19,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     answer = _unescape(column(raw, ctx, "answer"))
     rationale = _unescape(column(raw, ctx, "rationale"))
     reply = pl.concat_str([rationale, pl.lit("\nSo the answer is "), answer.str.strip_chars_end("."), pl.lit(".")])
-    messages = pl.concat_list([message("user", question), message("assistant", reply)])
+    messages = turn_messages(raw, [("user", question), ("assistant", reply)])
     reason = first_reason(
         (blank(question), "empty question (column 1)"),
         (blank(answer), "empty answer (column 2)"),

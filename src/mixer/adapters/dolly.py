@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, first_reason, message, sft_frame
+from mixer.adapters.base import Adapter, Context, blank, column, first_reason, sft_frame, turn_messages
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -12,7 +12,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     context = column(raw, ctx, "context", required=False)
     response = column(raw, ctx, "response")
     user = pl.when(blank(context)).then(instruction).otherwise(pl.concat_str([instruction, pl.lit("\n\n"), context]))
-    messages = pl.concat_list([message("user", user), message("assistant", response)])
+    messages = turn_messages(raw, [("user", user), ("assistant", response)])
     reason = first_reason(
         (blank(instruction), f"empty {ctx.fields['instruction']!r}"),
         (blank(response), f"empty {ctx.fields['response']!r}"),

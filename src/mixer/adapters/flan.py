@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, first_reason, message, sft_frame
+from mixer.adapters.base import Adapter, Context, blank, column, first_reason, sft_frame, turn_messages
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     inputs = column(raw, ctx, "inputs")
     targets = column(raw, ctx, "targets")
-    messages = pl.concat_list([message("user", inputs), message("assistant", targets)])
+    messages = turn_messages(raw, [("user", inputs), ("assistant", targets)])
     reason = first_reason(
         (blank(inputs), f"empty {ctx.fields['inputs']!r}"),
         (blank(targets), f"empty {ctx.fields['targets']!r}"),

@@ -52,12 +52,14 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     if ctx.options["trim_trailing_user"]:
         last_is_user = turns.list.eval(pl.element().struct.field("role")).list.last() == "user"
         turns = pl.when(last_is_user).then(turns.list.slice(0, turns.list.len() - 1)).otherwise(turns)
-    system = column(raw, ctx, "system", required=False)
-    messages = (
-        pl.when(blank(system))
-        .then(turns)
-        .otherwise(pl.concat_list([pl.concat_list([message("system", system)]), turns]))
-    )
+    messages = turns
+    if ctx.fields["system"] in raw.columns:  # concat_list is slow: pay for it only when there is a system field
+        system = column(raw, ctx, "system")
+        messages = (
+            pl.when(blank(system))
+            .then(turns)
+            .otherwise(pl.concat_list([pl.concat_list([message("system", system)]), turns]))
+        )
     return sft_frame(raw, messages, conversation_reason(messages), column(raw, ctx, "id", required=False))
 
 
