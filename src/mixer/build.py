@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a rec
     from mixer.evolve.engine import EvolveResult
 
 
+LOAD_WORKERS = 2
+
+
 @dataclass(frozen=True)
 class Options:
     data_dir: Path | None = None
@@ -68,10 +71,15 @@ def load_pools(
 ) -> list[Pool]:
     """Read every file-backed source; decontaminate, then deduplicate across sources."""
     task = progress.add_task("loading sources", total=len(resolved))
-    pools = []
-    for source in resolved:
-        pools.append(load_pool(source, recipe.mixture.drop_patterns))
+
+    def load(source: ResolvedSource) -> Pool:
+        pool = load_pool(source, recipe.mixture.drop_patterns)
         progress.advance(task)
+        return pool
+
+    # two sources parse at once: polars releases the GIL, and one file rarely keeps both cores busy
+    with ThreadPoolExecutor(max_workers=LOAD_WORKERS) as workers:
+        pools = list(workers.map(load, resolved))
     if decontam is not None:
         decontam.apply(pools)
     if recipe.mixture.dedup == "exact":
@@ -279,6 +287,8 @@ def build(
         plan = make_plan(recipe, pools, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         task = progress.add_task("mixing", total=1)
         rows = mix(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
+        for pool in pools:  # only counts and rejects are needed from here on: free the unselected rows
+            pool.rows = pool.rows.clear()
         progress.advance(task)
         written = dict(rows.group_by("dataset").len().iter_rows())
         with atomic_dir(out_dir) as temp, ThreadPoolExecutor(max_workers=1) as writer:

@@ -141,7 +141,10 @@ def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) ->
         prefix = f"{input_file.path.name.split('.')[0]}/" if multi_file else ""
         converted = converted.with_columns(pl.lit(prefix).alias("__prefix"))
         converted_parts.append(converted)
-        frames.append((str(input_file.path), table.frame, converted, table.unparsable))
+        # the raw records are kept only to quote malformed ones: a clean file's raw frame is freed now
+        bad = converted.filter(pl.col("__reason").is_not_null())
+        raw = table.frame.filter(pl.col("__row").is_in(bad["__row"].implode())) if bad.height else table.frame.clear()
+        frames.append((str(input_file.path), raw, bad, table.unparsable))
 
     malformed = _malformed(source, frames)
     counts = {"read": sum(p.height for p in converted_parts) + sum(len(f[3]) for f in frames)}
