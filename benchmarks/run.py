@@ -25,6 +25,8 @@ sys.path.insert(0, str(HERE))
 
 from generate import SHARES, generate  # noqa: E402
 
+SHARED = HERE.parent.parent / "shared" / "data"  # real HumanEval and GSM8K files, when present
+DECONTAM = {"humaneval": SHARED / "humaneval" / "HumanEval.jsonl.gz", "gsm8k": SHARED / "gsm8k" / "test.jsonl"}
 FORMATS = {"alpaca": "alpaca", "code_alpaca": "alpaca", "dolly": "dolly", "flan_v2": "flan", "sharegpt": "sharegpt"}
 TAKE = 0.64
 
@@ -39,12 +41,18 @@ def measure(command: list[str], cwd: Path) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def write_recipe(work: Path, counts: dict[str, int]) -> Path:
-    lines = ["name: bench", "seed: 42", "sources:"]
-    for name, n in counts.items():
-        lines.append(f"  {name}: {{path: data/{name}.jsonl, format: {FORMATS[name]}, take: {n}}}")
-    lines += ["mixture: {shuffle: true}", "output: {dir: out_mixer}"]
-    path = work / "bench.yaml"
+def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False) -> Path:
+    name = "bench-decontam" if decontaminate else "bench"
+    lines = [f"name: {name}", "seed: 42", "sources:"]
+    for source, n in counts.items():
+        lines.append(f"  {source}: {{path: data/{source}.jsonl, format: {FORMATS[source]}, take: {n}}}")
+    lines.append("mixture:")
+    lines.append("  shuffle: true")
+    if decontaminate:
+        benchmarks = ", ".join(f"{{name: {b}, path: {p}}}" for b, p in DECONTAM.items())
+        lines.append(f"  decontaminate: {{benchmarks: [{benchmarks}], mode: remove}}")
+    lines.append(f"output: {{dir: out_{name}}}")
+    path = work / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -78,6 +86,9 @@ def main() -> None:
         "mixer_noop": [python, "-m", "mixer", "build", str(recipe)],
         "mixer_plan": [python, "-m", "mixer", "plan", str(recipe), "--json"],
     }
+    if all(p.is_file() for p in DECONTAM.values()):
+        decontam = write_recipe(work, counts, decontaminate=True)
+        commands["mixer_decontam"] = [python, "-m", "mixer", "build", str(decontam), "--force"]
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
     for repeat in range(args.repeats):
         for name, command in commands.items():

@@ -111,7 +111,7 @@ def test_weights_use_largest_remainder(tmp_path):
         mixture: {total: 100}
         """,
     )
-    *_, plan = plan_recipe(recipe, QUIET)
+    _, plan = plan_recipe(recipe, QUIET)
     assert [s.selected for s in plan.sources] == [33, 33, 34]
     assert plan.total_rows == 100
 
@@ -349,3 +349,38 @@ def test_real_files_recipe(tmp_path, shared_data):
     )
     cot_ids = [i for i in ds["id"] if i.startswith("cot/")]
     assert any(i.startswith("cot/gsm8k_train/") for i in cot_ids)
+
+
+def test_plan_reuses_counts_when_only_selectors_change(tmp_path, monkeypatch):
+    import mixer.build as build_module
+
+    alpaca_file(tmp_path / "a.jsonl", 30)
+    alpaca_file(tmp_path / "b.jsonl", 20, prefix="b")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    text = """
+        name: cached
+        sources:
+          a: {path: a.jsonl, format: alpaca, take: TAKE}
+          b: {path: b.jsonl, format: alpaca, fraction: 1.5}
+        mixture: {drop_patterns: ["q 1\\\\b"]}
+        """
+    recipe = write_recipe(tmp_path, text.replace("TAKE", "10"))
+    _, first = plan_recipe(recipe, options)
+    assert [(s.available, s.selected) for s in first.sources] == [(29, 10), (20, 30)]
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the counts should have come from the cache")
+
+    recipe = write_recipe(tmp_path, text.replace("TAKE", "25"))
+    with monkeypatch.context() as patch:
+        patch.setattr(build_module, "load_pools", must_not_load)
+        _, second = plan_recipe(recipe, options)
+    assert [(s.available, s.selected) for s in second.sources] == [(29, 25), (20, 30)]
+    assert (
+        second.sources[0].counts == first.sources[0].counts == {"read": 30, "malformed": 0, "mixture.drop_patterns": 1}
+    )
+
+    time.sleep(0.01)
+    alpaca_file(tmp_path / "a.jsonl", 40)  # new content: the cached counts no longer apply
+    _, third = plan_recipe(recipe, options)
+    assert third.sources[0].available == 39

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from rich.progress import Progress
 
-from mixer import __version__
+from mixer import __version__, counts_cache
 from mixer.errors import MixerError
 from mixer.hashing import fingerprint
 from mixer.load import Pool, load_pool
 from mixer.lock import check_lock, lock_content, write_lock
 from mixer.mix import dedup_pools, mix
 from mixer.overlap import overlap_matrix
-from mixer.plan import Plan, make_plan
+from mixer.plan import Plan, make_plan, summarize
 from mixer.progress import make_progress
 from mixer.recipe import EvolveSpec, Recipe
 from mixer.resolve import ResolvedSource, default_cache_dir, resolve_recipe
@@ -138,16 +138,24 @@ def evolved_pools(recipe: Recipe, pools: list[Pool], results: dict[str, EvolveRe
     return made
 
 
-def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, list[ResolvedSource], list[Pool], Plan]:
-    """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds)."""
+def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
+    """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds). Per-source counts
+    come from the counts cache when only selectors changed since the data was last read."""
     recipe = load_recipe(recipe_path)
     resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
+    fingerprint_in = input_fingerprint(resolved)
+    key = counts_cache.counts_key(recipe, resolved, options.sample) if counts_cache.cacheable(recipe) else None
+    cache_dir = options.cache_dir or default_cache_dir()
+    if key is not None and (summaries := counts_cache.load(cache_dir, key, resolved)) is not None:
+        return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     with make_progress(options.progress) as progress:
         pools = load_pools(recipe, resolved, progress, prepare_decontam(recipe, options))
+    summaries = [summarize(p) for p in pools]
+    if key is not None:
+        counts_cache.save(cache_dir, key, summaries)
     blocks = needed_blocks(recipe)
     if not blocks:
-        plan = make_plan(recipe, pools, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
-        return recipe, resolved, pools, plan
+        return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     from mixer.evolve.pools import as_estimate, estimate
 
     seeds = evolve_seeds(recipe, pools, blocks)
@@ -160,13 +168,13 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, list[Resol
     }
     plan = make_plan(
         recipe,
-        pools,
+        summaries,
         sample=options.sample,
-        input_fingerprint=input_fingerprint(resolved),
+        input_fingerprint=fingerprint_in,
         estimates=estimates,
         evolve=tuple(infos.values()),
     )
-    return recipe, resolved, pools, plan
+    return recipe, plan
 
 
 def build_fingerprint(recipe: Recipe, resolved: list[ResolvedSource], sample: bool) -> str:
@@ -284,7 +292,11 @@ def build(
                 dedup_pools(pools + extra)  # evolved rows lose to every file-backed row
             by_name = {p.name: p for p in pools + extra}
             pools = [by_name[s.name] for s in recipe.sources]
-        plan = make_plan(recipe, pools, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
+        summaries = [summarize(p) for p in pools]
+        if counts_cache.cacheable(recipe):  # a later `mixer plan` with other takes or weights is instant
+            cache_dir = options.cache_dir or default_cache_dir()
+            counts_cache.save(cache_dir, counts_cache.counts_key(recipe, resolved, options.sample), summaries)
+        plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         task = progress.add_task("mixing", total=1)
         rows = mix(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         for pool in pools:  # only counts and rejects are needed from here on: free the unselected rows

@@ -98,7 +98,7 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
     """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
     from mixer.build import Options, plan_recipe
 
-    *_, result = plan_recipe(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
+    _, result = plan_recipe(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
     if as_json:
         _print_json(result.to_json())
         return

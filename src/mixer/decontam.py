@@ -43,21 +43,43 @@ class Hit:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Punctuation that normalisation turns into spaces: ASCII, typographic quotes and dashes, and whitespace.
+# A fixed list lets polars use one multi-pattern replace (several times faster than a Unicode regex).
+PUNCTUATION = [*"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"]
+PUNCTUATION += ["\u2026", "\u00ab", "\u00bb", "\u00bf", "\u00a1", "\n", "\t", "\r", "\u00a0"]
+GRAM_BASE = 0x100000001B3  # odd, so the polynomial hash of a window mixes every word
+
+
+def _spaced(text: pl.Expr) -> pl.Expr:
+    return text.str.to_lowercase().str.replace_many(PUNCTUATION, [" "] * len(PUNCTUATION))
+
+
 def normalise(text: pl.Expr) -> pl.Expr:
-    # one pass: every run of punctuation, underscores and whitespace becomes a single space
-    return text.str.to_lowercase().str.replace_all(r"[\W_]+", " ").str.strip_chars()
+    """Lowercase, punctuation stripped, whitespace collapsed: the text that whole prompts are compared by."""
+    return _spaced(text).str.replace_all(" {2,}", " ").str.strip_chars()
 
 
-def ngrams(frame: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
-    """(key, start, gram) for every n-word window of the normalised `text` column."""
-    words = (
-        frame.select(key, pl.col("text").str.split(" ").alias("word"))
-        .explode("word")
-        .with_columns(pl.int_range(pl.len()).over(key).alias("start"))
-    )
-    gram = pl.concat_str([pl.col("word").shift(-k) for k in range(n)], separator=" ")
+def words(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """(key, word, h) per word of the `text` column, in order; `h` is the word's 64-bit hash."""
     return (
-        words.select(key, "start", gram.alias("gram"), (pl.col(key).shift(-(n - 1)) == pl.col(key)).alias("ok"))
+        frame.select(key, _spaced(pl.col("text")).str.split(" ").alias("word"))
+        .explode("word")
+        .filter(pl.col("word").is_not_null() & (pl.col("word") != ""))
+        .with_columns(pl.col("word").hash().alias("h"))
+    )
+
+
+def gram_hashes(table: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
+    """(key, start, g) for every window of n consecutive words of one key; `start` indexes `table`.
+
+    g is a polynomial hash of the n word hashes (wrapping u64 arithmetic), built from shifted columns, so
+    no n-gram string is ever materialised."""
+    gram = pl.lit(0, dtype=pl.UInt64)
+    for k in range(n):
+        gram = gram * pl.lit(GRAM_BASE, dtype=pl.UInt64) + pl.col("h").shift(-k)
+    return (
+        table.with_row_index("start")
+        .select(key, "start", gram.alias("g"), (pl.col(key).shift(-(n - 1)) == pl.col(key)).alias("ok"))
         .filter(pl.col("ok"))
         .drop("ok")
     )
@@ -103,7 +125,7 @@ def benchmark_items(spec: BenchmarkSpec, path: Path) -> pl.DataFrame:
 def row_text(rows: pl.DataFrame) -> pl.Expr:
     columns = [c for c in ("messages", "prompt", "chosen", "rejected") if c in rows.columns]
     parts = [pl.col(c).list.eval(pl.element().struct.field("content")).list.join("\n") for c in columns]
-    return normalise(pl.concat_str(parts, separator="\n"))
+    return pl.concat_str(parts, separator="\n")
 
 
 def first_prompt(rows: pl.DataFrame) -> pl.Expr:
@@ -126,60 +148,59 @@ class Index:
             else pl.DataFrame(schema={"item": pl.String, "text": pl.String, "benchmark": pl.String})
         )
         self.items = all_items
-        grams = ngrams(all_items, "item", n).join(all_items.select("item", "benchmark"), on="item")
-        self.grams = grams.select(pl.col("gram").hash().alias("h"), "gram", "benchmark", "item").unique(
-            ["h", "benchmark"], keep="first"
+        grams = gram_hashes(words(all_items.select("item", "text"), "item"), "item", n)
+        self.grams = (
+            grams.join(all_items.select("item", "benchmark"), on="item")
+            .select("g", "benchmark", "item")
+            .unique(["g", "benchmark"], keep="first", maintain_order=True)
         )
         self.exact = all_items.select(pl.col("text").alias("prompt"), "benchmark", "item").unique(
-            ["prompt", "benchmark"], keep="first"
+            ["prompt", "benchmark"], keep="first", maintain_order=True
         )
         self.short_items = all_items.filter(pl.col("text").str.count_matches(" ") + 1 < n).height
 
     def hits(self, rows: pl.DataFrame) -> pl.DataFrame:
         """(id, benchmark, item, span) for every contaminated row: the longest run of matching n-grams."""
-        found = []
-        for offset in range(0, rows.height, CHUNK_ROWS):
-            chunk = rows.slice(offset, CHUNK_ROWS).select(
-                "id", row_text(rows).alias("text"), first_prompt(rows).alias("prompt")
-            )
-            grams = ngrams(chunk.select("id", "text"), "id", self.n).with_columns(pl.col("gram").hash().alias("h"))
-            matched = grams.join(self.grams.select("h", "benchmark", "item"), on="h")
-            if matched.height:
-                runs = (
-                    matched.sort("id", "benchmark", "start")
-                    .with_columns((pl.col("start") - pl.int_range(pl.len()).over("id", "benchmark")).alias("run"))
-                    .group_by("id", "benchmark", "run")
-                    .agg(
-                        pl.col("start").min().alias("first"),
-                        pl.col("start").max().alias("last"),
-                        pl.col("item").first(),
-                    )
-                    .with_columns((pl.col("last") - pl.col("first")).alias("length"))
-                    .sort("id", "benchmark", "length", "first", descending=[False, False, True, False])
-                    .unique(["id", "benchmark"], keep="first", maintain_order=True)
-                    .join(chunk.select("id", "text"), on="id")
-                    .select(
-                        "id",
-                        "benchmark",
-                        "item",
-                        pl.col("text")
-                        .str.split(" ")
-                        .list.slice(pl.col("first"), pl.col("length") + self.n)
-                        .list.join(" ")
-                        .alias("span"),
-                    )
-                )
-                found.append(runs)
-            exact = (
-                chunk.select("id", "prompt")
-                .join(self.exact, on="prompt")
-                .select("id", "benchmark", "item", pl.col("prompt").alias("span"))
-            )
-            if exact.height:
-                found.append(exact)
+        found = [
+            part
+            for offset in range(0, rows.height, CHUNK_ROWS)  # chunks bound the memory of exploded words
+            for part in self._chunk_hits(rows.slice(offset, CHUNK_ROWS))
+        ]
         if not found:
             return pl.DataFrame(schema={"id": pl.String, "benchmark": pl.String, "item": pl.String, "span": pl.String})
         return pl.concat(found).unique(["id", "benchmark"], keep="first", maintain_order=True).sort("id", "benchmark")
+
+    def _chunk_hits(self, chunk: pl.DataFrame) -> list[pl.DataFrame]:
+        found = []
+        table = words(chunk.select("id", row_text(chunk).alias("text")), "id")
+        matched = gram_hashes(table, "id", self.n).join(self.grams, on="g")
+        if matched.height:
+            found.append(self._spans(matched, table))
+        exact = (
+            chunk.select("id", first_prompt(chunk).alias("prompt"))
+            .join(self.exact, on="prompt")
+            .select("id", "benchmark", "item", pl.col("prompt").alias("span"))
+        )
+        if exact.height:
+            found.append(exact)
+        return found
+
+    def _spans(self, matched: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
+        """Per (row, benchmark), the longest run of consecutive matching windows, as the words it covers."""
+        runs = (
+            matched.sort("id", "benchmark", "start")
+            .with_columns((pl.col("start") - pl.int_range(pl.len()).over("id", "benchmark")).alias("run"))
+            .group_by("id", "benchmark", "run")
+            .agg(pl.col("start").min().alias("first"), pl.col("start").max().alias("last"), pl.col("item").first())
+            .sort("id", "benchmark", pl.col("last") - pl.col("first"), "first", descending=[False, False, True, False])
+            .unique(["id", "benchmark"], keep="first", maintain_order=True)
+        )
+        words_column = table["word"]
+        spans = [
+            " ".join(words_column.slice(first, last - first + self.n).to_list())
+            for first, last in runs.select("first", "last").iter_rows()
+        ]
+        return runs.select("id", "benchmark", "item").with_columns(pl.Series("span", spans, dtype=pl.String))
 
 
 def decontaminate(pools: list[Pool], index: Index, mode: str) -> list[Hit]:

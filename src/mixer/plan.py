@@ -17,6 +17,7 @@ from mixer.hashing import fingerprint
 from mixer.load import Pool
 from mixer.mix import upsample_count
 from mixer.recipe import Recipe, Selector, SourceSpec
+from mixer.resolve import ResolvedSource
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,21 @@ class Estimate:
     license: str
 
 
+@dataclass(frozen=True)
+class PoolSummary:
+    """What planning needs of a loaded source: where it came from, how many rows survive its filters and
+    dedup, and their characters (for token estimates). Small enough to cache between `mixer plan` runs."""
+
+    source: ResolvedSource
+    available: int
+    chars: int
+    counts: dict[str, int]
+
+
+def summarize(pool: Pool) -> PoolSummary:
+    return PoolSummary(pool.source, pool.rows.height, _pool_chars(pool), dict(pool.counts))
+
+
 def _pool_chars(pool: Pool) -> int:
     return (
         pool.rows.select(
@@ -139,7 +155,7 @@ def _estimated_source(spec: SourceSpec, estimate: Estimate, n: int) -> PlannedSo
 
 def make_plan(
     recipe: Recipe,
-    pools: list[Pool],
+    pools: list[PoolSummary],
     *,
     sample: bool,
     input_fingerprint: str,
@@ -148,8 +164,8 @@ def make_plan(
 ) -> Plan:
     """`pools` in recipe order; sources without a pool (evolve outputs in `mixer plan`) need an estimate."""
     estimates = estimates or {}
-    by_name = {p.name: p for p in pools}
-    available = {p.name: p.rows.height for p in pools} | {n: e.available for n, e in estimates.items()}
+    by_name = {p.source.spec.name: p for p in pools}
+    available = {n: p.available for n, p in by_name.items()} | {n: e.available for n, e in estimates.items()}
     counts = requested_counts(recipe, available, sample)
     problems: list[Diagnostic] = []
     planned = []
@@ -173,7 +189,7 @@ def make_plan(
             )
         if have == 0 and n > 0 and spec.selector.mode == "fraction":
             problems.append(Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: no rows left to upsample"))
-        chars = _pool_chars(pool)
+        chars = pool.chars
         est_tokens = round(chars / 4 * (n / have)) if have else 0
         planned.append(
             PlannedSource(

@@ -1,0 +1,65 @@
+"""Remembered per-source counts, so `mixer plan` answers at once while a team tunes takes and weights.
+
+What a source has available depends on its inputs' contents, its own settings except the selector, the
+mixture-wide filters and dedup, and (through dedup) the sources before it; the key hashes exactly those.
+Changing a take, fraction, weight, total or seed reuses the entry; changing a file or a filter does not.
+Recipes with evolve blocks or decontamination are always planned from the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mixer import __version__
+from mixer.hashing import fingerprint
+from mixer.plan import PoolSummary
+from mixer.recipe import Recipe
+from mixer.resolve import ResolvedSource
+
+SELECTOR_KEYS = ("take", "fraction", "weight")
+
+
+def cacheable(recipe: Recipe) -> bool:
+    return not recipe.evolve and recipe.mixture.decontaminate is None
+
+
+def counts_key(recipe: Recipe, resolved: list[ResolvedSource], sample: bool) -> str:
+    sources = []
+    for source in resolved:
+        spec = recipe.document["sources"][source.spec.name]
+        sources.append(
+            {
+                "name": source.spec.name,
+                "spec": {k: v for k, v in spec.items() if k not in SELECTOR_KEYS},
+                "inputs": [f.sha256 for f in source.files],
+            }
+        )
+    mixture = {k: v for k, v in (recipe.document.get("mixture") or {}).items() if k not in ("total", "shuffle")}
+    return fingerprint({"tool": __version__, "sample": sample, "mixture": mixture, "sources": sources})
+
+
+def _path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / "plan-counts" / f"{key}.json"
+
+
+def load(cache_dir: Path, key: str, resolved: list[ResolvedSource]) -> list[PoolSummary] | None:
+    try:
+        entries: dict[str, Any] = json.loads(_path(cache_dir, key).read_text(encoding="utf-8"))
+        return [PoolSummary(r, **entries[r.spec.name]) for r in resolved]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save(cache_dir: Path, key: str, summaries: list[PoolSummary]) -> None:
+    path = _path(cache_dir, key)
+    body = {s.source.spec.name: {"available": s.available, "chars": s.chars, "counts": s.counts} for s in summaries}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temp.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
+        temp.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs speed
