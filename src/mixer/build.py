@@ -299,8 +299,6 @@ def build(
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         task = progress.add_task("mixing", total=1)
         rows = mix(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
-        for pool in pools:  # only counts and rejects are needed from here on: free the unselected rows
-            pool.rows = pool.rows.clear()
         progress.advance(task)
         written = dict(rows.group_by("dataset").len().iter_rows())
         with atomic_dir(out_dir) as temp, ThreadPoolExecutor(max_workers=1) as writer:

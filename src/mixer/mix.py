@@ -65,8 +65,15 @@ def shuffle_rows(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
 
 
 def mix(pools: list[Pool], counts: dict[str, int], seed: int, shuffle: bool) -> pl.DataFrame:
-    """The final mixture in output order, canonical columns only (messages, or prompt/chosen/rejected)."""
-    selected = [select_rows(pool, counts[pool.name], seed) for pool in pools]
+    """The final mixture in output order, canonical columns only (messages, or prompt/chosen/rejected).
+
+    Each pool's rows are released as soon as its selection is taken (only its counts and rejects remain), so
+    the build never holds every input row and the whole mixture at once."""
+    selected = []
+    for pool in pools:
+        selected.append(select_rows(pool, counts[pool.name], seed))
+        pool.rows = pool.rows.clear()
     rows = pl.concat(selected)
+    del selected
     rows = shuffle_rows(rows, seed) if shuffle else rows
     return rows.select(c for c in rows.columns if not c.startswith("__"))

@@ -174,6 +174,8 @@ class BlockRun:
             nonlocal done
             result = await self.evolve_one(parent, round_no)
             done += 1
+            if result.rule:
+                stats.eliminated[result.rule] += 1
             if self.report:
                 self.report(stats, self.budget.spent, done)
             return result
@@ -185,7 +187,6 @@ class BlockRun:
             raise next((f for f in failures if isinstance(f, MixerError)), failures[0])
         outcomes = sorted((r for r in results if isinstance(r, Outcome)), key=lambda o: o.candidate.id)
         stats.evolved = len(outcomes)
-        stats.eliminated.update(o.rule for o in outcomes if o.rule)
         stats.surviving = sum(1 for o in outcomes if o.rule is None)
         stats.tokens = self.budget.spent.tokens - before.tokens
         stats.usd = self.budget.spent.usd - before.usd

@@ -24,8 +24,8 @@ def evolve_reporter(progress: Progress, block: EvolveSpec, seeds: int) -> Report
             tasks[stats.round],
             completed=done,
             description=(
-                f"evolve {block.name} round {stats.round}/{block.rounds} · {meter.calls / elapsed:.1f} calls/s"
-                f" · {meter.tokens:,} tokens · ${meter.usd:.4f}{budget}"
+                f"evolve {block.name} round {stats.round}/{block.rounds} · {sum(stats.eliminated.values())} "
+                f"eliminated · {meter.calls / elapsed:.1f} calls/s · {meter.tokens:,} tokens · ${meter.usd:.4f}{budget}"
             ),
         )
 
