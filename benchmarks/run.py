@@ -16,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -29,13 +30,20 @@ SHARED = HERE.parent.parent / "shared" / "data"  # real HumanEval and GSM8K file
 DECONTAM = {"humaneval": SHARED / "humaneval" / "HumanEval.jsonl.gz", "gsm8k": SHARED / "gsm8k" / "test.jsonl"}
 FORMATS = {"alpaca": "alpaca", "code_alpaca": "alpaca", "dolly": "dolly", "flan_v2": "flan", "sharegpt": "sharegpt"}
 TAKE = 0.64
+COLD = "<cold cache>"
 
 
 def measure(command: list[str], cwd: Path) -> dict[str, float]:
+    env = None
+    if command[-1] == COLD:  # a fresh cache: no remembered input hashes, no remembered counts
+        command = command[:-1]
+        env = {**os.environ, "MIXER_CACHE_DIR": tempfile.mkdtemp(prefix="mixer-cold-")}
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
+    if env is not None:
+        shutil.rmtree(env["MIXER_CACHE_DIR"], ignore_errors=True)
     if status != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{process.stderr.read().decode()}")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
@@ -85,6 +93,7 @@ def main() -> None:
         "mixer_build": [python, "-m", "mixer", "build", str(recipe), "--force"],
         "mixer_noop": [python, "-m", "mixer", "build", str(recipe)],
         "mixer_plan": [python, "-m", "mixer", "plan", str(recipe), "--json"],
+        "mixer_plan_cold": [python, "-m", "mixer", "plan", str(recipe), "--json", COLD],
     }
     if all(p.is_file() for p in DECONTAM.values()):
         decontam = write_recipe(work, counts, decontaminate=True)
