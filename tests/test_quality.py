@@ -211,3 +211,31 @@ def test_diff_shows_what_the_builds_measured(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "built.decontaminated_rows_removed: 0 → 1" in result.stdout
     assert "built.contaminated_rows_found" not in result.stdout  # found 1 in both: unchanged, not listed
+
+
+def test_stats_count_tokens_with_a_given_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    recipe = _recipe(tmp_path, "report")
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(
+        ["Task number describe item done", ITEM], trainers.BpeTrainer(vocab_size=120, special_tokens=["[UNK]"])
+    )
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    recipe.write_text(recipe.read_text().replace("output: {dir: out}", "output: {dir: out, tokenizer: tokenizer.json}"))
+    build(recipe, Options(progress=False), out=tmp_path / "out")
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    built = pl.read_parquet(tmp_path / "out" / "data")
+    texts = built["messages"].list.eval(pl.element().struct.field("content")).list.join("\n").to_list()
+    expected = sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
+    assert stats["tokens_method"] == "tokenizer tokenizer.json"
+    assert stats["est_tokens"] == expected == sum(s["est_tokens"] for s in stats["sources"].values())
+    assert expected != sum(len(t) for t in texts) // 4  # really counted, not the chars/4 estimate
+
+    result = run_mixer("stats", str(tmp_path / "out"), "--json")  # without --tokenizer: back to chars / 4
+    assert json.loads(result.stdout)["tokens_method"] == "characters / 4"
+
+    recipe.write_text(recipe.read_text().replace("tokenizer.json}", "missing.json}"))
+    bad = run_mixer("validate", str(recipe))
+    assert bad.returncode == 2 and "error: no tokenizer at 'missing.json'" in bad.stderr

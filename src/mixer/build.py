@@ -315,7 +315,8 @@ def build(
             if decontam is not None:
                 manifest["decontamination"] = decontam.report(pools)
             manifest["overlap"] = overlap
-            manifest["stats"] = write_stats(temp, rows, manifest)
+            tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
+            manifest["stats"] = write_stats(temp, rows, manifest, tokenizer)
             write_json(temp / "manifest.json", manifest)
             (temp / "README.md").write_text(dataset_card(plan, manifest, recipe.description), encoding="utf-8")
     lock_file = None if options.sample else write_lock(recipe.path, lock)

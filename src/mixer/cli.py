@@ -192,13 +192,19 @@ def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_
 
 
 @app.command()
-def stats(out_dir: Path, as_json: JsonFlag = False) -> None:
+def stats(
+    out_dir: Path,
+    tokenizer: Annotated[
+        Path | None, typer.Option("--tokenizer", help="tokenizer.json for exact token counts (default: chars / 4).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Regenerate stats.json and report.html of a built mixture from its shards and manifest."""
     from mixer.stats import regenerate
 
     if not (out_dir / "manifest.json").is_file():
         raise MixerError(f"{out_dir}: no manifest.json", "give the output directory of `mixer build`")
-    result = regenerate(out_dir)
+    result = regenerate(out_dir, tokenizer)
     if as_json:
         _print_json(result)
         return

@@ -88,6 +88,7 @@ def decontam_spec(value: Any) -> DecontamSpec | None:
 class OutputSpec:
     dir: str
     shard_rows: int = 100_000
+    tokenizer: str | None = None  # tokenizer.json for exact token counts in the statistics
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,11 @@ def build_recipe(path: Path, data: dict[str, Any], located: Located | None = Non
         ),
         stages=tuple(stage_spec(s) for s in data.get("stages") or []),
         evolve=tuple(evolve_spec(n, b) for n, b in (data.get("evolve") or {}).items()),
-        output=OutputSpec(dir=output.get("dir", f"out/{data['name']}"), shard_rows=output.get("shard_rows", 100_000)),
+        output=OutputSpec(
+            dir=output.get("dir", f"out/{data['name']}"),
+            shard_rows=output.get("shard_rows", 100_000),
+            tokenizer=output.get("tokenizer"),
+        ),
         document=data,
         located=located,
     )

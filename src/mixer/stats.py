@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from mixer.errors import MixerError
 from mixer.markup import bar_chart, html_table
 from mixer.write import write_atomic_file
 
@@ -24,7 +25,28 @@ def _chars(column: str) -> pl.Expr:
     return pl.col(column).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
 
 
-def mixture_stats(rows: pl.DataFrame) -> dict[str, Any]:
+def load_tokenizer(path: Path) -> Any:
+    """A `tokenizers.Tokenizer` from a tokenizer.json or a folder holding one (never from the hub)."""
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise MixerError(f"tokenizer {path}: no tokenizer.json there", "give the tokenizer.json of your model")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise MixerError(
+            "token counts with a tokenizer need the `tokenizers` package", "pip install tokenizers"
+        ) from None
+    return Tokenizer.from_file(str(file))
+
+
+def _token_counts(rows: pl.DataFrame, payload: str, tokenizer: Any) -> pl.Series:
+    """Tokens of each row's message contents joined by newlines (no chat template: what the data itself costs)."""
+    texts = rows.select(pl.col(payload).list.eval(pl.element().struct.field("content")).list.join("\n"))
+    encodings = tokenizer.encode_batch(texts.to_series().to_list(), add_special_tokens=False)
+    return pl.Series("tokens", [len(e.ids) for e in encodings], dtype=pl.Int64)
+
+
+def mixture_stats(rows: pl.DataFrame, tokenizer: Path | None = None) -> dict[str, Any]:
     payload = "messages" if "messages" in rows.columns else "prompt"
     frame = rows.select(
         "dataset",
@@ -41,8 +63,14 @@ def mixture_stats(rows: pl.DataFrame) -> dict[str, Any]:
         pl.col("meta").struct.field("operator").alias("operator"),
         pl.col("meta").struct.field("lang").alias("lang"),
     )
+    if tokenizer is not None:
+        frame = frame.with_columns(_token_counts(rows, payload, load_tokenizer(tokenizer)))
+        method = f"tokenizer {tokenizer.name}"
+    else:
+        frame = frame.with_columns((pl.col("chars") // 4).alias("tokens"))
+        method = "characters / 4"
     total_rows = frame.height
-    total_tokens = int(frame["chars"].sum() or 0) // 4
+    total_tokens = int(frame["tokens"].sum() or 0)
     per_source = (
         frame.group_by("dataset")
         .agg(
@@ -51,12 +79,13 @@ def mixture_stats(rows: pl.DataFrame) -> dict[str, Any]:
             pl.col("chars").sum().alias("chars"),
             pl.col("chars").mean().alias("mean_chars"),
             pl.col("chars").median().alias("median_chars"),
+            pl.col("tokens").sum().alias("tokens"),
         )
         .sort("dataset")
     )
     sources = {}
     for r in per_source.iter_rows(named=True):
-        tokens = int(r["chars"]) // 4
+        tokens = int(r["tokens"])
         hist = frame.filter(pl.col("dataset") == r["dataset"])["chars"].hist(
             bins=HISTOGRAM_BINS, include_breakpoint=True
         )
@@ -81,7 +110,7 @@ def mixture_stats(rows: pl.DataFrame) -> dict[str, Any]:
     return {
         "rows": total_rows,
         "est_tokens": total_tokens,
-        "tokens_method": "characters / 4",
+        "tokens_method": method,
         "sources": sources,
         "top_instruction_verbs": [{"verb": v, "rows": n} for v, n in verbs.iter_rows()],
         "languages": [{"lang": lang, "rows": n} for lang, n in langs.iter_rows()],
@@ -183,15 +212,17 @@ def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) ->
     return f"<!doctype html><html><head>{head}</head><body>{''.join(parts)}</body></html>\n"
 
 
-def write_stats(folder: Path, rows: pl.DataFrame, manifest: dict[str, Any]) -> dict[str, Any]:
+def write_stats(
+    folder: Path, rows: pl.DataFrame, manifest: dict[str, Any], tokenizer: Path | None = None
+) -> dict[str, Any]:
     """stats.json and report.html into `folder`, each replaced atomically."""
-    stats = mixture_stats(rows)
+    stats = mixture_stats(rows, tokenizer)
     write_atomic_file(folder / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     write_atomic_file(folder / "report.html", render_report(manifest["recipe"]["name"], stats, manifest))
     return stats
 
 
-def regenerate(out_dir: Path) -> dict[str, Any]:
+def regenerate(out_dir: Path, tokenizer: Path | None = None) -> dict[str, Any]:
     """`mixer stats OUT_DIR`: rebuild stats.json and report.html from the shards and the manifest."""
     manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-    return write_stats(out_dir, pl.read_parquet(out_dir / "data" / "*.parquet"), manifest)
+    return write_stats(out_dir, pl.read_parquet(out_dir / "data" / "*.parquet"), manifest, tokenizer)

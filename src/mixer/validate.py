@@ -392,6 +392,16 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
         )
     for i, pattern in enumerate(mixture.get("drop_patterns") or []):
         problems += _check_regex(located, ("mixture", "drop_patterns", i), pattern)
+    output = data.get("output") if isinstance(data.get("output"), dict) else {}
+    tokenizer = output.get("tokenizer")
+    if isinstance(tokenizer, str) and not (base_dir / os.path.expanduser(tokenizer)).exists():
+        problems.append(
+            located.diag(
+                ("output", "tokenizer"),
+                f"no tokenizer at {tokenizer!r} (relative to {base_dir})",
+                "give a tokenizer.json or the folder holding it",
+            )
+        )
     blocks = data.get("evolve") if isinstance(data.get("evolve"), dict) else {}
     problems += _check_evolve(located, blocks, sources)
     stages = data.get("stages") if isinstance(data.get("stages"), list) else []
