@@ -146,7 +146,7 @@ def test_decontam_command_reports_without_writing(tmp_path):
     recipe = _recipe(tmp_path, "remove")
     result = run_mixer("decontam", str(recipe), "--json")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)["decontamination"]
     assert report["mode"] == "report" and report["hits"][0]["rows"] == 1 and report["removed"] == 0
     assert not (tmp_path / "out").exists()
 
@@ -239,3 +239,50 @@ def test_stats_count_tokens_with_a_given_tokenizer(tmp_path):
     recipe.write_text(recipe.read_text().replace("tokenizer.json}", "missing.json}"))
     bad = run_mixer("validate", str(recipe))
     assert bad.returncode == 2 and "error: no tokenizer at 'missing.json'" in bad.stderr
+
+
+NEAR = "Write a short story about a brave little robot who learns to paint the sunset over the sea"
+
+
+def _near_recipe(tmp_path: Path, dedup: str) -> Path:
+    def dump(name: str, prompts: list[str]) -> None:
+        with (tmp_path / f"{name}.jsonl").open("w") as f:
+            for i, p in enumerate(prompts):
+                f.write(json.dumps({"instruction": p, "input": "", "output": f"{name} answer {i}"}) + "\n")
+
+    dump("a", [NEAR, "Explain photosynthesis to a ten year old child in three short paragraphs please"])
+    # one word changed: 9 of 19 distinct 5-grams shared (0.47, not near); one word appended: 14/15 = 0.93 (near)
+    dump("b", [NEAR.replace("brave", "shy"), NEAR + " tonight", "Completely unrelated question about the tax code"])
+    return write_recipe(
+        tmp_path,
+        f"""
+        name: near
+        sources:
+          a: {{path: a.jsonl, format: alpaca, take: all}}
+          b: {{path: b.jsonl, format: alpaca, take: all}}
+        mixture: {{dedup: {dedup}}}
+        output: {{dir: out}}
+        """,
+    )
+
+
+def test_near_duplicates_are_counted_across_sources_and_dropped_with_dedup_near(tmp_path):
+    recipe = _near_recipe(tmp_path, "exact")
+    audit = run_mixer("decontam", str(recipe), "--json")
+    assert audit.returncode == 0, audit.stderr
+    report = json.loads(audit.stdout)
+    assert report["decontamination"] is None  # the recipe names no benchmarks: overlap only
+    assert report["overlap"]["matrix"] == [[None, 0], [0, None]]  # no exact repeats
+    assert report["overlap"]["near"]["matrix"] == [[None, 1], [1, None]]
+    assert "near duplicate" in run_mixer("decontam", str(recipe)).stdout
+    build(recipe, Options(progress=False), out=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["totals"]["rows"] == 5 and "near" not in manifest["overlap"]  # builds skip the costly part
+
+    build(_near_recipe(tmp_path, "near"), Options(progress=False), out=tmp_path / "out", force=True)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (
+        manifest["sources"]["b"]["counts"]["dedup_near"] == 1 and manifest["sources"]["a"]["counts"]["dedup_near"] == 0
+    )
+    prompts = pl.read_parquet(tmp_path / "out" / "data")["messages"].list.first().struct.field("content").to_list()
+    assert NEAR + " tonight" not in prompts and NEAR.replace("brave", "shy") in prompts and NEAR in prompts

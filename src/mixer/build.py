@@ -19,7 +19,7 @@ from mixer.errors import MixerError
 from mixer.hashing import fingerprint
 from mixer.load import Pool, load_pool
 from mixer.lock import check_lock, lock_content, write_lock
-from mixer.mix import dedup_pools, mix
+from mixer.mix import dedup_pools, mix, near_dedup_pools
 from mixer.overlap import overlap_matrix
 from mixer.plan import Plan, make_plan, summarize
 from mixer.progress import make_progress
@@ -82,8 +82,10 @@ def load_pools(
         pools = list(workers.map(load, resolved))
     if decontam is not None:
         decontam.apply(pools)
-    if recipe.mixture.dedup == "exact":
+    if recipe.mixture.dedup in ("exact", "near"):
         dedup_pools(pools)
+    if recipe.mixture.dedup == "near":
+        near_dedup_pools(pools)
     return pools
 
 
@@ -288,8 +290,10 @@ def build(
             extra = evolved_pools(recipe, pools, results)
             if decontam is not None:
                 decontam.apply(extra)
-            if recipe.mixture.dedup == "exact":
+            if recipe.mixture.dedup in ("exact", "near"):
                 dedup_pools(pools + extra)  # evolved rows lose to every file-backed row
+            if recipe.mixture.dedup == "near":
+                near_dedup_pools(pools + extra)
             by_name = {p.name: p for p in pools + extra}
             pools = [by_name[s.name] for s in recipe.sources]
         summaries = [summarize(p) for p in pools]
@@ -355,17 +359,20 @@ def evolve_only(
 
 
 def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
-    """`mixer decontam`: the recipe's sources against its benchmarks, in report mode; nothing is written."""
+    """`mixer decontam`: the data-quality audit without a build. Benchmark hits (report mode, when the recipe
+    has mixture.decontaminate) and exact + near-duplicate overlap over every available row; nothing is written."""
     recipe = load_recipe(recipe_path)
-    if recipe.mixture.decontaminate is None:
-        raise MixerError(
-            f"{recipe_path}: no mixture.decontaminate", "add e.g. decontaminate: [{name: gsm8k, path: gsm8k.jsonl}]"
-        )
     resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
-    from mixer.decontam import Decontamination
+    decontam = None
+    if recipe.mixture.decontaminate is not None:
+        from mixer.decontam import Decontamination
 
-    decontam = Decontamination(replace(recipe.mixture.decontaminate, mode="report"), recipe.base_dir, options.data_dir)
+        spec = replace(recipe.mixture.decontaminate, mode="report")
+        decontam = Decontamination(spec, recipe.base_dir, options.data_dir)
     with make_progress(options.progress) as progress:
         pools = load_pools(recipe, resolved, progress, decontam)
     every_row = pl.concat([p.rows.select("dataset", "id", "messages") for p in pools if "messages" in p.rows.columns])
-    return {**decontam.report(pools), "overlap": overlap_matrix(every_row, [p.name for p in pools])}
+    return {
+        "decontamination": decontam.report(pools) if decontam is not None else None,
+        "overlap": overlap_matrix(every_row, [p.name for p in pools], near=True),
+    }

@@ -166,29 +166,38 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
 
 @app.command()
 def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
-    """Report benchmark contamination (mixture.decontaminate) and cross-source overlap; writes nothing."""
+    """Audit the data without building: benchmark hits (mixture.decontaminate) and exact + near-duplicate
+    overlap between sources over every available row; writes nothing."""
     from mixer.build import Options, decontam_only
 
     report = decontam_only(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
     if as_json:
         _print_json(report)
         return
-    table = Table(title=f"decontamination: {report['n']}-grams + exact prompts")
-    for column in ("source", "benchmark", "rows hit", "example span"):
-        table.add_column(column, justify="right" if column == "rows hit" else "left")
-    for hit in report["hits"]:
-        table.add_row(
-            hit["source"], hit["benchmark"], f"{hit['rows']:,}", hit["examples"][0]["span"] if hit["examples"] else ""
-        )
-    out.print(table)
+    found = report["decontamination"]
+    if found is not None:
+        table = Table(title=f"decontamination: {found['n']}-grams + exact prompts")
+        for column in ("source", "benchmark", "rows hit", "example span"):
+            table.add_column(column, justify="right" if column == "rows hit" else "left")
+        for hit in found["hits"]:
+            span = hit["examples"][0]["span"] if hit["examples"] else ""
+            table.add_row(hit["source"], hit["benchmark"], f"{hit['rows']:,}", span)
+        out.print(table)
     overlap = report["overlap"]
-    matrix = Table(title="rows of each source whose prompt also occurs in another source")
-    matrix.add_column("source")
-    for name in overlap["sources"]:
-        matrix.add_column(name, justify="right")
-    for name, row in zip(overlap["sources"], overlap["matrix"], strict=True):
-        matrix.add_row(name, *("—" if v is None else f"{v:,}" for v in row))
-    out.print(matrix)
+    titles = {
+        "matrix": "rows of each source whose prompt also occurs in another source",
+        "near": f"... and that have a near duplicate there (word {overlap['near']['n']}-gram Jaccard "
+        f">= {overlap['near']['threshold']})",
+    }
+    for key, title in titles.items():
+        values = overlap[key] if key == "matrix" else overlap[key]["matrix"]
+        matrix = Table(title=title)
+        matrix.add_column("source")
+        for name in overlap["sources"]:
+            matrix.add_column(name, justify="right")
+        for name, row in zip(overlap["sources"], values, strict=True):
+            matrix.add_row(name, *("—" if v is None else f"{v:,}" for v in row))
+        out.print(matrix)
 
 
 @app.command()

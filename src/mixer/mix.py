@@ -41,6 +41,29 @@ def dedup_pools(pools: list[Pool]) -> None:
         pool.counts["dedup"] = pool.counts.get("dedup", 0) + before - pool.rows.height
 
 
+def near_dedup_pools(pools: list[Pool]) -> None:
+    """Drop rows whose first prompt is a near duplicate of an earlier row's (earlier pool, then file order),
+    counted per source as `dedup_near`. Run after exact dedup."""
+    from mixer.decontam import first_prompt
+    from mixer.overlap import near_pairs
+
+    prompts = pl.concat(
+        [
+            p.rows.select(first_prompt(p.rows).fill_null("").alias("prompt"), pl.lit(i).alias("pool"))
+            for i, p in enumerate(pools)
+        ]
+    )
+    later = near_pairs(prompts["prompt"])["row_b"].unique()
+    drop = pl.Series("drop", [False] * prompts.height).scatter(later, True) if later.len() else None
+    offset = 0
+    for pool in pools:
+        height = pool.rows.height
+        if drop is not None:
+            pool.rows = pool.rows.filter(~drop.slice(offset, height))
+        pool.counts["dedup_near"] = pool.counts.get("dedup_near", 0) + height - pool.rows.height
+        offset += height
+
+
 def upsample_count(available: int, fraction: float) -> int:
     whole = math.floor(fraction)
     return whole * available + math.floor((fraction - whole) * available + 0.5)

@@ -1,6 +1,11 @@
 """Overlap between the sources of one mix: rows whose normalised first prompt occurs in more than one source
 (Open-Orca is FLAN again, CoT is FLAN again: open-instruct #91). Reported as a source x source matrix.
 
+Near duplicates are pairs of prompts whose sets of word 5-grams have a Jaccard similarity of at least 0.8,
+found exactly through a join on shared 5-gram hashes. 5-grams that occur in more than 100 prompts are
+boilerplate ("what is the capital of") and do not make pairs on their own; they still count in each prompt's
+size, so such pairs can only be missed, never invented.
+
 A build measures it on the mixture it wrote; `mixer decontam` on every available row of every source."""
 
 from __future__ import annotations
@@ -9,14 +14,40 @@ from typing import Any
 
 import polars as pl
 
-from mixer.decontam import first_prompt
+from mixer.decontam import first_prompt, gram_hashes, words
 
 EXAMPLES = 3
+NEAR_N = 5
+NEAR_THRESHOLD = 0.8
+BOILERPLATE_ROWS = 100
 
 
-def overlap_matrix(rows: pl.DataFrame, names: list[str]) -> dict[str, Any]:
+def near_pairs(prompts: pl.Series, n: int = NEAR_N, threshold: float = NEAR_THRESHOLD) -> pl.DataFrame:
+    """(row, row_b) positions in `prompts` (normalised), row < row_b, that are near duplicates."""
+    table = words(pl.DataFrame({"row": pl.int_range(len(prompts), eager=True), "text": prompts}), "row")
+    grams = gram_hashes(table, "row", n).select("row", "g").unique()
+    sizes = grams.group_by("row").agg(pl.len().alias("size"))
+    rare = grams.group_by("g").agg(pl.len().alias("df")).filter(pl.col("df") <= BOILERPLATE_ROWS).select("g")
+    grams = grams.join(rare, on="g")
+    shared = (
+        grams.join(grams.rename({"row": "row_b"}), on="g")
+        .filter(pl.col("row") < pl.col("row_b"))
+        .group_by("row", "row_b")
+        .agg(pl.len().alias("shared"))
+    )
+    return (
+        shared.join(sizes, on="row")
+        .join(sizes.rename({"row": "row_b", "size": "size_b"}), on="row_b")
+        .filter(pl.col("shared") / (pl.col("size") + pl.col("size_b") - pl.col("shared")) >= threshold)
+        .select("row", "row_b")
+        .sort("row", "row_b")
+    )
+
+
+def overlap_matrix(rows: pl.DataFrame, names: list[str], near: bool = False) -> dict[str, Any]:
     """matrix[a][b] = distinct rows of source a whose prompt also occurs in source b (exact, after
-    normalisation). `rows` are canonical rows (dataset, id, messages): a mixture or all available rows."""
+    normalisation); with `near`, near_matrix[a][b] likewise for near duplicates (several seconds per million
+    prompts, so builds leave it to `mixer decontam`). `rows` are canonical rows (dataset, id, messages)."""
     distinct = rows.unique(["dataset", "id"], keep="first")
     keys = distinct.select(pl.col("dataset").alias("source"), "id", first_prompt(distinct).alias("prompt")).filter(
         pl.col("prompt").is_not_null() & (pl.col("prompt") != "")
@@ -44,9 +75,31 @@ def overlap_matrix(rows: pl.DataFrame, names: list[str]) -> dict[str, Any]:
         for a, b in sorted(counts)
         if a < b
     ]
-    return {
+    report = {
         "sources": names,
         "matrix": [[counts.get((a, b), 0) if a != b else None for b in names] for a in names],
         "rows_in_several_sources": {name: pairs.filter(pl.col("source") == name)["id"].n_unique() for name in names},
         "examples": examples,
     }
+    if near:
+        report["near"] = {"n": NEAR_N, "threshold": NEAR_THRESHOLD, "matrix": near_matrix(keys, names)}
+    return report
+
+
+def near_matrix(keys: pl.DataFrame, names: list[str]) -> list[list[int | None]]:
+    """matrix[a][b] = distinct rows of source a with a near duplicate in source b; `keys` = (source, id, prompt)."""
+    near = near_pairs(keys["prompt"])
+    labelled = keys.select("source", "id").with_row_index("row")
+    sides = near.join(labelled, on="row").join(
+        labelled.rename({"row": "row_b", "source": "other", "id": "id_b"}), on="row_b"
+    )
+    both_ways = pl.concat(
+        [
+            sides.select("source", "other", "id"),
+            sides.select(pl.col("other").alias("source"), pl.col("source").alias("other"), pl.col("id_b").alias("id")),
+        ]
+    ).filter(pl.col("source") != pl.col("other"))
+    near_counts = {
+        (a, b): n for a, b, n in both_ways.group_by("source", "other").agg(pl.col("id").n_unique()).iter_rows()
+    }
+    return [[near_counts.get((a, b), 0) if a != b else None for b in names] for a in names]
