@@ -9,11 +9,11 @@ Recipes with evolve blocks or decontamination are always planned from the data.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mixer import __version__
+from mixer.files import write_cache_file
 from mixer.hashing import fingerprint
 from mixer.plan import PoolSummary
 from mixer.recipe import Recipe
@@ -54,12 +54,5 @@ def load(cache_dir: Path, key: str, resolved: list[ResolvedSource]) -> list[Pool
 
 
 def save(cache_dir: Path, key: str, summaries: list[PoolSummary]) -> None:
-    path = _path(cache_dir, key)
     body = {s.source.spec.name: {"available": s.available, "chars": s.chars, "counts": s.counts} for s in summaries}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temp.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
-        temp.replace(path)
-    except OSError:
-        pass  # a read-only cache only costs speed
+    write_cache_file(_path(cache_dir, key), json.dumps(body, sort_keys=True))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mixer.files import write_cache_file
 
 if TYPE_CHECKING:  # numpy, pyarrow and polars load lazily: a no-op rebuild only hashes files
     import numpy as np
@@ -100,15 +101,8 @@ class FileHashes:
         return digest
 
     def save(self) -> None:
-        if not self.changed:
-            return
-        try:
-            self.store.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.store.with_name(f".{self.store.name}.tmp-{os.getpid()}")
-            temp.write_text(json.dumps(self.known, sort_keys=True), encoding="utf-8")
-            temp.replace(self.store)
-        except OSError:
-            pass  # a read-only cache only costs speed
+        if self.changed:
+            write_cache_file(self.store, json.dumps(self.known, sort_keys=True))
 
 
 def fingerprint(value: Any) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 
 from mixer import __version__
 from mixer.errors import MixerError
+from mixer.files import write_atomic_file
 from mixer.resolve import ResolvedSource
-from mixer.write import write_atomic_file
 
 
 def lock_path(recipe_path: Path) -> Path:

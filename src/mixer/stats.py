@@ -13,8 +13,8 @@ from typing import Any
 import polars as pl
 
 from mixer.errors import MixerError
+from mixer.files import write_atomic_file
 from mixer.markup import bar_chart, html_table
-from mixer.write import write_atomic_file
 
 TOP_VERBS = 15
 LONGEST = 10**12  # the last bin's upper edge: every row lands in some bin

@@ -212,9 +212,3 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
         out_dir.rename(old)
     temp.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def write_atomic_file(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(text, encoding="utf-8")
-    temp.replace(path)

@@ -22,6 +22,7 @@ import yaml
 
 from mixer.build import Options, build
 from mixer.errors import MixerError
+from mixer.files import write_atomic_file
 from mixer.hashing import file_sha256, fingerprint
 from mixer.load import load_pool
 from mixer.mix import select_rows
@@ -31,7 +32,6 @@ from mixer.resolve import resolve_source
 from mixer.train.config import StageConfig
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
 from mixer.validate import load_recipe
-from mixer.write import write_atomic_file
 
 PACKAGES = ("mixer", "torch", "transformers", "accelerate", "polars", "datasets", "tokenizers", "deepspeed")
 
