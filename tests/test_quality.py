@@ -286,3 +286,13 @@ def test_near_duplicates_are_counted_across_sources_and_dropped_with_dedup_near(
     )
     prompts = pl.read_parquet(tmp_path / "out" / "data")["messages"].list.first().struct.field("content").to_list()
     assert NEAR + " tonight" not in prompts and NEAR.replace("brave", "shy") in prompts and NEAR in prompts
+
+
+def test_a_changed_benchmark_file_makes_the_next_build_rebuild(tmp_path):
+    recipe = _recipe(tmp_path, "remove")
+    assert build(recipe, Options(progress=False), out=tmp_path / "out").status == "built"
+    assert build(recipe, Options(progress=False), out=tmp_path / "out").status == "up-to-date"
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "Task number 3: describe item 3."}) + "\n")
+    rebuilt = build(recipe, Options(progress=False), out=tmp_path / "out")
+    assert rebuilt.status == "built" and rebuilt.manifest["sources"]["a"]["counts"]["decontaminate"] == 1
+    assert rebuilt.manifest["sources"]["b"]["counts"]["decontaminate"] == 1

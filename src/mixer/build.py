@@ -16,7 +16,7 @@ from rich.progress import Progress
 
 from mixer import __version__, counts_cache
 from mixer.errors import MixerError
-from mixer.hashing import fingerprint
+from mixer.hashing import file_sha256, fingerprint
 from mixer.load import Pool, load_pool
 from mixer.lock import check_lock, lock_content, write_lock
 from mixer.mix import dedup_pools, mix, near_dedup_pools
@@ -179,9 +179,30 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     return recipe, plan
 
 
-def build_fingerprint(recipe: Recipe, resolved: list[ResolvedSource], sample: bool) -> str:
+def auxiliary_inputs(recipe: Recipe, options: Options) -> dict[str, str]:
+    """sha256 of the files a build reads besides its sources (benchmarks, tokenizer): a change to one of them
+    must make the next build rebuild, not report "up to date"."""
+    files: dict[str, Path] = {}
+    if recipe.mixture.decontaminate is not None:
+        from mixer.decontam import resolve_benchmark
+
+        for bench in recipe.mixture.decontaminate.benchmarks:
+            files[f"benchmark:{bench.name}"] = resolve_benchmark(bench, recipe.base_dir, options.data_dir)
+    if recipe.output.tokenizer:
+        path = recipe.base_dir / recipe.output.tokenizer
+        files["tokenizer"] = path / "tokenizer.json" if path.is_dir() else path
+    return {name: file_sha256(path) for name, path in files.items() if path.is_file()}
+
+
+def build_fingerprint(recipe: Recipe, resolved: list[ResolvedSource], options: Options) -> str:
     return fingerprint(
-        {"tool": __version__, "recipe": recipe.document, "sample": sample, "inputs": input_fingerprint(resolved)}
+        {
+            "tool": __version__,
+            "recipe": recipe.document,
+            "sample": options.sample,
+            "inputs": input_fingerprint(resolved),
+            "auxiliary": auxiliary_inputs(recipe, options),
+        }
     )
 
 
@@ -278,7 +299,7 @@ def build(
     if locked:
         check_lock(recipe.path, lock)
     out_dir = out or output_dir(recipe)
-    build_fp = build_fingerprint(recipe, resolved, options.sample)
+    build_fp = build_fingerprint(recipe, resolved, options)
     if not force and (manifest := _up_to_date(out_dir, build_fp)) is not None:
         return BuildResult("up-to-date", out_dir, None, manifest, None)
 
