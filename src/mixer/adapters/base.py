@@ -134,13 +134,20 @@ def conversation_reason(messages: pl.Expr) -> pl.Expr:
 
 
 def sft_frame(
-    raw: pl.DataFrame, messages: pl.Expr, reason: pl.Expr, native_id: pl.Expr | None = None, lang: pl.Expr | None = None
+    raw: pl.DataFrame,
+    messages: pl.Expr,
+    reason: pl.Expr | None = None,
+    native_id: pl.Expr | None = None,
+    lang: pl.Expr | None = None,
 ) -> pl.DataFrame:
-    """Assemble the adapter output columns in one select."""
-    return raw.select(
+    """Assemble the adapter output columns. The conversation is computed once into a column first: eager
+    selects do not share subexpressions, and the checks of `conversation_reason` (the default `reason`) would
+    otherwise rebuild it for every rule."""
+    frame = raw.with_columns(messages.cast(MESSAGES).alias("__messages"))
+    return frame.select(
         "__row",
         (native_id if native_id is not None else pl.lit(None, dtype=pl.String)).alias("native_id"),
-        messages.cast(MESSAGES).alias("messages"),
+        pl.col("__messages").alias("messages"),
         (lang if lang is not None else pl.lit(None, dtype=pl.String)).alias("lang"),
-        reason.alias("__reason"),
+        (conversation_reason(pl.col("__messages")) if reason is None else reason).alias("__reason"),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, column, conversation_reason, message, sft_frame
+from mixer.adapters.base import Adapter, Context, column, message, sft_frame
 from mixer.errors import MixerError
 
 
@@ -19,7 +19,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     messages = pl.col(name).list.eval(
         message(pl.element().struct.field("role"), pl.element().struct.field("content").cast(pl.String))
     )
-    return sft_frame(raw, messages, conversation_reason(messages), column(raw, ctx, "id", required=False))
+    return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
 ADAPTER = Adapter(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, conversation_reason, message, sft_frame
+from mixer.adapters.base import Adapter, Context, blank, column, message, sft_frame
 from mixer.errors import MixerError
 
 ROLE_NAMES = {
@@ -49,9 +49,13 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             pl.element().struct.field(content_key),
         )
     )
+    raw = raw.with_columns(turns.alias("__turns"))  # computed once: the steps below refer to it several times
+    turns = pl.col("__turns")
     if ctx.options["trim_trailing_user"]:
         last_is_user = turns.list.eval(pl.element().struct.field("role")).list.last() == "user"
-        turns = pl.when(last_is_user).then(turns.list.slice(0, turns.list.len() - 1)).otherwise(turns)
+        raw = raw.with_columns(
+            pl.when(last_is_user).then(turns.list.slice(0, turns.list.len() - 1)).otherwise(turns).alias("__turns")
+        )
     messages = turns
     if ctx.fields["system"] in raw.columns:  # concat_list is slow: pay for it only when there is a system field
         system = column(raw, ctx, "system")
@@ -60,7 +64,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             .then(turns)
             .otherwise(pl.concat_list([pl.concat_list([message("system", system)]), turns]))
         )
-    return sft_frame(raw, messages, conversation_reason(messages), column(raw, ctx, "id", required=False))
+    return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
 ADAPTER = Adapter(

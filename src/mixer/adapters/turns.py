@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, column, conversation_reason, message, sft_frame
+from mixer.adapters.base import Adapter, Context, column, message, sft_frame
 from mixer.errors import MixerError
 
 
@@ -17,7 +17,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         )
     role = pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
     messages = pl.col(name).list.eval(message(role, pl.element()))
-    return sft_frame(raw, messages, conversation_reason(messages), column(raw, ctx, "id", required=False))
+    return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
 ADAPTER = Adapter(
