@@ -296,3 +296,23 @@ def test_a_changed_benchmark_file_makes_the_next_build_rebuild(tmp_path):
     rebuilt = build(recipe, Options(progress=False), out=tmp_path / "out")
     assert rebuilt.status == "built" and rebuilt.manifest["sources"]["a"]["counts"]["decontaminate"] == 1
     assert rebuilt.manifest["sources"]["b"]["counts"]["decontaminate"] == 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 16])
+def test_window_hashes_equal_the_direct_polynomial_and_never_cross_rows(n):
+    import random
+
+    from mixer.decontam import GRAM_BASE, gram_hashes
+
+    rng = random.Random(n)
+    hashes = [rng.getrandbits(64) for _ in range(120)]
+    keys = [i // 37 for i in range(120)]  # rows of 37 words: windows must not span two rows
+    table = pl.DataFrame({"k": keys, "h": pl.Series(hashes, dtype=pl.UInt64)})
+    expected = []
+    for start in range(len(hashes) - n + 1):
+        if keys[start + n - 1] == keys[start]:
+            value = 0
+            for k in range(n):
+                value = (value * GRAM_BASE + hashes[start + k]) % 2**64
+            expected.append((start, value))
+    assert [(row[1], row[2]) for row in gram_hashes(table, "k", n).iter_rows()] == expected

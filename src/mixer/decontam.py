@@ -72,8 +72,8 @@ def words(frame: pl.DataFrame, key: str) -> pl.DataFrame:
 def gram_hashes(table: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
     """(key, start, g) for every window of n consecutive words of one key; `start` indexes `table`.
 
-    g is a polynomial hash of the n word hashes (wrapping u64 arithmetic), built from shifted columns, so
-    no n-gram string is ever materialised."""
+    g is the polynomial hash sum(h[start + k] * B^(n-1-k)) of the word hashes in wrapping u64 arithmetic,
+    built from shifted columns, so no n-gram string is ever materialised."""
     gram = pl.lit(0, dtype=pl.UInt64)
     for k in range(n):
         gram = gram * pl.lit(GRAM_BASE, dtype=pl.UInt64) + pl.col("h").shift(-k)
