@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -304,8 +303,3 @@ def run_block(
         judge_unparsable=run.judge_unparsable,
         prices_known=run.prices_known,
     )
-
-
-def calls_per_second(meter: Meter, started: float) -> float:
-    elapsed = time.monotonic() - started
-    return meter.calls / elapsed if elapsed > 0 else 0.0

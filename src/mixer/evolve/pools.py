@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from mixer.evolve.cost import prices_for
 from mixer.evolve.engine import EvolveResult
 from mixer.evolve.operators import resolve_operators
 from mixer.load import Pool, row_filters
@@ -44,8 +45,6 @@ def evolved_pool(spec: SourceSpec, result: EvolveResult, recipe: Recipe, license
 
 def estimate(spec: EvolveSpec, seeds: pl.DataFrame) -> dict:
     """Upper bounds on calls, tokens and dollars (every evolution survives every round)."""
-    from mixer.evolve.cost import prices_for
-
     n = seeds.height
     lengths = seeds.select(
         pl.col("messages")
