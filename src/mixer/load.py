@@ -79,16 +79,13 @@ def row_filters(filters: Filters, mixture_patterns: tuple[str, ...]) -> list[tup
 
 
 def _malformed(source: ResolvedSource, frames: list[tuple[str, pl.DataFrame, pl.DataFrame, list]]) -> pl.DataFrame:
-    """Collect malformed records of all files as reject rows (dataset, file, row, reason, record)."""
+    """Collect malformed records of all files as reject rows (dataset, file, row, reason, record).
+    Each frame holds only a file's malformed rows: (file, their raw records, their converted rows, unparsable)."""
     parts = []
     for file, raw, converted, unparsable in frames:
-        bad = (
-            converted.filter(pl.col("__reason").is_not_null()).select("__row", "__reason").unique("__row", keep="first")
-        )
+        bad = converted.select("__row", "__reason").unique("__row", keep="first")
         if bad.height:
-            records = raw.filter(pl.col("__row").is_in(bad["__row"].implode())).select(
-                "__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record")
-            )
+            records = raw.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))
             part = (
                 bad.join(records, on="__row", how="left")
                 .sort("__row")
