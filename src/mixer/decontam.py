@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from mixer.adapters.base import content_text, first_content
 from mixer.errors import MixerError
 from mixer.io import SUPPORTED_SUFFIXES, read_table
 from mixer.load import Pool
@@ -124,16 +125,12 @@ def benchmark_items(spec: BenchmarkSpec, path: Path) -> pl.DataFrame:
 
 def row_text(rows: pl.DataFrame) -> pl.Expr:
     columns = [c for c in ("messages", "prompt", "chosen", "rejected") if c in rows.columns]
-    parts = [pl.col(c).list.eval(pl.element().struct.field("content")).list.join("\n") for c in columns]
-    return pl.concat_str(parts, separator="\n")
+    return pl.concat_str([content_text(pl.col(c)) for c in columns], separator="\n")
 
 
 def first_prompt(rows: pl.DataFrame) -> pl.Expr:
     column = "messages" if "messages" in rows.columns else "prompt"
-    user = pl.col(column).list.eval(
-        pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
-    )
-    return normalise(user.list.first())
+    return normalise(first_content(pl.col(column), "user"))
 
 
 class Index:

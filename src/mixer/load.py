@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from mixer.adapters import get_adapter
-from mixer.adapters.base import Context
+from mixer.adapters.base import Context, content_chars, content_text
 from mixer.errors import MixerError
 from mixer.io import read_table
 from mixer.recipe import Filters
@@ -50,10 +50,6 @@ class Pool:
         return self.source.spec.name
 
 
-def _text(messages: pl.Expr) -> pl.Expr:
-    return messages.list.eval(pl.element().struct.field("content")).list.join("\n")
-
-
 def _pattern(patterns: tuple[str, ...]) -> str:
     return "|".join(f"(?:{p})" for p in patterns)
 
@@ -67,14 +63,18 @@ def row_filters(filters: Filters, mixture_patterns: tuple[str, ...]) -> list[tup
     if filters.max_turns is not None:
         checks.append(("max_turns", assistant_turns <= filters.max_turns))
     if filters.max_chars is not None:
-        chars = pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+        chars = content_chars(pl.col("messages"))
         checks.append(("max_chars", chars <= filters.max_chars))
     if filters.lang:
         checks.append(("lang", pl.col("meta").struct.field("lang").is_in(list(filters.lang))))
     if filters.drop_patterns:
-        checks.append(("drop_patterns", ~_text(pl.col("messages")).str.contains(_pattern(filters.drop_patterns))))
+        checks.append(
+            ("drop_patterns", ~content_text(pl.col("messages")).str.contains(_pattern(filters.drop_patterns)))
+        )
     if mixture_patterns:
-        checks.append(("mixture.drop_patterns", ~_text(pl.col("messages")).str.contains(_pattern(mixture_patterns))))
+        checks.append(
+            ("mixture.drop_patterns", ~content_text(pl.col("messages")).str.contains(_pattern(mixture_patterns)))
+        )
     return checks
 
 

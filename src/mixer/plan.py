@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from mixer import __version__
+from mixer.adapters.base import content_chars
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.hashing import fingerprint
 from mixer.load import Pool
@@ -126,9 +127,7 @@ def _pool_chars(pool: Pool) -> int:
     return (
         pool.rows.select(
             pl.sum_horizontal(
-                pl.col(c).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
-                for c in ("messages", "prompt", "chosen", "rejected")
-                if c in pool.rows.columns
+                content_chars(pl.col(c)) for c in ("messages", "prompt", "chosen", "rejected") if c in pool.rows.columns
             ).sum()
         ).item()
         or 0

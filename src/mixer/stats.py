@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from mixer.adapters.base import content_chars, content_text, first_content
 from mixer.errors import MixerError
 from mixer.files import write_atomic_file
 from mixer.markup import bar_chart, html_table
@@ -19,10 +20,6 @@ from mixer.markup import bar_chart, html_table
 TOP_VERBS = 15
 LONGEST = 10**12  # the last bin's upper edge: every row lands in some bin
 HISTOGRAM_BINS = [0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, LONGEST]
-
-
-def _chars(column: str) -> pl.Expr:
-    return pl.col(column).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -41,7 +38,7 @@ def load_tokenizer(path: Path) -> Any:
 
 def _token_counts(rows: pl.DataFrame, payload: str, tokenizer: Any) -> pl.Series:
     """Tokens of each row's message contents joined by newlines (no chat template: what the data itself costs)."""
-    texts = rows.select(pl.col(payload).list.eval(pl.element().struct.field("content")).list.join("\n"))
+    texts = rows.select(content_text(pl.col(payload)))
     encodings = tokenizer.encode_batch(texts.to_series().to_list(), add_special_tokens=False)
     return pl.Series("tokens", [len(e.ids) for e in encodings], dtype=pl.Int64)
 
@@ -50,11 +47,9 @@ def mixture_stats(rows: pl.DataFrame, tokenizer: Path | None = None) -> dict[str
     payload = "messages" if "messages" in rows.columns else "prompt"
     frame = rows.select(
         "dataset",
-        _chars(payload).alias("chars"),
+        content_chars(pl.col(payload)).alias("chars"),
         pl.col(payload).list.eval(pl.element().struct.field("role") == "assistant").list.sum().alias("turns"),
-        pl.col(payload)
-        .list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
-        .list.first()
+        first_content(pl.col(payload), "user")
         .str.strip_chars()
         .str.extract(r"^([A-Za-z]+)")
         .str.to_lowercase()

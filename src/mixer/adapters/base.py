@@ -96,6 +96,23 @@ def turn_messages(raw: pl.DataFrame, turns: list[tuple[str, pl.Expr]], system: p
     return pl.lit(grouped["messages"].cast(MESSAGES))
 
 
+def content_text(messages: pl.Expr) -> pl.Expr:
+    """A conversation's message contents joined by newlines."""
+    return messages.list.eval(pl.element().struct.field("content")).list.join("\n")
+
+
+def content_chars(messages: pl.Expr) -> pl.Expr:
+    """Characters in all of a conversation's message contents."""
+    return messages.list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+
+
+def first_content(messages: pl.Expr, role: str) -> pl.Expr:
+    """The content of a conversation's first turn from `role` (null when there is none)."""
+    return messages.list.eval(
+        pl.element().filter(pl.element().struct.field("role") == role).struct.field("content")
+    ).list.first()
+
+
 def blank(expr: pl.Expr) -> pl.Expr:
     """True for null or whitespace-only text."""
     return expr.is_null() | (expr.str.strip_chars().str.len_chars() == 0)

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from mixer.adapters.base import first_content
 from mixer.errors import MixerError
 from mixer.evolve import eliminate
 from mixer.evolve.cache import CallCache
@@ -215,10 +216,7 @@ def seed_candidates(seeds: pl.DataFrame) -> list[Candidate]:
     """The first user turn of each seed row is what gets evolved (system prompts and later turns are not)."""
     firsts = seeds.select(
         "id",
-        pl.col("messages")
-        .list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
-        .list.first()
-        .alias("instruction"),
+        first_content(pl.col("messages"), "user").alias("instruction"),
         pl.col("meta").struct.field("license"),
         pl.col("meta").struct.field("lang"),
     )

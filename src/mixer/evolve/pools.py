@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from mixer.adapters.base import first_content
 from mixer.evolve.cost import prices_for
 from mixer.evolve.engine import EvolveResult
 from mixer.evolve.operators import resolve_operators
@@ -47,18 +48,8 @@ def estimate(spec: EvolveSpec, seeds: pl.DataFrame) -> dict:
     """Upper bounds on calls, tokens and dollars (every evolution survives every round)."""
     n = seeds.height
     lengths = seeds.select(
-        pl.col("messages")
-        .list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
-        .list.first()
-        .str.len_chars()
-        .mean()
-        .alias("instruction"),
-        pl.col("messages")
-        .list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content"))
-        .list.first()
-        .str.len_chars()
-        .mean()
-        .alias("answer"),
+        first_content(pl.col("messages"), "user").str.len_chars().mean().alias("instruction"),
+        first_content(pl.col("messages"), "assistant").str.len_chars().mean().alias("answer"),
     ).row(0)
     instruction, answer = ((v or 0) / 4 for v in lengths)
     operators = resolve_operators(spec.operators)
