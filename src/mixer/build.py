@@ -44,6 +44,11 @@ class Options:
     cache_dir: Path | None = None
     progress: bool = True
 
+    @property
+    def cache(self) -> Path:
+        """Where hub copies, input hashes, counts and evolve calls are kept ($MIXER_CACHE_DIR by default)."""
+        return self.cache_dir or default_cache_dir()
+
 
 @dataclass
 class BuildResult:
@@ -82,11 +87,16 @@ def load_pools(
         pools = list(workers.map(load, resolved))
     if decontam is not None:
         decontam.apply(pools)
+    deduplicate(recipe, pools)
+    return pools
+
+
+def deduplicate(recipe: Recipe, pools: list[Pool]) -> None:
+    """The recipe's dedup over `pools` in order: a row loses to an equal (or near) row of an earlier pool."""
     if recipe.mixture.dedup in ("exact", "near"):
         dedup_pools(pools)
     if recipe.mixture.dedup == "near":
         near_dedup_pools(pools)
-    return pools
 
 
 def needed_blocks(recipe: Recipe) -> list[EvolveSpec]:
@@ -103,7 +113,7 @@ def evolve_seeds(recipe: Recipe, pools: list[Pool], blocks: list[EvolveSpec]) ->
 
 
 def evolve_cache_path(options: Options) -> Path:
-    return (options.cache_dir or default_cache_dir()) / "evolve.sqlite"
+    return options.cache / "evolve.sqlite"
 
 
 def run_evolve(
@@ -144,17 +154,16 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds). Per-source counts
     come from the counts cache when only selectors changed since the data was last read."""
     recipe = load_recipe(recipe_path)
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
     fingerprint_in = input_fingerprint(resolved)
     key = counts_cache.counts_key(recipe, resolved, options.sample) if counts_cache.cacheable(recipe) else None
-    cache_dir = options.cache_dir or default_cache_dir()
-    if key is not None and (summaries := counts_cache.load(cache_dir, key, resolved)) is not None:
+    if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     with make_progress(options.progress) as progress:
         pools = load_pools(recipe, resolved, progress, prepare_decontam(recipe, options))
     summaries = [summarize(p) for p in pools]
     if key is not None:
-        counts_cache.save(cache_dir, key, summaries)
+        counts_cache.save(options.cache, key, summaries)
     blocks = needed_blocks(recipe)
     if not blocks:
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
@@ -294,7 +303,7 @@ def build(
     recipe_path: Path, options: Options, *, out: Path | None = None, locked: bool = False, force: bool = False
 ) -> BuildResult:
     recipe = load_recipe(recipe_path)
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
     lock = lock_content(recipe.name, resolved, recipe.base_dir)
     if locked:
         check_lock(recipe.path, lock)
@@ -311,16 +320,12 @@ def build(
             extra = evolved_pools(recipe, pools, results)
             if decontam is not None:
                 decontam.apply(extra)
-            if recipe.mixture.dedup in ("exact", "near"):
-                dedup_pools(pools + extra)  # evolved rows lose to every file-backed row
-            if recipe.mixture.dedup == "near":
-                near_dedup_pools(pools + extra)
+            deduplicate(recipe, pools + extra)  # evolved rows lose to every file-backed row
             by_name = {p.name: p for p in pools + extra}
             pools = [by_name[s.name] for s in recipe.sources]
         summaries = [summarize(p) for p in pools]
         if counts_cache.cacheable(recipe):  # a later `mixer plan` with other takes or weights is instant
-            cache_dir = options.cache_dir or default_cache_dir()
-            counts_cache.save(cache_dir, counts_cache.counts_key(recipe, resolved, options.sample), summaries)
+            counts_cache.save(options.cache, counts_cache.counts_key(recipe, resolved, options.sample), summaries)
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         task = progress.add_task("mixing", total=1)
         rows = mix(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
@@ -365,7 +370,7 @@ def evolve_only(
     blocks = [recipe.block(block)] if block else list(recipe.evolve)
     if not blocks:
         raise MixerError(f"{recipe_path}: the recipe has no evolve: blocks")
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
     out_root = out or Path(f"{output_dir(recipe)}.evolve")
     with make_progress(options.progress) as progress:
         pools = load_pools(recipe, resolved, progress, prepare_decontam(recipe, options))
@@ -383,7 +388,7 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
     """`mixer decontam`: the data-quality audit without a build. Benchmark hits (report mode, when the recipe
     has mixture.decontaminate) and exact + near-duplicate overlap over every available row; nothing is written."""
     recipe = load_recipe(recipe_path)
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache_dir)
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
     decontam = None
     if recipe.mixture.decontaminate is not None:
         from mixer.decontam import Decontamination
