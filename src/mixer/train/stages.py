@@ -82,7 +82,7 @@ def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Optio
         recipe.base_dir,
         data_dir=options.data_dir,
         sample=options.sample,
-        cache_dir=options.cache_dir or Path.home() / ".cache" / "mixer",
+        cache_dir=options.cache,
     )
     pool = load_pool(resolved)
     count = selector_count(source.selector, pool.rows.height)
