@@ -373,7 +373,7 @@ def test_plan_reuses_counts_when_only_selectors_change(tmp_path, monkeypatch):
 
     recipe = write_recipe(tmp_path, text.replace("TAKE", "25"))
     with monkeypatch.context() as patch:
-        patch.setattr(build_module, "load_pools", must_not_load)
+        patch.setattr(build_module, "stage_sources", must_not_load)
         _, second = plan_recipe(recipe, options)
     assert [(s.available, s.selected) for s in second.sources] == [(29, 25), (20, 30)]
     assert (

@@ -6,6 +6,9 @@ Each step is a function in its own module; this file only sequences them and dec
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,17 +18,20 @@ import polars as pl
 from rich.progress import Progress
 
 from mixer import __version__, counts_cache
+from mixer.assemble import Selection, select, shards
+from mixer.decontam import first_prompt
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256, fingerprint
-from mixer.load import Pool, load_pool
+from mixer.load import Pool, load_chunks
 from mixer.lock import check_lock, lock_content, write_lock
-from mixer.mix import dedup_pools, mix, near_dedup_pools
+from mixer.mix import Deduplicator, near_dedup
 from mixer.overlap import overlap_matrix
 from mixer.plan import Plan, make_plan, summarize
 from mixer.progress import make_progress
 from mixer.recipe import EvolveSpec, Recipe
 from mixer.resolve import ResolvedSource, default_cache_dir, resolve_recipe
-from mixer.stats import write_stats
+from mixer.stage import Staged, stage_chunks
+from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
 from mixer.validate import load_recipe
 from mixer.write import atomic_dir, dataset_card, git_info, write_json, write_shards
 
@@ -71,32 +77,53 @@ def prepare_decontam(recipe: Recipe, options: Options) -> Decontamination | None
     return Decontamination(recipe.mixture.decontaminate, recipe.base_dir, options.data_dir)
 
 
-def load_pools(
-    recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, decontam: Decontamination | None = None
-) -> list[Pool]:
-    """Read every file-backed source; decontaminate, then deduplicate across sources."""
+class Cleaner:
+    """Stages sources and settles them in recipe order: decontamination, then exact dedup against everything
+    settled before (earlier sources win), then, over all of them, near dedup."""
+
+    def __init__(self, recipe: Recipe, folder: Path, decontam: Decontamination | None, keep_prompts: bool) -> None:
+        self.recipe = recipe
+        self.folder = folder
+        self.decontam = decontam
+        self.dedup = Deduplicator() if recipe.mixture.dedup in ("exact", "near") else None
+        self.keep_prompts = keep_prompts or recipe.mixture.dedup == "near"
+        self.staged: list[Staged] = []
+
+    def stage(self, source: ResolvedSource, chunks: Iterable[Pool]) -> Staged:
+        """The heavy part (convert, hash, find benchmark hits, write): safe to run for two sources at once."""
+        tag = source.spec.name.encode("utf-8").hex()  # a file name whatever the source is called
+        index = self.decontam.index if self.decontam is not None else None
+        return stage_chunks(source, chunks, self.folder, tag, keep_prompts=self.keep_prompts, index=index)
+
+    def settle(self, staged: Staged) -> Staged:
+        if self.decontam is not None:
+            self.decontam.settle(staged)
+        if self.dedup is not None:
+            self.dedup.drop_seen(staged)
+        staged.keys = staged.keys.drop("h1", "h2")
+        self.staged.append(staged)
+        return staged
+
+    def near_dedup(self) -> None:
+        """Near dedup over everything settled so far (earlier rows win, so rerunning it only drops new rows)."""
+        if self.recipe.mixture.dedup == "near":
+            near_dedup(self.staged)
+
+
+def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, cleaner: Cleaner) -> list[Staged]:
+    """Load and stage every file-backed source, two at a time (polars releases the GIL, and one file rarely
+    keeps both cores busy); settle each in recipe order as soon as it and the ones before it are staged."""
     task = progress.add_task("loading sources", total=len(resolved))
 
-    def load(source: ResolvedSource) -> Pool:
-        pool = load_pool(source, recipe.mixture.drop_patterns)
+    def load(source: ResolvedSource) -> Staged:
+        staged = cleaner.stage(source, load_chunks(source, recipe.mixture.drop_patterns))
         progress.advance(task)
-        return pool
+        return staged
 
-    # two sources parse at once: polars releases the GIL, and one file rarely keeps both cores busy
     with ThreadPoolExecutor(max_workers=LOAD_WORKERS) as workers:
-        pools = list(workers.map(load, resolved))
-    if decontam is not None:
-        decontam.apply(pools)
-    deduplicate(recipe, pools)
-    return pools
-
-
-def deduplicate(recipe: Recipe, pools: list[Pool]) -> None:
-    """The recipe's dedup over `pools` in order: a row loses to an equal (or near) row of an earlier pool."""
-    if recipe.mixture.dedup in ("exact", "near"):
-        dedup_pools(pools)
-    if recipe.mixture.dedup == "near":
-        near_dedup_pools(pools)
+        staged = [cleaner.settle(s) for s in workers.map(load, resolved)]
+    cleaner.near_dedup()
+    return staged
 
 
 def needed_blocks(recipe: Recipe) -> list[EvolveSpec]:
@@ -105,7 +132,7 @@ def needed_blocks(recipe: Recipe) -> list[EvolveSpec]:
     return [b for b in recipe.evolve if b.name in used]
 
 
-def evolve_seeds(recipe: Recipe, pools: list[Pool], blocks: list[EvolveSpec]) -> dict[str, pl.DataFrame]:
+def evolve_seeds(recipe: Recipe, pools: list[Staged], blocks: list[EvolveSpec]) -> dict[str, pl.DataFrame]:
     from mixer.evolve.pools import seed_rows
 
     by_name = {p.name: p for p in pools}
@@ -117,7 +144,7 @@ def evolve_cache_path(options: Options) -> Path:
 
 
 def run_evolve(
-    recipe: Recipe, pools: list[Pool], blocks: list[EvolveSpec], options: Options, progress: Progress
+    recipe: Recipe, pools: list[Staged], blocks: list[EvolveSpec], options: Options, progress: Progress
 ) -> dict[str, EvolveResult]:
     if not blocks:
         return {}
@@ -137,7 +164,7 @@ def run_evolve(
     }
 
 
-def evolved_pools(recipe: Recipe, pools: list[Pool], results: dict[str, EvolveResult]) -> list[Pool]:
+def evolved_pools(recipe: Recipe, pools: list[Staged], results: dict[str, EvolveResult]) -> list[Pool]:
     from mixer.evolve.pools import evolved_pool
 
     licenses = {p.name: p.source.license for p in pools}
@@ -159,17 +186,18 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     key = counts_cache.counts_key(recipe, resolved, options.sample) if counts_cache.cacheable(recipe) else None
     if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
-    with make_progress(options.progress) as progress:
-        pools = load_pools(recipe, resolved, progress, prepare_decontam(recipe, options))
-    summaries = [summarize(p) for p in pools]
-    if key is not None:
-        counts_cache.save(options.cache, key, summaries)
-    blocks = needed_blocks(recipe)
-    if not blocks:
-        return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
+    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-plan-") as folder:
+        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
+        pools = stage_sources(recipe, resolved, progress, cleaner)
+        summaries = [summarize(p) for p in pools]
+        if key is not None:
+            counts_cache.save(options.cache, key, summaries)
+        blocks = needed_blocks(recipe)
+        if not blocks:
+            return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
+        seeds = evolve_seeds(recipe, pools, blocks)
     from mixer.evolve.pools import as_estimate, estimate
 
-    seeds = evolve_seeds(recipe, pools, blocks)
     infos = {b.name: estimate(b, seeds[b.name]) for b in blocks}
     licenses = {p.name: p.source.license for p in pools}
     estimates = {
@@ -233,7 +261,7 @@ def _up_to_date(out_dir: Path, build_fp: str) -> dict[str, Any] | None:
 
 
 def manifest_for(
-    recipe: Recipe, plan: Plan, build_fp: str, shards: list[dict], written: dict[str, int], pools: list[Pool]
+    recipe: Recipe, plan: Plan, build_fp: str, shards: list[dict], written: dict[str, int], pools: list[Staged]
 ) -> dict[str, Any]:
     return {
         "mixer_version": __version__,
@@ -269,7 +297,7 @@ def manifest_for(
     }
 
 
-def write_rejects(folder: Path, pools: list[Pool], results: dict[str, EvolveResult]) -> None:
+def write_rejects(folder: Path, pools: list[Staged], results: dict[str, EvolveResult]) -> None:
     """Quarantined input rows per source, eliminated evolutions per block (each with its reason)."""
     quarantined = [p for p in pools if p.rejects is not None]
     eliminated = [r for r in results.values() if r.rejects.height]
@@ -295,6 +323,24 @@ def evolve_manifest(block: EvolveSpec, result: EvolveResult) -> dict[str, Any]:
     }
 
 
+def selected_keys(selections: list[Selection]) -> pl.DataFrame:
+    """(source, id, __pos, prompt_hash) of every distinct selected row: what the overlap matrix compares."""
+    return pl.concat(
+        [s.distinct().select(pl.lit(s.staged.name).alias("source"), "id", "__pos", "prompt_hash") for s in selections]
+    )
+
+
+def prompt_reader(pools: list[Staged]) -> Callable[[str, pl.Series], list[str]]:
+    """Read normalised first prompts back from staged rows, for the overlap report's examples."""
+    by_name = {p.name: p for p in pools}
+
+    def read(source: str, positions: pl.Series) -> list[str]:
+        rows = by_name[source].rows_at(positions)
+        return rows.select(first_prompt(rows)).to_series().to_list()
+
+    return read
+
+
 def output_dir(recipe: Recipe) -> Path:
     return Path(recipe.output.dir) if Path(recipe.output.dir).is_absolute() else Path.cwd() / recipe.output.dir
 
@@ -312,43 +358,47 @@ def build(
     if not force and (manifest := _up_to_date(out_dir, build_fp)) is not None:
         return BuildResult("up-to-date", out_dir, None, manifest, None)
 
-    with make_progress(options.progress) as progress:
+    with make_progress(options.progress) as progress, atomic_dir(out_dir) as temp:
+        staging = temp / ".staging"  # rows between loading and writing; removed before the rename
         decontam = prepare_decontam(recipe, options)
-        pools = load_pools(recipe, resolved, progress, decontam)
+        cleaner = Cleaner(recipe, staging, decontam, keep_prompts=False)
+        pools = stage_sources(recipe, resolved, progress, cleaner)
         results = run_evolve(recipe, pools, needed_blocks(recipe), options, progress)
         if results:
-            extra = evolved_pools(recipe, pools, results)
-            if decontam is not None:
-                decontam.apply(extra)
-            deduplicate(recipe, pools + extra)  # evolved rows lose to every file-backed row
-            by_name = {p.name: p for p in pools + extra}
+            for pool in evolved_pools(recipe, pools, results):
+                cleaner.settle(cleaner.stage(pool.source, [pool]))  # evolved rows lose to every file-backed row
+            cleaner.near_dedup()
+            by_name = {p.name: p for p in cleaner.staged}
             pools = [by_name[s.name] for s in recipe.sources]
         summaries = [summarize(p) for p in pools]
         if counts_cache.cacheable(recipe):  # a later `mixer plan` with other takes or weights is instant
             counts_cache.save(options.cache, counts_cache.counts_key(recipe, resolved, options.sample), summaries)
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
-        task = progress.add_task("mixing", total=1)
-        rows = mix(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
-        progress.advance(task)
-        written = dict(rows.group_by("dataset").len().iter_rows())
-        with atomic_dir(out_dir) as temp, ThreadPoolExecutor(max_workers=1) as writer:
-            # polars releases the GIL: shards are written while the overlap matrix is measured
-            writing = writer.submit(write_shards, rows, temp / "data", recipe.output.shard_rows)
-            overlap = overlap_matrix(rows, [s.name for s in plan.sources])
-            shards = writing.result()
-            for shard in shards:
-                shard["bytes"] = (temp / shard["file"]).stat().st_size
-            write_rejects(temp / "rejects", pools, results)
-            manifest = manifest_for(recipe, plan, build_fp, shards, written, pools)
-            if results:
-                manifest["evolve"] = {name: evolve_manifest(recipe.block(name), r) for name, r in results.items()}
-            if decontam is not None:
-                manifest["decontamination"] = decontam.report(pools)
-            manifest["overlap"] = overlap
-            tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
-            manifest["stats"] = write_stats(temp, rows, manifest, tokenizer)
-            write_json(temp / "manifest.json", manifest)
-            (temp / "README.md").write_text(dataset_card(plan, manifest, recipe.description), encoding="utf-8")
+        selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
+        written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
+        overlap = overlap_matrix(selected_keys(selections), [s.name for s in plan.sources], prompt_reader(pools))
+        tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
+        loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
+        features: list[pl.DataFrame] = []
+        task = progress.add_task("writing shards", total=plan.total_rows)
+
+        def measure(frame: pl.DataFrame) -> None:
+            features.append(row_features(frame, loaded))
+            progress.advance(task, frame.height)
+
+        ordered = shards(selections, staging / "buckets", recipe.output.shard_rows, recipe.mixture.shuffle)
+        written_shards = write_shards(ordered, temp / "data", measure)
+        shutil.rmtree(staging, ignore_errors=True)
+        write_rejects(temp / "rejects", pools, results)
+        manifest = manifest_for(recipe, plan, build_fp, written_shards, written, pools)
+        if results:
+            manifest["evolve"] = {name: evolve_manifest(recipe.block(name), r) for name, r in results.items()}
+        if decontam is not None:
+            manifest["decontamination"] = decontam.report([p.counts for p in pools])
+        manifest["overlap"] = overlap
+        manifest["stats"] = write_stats(temp, pl.concat(features), manifest, tokens_method(tokenizer))
+        write_json(temp / "manifest.json", manifest)
+        (temp / "README.md").write_text(dataset_card(plan, manifest, recipe.description), encoding="utf-8")
     lock_file = None if options.sample else write_lock(recipe.path, lock)
     return BuildResult("built", out_dir, plan, manifest, lock_file)
 
@@ -372,8 +422,9 @@ def evolve_only(
         raise MixerError(f"{recipe_path}: the recipe has no evolve: blocks")
     resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
     out_root = out or Path(f"{output_dir(recipe)}.evolve")
-    with make_progress(options.progress) as progress:
-        pools = load_pools(recipe, resolved, progress, prepare_decontam(recipe, options))
+    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-evolve-") as folder:
+        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
+        pools = stage_sources(recipe, resolved, progress, cleaner)
         results = run_evolve(recipe, pools, blocks, options, progress)
     stats = {name: evolve_manifest(recipe.block(name), result) for name, result in results.items()}
     for name, result in results.items():
@@ -395,10 +446,13 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
 
         spec = replace(recipe.mixture.decontaminate, mode="report")
         decontam = Decontamination(spec, recipe.base_dir, options.data_dir)
-    with make_progress(options.progress) as progress:
-        pools = load_pools(recipe, resolved, progress, decontam)
-    every_row = pl.concat([p.rows.select("dataset", "id", "messages") for p in pools if "messages" in p.rows.columns])
+    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-audit-") as folder:
+        pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, Path(folder), decontam, keep_prompts=True))
+        every_row = pl.concat(
+            [p.keys.select(pl.lit(p.name).alias("source"), "id", "__pos", "prompt_hash", "prompt") for p in pools]
+        )
+        overlap = overlap_matrix(every_row, [p.name for p in pools], prompt_reader(pools), near=True)
     return {
-        "decontamination": decontam.report(pools) if decontam is not None else None,
-        "overlap": overlap_matrix(every_row, [p.name for p in pools], near=True),
+        "decontamination": decontam.report([p.counts for p in pools]) if decontam is not None else None,
+        "overlap": overlap,
     }

@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from mixer.adapters.base import content_text, first_content
 from mixer.errors import MixerError
 from mixer.io import SUPPORTED_SUFFIXES, read_table
-from mixer.load import Pool
 from mixer.recipe import BenchmarkSpec, DecontamSpec
+
+if TYPE_CHECKING:
+    from mixer.stage import Staged
 
 # benchmark name -> the field(s) holding what a model is asked
 BENCHMARK_FIELDS: dict[str, tuple[str, ...]] = {
@@ -34,6 +36,7 @@ BENCHMARK_FIELDS: dict[str, tuple[str, ...]] = {
 }
 CHUNK_ROWS = 20_000  # rows whose n-grams are materialised at once: bounds memory on large pools
 EXAMPLES = 3
+HIT_SCHEMA = {"id": pl.String, "benchmark": pl.String, "item": pl.String, "span": pl.String}
 
 
 @dataclass
@@ -164,7 +167,7 @@ class Index:
             for part in self._chunk_hits(rows.slice(offset, CHUNK_ROWS))
         ]
         if not found:
-            return pl.DataFrame(schema={"id": pl.String, "benchmark": pl.String, "item": pl.String, "span": pl.String})
+            return pl.DataFrame(schema=HIT_SCHEMA)
         return pl.concat(found).unique(["id", "benchmark"], keep="first", maintain_order=True).sort("id", "benchmark")
 
     def _chunk_hits(self, chunk: pl.DataFrame) -> list[pl.DataFrame]:
@@ -200,26 +203,15 @@ class Index:
         return runs.select("id", "benchmark", "item").with_columns(pl.Series("span", spans, dtype=pl.String))
 
 
-def decontaminate(pools: list[Pool], index: Index, mode: str) -> list[Hit]:
-    """Report (and in remove mode drop) contaminated rows of each pool; counts go to pool.counts."""
-    report = []
-    for pool in pools:
-        hits = index.hits(pool.rows)
-        for benchmark in sorted(index.items["benchmark"].unique()):
-            mine = hits.filter(pl.col("benchmark") == benchmark)
-            report.append(
-                Hit(
-                    pool.name,
-                    benchmark,
-                    mine["id"].n_unique(),
-                    mine.head(EXAMPLES).select("id", "item", "span").to_dicts(),
-                )
-            )
-        if mode == "remove":
-            before = pool.rows.height
-            pool.rows = pool.rows.filter(~pl.col("id").is_in(hits["id"].unique().implode()))
-            pool.counts["decontaminate"] = pool.counts.get("decontaminate", 0) + before - pool.rows.height
-    return report
+def hit_summary(source: str, hits: pl.DataFrame, benchmarks: list[str]) -> list[Hit]:
+    """Rows hit and the first examples, per benchmark, for one source's hits (sorted by id)."""
+    summary = []
+    for benchmark in benchmarks:
+        mine = hits.filter(pl.col("benchmark") == benchmark)
+        summary.append(
+            Hit(source, benchmark, mine["id"].n_unique(), mine.head(EXAMPLES).select("id", "item", "span").to_dicts())
+        )
+    return summary
 
 
 class Decontamination:
@@ -236,10 +228,15 @@ class Decontamination:
         self.index = Index(items, spec.n)
         self.hits: list[Hit] = []
 
-    def apply(self, pools: list[Pool]) -> None:
-        self.hits += decontaminate(pools, self.index, self.spec.mode)
+    def settle(self, staged: Staged) -> None:
+        """Record a staged source's hits (found while it was staged) and, in remove mode, drop those rows."""
+        hits = staged.hits if staged.hits is not None else pl.DataFrame(schema=HIT_SCHEMA)
+        self.hits += hit_summary(staged.name, hits, sorted(self.index.items["benchmark"].unique()))
+        if self.spec.mode == "remove":
+            staged.drop("decontaminate", ~pl.col("id").is_in(hits["id"].unique().implode()))
 
-    def report(self, pools: list[Pool]) -> dict[str, Any]:
+    def report(self, counts: list[dict[str, int]]) -> dict[str, Any]:
+        """The hits so far and the rows removed, given each source's counts."""
         return {
             "n": self.spec.n,
             "mode": self.spec.mode,
@@ -249,5 +246,5 @@ class Decontamination:
                 {"source": h.source, "benchmark": h.benchmark, "rows": h.rows, "examples": h.examples}
                 for h in self.hits
             ],
-            "removed": sum(p.counts.get("decontaminate", 0) for p in pools),
+            "removed": sum(c.get("decontaminate", 0) for c in counts),
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,12 @@ def _read_bytes(path: Path) -> bytes:
     return gzip.decompress(data) if path.name.lower().endswith(".gz") else data
 
 
-def _jsonl_slow(path: Path, data: bytes) -> RawTable:
-    """Parse line by line; records keep the index they have on the fast path, so ids do not shift."""
+def _jsonl_slow(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
+    """Parse line by line; records keep the index they have on the fast path, so ids do not shift. Returns the
+    table and the number of records (parsable or not) it spans."""
     records, indexes, bad = [], [], []
     index = 0
-    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=first_line + 1):
         if not line.strip():
             continue
         index += 1
@@ -60,10 +62,51 @@ def _jsonl_slow(path: Path, data: bytes) -> RawTable:
             bad.append((lineno, f"expected a JSON object, got {type(record).__name__}", line[:2000]))
             continue
         records.append(record)
-        indexes.append(index - 1)
+        indexes.append(first_row + index - 1)
     frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
     frame = frame.with_columns(pl.Series("__row", indexes, dtype=pl.UInt32))
-    return RawTable(path, frame.select("__row", pl.exclude("__row")), bad)
+    return RawTable(path, frame.select("__row", pl.exclude("__row")), bad), index
+
+
+def _json_lines(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
+    """JSON lines through polars' parser, or line by line when it fails (polars names no line)."""
+    try:
+        frame = pl.read_ndjson(data, infer_schema_length=None)
+    except Exception:
+        return _jsonl_slow(path, data, first_row, first_line)
+    return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
+
+
+def read_chunks(path: Path, chunk_bytes: int, *, header: bool = True) -> Iterator[RawTable]:
+    """A JSON-lines file (plain or gzip) as tables of about `chunk_bytes` of text each, cut at line ends, with
+    `__row` and line numbers counted from the start of the file: a large file never sits in memory whole."""
+    if file_kind(path) != "jsonl":
+        yield read_table(path, header=header)
+        return
+    if not path.is_file():
+        raise MixerError(f"{path}: file not found")
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    rows = lines = 0
+    try:
+        with opener(path, "rb") as fh:
+            rest = b""
+            while True:
+                block = fh.read(chunk_bytes)
+                data = rest + block if rest else block
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                if cut < len(data):
+                    data, rest = data[:cut], data[cut:]
+                else:
+                    rest = b""
+                if len(data) > 4096 or data.strip():  # a chunk of blank lines has no records
+                    table, records = _json_lines(path, data, rows, lines)
+                    rows += records
+                    yield table
+                lines += data.count(b"\n")
+                if not block:
+                    return
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:
+        raise MixerError(f"{path}: cannot read jsonl file: {str(exc).splitlines()[0]}") from None
 
 
 def read_table(path: Path, *, header: bool = True) -> RawTable:
@@ -88,11 +131,7 @@ def read_table(path: Path, *, header: bool = True) -> RawTable:
                 frame.columns = [f"column_{i}" for i in range(1, frame.width + 1)]
             table = RawTable(path, frame, [])
         elif kind == "jsonl":
-            data = _read_bytes(path)
-            try:
-                table = RawTable(path, pl.read_ndjson(data, infer_schema_length=None), [])
-            except Exception:  # polars names no line: find the broken ones ourselves
-                table = _jsonl_slow(path, data)
+            table, _ = _json_lines(path, _read_bytes(path))
         else:  # json: an array of objects (Alpaca, ShareGPT exports) or JSON lines misnamed .json
             data = _read_bytes(path)
             if data.lstrip()[:1] == b"[":
@@ -105,10 +144,7 @@ def read_table(path: Path, *, header: bool = True) -> RawTable:
                     ) from None
                 table = RawTable(path, frame, [])
             else:
-                try:
-                    table = RawTable(path, pl.read_ndjson(data, infer_schema_length=None), [])
-                except Exception:
-                    table = _jsonl_slow(path, data)
+                table, _ = _json_lines(path, data)
     except MixerError:
         raise
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:

@@ -6,6 +6,7 @@ name, and malformed records are handled by the source's `on_error` policy (error
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -13,7 +14,7 @@ import polars as pl
 from mixer.adapters import get_adapter
 from mixer.adapters.base import Context, content_chars, content_text
 from mixer.errors import MixerError
-from mixer.io import read_table
+from mixer.io import read_chunks, read_table
 from mixer.recipe import Filters
 from mixer.resolve import ResolvedSource
 
@@ -34,6 +35,7 @@ META = pl.Struct(
 REJECT_SCHEMA = {"dataset": pl.String, "file": pl.String, "row": pl.Int64, "reason": pl.String, "record": pl.String}
 MAX_REPORTED = 5
 PAYLOAD = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected")}
+CHUNK_BYTES = 16 << 20  # text per chunk of a JSON-lines file: bounds the memory of parsing and converting
 
 
 @dataclass
@@ -117,64 +119,42 @@ def _malformed(source: ResolvedSource, frames: list[tuple[str, pl.DataFrame, pl.
     return pl.concat(parts) if parts else pl.DataFrame(schema=REJECT_SCHEMA)
 
 
-def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) -> Pool:
-    adapter = get_adapter(source.format)
-    name = source.spec.name
-    multi_file = len(source.files) > 1
-    converted_parts, frames = [], []
-    for input_file in source.files:
-        table = read_table(input_file.path, header=not adapter.headerless)
-        ctx = Context(
-            fields={**adapter.fields, **source.fields},
-            options={**adapter.options, **source.options},
-            file=str(input_file.path),
-        )
-        if table.frame.height == 0:  # empty, or every line unparsable: nothing to convert
-            frames.append(
-                (str(input_file.path), table.frame, pl.DataFrame({"__row": [], "__reason": []}), table.unparsable)
-            )
-            continue
-        converted = adapter.convert(table.frame, ctx)
-        prefix = f"{input_file.path.name.split('.')[0]}/" if multi_file else ""
-        converted = converted.with_columns(pl.lit(prefix).alias("__prefix"))
-        converted_parts.append(converted)
-        # the raw records are kept only to quote malformed ones: a clean file's raw frame is freed now
-        bad = converted.filter(pl.col("__reason").is_not_null())
-        raw = table.frame.filter(pl.col("__row").is_in(bad["__row"].implode())) if bad.height else table.frame.clear()
-        frames.append((str(input_file.path), raw, bad, table.unparsable))
+def add_counts(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """Sum per-step counts of chunks, keeping the order steps first appear in."""
+    for step, n in more.items():
+        total[step] = total.get(step, 0) + n
+    return total
 
-    malformed = _malformed(source, frames)
-    counts = {"read": sum(p.height for p in converted_parts) + sum(len(f[3]) for f in frames)}
-    if malformed.height and source.on_error == "error":
-        shown = "\n".join(
-            f"  {r['file']}: row {r['row']}: {r['reason']}" for r in malformed.head(MAX_REPORTED).to_dicts()
-        )
-        more = f"\n  ... and {malformed.height - MAX_REPORTED} more" if malformed.height > MAX_REPORTED else ""
-        raise MixerError(
-            f"sources.{name}: {malformed.height} malformed record(s):\n{shown}{more}",
-            f"fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them "
-            f"to rejects/) on source {name!r}",
-        )
-    counts["malformed"] = malformed.height
 
-    if not converted_parts:
-        raise MixerError(f"sources.{name}: no records in {', '.join(str(f.path) for f in source.files)}")
-    rows = pl.concat(converted_parts, how="vertical_relaxed").filter(pl.col("__reason").is_null())
-    base_id = pl.coalesce(pl.col("native_id"), pl.concat_str([pl.col("__prefix"), pl.col("__row").cast(pl.String)]))
-    rows = rows.with_columns(
-        (pl.lit(f"{name}/") + base_id).alias("id"),
-        pl.int_range(pl.len()).alias("__order"),
-    )
-    # native ids are not always unique (ShareGPT splits); suffix repeats so selection keys stay distinct
-    nth = pl.int_range(pl.len()).over("id")
-    rows = rows.with_columns(
-        pl.when(nth > 0).then(pl.concat_str([pl.col("id"), pl.lit("#"), nth.cast(pl.String)])).otherwise(pl.col("id"))
-    )
+class UniqueIds:
+    """Native ids are not always unique (ShareGPT splits a conversation into parts with one id): repeats get
+    `#n` so selection keys stay distinct, across all chunks of a source. Ids made from row numbers are
+    unique by construction and are not remembered."""
+
+    def __init__(self) -> None:
+        self.seen = pl.DataFrame(schema={"id": pl.String, "before": pl.UInt32})
+
+    def apply(self, ids: pl.Series, native: pl.Series) -> pl.Series:
+        frame = pl.DataFrame({"id": ids, "native": native.is_not_null()})
+        counted = frame.filter("native").group_by("id").agg(pl.len().cast(pl.UInt32).alias("before"))
+        previous = self.seen
+        repeats = ids.is_duplicated().any() or counted["id"].is_in(previous["id"].implode()).any()
+        merged = pl.concat([previous, counted])
+        self.seen = merged.group_by("id").agg(pl.col("before").sum()) if repeats else merged
+        if not repeats:  # the common case: nothing to rename
+            return ids
+        nth = pl.int_range(pl.len()).over("id") + pl.col("before").fill_null(0)
+        renamed = pl.when(nth > 0).then(pl.concat_str([pl.col("id"), pl.lit("#"), nth.cast(pl.String)]))
+        return frame.join(previous, on="id", how="left", maintain_order="left").select(
+            renamed.otherwise(pl.col("id")).alias("id")
+        )["id"]
+
+
+def _canonical(rows: pl.DataFrame, source: ResolvedSource, payload: tuple[str, ...]) -> pl.DataFrame:
     entry = source.entry
-    payload = PAYLOAD[adapter.kind]
-    rows = rows.select(
+    return rows.select(
         "id",
-        pl.lit(name).alias("dataset"),
+        pl.lit(source.spec.name).alias("dataset"),
         *payload,
         pl.struct(
             source=pl.lit(entry.name if entry else "inline"),
@@ -192,10 +172,94 @@ def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) ->
         .alias("meta"),
         "__order",
     )
+
+
+def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame) -> MixerError:
+    name = source.spec.name
+    shown = "\n".join(f"  {r['file']}: row {r['row']}: {r['reason']}" for r in malformed.head(MAX_REPORTED).to_dicts())
+    more = f"\n  ... and {malformed.height - MAX_REPORTED} more" if malformed.height > MAX_REPORTED else ""
+    return MixerError(
+        f"sources.{name}: {malformed.height} malformed record(s):\n{shown}{more}",
+        f"fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them "
+        f"to rejects/) on source {name!r}",
+    )
+
+
+def load_chunks(
+    source: ResolvedSource, mixture_patterns: tuple[str, ...] = (), chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[Pool]:
+    """The source's usable rows as a sequence of pools, one per chunk of input (a whole file, or about
+    `chunk_bytes` of a JSON-lines file when the adapter converts records one by one), with their counts.
+    Malformed records are gathered over the whole source: with `on_error: error` the source fails at its end,
+    naming the first few; nothing of a failed source is used."""
+    adapter = get_adapter(source.format)
+    name = source.spec.name
+    multi_file = len(source.files) > 1
+    payload = PAYLOAD[adapter.kind]
     filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind == "sft" else []
-    for filter_name, keep in filters:
-        before = rows.height
-        rows = rows.filter(keep.fill_null(False))
-        counts[filter_name] = before - rows.height
-    quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
-    return Pool(source, rows, counts, quarantined)
+    ids = UniqueIds()
+    order = 0
+    failures: list[pl.DataFrame] = []
+    converted_any = False
+    for input_file in source.files:
+        path = input_file.path
+        ctx = Context(
+            fields={**adapter.fields, **source.fields},
+            options={**adapter.options, **source.options},
+            file=str(path),
+        )
+        header = not adapter.headerless
+        tables = (
+            read_chunks(path, chunk_bytes, header=header) if adapter.row_local else [read_table(path, header=header)]
+        )
+        prefix = f"{path.name.split('.')[0]}/" if multi_file else ""
+        for table in tables:
+            if table.frame.height == 0:  # empty, or every line unparsable: nothing to convert
+                converted, bad = None, pl.DataFrame({"__row": [], "__reason": []})
+            else:
+                converted = adapter.convert(table.frame, ctx)
+                converted_any = True
+                bad = converted.filter(pl.col("__reason").is_not_null())
+            # the raw records are kept only to quote malformed ones
+            raw = (
+                table.frame.filter(pl.col("__row").is_in(bad["__row"].implode())) if bad.height else table.frame.clear()
+            )
+            malformed = _malformed(source, [(str(path), raw, bad, table.unparsable)])
+            counts = {"read": (converted.height if converted is not None else 0) + len(table.unparsable)}
+            counts["malformed"] = malformed.height
+            if malformed.height and source.on_error == "error":
+                failures.append(malformed)
+            if failures or converted is None:
+                continue
+            rows = converted.filter(pl.col("__reason").is_null())
+            base_id = pl.coalesce(pl.col("native_id"), pl.concat_str([pl.lit(prefix), pl.col("__row").cast(pl.String)]))
+            rows = rows.with_columns(
+                (pl.lit(f"{name}/") + base_id).alias("id"),
+                pl.int_range(order, order + pl.len()).alias("__order"),
+            )
+            order += rows.height
+            rows = rows.with_columns(ids.apply(rows["id"], rows["native_id"]))
+            rows = _canonical(rows, source, payload)
+            for filter_name, keep in filters:
+                before = rows.height
+                rows = rows.filter(keep.fill_null(False))
+                counts[filter_name] = before - rows.height
+            quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
+            yield Pool(source, rows, counts, quarantined)
+    if failures:
+        raise _malformed_error(source, pl.concat(failures))
+    if not converted_any:
+        raise MixerError(f"sources.{name}: no records in {', '.join(str(f.path) for f in source.files)}")
+
+
+def merge_chunks(chunks: list[Pool]) -> Pool:
+    """One pool from a source's chunks (training stages take their data whole)."""
+    counts: dict[str, int] = {}
+    for chunk in chunks:
+        add_counts(counts, chunk.counts)
+    rejects = [c.rejects for c in chunks if c.rejects is not None]
+    return Pool(chunks[0].source, pl.concat([c.rows for c in chunks]), counts, pl.concat(rejects) if rejects else None)
+
+
+def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) -> Pool:
+    return merge_chunks(list(load_chunks(source, mixture_patterns)))

@@ -6,15 +6,16 @@ found exactly through a join on shared 5-gram hashes. 5-grams that occur in more
 boilerplate ("what is the capital of") and do not make pairs on their own; they still count in each prompt's
 size, so such pairs can only be missed, never invented.
 
-A build measures it on the mixture it wrote; `mixer decontam` on every available row of every source."""
+A build measures it on the rows it selected; `mixer decontam` on every available row of every source."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
 
-from mixer.decontam import first_prompt, gram_hashes, words
+from mixer.decontam import gram_hashes, words
 
 EXAMPLES = 3
 NEAR_N = 5
@@ -44,37 +45,32 @@ def near_pairs(prompts: pl.Series, n: int = NEAR_N, threshold: float = NEAR_THRE
     )
 
 
-def overlap_matrix(rows: pl.DataFrame, names: list[str], near: bool = False) -> dict[str, Any]:
-    """matrix[a][b] = distinct rows of source a whose prompt also occurs in source b (exact, after
-    normalisation); with `near`, near_matrix[a][b] likewise for near duplicates (several seconds per million
-    prompts, so builds leave it to `mixer decontam`). `rows` are canonical rows (dataset, id, messages)."""
-    distinct = rows.unique(["dataset", "id"], keep="first")
-    keys = distinct.select(pl.col("dataset").alias("source"), "id", first_prompt(distinct).alias("prompt")).filter(
-        pl.col("prompt").is_not_null() & (pl.col("prompt") != "")
-    )
+def overlap_matrix(
+    keys: pl.DataFrame, names: list[str], prompt_text: Callable[[str, pl.Series], list[str]], near: bool = False
+) -> dict[str, Any]:
+    """matrix[a][b] = distinct rows of source a whose normalised prompt also occurs in source b (exact); with
+    `near`, near_matrix[a][b] likewise for near duplicates (several seconds per million prompts, so builds
+    leave it to `mixer decontam`). `keys` holds each distinct row once: (source, id, __pos, prompt_hash, and
+    prompt for `near`); prompts are compared by hash and `prompt_text(source, positions)` reads the examples
+    back: the first rows of source a, in file order, that b shares."""
+    keys = keys.filter(pl.col("prompt_hash").is_not_null())
     shared = (
-        keys.group_by("prompt").agg(pl.col("source").unique().alias("sources")).filter(pl.col("sources").list.len() > 1)
+        keys.group_by("prompt_hash")
+        .agg(pl.col("source").unique().alias("sources"))
+        .filter(pl.col("sources").list.len() > 1)
     )
     pairs = (
-        keys.join(shared, on="prompt")
+        keys.join(shared, on="prompt_hash")
         .explode("sources")
         .filter(pl.col("source") != pl.col("sources"))
         .rename({"sources": "other"})
     )
     counts = {(a, b): n for a, b, n in pairs.group_by("source", "other").agg(pl.col("id").n_unique()).iter_rows()}
-    examples = [
-        {
-            "a": a,
-            "b": b,
-            "prompts": pairs.filter((pl.col("source") == a) & (pl.col("other") == b))["prompt"]
-            .unique()
-            .sort()
-            .head(EXAMPLES)
-            .to_list(),
-        }
-        for a, b in sorted(counts)
-        if a < b
-    ]
+    examples = []
+    for a, b in sorted(counts):
+        if a < b:
+            first = pairs.filter((pl.col("source") == a) & (pl.col("other") == b)).unique("prompt_hash").sort("__pos")
+            examples.append({"a": a, "b": b, "prompts": prompt_text(a, first["__pos"].head(EXAMPLES))})
     report = {
         "sources": names,
         "matrix": [[counts.get((a, b), 0) if a != b else None for b in names] for a in names],

@@ -9,16 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import polars as pl
-
 from mixer import __version__
-from mixer.adapters.base import content_chars
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.hashing import fingerprint
-from mixer.load import Pool
 from mixer.mix import upsample_count
 from mixer.recipe import Recipe, Selector, SourceSpec
 from mixer.resolve import ResolvedSource
+from mixer.stage import Staged
 
 
 @dataclass(frozen=True)
@@ -119,19 +116,8 @@ class PoolSummary:
     counts: dict[str, int]
 
 
-def summarize(pool: Pool) -> PoolSummary:
-    return PoolSummary(pool.source, pool.rows.height, _pool_chars(pool), dict(pool.counts))
-
-
-def _pool_chars(pool: Pool) -> int:
-    return (
-        pool.rows.select(
-            pl.sum_horizontal(
-                content_chars(pl.col(c)) for c in ("messages", "prompt", "chosen", "rejected") if c in pool.rows.columns
-            ).sum()
-        ).item()
-        or 0
-    )
+def summarize(staged: Staged) -> PoolSummary:
+    return PoolSummary(staged.source, staged.available, staged.chars, dict(staged.counts))
 
 
 def _estimated_source(spec: SourceSpec, estimate: Estimate, n: int) -> PlannedSource:

@@ -43,7 +43,9 @@ def _token_counts(rows: pl.DataFrame, payload: str, tokenizer: Any) -> pl.Series
     return pl.Series("tokens", [len(e.ids) for e in encodings], dtype=pl.Int64)
 
 
-def mixture_stats(rows: pl.DataFrame, tokenizer: Path | None = None) -> dict[str, Any]:
+def row_features(rows: pl.DataFrame, tokenizer: Any = None) -> pl.DataFrame:
+    """The few numbers and words per row the statistics are made of, so a build can collect them shard by
+    shard instead of holding the mixture."""
     payload = "messages" if "messages" in rows.columns else "prompt"
     frame = rows.select(
         "dataset",
@@ -59,11 +61,16 @@ def mixture_stats(rows: pl.DataFrame, tokenizer: Path | None = None) -> dict[str
         pl.col("meta").struct.field("lang").alias("lang"),
     )
     if tokenizer is not None:
-        frame = frame.with_columns(_token_counts(rows, payload, load_tokenizer(tokenizer)))
-        method = f"tokenizer {tokenizer.name}"
-    else:
-        frame = frame.with_columns((pl.col("chars") // 4).alias("tokens"))
-        method = "characters / 4"
+        return frame.with_columns(_token_counts(rows, payload, tokenizer))
+    return frame.with_columns((pl.col("chars") // 4).alias("tokens"))
+
+
+def tokens_method(tokenizer: Path | None) -> str:
+    return f"tokenizer {tokenizer.name}" if tokenizer is not None else "characters / 4"
+
+
+def mixture_stats(frame: pl.DataFrame, method: str) -> dict[str, Any]:
+    """Statistics from the row features of a whole mixture (`row_features` of each of its shards)."""
     total_rows = frame.height
     total_tokens = int(frame["tokens"].sum() or 0)
     per_source = (
@@ -207,17 +214,18 @@ def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) ->
     return f"<!doctype html><html><head>{head}</head><body>{''.join(parts)}</body></html>\n"
 
 
-def write_stats(
-    folder: Path, rows: pl.DataFrame, manifest: dict[str, Any], tokenizer: Path | None = None
-) -> dict[str, Any]:
+def write_stats(folder: Path, features: pl.DataFrame, manifest: dict[str, Any], method: str) -> dict[str, Any]:
     """stats.json and report.html into `folder`, each replaced atomically."""
-    stats = mixture_stats(rows, tokenizer)
+    stats = mixture_stats(features, method)
     write_atomic_file(folder / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     write_atomic_file(folder / "report.html", render_report(manifest["recipe"]["name"], stats, manifest))
     return stats
 
 
 def regenerate(out_dir: Path, tokenizer: Path | None = None) -> dict[str, Any]:
-    """`mixer stats OUT_DIR`: rebuild stats.json and report.html from the shards and the manifest."""
+    """`mixer stats OUT_DIR`: rebuild stats.json and report.html from the shards (one at a time) and the manifest."""
     manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-    return write_stats(out_dir, pl.read_parquet(out_dir / "data" / "*.parquet"), manifest, tokenizer)
+    loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
+    shards = sorted((out_dir / "data").glob("*.parquet"))
+    features = pl.concat([row_features(pl.read_parquet(shard), loaded) for shard in shards])
+    return write_stats(out_dir, features, manifest, tokens_method(tokenizer))

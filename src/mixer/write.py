@@ -11,7 +11,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +21,31 @@ import polars as pl
 from mixer.hashing import file_sha256
 from mixer.plan import Plan
 
-SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
+
+def _write_shard(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
+    frame.write_parquet(path, compression="zstd", statistics=False)
+    return {
+        "file": f"data/{path.name}",
+        "rows": frame.height,
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+    }
 
 
-def shard_frames(rows: pl.DataFrame, shard_rows: int) -> Iterator[tuple[str, pl.DataFrame]]:
-    count = max(1, -(-rows.height // shard_rows))
-    for index in range(count):
-        yield SHARD_PATTERN.format(index=index, count=count), rows.slice(index * shard_rows, shard_rows)
-
-
-def write_shards(rows: pl.DataFrame, data_dir: Path, shard_rows: int) -> list[dict[str, Any]]:
+def write_shards(
+    shards: Iterable[tuple[str, pl.DataFrame]], data_dir: Path, each: Callable[[pl.DataFrame], None]
+) -> list[dict[str, Any]]:
+    """Write (name, rows) shards as they come, calling `each` on every shard's rows (statistics). A shard is
+    compressed and written in a second thread while the next one is sorted, so at most two are in memory."""
     data_dir.mkdir(parents=True)
-    shards = []
-    for name, frame in shard_frames(rows, shard_rows):
-        path = data_dir / name
-        frame.write_parquet(path, compression="zstd", statistics=False)
-        shards.append({"file": f"data/{name}", "rows": frame.height, "sha256": file_sha256(path)})
-    return shards
+    written: list[Future[dict[str, Any]]] = []
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for name, frame in shards:
+            if written:
+                written[-1].result()  # one shard in flight at a time
+            written.append(writer.submit(_write_shard, frame, data_dir / name))
+            each(frame)
+    return [w.result() for w in written]
 
 
 def write_json(path: Path, value: Any) -> None:

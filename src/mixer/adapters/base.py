@@ -39,6 +39,7 @@ class Adapter:
     kind: str = "sft"  # or "preference"
     has_lang: bool = False
     headerless: bool = False  # read csv/tsv without a header row (FLAN CoT)
+    row_local: bool = True  # each record converts alone, so a big JSONL file can be read in chunks
 
 
 def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) -> pl.Expr:

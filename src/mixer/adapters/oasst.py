@@ -101,4 +101,5 @@ ADAPTER = Adapter(
     required=(),
     options={"top_k_reply": None},
     has_lang=True,
+    row_local=False,  # the flat message table is one tree across many records
 )

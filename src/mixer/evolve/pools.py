@@ -10,10 +10,11 @@ from mixer.evolve.cost import prices_for
 from mixer.evolve.engine import EvolveResult
 from mixer.evolve.operators import resolve_operators
 from mixer.load import Pool, row_filters
-from mixer.mix import select_rows
+from mixer.mix import select_keys, with_repeat
 from mixer.plan import Estimate
 from mixer.recipe import EvolveSpec, Recipe, SourceSpec
 from mixer.resolve import ResolvedSource
+from mixer.stage import Staged
 
 # Rough shape of an evolution, for estimates before any call: WizardLM adds 10-20 words (~25 tokens) per
 # round; a judge answer is a couple of tokens; an answer is about as long as the seed's answer.
@@ -21,12 +22,15 @@ ADDED_TOKENS_PER_ROUND = 25
 JUDGE_COMPLETION_TOKENS = 3
 
 
-def seed_rows(pool: Pool, spec: EvolveSpec, seed: int) -> pl.DataFrame:
+def seed_rows(staged: Staged, spec: EvolveSpec, seed: int) -> pl.DataFrame:
     """The first `spec.sample` rows of the source's own selection ranking. When the source contributes at
     least that many rows to the mix, the seeds are among them; with `take: 0` the source is a seed pool only
     (WizardLM trains on evolved rows alone)."""
-    available = pool.rows.height
-    return select_rows(pool, available if spec.sample is None else min(spec.sample, available), seed)
+    available = staged.available
+    count = available if spec.sample is None else min(spec.sample, available)
+    chosen = select_keys(staged.keys["id"], count, seed, staged.name)
+    rows = staged.rows_at(staged.keys["__pos"].gather(chosen["__index"]))
+    return with_repeat(rows.with_columns(chosen["__repeat"]))
 
 
 def evolved_pool(spec: SourceSpec, result: EvolveResult, recipe: Recipe, license: str) -> Pool:

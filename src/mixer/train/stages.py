@@ -88,7 +88,7 @@ def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Optio
     count = selector_count(source.selector, pool.rows.height)
     if source.selector.mode == "take" and count > pool.rows.height:
         raise MixerError(f"stages.{stage.name}.data: take {count} but only {pool.rows.height} rows are available")
-    rows = select_rows(pool, count, recipe.seed).drop("__key", "__repeat", "__order")
+    rows = select_rows(pool, count, recipe.seed).drop("__repeat")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     rows.write_parquet(partial)

@@ -1,0 +1,109 @@
+"""Assemble the mixture in output order without holding it: an external sort in bounded buckets.
+
+Every selected row gets its sort key from mixer.mix (the shuffle hash, or its running position). Rows go,
+one staged part at a time, to bucket files by key range (bucket b holds the b-th slice of the key space, so
+the buckets in order are the mixture in order); then each bucket alone is read, sorted and cut into shards.
+Memory holds one part plus one bucket plus one shard, whatever the size of the mixture; the order and the
+shard bytes are those of sorting everything at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from mixer.mix import order_keys, select_keys, with_repeat
+from mixer.stage import Staged
+
+BUCKET_ROWS = 50_000
+FILL_WORKERS = 2
+SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
+
+
+@dataclass
+class Selection:
+    """The rows a source contributes: (__pos, id, __repeat, __sort) in selection order."""
+
+    staged: Staged
+    rows: pl.DataFrame
+
+    def distinct(self) -> pl.DataFrame:
+        """Each selected row once, with its keys (repeats of upsampled rows left out)."""
+        return self.staged.keys.join(self.rows.filter(pl.col("__repeat") == 0).select("__pos"), on="__pos")
+
+
+def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
+    selections, offset = [], 0
+    for s in staged:
+        chosen = select_keys(s.keys["id"], counts[s.name], seed, s.name)
+        rows = chosen.select(
+            s.keys["__pos"].gather(chosen["__index"]), s.keys["id"].gather(chosen["__index"]), "__repeat"
+        )
+        rows = rows.with_columns(order_keys(rows, seed, shuffle, offset))
+        selections.append(Selection(s, rows))
+        offset += rows.height
+    return selections
+
+
+def _bucket_of(total: int, shuffle: bool) -> tuple[int, pl.Expr]:
+    """Number of buckets and each row's bucket: a slice of the 64-bit hash range (shuffle) or of positions."""
+    buckets = max(1, -(-total // BUCKET_ROWS))
+    if not shuffle:
+        return buckets, (pl.col("__sort") // BUCKET_ROWS).cast(pl.UInt32)
+    high = pl.col("__sort") // pl.lit(1 << 32, dtype=pl.UInt64)  # < 2^32, so high * buckets fits in 64 bits
+    return buckets, (high * pl.lit(buckets, dtype=pl.UInt64) // pl.lit(1 << 32, dtype=pl.UInt64)).cast(pl.UInt32)
+
+
+def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) -> None:
+    """Every selected row into its bucket's folder; two sources at a time (polars releases the GIL)."""
+
+    def fill(tag: int, selection: Selection) -> None:
+        wanted = selection.rows.select("__pos", "__repeat", "__sort", bucket.alias("__bucket"))
+        for part, rows in enumerate(selection.staged.gather_parts(wanted)):
+            for (index,), frame in with_repeat(rows).partition_by("__bucket", as_dict=True).items():
+                target = folder / f"{index:06d}"
+                target.mkdir(parents=True, exist_ok=True)
+                frame.drop("__bucket").write_ipc(target / f"{tag:04d}-{part:05d}.arrow", compression="uncompressed")
+
+    with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
+        list(workers.map(fill, range(len(selections)), selections))
+
+
+def _sorted_buckets(folder: Path, buckets: int, empty: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    for index in range(buckets):
+        target = folder / f"{index:06d}"
+        if not target.is_dir():
+            continue
+        frames = [pl.read_ipc(f) for f in sorted(target.iterdir())]
+        shutil.rmtree(target)
+        rows = pl.concat(frames).sort("__sort", "id", "__repeat")
+        yield rows.select(c for c in rows.columns if not c.startswith("__"))
+    yield empty
+
+
+def shards(
+    selections: list[Selection], folder: Path, shard_rows: int, shuffle: bool
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed."""
+    total = sum(s.rows.height for s in selections)
+    buckets, bucket = _bucket_of(total, shuffle)
+    _fill_buckets(selections, folder, bucket)
+    empty = selections[0].staged.read_part(0).clear() if selections else pl.DataFrame()
+    count = max(1, -(-total // shard_rows))
+    pending: list[pl.DataFrame] = []
+    held = index = 0
+    for rows in _sorted_buckets(folder, buckets, empty):
+        pending.append(rows)
+        held += rows.height
+        while held >= shard_rows or (rows is empty and index < count):
+            merged = pl.concat(pending)
+            shard, rest = merged.head(shard_rows).rechunk(), merged.slice(shard_rows)
+            yield SHARD_PATTERN.format(index=index, count=count), shard
+            index += 1
+            pending, held = [rest], rest.height
+    shutil.rmtree(folder, ignore_errors=True)

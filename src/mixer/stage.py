@@ -1,0 +1,154 @@
+"""Staging: as a source loads, chunk by chunk, its rows go to disk and only their keys stay in memory.
+
+A build used to hold every source's rows, then the whole mixture, at once (2.4 GB of RSS for 1M input rows).
+Selection, dedup, decontamination, the output order and the overlap matrix need only a few columns per row,
+so each chunk of a source is written to the build's temp dir (uncompressed Arrow IPC, in parts of at most
+PART_ROWS rows) as soon as it is converted, and read back one part at a time by whoever needs rows. Memory
+then follows the chunks being loaded, not the sum of all inputs. The parts go away with the temp dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from mixer.adapters.base import content_chars
+from mixer.decontam import first_prompt
+from mixer.load import Pool, add_counts
+from mixer.mix import normalised_text
+from mixer.resolve import ResolvedSource
+
+if TYPE_CHECKING:
+    from mixer.decontam import Index
+
+PART_ROWS = 100_000
+PAYLOAD_COLUMNS = ("messages", "prompt", "chosen", "rejected")
+# two independently seeded 64-bit hashes of the normalised text stand for the text in exact dedup: equal
+# texts always collide, and two different texts share both with probability ~2^-128
+DEDUP_SEEDS = (0x6D69786572, 0x6465647570)
+
+
+@dataclass
+class Staged:
+    """A cleaned source: its rows in `parts` on disk (part i holds positions starts[i]..); `keys` has one row
+    per row still available, in file order: __pos, id, chars, prompt_hash, the dedup hashes h1/h2 until
+    dedup has run, and prompt when near dedup or the near-overlap audit needs it."""
+
+    source: ResolvedSource
+    parts: list[Path]
+    starts: list[int]
+    keys: pl.DataFrame
+    counts: dict[str, int]
+    rejects: pl.DataFrame | None = None
+    hits: pl.DataFrame | None = None  # benchmark hits (id, benchmark, item, span), when decontaminating
+    removed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.source.spec.name
+
+    @property
+    def available(self) -> int:
+        return self.keys.height
+
+    @property
+    def chars(self) -> int:
+        return int(self.keys["chars"].sum() or 0)
+
+    def read_part(self, index: int) -> pl.DataFrame:
+        return pl.read_ipc(self.parts[index])
+
+    def drop(self, step: str, keep: pl.Series | pl.Expr) -> None:
+        """Remove keys (their rows stay on disk, unreferenced), counting them under `step`."""
+        before = self.keys.height
+        self.keys = self.keys.filter(keep)
+        self.counts[step] = self.counts.get(step, 0) + before - self.keys.height
+
+    def gather_parts(self, wanted: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        """For each part holding some of `wanted`'s `__pos`, its rows at those positions (repeats allowed)
+        with `wanted`'s other columns beside them. One part is in memory at a time."""
+        starts = pl.Series("starts", self.starts, dtype=pl.Int64)
+        part_of = (starts.search_sorted(wanted["__pos"].cast(pl.Int64), side="right") - 1).alias("__part")
+        for (index,), mine in wanted.with_columns(part_of).partition_by("__part", as_dict=True).items():
+            rows = self.read_part(index).gather(mine["__pos"].cast(pl.Int64) - self.starts[index])
+            yield pl.concat([rows, mine.drop("__pos", "__part", *rows.columns, strict=False)], how="horizontal")
+
+    def rows_at(self, positions: pl.Series) -> pl.DataFrame:
+        """The rows at `positions`, in that order."""
+        wanted = pl.DataFrame({"__pos": positions}).with_row_index("__at")
+        found = list(self.gather_parts(wanted))
+        rows = pl.concat(found) if found else self.read_part(0).clear().with_columns(__at=pl.lit(0, pl.UInt32))
+        return rows.sort("__at").drop("__at")
+
+
+def row_keys(rows: pl.DataFrame, offset: int, keep_prompts: bool) -> pl.DataFrame:
+    """The per-row facts mixing needs: position, id, characters (token estimates), the hash of the normalised
+    first prompt (overlap between sources; null when there is none), the hashes of the normalised
+    conversation (exact dedup), the prompt itself on request."""
+    payload = [c for c in PAYLOAD_COLUMNS if c in rows.columns]
+    text = normalised_text(pl.col("messages")) if "messages" in rows.columns else pl.lit(None, dtype=pl.String)
+    keys = rows.select(
+        pl.int_range(offset, offset + pl.len(), dtype=pl.UInt32).alias("__pos"),
+        "id",
+        pl.sum_horizontal(content_chars(pl.col(c)) for c in payload).cast(pl.Int64).alias("chars"),
+        first_prompt(rows).alias("prompt"),
+        text.hash(DEDUP_SEEDS[0]).alias("h1"),
+        text.hash(DEDUP_SEEDS[1]).alias("h2"),
+    ).with_columns(
+        pl.when(pl.col("prompt").is_not_null() & (pl.col("prompt") != ""))
+        .then(pl.col("prompt").hash(0x70726F6D7074))
+        .alias("prompt_hash")
+    )
+    return keys if keep_prompts else keys.drop("prompt")
+
+
+def stage_chunks(
+    source: ResolvedSource,
+    chunks: Iterable[Pool],
+    folder: Path,
+    tag: str,
+    *,
+    keep_prompts: bool = False,
+    index: Index | None = None,
+) -> Staged:
+    """Write each chunk's rows to `folder` as it comes (at least one part, so the schema is always on disk)
+    and keep its keys; benchmark hits are found here too, while the rows are in memory."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: list[Path] = []
+    starts: list[int] = []
+    keys, hits, rejects = [], [], []
+    counts: dict[str, int] = {}
+    source_rows = 0
+    last: pl.DataFrame | None = None
+    for chunk in chunks:
+        rows = chunk.rows.drop("__order", strict=False)
+        add_counts(counts, chunk.counts)
+        if chunk.rejects is not None:
+            rejects.append(chunk.rejects)
+        if index is not None:
+            hits.append(index.hits(rows))
+        keys.append(row_keys(rows, source_rows, keep_prompts))
+        for offset in range(0, rows.height, PART_ROWS):
+            parts.append(folder / f"{tag}-{len(parts):05d}.arrow")
+            starts.append(source_rows + offset)
+            rows.slice(offset, PART_ROWS).rechunk().write_ipc(parts[-1], compression="uncompressed")
+        source_rows += rows.height
+        last = rows
+        chunk.rows = chunk.rows.clear()
+    if not parts and last is not None:
+        parts.append(folder / f"{tag}-00000.arrow")
+        starts.append(0)
+        last.clear().write_ipc(parts[-1], compression="uncompressed")
+    return Staged(
+        source,
+        parts,
+        starts,
+        pl.concat(keys),
+        counts,
+        pl.concat(rejects) if rejects else None,
+        pl.concat(hits).sort("id", "benchmark") if hits else None,
+    )
