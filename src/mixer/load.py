@@ -186,7 +186,7 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame) -> MixerEr
 
 
 def load_chunks(
-    source: ResolvedSource, mixture_patterns: tuple[str, ...] = (), chunk_bytes: int = CHUNK_BYTES
+    source: ResolvedSource, mixture_patterns: tuple[str, ...] = (), chunk_bytes: int | None = None
 ) -> Iterator[Pool]:
     """The source's usable rows as a sequence of pools, one per chunk of input (a whole file, or about
     `chunk_bytes` of a JSON-lines file when the adapter converts records one by one), with their counts.
@@ -210,7 +210,9 @@ def load_chunks(
         )
         header = not adapter.headerless
         tables = (
-            read_chunks(path, chunk_bytes, header=header) if adapter.row_local else [read_table(path, header=header)]
+            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header)
+            if adapter.row_local
+            else [read_table(path, header=header)]
         )
         prefix = f"{path.name.split('.')[0]}/" if multi_file else ""
         for table in tables:
