@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mixer-bench"))
     parser.add_argument("--json", type=Path, default=HERE / "results" / "build.json")
+    parser.add_argument("--only", help="comma-separated commands to run (e.g. mixer_build for the 10M memory run)")
     args = parser.parse_args()
     work = args.work / str(args.rows)
     data = work / "data"
@@ -98,6 +99,8 @@ def main() -> None:
     if all(p.is_file() for p in DECONTAM.values()):
         decontam = write_recipe(work, counts, decontaminate=True)
         commands["mixer_decontam"] = [python, "-m", "mixer", "build", str(decontam), "--force"]
+    if args.only:
+        commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
     for repeat in range(args.repeats):
         for name, command in commands.items():
@@ -112,10 +115,13 @@ def main() -> None:
     print(f"{'command':<14} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
     for name, m in medians.items():
         print(f"{name:<14} {m['wall_s']:>8.2f} {m['cpu_s']:>8.2f} {m['peak_rss_mb']:>12.0f}")
+    pairs = {
+        "hf_over_mixer_wall": ("hf_datasets", "mixer_build", "wall_s"),
+        "mixer_over_floor_wall": ("mixer_build", "polars_floor", "wall_s"),
+        "mixer_over_hf_rss": ("mixer_build", "hf_datasets", "peak_rss_mb"),
+    }
     ratios = {
-        "hf_over_mixer_wall": medians["hf_datasets"]["wall_s"] / medians["mixer_build"]["wall_s"],
-        "mixer_over_floor_wall": medians["mixer_build"]["wall_s"] / medians["polars_floor"]["wall_s"],
-        "mixer_over_hf_rss": medians["mixer_build"]["peak_rss_mb"] / medians["hf_datasets"]["peak_rss_mb"],
+        name: medians[a][key] / medians[b][key] for name, (a, b, key) in pairs.items() if a in medians and b in medians
     }
     print("  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     args.json.parent.mkdir(parents=True, exist_ok=True)

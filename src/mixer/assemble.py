@@ -63,7 +63,7 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
     """Every selected row into its bucket's folder; two sources at a time (polars releases the GIL)."""
 
     def fill(tag: int, selection: Selection) -> None:
-        wanted = selection.rows.select("__pos", "__repeat", "__sort", bucket.alias("__bucket"))
+        wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
         for part, rows in enumerate(selection.staged.gather_parts(wanted)):
             for (index,), frame in with_repeat(rows).partition_by("__bucket", as_dict=True).items():
                 target = folder / f"{index:06d}"

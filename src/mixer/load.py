@@ -46,6 +46,7 @@ class Pool:
     rows: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
     rejects: pl.DataFrame | None = None
+    ids: pl.DataFrame | None = None  # (id, kept) of every usable row, for `unique_ids`; None when ids are final
 
     @property
     def name(self) -> str:
@@ -126,28 +127,16 @@ def add_counts(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
     return total
 
 
-class UniqueIds:
-    """Native ids are not always unique (ShareGPT splits a conversation into parts with one id): repeats get
-    `#n` so selection keys stay distinct, across all chunks of a source. Ids made from row numbers are
-    unique by construction and are not remembered."""
-
-    def __init__(self) -> None:
-        self.seen = pl.DataFrame(schema={"id": pl.String, "before": pl.UInt32})
-
-    def apply(self, ids: pl.Series, native: pl.Series) -> pl.Series:
-        frame = pl.DataFrame({"id": ids, "native": native.is_not_null()})
-        counted = frame.filter("native").group_by("id").agg(pl.len().cast(pl.UInt32).alias("before"))
-        previous = self.seen
-        repeats = ids.is_duplicated().any() or counted["id"].is_in(previous["id"].implode()).any()
-        merged = pl.concat([previous, counted])
-        self.seen = merged.group_by("id").agg(pl.col("before").sum()) if repeats else merged
-        if not repeats:  # the common case: nothing to rename
-            return ids
-        nth = pl.int_range(pl.len()).over("id") + pl.col("before").fill_null(0)
-        renamed = pl.when(nth > 0).then(pl.concat_str([pl.col("id"), pl.lit("#"), nth.cast(pl.String)]))
-        return frame.join(previous, on="id", how="left", maintain_order="left").select(
-            renamed.otherwise(pl.col("id")).alias("id")
-        )["id"]
+def unique_ids(ids: pl.DataFrame) -> pl.Series:
+    """Final ids of the kept rows, from (id, kept) of every usable row of a source in file order. Native ids
+    are not always unique (ShareGPT splits a conversation into parts with one id): the n-th repeat of an id
+    among the usable rows becomes `id#n`, so selection keys stay distinct. Decided once per source, after all
+    its chunks, so reading in chunks costs nothing here."""
+    if not ids["id"].is_duplicated().any():
+        return ids.filter("kept")["id"]
+    nth = pl.int_range(pl.len()).over("id")
+    renamed = pl.when(nth > 0).then(pl.concat_str([pl.col("id"), pl.lit("#"), nth.cast(pl.String)]))
+    return ids.select(renamed.otherwise(pl.col("id")).alias("id"), "kept").filter("kept")["id"]
 
 
 def _canonical(rows: pl.DataFrame, source: ResolvedSource, payload: tuple[str, ...]) -> pl.DataFrame:
@@ -197,7 +186,6 @@ def load_chunks(
     multi_file = len(source.files) > 1
     payload = PAYLOAD[adapter.kind]
     filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind == "sft" else []
-    ids = UniqueIds()
     order = 0
     failures: list[pl.DataFrame] = []
     converted_any = False
@@ -240,14 +228,18 @@ def load_chunks(
                 pl.int_range(order, order + pl.len()).alias("__order"),
             )
             order += rows.height
-            rows = rows.with_columns(ids.apply(rows["id"], rows["native_id"]))
-            rows = _canonical(rows, source, payload)
+            rows = _canonical(rows, source, payload).with_row_index("__i")
+            usable = rows["id"]
             for filter_name, keep in filters:
                 before = rows.height
                 rows = rows.filter(keep.fill_null(False))
                 counts[filter_name] = before - rows.height
+            ids = pl.DataFrame(
+                {"id": usable, "kept": pl.repeat(False, usable.len(), eager=True).scatter(rows["__i"], True)}
+            )
+            rows = rows.drop("__i")
             quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
-            yield Pool(source, rows, counts, quarantined)
+            yield Pool(source, rows, counts, quarantined, ids)
     if failures:
         raise _malformed_error(source, pl.concat(failures))
     if not converted_any:
@@ -255,12 +247,15 @@ def load_chunks(
 
 
 def merge_chunks(chunks: list[Pool]) -> Pool:
-    """One pool from a source's chunks (training stages take their data whole)."""
+    """One pool from a source's chunks, with final ids (training stages take their data whole)."""
     counts: dict[str, int] = {}
     for chunk in chunks:
         add_counts(counts, chunk.counts)
     rejects = [c.rejects for c in chunks if c.rejects is not None]
-    return Pool(chunks[0].source, pl.concat([c.rows for c in chunks]), counts, pl.concat(rejects) if rejects else None)
+    rows = pl.concat([c.rows for c in chunks])
+    if all(c.ids is not None for c in chunks):
+        rows = rows.with_columns(unique_ids(pl.concat([c.ids for c in chunks])))
+    return Pool(chunks[0].source, rows, counts, pl.concat(rejects) if rejects else None)
 
 
 def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) -> Pool:

@@ -18,7 +18,7 @@ import polars as pl
 
 from mixer.adapters.base import content_chars
 from mixer.decontam import first_prompt
-from mixer.load import Pool, add_counts
+from mixer.load import Pool, add_counts, unique_ids
 from mixer.mix import normalised_text
 from mixer.resolve import ResolvedSource
 
@@ -70,16 +70,23 @@ class Staged:
 
     def gather_parts(self, wanted: pl.DataFrame) -> Iterator[pl.DataFrame]:
         """For each part holding some of `wanted`'s `__pos`, its rows at those positions (repeats allowed)
-        with `wanted`'s other columns beside them. One part is in memory at a time."""
+        with `wanted`'s other columns: those the rows have (`id`, which is final only in the keys) replace
+        theirs in place, the others are added. One part is in memory at a time."""
         starts = pl.Series("starts", self.starts, dtype=pl.Int64)
         part_of = (starts.search_sorted(wanted["__pos"].cast(pl.Int64), side="right") - 1).alias("__part")
         for (index,), mine in wanted.with_columns(part_of).partition_by("__part", as_dict=True).items():
             rows = self.read_part(index).gather(mine["__pos"].cast(pl.Int64) - self.starts[index])
-            yield pl.concat([rows, mine.drop("__pos", "__part", *rows.columns, strict=False)], how="horizontal")
+            extra = mine.drop("__pos", "__part")
+            rows = rows.with_columns(extra.select(c for c in extra.columns if c in rows.columns))
+            yield pl.concat([rows, extra.select(c for c in extra.columns if c not in rows.columns)], how="horizontal")
 
     def rows_at(self, positions: pl.Series) -> pl.DataFrame:
-        """The rows at `positions`, in that order."""
-        wanted = pl.DataFrame({"__pos": positions}).with_row_index("__at")
+        """The rows at `positions` (positions of available rows), in that order."""
+        wanted = (
+            pl.DataFrame({"__pos": positions.cast(pl.UInt32)})
+            .with_row_index("__at")
+            .join(self.keys.select("__pos", "id"), on="__pos", how="left", maintain_order="left")
+        )
         found = list(self.gather_parts(wanted))
         rows = pl.concat(found) if found else self.read_part(0).clear().with_columns(__at=pl.lit(0, pl.UInt32))
         return rows.sort("__at").drop("__at")
@@ -120,7 +127,7 @@ def stage_chunks(
     folder.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
     starts: list[int] = []
-    keys, hits, rejects = [], [], []
+    keys, hits, rejects, ids = [], [], [], []
     counts: dict[str, int] = {}
     source_rows = 0
     last: pl.DataFrame | None = None
@@ -129,8 +136,11 @@ def stage_chunks(
         add_counts(counts, chunk.counts)
         if chunk.rejects is not None:
             rejects.append(chunk.rejects)
-        if index is not None:
-            hits.append(index.hits(rows))
+        if chunk.ids is not None:
+            ids.append(chunk.ids)
+        positions = pl.int_range(source_rows, source_rows + pl.len(), dtype=pl.UInt32)
+        if index is not None:  # keyed by position: the final ids are known only once the source is read
+            hits.append(index.hits(rows.with_columns(positions.cast(pl.String).alias("id"))))
         keys.append(row_keys(rows, source_rows, keep_prompts))
         for offset in range(0, rows.height, PART_ROWS):
             parts.append(folder / f"{tag}-{len(parts):05d}.arrow")
@@ -143,12 +153,17 @@ def stage_chunks(
         parts.append(folder / f"{tag}-00000.arrow")
         starts.append(0)
         last.clear().write_ipc(parts[-1], compression="uncompressed")
-    return Staged(
-        source,
-        parts,
-        starts,
-        pl.concat(keys),
-        counts,
-        pl.concat(rejects) if rejects else None,
-        pl.concat(hits).sort("id", "benchmark") if hits else None,
-    )
+    all_keys = pl.concat(keys)
+    if ids:
+        all_keys = all_keys.with_columns(unique_ids(pl.concat(ids)))
+    found = None
+    if hits:
+        found = (
+            pl.concat(hits)
+            .with_columns(pl.col("id").cast(pl.UInt32).alias("__pos"))
+            .drop("id")
+            .join(all_keys.select("__pos", "id"), on="__pos")
+            .select("id", "benchmark", "item", "span")
+            .sort("id", "benchmark")
+        )
+    return Staged(source, parts, starts, all_keys, counts, pl.concat(rejects) if rejects else None, found)
