@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from mixer.mix import order_keys, select_keys, with_repeat
 from mixer.stage import Staged
 
 BUCKET_ROWS = 50_000
-FILL_WORKERS = 2
 SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
 
 
@@ -60,28 +58,27 @@ def _bucket_of(total: int, shuffle: bool) -> tuple[int, pl.Expr]:
 
 
 def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) -> None:
-    """Every selected row into its bucket's folder; two sources at a time (polars releases the GIL)."""
-
-    def fill(tag: int, selection: Selection) -> None:
-        wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
-        for part, rows in enumerate(selection.staged.gather_parts(wanted)):
-            for (index,), frame in with_repeat(rows).partition_by("__bucket", as_dict=True).items():
-                target = folder / f"{index:06d}"
-                target.mkdir(parents=True, exist_ok=True)
-                frame.drop("__bucket").write_ipc(target / f"{tag:04d}-{part:05d}.arrow", compression="uncompressed")
-
-    with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
-        list(workers.map(fill, range(len(selections)), selections))
+    """Every selected row into its bucket's folder: per source, one streaming query over its staged parts, where
+    a join on position picks (and repeats) the selected rows and a partitioned sink writes one file per bucket.
+    One source at a time: the parts a query scans are mapped into memory while it runs."""
+    for tag, selection in enumerate(selections):
+        wanted = selection.rows.select(
+            "__pos", pl.col("id").alias("__id"), "__repeat", "__sort", bucket.alias("__bucket")
+        ).lazy()
+        rows = pl.scan_ipc(selection.staged.parts).with_row_index("__pos").join(wanted, on="__pos")
+        # final ids live in the keys (repeated native ids get #n there); replace in place to keep column order
+        rows = with_repeat(rows.with_columns(pl.col("__id").alias("id"))).drop("__pos", "__id")
+        rows.sink_ipc(pl.PartitionBy(folder / f"{tag:04d}", key="__bucket", include_key=False), mkdir=True)
 
 
 def _sorted_buckets(folder: Path, buckets: int, empty: pl.DataFrame) -> Iterator[pl.DataFrame]:
     for index in range(buckets):
-        target = folder / f"{index:06d}"
-        if not target.is_dir():
+        files = sorted(folder.glob(f"*/__bucket={index}/*"))  # the partitioned sink's folders for this key
+        if not files:
             continue
-        frames = [pl.read_ipc(f) for f in sorted(target.iterdir())]
-        shutil.rmtree(target)
-        rows = pl.concat(frames).sort("__sort", "id", "__repeat")
+        rows = pl.concat([pl.read_ipc(f) for f in files]).sort("__sort", "id", "__repeat")
+        for file in files:
+            file.unlink()
         yield rows.select(c for c in rows.columns if not c.startswith("__"))
     yield empty
 

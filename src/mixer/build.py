@@ -93,14 +93,16 @@ class Cleaner:
         """The heavy part (convert, hash, find benchmark hits, write): safe to run for two sources at once."""
         tag = source.spec.name.encode("utf-8").hex()  # a file name whatever the source is called
         index = self.decontam.index if self.decontam is not None else None
-        return stage_chunks(source, chunks, self.folder, tag, keep_prompts=self.keep_prompts, index=index)
+        return stage_chunks(
+            source, chunks, self.folder, tag, keep_prompts=self.keep_prompts, dedup=self.dedup is not None, index=index
+        )
 
     def settle(self, staged: Staged) -> Staged:
         if self.decontam is not None:
             self.decontam.settle(staged)
         if self.dedup is not None:
             self.dedup.drop_seen(staged)
-        staged.keys = staged.keys.drop("h1", "h2")
+        staged.keys = staged.keys.drop("h1", "h2", strict=False)
         self.staged.append(staged)
         return staged
 

@@ -36,7 +36,7 @@ DEDUP_SEEDS = (0x6D69786572, 0x6465647570)
 class Staged:
     """A cleaned source: its rows in `parts` on disk (part i holds positions starts[i]..); `keys` has one row
     per row still available, in file order: __pos, id, chars, prompt_hash, the dedup hashes h1/h2 until
-    dedup has run, and prompt when near dedup or the near-overlap audit needs it."""
+    dedup has run (when the recipe deduplicates), and prompt when near dedup or the near-overlap audit needs it."""
 
     source: ResolvedSource
     parts: list[Path]
@@ -92,19 +92,21 @@ class Staged:
         return rows.sort("__at").drop("__at")
 
 
-def row_keys(rows: pl.DataFrame, offset: int, keep_prompts: bool) -> pl.DataFrame:
+def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool) -> pl.DataFrame:
     """The per-row facts mixing needs: position, id, characters (token estimates), the hash of the normalised
-    first prompt (overlap between sources; null when there is none), the hashes of the normalised
-    conversation (exact dedup), the prompt itself on request."""
+    first prompt (overlap between sources; null when there is none), with `dedup` the hashes h1/h2 of the
+    normalised conversation (a third of the work here, so only when asked), the prompt itself on request."""
     payload = [c for c in PAYLOAD_COLUMNS if c in rows.columns]
-    text = normalised_text(pl.col("messages")) if "messages" in rows.columns else pl.lit(None, dtype=pl.String)
+    extra = []
+    if dedup:
+        text = normalised_text(pl.col("messages")) if "messages" in rows.columns else pl.lit(None, dtype=pl.String)
+        extra = [text.hash(DEDUP_SEEDS[0]).alias("h1"), text.hash(DEDUP_SEEDS[1]).alias("h2")]
     keys = rows.select(
         pl.int_range(offset, offset + pl.len(), dtype=pl.UInt32).alias("__pos"),
         "id",
         pl.sum_horizontal(content_chars(pl.col(c)) for c in payload).cast(pl.Int64).alias("chars"),
         first_prompt(rows).alias("prompt"),
-        text.hash(DEDUP_SEEDS[0]).alias("h1"),
-        text.hash(DEDUP_SEEDS[1]).alias("h2"),
+        *extra,
     ).with_columns(
         pl.when(pl.col("prompt").is_not_null() & (pl.col("prompt") != ""))
         .then(pl.col("prompt").hash(0x70726F6D7074))
@@ -120,6 +122,7 @@ def stage_chunks(
     tag: str,
     *,
     keep_prompts: bool = False,
+    dedup: bool = False,
     index: Index | None = None,
 ) -> Staged:
     """Write each chunk's rows to `folder` as it comes (at least one part, so the schema is always on disk)
@@ -141,7 +144,7 @@ def stage_chunks(
         positions = pl.int_range(source_rows, source_rows + pl.len(), dtype=pl.UInt32)
         if index is not None:  # keyed by position: the final ids are known only once the source is read
             hits.append(index.hits(rows.with_columns(positions.cast(pl.String).alias("id"))))
-        keys.append(row_keys(rows, source_rows, keep_prompts))
+        keys.append(row_keys(rows, source_rows, keep_prompts=keep_prompts, dedup=dedup))
         for offset in range(0, rows.height, PART_ROWS):
             parts.append(folder / f"{tag}-{len(parts):05d}.arrow")
             starts.append(source_rows + offset)
