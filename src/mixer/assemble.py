@@ -30,9 +30,15 @@ class Selection:
     staged: Staged
     rows: pl.DataFrame
 
+    def release(self) -> None:
+        """Free the keys of this selection and of its source once the rows are in buckets."""
+        self.rows = self.rows.clear()
+        self.staged.keys = self.staged.keys.clear()
+
     def distinct(self) -> pl.DataFrame:
-        """Each selected row once, with its keys (repeats of upsampled rows left out)."""
-        return self.staged.keys.join(self.rows.filter(pl.col("__repeat") == 0).select("__pos"), on="__pos")
+        """(__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out)."""
+        chosen = self.rows.filter(pl.col("__repeat") == 0).select("__pos")
+        return self.staged.keys.select("__pos", "prompt_hash").join(chosen, on="__pos")
 
 
 def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
@@ -58,27 +64,40 @@ def _bucket_of(total: int, shuffle: bool) -> tuple[int, pl.Expr]:
 
 
 def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) -> None:
-    """Every selected row into its bucket's folder: per source, one streaming query over its staged parts, where
-    a join on position picks (and repeats) the selected rows and a partitioned sink writes one file per bucket.
-    One source at a time: the parts a query scans are mapped into memory while it runs."""
+    """Every selected row into its bucket: staged parts are read one at a time, their selected rows gathered
+    (repeats included) and appended as record batches to one Arrow IPC stream per source and bucket, so the
+    files grow with the data, not their number, and one part is in memory at a time."""
+    import pyarrow as pa
+
     for tag, selection in enumerate(selections):
-        wanted = selection.rows.select(
-            "__pos", pl.col("id").alias("__id"), "__repeat", "__sort", bucket.alias("__bucket")
-        ).lazy()
-        rows = pl.scan_ipc(selection.staged.parts).with_row_index("__pos").join(wanted, on="__pos")
-        # final ids live in the keys (repeated native ids get #n there); replace in place to keep column order
-        rows = with_repeat(rows.with_columns(pl.col("__id").alias("id"))).drop("__pos", "__id")
-        rows.sink_ipc(pl.PartitionBy(folder / f"{tag:04d}", key="__bucket", include_key=False), mkdir=True)
+        wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
+        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        try:
+            for rows in selection.staged.gather_parts(wanted):
+                # one conversion per part; each bucket's rows are then a zero-copy slice of it
+                rows = with_repeat(rows).sort("__bucket")
+                spans = rows.group_by("__bucket", maintain_order=True).len()
+                table = rows.drop("__bucket").to_arrow()
+                offset = 0
+                for index, length in spans.iter_rows():
+                    if index not in writers:
+                        target = folder / f"{index:06d}"
+                        target.mkdir(parents=True, exist_ok=True)
+                        writers[index] = pa.ipc.new_stream(str(target / f"{tag:04d}.arrows"), table.schema)
+                    writers[index].write_table(table.slice(offset, length))
+                    offset += length
+        finally:
+            for writer in writers.values():
+                writer.close()
 
 
 def _sorted_buckets(folder: Path, buckets: int, empty: pl.DataFrame) -> Iterator[pl.DataFrame]:
     for index in range(buckets):
-        files = sorted(folder.glob(f"*/__bucket={index}/*"))  # the partitioned sink's folders for this key
-        if not files:
+        target = folder / f"{index:06d}"
+        if not target.is_dir():
             continue
-        rows = pl.concat([pl.read_ipc(f) for f in files]).sort("__sort", "id", "__repeat")
-        for file in files:
-            file.unlink()
+        rows = pl.concat([pl.read_ipc_stream(f) for f in sorted(target.iterdir())]).sort("__sort", "id", "__repeat")
+        shutil.rmtree(target)
         yield rows.select(c for c in rows.columns if not c.startswith("__"))
     yield empty
 
@@ -86,10 +105,13 @@ def _sorted_buckets(folder: Path, buckets: int, empty: pl.DataFrame) -> Iterator
 def shards(
     selections: list[Selection], folder: Path, shard_rows: int, shuffle: bool
 ) -> Iterator[tuple[str, pl.DataFrame]]:
-    """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed."""
+    """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed. The
+    selections, and their sources' keys, are released once the buckets are filled."""
     total = sum(s.rows.height for s in selections)
     buckets, bucket = _bucket_of(total, shuffle)
     _fill_buckets(selections, folder, bucket)
+    for selection in selections:  # from here on only bucket files and shards are in play
+        selection.release()
     empty = selections[0].staged.read_part(0).clear() if selections else pl.DataFrame()
     count = max(1, -(-total // shard_rows))
     pending: list[pl.DataFrame] = []

@@ -325,11 +325,9 @@ def evolve_manifest(block: EvolveSpec, result: EvolveResult) -> dict[str, Any]:
     }
 
 
-def selected_keys(selections: list[Selection]) -> pl.DataFrame:
-    """(source, id, __pos, prompt_hash) of every distinct selected row: what the overlap matrix compares."""
-    return pl.concat(
-        [s.distinct().select(pl.lit(s.staged.name).alias("source"), "id", "__pos", "prompt_hash") for s in selections]
-    )
+def selected_keys(selections: list[Selection]) -> dict[str, pl.DataFrame]:
+    """(__pos, prompt_hash) of every distinct selected row, per source: what the overlap matrix compares."""
+    return {s.staged.name: s.distinct() for s in selections}
 
 
 def prompt_reader(pools: list[Staged]) -> Callable[[str, pl.Series], list[str]]:
@@ -378,7 +376,7 @@ def build(
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
-        overlap = overlap_matrix(selected_keys(selections), [s.name for s in plan.sources], prompt_reader(pools))
+        overlap = overlap_matrix(selected_keys(selections), prompt_reader(pools))
         tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
         loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
         features: list[pl.DataFrame] = []
@@ -450,10 +448,7 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
         decontam = Decontamination(spec, recipe.base_dir, options.data_dir)
     with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-audit-") as folder:
         pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, Path(folder), decontam, keep_prompts=True))
-        every_row = pl.concat(
-            [p.keys.select(pl.lit(p.name).alias("source"), "id", "__pos", "prompt_hash", "prompt") for p in pools]
-        )
-        overlap = overlap_matrix(every_row, [p.name for p in pools], prompt_reader(pools), near=True)
+        overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=True)
     return {
         "decontamination": decontam.report([p.counts for p in pools]) if decontam is not None else None,
         "overlap": overlap,

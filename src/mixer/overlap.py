@@ -46,26 +46,27 @@ def near_pairs(prompts: pl.Series, n: int = NEAR_N, threshold: float = NEAR_THRE
 
 
 def overlap_matrix(
-    keys: pl.DataFrame, names: list[str], prompt_text: Callable[[str, pl.Series], list[str]], near: bool = False
+    keys: dict[str, pl.DataFrame], prompt_text: Callable[[str, pl.Series], list[str]], near: bool = False
 ) -> dict[str, Any]:
     """matrix[a][b] = distinct rows of source a whose normalised prompt also occurs in source b (exact); with
     `near`, near_matrix[a][b] likewise for near duplicates (several seconds per million prompts, so builds
-    leave it to `mixer decontam`). `keys` holds each distinct row once: (source, id, __pos, prompt_hash, and
-    prompt for `near`); prompts are compared by hash and `prompt_text(source, positions)` reads the examples
-    back: the first rows of source a, in file order, that b shares."""
-    keys = keys.filter(pl.col("prompt_hash").is_not_null())
-    shared = (
-        keys.group_by("prompt_hash")
-        .agg(pl.col("source").unique().alias("sources"))
-        .filter(pl.col("sources").list.len() > 1)
-    )
-    pairs = (
-        keys.join(shared, on="prompt_hash")
-        .explode("sources")
-        .filter(pl.col("source") != pl.col("sources"))
-        .rename({"sources": "other"})
-    )
-    counts = {(a, b): n for a, b, n in pairs.group_by("source", "other").agg(pl.col("id").n_unique()).iter_rows()}
+    leave it to `mixer decontam`). `keys[source]` holds each distinct row once: (__pos = its position in the
+    source, prompt_hash, and prompt for `near`). Prompts are compared by hash: first each source's distinct
+    hashes, to find the few found in several sources, then only the rows with those. `prompt_text(source,
+    positions)` reads the examples back: the first rows of source a, in file order, that b shares."""
+    names = list(keys)
+    distinct = [frame.select(pl.col("prompt_hash").drop_nulls().unique()) for frame in keys.values()]
+    hashes = pl.concat(distinct)["prompt_hash"] if distinct else pl.Series("prompt_hash", [], dtype=pl.UInt64)
+    several = hashes.filter(hashes.is_duplicated()).unique().implode()
+    sharing = [
+        frame.filter(pl.col("prompt_hash").is_in(several)).select(pl.lit(name).alias("source"), "__pos", "prompt_hash")
+        for name, frame in keys.items()
+    ]
+    empty = {"source": pl.String, "__pos": pl.UInt32, "prompt_hash": pl.UInt64}
+    shared = pl.concat(sharing) if sharing else pl.DataFrame(schema=empty)
+    in_sources = shared.select("prompt_hash", pl.col("source").alias("other")).unique()
+    pairs = shared.join(in_sources, on="prompt_hash").filter(pl.col("source") != pl.col("other"))
+    counts = {(a, b): n for a, b, n in pairs.group_by("source", "other").agg(pl.col("__pos").n_unique()).iter_rows()}
     examples = []
     for a, b in sorted(counts):
         if a < b:
@@ -74,28 +75,38 @@ def overlap_matrix(
     report = {
         "sources": names,
         "matrix": [[counts.get((a, b), 0) if a != b else None for b in names] for a in names],
-        "rows_in_several_sources": {name: pairs.filter(pl.col("source") == name)["id"].n_unique() for name in names},
+        "rows_in_several_sources": {name: pairs.filter(pl.col("source") == name)["__pos"].n_unique() for name in names},
         "examples": examples,
     }
     if near:
-        report["near"] = {"n": NEAR_N, "threshold": NEAR_THRESHOLD, "matrix": near_matrix(keys, names)}
+        every_row = pl.concat(
+            [
+                frame.filter(pl.col("prompt_hash").is_not_null()).select(
+                    pl.lit(name).alias("source"), "__pos", "prompt"
+                )
+                for name, frame in keys.items()
+            ]
+        )
+        report["near"] = {"n": NEAR_N, "threshold": NEAR_THRESHOLD, "matrix": near_matrix(every_row, names)}
     return report
 
 
 def near_matrix(keys: pl.DataFrame, names: list[str]) -> list[list[int | None]]:
-    """matrix[a][b] = distinct rows of source a with a near duplicate in source b; `keys` = (source, id, prompt)."""
+    """matrix[a][b] = distinct rows of source a with a near duplicate in source b; `keys` = (source, __pos, prompt)."""
     near = near_pairs(keys["prompt"])
-    labelled = keys.select("source", "id").with_row_index("row")
+    labelled = keys.select("source", "__pos").with_row_index("row")
     sides = near.join(labelled, on="row").join(
-        labelled.rename({"row": "row_b", "source": "other", "id": "id_b"}), on="row_b"
+        labelled.rename({"row": "row_b", "source": "other", "__pos": "pos_b"}), on="row_b"
     )
     both_ways = pl.concat(
         [
-            sides.select("source", "other", "id"),
-            sides.select(pl.col("other").alias("source"), pl.col("source").alias("other"), pl.col("id_b").alias("id")),
+            sides.select("source", "other", "__pos"),
+            sides.select(
+                pl.col("other").alias("source"), pl.col("source").alias("other"), pl.col("pos_b").alias("__pos")
+            ),
         ]
     ).filter(pl.col("source") != pl.col("other"))
     near_counts = {
-        (a, b): n for a, b, n in both_ways.group_by("source", "other").agg(pl.col("id").n_unique()).iter_rows()
+        (a, b): n for a, b, n in both_ways.group_by("source", "other").agg(pl.col("__pos").n_unique()).iter_rows()
     }
     return [[near_counts.get((a, b), 0) if a != b else None for b in names] for a in names]

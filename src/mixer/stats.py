@@ -61,8 +61,15 @@ def row_features(rows: pl.DataFrame, tokenizer: Any = None) -> pl.DataFrame:
         pl.col("meta").struct.field("lang").alias("lang"),
     )
     if tokenizer is not None:
-        return frame.with_columns(_token_counts(rows, payload, tokenizer))
-    return frame.with_columns((pl.col("chars") // 4).alias("tokens"))
+        frame = frame.with_columns(_token_counts(rows, payload, tokenizer))
+    else:
+        frame = frame.with_columns((pl.col("chars") // 4).alias("tokens"))
+    # compact types: a build keeps these for every row of the mixture until the statistics are made
+    return frame.with_columns(
+        pl.col("dataset", "verb", "operator", "lang").cast(pl.Categorical),
+        pl.col("chars", "tokens", "turns").cast(pl.Int32),
+        pl.col("round").cast(pl.Int16),
+    )
 
 
 def tokens_method(tokenizer: Path | None) -> str:
