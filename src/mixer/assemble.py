@@ -19,7 +19,7 @@ import polars as pl
 from mixer.mix import order_keys, select_keys, with_repeat
 from mixer.stage import Staged
 
-BUCKET_ROWS = 50_000
+BUCKET_ROWS = 200_000  # rows sorted at once when shards are cut: ~150 MB of ShareGPT-like rows
 SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
 
 
@@ -102,6 +102,13 @@ def _sorted_buckets(folder: Path, buckets: int, empty: pl.DataFrame) -> Iterator
     yield empty
 
 
+def compact(rows: pl.DataFrame) -> pl.DataFrame:
+    """A fresh copy whose nested columns hold only their own values. The parquet writer cuts pages by the size
+    of the arrays, and a slice of a sorted bucket can still carry its neighbours' list values: without this,
+    the same rows would be written as different bytes depending on how buckets happened to be cut."""
+    return rows[pl.int_range(rows.height, eager=True)]
+
+
 def shards(
     selections: list[Selection], folder: Path, shard_rows: int, shuffle: bool
 ) -> Iterator[tuple[str, pl.DataFrame]]:
@@ -121,7 +128,7 @@ def shards(
         held += rows.height
         while held >= shard_rows or (rows is empty and index < count):
             merged = pl.concat(pending)
-            shard, rest = merged.head(shard_rows).rechunk(), merged.slice(shard_rows)
+            shard, rest = compact(merged.head(shard_rows)), merged.slice(shard_rows)
             yield SHARD_PATTERN.format(index=index, count=count), shard
             index += 1
             pending, held = [rest], rest.height
