@@ -18,7 +18,7 @@ from mixer.load import load_chunks, merge_chunks
 from mixer.resolve import resolve_recipe
 from mixer.validate import load_recipe
 
-from conftest import write_recipe
+from conftest import run_mixer, write_recipe
 
 QUIET = Options(progress=False)
 BROKEN_LINE = '{"id": "broken", "conversations": ['
@@ -106,3 +106,20 @@ def test_tiny_chunks_parts_and_buckets_give_the_same_bytes(tmp_path, monkeypatch
         assert mix["dataset"].to_list() == ["a"] * 510 + ["b"] * 150
     assert not (small / ".staging").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp dir left
+
+
+def test_shard_bytes_do_not_depend_on_thread_count(tmp_path):
+    rows = [
+        {"instruction": f"task {i}", "input": "", "output": f"result {i} " + "dolor sit " * 400} for i in range(400)
+    ]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, fraction: 1.5}\n")
+    digests = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"out{threads}"
+        done = run_mixer(
+            "build", "recipe.yaml", "--out", str(out), "--force", cwd=tmp_path, env={"POLARS_MAX_THREADS": threads}
+        )
+        assert done.returncode == 0, done.stderr
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "data").glob("*.parquet")})
+    assert digests[0] == digests[1] and len(digests[0]) == 1
