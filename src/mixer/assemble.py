@@ -19,7 +19,7 @@ import polars as pl
 from mixer.mix import order_keys, select_keys, with_repeat
 from mixer.stage import Staged
 
-BUCKET_ROWS = 200_000  # rows sorted at once when shards are cut: ~150 MB of ShareGPT-like rows
+BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of ShareGPT-like rows)
 SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
 
 
