@@ -123,3 +123,23 @@ def test_shard_bytes_do_not_depend_on_thread_count(tmp_path):
         assert done.returncode == 0, done.stderr
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "data").glob("*.parquet")})
     assert digests[0] == digests[1] and len(digests[0]) == 1
+
+
+def test_gzip_and_crlf_files_read_in_chunks_like_plain_ones(tmp_path):
+    import gzip
+
+    lines, _ = sharegpt_lines()
+    lines = [line for line in lines if line != BROKEN_LINE]
+    (tmp_path / "plain.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "crlf.jsonl").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    (tmp_path / "packed.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    text = "name: s\nsources:\n" + "".join(
+        f"  {name}: {{path: {name}.{suffix}, format: sharegpt, take: all}}\n"
+        for name, suffix in (("plain", "jsonl"), ("crlf", "jsonl"), ("packed", "jsonl.gz"))
+    )
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    sources = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    loaded = [merge_chunks(list(load_chunks(source, chunk_bytes=150))) for source in sources]
+    plain, crlf, packed = (pool.rows.drop("dataset", "id", "meta") for pool in loaded)
+    assert plain.height == 60 and crlf.equals(plain) and packed.equals(plain)
+    assert [pool.rows["id"][25] for pool in loaded] == ["plain/c0#1", "crlf/c0#1", "packed/c0#1"]
