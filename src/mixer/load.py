@@ -15,6 +15,7 @@ from mixer.adapters import get_adapter
 from mixer.adapters.base import Context, content_chars, content_text
 from mixer.errors import MixerError
 from mixer.io import read_chunks, read_table
+from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import ResolvedSource
 
@@ -234,9 +235,7 @@ def load_chunks(
                 before = rows.height
                 rows = rows.filter(keep.fill_null(False))
                 counts[filter_name] = before - rows.height
-            ids = pl.DataFrame(
-                {"id": usable, "kept": pl.repeat(False, usable.len(), eager=True).scatter(rows["__i"], True)}
-            )
+            ids = pl.DataFrame({"id": usable, "kept": marked(usable.len(), rows["__i"])})
             rows = rows.drop("__i")
             quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
             yield Pool(source, rows, counts, quarantined, ids)

@@ -40,6 +40,11 @@ def normalised_text(messages: pl.Expr) -> pl.Expr:
     return spaced.str.replace_all(" {2,}", " ").str.strip_chars()
 
 
+def marked(length: int, positions: pl.Series) -> pl.Series:
+    """A boolean mask of `length` rows, true at `positions`."""
+    return pl.repeat(False, length, eager=True).scatter(positions, True)
+
+
 class Deduplicator:
     """Exact dedup across sources, one source at a time: a row is dropped when its normalised text appeared
     earlier, in an earlier source or earlier in its own file. Texts are compared by their two 64-bit hashes
@@ -58,8 +63,7 @@ class Deduplicator:
             .unique(["h1", "h2"], keep="first")
             .join(self.seen, on=["h1", "h2"], how="anti")["__i"]
         )
-        keep = pl.repeat(False, hashes.height, eager=True).scatter(fresh, True) if fresh.len() else None
-        keep = keep if keep is not None else pl.repeat(False, hashes.height, eager=True)
+        keep = marked(hashes.height, fresh)
         staged.drop("dedup", keep)
         self.seen = pl.concat([self.seen, hashes.filter(keep)])
 
@@ -71,11 +75,11 @@ def near_dedup(staged: list[Staged]) -> None:
 
     prompts = pl.concat([s.keys.select(pl.col("prompt").fill_null("")) for s in staged])["prompt"]
     later = near_pairs(prompts)["row_b"].unique()
-    drop = pl.repeat(False, prompts.len(), eager=True).alias("drop").scatter(later, True) if later.len() else None
+    drop = marked(prompts.len(), later)
     offset = 0
     for s in staged:
         height = s.keys.height
-        s.drop("dedup_near", ~drop.slice(offset, height) if drop is not None else pl.repeat(True, height, eager=True))
+        s.drop("dedup_near", ~drop.slice(offset, height))
         offset += height
 
 
