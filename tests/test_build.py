@@ -251,7 +251,10 @@ def test_missing_registry_data_explains_offline_options(tmp_path):
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 5}\n")
     result = run_mixer("build", str(recipe), "--out", str(tmp_path / "o"))
     assert result.returncode == 1
-    assert "cannot load databricks/databricks-dolly-15k@main from the hub" in result.stderr
+    assert (
+        "cannot load databricks/databricks-dolly-15k@bdd27f4d94b9c1f951818a7da7fd7aeea5dbff1a from the hub"
+        in result.stderr
+    )
     assert "--data-dir" in result.stderr and "--sample" in result.stderr
 
 
