@@ -14,8 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mixer.build import Options, build, plan_recipe
+from mixer.build import Options, build
 from mixer.errors import MixerError, RecipeInvalid
+from mixer.pipeline import plan_recipe
 
 from conftest import REPO, run_mixer, write_recipe
 
@@ -355,7 +356,7 @@ def test_real_files_recipe(tmp_path, shared_data):
 
 
 def test_plan_reuses_counts_when_only_selectors_change(tmp_path, monkeypatch):
-    import mixer.build as build_module
+    import mixer.pipeline as pipeline_module
 
     alpaca_file(tmp_path / "a.jsonl", 30)
     alpaca_file(tmp_path / "b.jsonl", 20, prefix="b")
@@ -376,7 +377,7 @@ def test_plan_reuses_counts_when_only_selectors_change(tmp_path, monkeypatch):
 
     recipe = write_recipe(tmp_path, text.replace("TAKE", "25"))
     with monkeypatch.context() as patch:
-        patch.setattr(build_module, "stage_sources", must_not_load)
+        patch.setattr(pipeline_module, "stage_sources", must_not_load)
         _, second = plan_recipe(recipe, options)
     assert [(s.available, s.selected) for s in second.sources] == [(29, 25), (20, 30)]
     assert (
@@ -387,3 +388,20 @@ def test_plan_reuses_counts_when_only_selectors_change(tmp_path, monkeypatch):
     alpaca_file(tmp_path / "a.jsonl", 40)  # new content: the cached counts no longer apply
     _, third = plan_recipe(recipe, options)
     assert third.sources[0].available == 39
+
+
+def test_noop_rebuild_and_validation_do_not_import_polars(tmp_path):
+    """The no-op check reads only the recipe, file hashes and the manifest: it must stay a fraction of a second."""
+    alpaca_file(tmp_path / "a.jsonl", 20)
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 10}\n")
+    build(recipe, QUIET, out=tmp_path / "o")
+    script = (
+        "import sys; from pathlib import Path; from mixer.build import Options, build; "
+        "from mixer.validate import validate_file; validate_file(Path(sys.argv[1])); "
+        "r = build(Path(sys.argv[1]), Options(progress=False), out=Path(sys.argv[2])); "
+        "print(r.status, 'polars' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(recipe), str(tmp_path / "o")], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["up-to-date", "False"], done.stderr

@@ -96,7 +96,8 @@ def _plan_table(plan) -> Table:
 @app.command()
 def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
-    from mixer.build import Options, plan_recipe
+    from mixer.build import Options
+    from mixer.pipeline import plan_recipe
 
     _, result = plan_recipe(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
     if as_json:
@@ -168,7 +169,8 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
 def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Audit the data without building: benchmark hits (mixture.decontaminate) and exact + near-duplicate
     overlap between sources over every available row; writes nothing."""
-    from mixer.build import Options, decontam_only
+    from mixer.build import Options
+    from mixer.pipeline import decontam_only
 
     report = decontam_only(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
     if as_json:
@@ -233,7 +235,8 @@ def evolve(
     as_json: JsonFlag = False,
 ) -> None:
     """Run only the recipe's evolve blocks (cached, budgeted, resumable); `mixer build` reuses their calls."""
-    from mixer.build import Options, evolve_only
+    from mixer.build import Options
+    from mixer.pipeline import evolve_only
 
     root, stats = evolve_only(
         recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json), block=block, out=out_dir
@@ -347,7 +350,7 @@ def train(
 @app.command()
 def sources(as_json: JsonFlag = False) -> None:
     """List the registry of known datasets (and the formats inline sources can use)."""
-    from mixer.adapters import FORMATS, get_adapter
+    from mixer.adapters import FORMATS, format_spec
     from mixer.registry import load_registry
 
     registry = load_registry()
@@ -364,7 +367,7 @@ def sources(as_json: JsonFlag = False) -> None:
                     }
                     for n, e in registry.items()
                 },
-                "formats": {f: get_adapter(f).summary for f in FORMATS},
+                "formats": {f: format_spec(f).summary for f in FORMATS},
             }
         )
         return
@@ -384,7 +387,7 @@ def sources(as_json: JsonFlag = False) -> None:
     formats.add_column("format")
     formats.add_column("fields")
     for fmt in FORMATS:
-        formats.add_row(fmt, get_adapter(fmt).summary)
+        formats.add_row(fmt, format_spec(fmt).summary)
     out.print(formats)
 
 

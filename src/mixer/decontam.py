@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from mixer.adapters.base import content_text, first_content
+from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
-from mixer.io import SUPPORTED_SUFFIXES, read_table
+from mixer.io import read_table
 from mixer.recipe import BenchmarkSpec, DecontamSpec
 
 if TYPE_CHECKING:

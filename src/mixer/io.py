@@ -14,9 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
+from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
-
-SUPPORTED_SUFFIXES = (".json", ".jsonl", ".jsonl.gz", ".json.gz", ".parquet", ".csv", ".tsv", ".tsv.gz", ".csv.gz")
 
 
 @dataclass

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
 from mixer.hashing import FileHashes, file_sha256
-from mixer.io import SUPPORTED_SUFFIXES
 from mixer.recipe import Recipe, SourceSpec
 from mixer.registry import RegistryEntry, load_registry
 from mixer.validate import expand_paths

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from mixer.adapters import FORMATS, get_adapter
+from mixer.adapters import FORMATS, format_spec
 from mixer.errors import Diagnostic, MixerError, RecipeInvalid
 from mixer.recipe import Recipe, build_recipe
 from mixer.registry import load_registry
@@ -123,7 +123,7 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
 
 
 def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -> list[Diagnostic]:
-    adapter = get_adapter(fmt)
+    adapter = format_spec(fmt)
     problems = []
     for key in spec.get("fields") or {}:
         if key not in adapter.fields:
@@ -192,7 +192,7 @@ def _check_source(
         )
     if fmt:
         problems += _check_fields_options(located, path, spec, fmt)
-        adapter = get_adapter(fmt)
+        adapter = format_spec(fmt)
         if adapter.kind == "preference" and purpose != "dpo":
             where = "mixed into an SFT mixture" if purpose == "mix" else "used for SFT"
             problems.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, first_reason, sft_frame, turn_messages
+from mixer.adapters.base import Context, adapter, blank, column, first_reason, sft_frame, turn_messages
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -26,10 +26,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return sft_frame(raw, messages, reason, native_id)
 
 
-ADAPTER = Adapter(
-    name="alpaca",
-    summary="instruction / input / output (+ optional system, id)",
-    convert=convert,
-    fields={"instruction": "instruction", "input": "input", "output": "output", "system": "system", "id": "id"},
-    required=("instruction", "output"),
-)
+ADAPTER = adapter("alpaca", convert)

@@ -7,11 +7,12 @@ row whose `__reason` says what is wrong, so the caller can error, skip or quaran
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 import polars as pl
 
+from mixer.adapters.formats import SPECS, Format
 from mixer.errors import MixerError
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
@@ -29,17 +30,15 @@ class Context:
 
 
 @dataclass(frozen=True)
-class Adapter:
-    name: str
-    summary: str
-    convert: Callable[[pl.DataFrame, Context], pl.DataFrame]
-    fields: dict[str, str]  # canonical field -> default native column
-    required: tuple[str, ...]
-    options: dict[str, Any] = field(default_factory=dict)  # option -> default
-    kind: str = "sft"  # or "preference"
-    has_lang: bool = False
-    headerless: bool = False  # read csv/tsv without a header row (FLAN CoT)
-    row_local: bool = True  # each record converts alone, so a big JSONL file can be read in chunks
+class Adapter(Format):
+    """A format (what it accepts: mixer.adapters.formats) and how its records become canonical rows."""
+
+    convert: Callable[[pl.DataFrame, Context], pl.DataFrame] | None = None
+
+
+def adapter(name: str, convert: Callable[[pl.DataFrame, Context], pl.DataFrame]) -> Adapter:
+    spec = SPECS[name]
+    return Adapter(**{f.name: getattr(spec, f.name) for f in fields(Format)}, convert=convert)
 
 
 def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) -> pl.Expr:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, first_reason, sft_frame, turn_messages
+from mixer.adapters.base import Context, adapter, blank, column, first_reason, sft_frame, turn_messages
 
 
 def _unescape(expr: pl.Expr) -> pl.Expr:
@@ -28,11 +28,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return sft_frame(raw, messages, reason)
 
 
-ADAPTER = Adapter(
-    name="cot",
-    summary="FLAN CoT TSV: question, answer, rationale (no header, escaped \\n)",
-    convert=convert,
-    fields={"question": "column_1", "answer": "column_2", "rationale": "column_3"},
-    required=("question", "answer", "rationale"),
-    headerless=True,
-)
+ADAPTER = adapter("cot", convert)

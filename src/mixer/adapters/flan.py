@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, first_reason, sft_frame, turn_messages
+from mixer.adapters.base import Context, adapter, blank, column, first_reason, sft_frame, turn_messages
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -18,10 +18,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return sft_frame(raw, messages, reason, column(raw, ctx, "id", required=False))
 
 
-ADAPTER = Adapter(
-    name="flan",
-    summary="inputs / targets (FLAN v2 jsonl)",
-    convert=convert,
-    fields={"inputs": "inputs", "targets": "targets", "id": "id"},
-    required=("inputs", "targets"),
-)
+ADAPTER = adapter("flan", convert)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, column, message, sft_frame
+from mixer.adapters.base import Context, adapter, column, message, sft_frame
 from mixer.errors import MixerError
 
 
@@ -22,10 +22,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
-ADAPTER = Adapter(
-    name="messages",
-    summary="messages: [{role, content}] (already canonical)",
-    convert=convert,
-    fields={"messages": "messages", "id": "id"},
-    required=("messages",),
-)
+ADAPTER = adapter("messages", convert)

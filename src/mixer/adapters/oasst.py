@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from mixer.adapters.base import MESSAGES, Adapter, Context, conversation_reason
+from mixer.adapters.base import MESSAGES, Context, adapter, conversation_reason
 from mixer.errors import MixerError
 
 ROLE = {"prompter": "user", "assistant": "assistant"}
@@ -93,13 +93,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return frame.with_columns(conversation_reason(pl.col("messages")).alias("__reason"))
 
 
-ADAPTER = Adapter(
-    name="oasst",
-    summary="OpenAssistant message table or trees.jsonl → top-k ranked paths",
-    convert=convert,
-    fields={},
-    required=(),
-    options={"top_k_reply": None},
-    has_lang=True,
-    row_local=False,  # the flat message table is one tree across many records
-)
+ADAPTER = adapter("oasst", convert)

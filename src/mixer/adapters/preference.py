@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import MESSAGES, Adapter, Context, blank, first_reason, message
+from mixer.adapters.base import MESSAGES, Context, adapter, blank, first_reason, message
 from mixer.errors import MixerError
 
 
@@ -69,11 +69,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     )
 
 
-ADAPTER = Adapter(
-    name="preference",
-    summary="prompt / chosen / rejected (text or message lists) for DPO",
-    convert=convert,
-    fields={"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "id": "prompt_id"},
-    required=("chosen", "rejected"),
-    kind="preference",
-)
+ADAPTER = adapter("preference", convert)

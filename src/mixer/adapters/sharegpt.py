@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, blank, column, message, sft_frame
+from mixer.adapters.base import Context, adapter, blank, column, message, sft_frame
 from mixer.errors import MixerError
 
 ROLE_NAMES = {
@@ -67,11 +67,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
-ADAPTER = Adapter(
-    name="sharegpt",
-    summary="conversations: [{from: human|gpt|system, value}] (+ optional id, system)",
-    convert=convert,
-    fields={"conversations": "conversations", "id": "id", "system": "system"},
-    required=("conversations",),
-    options={"role_key": "from", "content_key": "value", "trim_trailing_user": True},
-)
+ADAPTER = adapter("sharegpt", convert)

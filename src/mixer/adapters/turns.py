@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Adapter, Context, column, message, sft_frame
+from mixer.adapters.base import Context, adapter, column, message, sft_frame
 from mixer.errors import MixerError
 
 
@@ -20,10 +20,4 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
-ADAPTER = Adapter(
-    name="turns",
-    summary="conversations: [user, assistant, user, ...] as plain strings (LIMA)",
-    convert=convert,
-    fields={"conversations": "conversations", "id": "id"},
-    required=("conversations",),
-)
+ADAPTER = adapter("turns", convert)

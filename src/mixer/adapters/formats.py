@@ -1,0 +1,90 @@
+"""What each record format accepts: fields, options, kind. Plain data, so validating a recipe (and deciding
+that a rebuild is a no-op) needs no dataframe library; how records become rows is in the adapter modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# the input files a source may come in, whatever its record format
+SUPPORTED_SUFFIXES = (".json", ".jsonl", ".jsonl.gz", ".json.gz", ".parquet", ".csv", ".tsv", ".tsv.gz", ".csv.gz")
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    summary: str
+    fields: dict[str, str]  # canonical field -> default native column
+    required: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)  # option -> default
+    kind: str = "sft"  # or "preference"
+    has_lang: bool = False
+    headerless: bool = False  # read csv/tsv without a header row (FLAN CoT)
+    row_local: bool = True  # each record converts alone, so a big JSONL file can be read in chunks
+
+
+SPECS = {
+    spec.name: spec
+    for spec in (
+        Format(
+            name="alpaca",
+            summary="instruction / input / output (+ optional system, id)",
+            fields={"instruction": "instruction", "input": "input", "output": "output", "system": "system", "id": "id"},
+            required=("instruction", "output"),
+        ),
+        Format(
+            name="cot",
+            summary="FLAN CoT TSV: question, answer, rationale (no header, escaped \\n)",
+            fields={"question": "column_1", "answer": "column_2", "rationale": "column_3"},
+            required=("question", "answer", "rationale"),
+            headerless=True,
+        ),
+        Format(
+            name="dolly",
+            summary="instruction / context / response / category",
+            fields={"instruction": "instruction", "context": "context", "response": "response", "id": "id"},
+            required=("instruction", "response"),
+        ),
+        Format(
+            name="flan",
+            summary="inputs / targets (FLAN v2 jsonl)",
+            fields={"inputs": "inputs", "targets": "targets", "id": "id"},
+            required=("inputs", "targets"),
+        ),
+        Format(
+            name="messages",
+            summary="messages: [{role, content}] (already canonical)",
+            fields={"messages": "messages", "id": "id"},
+            required=("messages",),
+        ),
+        Format(
+            name="oasst",
+            summary="OpenAssistant message table or trees.jsonl → top-k ranked paths",
+            fields={},
+            required=(),
+            options={"top_k_reply": None},
+            has_lang=True,
+            row_local=False,  # the flat message table is one tree across many records
+        ),
+        Format(
+            name="preference",
+            summary="prompt / chosen / rejected (text or message lists) for DPO",
+            fields={"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "id": "prompt_id"},
+            required=("chosen", "rejected"),
+            kind="preference",
+        ),
+        Format(
+            name="sharegpt",
+            summary="conversations: [{from: human|gpt|system, value}] (+ optional id, system)",
+            fields={"conversations": "conversations", "id": "id", "system": "system"},
+            required=("conversations",),
+            options={"role_key": "from", "content_key": "value", "trim_trailing_user": True},
+        ),
+        Format(
+            name="turns",
+            summary="conversations: [user, assistant, user, ...] as plain strings (LIMA)",
+            fields={"conversations": "conversations", "id": "id"},
+            required=("conversations",),
+        ),
+    )
+}

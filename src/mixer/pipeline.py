@@ -1,0 +1,369 @@
+"""The steps of a build that need data in memory, in order: stage sources (load, decontaminate, dedup), run
+evolve blocks, plan, select, write shards, manifest and card. Also `mixer plan`, `mixer evolve` and
+`mixer decontam`, which share the first steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from rich.progress import Progress
+
+from mixer import __version__, counts_cache
+from mixer.assemble import Selection, select, shards
+from mixer.build import Options, input_fingerprint, output_dir
+from mixer.decontam import first_prompt
+from mixer.errors import MixerError
+from mixer.load import Pool, load_chunks
+from mixer.mix import Deduplicator, near_dedup
+from mixer.overlap import overlap_matrix
+from mixer.plan import Plan, make_plan, summarize
+from mixer.progress import make_progress
+from mixer.recipe import EvolveSpec, Recipe
+from mixer.resolve import ResolvedSource, resolve_recipe
+from mixer.stage import Staged, stage_chunks
+from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
+from mixer.validate import load_recipe
+from mixer.write import atomic_dir, dataset_card, git_info, write_json, write_shards
+
+if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a recipe has evolve blocks
+    from mixer.decontam import Decontamination
+    from mixer.evolve.engine import EvolveResult
+
+
+LOAD_WORKERS = 2
+
+
+def prepare_decontam(recipe: Recipe, options: Options) -> Decontamination | None:
+    if recipe.mixture.decontaminate is None:
+        return None
+    from mixer.decontam import Decontamination
+
+    return Decontamination(recipe.mixture.decontaminate, recipe.base_dir, options.data_dir)
+
+
+class Cleaner:
+    """Stages sources and settles them in recipe order: decontamination, then exact dedup against everything
+    settled before (earlier sources win), then, over all of them, near dedup."""
+
+    def __init__(self, recipe: Recipe, folder: Path, decontam: Decontamination | None, keep_prompts: bool) -> None:
+        self.recipe = recipe
+        self.folder = folder
+        self.decontam = decontam
+        self.dedup = Deduplicator() if recipe.mixture.dedup in ("exact", "near") else None
+        self.keep_prompts = keep_prompts or recipe.mixture.dedup == "near"
+        self.staged: list[Staged] = []
+
+    def stage(self, source: ResolvedSource, chunks: Iterable[Pool]) -> Staged:
+        """The heavy part (convert, hash, find benchmark hits, write): safe to run for two sources at once."""
+        tag = source.spec.name.encode("utf-8").hex()  # a file name whatever the source is called
+        index = self.decontam.index if self.decontam is not None else None
+        return stage_chunks(
+            source, chunks, self.folder, tag, keep_prompts=self.keep_prompts, dedup=self.dedup is not None, index=index
+        )
+
+    def settle(self, staged: Staged) -> Staged:
+        if self.decontam is not None:
+            self.decontam.settle(staged)
+        if self.dedup is not None:
+            self.dedup.drop_seen(staged)
+        staged.keys = staged.keys.drop("h1", "h2", strict=False)
+        self.staged.append(staged)
+        return staged
+
+    def near_dedup(self) -> None:
+        """Near dedup over everything settled so far (earlier rows win, so rerunning it only drops new rows)."""
+        if self.recipe.mixture.dedup == "near":
+            near_dedup(self.staged)
+
+
+def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, cleaner: Cleaner) -> list[Staged]:
+    """Load and stage every file-backed source, two at a time (polars releases the GIL, and one file rarely
+    keeps both cores busy); settle each in recipe order as soon as it and the ones before it are staged."""
+    task = progress.add_task("loading sources", total=len(resolved))
+
+    def load(source: ResolvedSource) -> Staged:
+        staged = cleaner.stage(source, load_chunks(source, recipe.mixture.drop_patterns))
+        progress.advance(task)
+        return staged
+
+    with ThreadPoolExecutor(max_workers=LOAD_WORKERS) as workers:
+        staged = [cleaner.settle(s) for s in workers.map(load, resolved)]
+    cleaner.near_dedup()
+    return staged
+
+
+def needed_blocks(recipe: Recipe) -> list[EvolveSpec]:
+    """Blocks some source mixes in, in recipe order."""
+    used = {s.evolved for s in recipe.sources if s.evolved}
+    return [b for b in recipe.evolve if b.name in used]
+
+
+def evolve_seeds(recipe: Recipe, pools: list[Staged], blocks: list[EvolveSpec]) -> dict[str, pl.DataFrame]:
+    from mixer.evolve.pools import seed_rows
+
+    by_name = {p.name: p for p in pools}
+    return {b.name: seed_rows(by_name[b.source], b, recipe.seed) for b in blocks}
+
+
+def evolve_cache_path(options: Options) -> Path:
+    return options.cache / "evolve.sqlite"
+
+
+def run_evolve(
+    recipe: Recipe, pools: list[Staged], blocks: list[EvolveSpec], options: Options, progress: Progress
+) -> dict[str, EvolveResult]:
+    if not blocks:
+        return {}
+    from mixer.evolve.engine import run_block
+    from mixer.evolve.progress import evolve_reporter
+
+    seeds = evolve_seeds(recipe, pools, blocks)
+    return {
+        block.name: run_block(
+            block,
+            seeds[block.name],
+            seed=recipe.seed,
+            cache_path=evolve_cache_path(options),
+            report=evolve_reporter(progress, block, seeds[block.name].height),
+        )
+        for block in blocks
+    }
+
+
+def evolved_pools(recipe: Recipe, pools: list[Staged], results: dict[str, EvolveResult]) -> list[Pool]:
+    from mixer.evolve.pools import evolved_pool
+
+    licenses = {p.name: p.source.license for p in pools}
+    made = []
+    for spec in recipe.sources:
+        if spec.evolved:
+            block = recipe.block(spec.evolved)
+            license = f"{licenses[block.source]}; generated by {block.teacher.model} (check its terms of use)"
+            made.append(evolved_pool(spec, results[spec.evolved], recipe, license))
+    return made
+
+
+def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
+    """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds). Per-source counts
+    come from the counts cache when only selectors changed since the data was last read."""
+    recipe = load_recipe(recipe_path)
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
+    fingerprint_in = input_fingerprint(resolved)
+    key = counts_cache.counts_key(recipe, resolved, options.sample) if counts_cache.cacheable(recipe) else None
+    if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
+        return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
+    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-plan-") as folder:
+        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
+        pools = stage_sources(recipe, resolved, progress, cleaner)
+        summaries = [summarize(p) for p in pools]
+        if key is not None:
+            counts_cache.save(options.cache, key, summaries)
+        blocks = needed_blocks(recipe)
+        if not blocks:
+            return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
+        seeds = evolve_seeds(recipe, pools, blocks)
+    from mixer.evolve.pools import as_estimate, estimate
+
+    infos = {b.name: estimate(b, seeds[b.name]) for b in blocks}
+    licenses = {p.name: p.source.license for p in pools}
+    estimates = {
+        s.name: as_estimate(infos[s.evolved], licenses[recipe.block(s.evolved).source])
+        for s in recipe.sources
+        if s.evolved
+    }
+    plan = make_plan(
+        recipe,
+        summaries,
+        sample=options.sample,
+        input_fingerprint=fingerprint_in,
+        estimates=estimates,
+        evolve=tuple(infos.values()),
+    )
+    return recipe, plan
+
+
+def manifest_for(
+    recipe: Recipe, plan: Plan, build_fp: str, shards: list[dict], written: dict[str, int], pools: list[Staged]
+) -> dict[str, Any]:
+    return {
+        "mixer_version": __version__,
+        "recipe": {"name": recipe.name, "path": str(recipe.path), "git": git_info(recipe.path)},
+        "resolved_recipe": recipe.document,
+        "seed": recipe.seed,
+        "sample": plan.sample,
+        "plan_fingerprint": plan.fingerprint,
+        "build_fingerprint": build_fp,
+        "totals": {"rows": plan.total_rows, "est_tokens": plan.est_tokens, "shards": len(shards)},
+        "sources": {
+            s.name: {
+                "format": s.format,
+                "origin": s.origin,
+                "registry": s.registry,
+                "revision": s.revision,
+                "license": s.license,
+                "selector": s.selector,
+                "files": list(s.files),
+                "counts": {
+                    **s.counts,
+                    "available": s.available,
+                    "selected": s.selected,
+                    "written": written.get(s.name, 0),
+                },
+                "upsample": s.upsample,
+                "est_tokens": s.est_tokens,
+                "quarantined": pool.rejects.height if pool.rejects is not None else 0,
+            }
+            for s, pool in zip(plan.sources, pools, strict=True)
+        },
+        "shards": shards,
+    }
+
+
+def write_rejects(folder: Path, pools: list[Staged], results: dict[str, EvolveResult]) -> None:
+    """Quarantined input rows per source, eliminated evolutions per block (each with its reason)."""
+    quarantined = [p for p in pools if p.rejects is not None]
+    eliminated = [r for r in results.values() if r.rejects.height]
+    if not quarantined and not eliminated:
+        return
+    folder.mkdir()
+    for pool in quarantined:
+        pool.rejects.write_ndjson(folder / f"{pool.name}.jsonl")
+    for result in eliminated:
+        result.rejects.write_ndjson(folder / f"evolve-{result.block}.jsonl")
+
+
+def evolve_manifest(block: EvolveSpec, result: EvolveResult) -> dict[str, Any]:
+    """Stats plus the endpoints (model, base URL: never a key)."""
+    return {
+        "from": block.source,
+        "teacher": {"model": block.teacher.model, "base_url": block.teacher.base_url},
+        "judge": {"model": block.judge.model, "base_url": block.judge.base_url},
+        "operators": [op.name for op in block.operators],
+        "eliminate": list(block.eliminate),
+        "keep": block.keep,
+        **result.stats(),
+    }
+
+
+def selected_keys(selections: list[Selection]) -> dict[str, pl.DataFrame]:
+    """(__pos, prompt_hash) of every distinct selected row, per source: what the overlap matrix compares."""
+    return {s.staged.name: s.distinct() for s in selections}
+
+
+def prompt_reader(pools: list[Staged]) -> Callable[[str, pl.Series], list[str]]:
+    """Read normalised first prompts back from staged rows, for the overlap report's examples."""
+    by_name = {p.name: p for p in pools}
+
+    def read(source: str, positions: pl.Series) -> list[str]:
+        rows = by_name[source].rows_at(positions)
+        return rows.select(first_prompt(rows)).to_series().to_list()
+
+    return read
+
+
+def materialise(
+    recipe: Recipe, resolved: list[ResolvedSource], options: Options, out_dir: Path, build_fp: str
+) -> tuple[Plan, dict[str, Any]]:
+    """Everything a build does once it is not a no-op: stage, evolve, plan, select, write; atomically."""
+    with make_progress(options.progress) as progress, atomic_dir(out_dir) as temp:
+        staging = temp / ".staging"  # rows between loading and writing; removed before the rename
+        decontam = prepare_decontam(recipe, options)
+        cleaner = Cleaner(recipe, staging, decontam, keep_prompts=False)
+        pools = stage_sources(recipe, resolved, progress, cleaner)
+        results = run_evolve(recipe, pools, needed_blocks(recipe), options, progress)
+        if results:
+            for pool in evolved_pools(recipe, pools, results):
+                cleaner.settle(cleaner.stage(pool.source, [pool]))  # evolved rows lose to every file-backed row
+            cleaner.near_dedup()
+            by_name = {p.name: p for p in cleaner.staged}
+            pools = [by_name[s.name] for s in recipe.sources]
+        summaries = [summarize(p) for p in pools]
+        if counts_cache.cacheable(recipe):  # a later `mixer plan` with other takes or weights is instant
+            counts_cache.save(options.cache, counts_cache.counts_key(recipe, resolved, options.sample), summaries)
+        plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
+        selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
+        written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
+        overlap = overlap_matrix(selected_keys(selections), prompt_reader(pools))
+        tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
+        loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
+        features: list[pl.DataFrame] = []
+        task = progress.add_task("writing shards", total=plan.total_rows)
+
+        def measure(frame: pl.DataFrame) -> None:
+            features.append(row_features(frame, loaded))
+            progress.advance(task, frame.height)
+
+        ordered = shards(selections, staging / "buckets", recipe.output.shard_rows, recipe.mixture.shuffle)
+        written_shards = write_shards(ordered, temp / "data", measure)
+        shutil.rmtree(staging, ignore_errors=True)
+        write_rejects(temp / "rejects", pools, results)
+        manifest = manifest_for(recipe, plan, build_fp, written_shards, written, pools)
+        if results:
+            manifest["evolve"] = {name: evolve_manifest(recipe.block(name), r) for name, r in results.items()}
+        if decontam is not None:
+            manifest["decontamination"] = decontam.report([p.counts for p in pools])
+        manifest["overlap"] = overlap
+        manifest["stats"] = write_stats(temp, pl.concat(features), manifest, tokens_method(tokenizer))
+        write_json(temp / "manifest.json", manifest)
+        (temp / "README.md").write_text(dataset_card(plan, manifest, recipe.description), encoding="utf-8")
+    return plan, manifest
+
+
+def evolve_only(
+    recipe_path: Path, options: Options, *, block: str | None = None, out: Path | None = None
+) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """`mixer evolve`: run evolve blocks (all, or one) without mixing; each block's rows, rejects and stats
+    go to OUT/<block>/ atomically. A later `mixer build` reuses every call from the cache."""
+    recipe = load_recipe(recipe_path)
+    if block is not None and block not in {b.name for b in recipe.evolve}:
+        from mixer.validate import did_you_mean
+
+        raise MixerError(
+            f"{recipe_path}: no evolve block {block!r}",
+            did_you_mean(block, [b.name for b in recipe.evolve])
+            or "blocks: " + ", ".join(b.name for b in recipe.evolve),
+        )
+    blocks = [recipe.block(block)] if block else list(recipe.evolve)
+    if not blocks:
+        raise MixerError(f"{recipe_path}: the recipe has no evolve: blocks")
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
+    out_root = out or Path(f"{output_dir(recipe)}.evolve")
+    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-evolve-") as folder:
+        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
+        pools = stage_sources(recipe, resolved, progress, cleaner)
+        results = run_evolve(recipe, pools, blocks, options, progress)
+    stats = {name: evolve_manifest(recipe.block(name), result) for name, result in results.items()}
+    for name, result in results.items():
+        with atomic_dir(out_root / name) as temp:
+            result.rows.write_parquet(temp / "data.parquet")
+            result.rejects.write_ndjson(temp / "rejects.jsonl")
+            write_json(temp / "stats.json", stats[name])
+    return out_root, stats
+
+
+def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
+    """`mixer decontam`: the data-quality audit without a build. Benchmark hits (report mode, when the recipe
+    has mixture.decontaminate) and exact + near-duplicate overlap over every available row; nothing is written."""
+    recipe = load_recipe(recipe_path)
+    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
+    decontam = None
+    if recipe.mixture.decontaminate is not None:
+        from mixer.decontam import Decontamination
+
+        spec = replace(recipe.mixture.decontaminate, mode="report")
+        decontam = Decontamination(spec, recipe.base_dir, options.data_dir)
+    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-audit-") as folder:
+        pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, Path(folder), decontam, keep_prompts=True))
+        overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=True)
+    return {
+        "decontamination": decontam.report([p.counts for p in pools]) if decontam is not None else None,
+        "overlap": overlap,
+    }
