@@ -53,7 +53,10 @@ class Cleaner:
     """Stages sources and settles them in recipe order: decontamination, then exact dedup against everything
     settled before (earlier sources win), then, over all of them, near dedup."""
 
-    def __init__(self, recipe: Recipe, folder: Path, decontam: Decontamination | None, keep_prompts: bool) -> None:
+    def __init__(
+        self, recipe: Recipe, folder: Path | None, decontam: Decontamination | None, keep_prompts: bool
+    ) -> None:
+        """`folder` holds the staged rows; None when only counts are wanted (`mixer plan` without evolve)."""
         self.recipe = recipe
         self.folder = folder
         self.decontam = decontam
@@ -160,15 +163,20 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     key = counts_cache.counts_key(recipe, resolved, options.sample) if counts_cache.cacheable(recipe) else None
     if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
+    blocks = needed_blocks(recipe)
+    if not blocks:  # counts only: no rows are kept anywhere
+        with make_progress(options.progress) as progress:
+            cleaner = Cleaner(recipe, None, prepare_decontam(recipe, options), keep_prompts=False)
+            summaries = [summarize(p) for p in stage_sources(recipe, resolved, progress, cleaner)]
+        if key is not None:
+            counts_cache.save(options.cache, key, summaries)
+        return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-plan-") as folder:
         cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         summaries = [summarize(p) for p in pools]
         if key is not None:
             counts_cache.save(options.cache, key, summaries)
-        blocks = needed_blocks(recipe)
-        if not blocks:
-            return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
         seeds = evolve_seeds(recipe, pools, blocks)
     from mixer.evolve.pools import as_estimate, estimate
 

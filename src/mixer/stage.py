@@ -92,33 +92,36 @@ class Staged:
         return rows.sort("__at").drop("__at")
 
 
-def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool) -> pl.DataFrame:
-    """The per-row facts mixing needs: position, id, characters (token estimates), the hash of the normalised
-    first prompt (overlap between sources; null when there is none), with `dedup` the hashes h1/h2 of the
-    normalised conversation (a third of the work here, so only when asked), the prompt itself on request."""
+def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool, overlap: bool = True) -> pl.DataFrame:
+    """The per-row facts mixing needs: position, id, characters (token estimates), with `overlap` the hash of
+    the normalised first prompt (overlap between sources; null when there is none), with `dedup` the hashes
+    h1/h2 of the normalised conversation (a third of the work here, so only when asked), the prompt itself on
+    request."""
     payload = [c for c in PAYLOAD_COLUMNS if c in rows.columns]
     extra = []
     if dedup:
         text = normalised_text(pl.col("messages")) if "messages" in rows.columns else pl.lit(None, dtype=pl.String)
         extra = [text.hash(DEDUP_SEEDS[0]).alias("h1"), text.hash(DEDUP_SEEDS[1]).alias("h2")]
+    if overlap or keep_prompts:
+        extra.append(first_prompt(rows).alias("prompt"))
     keys = rows.select(
         pl.int_range(offset, offset + pl.len(), dtype=pl.UInt32).alias("__pos"),
         "id",
         pl.sum_horizontal(content_chars(pl.col(c)) for c in payload).cast(pl.Int64).alias("chars"),
-        first_prompt(rows).alias("prompt"),
         *extra,
-    ).with_columns(
-        pl.when(pl.col("prompt").is_not_null() & (pl.col("prompt") != ""))
-        .then(pl.col("prompt").hash(0x70726F6D7074))
-        .alias("prompt_hash")
     )
-    return keys if keep_prompts else keys.drop("prompt")
+    if overlap:
+        prompt = pl.col("prompt")
+        keys = keys.with_columns(
+            pl.when(prompt.is_not_null() & (prompt != "")).then(prompt.hash(0x70726F6D7074)).alias("prompt_hash")
+        )
+    return keys if keep_prompts else keys.drop("prompt", strict=False)
 
 
 def stage_chunks(
     source: ResolvedSource,
     chunks: Iterable[Pool],
-    folder: Path,
+    folder: Path | None,
     tag: str,
     *,
     keep_prompts: bool = False,
@@ -126,8 +129,10 @@ def stage_chunks(
     index: Index | None = None,
 ) -> Staged:
     """Write each chunk's rows to `folder` as it comes (at least one part, so the schema is always on disk)
-    and keep its keys; benchmark hits are found here too, while the rows are in memory."""
-    folder.mkdir(parents=True, exist_ok=True)
+    and keep its keys; benchmark hits are found here too, while the rows are in memory. Without a `folder`
+    only counts and keys are kept (`mixer plan`: no rows to read back, no overlap to measure)."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
     starts: list[int] = []
     keys, hits, rejects, ids = [], [], [], []
@@ -144,15 +149,16 @@ def stage_chunks(
         positions = pl.int_range(source_rows, source_rows + pl.len(), dtype=pl.UInt32)
         if index is not None:  # keyed by position: the final ids are known only once the source is read
             hits.append(index.hits(rows.with_columns(positions.cast(pl.String).alias("id"))))
-        keys.append(row_keys(rows, source_rows, keep_prompts=keep_prompts, dedup=dedup))
-        for offset in range(0, rows.height, PART_ROWS):
-            parts.append(folder / f"{tag}-{len(parts):05d}.arrow")
-            starts.append(source_rows + offset)
-            rows.slice(offset, PART_ROWS).rechunk().write_ipc(parts[-1], compression="uncompressed")
+        keys.append(row_keys(rows, source_rows, keep_prompts=keep_prompts, dedup=dedup, overlap=folder is not None))
+        if folder is not None:
+            for offset in range(0, rows.height, PART_ROWS):
+                parts.append(folder / f"{tag}-{len(parts):05d}.arrow")
+                starts.append(source_rows + offset)
+                rows.slice(offset, PART_ROWS).rechunk().write_ipc(parts[-1], compression="uncompressed")
         source_rows += rows.height
         last = rows
         chunk.rows = chunk.rows.clear()
-    if not parts and last is not None:
+    if not parts and last is not None and folder is not None:
         parts.append(folder / f"{tag}-00000.arrow")
         starts.append(0)
         last.clear().write_ipc(parts[-1], compression="uncompressed")
