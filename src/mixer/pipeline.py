@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -63,14 +64,27 @@ class Cleaner:
         self.dedup = Deduplicator() if recipe.mixture.dedup in ("exact", "near") else None
         self.keep_prompts = keep_prompts or recipe.mixture.dedup == "near"
         self.staged: list[Staged] = []
+        self.stopped = threading.Event()  # set on Ctrl-C or an error: loading threads stop at their next chunk
 
     def stage(self, source: ResolvedSource, chunks: Iterable[Pool]) -> Staged:
         """The heavy part (convert, hash, find benchmark hits, write): safe to run for two sources at once."""
         tag = source.spec.name.encode("utf-8").hex()  # a file name whatever the source is called
         index = self.decontam.index if self.decontam is not None else None
         return stage_chunks(
-            source, chunks, self.folder, tag, keep_prompts=self.keep_prompts, dedup=self.dedup is not None, index=index
+            source,
+            self._until_stopped(chunks),
+            self.folder,
+            tag,
+            keep_prompts=self.keep_prompts,
+            dedup=self.dedup is not None,
+            index=index,
         )
+
+    def _until_stopped(self, chunks: Iterable[Pool]) -> Iterator[Pool]:
+        for chunk in chunks:
+            if self.stopped.is_set():
+                raise MixerError("stopped")  # the build is already failing: this only frees the thread
+            yield chunk
 
     def settle(self, staged: Staged) -> Staged:
         if self.decontam is not None:
@@ -98,7 +112,12 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
         return staged
 
     with ThreadPoolExecutor(max_workers=LOAD_WORKERS) as workers:
-        staged = [cleaner.settle(s) for s in workers.map(load, resolved)]
+        try:
+            staged = [cleaner.settle(s) for s in workers.map(load, resolved)]
+        except BaseException:  # Ctrl-C or a bad source: do not wait for the other sources to finish loading
+            cleaner.stopped.set()
+            workers.shutdown(wait=True, cancel_futures=True)
+            raise
     cleaner.near_dedup()
     return staged
 
