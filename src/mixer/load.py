@@ -82,43 +82,53 @@ def row_filters(filters: Filters, mixture_patterns: tuple[str, ...]) -> list[tup
     return checks
 
 
-def _malformed(source: ResolvedSource, frames: list[tuple[str, pl.DataFrame, pl.DataFrame, list]]) -> pl.DataFrame:
-    """Collect malformed records of all files as reject rows (dataset, file, row, reason, record).
-    Each frame holds only a file's malformed rows: (file, their raw records, their converted rows, unparsable)."""
+def _malformed(
+    source: ResolvedSource, file: str, raw: pl.DataFrame, converted: pl.DataFrame, unparsable: list
+) -> pl.DataFrame:
+    """A file's (or chunk's) malformed records as reject rows (dataset, file, row, reason, record): `raw` and
+    `converted` hold only its malformed rows; `unparsable` its lines that were not even records."""
     parts = []
-    for file, raw, converted, unparsable in frames:
-        bad = converted.select("__row", "__reason").unique("__row", keep="first")
-        if bad.height:
-            records = raw.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))
-            part = (
-                bad.join(records, on="__row", how="left")
-                .sort("__row")
-                .select(
-                    pl.lit(source.spec.name).alias("dataset"),
-                    pl.lit(file).alias("file"),
-                    (pl.col("__row").cast(pl.Int64) + 1).alias("row"),
-                    pl.col("__reason").alias("reason"),
-                    pl.col("record"),
-                )
+    bad = converted.select("__row", "__reason").unique("__row", keep="first")
+    if bad.height:
+        records = raw.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))
+        part = (
+            bad.join(records, on="__row", how="left")
+            .sort("__row")
+            .select(
+                pl.lit(source.spec.name).alias("dataset"),
+                pl.lit(file).alias("file"),
+                (pl.col("__row").cast(pl.Int64) + 1).alias("row"),
+                pl.col("__reason").alias("reason"),
+                pl.col("record"),
             )
-            parts.append(part)
-        if unparsable:
-            parts.append(
-                pl.DataFrame(
-                    [
-                        {
-                            "dataset": source.spec.name,
-                            "file": file,
-                            "row": line,
-                            "reason": f"line {line}: {reason}",
-                            "record": text,
-                        }
-                        for line, reason, text in unparsable
-                    ],
-                    schema=REJECT_SCHEMA,
-                )
+        )
+        parts.append(part)
+    if unparsable:
+        parts.append(
+            pl.DataFrame(
+                [
+                    {
+                        "dataset": source.spec.name,
+                        "file": file,
+                        "row": line,
+                        "reason": f"line {line}: {reason}",
+                        "record": text,
+                    }
+                    for line, reason, text in unparsable
+                ],
+                schema=REJECT_SCHEMA,
             )
+        )
     return pl.concat(parts) if parts else pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def apply_filters(rows: pl.DataFrame, filters: list[tuple[str, pl.Expr]], counts: dict[str, int]) -> pl.DataFrame:
+    """Run `row_filters` in order, counting under each name the rows it drops."""
+    for name, keep in filters:
+        before = rows.height
+        rows = rows.filter(keep.fill_null(False))
+        counts[name] = before - rows.height
+    return rows
 
 
 def add_counts(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
@@ -215,7 +225,7 @@ def load_chunks(
             raw = (
                 table.frame.filter(pl.col("__row").is_in(bad["__row"].implode())) if bad.height else table.frame.clear()
             )
-            malformed = _malformed(source, [(str(path), raw, bad, table.unparsable)])
+            malformed = _malformed(source, str(path), raw, bad, table.unparsable)
             counts = {"read": (converted.height if converted is not None else 0) + len(table.unparsable)}
             counts["malformed"] = malformed.height
             if malformed.height and source.on_error == "error":
@@ -231,10 +241,7 @@ def load_chunks(
             order += rows.height
             rows = _canonical(rows, source, payload).with_row_index("__i")
             usable = rows["id"]
-            for filter_name, keep in filters:
-                before = rows.height
-                rows = rows.filter(keep.fill_null(False))
-                counts[filter_name] = before - rows.height
+            rows = apply_filters(rows, filters, counts)
             ids = pl.DataFrame({"id": usable, "kept": marked(usable.len(), rows["__i"])})
             rows = rows.drop("__i")
             quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
@@ -246,14 +253,13 @@ def load_chunks(
 
 
 def merge_chunks(chunks: list[Pool]) -> Pool:
-    """One pool from a source's chunks, with final ids (training stages take their data whole)."""
+    """One pool from `load_chunks` output (which always records ids), with final ids: training stages take
+    their data whole."""
     counts: dict[str, int] = {}
     for chunk in chunks:
         add_counts(counts, chunk.counts)
     rejects = [c.rejects for c in chunks if c.rejects is not None]
-    rows = pl.concat([c.rows for c in chunks])
-    if all(c.ids is not None for c in chunks):
-        rows = rows.with_columns(unique_ids(pl.concat([c.ids for c in chunks])))
+    rows = pl.concat([c.rows for c in chunks]).with_columns(unique_ids(pl.concat([c.ids for c in chunks])))
     return Pool(chunks[0].source, rows, counts, pl.concat(rejects) if rejects else None)
 
 

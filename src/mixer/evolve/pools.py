@@ -9,7 +9,7 @@ from mixer.adapters.base import first_content
 from mixer.evolve.cost import prices_for
 from mixer.evolve.engine import EvolveResult
 from mixer.evolve.operators import resolve_operators
-from mixer.load import Pool, row_filters
+from mixer.load import Pool, apply_filters, row_filters
 from mixer.mix import select_keys, with_repeat
 from mixer.plan import Estimate
 from mixer.recipe import EvolveSpec, Recipe, SourceSpec
@@ -41,10 +41,7 @@ def evolved_pool(spec: SourceSpec, result: EvolveResult, recipe: Recipe, license
         .with_columns(pl.int_range(pl.len()).alias("__order"))
     )
     counts = {"read": rows.height}
-    for name, keep in row_filters(spec.filters, recipe.mixture.drop_patterns):
-        before = rows.height
-        rows = rows.filter(keep.fill_null(False))
-        counts[name] = before - rows.height
+    rows = apply_filters(rows, row_filters(spec.filters, recipe.mixture.drop_patterns), counts)
     return Pool(resolved, rows, counts)
 
 
