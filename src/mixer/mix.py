@@ -12,13 +12,11 @@ on disk (mixer.stage) until the shard writer (mixer.assemble) reads them in outp
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from mixer.hashing import stable_hash
-
-Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 if TYPE_CHECKING:
     from mixer.load import Pool
@@ -104,7 +102,7 @@ def select_keys(ids: pl.Series, count: int, seed: int, source: str) -> pl.DataFr
     return pl.concat(parts)
 
 
-def with_repeat(rows: Frame) -> Frame:
+def with_repeat(rows: pl.DataFrame) -> pl.DataFrame:
     """Record each row's `__repeat` in its meta, where the written mixture keeps it."""
     return rows.with_columns(pl.col("meta").struct.with_fields(repeat=pl.col("__repeat")))
 

@@ -10,7 +10,7 @@ then follows the chunks being loaded, not the sum of all inputs. The parts go aw
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,6 @@ class Staged:
     counts: dict[str, int]
     rejects: pl.DataFrame | None = None
     hits: pl.DataFrame | None = None  # benchmark hits (id, benchmark, item, span), when decontaminating
-    removed: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
