@@ -91,7 +91,7 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
                 writer.close()
 
 
-def _sorted_buckets(folder: Path, buckets: int, empty: pl.DataFrame) -> Iterator[pl.DataFrame]:
+def _sorted_buckets(folder: Path, buckets: int) -> Iterator[pl.DataFrame]:
     for index in range(buckets):
         target = folder / f"{index:06d}"
         if not target.is_dir():
@@ -99,7 +99,6 @@ def _sorted_buckets(folder: Path, buckets: int, empty: pl.DataFrame) -> Iterator
         rows = pl.concat([pl.read_ipc_stream(f) for f in sorted(target.iterdir())]).sort("__sort", "id", "__repeat")
         shutil.rmtree(target)
         yield rows.select(c for c in rows.columns if not c.startswith("__"))
-    yield empty
 
 
 def compact(rows: pl.DataFrame) -> pl.DataFrame:
@@ -123,13 +122,14 @@ def shards(
     count = max(1, -(-total // shard_rows))
     pending: list[pl.DataFrame] = []
     held = index = 0
-    for rows in _sorted_buckets(folder, buckets, empty):
+    for rows in _sorted_buckets(folder, buckets):
         pending.append(rows)
         held += rows.height
-        while held >= shard_rows or (rows is empty and index < count):
+        while held >= shard_rows:
             merged = pl.concat(pending)
-            shard, rest = compact(merged.head(shard_rows)), merged.slice(shard_rows)
-            yield SHARD_PATTERN.format(index=index, count=count), shard
+            yield SHARD_PATTERN.format(index=index, count=count), compact(merged.head(shard_rows))
             index += 1
-            pending, held = [rest], rest.height
+            pending, held = [merged.slice(shard_rows)], held - shard_rows
+    if held or index == 0:  # the last, shorter shard; an empty mixture still gets one shard with the schema
+        yield SHARD_PATTERN.format(index=index, count=count), compact(pl.concat([*pending, empty]))
     shutil.rmtree(folder, ignore_errors=True)
