@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixer import __version__
+from mixer.errors import MixerError
 from mixer.hashing import file_sha256, fingerprint
 from mixer.lock import check_lock, lock_content, write_lock
 from mixer.recipe import Recipe
@@ -28,6 +29,7 @@ class Options:
     sample: bool = False
     cache_dir: Path | None = None
     progress: bool = True
+    refresh: bool = False  # ask the hub again for the commits of moving revisions (not those in the lock)
 
     @property
     def cache(self) -> Path:
@@ -42,6 +44,12 @@ class BuildResult:
     plan: Plan | None
     manifest: dict[str, Any]
     lock: Path | None
+
+
+def resolve_inputs(recipe: Recipe, options: Options) -> list[ResolvedSource]:
+    return resolve_recipe(
+        recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache, refresh=options.refresh
+    )
 
 
 def input_fingerprint(resolved: list[ResolvedSource]) -> str:
@@ -99,9 +107,14 @@ def output_dir(recipe: Recipe) -> Path:
 def build(
     recipe_path: Path, options: Options, *, out: Path | None = None, locked: bool = False, force: bool = False
 ) -> BuildResult:
+    if locked and options.refresh:
+        raise MixerError(
+            "--locked and --refresh contradict each other",
+            "--locked builds the commits in recipe.lock; --refresh asks the hub for new ones: pick one",
+        )
     recipe = load_recipe(recipe_path)
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
-    lock = lock_content(recipe.name, resolved, recipe.base_dir)
+    resolved = resolve_inputs(recipe, options)
+    lock = lock_content(recipe.name, resolved)
     if locked:
         check_lock(recipe.path, lock)
     out_dir = out or output_dir(recipe)

@@ -256,6 +256,9 @@ def build(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (overrides output.dir).")] = None,
     locked: Annotated[bool, typer.Option("--locked", help="Refuse to build if inputs differ from the lock.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if nothing changed.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ask the hub for the current commit of moving revisions (main).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Materialise the mixture: parquet shards, manifest.json, dataset card; update the recipe's lock."""
@@ -263,7 +266,11 @@ def build(
     from mixer.build import build as run_build
 
     result = run_build(
-        recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json), out=out_dir, locked=locked, force=force
+        recipe,
+        Options(data_dir=data_dir, sample=sample, progress=not as_json, refresh=refresh),
+        out=out_dir,
+        locked=locked,
+        force=force,
     )
     if as_json:
         _print_json(

@@ -20,7 +20,7 @@ def lock_path(recipe_path: Path) -> Path:
     return recipe_path.with_suffix(".lock")
 
 
-def lock_content(recipe_name: str, resolved: list[ResolvedSource], base_dir: Path) -> dict[str, Any]:
+def lock_content(recipe_name: str, resolved: list[ResolvedSource]) -> dict[str, Any]:
     return {
         "recipe": recipe_name,
         "mixer_version": __version__,
@@ -30,7 +30,7 @@ def lock_content(recipe_name: str, resolved: list[ResolvedSource], base_dir: Pat
                 "format": r.format,
                 "origin": r.origin,
                 "revision": r.revision,
-                "files": [f.to_json(base_dir) for f in r.files],
+                "files": [f.to_json() for f in r.files],
             }
             for r in resolved
         },

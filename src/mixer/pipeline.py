@@ -19,7 +19,7 @@ from rich.progress import Progress
 
 from mixer import __version__, counts_cache
 from mixer.assemble import Selection, select, shards
-from mixer.build import Options, input_fingerprint, output_dir
+from mixer.build import Options, input_fingerprint, output_dir, resolve_inputs
 from mixer.decontam import first_prompt
 from mixer.errors import MixerError
 from mixer.load import Pool, load_chunks
@@ -28,7 +28,7 @@ from mixer.overlap import overlap_matrix
 from mixer.plan import Plan, make_plan, summarize
 from mixer.progress import make_progress
 from mixer.recipe import EvolveSpec, Recipe
-from mixer.resolve import ResolvedSource, resolve_recipe
+from mixer.resolve import ResolvedSource
 from mixer.stage import Staged, stage_chunks
 from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
 from mixer.validate import load_recipe
@@ -177,7 +177,7 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds). Per-source counts
     come from the counts cache when only selectors changed since the data was last read."""
     recipe = load_recipe(recipe_path)
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
+    resolved = resolve_inputs(recipe, options)
     fingerprint_in = input_fingerprint(resolved)
     key = counts_cache.counts_key(recipe, resolved, options.sample) if counts_cache.cacheable(recipe) else None
     if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
@@ -361,7 +361,7 @@ def evolve_only(
     blocks = [recipe.block(block)] if block else list(recipe.evolve)
     if not blocks:
         raise MixerError(f"{recipe_path}: the recipe has no evolve: blocks")
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
+    resolved = resolve_inputs(recipe, options)
     out_root = out or Path(f"{output_dir(recipe)}.evolve")
     with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-evolve-") as folder:
         cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
@@ -380,7 +380,7 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
     """`mixer decontam`: the data-quality audit without a build. Benchmark hits (report mode, when the recipe
     has mixture.decontaminate) and exact + near-duplicate overlap over every available row; nothing is written."""
     recipe = load_recipe(recipe_path)
-    resolved = resolve_recipe(recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache)
+    resolved = resolve_inputs(recipe, options)
     decontam = None
     if recipe.mixture.decontaminate is not None:
         from mixer.decontam import Decontamination

@@ -185,7 +185,7 @@ def make_plan(
                 revision=src.revision,
                 license=src.license,
                 selector=spec.selector.describe(),
-                files=tuple(f.to_json(recipe.base_dir) for f in src.files),
+                files=tuple(f.to_json() for f in src.files),
                 counts=dict(pool.counts),
                 available=have,
                 selected=n,

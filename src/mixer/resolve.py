@@ -1,20 +1,27 @@
 """Find each source's input files: recipe path → --data-dir / MIXER_DATA_DIR → hub (datasets) → clear error.
 
 With `sample=True`, registry sources read their bundled sample instead, so any recipe builds offline.
+Every file gets a portable label (relative to the recipe, the data dir, the bundled samples or the hub
+commit) for the lock and the manifest, so a lock committed on one machine checks on another.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
+from mixer.files import write_cache_file
 from mixer.hashing import FileHashes, file_sha256
 from mixer.recipe import Recipe, SourceSpec
 from mixer.registry import RegistryEntry, load_registry
 from mixer.validate import expand_paths
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -22,15 +29,10 @@ class InputFile:
     path: Path
     sha256: str
     bytes: int
+    label: str  # where the file is, in words that mean the same on every machine
 
-    def to_json(self, relative_to: Path | None = None) -> dict:
-        shown = self.path
-        if relative_to is not None:
-            try:
-                shown = self.path.resolve().relative_to(relative_to.resolve())
-            except ValueError:
-                shown = self.path
-        return {"path": str(shown), "sha256": self.sha256, "bytes": self.bytes}
+    def to_json(self) -> dict:
+        return {"path": self.label, "sha256": self.sha256, "bytes": self.bytes}
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,27 @@ class ResolvedSource:
         return self.spec.on_error or (self.entry.on_error if self.entry else "error")
 
 
-def _input_files(paths: list[Path], hashes: FileHashes | None) -> tuple[InputFile, ...]:
+def _input_files(labelled: list[tuple[Path, str]], hashes: FileHashes | None) -> tuple[InputFile, ...]:
     digest = hashes.sha256 if hashes is not None else file_sha256
-    return tuple(InputFile(p, digest(p), p.stat().st_size) for p in paths)
+    return tuple(InputFile(p, digest(p), p.stat().st_size, label) for p, label in labelled)
+
+
+def _under(folder: Path, path: Path, prefix: str) -> str:
+    try:
+        return f"{prefix}{path.resolve().relative_to(folder.resolve()).as_posix()}"
+    except ValueError:
+        return str(path)
+
+
+def _recipe_files(spec: SourceSpec, base_dir: Path) -> list[tuple[Path, str]]:
+    """Files of an inline source, labelled as the recipe names them: relative paths stay relative to the
+    recipe (`../data/x.jsonl` included), absolute ones stay absolute."""
+    labelled = []
+    for raw in spec.paths:
+        absolute = Path(os.path.expanduser(raw)).is_absolute()
+        for path in expand_paths(raw, base_dir):
+            labelled.append((path, str(path) if absolute else Path(os.path.relpath(path, base_dir)).as_posix()))
+    return labelled
 
 
 def _from_data_dir(name: str, data_dir: Path) -> list[Path]:
@@ -70,19 +90,49 @@ def _from_data_dir(name: str, data_dir: Path) -> list[Path]:
     ]
 
 
-def _from_hub(entry: RegistryEntry, cache_dir: Path) -> list[Path]:
-    """Download through `datasets` once and keep a parquet copy named by the pinned revision."""
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+
+
+def hub_commit(entry: RegistryEntry, cache_dir: Path, locked: str | None, refresh: bool) -> str:
+    """The commit a hub source is read at. A registry pin is used as is. A moving revision (a branch such as
+    `main`) is taken from recipe.lock when the lock has it, as cargo does, so a committed lock rebuilds the
+    same data everywhere; otherwise (or with `refresh`) it is asked of the hub, and remembered beside the
+    cached copy so an offline rebuild without a lock reads the same commit."""
     hub = entry.hub
     assert hub is not None
-    target = cache_dir / entry.name / f"{hub.revision}.parquet"
+    if COMMIT.fullmatch(hub.revision):
+        return hub.revision
+    if locked and COMMIT.fullmatch(locked) and not refresh:
+        return locked
+    pointer = cache_dir / entry.name / f"{hub.revision}.commit"
+    if _offline():
+        if pointer.is_file() and not refresh:
+            return pointer.read_text(encoding="utf-8").strip()
+        raise OSError(f"offline mode (HF_HUB_OFFLINE=1), and {hub.revision!r} was never resolved to a commit here")
+    from huggingface_hub import HfApi  # installed with datasets; only needed when a branch must be resolved
+
+    commit = HfApi().dataset_info(hub.id, revision=hub.revision).sha
+    if not commit or not COMMIT.fullmatch(commit):
+        raise OSError(f"the hub gave no commit for {hub.id}@{hub.revision}")
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    write_cache_file(pointer, commit + "\n")
+    return commit
+
+
+def _from_hub(entry: RegistryEntry, cache_dir: Path, commit: str) -> list[Path]:
+    """Download through `datasets` once and keep a parquet copy named by the commit it was read at."""
+    hub = entry.hub
+    assert hub is not None
+    target = cache_dir / entry.name / f"{commit}.parquet"
     if target.is_file():
         return [target]
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    if _offline():
         raise OSError("offline mode (HF_HUB_OFFLINE=1)")
     import datasets  # imported here: it is slow to import and only needed for hub sources
 
     dataset = datasets.load_dataset(
-        hub.id, name=hub.config, revision=hub.revision, split=hub.split, data_files=hub.data_files
+        hub.id, name=hub.config, revision=commit, split=hub.split, data_files=hub.data_files
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".parquet.partial")
@@ -99,25 +149,27 @@ def resolve_source(
     sample: bool,
     cache_dir: Path,
     hashes: FileHashes | None = None,
+    locked: str | None = None,
+    refresh: bool = False,
 ) -> ResolvedSource:
     entry = load_registry().get(spec.registry) if spec.registry else None
     fmt = spec.format or (entry.format if entry else None)
     assert fmt is not None, "validated recipes name a format"
     revision, license_ = (entry.hub.revision if entry and entry.hub else None), (entry.license if entry else "unknown")
     if sample and entry is not None:
-        return ResolvedSource(
-            spec, entry, fmt, "sample", _input_files([entry.sample], hashes), "bundled-sample", license_
-        )
+        sample_file = [(entry.sample, f"bundled:samples/{entry.sample.name}")]
+        return ResolvedSource(spec, entry, fmt, "sample", _input_files(sample_file, hashes), "bundled-sample", license_)
     if spec.paths:
-        files = [f for raw in spec.paths for f in expand_paths(raw, base_dir)]
-        if not files:
+        labelled = _recipe_files(spec, base_dir)
+        if not labelled:
             raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
-        return ResolvedSource(spec, entry, fmt, "path", _input_files(files, hashes), None, license_)
+        return ResolvedSource(spec, entry, fmt, "path", _input_files(labelled, hashes), None, license_)
     assert entry is not None
     if data_dir is not None:
         files = _from_data_dir(entry.name, data_dir)
         if files:
-            return ResolvedSource(spec, entry, fmt, "data_dir", _input_files(files, hashes), revision, license_)
+            labelled = [(f, _under(data_dir, f, "data-dir:")) for f in files]
+            return ResolvedSource(spec, entry, fmt, "data_dir", _input_files(labelled, hashes), revision, license_)
     hint = (
         f"download it elsewhere and put it at <data dir>/{entry.name}.jsonl (or .json/.parquet/...), then pass "
         f"--data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe; or build with --sample to use "
@@ -126,29 +178,63 @@ def resolve_source(
     if entry.hub is None:
         raise MixerError(f"sources.{spec.name}: no local data for {entry.name!r} and no hub location", hint)
     try:
-        files = _from_hub(entry, cache_dir)
+        commit = hub_commit(entry, cache_dir, locked, refresh)
+        files = _from_hub(entry, cache_dir, commit)
     except Exception as exc:  # network, auth, missing revision: all mean "supply it offline"
         raise MixerError(
             f"sources.{spec.name}: cannot load {entry.hub.id}@{entry.hub.revision} from the hub "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})",
             hint,
         ) from None
-    return ResolvedSource(spec, entry, fmt, "hub", _input_files(files, hashes), revision, license_)
+    labelled = [(f, f"hub:{entry.hub.id}@{commit}") for f in files]
+    return ResolvedSource(spec, entry, fmt, "hub", _input_files(labelled, hashes), commit, license_)
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MIXER_CACHE_DIR", Path.home() / ".cache" / "mixer"))
 
 
+def locked_revisions(recipe: Recipe) -> dict[str, str]:
+    """Source name → revision recorded in the recipe's lock, for sources that still name the same registry
+    entry (none when there is no readable lock)."""
+    try:
+        lock = json.loads(recipe.path.with_suffix(".lock").read_text(encoding="utf-8"))["sources"]
+        return {
+            spec.name: lock[spec.name]["revision"]
+            for spec in recipe.base_sources
+            if spec.name in lock
+            and lock[spec.name].get("registry") == spec.registry
+            and isinstance(lock[spec.name].get("revision"), str)
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def resolve_recipe(
-    recipe: Recipe, *, data_dir: Path | None = None, sample: bool = False, cache_dir: Path | None = None
+    recipe: Recipe,
+    *,
+    data_dir: Path | None = None,
+    sample: bool = False,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
 ) -> list[ResolvedSource]:
+    """`refresh` asks the hub again for the commits of moving revisions instead of using those in the lock."""
     if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
         data_dir = Path(os.environ["MIXER_DATA_DIR"])
     cache = cache_dir or default_cache_dir()
     hashes = FileHashes(cache / "file-hashes.json")
+    locked = {} if sample else locked_revisions(recipe)
     resolved = [
-        resolve_source(s, recipe.base_dir, data_dir=data_dir, sample=sample, cache_dir=cache, hashes=hashes)
+        resolve_source(
+            s,
+            recipe.base_dir,
+            data_dir=data_dir,
+            sample=sample,
+            cache_dir=cache,
+            hashes=hashes,
+            locked=locked.get(s.name),
+            refresh=refresh,
+        )
         for s in recipe.base_sources
     ]
     hashes.save()

@@ -1,0 +1,143 @@
+"""recipe.lock: portable file labels, and moving hub revisions (`main`) pinned to the commit actually read.
+
+The hub is never contacted: `HfApi.dataset_info` and `datasets.load_dataset` are replaced by fakes that
+record what they were asked, which is what these tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import huggingface_hub
+import pytest
+
+from mixer.build import Options, build
+from mixer.errors import MixerError
+
+from conftest import run_mixer, write_recipe
+
+COMMIT_A = "a" * 40
+COMMIT_B = "b" * 40
+
+
+def alpaca_rows(n: int, prefix: str = "task") -> list[dict]:
+    return [{"instruction": f"{prefix} {i}", "input": "", "output": f"answer {i}"} for i in range(n)]
+
+
+def write_alpaca(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_lock_labels_are_portable_and_a_moved_tree_builds_locked(tmp_path):
+    """A lock committed on one machine must check on another: no absolute paths of this checkout in it."""
+    project = tmp_path / "one"
+    write_alpaca(project / "data" / "mine.jsonl", alpaca_rows(12))
+    (project / "hub-data").mkdir()
+    (project / "recipes").mkdir()
+    (project / "hub-data" / "dolly.jsonl").write_text(
+        "".join(
+            json.dumps({"instruction": f"q{i}", "context": "", "response": f"r{i}", "category": "qa"}) + "\n"
+            for i in range(8)
+        ),
+        encoding="utf-8",
+    )
+    recipe = write_recipe(
+        project / "recipes",
+        """
+        name: portable
+        sources:
+          mine: {path: ../data/mine.jsonl, format: alpaca, take: 10}
+          dolly: {source: dolly, take: all}
+        """,
+    )
+    build(recipe, Options(progress=False, data_dir=project / "hub-data"), out=project / "out")
+    lock = json.loads(recipe.with_suffix(".lock").read_text())
+    assert lock["sources"]["mine"]["files"][0]["path"] == "../data/mine.jsonl"
+    assert lock["sources"]["dolly"]["files"][0]["path"] == "data-dir:dolly.jsonl"
+    assert str(tmp_path) not in recipe.with_suffix(".lock").read_text()
+
+    moved = tmp_path / "two"
+    shutil.copytree(project, moved)
+    result = run_mixer(
+        "build",
+        str(moved / "recipes" / "recipe.yaml"),
+        "--locked",
+        "--data-dir",
+        str(moved / "hub-data"),
+        "--out",
+        str(moved / "out2"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 18 rows" in result.stdout
+
+
+class FakeHub:
+    """The hub's view of one dataset: which commit `main` is at, and every call made to it."""
+
+    def __init__(self, monkeypatch, commit: str) -> None:
+        self.commit = commit
+        self.resolved: list[str] = []
+        self.loaded: list[str] = []
+        hub = self
+
+        def dataset_info(_api, repo_id, revision=None, **_):
+            hub.resolved.append(f"{repo_id}@{revision}")
+            return huggingface_hub.hf_api.DatasetInfo(id=repo_id, sha=hub.commit)
+
+        def load_dataset(repo_id, name=None, revision=None, split=None, data_files=None, **_):
+            hub.loaded.append(f"{repo_id}@{revision}")
+            return datasets.Dataset.from_list(alpaca_rows(6, prefix=f"at {revision[:4]}"))
+
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.delenv("HF_DATASETS_OFFLINE")
+        monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+
+def test_a_moving_revision_is_read_at_one_commit_which_the_lock_pins(tmp_path, monkeypatch):
+    hub = FakeHub(monkeypatch, COMMIT_A)
+    recipe = write_recipe(tmp_path, "name: hub\nsources:\n  alpaca: {source: alpaca, take: all}\n")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+
+    build(recipe, options, out=tmp_path / "o")
+    assert hub.resolved == ["tatsu-lab/alpaca@main"] and hub.loaded == [f"tatsu-lab/alpaca@{COMMIT_A}"]
+    entry = json.loads(recipe.with_suffix(".lock").read_text())["sources"]["alpaca"]
+    assert entry["revision"] == COMMIT_A
+    assert entry["files"][0]["path"] == f"hub:tatsu-lab/alpaca@{COMMIT_A}"
+    assert (tmp_path / "cache" / "alpaca" / f"{COMMIT_A}.parquet").is_file()
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["sources"]["alpaca"]["revision"] == COMMIT_A
+
+    hub.commit = COMMIT_B  # main moves on the hub
+    assert build(recipe, options, out=tmp_path / "o").status == "up-to-date"
+    assert len(hub.resolved) == 1, "the lock pins the commit: main is not asked again"
+
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", refresh=True), out=tmp_path / "o")
+    assert result.status == "built"
+    assert hub.resolved[-1] == "tatsu-lab/alpaca@main" and hub.loaded[-1] == f"tatsu-lab/alpaca@{COMMIT_B}"
+    assert json.loads(recipe.with_suffix(".lock").read_text())["sources"]["alpaca"]["revision"] == COMMIT_B
+
+    with pytest.raises(MixerError, match="--refresh"):
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", refresh=True), locked=True)
+
+
+def test_offline_without_a_lock_reads_the_commit_last_resolved_here(tmp_path, monkeypatch):
+    hub = FakeHub(monkeypatch, COMMIT_A)
+    options = Options(progress=False, cache_dir=tmp_path / "cache", sample=False)
+    first = write_recipe(tmp_path, "name: one\nsources:\n  alpaca: {source: alpaca, take: 3}\n", name="one.yaml")
+    build(first, options, out=tmp_path / "o1")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    other = write_recipe(tmp_path, "name: two\nsources:\n  alpaca: {source: alpaca, take: 4}\n", name="two.yaml")
+    build(other, options, out=tmp_path / "o2")
+    assert len(hub.resolved) == 1 and len(hub.loaded) == 1
+    assert json.loads(other.with_suffix(".lock").read_text())["sources"]["alpaca"]["revision"] == COMMIT_A
+
+    unlocked = write_recipe(tmp_path, "name: three\nsources:\n  alpaca: {source: alpaca, take: 2}\n", name="3.yaml")
+    fresh = Options(progress=False, cache_dir=tmp_path / "empty-cache")
+    with pytest.raises(MixerError, match="never resolved to a commit here"):
+        build(unlocked, fresh, out=tmp_path / "o3")
