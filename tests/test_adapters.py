@@ -61,15 +61,17 @@ def test_hub_revisions_are_commits_or_still_the_moving_main():
     revisions = {name: entry.hub.revision for name, entry in load_registry().items() if entry.hub}
     pinned = {name for name, rev in revisions.items() if re.fullmatch(r"[0-9a-f]{40}", rev)}
     assert pinned == {
+        "alpaca",
         "dolly",
         "lima",
         "oasst1",
         "science",
+        "sharegpt",
         "tulu_hardcoded",
         "ultrafeedback",
         "wizardlm_evol_instruct_v2",
     }
-    assert {rev for name, rev in revisions.items() if name not in pinned} == {"main"}  # not yet looked up offline
+    assert {rev for name, rev in revisions.items() if name not in pinned} == {"main"}  # pinned per recipe by recipe.lock
 
 
 def test_every_registry_entry_has_a_tested_sample():
