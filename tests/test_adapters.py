@@ -71,7 +71,8 @@ def test_hub_revisions_are_commits_or_still_the_moving_main():
         "ultrafeedback",
         "wizardlm_evol_instruct_v2",
     }
-    assert {rev for name, rev in revisions.items() if name not in pinned} == {"main"}  # pinned per recipe by recipe.lock
+    # the others follow main, which recipe.lock pins per recipe to the commit first read
+    assert {rev for name, rev in revisions.items() if name not in pinned} == {"main"}
 
 
 def test_every_registry_entry_has_a_tested_sample():
