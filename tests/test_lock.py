@@ -100,17 +100,17 @@ class FakeHub:
 
 def test_a_moving_revision_is_read_at_one_commit_which_the_lock_pins(tmp_path, monkeypatch):
     hub = FakeHub(monkeypatch, COMMIT_A)
-    recipe = write_recipe(tmp_path, "name: hub\nsources:\n  alpaca: {source: alpaca, take: all}\n")
+    recipe = write_recipe(tmp_path, "name: hub\nsources:\n  code: {source: code_alpaca, take: all}\n")
     options = Options(progress=False, cache_dir=tmp_path / "cache")
 
     build(recipe, options, out=tmp_path / "o")
-    assert hub.resolved == ["tatsu-lab/alpaca@main"] and hub.loaded == [f"tatsu-lab/alpaca@{COMMIT_A}"]
-    entry = json.loads(recipe.with_suffix(".lock").read_text())["sources"]["alpaca"]
+    assert hub.resolved == ["sahil2801/CodeAlpaca-20k@main"] and hub.loaded == [f"sahil2801/CodeAlpaca-20k@{COMMIT_A}"]
+    entry = json.loads(recipe.with_suffix(".lock").read_text())["sources"]["code"]
     assert entry["revision"] == COMMIT_A
-    assert entry["files"][0]["path"] == f"hub:tatsu-lab/alpaca@{COMMIT_A}"
-    assert (tmp_path / "cache" / "alpaca" / f"{COMMIT_A}.parquet").is_file()
+    assert entry["files"][0]["path"] == f"hub:sahil2801/CodeAlpaca-20k@{COMMIT_A}"
+    assert (tmp_path / "cache" / "code_alpaca" / f"{COMMIT_A}.parquet").is_file()
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert manifest["sources"]["alpaca"]["revision"] == COMMIT_A
+    assert manifest["sources"]["code"]["revision"] == COMMIT_A
 
     hub.commit = COMMIT_B  # main moves on the hub
     assert build(recipe, options, out=tmp_path / "o").status == "up-to-date"
@@ -118,8 +118,10 @@ def test_a_moving_revision_is_read_at_one_commit_which_the_lock_pins(tmp_path, m
 
     result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", refresh=True), out=tmp_path / "o")
     assert result.status == "built"
-    assert hub.resolved[-1] == "tatsu-lab/alpaca@main" and hub.loaded[-1] == f"tatsu-lab/alpaca@{COMMIT_B}"
-    assert json.loads(recipe.with_suffix(".lock").read_text())["sources"]["alpaca"]["revision"] == COMMIT_B
+    assert (
+        hub.resolved[-1] == "sahil2801/CodeAlpaca-20k@main" and hub.loaded[-1] == f"sahil2801/CodeAlpaca-20k@{COMMIT_B}"
+    )
+    assert json.loads(recipe.with_suffix(".lock").read_text())["sources"]["code"]["revision"] == COMMIT_B
 
     with pytest.raises(MixerError, match="--refresh"):
         build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", refresh=True), locked=True)
@@ -128,16 +130,16 @@ def test_a_moving_revision_is_read_at_one_commit_which_the_lock_pins(tmp_path, m
 def test_offline_without_a_lock_reads_the_commit_last_resolved_here(tmp_path, monkeypatch):
     hub = FakeHub(monkeypatch, COMMIT_A)
     options = Options(progress=False, cache_dir=tmp_path / "cache", sample=False)
-    first = write_recipe(tmp_path, "name: one\nsources:\n  alpaca: {source: alpaca, take: 3}\n", name="one.yaml")
+    first = write_recipe(tmp_path, "name: one\nsources:\n  code: {source: code_alpaca, take: 3}\n", name="one.yaml")
     build(first, options, out=tmp_path / "o1")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    other = write_recipe(tmp_path, "name: two\nsources:\n  alpaca: {source: alpaca, take: 4}\n", name="two.yaml")
+    other = write_recipe(tmp_path, "name: two\nsources:\n  code: {source: code_alpaca, take: 4}\n", name="two.yaml")
     build(other, options, out=tmp_path / "o2")
     assert len(hub.resolved) == 1 and len(hub.loaded) == 1
-    assert json.loads(other.with_suffix(".lock").read_text())["sources"]["alpaca"]["revision"] == COMMIT_A
+    assert json.loads(other.with_suffix(".lock").read_text())["sources"]["code"]["revision"] == COMMIT_A
 
-    unlocked = write_recipe(tmp_path, "name: three\nsources:\n  alpaca: {source: alpaca, take: 2}\n", name="3.yaml")
+    unlocked = write_recipe(tmp_path, "name: three\nsources:\n  code: {source: code_alpaca, take: 2}\n", name="3.yaml")
     fresh = Options(progress=False, cache_dir=tmp_path / "empty-cache")
     with pytest.raises(MixerError, match="never resolved to a commit here"):
         build(unlocked, fresh, out=tmp_path / "o3")
