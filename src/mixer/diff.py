@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mixer.errors import MixerError
+from mixer.errors import MixerError, RecipeInvalid
+from mixer.inherit import TextReader, read_recipe_document, working_tree_text
 from mixer.results import Score, run_scores
 
 COMPARABILITY_KEYS = (
@@ -61,20 +60,20 @@ def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _git_recipe(spec: str) -> Side:
+    """A recipe as committed at a revision, with the recipes it extends read at that revision too."""
     path_text, ref = spec.rsplit("@", 1)
     path = Path(path_text).resolve()
     try:
-        top = subprocess.run(
-            ["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        relative = path.relative_to(Path(top).resolve()).as_posix()
-        text = subprocess.run(
-            ["git", "-C", top, "show", f"{ref}:{relative}"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
+        top = Path(
+            subprocess.run(
+                ["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout.strip()
+        ).resolve()
+        path.relative_to(top)
     except subprocess.CalledProcessError as exc:
         raise MixerError(
             f"{spec}: cannot read from git: {exc.stderr.strip() or exc}",
@@ -82,7 +81,33 @@ def _git_recipe(spec: str) -> Side:
         ) from None
     except (OSError, ValueError) as exc:
         raise MixerError(f"{spec}: cannot read from git: {exc}") from None
-    return Side(spec, yaml.safe_load(text), None)
+    failures: list[str] = []
+
+    def committed_text(file: Path) -> str | None:
+        try:
+            relative = file.resolve().relative_to(top).as_posix()
+            shown = ["git", "-C", str(top), "show", f"{ref}:{relative}"]
+            return subprocess.run(shown, capture_output=True, text=True, timeout=30, check=True).stdout
+        except subprocess.CalledProcessError as exc:
+            failures.append(exc.stderr.strip() or str(exc))
+            return None
+        except ValueError:  # outside the repository: not at any revision
+            return None
+
+    if committed_text(path) is None:
+        raise MixerError(
+            f"{spec}: cannot read from git: {failures[0] if failures else 'not in the repository'}",
+            "use PATH@REF with a file inside a git repository and a valid revision",
+        )
+    return Side(spec, _recipe_data(path, committed_text), None)
+
+
+def _recipe_data(path: Path, read_text: TextReader = working_tree_text) -> dict[str, Any]:
+    """A recipe's settings as a build would see them: bases it extends merged in."""
+    located = read_recipe_document(path, read_text)
+    if located.problems:
+        raise RecipeInvalid(located.problems)
+    return located.data
 
 
 def load_side(spec: str) -> Side:
@@ -91,7 +116,7 @@ def load_side(spec: str) -> Side:
         return _git_recipe(spec)
     path = Path(spec)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        return Side(spec, yaml.safe_load(path.read_text(encoding="utf-8")), None)
+        return Side(spec, _recipe_data(path), None)
     if not path.is_dir():
         raise MixerError(
             f"{spec}: not a run directory, build output or recipe",
@@ -104,7 +129,7 @@ def load_side(spec: str) -> Side:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     recipe = manifest["resolved_recipe"] if manifest else None
     if recipe is None and run and Path(run["recipe"]["path"]).is_file():
-        recipe = yaml.safe_load(Path(run["recipe"]["path"]).read_text(encoding="utf-8"))
+        recipe = _recipe_data(Path(run["recipe"]["path"]))
     counts = {n: s["counts"]["written"] for n, s in manifest["sources"].items()} if manifest else None
     return Side(spec, recipe, counts, run_scores(path), run, quality_summary(manifest) if manifest else None)
 

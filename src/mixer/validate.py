@@ -19,11 +19,12 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from mixer.adapters import FORMATS, format_spec
-from mixer.errors import Diagnostic, MixerError, RecipeInvalid
+from mixer.errors import Diagnostic, RecipeInvalid
+from mixer.inherit import read_recipe_document
 from mixer.recipe import Recipe, build_recipe
 from mixer.registry import load_registry
 from mixer.resources import resource_dir
-from mixer.yamlpos import Located, load_located
+from mixer.yamlpos import Located
 
 SELECTORS = ("take", "fraction", "weight")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -480,27 +481,18 @@ def check_document(located: Located, base_dir: Path) -> list[Diagnostic]:
     problems += _interpolate(located)
     problems += _schema_diagnostics(located, recipe_schema())
     problems += _semantic_diagnostics(located, base_dir)
-    unique = {(d.line, d.col, d.message): d for d in problems}
-    return sorted(unique.values(), key=lambda d: (d.line, d.col, d.message))
-
-
-def read_located(path: Path) -> Located:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MixerError(f"{path}: recipe not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MixerError(f"{path}: cannot read recipe: {exc}") from None
-    return load_located(text, str(path))
+    unique = {(d.file, d.line, d.col, d.message): d for d in problems}
+    # the recipe's own problems first, then those of recipes it extends
+    return sorted(unique.values(), key=lambda d: (d.file != located.file, d.file, d.line, d.col, d.message))
 
 
 def validate_file(path: Path) -> list[Diagnostic]:
-    return check_document(read_located(path), path.parent)
+    return check_document(read_recipe_document(path), path.parent)
 
 
 def load_recipe(path: Path) -> Recipe:
     """Parse and validate; raise RecipeInvalid with all diagnostics, else return the typed recipe."""
-    located = read_located(path)
+    located = read_recipe_document(path)
     problems = check_document(located, path.parent)
     errors = [d for d in problems if d.severity == "error"]
     if errors:

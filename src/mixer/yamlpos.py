@@ -18,30 +18,34 @@ Path_ = tuple  # a path into the document: keys and list indexes
 
 @dataclass
 class Located:
-    """Plain Python data plus the 1-based (line, col) of each key and value, by document path."""
+    """Plain Python data plus the 1-based (line, col) of each key and value, by document path. A recipe that
+    extends another mixes nodes of several files: `files` names the file of each such node."""
 
     file: str
     data: Any
     key_pos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     value_pos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     problems: list[Diagnostic] = field(default_factory=list)
+    files: dict[Path_, str] = field(default_factory=dict)
 
-    def at(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
-        """Position of `path` (its key when `key`), else of the nearest enclosing node that has one."""
+    def where(self, path: Path_, *, key: bool = False) -> tuple[str, int, int]:
+        """File and position of `path` (its key when `key`), else of the nearest enclosing node that has one."""
         path = tuple(path)
         while True:
             table = self.key_pos if key else self.value_pos
             if path in table:
-                return table[path]
+                return (self.file_of(path), *table[path])
             if path in self.value_pos:
-                return self.value_pos[path]
+                return (self.file_of(path), *self.value_pos[path])
             if not path:
-                return (1, 1)
+                return (self.file, 1, 1)
             path = path[:-1]
 
+    def file_of(self, path: Path_) -> str:
+        return self.files.get(tuple(path), self.file)
+
     def diag(self, path: Path_, message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
-        line, col = self.at(path, key=key)
-        return Diagnostic(self.file, line, col, message, hint)
+        return Diagnostic(*self.where(path, key=key), message, hint)
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:

@@ -1,0 +1,149 @@
+"""`extends:`: variants merged over a base recipe, with errors located in the file that holds them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from mixer.build import Options, build
+from mixer.validate import load_recipe, validate_file
+
+from conftest import run_mixer, write_recipe
+
+QUIET = Options(progress=False)
+
+
+def write_alpaca(path: Path, n: int, prefix: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"instruction": f"{prefix} task {i}", "input": "", "output": f"{prefix} answer {i}"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def base_recipe(folder: Path) -> Path:
+    for name, n in (("a", 40), ("b", 30), ("c", 20)):
+        write_alpaca(folder / "data" / f"{name}.jsonl", n, name)
+    return write_recipe(
+        folder,
+        """
+        name: base
+        seed: 7
+        sources:
+          a: {path: data/a.jsonl, format: alpaca, take: 10}
+          b: {path: data/b.jsonl, format: alpaca, take: 10}
+        mixture: {shuffle: true}
+        output: {dir: out/base}
+        """,
+        name="base.yaml",
+    )
+
+
+def test_a_variant_overrides_removes_and_adds_sources(tmp_path):
+    base_recipe(tmp_path)
+    variant = write_recipe(
+        tmp_path,
+        """
+        extends: base.yaml
+        name: variant
+        sources:
+          a: {take: 25}
+          b: null
+          c: {path: data/c.jsonl, format: alpaca, fraction: 2}
+        """,
+        name="variant.yaml",
+    )
+    assert validate_file(variant) == []
+    recipe = load_recipe(variant)
+    assert recipe.name == "variant" and recipe.seed == 7 and recipe.mixture.shuffle
+    assert [s.name for s in recipe.sources] == ["a", "c"]
+    result = build(variant, QUIET, out=tmp_path / "o")
+    counts = {name: s["counts"]["selected"] for name, s in result.manifest["sources"].items()}
+    assert counts == {"a": 25, "c": 40}
+    assert result.manifest["totals"]["rows"] == 65
+
+
+def test_errors_are_reported_in_the_file_that_holds_them(tmp_path):
+    base = write_recipe(
+        tmp_path,
+        """
+        name: base
+        sources:
+          dolly:
+            source: dolly
+            take: -5
+        """,
+        name="base.yaml",
+    )
+    variant = write_recipe(
+        tmp_path,
+        """
+        extends: base.yaml
+        name: variant
+        sources:
+          flan: {source: flan_v3, take: 3}
+        """,
+        name="variant.yaml",
+    )
+    found = [(Path(d.file).name, d.line, d.col, d.message) for d in validate_file(variant)]
+    assert found[0][:3] == ("variant.yaml", 4, 18) and "flan_v3" in found[0][3]
+    assert found[1][:3] == ("base.yaml", 5, 11) and "-5" in found[1][3]
+    assert len(found) == 2
+    result = run_mixer("validate", str(variant))
+    assert result.returncode == 2
+    assert f"{base}:5:11: error:" in result.stdout + result.stderr
+
+
+def test_cycles_and_missing_bases_are_errors_at_the_extends_line(tmp_path):
+    one = write_recipe(
+        tmp_path, "name: one\nextends: two.yaml\nsources: {d: {source: dolly, take: 1}}\n", name="one.yaml"
+    )
+    two = write_recipe(tmp_path, "extends: one.yaml\n", name="two.yaml")
+    [problem] = validate_file(one)  # reported where the cycle closes
+    assert (problem.file, problem.line, problem.col) == (str(two), 1, 10)
+    assert problem.message == "extends forms a cycle: one.yaml → two.yaml → one.yaml"
+
+    lost = write_recipe(tmp_path, "name: lost\nextends: nowhere.yaml\n", name="lost.yaml")
+    [problem] = validate_file(lost)
+    assert (problem.line, problem.col) == (2, 10) and "nowhere.yaml does not exist" in problem.message
+
+
+def test_relative_paths_of_a_base_elsewhere_still_name_its_files(tmp_path):
+    base_recipe(tmp_path / "shared")
+    (tmp_path / "experiments" / "x").mkdir(parents=True)
+    variant = write_recipe(
+        tmp_path / "experiments" / "x",
+        "extends: ../../shared/base.yaml\nname: x\nsources:\n  b: {take: 5}\n",
+        name="x.yaml",
+    )
+    recipe = load_recipe(variant)
+    assert [s.paths for s in recipe.sources] == [("../../shared/data/a.jsonl",), ("../../shared/data/b.jsonl",)]
+    result = build(variant, QUIET, out=tmp_path / "o")
+    assert {n: s["counts"]["selected"] for n, s in result.manifest["sources"].items()} == {"a": 10, "b": 5}
+
+
+def test_a_change_to_the_base_rebuilds_the_variant(tmp_path):
+    base = base_recipe(tmp_path)
+    variant = write_recipe(tmp_path, "extends: base.yaml\nname: v\n", name="v.yaml")
+    assert build(variant, QUIET, out=tmp_path / "o").status == "built"
+    assert build(variant, QUIET, out=tmp_path / "o").status == "up-to-date"
+    base.write_text(base.read_text().replace("seed: 7", "seed: 8"), encoding="utf-8")
+    assert build(variant, QUIET, out=tmp_path / "o").status == "built"
+
+
+def test_diff_reads_a_variant_and_its_base_at_the_same_revision(tmp_path):
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    base = base_recipe(tmp_path)
+    variant = write_recipe(tmp_path, "extends: base.yaml\nname: v\nsources:\n  b: null\n", name="v.yaml")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    base.write_text(base.read_text().replace("take: 10}", "take: 12}"), encoding="utf-8")  # only the base changes
+
+    result = run_mixer("diff", f"{variant}@HEAD", str(variant), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    composition = json.loads(result.stdout)[0]["composition"]
+    assert {s["name"]: (s["status"], s["changes"]) for s in composition["sources"]} == {
+        "a": ("changed", ["take: 10 → 12"])
+    }
