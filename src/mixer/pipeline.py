@@ -111,9 +111,13 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
         progress.advance(task)
         return staged
 
+    # largest inputs first, so the last source to finish is a small one and both threads stay busy to the
+    # end; settled in recipe order all the same (dedup gives earlier sources priority)
+    by_size = sorted(resolved, key=lambda s: -sum(f.bytes for f in s.files))
     with ThreadPoolExecutor(max_workers=LOAD_WORKERS) as workers:
         try:
-            staged = [cleaner.settle(s) for s in workers.map(load, resolved)]
+            futures = {id(source): workers.submit(load, source) for source in by_size}
+            staged = [cleaner.settle(futures[id(source)].result()) for source in resolved]
         except BaseException:  # Ctrl-C or a bad source: do not wait for the other sources to finish loading
             cleaner.stopped.set()
             workers.shutdown(wait=True, cancel_futures=True)
