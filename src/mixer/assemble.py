@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mixer.stage import Staged
 
 BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of ShareGPT-like rows)
 SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
+FILL_WORKERS = 2
 
 
 @dataclass
@@ -66,46 +68,71 @@ def _bucket_of(total: int, shuffle: bool) -> tuple[int, pl.Expr]:
 def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) -> None:
     """Every selected row into its bucket: staged parts are read one at a time, their selected rows gathered
     (repeats included) and appended as record batches to one Arrow IPC stream per source and bucket, so the
-    files grow with the data, not their number, and one part is in memory at a time."""
+    files grow with the data, not their number. Two sources are filled at once (their streams are their
+    own), so two parts are in memory at a time."""
+    with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
+        jobs = [workers.submit(_fill_source, tag, s, folder, bucket) for tag, s in enumerate(selections)]
+        for job in jobs:
+            job.result()  # re-raises a failure
+
+
+def _fill_source(tag: int, selection: Selection, folder: Path, bucket: pl.Expr) -> None:
     import pyarrow as pa
 
-    for tag, selection in enumerate(selections):
-        wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
-        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        try:
-            for rows in selection.staged.gather_parts(wanted):
-                # one conversion per part; each bucket's rows are then a zero-copy slice of it
-                rows = with_repeat(rows).sort("__bucket")
-                spans = rows.group_by("__bucket", maintain_order=True).len()
-                table = rows.drop("__bucket").to_arrow()
-                offset = 0
-                for index, length in spans.iter_rows():
-                    if index not in writers:
-                        target = folder / f"{index:06d}"
-                        target.mkdir(parents=True, exist_ok=True)
-                        writers[index] = pa.ipc.new_stream(str(target / f"{tag:04d}.arrows"), table.schema)
-                    writers[index].write_table(table.slice(offset, length))
-                    offset += length
-        finally:
-            for writer in writers.values():
-                writer.close()
+    wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    try:
+        for rows in selection.staged.gather_parts(wanted):
+            # one conversion per part; each bucket's rows are then a zero-copy slice of it
+            rows = with_repeat(rows).sort("__bucket")
+            spans = rows.group_by("__bucket", maintain_order=True).len()
+            table = rows.drop("__bucket").to_arrow()
+            offset = 0
+            for index, length in spans.iter_rows():
+                if index not in writers:
+                    target = folder / f"{index:06d}"
+                    target.mkdir(parents=True, exist_ok=True)
+                    writers[index] = pa.ipc.new_stream(str(target / f"{tag:04d}.arrows"), table.schema)
+                writers[index].write_table(table.slice(offset, length))
+                offset += length
+    finally:
+        for writer in writers.values():
+            writer.close()
 
 
-def _sorted_buckets(folder: Path, buckets: int) -> Iterator[pl.DataFrame]:
+def _buckets(folder: Path, buckets: int) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+    """Each bucket's rows as they were filed, and the order that sorts them (by key, then id and repeat: a
+    total order, so the same rows always sort the same way)."""
     for index in range(buckets):
         target = folder / f"{index:06d}"
         if not target.is_dir():
             continue
-        rows = pl.concat([pl.read_ipc_stream(f) for f in sorted(target.iterdir())]).sort("__sort", "id", "__repeat")
+        rows = pl.concat([pl.read_ipc_stream(f) for f in sorted(target.iterdir())])
         shutil.rmtree(target)
-        yield rows.select(c for c in rows.columns if not c.startswith("__"))
+        order = rows.select(pl.arg_sort_by("__sort", "id", "__repeat").cast(pl.Int64)).to_series()
+        yield rows.select(c for c in rows.columns if not c.startswith("__")), order
 
 
-def compact(rows: pl.DataFrame) -> pl.DataFrame:
-    """A fresh copy whose nested columns hold only their own values. The parquet writer cuts pages by the size
-    of the arrays, and a slice of a sorted bucket can still carry its neighbours' list values: without this,
-    the same rows would be written as different bytes depending on how buckets happened to be cut."""
-    return rows[pl.int_range(rows.height, eager=True)]
+def _take(pending: list[tuple[pl.DataFrame, pl.Series]], n: int) -> tuple[pl.DataFrame, list]:
+    """The next `n` rows in order, gathered in one pass from the buckets that hold them, and what is left.
+
+    Gathering straight into the shard both sorts and copies: the shard owns exactly its values (the parquet
+    writer cuts pages by array size, so a slice still carrying its neighbours' list values would be written
+    as different bytes depending on how the buckets happened to be cut)."""
+    frames, indices, left = [], [], []
+    offset = taken = 0
+    for rows, order in pending:
+        k = min(n - taken, order.len())
+        if k:
+            frames.append(rows)
+            indices.append(order.head(k) + offset)
+            offset += rows.height
+            taken += k
+        if k < order.len():
+            left.append((rows, order.slice(k)))
+    if not frames:
+        return pending[0][0].clear() if pending else pl.DataFrame(), left
+    return pl.concat(frames, rechunk=False).gather(pl.concat(indices)), left
 
 
 def shards(
@@ -118,18 +145,19 @@ def shards(
     _fill_buckets(selections, folder, bucket)
     for selection in selections:  # from here on only bucket files and shards are in play
         selection.release()
-    empty = selections[0].staged.read_part(0).clear() if selections else pl.DataFrame()
     count = max(1, -(-total // shard_rows))
-    pending: list[pl.DataFrame] = []
+    pending: list[tuple[pl.DataFrame, pl.Series]] = []
     held = index = 0
-    for rows in _sorted_buckets(folder, buckets):
-        pending.append(rows)
-        held += rows.height
+    for rows, order in _buckets(folder, buckets):
+        pending.append((rows, order))
+        held += order.len()
         while held >= shard_rows:
-            merged = pl.concat(pending)
-            yield SHARD_PATTERN.format(index=index, count=count), compact(merged.head(shard_rows))
-            index += 1
-            pending, held = [merged.slice(shard_rows)], held - shard_rows
+            shard, pending = _take(pending, shard_rows)
+            yield SHARD_PATTERN.format(index=index, count=count), shard
+            index, held = index + 1, held - shard_rows
     if held or index == 0:  # the last, shorter shard; an empty mixture still gets one shard with the schema
-        yield SHARD_PATTERN.format(index=index, count=count), compact(pl.concat([*pending, empty]))
+        if not pending and selections:
+            pending = [(selections[0].staged.read_part(0).clear(), pl.Series([], dtype=pl.Int64))]
+        shard, _ = _take(pending, held)
+        yield SHARD_PATTERN.format(index=index, count=count), shard
     shutil.rmtree(folder, ignore_errors=True)
