@@ -147,3 +147,13 @@ def test_diff_reads_a_variant_and_its_base_at_the_same_revision(tmp_path):
     assert {s["name"]: (s["status"], s["changes"]) for s in composition["sources"]} == {
         "a": ("changed", ["take: 10 → 12"])
     }
+
+
+def test_a_selector_conflict_with_the_base_says_how_to_replace_it(tmp_path):
+    base = base_recipe(tmp_path)
+    variant = write_recipe(tmp_path, "extends: base.yaml\nname: v\nsources:\n  a: {fraction: 2}\n", name="v.yaml")
+    [problem] = validate_file(variant)
+    assert (Path(problem.file).name, problem.line, problem.col) == ("v.yaml", 4, 7)
+    assert problem.hint == f"'take' comes from {base}:4; write `take: null` beside 'fraction' to replace it"
+    variant.write_text("extends: base.yaml\nname: v\nsources:\n  a: {fraction: 2, take: null}\n", encoding="utf-8")
+    assert validate_file(variant) == []

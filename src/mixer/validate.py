@@ -272,14 +272,16 @@ def _selector_problems(located: Located, name: str, spec: dict, path: tuple, tot
             )
         )
     for extra in chosen[1:]:
-        problems.append(
-            located.diag(
-                (*path, extra),
-                f"{extra!r} conflicts with {chosen[0]!r}: give exactly one of take / fraction / weight",
-                f"delete {extra!r} or {chosen[0]!r}",
-                key=True,
-            )
-        )
+        message = f"{extra!r} conflicts with {chosen[0]!r}: give exactly one of take / fraction / weight"
+        inherited = [k for k in (chosen[0], extra) if located.file_of((*path, k)) != located.file]
+        if len(inherited) == 1:  # one comes from a recipe this one extends: it cannot be deleted from here
+            (old,) = inherited
+            new = extra if old == chosen[0] else chosen[0]
+            file, line, _ = located.where((*path, old), key=True)
+            hint = f"{old!r} comes from {file}:{line}; write `{old}: null` beside {new!r} to replace it"
+            problems.append(located.diag((*path, new), message, hint, key=True))
+            continue
+        problems.append(located.diag((*path, extra), message, f"delete {extra!r} or {chosen[0]!r}", key=True))
     if "weight" in spec and total is None:
         problems.append(
             located.diag(
