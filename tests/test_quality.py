@@ -316,3 +316,25 @@ def test_window_hashes_equal_the_direct_polynomial_and_never_cross_rows(n):
                 value = (value * GRAM_BASE + hashes[start + k]) % 2**64
             expected.append((start, value))
     assert [(row[1], row[2]) for row in gram_hashes(table, "k", n).iter_rows()] == expected
+
+
+def test_overlap_examples_are_the_first_shared_rows_in_file_order_whatever_the_row_order():
+    from mixer.overlap import overlap_matrix
+
+    # source a repeats prompt 10 (rows 2 and 3); its first shared rows in file order are 1 (20) and 2 (10)
+    a = pl.DataFrame({"__pos": [3, 1, 2, 0], "prompt_hash": [10, 20, 10, 30]}, schema_overrides={"__pos": pl.UInt32})
+    b = pl.DataFrame({"__pos": [0, 1], "prompt_hash": [20, 10]}, schema_overrides={"__pos": pl.UInt32})
+    seen = []
+
+    def prompt_text(source, positions):
+        seen.append((source, positions.to_list()))
+        return [f"{source}:{p}" for p in positions]
+
+    for order in ([0, 1, 2, 3], [2, 0, 3, 1], [3, 2, 1, 0]):
+        seen.clear()
+        report = overlap_matrix(
+            {"a": a[order].cast({"prompt_hash": pl.UInt64}), "b": b.cast({"prompt_hash": pl.UInt64})}, prompt_text
+        )
+        assert seen == [("a", [1, 2])]
+        assert report["matrix"] == [[None, 3], [2, None]]
+        assert report["rows_in_several_sources"] == {"a": 3, "b": 2}

@@ -57,7 +57,8 @@ def overlap_matrix(
     names = list(keys)
     distinct = [frame.select(pl.col("prompt_hash").drop_nulls().unique()) for frame in keys.values()]
     hashes = pl.concat(distinct)["prompt_hash"] if distinct else pl.Series("prompt_hash", [], dtype=pl.UInt64)
-    several = hashes.filter(hashes.is_duplicated()).unique().implode()
+    ordered = hashes.sort()  # a value in several sources sits next to its copies (a sort: lighter than a hash table)
+    several = ordered.filter((ordered == ordered.shift(1)) | (ordered == ordered.shift(-1))).unique().implode()
     sharing = [
         frame.filter(pl.col("prompt_hash").is_in(several)).select(pl.lit(name).alias("source"), "__pos", "prompt_hash")
         for name, frame in keys.items()
@@ -70,7 +71,11 @@ def overlap_matrix(
     examples = []
     for a, b in sorted(counts):
         if a < b:
-            first = pairs.filter((pl.col("source") == a) & (pl.col("other") == b)).unique("prompt_hash").sort("__pos")
+            first = (
+                pairs.filter((pl.col("source") == a) & (pl.col("other") == b))
+                .sort("__pos")
+                .unique("prompt_hash", keep="first", maintain_order=True)
+            )
             examples.append({"a": a, "b": b, "prompts": prompt_text(a, first["__pos"].head(EXAMPLES))})
     report = {
         "sources": names,
