@@ -27,7 +27,8 @@ FILL_WORKERS = 2
 
 @dataclass
 class Selection:
-    """The rows a source contributes: (__pos, id, __repeat, __sort) in selection order."""
+    """The rows a source contributes, in selection order: (__pos, __index into the source's keys, __repeat,
+    __sort). Ids are not copied here (the largest thing per row); they are read from the keys when needed."""
 
     staged: Staged
     rows: pl.DataFrame
@@ -39,18 +40,20 @@ class Selection:
 
     def distinct(self) -> pl.DataFrame:
         """(__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out)."""
-        chosen = self.rows.filter(pl.col("__repeat") == 0).select("__pos")
-        return self.staged.keys.select("__pos", "prompt_hash").join(chosen, on="__pos")
+        chosen = self.rows.filter(pl.col("__repeat") == 0).select("__index")
+        return self.staged.keys.select("__pos", "prompt_hash")[chosen["__index"]]
+
+    def with_ids(self) -> pl.DataFrame:
+        return self.rows.with_columns(self.staged.keys["id"].gather(self.rows["__index"]))
 
 
 def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
     selections, offset = [], 0
     for s in staged:
         chosen = select_keys(s.keys["id"], counts[s.name], seed, s.name)
-        rows = chosen.select(
-            s.keys["__pos"].gather(chosen["__index"]), s.keys["id"].gather(chosen["__index"]), "__repeat"
-        )
-        rows = rows.with_columns(order_keys(rows, seed, shuffle, offset))
+        rows = chosen.select(s.keys["__pos"].gather(chosen["__index"]), "__index", "__repeat")
+        ids = s.keys["id"].gather(chosen["__index"])
+        rows = rows.with_columns(order_keys(rows.with_columns(ids), seed, shuffle, offset))
         selections.append(Selection(s, rows))
         offset += rows.height
     return selections
@@ -79,7 +82,7 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
 def _fill_source(tag: int, selection: Selection, folder: Path, bucket: pl.Expr) -> None:
     import pyarrow as pa
 
-    wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
+    wanted = selection.with_ids().select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
         for rows in selection.staged.gather_parts(wanted):
