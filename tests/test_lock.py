@@ -143,3 +143,6 @@ def test_offline_without_a_lock_reads_the_commit_last_resolved_here(tmp_path, mo
     fresh = Options(progress=False, cache_dir=tmp_path / "empty-cache")
     with pytest.raises(MixerError, match="never resolved to a commit here"):
         build(unlocked, fresh, out=tmp_path / "o3")
+    refreshing = Options(progress=False, cache_dir=tmp_path / "cache", refresh=True)
+    with pytest.raises(MixerError, match="--refresh must ask the hub"):
+        build(other, refreshing, out=tmp_path / "o2")

@@ -107,7 +107,9 @@ def hub_commit(entry: RegistryEntry, cache_dir: Path, locked: str | None, refres
         return locked
     pointer = cache_dir / entry.name / f"{hub.revision}.commit"
     if _offline():
-        if pointer.is_file() and not refresh:
+        if refresh:
+            raise OSError(f"offline mode (HF_HUB_OFFLINE=1): --refresh must ask the hub where {hub.revision!r} is")
+        if pointer.is_file():
             return pointer.read_text(encoding="utf-8").strip()
         raise OSError(f"offline mode (HF_HUB_OFFLINE=1), and {hub.revision!r} was never resolved to a commit here")
     from huggingface_hub import HfApi  # installed with datasets; only needed when a branch must be resolved
