@@ -117,7 +117,6 @@ def hub_commit(entry: RegistryEntry, cache_dir: Path, locked: str | None, refres
     commit = HfApi().dataset_info(hub.id, revision=hub.revision).sha
     if not commit or not COMMIT.fullmatch(commit):
         raise OSError(f"the hub gave no commit for {hub.id}@{hub.revision}")
-    pointer.parent.mkdir(parents=True, exist_ok=True)
     write_cache_file(pointer, commit + "\n")
     return commit
 
