@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub
+import polars as pl
 import pytest
 
 from mixer.build import Options, build
@@ -78,10 +79,11 @@ def test_lock_labels_are_portable_and_a_moved_tree_builds_locked(tmp_path):
 class FakeHub:
     """The hub's view of one dataset: which commit `main` is at, and every call made to it."""
 
-    def __init__(self, monkeypatch, commit: str) -> None:
+    def __init__(self, monkeypatch, commit: str, rows=None) -> None:
         self.commit = commit
         self.resolved: list[str] = []
         self.loaded: list[str] = []
+        self.data_files: list[str | None] = []
         hub = self
 
         def dataset_info(_api, repo_id, revision=None, **_):
@@ -90,7 +92,8 @@ class FakeHub:
 
         def load_dataset(repo_id, name=None, revision=None, split=None, data_files=None, **_):
             hub.loaded.append(f"{repo_id}@{revision}")
-            return datasets.Dataset.from_list(alpaca_rows(6, prefix=f"at {revision[:4]}"))
+            hub.data_files.append(data_files)
+            return datasets.Dataset.from_list(rows or alpaca_rows(6, prefix=f"at {revision[:4]}"))
 
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.delenv("HF_DATASETS_OFFLINE")
@@ -146,3 +149,21 @@ def test_offline_without_a_lock_reads_the_commit_last_resolved_here(tmp_path, mo
     refreshing = Options(progress=False, cache_dir=tmp_path / "cache", refresh=True)
     with pytest.raises(MixerError, match="--refresh must ask the hub"):
         build(other, refreshing, out=tmp_path / "o2")
+
+
+def test_the_hub_copy_of_cot_is_one_json_lines_file_read_as_flan(tmp_path, monkeypatch):
+    """The FLAN collection mirror holds CoT as inputs/targets JSON lines, not the TSVs `--data-dir` reads."""
+    flan_rows = [
+        {"inputs": f"Q{i}? Let's think step by step.", "targets": f"Because {i}. So the answer is {i}."}
+        for i in range(5)
+    ]
+    hub = FakeHub(monkeypatch, COMMIT_A, rows=flan_rows)
+    recipe = write_recipe(tmp_path, "name: c\nsources:\n  cot: {source: cot, take: 4}\n")
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
+    assert hub.data_files == ["cot_zs_noopt_train.jsonl.gz"]
+    assert result.manifest["sources"]["cot"]["format"] == "flan"
+    rows = pl.read_parquet(tmp_path / "o" / "data")
+    assert rows.height == 4
+    for messages in rows["messages"].to_list():
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[0]["content"].startswith("Q") and "So the answer is" in messages[1]["content"]

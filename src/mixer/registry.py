@@ -20,6 +20,7 @@ class HubRef:
     split: str = "train"
     config: str | None = None
     data_files: str | None = None
+    format: str | None = None  # of the hub's copy, when it is not the native files' (`format` of the entry)
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,7 @@ def resolve_source(
             hint,
         ) from None
     labelled = [(f, f"hub:{entry.hub.id}@{commit}") for f in files]
+    fmt = spec.format or entry.hub.format or fmt
     return ResolvedSource(spec, entry, fmt, "hub", _input_files(labelled, hashes), commit, license_)
 
 
