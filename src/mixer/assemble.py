@@ -19,6 +19,7 @@ import polars as pl
 
 from mixer.mix import order_keys, select_keys, with_repeat
 from mixer.stage import Staged
+from mixer.threads import wait_for
 
 BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of ShareGPT-like rows)
 SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
@@ -76,7 +77,7 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
         jobs = [workers.submit(_fill_source, tag, s, folder, bucket) for tag, s in enumerate(selections)]
         for job in jobs:
-            job.result()  # re-raises a failure
+            wait_for(job)  # re-raises a failure
 
 
 def _fill_source(tag: int, selection: Selection, folder: Path, bucket: pl.Expr) -> None:

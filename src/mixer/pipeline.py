@@ -31,6 +31,7 @@ from mixer.recipe import EvolveSpec, Recipe
 from mixer.resolve import ResolvedSource
 from mixer.stage import Staged, stage_chunks
 from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
+from mixer.threads import wait_for
 from mixer.validate import load_recipe
 from mixer.write import atomic_dir, dataset_card, git_info, write_json, write_shards
 
@@ -81,10 +82,17 @@ class Cleaner:
         )
 
     def _until_stopped(self, chunks: Iterable[Pool]) -> Iterator[Pool]:
-        for chunk in chunks:
+        """`chunks` until the build stops; checked before reading each chunk as well as after, so a stopping
+        build does not parse and convert one more chunk per thread."""
+        iterator = iter(chunks)
+        while not self.stopped.is_set():
+            chunk = next(iterator, None)
+            if chunk is None:
+                return
             if self.stopped.is_set():
-                raise MixerError("stopped")  # the build is already failing: this only frees the thread
+                break
             yield chunk
+        raise MixerError("stopped")  # the build is already failing: this only frees the thread
 
     def settle(self, staged: Staged) -> Staged:
         if self.decontam is not None:
@@ -117,7 +125,7 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
     with ThreadPoolExecutor(max_workers=LOAD_WORKERS) as workers:
         try:
             futures = {id(source): workers.submit(load, source) for source in by_size}
-            staged = [cleaner.settle(futures[id(source)].result()) for source in resolved]
+            staged = [cleaner.settle(wait_for(futures[id(source)])) for source in resolved]
         except BaseException:  # Ctrl-C or a bad source: do not wait for the other sources to finish loading
             cleaner.stopped.set()
             workers.shutdown(wait=True, cancel_futures=True)

@@ -20,6 +20,7 @@ import polars as pl
 
 from mixer.hashing import file_sha256
 from mixer.plan import Plan
+from mixer.threads import wait_for
 
 
 def _write_shard(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
@@ -42,10 +43,10 @@ def write_shards(
     with ThreadPoolExecutor(max_workers=1) as writer:
         for name, frame in shards:
             if written:
-                written[-1].result()  # one shard in flight at a time
+                wait_for(written[-1])  # one shard in flight at a time
             written.append(writer.submit(_write_shard, frame, data_dir / name))
             each(frame)
-    return [w.result() for w in written]
+    return [wait_for(w) for w in written]
 
 
 def write_json(path: Path, value: Any) -> None:
