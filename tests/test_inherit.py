@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from mixer.build import Options, build
+from mixer.inherit import read_recipe_document
 from mixer.validate import load_recipe, validate_file
 
 from conftest import run_mixer, write_recipe
@@ -119,6 +120,32 @@ def test_relative_paths_of_a_base_elsewhere_still_name_its_files(tmp_path):
     assert [s.paths for s in recipe.sources] == [("../../shared/data/a.jsonl",), ("../../shared/data/b.jsonl",)]
     result = build(variant, QUIET, out=tmp_path / "o")
     assert {n: s["counts"]["selected"] for n, s in result.manifest["sources"].items()} == {"a": 10, "b": 5}
+
+
+def test_every_kind_of_path_in_a_base_is_rebased_and_other_strings_are_not(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "exp").mkdir()
+    write_recipe(
+        tmp_path / "shared",
+        """
+        name: base
+        sources:
+          a: {path: [data/a.jsonl, /abs/b.jsonl, "data/*.jsonl"], format: alpaca, take: 10}
+        mixture:
+          decontaminate: {benchmarks: [{name: gsm8k, path: bench/gsm8k.jsonl}], mode: report}
+        output: {dir: out/base, tokenizer: tok/tokenizer.json}
+        stages:
+          - {name: sft, kind: sft, model: some/model, data: {path: sft/train.jsonl, format: alpaca, take: all}}
+        """,
+        name="base.yaml",
+    )
+    variant = write_recipe(tmp_path / "exp", "extends: ../shared/base.yaml\nname: v\n", name="v.yaml")
+    data = read_recipe_document(variant).data
+    assert data["sources"]["a"]["path"] == ["../shared/data/a.jsonl", "/abs/b.jsonl", "../shared/data/*.jsonl"]
+    assert data["mixture"]["decontaminate"]["benchmarks"][0]["path"] == "../shared/bench/gsm8k.jsonl"
+    assert data["output"] == {"dir": "out/base", "tokenizer": "../shared/tok/tokenizer.json"}
+    assert data["stages"][0]["data"]["path"] == "../shared/sft/train.jsonl"
+    assert data["stages"][0]["model"] == "some/model"  # a hub id or a path: left as written
 
 
 def test_a_change_to_the_base_rebuilds_the_variant(tmp_path):
