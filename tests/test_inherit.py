@@ -184,3 +184,13 @@ def test_a_selector_conflict_with_the_base_says_how_to_replace_it(tmp_path):
     assert problem.hint == f"'take' comes from {base}:4; write `take: null` beside 'fraction' to replace it"
     variant.write_text("extends: base.yaml\nname: v\nsources:\n  a: {fraction: 2, take: null}\n", encoding="utf-8")
     assert validate_file(variant) == []
+
+
+def test_extends_may_name_its_base_through_an_environment_variable(tmp_path, monkeypatch):
+    base_recipe(tmp_path / "bases")
+    variant = write_recipe(tmp_path, "extends: ${RECIPES}/base.yaml\nname: v\n", name="v.yaml")
+    [problem] = validate_file(variant)
+    assert (problem.line, problem.col, problem.message) == (1, 10, "environment variable RECIPES is not set")
+    monkeypatch.setenv("RECIPES", str(tmp_path / "bases"))
+    assert validate_file(variant) == []
+    assert [s.name for s in load_recipe(variant).sources] == ["a", "b"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mixer.envvars import interpolate, unset_problems
 from mixer.errors import MixerError
 from mixer.yamlpos import Located, Path_, load_located
 
@@ -58,6 +59,10 @@ def _read(path: Path, text: str, chain: tuple[Path, ...], read_text: TextReader)
     reference = data["extends"]  # left in place when it fails: the schema then asks nothing the base would give
     if not isinstance(reference, str) or not reference.strip():
         located.problems.append(located.diag(("extends",), "extends must name another recipe file (a path)"))
+        return located
+    reference, unset = interpolate(reference)  # needed now: the base decides what the rest of the recipe is
+    if unset:
+        located.problems += unset_problems(located, ("extends",), unset)
         return located
     base_path = Path(os.path.expanduser(reference))
     base_path = base_path if base_path.is_absolute() else path.parent / base_path

@@ -19,6 +19,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from mixer.adapters import FORMATS, format_spec
+from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
 from mixer.recipe import Recipe, build_recipe
@@ -27,7 +28,6 @@ from mixer.resources import resource_dir
 from mixer.yamlpos import Located
 
 SELECTORS = ("take", "fraction", "weight")
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @cache
@@ -51,21 +51,9 @@ def _interpolate(located: Located) -> list[Diagnostic]:
             return [walk(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
-
-        def substitute(match: re.Match) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            problems.append(
-                located.diag(
-                    path, f"environment variable {name} is not set", f"export {name}=... or write ${{{name}:-default}}"
-                )
-            )
-            return match.group(0)
-
-        return ENV_REF.sub(substitute, value)
+        text, unset = interpolate(value)
+        problems.extend(unset_problems(located, path, unset))
+        return text
 
     located.data = walk(located.data, ())
     return problems
