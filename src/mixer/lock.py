@@ -8,16 +8,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixer import __version__
 from mixer.errors import MixerError
 from mixer.files import write_atomic_file
-from mixer.resolve import ResolvedSource
+
+if TYPE_CHECKING:  # resolve reads the lock (locked_revisions), so the import goes one way only
+    from mixer.recipe import Recipe
+    from mixer.resolve import ResolvedSource
 
 
 def lock_path(recipe_path: Path) -> Path:
     return recipe_path.with_suffix(".lock")
+
+
+def locked_revisions(recipe: Recipe) -> dict[str, str]:
+    """Source name → revision recorded in the recipe's lock, for sources that still name the same registry
+    entry (none when there is no readable lock)."""
+    try:
+        lock = json.loads(lock_path(recipe.path).read_text(encoding="utf-8"))["sources"]
+        return {
+            spec.name: lock[spec.name]["revision"]
+            for spec in recipe.base_sources
+            if spec.name in lock
+            and lock[spec.name].get("registry") == spec.registry
+            and isinstance(lock[spec.name].get("revision"), str)
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def lock_content(recipe_name: str, resolved: list[ResolvedSource]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ commit) for the lock and the manifest, so a lock committed on one machine checks
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
 from mixer.files import write_cache_file
 from mixer.hashing import FileHashes, file_sha256
+from mixer.lock import locked_revisions
 from mixer.recipe import Recipe, SourceSpec
 from mixer.registry import RegistryEntry, load_registry
 from mixer.validate import expand_paths
@@ -194,22 +194,6 @@ def resolve_source(
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MIXER_CACHE_DIR", Path.home() / ".cache" / "mixer"))
-
-
-def locked_revisions(recipe: Recipe) -> dict[str, str]:
-    """Source name → revision recorded in the recipe's lock, for sources that still name the same registry
-    entry (none when there is no readable lock)."""
-    try:
-        lock = json.loads(recipe.path.with_suffix(".lock").read_text(encoding="utf-8"))["sources"]
-        return {
-            spec.name: lock[spec.name]["revision"]
-            for spec in recipe.base_sources
-            if spec.name in lock
-            and lock[spec.name].get("registry") == spec.registry
-            and isinstance(lock[spec.name].get("revision"), str)
-        }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
 
 
 def resolve_recipe(
