@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def _git_recipe(spec: str) -> Side:
         raise MixerError(f"{spec}: cannot read from git: {exc}") from None
     failures: list[str] = []
 
+    @cache  # the recipe itself is read to check it exists, then again as the document's top
     def committed_text(file: Path) -> str | None:
         try:
             relative = file.resolve().relative_to(top).as_posix()
