@@ -7,6 +7,7 @@ import pytest
 
 from mixer.adapters import FORMATS, get_adapter
 from mixer.adapters.base import Context
+from mixer.errors import MixerError
 from mixer.io import read_table
 from mixer.registry import load_registry
 
@@ -125,6 +126,21 @@ def test_field_mapping_and_input_joining(tmp_path):
         {"role": "assistant", "content": "5"},
     ]
     assert frame["__reason"].to_list() == [None, "empty 'a'"]
+
+
+def test_numbers_objects_and_lists_in_text_fields(tmp_path):
+    path = tmp_path / "typed.jsonl"
+    path.write_text('{"id": 7, "instruction": {"task": "sum"}, "input": 12, "output": true}\n')
+    frame = convert(path, "alpaca")
+    assert frame["native_id"].to_list() == ["7"]
+    assert frame["messages"][0].to_list() == [
+        {"role": "user", "content": '{"task":"sum"}\n\n12'},
+        {"role": "assistant", "content": "true"},
+    ]
+    path.write_text('{"instruction": ["a", "b"], "output": "1"}\n')
+    with pytest.raises(MixerError, match=r"field 'instruction' holds List\(String\) values, expected text") as info:
+        convert(path, "alpaca")
+    assert "fields: {instruction: <field>}" in info.value.hint
 
 
 def test_every_input_file_type(tmp_path):

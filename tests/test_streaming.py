@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 import mixer.assemble
+import mixer.io
 import mixer.load
 import mixer.stage
 from mixer.build import Options, build
@@ -61,6 +62,50 @@ def test_chunked_reading_matches_whole_file(tmp_path):
     assert ids[:3] == ["s/c0", "s/c1", "s/c2"]
     assert ids[25] == "s/c0#1" and ids[50] == "s/c0#2"  # repeats 25 and 50 records apart, in other chunks
     assert len(set(ids)) == 60
+
+
+def _alpaca_source(tmp_path: Path, records: list[dict], on_error: str = "error"):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path, f"name: a\nsources:\n  a: {{path: a.jsonl, format: alpaca, take: all, on_error: {on_error}}}\n"
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    return source
+
+
+def test_later_chunks_keep_fields_and_types_the_first_chunk_did_not_have(tmp_path, monkeypatch):
+    """Chunks after the first are parsed with the schema of the one before; nothing an adapter reads may be
+    lost by that: a `system` field first seen late, an id that turns from number to text, a new field."""
+    parsed_fresh = []
+    infer = mixer.io._json_lines
+    monkeypatch.setattr(mixer.io, "_json_lines", lambda *a: parsed_fresh.append(a[2]) or infer(*a))
+    records = [{"id": i, "instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(40)]
+    records += [{"id": i, "instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(40, 80)]
+    records[50]["system"] = "be brief"
+    records[65]["id"] = "text-id"
+    source = _alpaca_source(tmp_path, records)
+
+    whole = merge_chunks(list(load_chunks(source, chunk_bytes=1 << 30)))
+    parsed_fresh.clear()
+    chunks = list(load_chunks(source, chunk_bytes=300))
+    small = merge_chunks(chunks)
+    assert small.rows.equals(whole.rows)
+    assert small.rows["messages"][50].to_list()[0] == {"role": "system", "content": "be brief"}
+    assert small.rows["id"][65] == "a/text-id" and small.rows["id"][66] == "a/66"
+    # the other chunks borrowed a schema: only the first, the one with `system` and the one with a text id did not
+    assert len(chunks) > 15 and len(parsed_fresh) == 3 and parsed_fresh[0] == 0
+
+
+def test_a_malformed_record_in_a_borrowed_chunk_is_quoted_with_all_its_fields(tmp_path):
+    records = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(60)]
+    records[45] = {"instruction": "q45", "input": "", "output": "", "note": "seen only here"}
+    source = _alpaca_source(tmp_path, records, on_error="quarantine")
+    pool = merge_chunks(list(load_chunks(source, chunk_bytes=300)))
+    [reject] = pool.rejects.to_dicts()
+    assert reject["row"] == 46 and reject["reason"] == "empty 'output'"
+    assert json.loads(reject["record"]) == records[45]
 
 
 @pytest.mark.parametrize("shuffle", [True, False])

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,15 @@ class RawTable:
     path: Path
     frame: pl.DataFrame
     unparsable: list[tuple[int, str, str]]  # (1-based line, reason, raw text)
+    text: bytes | None = None  # the JSON lines, kept when `frame` was parsed with a borrowed schema
+
+    def whole_records(self) -> pl.DataFrame:
+        """The records with every field they have, for quoting malformed ones: a frame parsed with the schema
+        of an earlier chunk leaves out fields that first appear in this one."""
+        if self.text is None:
+            return self.frame
+        first = int(self.frame["__row"][0]) if self.frame.height else 0
+        return pl.read_ndjson(self.text, infer_schema_length=None).with_row_index("__row", offset=first)
 
 
 def file_kind(path: Path) -> str:
@@ -76,9 +86,44 @@ def _json_lines(path: Path, data: bytes, first_row: int = 0, first_line: int = 0
     return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
 
 
-def read_chunks(path: Path, chunk_bytes: int, *, header: bool = True) -> Iterator[RawTable]:
+def _field_names(schema: pl.Schema) -> set[str]:
+    """Every field name in a schema, nested ones included."""
+    names: set[str] = set()
+    pending = list(schema.items())
+    while pending:
+        name, dtype = pending.pop()
+        names.add(name)
+        while isinstance(dtype, (pl.List, pl.Array)):
+            dtype = dtype.inner
+        if isinstance(dtype, pl.Struct):
+            pending += [(f.name, f.dtype) for f in dtype.fields]
+    return names
+
+
+def _parse_like(data: bytes, schema: pl.Schema, wanted: Collection[str]) -> pl.DataFrame | None:
+    """`data` parsed with the schema of the chunk before it, or None when that could lose something.
+
+    Inferring a schema costs a second pass over the text (three times the parse for Alpaca-like files). A
+    borrowed schema is safe for what an adapter reads: a value of another type is an error (a fresh parse
+    follows), text fields take numbers and objects as their JSON text as inference does for mixed chunks,
+    and a wanted field the schema lacks is looked for in the raw text first. Only fields no adapter reads
+    are left out, and those are parsed again when a malformed record is quoted (`whole_records`)."""
+    missing = sorted(name for name in set(wanted) - _field_names(schema))
+    if missing and re.search(b'"(?:%s)"' % b"|".join(re.escape(name.encode()) for name in missing), data):
+        return None  # one pass over the text, whatever the number of names
+    try:
+        return pl.read_ndjson(data, schema=schema)
+    except Exception:
+        return None
+
+
+def read_chunks(
+    path: Path, chunk_bytes: int, *, header: bool = True, wanted: Collection[str] = ()
+) -> Iterator[RawTable]:
     """A JSON-lines file (plain or gzip) as tables of about `chunk_bytes` of text each, cut at line ends, with
-    `__row` and line numbers counted from the start of the file: a large file never sits in memory whole."""
+    `__row` and line numbers counted from the start of the file: a large file never sits in memory whole.
+    After the first chunk, each is parsed with the schema of the one before unless that could lose one of the
+    `wanted` fields (see `_parse_like`)."""
     if file_kind(path) != "jsonl":
         yield read_table(path, header=header)
         return
@@ -86,6 +131,7 @@ def read_chunks(path: Path, chunk_bytes: int, *, header: bool = True) -> Iterato
         raise MixerError(f"{path}: file not found")
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows = lines = 0
+    schema: pl.Schema | None = None
     try:
         with opener(path, "rb") as fh:
             rest = b""
@@ -98,7 +144,13 @@ def read_chunks(path: Path, chunk_bytes: int, *, header: bool = True) -> Iterato
                 else:
                     rest = b""
                 if len(data) > 4096 or data.strip():  # a chunk of blank lines has no records
-                    table, records = _json_lines(path, data, rows, lines)
+                    frame = _parse_like(data, schema, wanted) if schema is not None else None
+                    if frame is not None:
+                        records = frame.height
+                        table = RawTable(path, frame.with_row_index("__row", offset=rows), [], data)
+                    else:
+                        table, records = _json_lines(path, data, rows, lines)
+                        schema = None if table.unparsable else table.frame.drop("__row").schema
                     rows += records
                     yield table
                 lines += data.count(b"\n")

@@ -185,6 +185,12 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame) -> MixerEr
     )
 
 
+def _read_fields(ctx: Context) -> set[str]:
+    """Names an adapter may read from a record: its mapped fields and names given as options (the role and
+    content keys of turns)."""
+    return {v for v in (*ctx.fields.values(), *ctx.options.values()) if isinstance(v, str)}
+
+
 def load_chunks(
     source: ResolvedSource, mixture_patterns: tuple[str, ...] = (), chunk_bytes: int | None = None
 ) -> Iterator[Pool]:
@@ -209,7 +215,7 @@ def load_chunks(
         )
         header = not adapter.headerless
         tables = (
-            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header)
+            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header, wanted=_read_fields(ctx))
             if adapter.row_local
             else [read_table(path, header=header)]
         )
@@ -223,7 +229,9 @@ def load_chunks(
                 bad = converted.filter(pl.col("__reason").is_not_null())
             # the raw records are kept only to quote malformed ones
             raw = (
-                table.frame.filter(pl.col("__row").is_in(bad["__row"].implode())) if bad.height else table.frame.clear()
+                table.whole_records().filter(pl.col("__row").is_in(bad["__row"].implode()))
+                if bad.height
+                else table.frame.clear()
             )
             malformed = _malformed(source, str(path), raw, bad, table.unparsable)
             counts = {"read": (converted.height if converted is not None else 0) + len(table.unparsable)}

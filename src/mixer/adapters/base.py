@@ -55,9 +55,14 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
     dtype = raw.schema[native]
     if dtype == pl.String:
         return pl.col(native)
-    if dtype.is_primitive():
-        return pl.col(native).cast(pl.String)
-    return pl.col(native).struct.json_encode() if isinstance(dtype, pl.Struct) else pl.col(native).cast(pl.String)
+    if isinstance(dtype, pl.Struct):
+        return pl.col(native).struct.json_encode()
+    if dtype.is_nested():
+        raise MixerError(
+            f"{ctx.file}: field {native!r} holds {dtype} values, expected text for {name!r}",
+            f"map {name!r} to a text field in the recipe: fields: {{{name}: <field>}}",
+        )
+    return pl.col(native).cast(pl.String)  # numbers, booleans, nulls: their text
 
 
 def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
