@@ -65,11 +65,14 @@ def normalise(text: pl.Expr) -> pl.Expr:
 
 
 def words(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-    """(key, word, h) per word of the `text` column, in order; `h` is the word's 64-bit hash."""
+    """(key, word, h) per word of the `text` column, in order; `h` is the word's 64-bit hash. Spaces are
+    collapsed before splitting, so no empty word is made and then filtered out (a fifth of the time)."""
+    spaced = _spaced(pl.col("text")).str.replace_all(" {2,}", " ").str.strip_chars(" ")
     return (
-        frame.select(key, _spaced(pl.col("text")).str.split(" ").alias("word"))
+        frame.select(key, spaced.alias("text"))
+        .filter(pl.col("text") != "")  # null and empty texts have no words
+        .select(key, pl.col("text").str.split(" ").alias("word"))
         .explode("word")
-        .filter(pl.col("word").is_not_null() & (pl.col("word") != ""))
         .with_columns(pl.col("word").hash().alias("h"))
     )
 
@@ -78,13 +81,28 @@ def gram_hashes(table: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
     """(key, start, g) for every window of n consecutive words of one key; `start` indexes `table`.
 
     g is the polynomial hash sum(h[start + k] * B^(n-1-k)) of the word hashes in wrapping u64 arithmetic,
-    built from shifted columns, so no n-gram string is ever materialised."""
-    gram = pl.lit(0, dtype=pl.UInt64)
-    for k in range(n):
-        gram = gram * pl.lit(GRAM_BASE, dtype=pl.UInt64) + pl.col("h").shift(-k)
+    built from shifted columns, so no n-gram string is ever materialised. Windows of 2, 4, 8... words are
+    built by doubling and n is put together from its binary digits: ~2 log2(n) column passes instead of 2n."""
+
+    def power(k: int) -> pl.Expr:
+        return pl.lit(pow(GRAM_BASE, k, 1 << 64), dtype=pl.UInt64)
+
+    frame = table.select(key, pl.col("h").alias("w1")).with_row_index("start")
+    width = 1
+    while width * 2 <= n:  # w{2k}[s] = w{k}[s] * B^k + w{k}[s + k]
+        previous = pl.col(f"w{width}")
+        frame = frame.with_columns((previous * power(width) + previous.shift(-width)).alias(f"w{2 * width}"))
+        width *= 2
+    gram, covered = None, 0
+    while width:  # the widest window first, then each smaller one the binary form of n needs
+        if n - covered >= width:
+            piece = pl.col(f"w{width}").shift(-covered)
+            gram = piece if gram is None else gram * power(width) + piece
+            covered += width
+        width //= 2
+    assert gram is not None
     return (
-        table.with_row_index("start")
-        .select(key, "start", gram.alias("g"), (pl.col(key).shift(-(n - 1)) == pl.col(key)).alias("ok"))
+        frame.select(key, "start", gram.alias("g"), (pl.col(key).shift(-(n - 1)) == pl.col(key)).alias("ok"))
         .filter(pl.col("ok"))
         .drop("ok")
     )
