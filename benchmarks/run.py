@@ -1,9 +1,13 @@
 """Benchmark `mixer build` against the Hugging Face `datasets` way and the polars parse floor.
 
     python benchmarks/run.py --rows 1000000 --repeats 3      # prints a table, writes benchmarks/results/build.json
+    python benchmarks/run.py --only mixer_build,mixer_decontam --against HEAD~3 --repeats 4
 
 Each command runs as its own process; wall time, CPU time and peak RSS come from os.wait4. Runs alternate
 between commands and the table shows medians. The mixture takes 64% of every source (640K of 1M rows).
+`--against REF` also runs the mixer commands from a git revision (a temporary worktree on PYTHONPATH),
+alternating with the working tree: this shared machine's speed drifts by 10-20% over an hour, so a change
+is only measured against its base in the same run.
 """
 
 from __future__ import annotations
@@ -33,16 +37,17 @@ TAKE = 0.64
 COLD = "<cold cache>"
 
 
-def measure(command: list[str], cwd: Path) -> dict[str, float]:
-    env = None
-    if command[-1] == COLD:  # a fresh cache: no remembered input hashes, no remembered counts
+def measure(command: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> dict[str, float]:
+    env = {**os.environ, **(extra_env or {})}
+    cold = command[-1] == COLD
+    if cold:  # a fresh cache: no remembered input hashes, no remembered counts
         command = command[:-1]
-        env = {**os.environ, "MIXER_CACHE_DIR": tempfile.mkdtemp(prefix="mixer-cold-")}
+        env["MIXER_CACHE_DIR"] = tempfile.mkdtemp(prefix="mixer-cold-")
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    if env is not None:
+    if cold:
         shutil.rmtree(env["MIXER_CACHE_DIR"], ignore_errors=True)
     if status != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{process.stderr.read().decode()}")
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/mixer-bench"))
     parser.add_argument("--json", type=Path, default=HERE / "results" / "build.json")
     parser.add_argument("--only", help="comma-separated commands to run (e.g. mixer_build for the 10M memory run)")
+    parser.add_argument("--against", metavar="REF", help="also run the mixer commands from this git revision")
     args = parser.parse_args()
     work = args.work / str(args.rows)
     data = work / "data"
@@ -101,25 +107,40 @@ def main() -> None:
         commands["mixer_decontam"] = [python, "-m", "mixer", "build", str(decontam), "--force"]
     if args.only:
         commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
+    envs: dict[str, dict[str, str]] = {}
+    base = Path(tempfile.mkdtemp(prefix="mixer-base-")) / "tree" if args.against else None
+    if base is not None:
+        subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(base), args.against], check=True)
+        for name in [n for n in commands if n.startswith("mixer_")]:
+            commands[f"{name}@{args.against}"] = commands[name]
+            envs[f"{name}@{args.against}"] = {"PYTHONPATH": str(base / "src")}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
-    for repeat in range(args.repeats):
-        for name, command in commands.items():
-            runs[name].append(measure(command, work))
-            print(f"  run {repeat + 1}/{args.repeats} {name}: {runs[name][-1]['wall_s']:.2f} s", flush=True)
+    try:
+        for repeat in range(args.repeats):
+            for name, command in commands.items():
+                runs[name].append(measure(command, work, envs.get(name)))
+                print(f"  run {repeat + 1}/{args.repeats} {name}: {runs[name][-1]['wall_s']:.2f} s", flush=True)
+    finally:
+        if base is not None:
+            subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(base)], check=False)
     medians = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
     input_mb = sum(p.stat().st_size for p in data.glob("*.jsonl")) / 2**20
     print(
         f"\n{args.rows:,} input rows ({input_mb:,.0f} MB JSONL) -> {sum(counts.values()):,} mixed rows; "
         f"medians of {args.repeats}"
     )
-    print(f"{'command':<14} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
+    width = max(14, *(len(n) for n in medians))
+    print(f"{'command':<{width}} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
     for name, m in medians.items():
-        print(f"{name:<14} {m['wall_s']:>8.2f} {m['cpu_s']:>8.2f} {m['peak_rss_mb']:>12.0f}")
+        print(f"{name:<{width}} {m['wall_s']:>8.2f} {m['cpu_s']:>8.2f} {m['peak_rss_mb']:>12.0f}")
     pairs = {
         "hf_over_mixer_wall": ("hf_datasets", "mixer_build", "wall_s"),
         "mixer_over_floor_wall": ("mixer_build", "polars_floor", "wall_s"),
         "mixer_over_hf_rss": ("mixer_build", "hf_datasets", "peak_rss_mb"),
     }
+    if args.against:
+        pairs["base_over_mixer_wall"] = (f"mixer_build@{args.against}", "mixer_build", "wall_s")
+        pairs["base_over_mixer_decontam_wall"] = (f"mixer_decontam@{args.against}", "mixer_decontam", "wall_s")
     ratios = {
         name: medians[a][key] / medians[b][key] for name, (a, b, key) in pairs.items() if a in medians and b in medians
     }
@@ -130,6 +151,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "versions": {p: version(p) for p in ("mixer", "polars", "datasets", "pyarrow")},
         "rows": args.rows,
+        "against": args.against,
         "input_mb": round(input_mb, 1),
         "mixed_rows": sum(counts.values()),
         "medians": medians,
