@@ -188,3 +188,22 @@ def test_gzip_and_crlf_files_read_in_chunks_like_plain_ones(tmp_path):
     plain, crlf, packed = (pool.rows.drop("dataset", "id", "meta") for pool in loaded)
     assert plain.height == 60 and crlf.equals(plain) and packed.equals(plain)
     assert [pool.rows["id"][25] for pool in loaded] == ["plain/c0#1", "crlf/c0#1", "packed/c0#1"]
+
+
+def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(tmp_path, shared_data, monkeypatch):
+    fresh = []
+    infer = mixer.io._json_lines
+    monkeypatch.setattr(mixer.io, "_json_lines", lambda *a: fresh.append(a[2]) or infer(*a))
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            f"name: g\nsources:\n  g: {{path: {shared_data}/gsm8k/train.jsonl, format: alpaca, take: all,"
+            " fields: {instruction: question, output: answer}}\n",
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    whole = merge_chunks(list(load_chunks(source, chunk_bytes=1 << 30)))
+    fresh.clear()
+    chunks = list(load_chunks(source, chunk_bytes=64 << 10))
+    assert len(chunks) == 64 and fresh == [0]  # 4 MB in 64 KB pieces; only the first infers a schema
+    assert merge_chunks(chunks).rows.equals(whole.rows) and whole.rows.height == 7473
