@@ -14,12 +14,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def _test_caches(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("caches")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    """Tests never reach the network: the hub path must fail fast instead of hanging."""
+def _offline(monkeypatch, _test_caches):
+    """Tests never reach the network (the hub path must fail fast instead of hanging) and never write to the
+    user's caches: mixer's (input hashes and counts would carry over between runs) and datasets' (every
+    `load_dataset` of a built mixture leaves an arrow copy of it)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.delenv("MIXER_DATA_DIR", raising=False)
+    monkeypatch.setenv("MIXER_CACHE_DIR", str(_test_caches / "mixer"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(_test_caches / "datasets"))
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_sample_build_keeps_proportions_and_loads_with_datasets(tmp_path):
     assert selected["wizardlm"] == selected["open_orca"] == 22
     assert selected["gpt4_alpaca"] == 14
     assert selected["hardcoded"] == 130  # 13 rows after the mention filter, fraction 10
-    ds = load_dataset("parquet", data_dir=str(result.out_dir / "data"), split="train")
+    ds = load_dataset("parquet", data_dir=str(result.out_dir / "data"), split="train", cache_dir=str(tmp_path / "hf"))
     assert len(ds) == result.plan.total_rows == sum(selected.values())
     assert set(ds.column_names) == {"id", "dataset", "messages", "meta"}
     card = (result.out_dir / "README.md").read_text()
@@ -347,7 +347,7 @@ def test_real_files_recipe(tmp_path, shared_data):
     assert sources["code"]["counts"]["malformed"] == 2
     assert sources["oasst"]["counts"]["lang"] == 115 - sources["oasst"]["counts"]["available"]
     assert len(sources["cot"]["files"]) == 7
-    ds = load_dataset("parquet", data_dir=str(result.out_dir / "data"), split="train")
+    ds = load_dataset("parquet", data_dir=str(result.out_dir / "data"), split="train", cache_dir=str(tmp_path / "hf"))
     assert (
         len(ds) == result.manifest["totals"]["rows"] == 1500 + 1250 + 700 + 3000 + sources["oasst"]["counts"]["written"]
     )
