@@ -207,3 +207,13 @@ def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(t
     chunks = list(load_chunks(source, chunk_bytes=64 << 10))
     assert len(chunks) == 64 and fresh == [0]  # 4 MB in 64 KB pieces; only the first infers a schema
     assert merge_chunks(chunks).rows.equals(whole.rows) and whole.rows.height == 7473
+
+
+def test_a_wanted_name_seen_only_as_a_value_does_not_stop_borrowing_a_schema():
+    schema = pl.Schema({"id": pl.String, "conversations": pl.List(pl.Struct({"from": pl.String, "value": pl.String}))})
+    wanted = {"conversations", "id", "system", "from", "value"}
+    as_value = b'{"id": "a", "conversations": [{"from": "system", "value": "be \\"system\\": brief"}]}\n'
+    frame = mixer.io._parse_like(as_value, schema, wanted)
+    assert frame is not None and frame["conversations"][0][0]["from"] == "system"
+    as_key = b'{"id": "a", "system" : "be brief", "conversations": []}\n'
+    assert mixer.io._parse_like(as_key, schema, wanted) is None  # parsed fresh: the schema would drop it

@@ -109,7 +109,8 @@ def _parse_like(data: bytes, schema: pl.Schema, wanted: Collection[str]) -> pl.D
     and a wanted field the schema lacks is looked for in the raw text first. Only fields no adapter reads
     are left out, and those are parsed again when a malformed record is quoted (`whole_records`)."""
     missing = sorted(name for name in set(wanted) - _field_names(schema))
-    if missing and re.search(b'"(?:%s)"' % b"|".join(re.escape(name.encode()) for name in missing), data):
+    # a key is a quoted name followed by a colon, which no string value can be (ShareGPT's "from": "system")
+    if missing and re.search(b'"(?:%s)"\\s*:' % b"|".join(re.escape(name.encode()) for name in missing), data):
         return None  # one pass over the text, whatever the number of names
     try:
         return pl.read_ndjson(data, schema=schema)
