@@ -124,8 +124,8 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
     by_size = sorted(resolved, key=lambda s: -sum(f.bytes for f in s.files))
     with ThreadPoolExecutor(max_workers=LOAD_WORKERS) as workers:
         try:
-            futures = {id(source): workers.submit(load, source) for source in by_size}
-            staged = [cleaner.settle(wait_for(futures[id(source)])) for source in resolved]
+            futures = {source.spec.name: workers.submit(load, source) for source in by_size}
+            staged = [cleaner.settle(wait_for(futures[source.spec.name])) for source in resolved]
         except BaseException:  # Ctrl-C or a bad source: do not wait for the other sources to finish loading
             cleaner.stopped.set()
             workers.shutdown(wait=True, cancel_futures=True)
