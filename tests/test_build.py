@@ -405,3 +405,23 @@ def test_noop_rebuild_and_validation_do_not_import_polars(tmp_path):
         [sys.executable, "-c", script, str(recipe), str(tmp_path / "o")], capture_output=True, text=True, timeout=60
     )
     assert done.stdout.split() == ["up-to-date", "False"], done.stderr
+
+
+def test_plan_piped_to_a_file_keeps_source_names_whole():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # a CI log: no terminal, no $COLUMNS
+    plan = subprocess.run(
+        [sys.executable, "-m", "mixer", "plan", str(REPO / "recipes" / "tulu2.yaml"), "--sample"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plan.returncode == 0, plan.stderr
+    rows = [line for line in plan.stdout.splitlines() if line.startswith("│")]
+    names = [row.split("│")[1].strip() for row in rows]
+    assert names[:3] == ["flan_v2", "cot", "oasst1"] and "gpt4_alpaca" in names and "total" in names
+    assert all("…" not in row for row in rows)

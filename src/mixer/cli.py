@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Declarative dataset mixer and recipe compiler for instruction tuning.",
 )
-out = Console(highlight=False, soft_wrap=True)
+# Piped into a file or a CI log, rich would assume 80 columns and cut source names in tables ("wizar…"); a
+# wider page keeps them whole. A terminal's own width and an explicit $COLUMNS still win.
+LOG_WIDTH = 160
+out = Console(
+    highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else LOG_WIDTH
+)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
