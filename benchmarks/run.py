@@ -123,6 +123,7 @@ def main() -> None:
     finally:
         if base is not None:
             subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(base)], check=False)
+            shutil.rmtree(base.parent, ignore_errors=True)
     medians = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
     input_mb = sum(p.stat().st_size for p in data.glob("*.jsonl")) / 2**20
     print(
