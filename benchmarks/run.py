@@ -35,6 +35,7 @@ DECONTAM = {"humaneval": SHARED / "humaneval" / "HumanEval.jsonl.gz", "gsm8k": S
 FORMATS = {"alpaca": "alpaca", "code_alpaca": "alpaca", "dolly": "dolly", "flan_v2": "flan", "sharegpt": "sharegpt"}
 TAKE = 0.64
 COLD = "<cold cache>"
+FORGET_HITS = "<no remembered benchmark hits>"
 
 
 def measure(command: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> dict[str, float]:
@@ -43,6 +44,10 @@ def measure(command: list[str], cwd: Path, extra_env: dict[str, str] | None = No
     if cold:  # a fresh cache: no remembered input hashes, no remembered counts
         command = command[:-1]
         env["MIXER_CACHE_DIR"] = tempfile.mkdtemp(prefix="mixer-cold-")
+    if command[-1] == FORGET_HITS:  # decontamination from scratch; input hashes stay remembered, as for a build
+        command = command[:-1]
+        cache = Path(env.get("MIXER_CACHE_DIR") or Path.home() / ".cache" / "mixer")
+        shutil.rmtree(cache / "decontam-hits", ignore_errors=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -104,7 +109,9 @@ def main() -> None:
     }
     if all(p.is_file() for p in DECONTAM.values()):
         decontam = write_recipe(work, counts, decontaminate=True)
-        commands["mixer_decontam"] = [python, "-m", "mixer", "build", str(decontam), "--force"]
+        commands["mixer_decontam"] = [python, "-m", "mixer", "build", str(decontam), "--force", FORGET_HITS]
+        # a rebuild after takes or weights changed: each source's hits are remembered from the build before
+        commands["mixer_decontam_rebuild"] = [python, "-m", "mixer", "build", str(decontam), "--force"]
     if args.only:
         commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
     envs: dict[str, dict[str, str]] = {}
@@ -142,6 +149,7 @@ def main() -> None:
     if args.against:
         pairs["base_over_mixer_wall"] = (f"mixer_build@{args.against}", "mixer_build", "wall_s")
         pairs["base_over_mixer_decontam_wall"] = (f"mixer_decontam@{args.against}", "mixer_decontam", "wall_s")
+    pairs["decontam_rebuild_over_build_wall"] = ("mixer_decontam_rebuild", "mixer_build", "wall_s")
     ratios = {
         name: medians[a][key] / medians[b][key] for name, (a, b, key) in pairs.items() if a in medians and b in medians
     }

@@ -338,3 +338,53 @@ def test_overlap_examples_are_the_first_shared_rows_in_file_order_whatever_the_r
         assert seen == [("a", [1, 2])]
         assert report["matrix"] == [[None, 3], [2, None]]
         assert report["rows_in_several_sources"] == {"a": 3, "b": 2}
+
+
+def test_benchmark_hits_are_remembered_per_source_and_found_again_when_a_file_changes(tmp_path, monkeypatch):
+    """A rebuild with other takes reuses each source's hits instead of hashing every word again; a changed
+    source file or benchmark file, or another n, finds them again; the output is the same either way."""
+    from mixer.decontam import Index
+
+    scanned: list[int] = []  # rows of every batch Index.hits is asked to scan
+    original = Index.hits
+    monkeypatch.setattr(Index, "hits", lambda self, rows: scanned.append(rows.height) or original(self, rows))
+    recipe = _recipe(tmp_path, "remove")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+
+    first = build(recipe, options, out=tmp_path / "one")
+    assert sorted(scanned) == [1, 6, 21] and len(list((tmp_path / "cache" / "decontam-hits").iterdir())) == 3
+    scanned.clear()
+    again = build(recipe, options, out=tmp_path / "two")  # another output: a real build, not a no-op
+    assert scanned == []
+    assert again.manifest["decontamination"] == first.manifest["decontamination"]
+    assert again.manifest["sources"]["a"]["counts"]["decontaminate"] == 1
+    assert pl.read_parquet(tmp_path / "one" / "data").equals(pl.read_parquet(tmp_path / "two" / "data"))
+
+    recipe.write_text(
+        recipe.read_text().replace(
+            "b: {path: b.jsonl, format: alpaca, take: all}", "b: {path: b.jsonl, format: alpaca, take: 3}"
+        )
+    )
+    build(recipe, options, out=tmp_path / "three")
+    assert scanned == []  # only a selector changed
+
+    with (tmp_path / "c.jsonl").open("a") as f:  # c gains the contaminated row: only c is scanned again
+        f.write(json.dumps({"instruction": "Copied: " + ITEM, "input": "", "output": "9"}) + "\n")
+    changed = build(recipe, options, out=tmp_path / "four")
+    assert scanned == [2] and changed.manifest["sources"]["c"]["counts"]["decontaminate"] == 1
+
+    scanned.clear()
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "Task number 3: describe item 3."}) + "\n")
+    build(recipe, options, out=tmp_path / "five")
+    assert sorted(scanned) == [2, 6, 21]  # another benchmark file: every source again
+
+
+def test_an_unreadable_remembered_hits_entry_is_found_again(tmp_path):
+    recipe = _recipe(tmp_path, "remove")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    first = build(recipe, options, out=tmp_path / "one")
+    for entry in (tmp_path / "cache" / "decontam-hits").iterdir():
+        entry.write_bytes(b"not parquet")
+    again = build(recipe, options, out=tmp_path / "two")
+    assert again.manifest["decontamination"] == first.manifest["decontamination"]
+    assert all(pl.read_parquet(e).height >= 0 for e in (tmp_path / "cache" / "decontam-hits").iterdir())

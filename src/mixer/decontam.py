@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from mixer import hits_cache
 from mixer.adapters.base import content_text, first_content
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
+from mixer.hashing import file_sha256
 from mixer.io import read_table
 from mixer.recipe import BenchmarkSpec, DecontamSpec
 
 if TYPE_CHECKING:
+    from mixer.resolve import ResolvedSource
     from mixer.stage import Staged
 
 # benchmark name -> the field(s) holding what a model is asked
@@ -236,16 +239,36 @@ def hit_summary(source: str, hits: pl.DataFrame, benchmarks: list[str]) -> list[
 class Decontamination:
     """One build's decontamination: the benchmark index, and the hits of every pool it was applied to."""
 
-    def __init__(self, spec: DecontamSpec, base_dir: Path, data_dir: Path | None) -> None:
+    def __init__(
+        self, spec: DecontamSpec, base_dir: Path, data_dir: Path | None, cache_dir: Path | None = None
+    ) -> None:
+        """With a `cache_dir`, each source's hits are remembered and reused while nothing they depend on
+        changes (`mixer.hits_cache`)."""
         self.spec = spec
+        self.cache_dir = cache_dir
         items = {}
         self.files = []
+        self._benchmarks = []  # what the hits depend on, for the cache key
         for bench in spec.benchmarks:
             path = resolve_benchmark(bench, base_dir, data_dir)
             items[bench.name] = benchmark_items(bench, path)
             self.files.append({"benchmark": bench.name, "path": str(path), "items": items[bench.name].height})
+            self._benchmarks.append({"name": bench.name, "fields": list(bench.fields), "sha256": file_sha256(path)})
         self.index = Index(items, spec.n)
         self.hits: list[Hit] = []
+
+    def known_hits(self, source: ResolvedSource, drop_patterns: tuple[str, ...]) -> pl.DataFrame | None:
+        """A source's hits by position from an earlier build, or None when they must be found."""
+        if self.cache_dir is None:
+            return None
+        return hits_cache.load(self.cache_dir, self._key(source, drop_patterns))
+
+    def remember_hits(self, source: ResolvedSource, drop_patterns: tuple[str, ...], hits: pl.DataFrame | None) -> None:
+        if self.cache_dir is not None:
+            hits_cache.save(self.cache_dir, self._key(source, drop_patterns), hits)
+
+    def _key(self, source: ResolvedSource, drop_patterns: tuple[str, ...]) -> str:
+        return hits_cache.hits_key(source, drop_patterns, self._benchmarks, self.spec.n)
 
     def settle(self, staged: Staged) -> None:
         """Record a staged source's hits (found while it was staged) and, in remove mode, drop those rows."""

@@ -48,7 +48,7 @@ def prepare_decontam(recipe: Recipe, options: Options) -> Decontamination | None
         return None
     from mixer.decontam import Decontamination
 
-    return Decontamination(recipe.mixture.decontaminate, recipe.base_dir, options.data_dir)
+    return Decontamination(recipe.mixture.decontaminate, recipe.base_dir, options.data_dir, options.cache)
 
 
 class Cleaner:
@@ -70,16 +70,21 @@ class Cleaner:
     def stage(self, source: ResolvedSource, chunks: Iterable[Pool]) -> Staged:
         """The heavy part (convert, hash, find benchmark hits, write): safe to run for two sources at once."""
         tag = source.spec.name.encode("utf-8").hex()  # a file name whatever the source is called
-        index = self.decontam.index if self.decontam is not None else None
-        return stage_chunks(
+        drop_patterns = self.recipe.mixture.drop_patterns
+        known = self.decontam.known_hits(source, drop_patterns) if self.decontam is not None else None
+        staged = stage_chunks(
             source,
             self._until_stopped(chunks),
             self.folder,
             tag,
             keep_prompts=self.keep_prompts,
             dedup=self.dedup is not None,
-            index=index,
+            index=self.decontam.index if self.decontam is not None and known is None else None,
+            known_hits=known,
         )
+        if self.decontam is not None and known is None:
+            self.decontam.remember_hits(source, drop_patterns, staged.hits)
+        return staged
 
     def _until_stopped(self, chunks: Iterable[Pool]) -> Iterator[Pool]:
         """`chunks` until the build stops; checked before reading each chunk as well as after, so a stopping
@@ -398,7 +403,7 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
         from mixer.decontam import Decontamination
 
         spec = replace(recipe.mixture.decontaminate, mode="report")
-        decontam = Decontamination(spec, recipe.base_dir, options.data_dir)
+        decontam = Decontamination(spec, recipe.base_dir, options.data_dir, options.cache)
     with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-audit-") as folder:
         pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, Path(folder), decontam, keep_prompts=True))
         overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=True)

@@ -44,7 +44,7 @@ class Staged:
     keys: pl.DataFrame
     counts: dict[str, int]
     rejects: pl.DataFrame | None = None
-    hits: pl.DataFrame | None = None  # benchmark hits (id, benchmark, item, span), when decontaminating
+    hits: pl.DataFrame | None = None  # benchmark hits (__pos, id, benchmark, item, span), when decontaminating
 
     @property
     def name(self) -> str:
@@ -126,9 +126,11 @@ def stage_chunks(
     keep_prompts: bool = False,
     dedup: bool = False,
     index: Index | None = None,
+    known_hits: pl.DataFrame | None = None,
 ) -> Staged:
     """Write each chunk's rows to `folder` as it comes (at least one part, so the schema is always on disk)
-    and keep its keys; benchmark hits are found here too, while the rows are in memory. Without a `folder`
+    and keep its keys; benchmark hits are found here too, while the rows are in memory, unless they are
+    already known from an earlier build (`known_hits`: __pos, benchmark, item, span). Without a `folder`
     only counts and keys are kept (`mixer plan`: no rows to read back, no overlap to measure)."""
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -164,14 +166,14 @@ def stage_chunks(
     all_keys = pl.concat(keys)
     if ids:
         all_keys = all_keys.with_columns(unique_ids(pl.concat(ids)))
-    found = None
+    by_position = known_hits
     if hits:
+        by_position = pl.concat(hits).with_columns(pl.col("id").cast(pl.UInt32).alias("__pos")).drop("id")
+    found = None
+    if by_position is not None:
         found = (
-            pl.concat(hits)
-            .with_columns(pl.col("id").cast(pl.UInt32).alias("__pos"))
-            .drop("id")
-            .join(all_keys.select("__pos", "id"), on="__pos")
-            .select("id", "benchmark", "item", "span")
+            by_position.join(all_keys.select("__pos", "id"), on="__pos")
+            .select("__pos", "id", "benchmark", "item", "span")
             .sort("id", "benchmark")
         )
     return Staged(source, parts, starts, all_keys, counts, pl.concat(rejects) if rejects else None, found)
