@@ -259,12 +259,14 @@ class Decontamination:
 
     def known_hits(self, source: ResolvedSource, drop_patterns: tuple[str, ...]) -> pl.DataFrame | None:
         """A source's hits by position from an earlier build, or None when they must be found."""
-        if self.cache_dir is None:
+        if self.cache_dir is None or not source.files:
             return None
         return hits_cache.load(self.cache_dir, self._key(source, drop_patterns))
 
     def remember_hits(self, source: ResolvedSource, drop_patterns: tuple[str, ...], hits: pl.DataFrame | None) -> None:
-        if self.cache_dir is not None:
+        """Only file-backed sources are remembered: evolved rows have no input file whose hash could stand for
+        them (and are few, so scanning them again is cheap)."""
+        if self.cache_dir is not None and source.files:
             hits_cache.save(self.cache_dir, self._key(source, drop_patterns), hits)
 
     def _key(self, source: ResolvedSource, drop_patterns: tuple[str, ...]) -> str:
