@@ -407,3 +407,19 @@ def test_hits_of_evolved_rows_are_never_remembered(tmp_path):
     hits = pl.DataFrame({"__pos": [0], "benchmark": ["toy"], "item": ["toy/0"], "span": ["x"]})
     decontam.remember_hits(evolved, (), hits.cast({"__pos": pl.UInt32}))
     assert decontam.known_hits(evolved, ()) is None and not (tmp_path / "c").exists()
+
+
+def test_remembered_hits_are_not_reused_by_other_code(tmp_path, monkeypatch):
+    import mixer.hits_cache
+    from mixer.decontam import Index
+
+    scanned: list[int] = []
+    original = Index.hits
+    monkeypatch.setattr(Index, "hits", lambda self, rows: scanned.append(rows.height) or original(self, rows))
+    recipe = _recipe(tmp_path, "remove")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    build(recipe, options, out=tmp_path / "one")
+    scanned.clear()
+    monkeypatch.setattr(mixer.hits_cache, "code_fingerprint", lambda: "edited normalisation")
+    build(recipe, options, out=tmp_path / "two")
+    assert sorted(scanned) == [1, 6, 21]

@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixer import __version__
 from mixer.files import write_cache_file
-from mixer.hashing import fingerprint
+from mixer.hashing import code_fingerprint, fingerprint
 from mixer.plan import PoolSummary
 from mixer.recipe import Recipe
 from mixer.resolve import ResolvedSource
@@ -38,7 +37,7 @@ def counts_key(recipe: Recipe, resolved: list[ResolvedSource], sample: bool) -> 
             }
         )
     mixture = {k: v for k, v in (recipe.document.get("mixture") or {}).items() if k not in ("total", "shuffle")}
-    return fingerprint({"tool": __version__, "sample": sample, "mixture": mixture, "sources": sources})
+    return fingerprint({"code": code_fingerprint(), "sample": sample, "mixture": mixture, "sources": sources})
 
 
 def _path(cache_dir: Path, key: str) -> Path:

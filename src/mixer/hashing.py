@@ -7,6 +7,7 @@ This is FNV-1a over UTF-8 bytes, finished with splitmix64, vectorised with numpy
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -65,6 +66,19 @@ def stable_hash(strings: pl.Series, salt: str) -> pl.Series:
             byte = data[starts[active] + j].astype(np.uint64)
             h[active] = (h[active] ^ byte) * np.uint64(FNV_PRIME)
     return pl.Series(strings.name, _splitmix(h), dtype=pl.UInt64)
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 of this package's source: local caches of derived data (counts, benchmark hits) key on it rather
+    than on the version number alone, so editing the code (an editable install between releases) never reuses
+    an entry the old code computed. Not used in anything written to an output, which must not depend on how a
+    checkout stores its files."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -3,7 +3,7 @@ split and hash every word of every row again (most of a decontaminating build's 
 
 Which rows of a source hit a benchmark depends only on the rows the source stages (its input contents, format,
 field mapping, options, filters and the mixture's drop patterns), on the benchmarks (their files' contents and
-fields) and on n; the key hashes exactly those, plus the tool version, since normalisation lives in the code.
+fields) and on n; the key hashes exactly those, plus the package's code, where normalisation lives.
 Hits are kept by position among the source's staged rows, so a renamed source reuses them. Best effort: an
 entry that cannot be read is computed again, one that cannot be written only costs time.
 """
@@ -18,8 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from mixer import __version__
-from mixer.hashing import fingerprint
+from mixer.hashing import code_fingerprint, fingerprint
 from mixer.resolve import ResolvedSource
 
 HITS_SCHEMA = pl.Schema({"__pos": pl.UInt32, "benchmark": pl.String, "item": pl.String, "span": pl.String})
@@ -28,7 +27,7 @@ HITS_SCHEMA = pl.Schema({"__pos": pl.UInt32, "benchmark": pl.String, "item": pl.
 def hits_key(source: ResolvedSource, drop_patterns: tuple[str, ...], benchmarks: list[dict[str, Any]], n: int) -> str:
     return fingerprint(
         {
-            "tool": __version__,
+            "code": code_fingerprint(),
             "n": n,
             "benchmarks": benchmarks,
             "format": source.format,
