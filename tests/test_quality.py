@@ -423,3 +423,30 @@ def test_remembered_hits_are_not_reused_by_other_code(tmp_path, monkeypatch):
     monkeypatch.setattr(mixer.hits_cache, "code_fingerprint", lambda: "edited normalisation")
     build(recipe, options, out=tmp_path / "two")
     assert sorted(scanned) == [1, 6, 21]
+
+
+def test_plan_of_a_decontaminating_recipe_reuses_counts_until_a_benchmark_file_changes(tmp_path, monkeypatch):
+    import mixer.pipeline as pipeline_module
+    from mixer.pipeline import plan_recipe
+
+    recipe = _recipe(tmp_path, "remove")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    _, first = plan_recipe(recipe, options)
+    assert [s.counts.get("decontaminate") for s in first.sources] == [1, 0, 0]
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the counts should have come from the cache")
+
+    recipe.write_text(
+        recipe.read_text().replace(
+            "a: {path: a.jsonl, format: alpaca, take: all}", "a: {path: a.jsonl, format: alpaca, take: 5}"
+        )
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline_module, "stage_sources", must_not_load)
+        _, second = plan_recipe(recipe, options)
+    assert [s.selected for s in second.sources] == [5, 6, 1] and second.sources[0].counts == first.sources[0].counts
+
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "Task number 3: describe item 3."}) + "\n")
+    _, third = plan_recipe(recipe, options)  # another benchmark file: counted from the data again
+    assert [s.counts.get("decontaminate") for s in third.sources] == [1, 1, 0]

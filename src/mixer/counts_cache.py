@@ -1,9 +1,10 @@
 """Remembered per-source counts, so `mixer plan` answers at once while a team tunes takes and weights.
 
 What a source has available depends on its inputs' contents, its own settings except the selector, the
-mixture-wide filters and dedup, and (through dedup) the sources before it; the key hashes exactly those.
-Changing a take, fraction, weight, total or seed reuses the entry; changing a file or a filter does not.
-Recipes with evolve blocks or decontamination are always planned from the data.
+mixture-wide filters, dedup and decontamination (with the benchmark files' contents), and (through dedup) the
+sources before it; the key hashes exactly those. Changing a take, fraction, weight, total or seed reuses the
+entry; changing a file, a filter or a benchmark file does not. Recipes with evolve blocks are always planned
+from the data (what a teacher returns is not an input file).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ SELECTOR_KEYS = ("take", "fraction", "weight")
 
 
 def cacheable(recipe: Recipe) -> bool:
-    return not recipe.evolve and recipe.mixture.decontaminate is None
+    return not recipe.evolve
 
 
-def counts_key(recipe: Recipe, resolved: list[ResolvedSource], sample: bool) -> str:
+def counts_key(recipe: Recipe, resolved: list[ResolvedSource], sample: bool, auxiliary: dict[str, str]) -> str:
+    """`auxiliary`: sha256 of the other files the counts depend on (benchmarks), by role."""
     sources = []
     for source in resolved:
         spec = recipe.document["sources"][source.spec.name]
@@ -37,7 +39,9 @@ def counts_key(recipe: Recipe, resolved: list[ResolvedSource], sample: bool) -> 
             }
         )
     mixture = {k: v for k, v in (recipe.document.get("mixture") or {}).items() if k not in ("total", "shuffle")}
-    return fingerprint({"code": code_fingerprint(), "sample": sample, "mixture": mixture, "sources": sources})
+    return fingerprint(
+        {"code": code_fingerprint(), "sample": sample, "mixture": mixture, "sources": sources, "auxiliary": auxiliary}
+    )
 
 
 def _path(cache_dir: Path, key: str) -> Path:

@@ -19,7 +19,7 @@ from rich.progress import Progress
 
 from mixer import __version__, counts_cache
 from mixer.assemble import Selection, select, shards
-from mixer.build import Options, input_fingerprint, output_dir, resolve_inputs
+from mixer.build import Options, auxiliary_inputs, input_fingerprint, output_dir, resolve_inputs
 from mixer.decontam import first_prompt
 from mixer.errors import MixerError
 from mixer.load import Pool, load_chunks
@@ -190,13 +190,17 @@ def evolved_pools(recipe: Recipe, pools: list[Staged], results: dict[str, Evolve
     return made
 
 
+def counts_key(recipe: Recipe, resolved: list[ResolvedSource], options: Options) -> str:
+    return counts_cache.counts_key(recipe, resolved, options.sample, auxiliary_inputs(recipe, options))
+
+
 def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds). Per-source counts
     come from the counts cache when only selectors changed since the data was last read."""
     recipe = load_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
     fingerprint_in = input_fingerprint(resolved)
-    key = counts_cache.counts_key(recipe, resolved, options.sample) if counts_cache.cacheable(recipe) else None
+    key = counts_key(recipe, resolved, options) if counts_cache.cacheable(recipe) else None
     if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     blocks = needed_blocks(recipe)
@@ -331,7 +335,7 @@ def materialise(
             pools = [by_name[s.name] for s in recipe.sources]
         summaries = [summarize(p) for p in pools]
         if counts_cache.cacheable(recipe):  # a later `mixer plan` with other takes or weights is instant
-            counts_cache.save(options.cache, counts_cache.counts_key(recipe, resolved, options.sample), summaries)
+            counts_cache.save(options.cache, counts_key(recipe, resolved, options), summaries)
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
