@@ -30,6 +30,8 @@ sys.path.insert(0, str(HERE))
 
 from generate import SHARES, generate  # noqa: E402
 
+from mixer.resolve import default_cache_dir  # noqa: E402
+
 SHARED = HERE.parent.parent / "shared" / "data"  # real HumanEval and GSM8K files, when present
 DECONTAM = {"humaneval": SHARED / "humaneval" / "HumanEval.jsonl.gz", "gsm8k": SHARED / "gsm8k" / "test.jsonl"}
 FORMATS = {"alpaca": "alpaca", "code_alpaca": "alpaca", "dolly": "dolly", "flan_v2": "flan", "sharegpt": "sharegpt"}
@@ -46,7 +48,7 @@ def measure(command: list[str], cwd: Path, extra_env: dict[str, str] | None = No
         env["MIXER_CACHE_DIR"] = tempfile.mkdtemp(prefix="mixer-cold-")
     if command[-1] == FORGET_HITS:  # decontamination from scratch; input hashes stay remembered, as for a build
         command = command[:-1]
-        cache = Path(env.get("MIXER_CACHE_DIR") or Path.home() / ".cache" / "mixer")
+        cache = Path(env["MIXER_CACHE_DIR"]) if env.get("MIXER_CACHE_DIR") else default_cache_dir()
         shutil.rmtree(cache / "decontam-hits", ignore_errors=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -34,7 +34,7 @@ class RawTable:
         if self.text is None:
             return self.frame
         first = int(self.frame["__row"][0]) if self.frame.height else 0
-        return pl.read_ndjson(self.text, infer_schema_length=None).with_row_index("__row", offset=first)
+        return _json_lines(self.path, self.text, first)[0].frame
 
 
 def file_kind(path: Path) -> str:
