@@ -302,20 +302,74 @@ def test_a_changed_benchmark_file_makes_the_next_build_rebuild(tmp_path):
 def test_window_hashes_equal_the_direct_polynomial_and_never_cross_rows(n):
     import random
 
-    from mixer.decontam import GRAM_BASE, gram_hashes
+    import numpy as np
+
+    from mixer.ngrams import GRAM_BASE, Words
 
     rng = random.Random(n)
     hashes = [rng.getrandbits(64) for _ in range(120)]
-    keys = [i // 37 for i in range(120)]  # rows of 37 words: windows must not span two rows
-    table = pl.DataFrame({"k": keys, "h": pl.Series(hashes, dtype=pl.UInt64)})
+    rows = [i // 37 for i in range(120)]  # rows of 37 words: windows must not span two rows
+    unused = np.zeros(120, dtype=np.int64)
+    words = Words(np.zeros(0, np.uint8), np.array(rows), unused, unused, np.array(hashes, dtype=np.uint64))
     expected = []
     for start in range(len(hashes) - n + 1):
-        if keys[start + n - 1] == keys[start]:
+        if rows[start + n - 1] == rows[start]:
             value = 0
             for k in range(n):
                 value = (value * GRAM_BASE + hashes[start + k]) % 2**64
             expected.append((start, value))
-    assert [(row[1], row[2]) for row in gram_hashes(table, "k", n).iter_rows()] == expected
+    first, grams = words.windows(n)
+    assert list(zip(first.tolist(), grams.tolist(), strict=True)) == expected
+
+
+def test_words_are_split_as_normalised_text_is_whatever_the_bytes():
+    """The byte-level splitter gives the words of `normalise` (polars' Unicode lowercasing, punctuation as
+    spaces), row by row, and no word runs from one row into the next."""
+    from mixer.decontam import normalise
+    from mixer.ngrams import words
+
+    texts = pl.Series(
+        ["Hello,  WORLD!", None, "", "  ", "don't\tstop\n\nnow", "Ünïcode ÉCOLE \u2014 café’s", "end", "start"]
+    )
+    split = words(texts)
+    got = [[] for _ in range(len(texts))]
+    for first, row in enumerate(split.row.tolist()):
+        got[row].append(split.phrase(first, 1))
+    expected = [(t.split(" ") if t else []) for t in pl.select(normalise(pl.lit(texts))).to_series().fill_null("")]
+    assert got == expected
+    assert got[5] == ["ünïcode", "école", "café", "s"]
+    assert got[6:] == [["end"], ["start"]]
+
+
+def test_word_hashes_depend_on_the_word_alone():
+    """Equal words hash equal wherever they sit (any byte alignment, any row, any case), different words
+    differ: around the 8-byte steps of the hash (7, 8, 9, 16, 17 bytes), past LONG_WORD, and with NUL bytes."""
+    from mixer.ngrams import LONG_WORD, words
+
+    vocabulary = ["a", "a\0", "ab", "abcdefg", "abcdefgh", "abcdefgi", "abcdefghi", "abcdefghj", "x" * 16]
+    vocabulary += ["x" * 17, "x" * 16 + "y", "y" * LONG_WORD, "y" * (LONG_WORD + 1), "y" * LONG_WORD + "z", "é" * 40]
+    texts = [" ".join(vocabulary), "pad " + " ".join(reversed(vocabulary)), "!" * 3 + " ".join(vocabulary).upper()]
+    split = words(pl.Series(texts))
+    by_word = {}
+    for first, value in enumerate(split.hash.tolist()):
+        assert by_word.setdefault(split.phrase(first, 1), value) == value
+    assert set(by_word) == {*vocabulary, "pad"}
+    assert len(set(by_word.values())) == len(by_word)
+
+
+def test_hash_set_answers_membership_exactly():
+    import numpy as np
+
+    from mixer.ngrams import HashSet
+
+    rng = np.random.default_rng(7)
+    members = rng.integers(0, 2**63, 5_000, dtype=np.uint64)
+    others = rng.integers(0, 2**63, 200_000, dtype=np.uint64)
+    twins = (members[:100] & ~np.uint64(0xFFFFFF)) | (members[100:200] & np.uint64(0xFFFFFF))  # same low bits
+    values = np.concatenate([members, others, twins])
+    expected = np.isin(values, members)
+    assert (HashSet(members).contains(values) == expected).all()
+    assert expected[:5_000].all() and not HashSet(np.zeros(0, dtype=np.uint64)).contains(values).any()
 
 
 def test_overlap_examples_are_the_first_shared_rows_in_file_order_whatever_the_row_order():

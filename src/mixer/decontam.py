@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from mixer import hits_cache
+from mixer import hits_cache, ngrams
 from mixer.adapters.base import content_text, first_content
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
@@ -38,7 +38,6 @@ BENCHMARK_FIELDS: dict[str, tuple[str, ...]] = {
     "alpaca_eval": ("instruction",),
     "ifeval": ("prompt",),
 }
-CHUNK_ROWS = 20_000  # rows whose n-grams are materialised at once: bounds memory on large pools
 EXAMPLES = 3
 HIT_SCHEMA = {"id": pl.String, "benchmark": pl.String, "item": pl.String, "span": pl.String}
 
@@ -51,64 +50,9 @@ class Hit:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
-# Punctuation that normalisation turns into spaces: ASCII, typographic quotes and dashes, and whitespace.
-# A fixed list lets polars use one multi-pattern replace (several times faster than a Unicode regex).
-PUNCTUATION = [*"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"]
-PUNCTUATION += ["\u2026", "\u00ab", "\u00bb", "\u00bf", "\u00a1", "\n", "\t", "\r", "\u00a0"]
-GRAM_BASE = 0x100000001B3  # odd, so the polynomial hash of a window mixes every word
-
-
-def _spaced(text: pl.Expr) -> pl.Expr:
-    return text.str.to_lowercase().str.replace_many(PUNCTUATION, [" "] * len(PUNCTUATION))
-
-
 def normalise(text: pl.Expr) -> pl.Expr:
     """Lowercase, punctuation stripped, whitespace collapsed: the text that whole prompts are compared by."""
-    return _spaced(text).str.replace_all(" {2,}", " ").str.strip_chars()
-
-
-def words(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-    """(key, word, h) per word of the `text` column, in order; `h` is the word's 64-bit hash. Spaces are
-    collapsed before splitting, so no empty word is made and then filtered out (~15% of the time here)."""
-    spaced = _spaced(pl.col("text")).str.replace_all(" {2,}", " ").str.strip_chars(" ")
-    return (
-        frame.select(key, spaced.alias("text"))
-        .filter(pl.col("text") != "")  # null and empty texts have no words
-        .select(key, pl.col("text").str.split(" ").alias("word"))
-        .explode("word")
-        .with_columns(pl.col("word").hash().alias("h"))
-    )
-
-
-def gram_hashes(table: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
-    """(key, start, g) for every window of n consecutive words of one key; `start` indexes `table`.
-
-    g is the polynomial hash sum(h[start + k] * B^(n-1-k)) of the word hashes in wrapping u64 arithmetic,
-    built from shifted columns, so no n-gram string is ever materialised. Windows of 2, 4, 8... words are
-    built by doubling and n is put together from its binary digits: ~2 log2(n) column passes instead of 2n."""
-
-    def power(k: int) -> pl.Expr:
-        return pl.lit(pow(GRAM_BASE, k, 1 << 64), dtype=pl.UInt64)
-
-    frame = table.select(key, pl.col("h").alias("w1")).with_row_index("start")
-    width = 1
-    while width * 2 <= n:  # w{2k}[s] = w{k}[s] * B^k + w{k}[s + k]
-        previous = pl.col(f"w{width}")
-        frame = frame.with_columns((previous * power(width) + previous.shift(-width)).alias(f"w{2 * width}"))
-        width *= 2
-    gram, covered = None, 0
-    while width:  # the widest window first, then each smaller one the binary form of n needs
-        if n - covered >= width:
-            piece = pl.col(f"w{width}").shift(-covered)
-            gram = piece if gram is None else gram * power(width) + piece
-            covered += width
-        width //= 2
-    assert gram is not None
-    return (
-        frame.select(key, "start", gram.alias("g"), (pl.col(key).shift(-(n - 1)) == pl.col(key)).alias("ok"))
-        .filter(pl.col("ok"))
-        .drop("ok")
-    )
+    return ngrams.spaced(text).str.replace_all(" {2,}", " ").str.strip_chars()
 
 
 def resolve_benchmark(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> Path:
@@ -170,59 +114,62 @@ class Index:
             else pl.DataFrame(schema={"item": pl.String, "text": pl.String, "benchmark": pl.String})
         )
         self.items = all_items
-        grams = gram_hashes(words(all_items.select("item", "text"), "item"), "item", n)
+        words = ngrams.words(all_items["text"])
+        first, grams = words.windows(n)
         self.grams = (
-            grams.join(all_items.select("item", "benchmark"), on="item")
+            pl.DataFrame({"g": grams, "row": words.row[first]})
+            .join(all_items.select("item", "benchmark").with_row_index("row").cast({"row": pl.Int64}), on="row")
             .select("g", "benchmark", "item")
             .unique(["g", "benchmark"], keep="first", maintain_order=True)
         )
-        self.exact = all_items.select(pl.col("text").alias("prompt"), "benchmark", "item").unique(
+        self.gram_set = ngrams.HashSet(self.grams["g"].to_numpy())
+        # A prompt equal to an item of n words or more shares its n-grams, and n-gram hits are reported first,
+        # so only shorter items need whole-prompt matching.
+        short = all_items.filter(pl.col("text").str.count_matches(" ") + 1 < n)
+        self.exact = short.select(pl.col("text").alias("prompt"), "benchmark", "item").unique(
             ["prompt", "benchmark"], keep="first", maintain_order=True
         )
-        self.short_items = all_items.filter(pl.col("text").str.count_matches(" ") + 1 < n).height
+        self.short_items = short.height
 
     def hits(self, rows: pl.DataFrame) -> pl.DataFrame:
         """(id, benchmark, item, span) for every contaminated row: the longest run of matching n-grams."""
+        texts = rows.select(row_text(rows)).to_series()
         found = [
-            part
-            for offset in range(0, rows.height, CHUNK_ROWS)  # chunks bound the memory of exploded words
-            for part in self._chunk_hits(rows.slice(offset, CHUNK_ROWS))
+            self._gram_hits(rows["id"].slice(offset, len(batch)), batch) for offset, batch in ngrams.batches(texts)
         ]
-        if not found:
-            return pl.DataFrame(schema=HIT_SCHEMA)
-        return pl.concat(found).unique(["id", "benchmark"], keep="first", maintain_order=True).sort("id", "benchmark")
-
-    def _chunk_hits(self, chunk: pl.DataFrame) -> list[pl.DataFrame]:
-        found = []
-        table = words(chunk.select("id", row_text(chunk).alias("text")), "id")
-        matched = gram_hashes(table, "id", self.n).join(self.grams, on="g")
-        if matched.height:
-            found.append(self._spans(matched, table))
-        exact = (
-            chunk.select("id", first_prompt(chunk).alias("prompt"))
-            .join(self.exact, on="prompt")
-            .select("id", "benchmark", "item", pl.col("prompt").alias("span"))
-        )
-        if exact.height:
-            found.append(exact)
-        return found
-
-    def _spans(self, matched: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
-        """Per (row, benchmark), the longest run of consecutive matching windows, as the words it covers."""
-        runs = (
-            matched.sort("id", "benchmark", "start")
-            .with_columns((pl.col("start") - pl.int_range(pl.len()).over("id", "benchmark")).alias("run"))
-            .group_by("id", "benchmark", "run")
-            .agg(pl.col("start").min().alias("first"), pl.col("start").max().alias("last"), pl.col("item").first())
-            .sort("id", "benchmark", pl.col("last") - pl.col("first"), "first", descending=[False, False, True, False])
+        if self.exact.height:
+            found.append(
+                rows.select("id", first_prompt(rows).alias("prompt"))
+                .join(self.exact, on="prompt")
+                .select("id", "benchmark", "item", pl.col("prompt").alias("span"))
+            )
+        return (
+            pl.concat([pl.DataFrame(schema=HIT_SCHEMA), *found])
             .unique(["id", "benchmark"], keep="first", maintain_order=True)
+            .sort("id", "benchmark")
         )
-        words_column = table["word"]
-        spans = [
-            " ".join(words_column.slice(first, last - first + self.n).to_list())
-            for first, last in runs.select("first", "last").iter_rows()
-        ]
-        return runs.select("id", "benchmark", "item").with_columns(pl.Series("span", spans, dtype=pl.String))
+
+    def _gram_hits(self, ids: pl.Series, texts: pl.Series) -> pl.DataFrame:
+        """Per (row, benchmark), the longest run of consecutive matching windows, as the words it covers."""
+        words = ngrams.words(texts)
+        first, grams = words.windows(self.n)
+        hit = self.gram_set.contains(grams)
+        if not hit.any():
+            return pl.DataFrame(schema=HIT_SCHEMA)
+        matched = pl.DataFrame({"start": first[hit], "g": grams[hit]}).join(self.grams, on="g")
+        runs = (
+            matched.with_columns(pl.Series("row", words.row[matched["start"].to_numpy()]))
+            .sort("row", "benchmark", "start")
+            .with_columns((pl.col("start") - pl.int_range(pl.len()).over("row", "benchmark")).alias("run"))
+            .group_by("row", "benchmark", "run")
+            .agg(pl.col("start").min().alias("first"), pl.col("start").max().alias("last"), pl.col("item").first())
+            .sort("row", "benchmark", pl.col("last") - pl.col("first"), "first", descending=[False, False, True, False])
+            .unique(["row", "benchmark"], keep="first", maintain_order=True)
+        )
+        spans = [words.phrase(first, last - first + self.n) for first, last in runs.select("first", "last").iter_rows()]
+        return runs.select(
+            ids.gather(runs["row"]).alias("id"), "benchmark", "item", pl.Series("span", spans, dtype=pl.String)
+        )
 
 
 def hit_summary(source: str, hits: pl.DataFrame, benchmarks: list[str]) -> list[Hit]:

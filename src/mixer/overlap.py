@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from mixer.decontam import gram_hashes, words
+from mixer import ngrams
 
 EXAMPLES = 3
 NEAR_N = 5
@@ -25,8 +25,12 @@ BOILERPLATE_ROWS = 100
 
 def near_pairs(prompts: pl.Series, n: int = NEAR_N, threshold: float = NEAR_THRESHOLD) -> pl.DataFrame:
     """(row, row_b) positions in `prompts` (normalised), row < row_b, that are near duplicates."""
-    table = words(pl.DataFrame({"row": pl.int_range(len(prompts), eager=True), "text": prompts}), "row")
-    grams = gram_hashes(table, "row", n).select("row", "g").unique()
+    parts = []
+    for offset, batch in ngrams.batches(prompts):
+        words = ngrams.words(batch)
+        first, hashes = words.windows(n)
+        parts.append(pl.DataFrame({"row": words.row[first] + offset, "g": hashes}))
+    grams = pl.concat(parts).unique() if parts else pl.DataFrame(schema={"row": pl.Int64, "g": pl.UInt64})
     sizes = grams.group_by("row").agg(pl.len().alias("size"))
     rare = grams.group_by("g").agg(pl.len().alias("df")).filter(pl.col("df") <= BOILERPLATE_ROWS).select("g")
     grams = grams.join(rare, on="g")

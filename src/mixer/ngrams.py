@@ -1,0 +1,203 @@
+"""Word n-gram hashes of many texts at once, computed with numpy on the bytes of the texts joined together.
+
+Why not polars: splitting every text into word strings, exploding them and hashing each string cost ~20-30 ms
+per MB of text, most of decontamination's time. Here no word is ever made: a word is a byte range of the
+normalised bytes (found from where letters and spaces alternate), its hash is read off its bytes 8 at a time,
+and a window's hash is a polynomial over its words' hashes, built by doubling. The words and windows are the
+same as before; the whole step costs ~2x less CPU per MB.
+
+Normalisation is `decontam.normalise`'s: lowercase, the punctuation list turned into spaces, words split on
+runs of spaces. ASCII rows (nearly all) go through a 256-entry byte table that does exactly that; the few rows
+with other characters take polars' Unicode lowercasing and replacement first (the table then leaves them as
+they are).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+WORD_BASE = 0x9E3779B97F4A7C15  # spreads a word's length over its hash, so a NUL byte cannot stand for a shorter word
+LONG_WORD = 64  # longer words are hashed one by one (see `_word_hashes`)
+GRAM_BASE = 0x100000001B3  # odd, so the polynomial hash of a window mixes every word
+BATCH_BYTES = 1 << 20  # text turned into words at once (see `batches`)
+SPACE = 32
+U64 = 1 << 64
+
+
+def punctuation() -> list[str]:
+    """What normalisation turns into spaces: ASCII, typographic quotes and dashes, and whitespace. A fixed
+    list lets polars use one multi-pattern replace (several times faster than a Unicode regex)."""
+    ascii_marks = [*"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "\n", "\t", "\r"]
+    typographic = ["\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014", "\u2026", "\u00ab", "\u00bb"]
+    return ascii_marks + typographic + ["\u00bf", "\u00a1", "\u00a0"]
+
+
+def spaced(text: pl.Expr) -> pl.Expr:
+    """Lowercase with punctuation as spaces: the text words are split from."""
+    marks = punctuation()
+    return text.str.to_lowercase().str.replace_many(marks, [" "] * len(marks))
+
+
+def _byte_table() -> np.ndarray:
+    """`spaced` for ASCII bytes: A-Z lowered, the ASCII marks of `punctuation()` made spaces."""
+    table = np.arange(256, dtype=np.uint8)
+    table[ord("A") : ord("Z") + 1] += 32
+    for mark in punctuation():
+        if ord(mark) < 128:
+            table[ord(mark)] = SPACE
+    return table
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finaliser: inputs that differ in one bit give outputs that differ in about half."""
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xFF51AFD7ED558CCD)
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xC4CEB9FE1A85EC53)
+    return x ^ (x >> np.uint64(33))
+
+
+def _joined_bytes(texts: pl.Series) -> np.ndarray:
+    """The texts joined by single spaces, as bytes (one polars pass, no per-row work)."""
+    array = texts.str.join(" ").to_arrow()
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.large_string():
+        array = array.cast(pa.large_string())
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + 2]
+    values = array.buffers()[2]
+    if values is None:
+        return np.zeros(0, dtype=np.uint8)
+    return np.frombuffer(values, dtype=np.uint8)[offsets[0] : offsets[1]]
+
+
+@dataclass(frozen=True)
+class Words:
+    """Every word of a batch of texts: its row, its byte range in `text`, and its 64-bit hash.
+
+    `text` is the normalised batch: a space, the rows joined by single spaces, then 8 spaces."""
+
+    text: np.ndarray
+    row: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    hash: np.ndarray
+
+    def windows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(first word, hash) of every window of n consecutive words inside one row. The hash is
+        sum(hash[first + k] * GRAM_BASE^(n-1-k)) mod 2^64; windows of 2, 4, 8... words are built by doubling and
+        n is put together from its binary digits: ~2 log2(n) array passes instead of 2n."""
+        count = len(self.hash) - n + 1
+        if count <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+        level, width = {1: self.hash}, 1
+        while width * 2 <= n:  # w{2k}[s] = w{k}[s] * B^k + w{k}[s + k]
+            shorter = level[width]
+            level[2 * width] = shorter[:-width] * np.uint64(pow(GRAM_BASE, width, U64)) + shorter[width:]
+            width *= 2
+        gram, covered = None, 0
+        while width:  # the widest window first, then each smaller one the binary form of n needs
+            if n - covered >= width:
+                piece = level[width][covered : covered + count]
+                gram = piece if gram is None else gram * np.uint64(pow(GRAM_BASE, width, U64)) + piece
+                covered += width
+            width //= 2
+        assert gram is not None
+        first = np.flatnonzero(self.row[:count] == self.row[n - 1 :])
+        return first, gram[first]
+
+    def phrase(self, first: int, count: int) -> str:
+        """The words first .. first + count - 1 (of one row) joined by single spaces."""
+        return " ".join(
+            self.text[a:b].tobytes().decode("utf-8")
+            for a, b in zip(
+                self.start[first : first + count].tolist(), self.end[first : first + count].tolist(), strict=True
+            )
+        )
+
+
+def words(texts: pl.Series) -> Words:
+    """The words of every text, normalised (see the module docstring)."""
+    texts = texts.cast(pl.String)
+    if texts.null_count():
+        texts = texts.fill_null("")
+    sizes = texts.str.len_bytes()
+    unicode = sizes != texts.str.len_chars()
+    if unicode.any():
+        where = unicode.arg_true()
+        texts = texts.scatter(where, pl.select(spaced(pl.lit(texts.gather(where)))).to_series())
+        sizes = texts.str.len_bytes()
+    raw = _joined_bytes(texts)
+    # a space before the first row (and between rows), 8 after the last: words start after a space, end before
+    # one, and 8-byte reads stay inside
+    text = np.full(len(raw) + 9, SPACE, dtype=np.uint8)
+    np.take(_byte_table(), raw, out=text[1 : len(raw) + 1])
+    letter = text != SPACE
+    edges = np.flatnonzero(letter[1:] != letter[:-1])  # alternately the last space, the last letter
+    start, end = edges[0::2] + 1, edges[1::2] + 1
+    lengths = sizes.to_numpy().astype(np.int64)
+    row_starts = np.cumsum(lengths + 1) - lengths  # row r starts after r + 1 spaces and the rows before it
+    firsts = np.searchsorted(start, row_starts)  # each row's first word
+    row = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(np.append(firsts, len(start))))
+    return Words(text, row, start, end, _word_hashes(text, start, end))
+
+
+def _word_hashes(text: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """A mixed 64-bit hash of each word's bytes. A word of up to 8 bytes (most words) is one unaligned 8-byte
+    read, masked to its length; a longer one folds in 8 more bytes per step, up to LONG_WORD bytes; the rare
+    longer ones (URLs, encoded blobs) are hashed one by one. `text` must extend 7 bytes past the last word."""
+    length = (end - start).astype(np.uint64)
+    reads = np.ndarray(shape=(len(text) - 7,), dtype="<u8", buffer=text, strides=(1,))
+    masks = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+    value = np.take(reads, start) & masks[np.minimum(length, 8)]
+    folding, taken = np.flatnonzero((length > 8) & (length <= LONG_WORD)), 8
+    while len(folding):
+        more = np.take(reads, start[folding] + taken) & masks[np.minimum(length[folding] - taken, 8)]
+        value[folding] = _mix(value[folding]) ^ more
+        taken += 8
+        folding = folding[length[folding] > taken]
+    for word in np.flatnonzero(length > LONG_WORD).tolist():
+        digest = hashlib.blake2b(text[start[word] : end[word]].tobytes(), digest_size=8).digest()
+        value[word] = int.from_bytes(digest, "little")
+    return _mix(value ^ (length * np.uint64(WORD_BASE)))
+
+
+def batches(texts: pl.Series, max_bytes: int = BATCH_BYTES) -> Iterator[tuple[int, pl.Series]]:
+    """(offset, slice) of consecutive texts of about `max_bytes` together (a longer text alone). Small batches
+    keep every array of `words` and `Words.windows` in cache and reuse the same memory (fresh pages cost more
+    here than the arithmetic)."""
+    sizes = texts.str.len_bytes().fill_null(0).cast(pl.Int64).cum_sum().to_numpy()
+    offset = 0
+    while offset < len(texts):
+        done = sizes[offset - 1] if offset else 0
+        stop = max(int(np.searchsorted(sizes, done + max_bytes, side="right")), offset + 1)
+        yield offset, texts.slice(offset, stop - offset)
+        offset = stop
+
+
+class HashSet:
+    """Membership of many 64-bit hashes at once in a fixed set of them. A table of one flag per value of the
+    low bits rules out nearly all non-members in one gather (~1 in 32 or fewer slips through); a binary search
+    in the sorted members settles the rest. A polars join per batch cost more, mostly building its table."""
+
+    def __init__(self, members: np.ndarray) -> None:
+        self.members = np.unique(members)
+        size = min(max(1 << 16, 1 << (32 * len(self.members)).bit_length()), 1 << 26)
+        self.mask = np.uint64(size - 1)
+        self.slots = np.zeros(size, dtype=bool)
+        self.slots[self.members & self.mask] = True
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        """A bool per value."""
+        found = self.slots[values & self.mask]
+        maybe = np.flatnonzero(found)
+        if len(maybe):
+            place = np.minimum(np.searchsorted(self.members, values[maybe]), len(self.members) - 1)
+            found[maybe] = self.members[place] == values[maybe]
+        return found
