@@ -136,8 +136,7 @@ def words(texts: pl.Series) -> Words:
     raw = _joined_bytes(texts)
     # a space before the first row (and between rows), 8 after the last: words start after a space, end before
     # one, and 8-byte reads stay inside
-    text = np.full(len(raw) + 9, SPACE, dtype=np.uint8)
-    np.take(_byte_table(), raw, out=text[1 : len(raw) + 1])
+    text = np.frombuffer(b" " + raw.tobytes().translate(_byte_table().tobytes()) + b" " * 8, dtype=np.uint8)
     letter = text != SPACE
     edges = np.flatnonzero(letter[1:] != letter[:-1])  # alternately the last space, the last letter
     start, end = edges[0::2] + 1, edges[1::2] + 1
