@@ -1,8 +1,8 @@
 """Decontamination: word n-gram overlap (and exact prompt match) between training rows and benchmark items.
 
-Exact by construction: every n-gram of every message is compared with every n-gram of every benchmark
-item through a hash join, so nothing is missed (a 64-bit hash collision can only add a false hit, which
-the reported span lets a reader check). Normalisation follows GPT-3's audit: lowercase, punctuation
+Exact by construction: the hash of every n-gram of every message is looked up in the set of every benchmark
+item's n-gram hashes (`mixer.ngrams`), so nothing is missed (a 64-bit hash collision can only add a false
+hit, which the reported span lets a reader check). Normalisation follows GPT-3's audit: lowercase, punctuation
 stripped, whitespace collapsed; n = 13 by default. Items shorter than n words are matched by whole-prompt
 equality only.
 """
