@@ -56,6 +56,21 @@ def test_items_shorter_than_n_match_whole_prompts_only(index):
     assert hits["id"].to_list() == ["t/0"] and hits["span"].to_list() == ["what is two plus two"]
 
 
+def test_hits_keep_their_rows_across_batches_and_long_rows(index):
+    """Rows are hashed in ~1 MB batches (ngrams.BATCH_BYTES): hits on either side of a batch boundary, in the
+    last row, and at the end of one row longer than a batch all name the right row and span."""
+    from mixer.ngrams import BATCH_BYTES
+
+    filler = [f"row {i} talks about item {i} and nothing else " * 10 for i in range(4_000)]  # ~2 batches
+    long_row = "word " * (BATCH_BYTES // 4) + ITEM
+    planted = {5: "Q: " + ITEM, 2_700: ITEM.lower(), 3_999: ITEM + " A: 8"}
+    texts = [planted.get(i, text) for i, text in enumerate(filler)] + [long_row, "clean after the long row"]
+    hits = index.hits(rows(*texts))
+    span = "a farmer has 17 sheep and all but 9 run away how many sheep does the farmer have left at the end of the day"
+    assert hits["id"].to_list() == sorted(["t/5", "t/2700", "t/3999", "t/4000"])
+    assert set(hits["span"]) == {span}
+
+
 def _recipe(tmp_path: Path, mode: str) -> Path:
     (tmp_path / "bench.jsonl").write_text(json.dumps({"question": ITEM}) + "\n")
     with (tmp_path / "a.jsonl").open("w") as f:
