@@ -387,6 +387,52 @@ def test_hash_set_answers_membership_exactly():
     assert expected[:5_000].all() and not HashSet(np.zeros(0, dtype=np.uint64)).contains(values).any()
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_near_pairs_equal_a_brute_force_count_of_every_pair(seed, monkeypatch):
+    """The prefix-filtered near-duplicate search finds exactly the pairs that comparing every pair of prompts
+    finds: variants of a few templates at every similarity (near and just under the threshold), n-grams
+    repeated inside a prompt, boilerplate n-grams (held by more prompts than the limit), short and empty
+    prompts."""
+    import random
+
+    from mixer import overlap
+
+    monkeypatch.setattr(overlap, "BOILERPLATE_ROWS", 6)
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(40)]
+    templates = [[rng.choice(vocabulary) for _ in range(rng.randint(10, 40))] for _ in range(70)]
+    for _ in range(20):  # periodic: the same n-grams several times in one prompt (counted once)
+        unit = [rng.choice(vocabulary) for _ in range(rng.randint(5, 7))]
+        templates.append(unit * rng.randint(2, 5) + [rng.choice(vocabulary) for _ in range(rng.randint(0, 12))])
+    prompts = []
+    for _ in range(300):
+        words = list(rng.choice(templates))
+        for _ in range(rng.choice([0, 1, 1, 2])):  # edits near an end cost few n-grams, in the middle up to 5
+            words[rng.randrange(len(words))] = rng.choice(vocabulary)
+        prompts.append(" ".join(words[: rng.choice([len(words), len(words), 3])]))
+    prompts += ["", "one two"] * 4 + ["boiler plate words here " * 3] * 8  # 8 copies: > 6, all boilerplate
+
+    def grams(text):
+        words = text.split()
+        return {tuple(words[i : i + 5]) for i in range(len(words) - 4)}
+
+    sets = [grams(p) for p in prompts]
+    held = {}
+    for g in (g for s in sets for g in s):
+        held[g] = held.get(g, 0) + 1
+    expected, narrow_misses = [], 0
+    for a in range(len(prompts)):
+        for b in range(a + 1, len(prompts)):
+            shared = sum(1 for g in sets[a] & sets[b] if held[g] <= 6)
+            similarity = shared / (len(sets[a]) + len(sets[b]) - shared) if shared else 0.0
+            expected += [(a, b)] if similarity >= overlap.NEAR_THRESHOLD else []
+            narrow_misses += 0.6 <= similarity < overlap.NEAR_THRESHOLD
+    found = overlap.near_pairs(pl.Series(prompts))
+    assert list(found.iter_rows()) == expected
+    assert len(expected) >= 8 and narrow_misses >= 8  # the threshold is exercised from both sides
+    assert not [pair for pair in expected if min(pair) >= len(prompts) - 8]  # boilerplate copies never pair
+
+
 def test_overlap_examples_are_the_first_shared_rows_in_file_order_whatever_the_row_order():
     from mixer.overlap import overlap_matrix
 
