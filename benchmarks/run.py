@@ -61,13 +61,15 @@ def measure(command: list[str], cwd: Path, extra_env: dict[str, str] | None = No
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False) -> Path:
-    name = "bench-decontam" if decontaminate else "bench"
+def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False, near: bool = False) -> Path:
+    name = "bench-decontam" if decontaminate else "bench-near" if near else "bench"
     lines = [f"name: {name}", "seed: 42", "sources:"]
     for source, n in counts.items():
         lines.append(f"  {source}: {{path: data/{source}.jsonl, format: {FORMATS[source]}, take: {n}}}")
     lines.append("mixture:")
     lines.append("  shuffle: true")
+    if near:
+        lines.append("  dedup: near")
     if decontaminate:
         benchmarks = ", ".join(f"{{name: {b}, path: {p}}}" for b, p in DECONTAM.items())
         lines.append(f"  decontaminate: {{benchmarks: [{benchmarks}], mode: remove}}")
@@ -108,12 +110,15 @@ def main() -> None:
         "mixer_noop": [python, "-m", "mixer", "build", str(recipe)],
         "mixer_plan": [python, "-m", "mixer", "plan", str(recipe), "--json"],
         "mixer_plan_cold": [python, "-m", "mixer", "plan", str(recipe), "--json", COLD],
+        "mixer_near": [python, "-m", "mixer", "build", str(write_recipe(work, counts, near=True)), "--force"],
     }
     if all(p.is_file() for p in DECONTAM.values()):
         decontam = write_recipe(work, counts, decontaminate=True)
         commands["mixer_decontam"] = [python, "-m", "mixer", "build", str(decontam), "--force", FORGET_HITS]
         # a rebuild after takes or weights changed: each source's hits are remembered from the build before
         commands["mixer_decontam_rebuild"] = [python, "-m", "mixer", "build", str(decontam), "--force"]
+        # the audit without a build: benchmark hits, exact and near-duplicate overlap over every row
+        commands["mixer_audit"] = [python, "-m", "mixer", "decontam", str(decontam), "--json"]
     if args.only:
         commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
     envs: dict[str, dict[str, str]] = {}
