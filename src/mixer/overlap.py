@@ -29,7 +29,7 @@ def near_pairs(prompts: pl.Series, n: int = NEAR_N, threshold: float = NEAR_THRE
     (`size` + `size_b` - `shared`) >= threshold, where size counts a prompt's distinct n-grams and shared the
     non-boilerplate ones two prompts have in common.
 
-    Exact, without joining every shared n-gram with every other (at 1M prompts that took ~20 s and 4.6 GB):
+    Exact, without joining every shared n-gram with every other (at 1M prompts that took ~23 s and 5 GB):
     a passing pair shares at least m = floor(threshold * size) n-grams of each prompt's (`size_b` >= shared),
     so with every prompt's n-grams ordered the same way (those in one prompt only, then by how many prompts
     hold them, then by hash) the first `shareable - m + 1` of each prompt's shareable ones must contain a
