@@ -128,6 +128,33 @@ def test_report_mode_keeps_rows_and_overlap_matrix_counts_shared_prompts(tmp_pat
     )
 
 
+def test_build_output_names_hits_removed_rows_overlap_and_the_report(tmp_path):
+    result = run_mixer("build", str(_recipe(tmp_path, "remove")), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    title = lines.index("decontamination against toy: 1 row(s) removed before selection")
+    table = [line.split("│")[1:4] for line in lines[title + 1 : title + 6] if line.startswith("│")]
+    assert [[cell.strip() for cell in row] for row in table] == [["a", "toy", "1"]]  # sources without hits left out
+    assert "overlap: 10 selected row(s) have a prompt that another source also has" in lines
+    assert f"report: {tmp_path / 'out' / 'report.html'}" in lines
+
+    result = run_mixer("build", str(_recipe(tmp_path, "report")), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["decontamination"] == {
+        "mode": "report",
+        "n": 13,
+        "removed": 0,
+        "hits": [
+            {"source": "a", "benchmark": "toy", "rows": 1},
+            {"source": "b", "benchmark": "toy", "rows": 0},
+            {"source": "c", "benchmark": "toy", "rows": 0},
+        ],
+    }
+    assert summary["rows_in_several_sources"] == {"a": 5, "b": 5, "c": 0}
+    assert summary["report"] == str(tmp_path / "out" / "report.html")
+
+
 class _Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -159,7 +186,7 @@ def test_every_build_writes_stats_and_a_report_that_regenerates(tmp_path):
 
 def test_decontam_command_reports_without_writing(tmp_path):
     recipe = _recipe(tmp_path, "remove")
-    result = run_mixer("decontam", str(recipe), "--json")
+    result = run_mixer("decontam", str(recipe), "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)["decontamination"]
     assert report["mode"] == "report" and report["hits"][0]["rows"] == 1 and report["removed"] == 0

@@ -47,6 +47,45 @@ def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def _decontam_table(hits: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("source", "benchmark", "rows hit", "example span"):
+        table.add_column(column, justify="right" if column == "rows hit" else "left")
+    for hit in hits:
+        span = hit["examples"][0]["span"] if hit["examples"] else ""
+        table.add_row(hit["source"], hit["benchmark"], f"{hit['rows']:,}", span)
+    return table
+
+
+def _decontam_summary(found: dict | None) -> dict | None:
+    if found is None:
+        return None
+    hits = [{k: h[k] for k in ("source", "benchmark", "rows")} for h in found["hits"]]
+    return {"mode": found["mode"], "n": found["n"], "removed": found["removed"], "hits": hits}
+
+
+def _print_quality(manifest: dict, out_dir: Path) -> None:
+    """What a build found in its data, so a contaminated or overlapping mix is seen without opening the report:
+    benchmark hits (those with rows only) and rows whose prompt occurs in another source."""
+    found = manifest.get("decontamination")
+    if found is not None:
+        hits = [h for h in found["hits"] if h["rows"]]
+        benchmarks = ", ".join(b["benchmark"] for b in found["benchmarks"])
+        if not hits:
+            out.print(f"decontamination: no row shares a {found['n']}-gram or a whole prompt with {benchmarks}")
+        else:
+            outcome = (
+                f"{found['removed']:,} row(s) removed before selection"
+                if found["mode"] == "remove"
+                else "rows hit are kept (mode: report)"
+            )
+            out.print(_decontam_table(hits, f"decontamination against {benchmarks}: {outcome}"))
+    shared = sum(manifest["overlap"]["rows_in_several_sources"].values())
+    if shared:
+        out.print(f"overlap: {shared:,} selected row(s) have a prompt that another source also has")
+    out.print(f"report: {out_dir / 'report.html'}")
+
+
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="Recipe files.")], as_json: JsonFlag = False) -> None:
     """Check recipes against the schema and the semantic rules; report every problem as FILE:LINE:COL."""
@@ -184,13 +223,7 @@ def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_
         return
     found = report["decontamination"]
     if found is not None:
-        table = Table(title=f"decontamination: {found['n']}-grams + exact prompts")
-        for column in ("source", "benchmark", "rows hit", "example span"):
-            table.add_column(column, justify="right" if column == "rows hit" else "left")
-        for hit in found["hits"]:
-            span = hit["examples"][0]["span"] if hit["examples"] else ""
-            table.add_row(hit["source"], hit["benchmark"], f"{hit['rows']:,}", span)
-        out.print(table)
+        out.print(_decontam_table(found["hits"], f"decontamination: {found['n']}-grams + exact prompts"))
     overlap = report["overlap"]
     titles = {
         "matrix": "rows of each source whose prompt also occurs in another source",
@@ -286,6 +319,9 @@ def build(
                 "rows": result.manifest["totals"]["rows"],
                 "lock": str(result.lock) if result.lock else None,
                 "build_fingerprint": result.manifest["build_fingerprint"],
+                "decontamination": _decontam_summary(result.manifest.get("decontamination")),
+                "rows_in_several_sources": result.manifest["overlap"]["rows_in_several_sources"],
+                "report": str(result.out_dir / "report.html"),
             }
         )
         return
@@ -299,6 +335,7 @@ def build(
         f"wrote {result.manifest['totals']['rows']:,} rows in {result.manifest['totals']['shards']} "
         f"shard(s) to {result.out_dir}"
     )
+    _print_quality(result.manifest, result.out_dir)
     if result.lock:
         out.print(f"lock: {result.lock}")
 
