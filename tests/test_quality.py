@@ -155,6 +155,28 @@ def test_build_output_names_hits_removed_rows_overlap_and_the_report(tmp_path):
     assert summary["report"] == str(tmp_path / "out" / "report.html")
 
 
+def test_diff_marks_a_source_changed_when_decontamination_changed_what_it_was_drawn_from(tmp_path):
+    """Same recipe entry, same 10 rows written, but in remove mode they were drawn from 20 rows instead of 21:
+    the rows can differ, so the source is not 'same'."""
+    from mixer.diff import compare, load_side
+
+    outs = {}
+    for mode in ("remove", "report"):
+        recipe = _recipe(tmp_path, mode)
+        recipe.write_text(
+            recipe.read_text().replace(
+                "a: {path: a.jsonl, format: alpaca, take: all}", "a: {path: a.jsonl, format: alpaca, take: 10}"
+            )
+        )
+        outs[mode] = build(recipe, Options(progress=False), out=tmp_path / mode).out_dir
+    rows = {
+        r.name: r for r in compare(load_side(str(outs["remove"])), load_side(str(outs["report"]))).composition.sources
+    }
+    assert (rows["a"].status, rows["a"].a_rows, rows["a"].b_rows) == ("changed", 10, 10)
+    assert rows["a"].changes == ["built.available: 20 → 21", "built.decontaminate: 1 → 0"]
+    assert (rows["b"].status, rows["b"].changes) == ("same", [])
+
+
 class _Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -41,6 +41,7 @@ class Side:
     scores: list[Score] = field(default_factory=list)
     run: dict[str, Any] | None = None  # run.json of a training stage
     quality: dict[str, Any] | None = None  # build-time numbers: tokens, contamination, overlap, evolve
+    pools: dict[str, dict[str, Any]] | None = None  # per source, what selection drew from (see `pool_facts`)
 
 
 def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +59,14 @@ def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
         summary[f"evolve.{name}.rows"] = block["rows"]
         summary[f"evolve.{name}.usd"] = block["usage"]["usd"]
     return summary
+
+
+def pool_facts(source: dict[str, Any]) -> dict[str, Any]:
+    """What a source's selection drew from: its input files' contents and the rows each step kept or removed.
+    Two builds with the same recipe entry and the same rows written can still hold different rows when
+    these differ (a changed file, rows removed by decontamination or dedup), so `mixer diff` shows them."""
+    counts = {k: v for k, v in source["counts"].items() if k not in ("selected", "written")}
+    return {"inputs": [f["sha256"] for f in source.get("files") or []], **counts}
 
 
 def _git_recipe(spec: str) -> Side:
@@ -133,7 +142,9 @@ def load_side(spec: str) -> Side:
     if recipe is None and run and Path(run["recipe"]["path"]).is_file():
         recipe = _recipe_data(Path(run["recipe"]["path"]))
     counts = {n: s["counts"]["written"] for n, s in manifest["sources"].items()} if manifest else None
-    return Side(spec, recipe, counts, run_scores(path), run, quality_summary(manifest) if manifest else None)
+    pools = {n: pool_facts(s) for n, s in manifest["sources"].items()} if manifest else None
+    quality = quality_summary(manifest) if manifest else None
+    return Side(spec, recipe, counts, run_scores(path), run, quality, pools)
 
 
 # ---- composition ----
@@ -188,6 +199,13 @@ def compare_composition(a: Side, b: Side) -> Composition:
     for name in list(sources_a) + [n for n in sources_b if n not in sources_a]:
         in_a, in_b = name in sources_a, name in sources_b
         changes = _changes(sources_a.get(name), sources_b.get(name)) if in_a and in_b else []
+        if in_a and in_b and a.pools is not None and b.pools is not None:
+            pool_a, pool_b = a.pools.get(name) or {}, b.pools.get(name) or {}
+            inputs_a, inputs_b = pool_a.pop("inputs", None), pool_b.pop("inputs", None)
+            if inputs_a != inputs_b:
+                changes.append("input files: contents changed")
+            steps = set(pool_a) | set(pool_b)  # a step that removed nothing may be absent from one side
+            changes += _changes({k: pool_a.get(k, 0) for k in steps}, {k: pool_b.get(k, 0) for k in steps}, "built")
         rows_a = a.counts.get(name) if a.counts and in_a else None
         rows_b = b.counts.get(name) if b.counts and in_b else None
         status = (
