@@ -17,6 +17,7 @@ import pytest
 
 from mixer.build import Options, build
 from mixer.errors import MixerError
+from mixer.hashing import file_sha256
 
 from conftest import run_mixer, write_recipe
 
@@ -167,3 +168,98 @@ def test_the_hub_copy_of_cot_is_one_json_lines_file_read_as_flan(tmp_path, monke
     for messages in rows["messages"].to_list():
         assert [m["role"] for m in messages] == ["user", "assistant"]
         assert messages[0]["content"].startswith("Q") and "So the answer is" in messages[1]["content"]
+
+
+HUMANEVAL_ITEM = (
+    'def add(a, b):\n    """Return the sum of two integers a and b, without using the plus operator at all."""\n'
+)
+
+
+def test_a_known_benchmark_without_a_local_file_is_read_from_the_hub_at_the_locked_commit(tmp_path, monkeypatch):
+    items = [{"task_id": "HumanEval/0", "prompt": HUMANEVAL_ITEM}]
+    hub = FakeHub(monkeypatch, COMMIT_A, rows=items)
+    planted = {"instruction": "Complete: " + HUMANEVAL_ITEM.upper(), "input": "", "output": "return a - (-b)"}
+    write_alpaca(tmp_path / "mine.jsonl", [*alpaca_rows(5), planted])
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: hub-bench
+        sources:
+          mine: {path: mine.jsonl, format: alpaca, take: all}
+        mixture:
+          decontaminate: {benchmarks: [humaneval], mode: remove}
+        """,
+    )
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    build(recipe, options, out=tmp_path / "o")
+    assert hub.resolved == ["openai/openai_humaneval@main"] and hub.loaded == [f"openai/openai_humaneval@{COMMIT_A}"]
+    copy = tmp_path / "cache" / "benchmark-humaneval" / f"{COMMIT_A}.parquet"
+    label = f"hub:openai/openai_humaneval@{COMMIT_A}"
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["decontamination"]["benchmarks"] == [
+        {"benchmark": "humaneval", "path": label, "items": 1, "revision": COMMIT_A}
+    ]
+    assert manifest["decontamination"]["removed"] == 1 and manifest["totals"]["rows"] == 5
+    entry = json.loads(recipe.with_suffix(".lock").read_text())["benchmarks"]["humaneval"]
+    assert entry == {
+        "origin": "hub",
+        "hub": "openai/openai_humaneval",
+        "revision": COMMIT_A,
+        "files": [{"path": label, "sha256": file_sha256(copy), "bytes": copy.stat().st_size}],
+    }
+
+    hub.commit = COMMIT_B  # main moves on: the lock keeps the build on the commit it read, from the cached copy
+    items[0] = {"task_id": "HumanEval/0", "prompt": "def sub(a, b): return the difference of a and b " * 2}
+    assert build(recipe, options, out=tmp_path / "o", force=True, locked=True).status == "built"
+    assert len(hub.resolved) == 1 and len(hub.loaded) == 1
+
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", refresh=True), out=tmp_path / "o")
+    assert result.status == "built" and hub.loaded[-1] == f"openai/openai_humaneval@{COMMIT_B}"
+    assert result.manifest["decontamination"]["removed"] == 0 and result.manifest["totals"]["rows"] == 6
+    assert json.loads(recipe.with_suffix(".lock").read_text())["benchmarks"]["humaneval"]["revision"] == COMMIT_B
+
+
+def test_a_locked_build_refuses_a_changed_benchmark_file(tmp_path):
+    write_alpaca(tmp_path / "mine.jsonl", alpaca_rows(3))
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "what is the capital of france"}) + "\n")
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: locked-bench
+        sources:
+          mine: {path: mine.jsonl, format: alpaca, take: all}
+        mixture:
+          decontaminate: {benchmarks: [{name: toy, path: bench.jsonl, fields: [question]}]}
+        """,
+    )
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    build(recipe, options, out=tmp_path / "o")
+    assert json.loads(recipe.with_suffix(".lock").read_text())["benchmarks"]["toy"]["files"][0]["path"] == "bench.jsonl"
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "what is the capital of spain"}) + "\n")
+    with pytest.raises(MixerError, match=r"benchmarks\.toy: bench\.jsonl: locked sha256 [0-9a-f]{12}…, now"):
+        build(recipe, options, out=tmp_path / "o", locked=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "hint"),
+    [
+        ("humaneva", "not a known benchmark (alpaca_eval, bbh, gsm8k, humaneval, ifeval, mbpp, mmlu)", "did you mean"),
+        ("bbh", "no single hub split holds its items", "put bbh.jsonl"),
+        ("gsm8k", "openai/gsm8k@main cannot be read from the hub (OSError: offline mode", "put gsm8k.jsonl"),
+    ],
+)
+def test_a_benchmark_with_no_file_to_read_says_where_to_put_one(tmp_path, name, message, hint):
+    write_alpaca(tmp_path / "mine.jsonl", alpaca_rows(3))
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: missing-bench
+        sources:
+          mine: {{path: mine.jsonl, format: alpaca, take: all}}
+        mixture:
+          decontaminate: [{name}]
+        """,
+    )
+    with pytest.raises(MixerError) as failure:
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
+    assert message in failure.value.message and hint in (failure.value.hint or "")

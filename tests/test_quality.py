@@ -557,17 +557,17 @@ def test_an_unreadable_remembered_hits_entry_is_found_again(tmp_path):
 def test_hits_of_evolved_rows_are_never_remembered(tmp_path):
     """Evolved sources have no input files: a key without file hashes would hand one evolve run's hits to the
     next run's different rows."""
+    from mixer.benchmark_sets import resolve_benchmarks
     from mixer.decontam import Decontamination
-    from mixer.recipe import DecontamSpec
     from mixer.resolve import ResolvedSource
     from mixer.validate import load_recipe
 
     recipe = load_recipe(_recipe(tmp_path, "remove"))
     spec = recipe.sources[0]
     evolved = ResolvedSource(spec, None, "messages", "evolve", (), None, "unknown")
-    decontam = Decontamination(
-        DecontamSpec(benchmarks=(BenchmarkSpec("toy", "bench.jsonl", ("question",)),)), tmp_path, None, tmp_path / "c"
-    )
+    benchmarks = resolve_benchmarks(recipe, data_dir=None, cache_dir=tmp_path / "hashes")
+    assert recipe.mixture.decontaminate is not None
+    decontam = Decontamination(recipe.mixture.decontaminate, benchmarks, tmp_path / "c")
     hits = pl.DataFrame({"__pos": [0], "benchmark": ["toy"], "item": ["toy/0"], "span": ["x"]})
     decontam.remember_hits(evolved, (), hits.cast({"__pos": pl.UInt32}))
     assert decontam.known_hits(evolved, ()) is None and not (tmp_path / "c").exists()

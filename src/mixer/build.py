@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixer import __version__
+from mixer.benchmark_sets import ResolvedBenchmark, resolve_benchmarks
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256, fingerprint
 from mixer.lock import check_lock, lock_content, write_lock
@@ -56,29 +57,33 @@ def input_fingerprint(resolved: list[ResolvedSource]) -> str:
     return fingerprint({r.spec.name: [f.sha256 for f in r.files] for r in resolved})
 
 
-def auxiliary_inputs(recipe: Recipe, options: Options) -> dict[str, str]:
+def resolve_benchmark_inputs(recipe: Recipe, options: Options) -> list[ResolvedBenchmark]:
+    """Once per command, like the sources: every later step reads the same files at the same commits."""
+    return resolve_benchmarks(recipe, data_dir=options.data_dir, cache_dir=options.cache, refresh=options.refresh)
+
+
+def auxiliary_inputs(recipe: Recipe, benchmarks: list[ResolvedBenchmark]) -> dict[str, str]:
     """sha256 of the files a build reads besides its sources (benchmarks, tokenizer): a change to one of them
     must make the next build rebuild, not report "up to date"."""
-    files: dict[str, Path] = {}
-    if recipe.mixture.decontaminate is not None:
-        from mixer.decontam import resolve_benchmark
-
-        for bench in recipe.mixture.decontaminate.benchmarks:
-            files[f"benchmark:{bench.name}"] = resolve_benchmark(bench, recipe.base_dir, options.data_dir)
+    digests = {f"benchmark:{b.name}": b.file.sha256 for b in benchmarks}
     if recipe.output.tokenizer:
         path = recipe.base_dir / recipe.output.tokenizer
-        files["tokenizer"] = path / "tokenizer.json" if path.is_dir() else path
-    return {name: file_sha256(path) for name, path in files.items() if path.is_file()}
+        path = path / "tokenizer.json" if path.is_dir() else path
+        if path.is_file():
+            digests["tokenizer"] = file_sha256(path)
+    return digests
 
 
-def build_fingerprint(recipe: Recipe, resolved: list[ResolvedSource], options: Options) -> str:
+def build_fingerprint(
+    recipe: Recipe, resolved: list[ResolvedSource], benchmarks: list[ResolvedBenchmark], options: Options
+) -> str:
     return fingerprint(
         {
             "tool": __version__,
             "recipe": recipe.document,
             "sample": options.sample,
             "inputs": input_fingerprint(resolved),
-            "auxiliary": auxiliary_inputs(recipe, options),
+            "auxiliary": auxiliary_inputs(recipe, benchmarks),
         }
     )
 
@@ -114,16 +119,17 @@ def build(
         )
     recipe = load_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
-    lock = lock_content(recipe.name, resolved)
+    benchmarks = resolve_benchmark_inputs(recipe, options)
+    lock = lock_content(recipe.name, resolved, benchmarks)
     if locked:
         check_lock(recipe.path, lock)
     out_dir = out or output_dir(recipe)
-    build_fp = build_fingerprint(recipe, resolved, options)
+    build_fp = build_fingerprint(recipe, resolved, benchmarks, options)
     if not force and (manifest := _up_to_date(out_dir, build_fp)) is not None:
         return BuildResult("up-to-date", out_dir, None, manifest, None)
 
     from mixer.pipeline import materialise  # polars and the rest load only when there is work to do
 
-    plan, manifest = materialise(recipe, resolved, options, out_dir, build_fp)
+    plan, manifest = materialise(recipe, resolved, benchmarks, options, out_dir, build_fp)
     lock_file = None if options.sample else write_lock(recipe.path, lock)
     return BuildResult("built", out_dir, plan, manifest, lock_file)

@@ -9,7 +9,6 @@ equality only.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,26 +17,16 @@ import polars as pl
 
 from mixer import hits_cache, ngrams
 from mixer.adapters.base import content_text, first_content
-from mixer.adapters.formats import SUPPORTED_SUFFIXES
+from mixer.benchmark_sets import KNOWN
 from mixer.errors import MixerError
-from mixer.hashing import file_sha256
 from mixer.io import read_table
 from mixer.recipe import BenchmarkSpec, DecontamSpec
 
 if TYPE_CHECKING:
+    from mixer.benchmark_sets import ResolvedBenchmark
     from mixer.resolve import ResolvedSource
     from mixer.stage import Staged
 
-# benchmark name -> the field(s) holding what a model is asked
-BENCHMARK_FIELDS: dict[str, tuple[str, ...]] = {
-    "humaneval": ("prompt",),
-    "mbpp": ("text",),
-    "gsm8k": ("question",),
-    "mmlu": ("question",),
-    "bbh": ("input",),
-    "alpaca_eval": ("instruction",),
-    "ifeval": ("prompt",),
-}
 EXAMPLES = 3
 HIT_SCHEMA = {"id": pl.String, "benchmark": pl.String, "item": pl.String, "span": pl.String}
 
@@ -55,30 +44,10 @@ def normalise(text: pl.Expr) -> pl.Expr:
     return ngrams.spaced(text).str.replace_all(" {2,}", " ").str.strip_chars()
 
 
-def resolve_benchmark(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> Path:
-    if spec.path:
-        path = Path(os.path.expanduser(spec.path))
-        path = path if path.is_absolute() else base_dir / path
-        if path.is_file():
-            return path
-        raise MixerError(
-            f"benchmark {spec.name}: {path} does not exist", "check decontaminate: path (relative to the recipe)"
-        )
-    folder = data_dir or (Path(os.environ["MIXER_DATA_DIR"]) if os.environ.get("MIXER_DATA_DIR") else None)
-    if folder is not None:
-        for suffix in SUPPORTED_SUFFIXES:
-            candidate = folder / f"{spec.name}{suffix}"
-            if candidate.is_file():
-                return candidate
-    raise MixerError(
-        f"benchmark {spec.name!r}: no local file",
-        f"give decontaminate: [{{name: {spec.name}, path: <file>}}] or put {spec.name}.jsonl in --data-dir",
-    )
-
-
 def benchmark_items(spec: BenchmarkSpec, path: Path) -> pl.DataFrame:
     """(item, text) with normalised text for one benchmark file."""
-    fields = spec.fields or BENCHMARK_FIELDS.get(spec.name, ())
+    known = KNOWN.get(spec.name)
+    fields = spec.fields or (known.fields if known else ())
     table = read_table(path).frame
     missing = [f for f in fields if f not in table.columns]
     if not fields or missing:
@@ -186,9 +155,7 @@ def hit_summary(source: str, hits: pl.DataFrame, benchmarks: list[str]) -> list[
 class Decontamination:
     """One build's decontamination: the benchmark index, and the hits of every pool it was applied to."""
 
-    def __init__(
-        self, spec: DecontamSpec, base_dir: Path, data_dir: Path | None, cache_dir: Path | None = None
-    ) -> None:
+    def __init__(self, spec: DecontamSpec, benchmarks: list[ResolvedBenchmark], cache_dir: Path | None = None) -> None:
         """With a `cache_dir`, each source's hits are remembered and reused while nothing they depend on
         changes (`mixer.hits_cache`)."""
         self.spec = spec
@@ -196,11 +163,15 @@ class Decontamination:
         items = {}
         self.files = []
         self._benchmarks = []  # what the hits depend on, for the cache key
-        for bench in spec.benchmarks:
-            path = resolve_benchmark(bench, base_dir, data_dir)
-            items[bench.name] = benchmark_items(bench, path)
-            self.files.append({"benchmark": bench.name, "path": str(path), "items": items[bench.name].height})
-            self._benchmarks.append({"name": bench.name, "fields": list(bench.fields), "sha256": file_sha256(path)})
+        for bench in benchmarks:
+            items[bench.name] = benchmark_items(bench.spec, bench.file.path)
+            self.files.append(
+                {"benchmark": bench.name, "path": bench.file.label, "items": items[bench.name].height}
+                | ({"revision": bench.revision} if bench.revision else {})
+            )
+            self._benchmarks.append(
+                {"name": bench.name, "fields": list(bench.spec.fields), "sha256": bench.file.sha256}
+            )
         self.index = Index(items, spec.n)
         self.hits: list[Hit] = []
 

@@ -15,6 +15,7 @@ from mixer.errors import MixerError
 from mixer.files import write_atomic_file
 
 if TYPE_CHECKING:  # resolve reads the lock (locked_revisions), so the import goes one way only
+    from mixer.benchmark_sets import ResolvedBenchmark
     from mixer.recipe import Recipe
     from mixer.resolve import ResolvedSource
 
@@ -39,8 +40,25 @@ def locked_revisions(recipe: Recipe) -> dict[str, str]:
         return {}
 
 
-def lock_content(recipe_name: str, resolved: list[ResolvedSource]) -> dict[str, Any]:
-    return {
+def locked_benchmark_revisions(recipe: Recipe) -> dict[str, tuple[str, str]]:
+    """Benchmark name → (hub dataset, commit) recorded in the recipe's lock for benchmarks read from the hub
+    (none when there is no readable lock)."""
+    try:
+        lock = json.loads(lock_path(recipe.path).read_text(encoding="utf-8")).get("benchmarks") or {}
+        return {
+            name: (entry["hub"], entry["revision"])
+            for name, entry in lock.items()
+            if entry.get("origin") == "hub" and all(isinstance(entry.get(k), str) for k in ("hub", "revision"))
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def lock_content(
+    recipe_name: str, resolved: list[ResolvedSource], benchmarks: list[ResolvedBenchmark] | None = None
+) -> dict[str, Any]:
+    """Benchmarks (decontamination) are inputs too: in remove mode they decide which rows are written."""
+    content = {
         "recipe": recipe_name,
         "mixer_version": __version__,
         "sources": {
@@ -54,6 +72,9 @@ def lock_content(recipe_name: str, resolved: list[ResolvedSource]) -> dict[str, 
             for r in resolved
         },
     }
+    if benchmarks:
+        content["benchmarks"] = {b.spec.name: b.to_lock() for b in benchmarks}
+    return content
 
 
 def write_lock(recipe_path: Path, content: dict[str, Any]) -> Path:
@@ -72,11 +93,21 @@ def check_lock(recipe_path: Path, content: dict[str, Any]) -> None:
     except json.JSONDecodeError as exc:
         raise MixerError(f"{path}: not valid JSON ({exc})", "rebuild without --locked to rewrite it") from None
     problems = []
-    old_sources, new_sources = locked.get("sources", {}), content["sources"]
-    for name in sorted(set(old_sources) | set(new_sources)):
-        old, new = old_sources.get(name), new_sources.get(name)
+    for section in ("sources", "benchmarks"):
+        problems += _section_problems(section, locked.get(section) or {}, content.get(section) or {})
+    if problems:
+        raise MixerError(
+            f"inputs no longer match {path}:\n" + "\n".join(problems),
+            "restore the locked inputs, or rebuild without --locked to accept the change and update the lock",
+        )
+
+
+def _section_problems(section: str, old_entries: dict[str, Any], new_entries: dict[str, Any]) -> list[str]:
+    problems = []
+    for name in sorted(set(old_entries) | set(new_entries)):
+        old, new = old_entries.get(name), new_entries.get(name)
         if old is None or new is None:
-            problems.append(f"  sources.{name}: {'not in the lock' if old is None else 'no longer in the recipe'}")
+            problems.append(f"  {section}.{name}: {'not in the lock' if old is None else 'no longer in the recipe'}")
             continue
         old_files = {f["path"]: f["sha256"] for f in old.get("files", [])}
         new_files = {f["path"]: f["sha256"] for f in new["files"]}
@@ -84,14 +115,10 @@ def check_lock(recipe_path: Path, content: dict[str, Any]) -> None:
             if old_files.get(file) != new_files.get(file):
                 was, now = old_files.get(file), new_files.get(file)
                 problems.append(
-                    f"  sources.{name}: {file}: locked sha256 {str(was)[:12]}…, now {str(now)[:12]}…"
+                    f"  {section}.{name}: {file}: locked sha256 {str(was)[:12]}…, now {str(now)[:12]}…"
                     if was and now
-                    else f"  sources.{name}: {file}: {'added' if now else 'removed'}"
+                    else f"  {section}.{name}: {file}: {'added' if now else 'removed'}"
                 )
         if old.get("revision") != new.get("revision"):
-            problems.append(f"  sources.{name}: revision {old.get('revision')} → {new.get('revision')}")
-    if problems:
-        raise MixerError(
-            f"inputs no longer match {path}:\n" + "\n".join(problems),
-            "restore the locked inputs, or rebuild without --locked to accept the change and update the lock",
-        )
+            problems.append(f"  {section}.{name}: revision {old.get('revision')} → {new.get('revision')}")
+    return problems

@@ -19,7 +19,14 @@ from rich.progress import Progress
 
 from mixer import __version__, counts_cache
 from mixer.assemble import Selection, select, shards
-from mixer.build import Options, auxiliary_inputs, input_fingerprint, output_dir, resolve_inputs
+from mixer.build import (
+    Options,
+    auxiliary_inputs,
+    input_fingerprint,
+    output_dir,
+    resolve_benchmark_inputs,
+    resolve_inputs,
+)
 from mixer.decontam import first_prompt
 from mixer.errors import MixerError
 from mixer.load import Pool, load_chunks
@@ -36,6 +43,7 @@ from mixer.validate import load_recipe
 from mixer.write import atomic_dir, dataset_card, git_info, write_json, write_shards
 
 if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a recipe has evolve blocks
+    from mixer.benchmark_sets import ResolvedBenchmark
     from mixer.decontam import Decontamination
     from mixer.evolve.engine import EvolveResult
 
@@ -43,12 +51,12 @@ if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a rec
 LOAD_WORKERS = 2
 
 
-def prepare_decontam(recipe: Recipe, options: Options) -> Decontamination | None:
+def prepare_decontam(recipe: Recipe, benchmarks: list[ResolvedBenchmark], options: Options) -> Decontamination | None:
     if recipe.mixture.decontaminate is None:
         return None
     from mixer.decontam import Decontamination
 
-    return Decontamination(recipe.mixture.decontaminate, recipe.base_dir, options.data_dir, options.cache)
+    return Decontamination(recipe.mixture.decontaminate, benchmarks, options.cache)
 
 
 class Cleaner:
@@ -190,8 +198,10 @@ def evolved_pools(recipe: Recipe, pools: list[Staged], results: dict[str, Evolve
     return made
 
 
-def counts_key(recipe: Recipe, resolved: list[ResolvedSource], options: Options) -> str:
-    return counts_cache.counts_key(recipe, resolved, options.sample, auxiliary_inputs(recipe, options))
+def counts_key(
+    recipe: Recipe, resolved: list[ResolvedSource], benchmarks: list[ResolvedBenchmark], options: Options
+) -> str:
+    return counts_cache.counts_key(recipe, resolved, options.sample, auxiliary_inputs(recipe, benchmarks))
 
 
 def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
@@ -199,20 +209,21 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     come from the counts cache when only selectors changed since the data was last read."""
     recipe = load_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
+    benchmarks = resolve_benchmark_inputs(recipe, options)
     fingerprint_in = input_fingerprint(resolved)
-    key = counts_key(recipe, resolved, options) if counts_cache.cacheable(recipe) else None
+    key = counts_key(recipe, resolved, benchmarks, options) if counts_cache.cacheable(recipe) else None
     if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     blocks = needed_blocks(recipe)
     if not blocks:  # counts only: no rows are kept anywhere
         with make_progress(options.progress) as progress:
-            cleaner = Cleaner(recipe, None, prepare_decontam(recipe, options), keep_prompts=False)
+            cleaner = Cleaner(recipe, None, prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
             summaries = [summarize(p) for p in stage_sources(recipe, resolved, progress, cleaner)]
         if key is not None:
             counts_cache.save(options.cache, key, summaries)
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-plan-") as folder:
-        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
+        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         summaries = [summarize(p) for p in pools]
         if key is not None:
@@ -318,12 +329,17 @@ def prompt_reader(pools: list[Staged]) -> Callable[[str, pl.Series], list[str]]:
 
 
 def materialise(
-    recipe: Recipe, resolved: list[ResolvedSource], options: Options, out_dir: Path, build_fp: str
+    recipe: Recipe,
+    resolved: list[ResolvedSource],
+    benchmarks: list[ResolvedBenchmark],
+    options: Options,
+    out_dir: Path,
+    build_fp: str,
 ) -> tuple[Plan, dict[str, Any]]:
     """Everything a build does once it is not a no-op: stage, evolve, plan, select, write; atomically."""
     with make_progress(options.progress) as progress, atomic_dir(out_dir) as temp:
         staging = temp / ".staging"  # rows between loading and writing; removed before the rename
-        decontam = prepare_decontam(recipe, options)
+        decontam = prepare_decontam(recipe, benchmarks, options)
         cleaner = Cleaner(recipe, staging, decontam, keep_prompts=False)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         results = run_evolve(recipe, pools, needed_blocks(recipe), options, progress)
@@ -335,7 +351,7 @@ def materialise(
             pools = [by_name[s.name] for s in recipe.sources]
         summaries = [summarize(p) for p in pools]
         if counts_cache.cacheable(recipe):  # a later `mixer plan` with other takes or weights is instant
-            counts_cache.save(options.cache, counts_key(recipe, resolved, options), summaries)
+            counts_cache.save(options.cache, counts_key(recipe, resolved, benchmarks, options), summaries)
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
@@ -383,9 +399,10 @@ def evolve_only(
     if not blocks:
         raise MixerError(f"{recipe_path}: the recipe has no evolve: blocks")
     resolved = resolve_inputs(recipe, options)
+    benchmarks = resolve_benchmark_inputs(recipe, options)
     out_root = out or Path(f"{output_dir(recipe)}.evolve")
     with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-evolve-") as folder:
-        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, options), keep_prompts=False)
+        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         results = run_evolve(recipe, pools, blocks, options, progress)
     stats = {name: evolve_manifest(recipe.block(name), result) for name, result in results.items()}
@@ -407,7 +424,7 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
         from mixer.decontam import Decontamination
 
         spec = replace(recipe.mixture.decontaminate, mode="report")
-        decontam = Decontamination(spec, recipe.base_dir, options.data_dir, options.cache)
+        decontam = Decontamination(spec, resolve_benchmark_inputs(recipe, options), options.cache)
     with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-audit-") as folder:
         pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, Path(folder), decontam, keep_prompts=True))
         overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=True)

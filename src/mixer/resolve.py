@@ -18,7 +18,7 @@ from mixer.files import write_cache_file
 from mixer.hashing import FileHashes, file_sha256
 from mixer.lock import locked_revisions
 from mixer.recipe import Recipe, SourceSpec
-from mixer.registry import RegistryEntry, load_registry
+from mixer.registry import HubRef, RegistryEntry, load_registry
 from mixer.validate import expand_paths
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -58,7 +58,7 @@ class ResolvedSource:
         return self.spec.on_error or (self.entry.on_error if self.entry else "error")
 
 
-def _input_files(labelled: list[tuple[Path, str]], hashes: FileHashes | None) -> tuple[InputFile, ...]:
+def input_files(labelled: list[tuple[Path, str]], hashes: FileHashes | None) -> tuple[InputFile, ...]:
     digest = hashes.sha256 if hashes is not None else file_sha256
     return tuple(InputFile(p, digest(p), p.stat().st_size, label) for p, label in labelled)
 
@@ -94,18 +94,16 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
 
 
-def hub_commit(entry: RegistryEntry, cache_dir: Path, locked: str | None, refresh: bool) -> str:
+def hub_commit(key: str, hub: HubRef, cache_dir: Path, locked: str | None, refresh: bool) -> str:
     """The commit a hub source is read at. A registry pin is used as is. A moving revision (a branch such as
     `main`) is taken from recipe.lock when the lock has it, as cargo does, so a committed lock rebuilds the
     same data everywhere; otherwise (or with `refresh`) it is asked of the hub, and remembered beside the
-    cached copy so an offline rebuild without a lock reads the same commit."""
-    hub = entry.hub
-    assert hub is not None
+    cached copy (under `key`) so an offline rebuild without a lock reads the same commit."""
     if COMMIT.fullmatch(hub.revision):
         return hub.revision
     if locked and COMMIT.fullmatch(locked) and not refresh:
         return locked
-    pointer = cache_dir / entry.name / f"{hub.revision}.commit"
+    pointer = cache_dir / key / f"{hub.revision}.commit"
     if _offline():
         if refresh:
             raise OSError(f"offline mode (HF_HUB_OFFLINE=1): --refresh must ask the hub where {hub.revision!r} is")
@@ -121,13 +119,11 @@ def hub_commit(entry: RegistryEntry, cache_dir: Path, locked: str | None, refres
     return commit
 
 
-def _from_hub(entry: RegistryEntry, cache_dir: Path, commit: str) -> list[Path]:
-    """Download through `datasets` once and keep a parquet copy named by the commit it was read at."""
-    hub = entry.hub
-    assert hub is not None
-    target = cache_dir / entry.name / f"{commit}.parquet"
+def from_hub(key: str, hub: HubRef, cache_dir: Path, commit: str) -> Path:
+    """Download through `datasets` once and keep a parquet copy (under `key`) named by the commit it was read at."""
+    target = cache_dir / key / f"{commit}.parquet"
     if target.is_file():
-        return [target]
+        return target
     if _offline():
         raise OSError("offline mode (HF_HUB_OFFLINE=1)")
     import datasets  # imported here: it is slow to import and only needed for hub sources
@@ -139,7 +135,7 @@ def _from_hub(entry: RegistryEntry, cache_dir: Path, commit: str) -> list[Path]:
     partial = target.with_suffix(".parquet.partial")
     dataset.to_parquet(str(partial))
     partial.replace(target)
-    return [target]
+    return target
 
 
 def resolve_source(
@@ -159,18 +155,18 @@ def resolve_source(
     revision, license_ = (entry.hub.revision if entry and entry.hub else None), (entry.license if entry else "unknown")
     if sample and entry is not None:
         sample_file = [(entry.sample, f"bundled:samples/{entry.sample.name}")]
-        return ResolvedSource(spec, entry, fmt, "sample", _input_files(sample_file, hashes), "bundled-sample", license_)
+        return ResolvedSource(spec, entry, fmt, "sample", input_files(sample_file, hashes), "bundled-sample", license_)
     if spec.paths:
         labelled = _recipe_files(spec, base_dir)
         if not labelled:
             raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
-        return ResolvedSource(spec, entry, fmt, "path", _input_files(labelled, hashes), None, license_)
+        return ResolvedSource(spec, entry, fmt, "path", input_files(labelled, hashes), None, license_)
     assert entry is not None
     if data_dir is not None:
         files = _from_data_dir(entry.name, data_dir)
         if files:
             labelled = [(f, _under(data_dir, f, "data-dir:")) for f in files]
-            return ResolvedSource(spec, entry, fmt, "data_dir", _input_files(labelled, hashes), revision, license_)
+            return ResolvedSource(spec, entry, fmt, "data_dir", input_files(labelled, hashes), revision, license_)
     hint = (
         f"download it elsewhere and put it at <data dir>/{entry.name}.jsonl (or .json/.parquet/...), then pass "
         f"--data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe; or build with --sample to use "
@@ -179,8 +175,8 @@ def resolve_source(
     if entry.hub is None:
         raise MixerError(f"sources.{spec.name}: no local data for {entry.name!r} and no hub location", hint)
     try:
-        commit = hub_commit(entry, cache_dir, locked, refresh)
-        files = _from_hub(entry, cache_dir, commit)
+        commit = hub_commit(entry.name, entry.hub, cache_dir, locked, refresh)
+        files = [from_hub(entry.name, entry.hub, cache_dir, commit)]
     except Exception as exc:  # network, auth, missing revision: all mean "supply it offline"
         raise MixerError(
             f"sources.{spec.name}: cannot load {entry.hub.id}@{entry.hub.revision} from the hub "
@@ -189,7 +185,7 @@ def resolve_source(
         ) from None
     labelled = [(f, f"hub:{entry.hub.id}@{commit}") for f in files]
     fmt = spec.format or entry.hub.format or fmt
-    return ResolvedSource(spec, entry, fmt, "hub", _input_files(labelled, hashes), commit, license_)
+    return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
 
 
 def default_cache_dir() -> Path:

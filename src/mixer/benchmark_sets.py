@@ -1,0 +1,133 @@
+"""Where each benchmark of `mixture.decontaminate` comes from: the recipe's `path` → `<name>.*` in --data-dir
+(or $MIXER_DATA_DIR) → for a known benchmark, the hub through `datasets` → a clear error.
+
+A benchmark file is an input like any source: in remove mode it decides which rows are written, in report mode
+what the report says. So it is resolved once per command, its sha256 keys the build fingerprint and the caches,
+and recipe.lock records it; a hub copy is read at a commit (the lock's, so a committed lock reads the same items
+everywhere) and kept in the cache as parquet.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mixer.adapters.formats import SUPPORTED_SUFFIXES
+from mixer.errors import MixerError
+from mixer.hashing import FileHashes
+from mixer.lock import locked_benchmark_revisions
+from mixer.recipe import BenchmarkSpec, Recipe
+from mixer.registry import HubRef
+from mixer.resolve import InputFile, from_hub, hub_commit, input_files
+from mixer.validate import did_you_mean
+
+
+@dataclass(frozen=True)
+class KnownBenchmark:
+    fields: tuple[str, ...]  # what a model is asked
+    hub: HubRef | None  # None: no single hub split holds the items
+
+
+KNOWN: dict[str, KnownBenchmark] = {
+    "humaneval": KnownBenchmark(("prompt",), HubRef("openai/openai_humaneval", "main", split="test")),
+    "mbpp": KnownBenchmark(("text",), HubRef("google-research-datasets/mbpp", "main", split="test", config="full")),
+    "gsm8k": KnownBenchmark(("question",), HubRef("openai/gsm8k", "main", split="test", config="main")),
+    "mmlu": KnownBenchmark(("question",), HubRef("cais/mmlu", "main", split="test", config="all")),
+    "bbh": KnownBenchmark(("input",), None),  # 27 task configs on the hub: give a local file of the tasks wanted
+    "alpaca_eval": KnownBenchmark(
+        ("instruction",), HubRef("tatsu-lab/alpaca_eval", "main", data_files="alpaca_eval.json")
+    ),
+    "ifeval": KnownBenchmark(("prompt",), HubRef("google/IFEval", "main")),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedBenchmark:
+    spec: BenchmarkSpec
+    file: InputFile
+    origin: str  # path | data_dir | hub
+    hub: str | None = None  # the hub dataset, when read from the hub
+    revision: str | None = None  # its commit
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        known = KNOWN.get(self.spec.name)
+        return self.spec.fields or (known.fields if known else ())
+
+    def to_lock(self) -> dict[str, Any]:
+        return {"origin": self.origin, "hub": self.hub, "revision": self.revision, "files": [self.file.to_json()]}
+
+
+def resolve_benchmarks(
+    recipe: Recipe, *, data_dir: Path | None, cache_dir: Path, refresh: bool = False
+) -> list[ResolvedBenchmark]:
+    """Every benchmark of the recipe's `mixture.decontaminate` (none without it)."""
+    if recipe.mixture.decontaminate is None:
+        return []
+    if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
+        data_dir = Path(os.environ["MIXER_DATA_DIR"])
+    hashes = FileHashes(cache_dir / "file-hashes.json")
+    locked = locked_benchmark_revisions(recipe)
+    resolved = [
+        _resolve(spec, recipe.base_dir, data_dir, cache_dir, hashes, locked.get(spec.name), refresh)
+        for spec in recipe.mixture.decontaminate.benchmarks
+    ]
+    hashes.save()
+    return resolved
+
+
+def _resolve(
+    spec: BenchmarkSpec,
+    base_dir: Path,
+    data_dir: Path | None,
+    cache_dir: Path,
+    hashes: FileHashes,
+    locked: tuple[str, str] | None,
+    refresh: bool,
+) -> ResolvedBenchmark:
+    if spec.path:
+        path = Path(os.path.expanduser(spec.path))
+        label = str(path) if path.is_absolute() else Path(spec.path).as_posix()
+        path = path if path.is_absolute() else base_dir / path
+        if not path.is_file():
+            raise MixerError(
+                f"benchmark {spec.name}: {path} does not exist", "check decontaminate: path (relative to the recipe)"
+            )
+        return ResolvedBenchmark(spec, input_files([(path, label)], hashes)[0], "path")
+    if data_dir is not None:
+        for suffix in SUPPORTED_SUFFIXES:
+            candidate = data_dir / f"{spec.name}{suffix}"
+            if candidate.is_file():
+                file = input_files([(candidate, f"data-dir:{candidate.name}")], hashes)[0]
+                return ResolvedBenchmark(spec, file, "data_dir")
+    hint = (
+        f"give decontaminate: [{{name: {spec.name}, path: <file>}}], or put {spec.name}.jsonl (or .json, .parquet, "
+        f".jsonl.gz, ...) in --data-dir DIR / $MIXER_DATA_DIR"
+    )
+    known = KNOWN.get(spec.name)
+    if known is None:
+        raise MixerError(
+            f"benchmark {spec.name!r}: no local file, and not a known benchmark ({', '.join(sorted(KNOWN))})",
+            did_you_mean(spec.name, sorted(KNOWN)) or hint,
+        )
+    if known.hub is None:
+        raise MixerError(f"benchmark {spec.name!r}: no local file, and no single hub split holds its items", hint)
+    hub = known.hub
+    key = f"benchmark-{spec.name}"  # beside the sources' hub copies, apart from a source of the same name
+    try:
+        commit = hub_commit(key, hub, cache_dir, locked[1] if locked and locked[0] == hub.id else None, refresh)
+        path = from_hub(key, hub, cache_dir, commit)
+    except Exception as exc:  # network, auth, missing revision: all mean "supply it offline"
+        raise MixerError(
+            f"benchmark {spec.name!r}: no local file, and {hub.id}@{hub.revision} cannot be read from the hub "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+            hint,
+        ) from None
+    file = input_files([(path, f"hub:{hub.id}@{commit}")], hashes)[0]
+    return ResolvedBenchmark(spec, file, "hub", hub.id, commit)
