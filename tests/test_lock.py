@@ -175,21 +175,20 @@ HUMANEVAL_ITEM = (
 )
 
 
+def _recipe_with_benchmarks(tmp_path: Path, rows: list[dict], decontaminate: str) -> Path:
+    write_alpaca(tmp_path / "mine.jsonl", rows)
+    return write_recipe(
+        tmp_path,
+        "name: benchmarks\nsources:\n  mine: {path: mine.jsonl, format: alpaca, take: all}\n"
+        f"mixture:\n  decontaminate: {decontaminate}\n",
+    )
+
+
 def test_a_known_benchmark_without_a_local_file_is_read_from_the_hub_at_the_locked_commit(tmp_path, monkeypatch):
     items = [{"task_id": "HumanEval/0", "prompt": HUMANEVAL_ITEM}]
     hub = FakeHub(monkeypatch, COMMIT_A, rows=items)
     planted = {"instruction": "Complete: " + HUMANEVAL_ITEM.upper(), "input": "", "output": "return a - (-b)"}
-    write_alpaca(tmp_path / "mine.jsonl", [*alpaca_rows(5), planted])
-    recipe = write_recipe(
-        tmp_path,
-        """
-        name: hub-bench
-        sources:
-          mine: {path: mine.jsonl, format: alpaca, take: all}
-        mixture:
-          decontaminate: {benchmarks: [humaneval], mode: remove}
-        """,
-    )
+    recipe = _recipe_with_benchmarks(tmp_path, [*alpaca_rows(5), planted], "{benchmarks: [humaneval], mode: remove}")
     options = Options(progress=False, cache_dir=tmp_path / "cache")
     build(recipe, options, out=tmp_path / "o")
     assert hub.resolved == ["openai/openai_humaneval@main"] and hub.loaded == [f"openai/openai_humaneval@{COMMIT_A}"]
@@ -220,18 +219,8 @@ def test_a_known_benchmark_without_a_local_file_is_read_from_the_hub_at_the_lock
 
 
 def test_a_locked_build_refuses_a_changed_benchmark_file(tmp_path):
-    write_alpaca(tmp_path / "mine.jsonl", alpaca_rows(3))
     (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "what is the capital of france"}) + "\n")
-    recipe = write_recipe(
-        tmp_path,
-        """
-        name: locked-bench
-        sources:
-          mine: {path: mine.jsonl, format: alpaca, take: all}
-        mixture:
-          decontaminate: {benchmarks: [{name: toy, path: bench.jsonl, fields: [question]}]}
-        """,
-    )
+    recipe = _recipe_with_benchmarks(tmp_path, alpaca_rows(3), "[{name: toy, path: bench.jsonl, fields: [question]}]")
     options = Options(progress=False, cache_dir=tmp_path / "cache")
     build(recipe, options, out=tmp_path / "o")
     assert json.loads(recipe.with_suffix(".lock").read_text())["benchmarks"]["toy"]["files"][0]["path"] == "bench.jsonl"
@@ -245,21 +234,11 @@ def test_a_locked_build_refuses_a_changed_benchmark_file(tmp_path):
     [
         ("humaneva", "not a known benchmark (alpaca_eval, bbh, gsm8k, humaneval, ifeval, mbpp, mmlu)", "did you mean"),
         ("bbh", "no single hub split holds its items", "put bbh.jsonl"),
-        ("gsm8k", "openai/gsm8k@main cannot be read from the hub (OSError: offline mode", "put gsm8k.jsonl"),
+        ("gsm8k", "cannot load openai/gsm8k@main from the hub (OSError: offline mode", "put gsm8k.jsonl"),
     ],
 )
 def test_a_benchmark_with_no_file_to_read_says_where_to_put_one(tmp_path, name, message, hint):
-    write_alpaca(tmp_path / "mine.jsonl", alpaca_rows(3))
-    recipe = write_recipe(
-        tmp_path,
-        f"""
-        name: missing-bench
-        sources:
-          mine: {{path: mine.jsonl, format: alpaca, take: all}}
-        mixture:
-          decontaminate: [{name}]
-        """,
-    )
+    recipe = _recipe_with_benchmarks(tmp_path, alpaca_rows(3), f"[{name}]")
     with pytest.raises(MixerError) as failure:
         build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
     assert message in failure.value.message and hint in (failure.value.hint or "")

@@ -20,7 +20,7 @@ from mixer.hashing import FileHashes
 from mixer.lock import locked_benchmark_revisions
 from mixer.recipe import BenchmarkSpec, Recipe
 from mixer.registry import HubRef
-from mixer.resolve import InputFile, from_hub, hub_commit, input_files
+from mixer.resolve import InputFile, input_files, read_from_hub
 from mixer.validate import did_you_mean
 
 
@@ -120,14 +120,7 @@ def _resolve(
         raise MixerError(f"benchmark {spec.name!r}: no local file, and no single hub split holds its items", hint)
     hub = known.hub
     key = f"benchmark-{spec.name}"  # beside the sources' hub copies, apart from a source of the same name
-    try:
-        commit = hub_commit(key, hub, cache_dir, locked[1] if locked and locked[0] == hub.id else None, refresh)
-        path = from_hub(key, hub, cache_dir, commit)
-    except Exception as exc:  # network, auth, missing revision: all mean "supply it offline"
-        raise MixerError(
-            f"benchmark {spec.name!r}: no local file, and {hub.id}@{hub.revision} cannot be read from the hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})",
-            hint,
-        ) from None
+    pinned = locked[1] if locked and locked[0] == hub.id else None
+    path, commit = read_from_hub(key, hub, cache_dir, pinned, refresh, f"benchmark {spec.name!r}", hint)
     file = input_files([(path, f"hub:{hub.id}@{commit}")], hashes)[0]
     return ResolvedBenchmark(spec, file, "hub", hub.id, commit)

@@ -138,6 +138,21 @@ def from_hub(key: str, hub: HubRef, cache_dir: Path, commit: str) -> Path:
     return target
 
 
+def read_from_hub(
+    key: str, hub: HubRef, cache_dir: Path, locked: str | None, refresh: bool, what: str, hint: str
+) -> tuple[Path, str]:
+    """(cached parquet copy, commit) of a hub dataset; any failure is the user's to fix with a local file."""
+    try:
+        commit = hub_commit(key, hub, cache_dir, locked, refresh)
+        return from_hub(key, hub, cache_dir, commit), commit
+    except Exception as exc:  # network, auth, missing revision: all mean "supply it offline"
+        raise MixerError(
+            f"{what}: cannot load {hub.id}@{hub.revision} from the hub "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+            hint,
+        ) from None
+
+
 def resolve_source(
     spec: SourceSpec,
     base_dir: Path,
@@ -174,16 +189,8 @@ def resolve_source(
     )
     if entry.hub is None:
         raise MixerError(f"sources.{spec.name}: no local data for {entry.name!r} and no hub location", hint)
-    try:
-        commit = hub_commit(entry.name, entry.hub, cache_dir, locked, refresh)
-        files = [from_hub(entry.name, entry.hub, cache_dir, commit)]
-    except Exception as exc:  # network, auth, missing revision: all mean "supply it offline"
-        raise MixerError(
-            f"sources.{spec.name}: cannot load {entry.hub.id}@{entry.hub.revision} from the hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})",
-            hint,
-        ) from None
-    labelled = [(f, f"hub:{entry.hub.id}@{commit}") for f in files]
+    path, commit = read_from_hub(entry.name, entry.hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
+    labelled = [(path, f"hub:{entry.hub.id}@{commit}")]
     fmt = spec.format or entry.hub.format or fmt
     return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
 
