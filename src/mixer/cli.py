@@ -64,6 +64,11 @@ def _decontam_summary(found: dict | None) -> dict | None:
     return {"mode": found["mode"], "n": found["n"], "removed": found["removed"], "hits": hits}
 
 
+def _rows_in_several_sources(manifest: dict) -> dict[str, int]:
+    """Per source; empty for a manifest written before overlap was measured (an up-to-date build's)."""
+    return (manifest.get("overlap") or {}).get("rows_in_several_sources", {})
+
+
 def _print_quality(manifest: dict, out_dir: Path) -> None:
     """What a build found in its data, so a contaminated or overlapping mix is seen without opening the report:
     benchmark hits (those with rows only) and rows whose prompt occurs in another source."""
@@ -80,7 +85,7 @@ def _print_quality(manifest: dict, out_dir: Path) -> None:
                 else "rows hit are kept (mode: report)"
             )
             out.print(_decontam_table(hits, f"decontamination against {benchmarks}: {outcome}"))
-    shared = sum(manifest["overlap"]["rows_in_several_sources"].values())
+    shared = sum(_rows_in_several_sources(manifest).values())
     if shared:
         out.print(f"overlap: {shared:,} selected row(s) have a prompt that another source also has")
     out.print(f"report: {out_dir / 'report.html'}")
@@ -320,7 +325,7 @@ def build(
                 "lock": str(result.lock) if result.lock else None,
                 "build_fingerprint": result.manifest["build_fingerprint"],
                 "decontamination": _decontam_summary(result.manifest.get("decontamination")),
-                "rows_in_several_sources": result.manifest["overlap"]["rows_in_several_sources"],
+                "rows_in_several_sources": _rows_in_several_sources(result.manifest),
                 "report": str(result.out_dir / "report.html"),
             }
         )
