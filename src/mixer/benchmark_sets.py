@@ -55,11 +55,6 @@ class ResolvedBenchmark:
     def name(self) -> str:
         return self.spec.name
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        known = KNOWN.get(self.spec.name)
-        return self.spec.fields or (known.fields if known else ())
-
     def to_lock(self) -> dict[str, Any]:
         return {"origin": self.origin, "hub": self.hub, "revision": self.revision, "files": [self.file.to_json()]}
 

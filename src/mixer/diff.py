@@ -190,6 +190,13 @@ def _stages_by_name(recipe: dict[str, Any] | None) -> dict[str, Any]:
     return {s.get("name"): s for s in (recipe or {}).get("stages") or [] if isinstance(s, dict)}
 
 
+def _pool_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Differences between two `pool_facts`: contents of the inputs, then each step's count."""
+    changes = ["input files: contents changed"] if a.get("inputs") != b.get("inputs") else []
+    steps = (set(a) | set(b)) - {"inputs"}  # a step that removed nothing may be absent from one side
+    return changes + _changes({k: a.get(k, 0) for k in steps}, {k: b.get(k, 0) for k in steps}, "built")
+
+
 def compare_composition(a: Side, b: Side) -> Composition:
     sources_a = (a.recipe or {}).get("sources") or {}
     sources_b = (b.recipe or {}).get("sources") or {}
@@ -200,12 +207,7 @@ def compare_composition(a: Side, b: Side) -> Composition:
         in_a, in_b = name in sources_a, name in sources_b
         changes = _changes(sources_a.get(name), sources_b.get(name)) if in_a and in_b else []
         if in_a and in_b and a.pools is not None and b.pools is not None:
-            pool_a, pool_b = a.pools.get(name) or {}, b.pools.get(name) or {}
-            inputs_a, inputs_b = pool_a.pop("inputs", None), pool_b.pop("inputs", None)
-            if inputs_a != inputs_b:
-                changes.append("input files: contents changed")
-            steps = set(pool_a) | set(pool_b)  # a step that removed nothing may be absent from one side
-            changes += _changes({k: pool_a.get(k, 0) for k in steps}, {k: pool_b.get(k, 0) for k in steps}, "built")
+            changes += _pool_changes(a.pools.get(name) or {}, b.pools.get(name) or {})
         rows_a = a.counts.get(name) if a.counts and in_a else None
         rows_b = b.counts.get(name) if b.counts and in_b else None
         status = (
