@@ -242,3 +242,24 @@ def test_a_benchmark_with_no_file_to_read_says_where_to_put_one(tmp_path, name, 
     with pytest.raises(MixerError) as failure:
         build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
     assert message in failure.value.message and hint in (failure.value.hint or "")
+
+
+def test_known_benchmarks_are_found_in_the_data_dir_by_name(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "humaneval.jsonl").write_text(json.dumps({"task_id": "HumanEval/0", "prompt": HUMANEVAL_ITEM}) + "\n")
+    (data / "gsm8k.jsonl").write_text(json.dumps({"question": "How many legs do three spiders have in total?"}) + "\n")
+    planted = {"instruction": HUMANEVAL_ITEM, "input": "", "output": "ok"}
+    recipe = _recipe_with_benchmarks(tmp_path, [*alpaca_rows(4), planted], "[humaneval, gsm8k]")
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", data_dir=data), out=tmp_path / "o")
+    report = result.manifest["decontamination"]
+    assert [(b["benchmark"], b["path"], b["items"]) for b in report["benchmarks"]] == [
+        ("humaneval", "data-dir:humaneval.jsonl", 1),
+        ("gsm8k", "data-dir:gsm8k.jsonl", 1),
+    ]
+    assert [(h["benchmark"], h["rows"]) for h in report["hits"]] == [("gsm8k", 0), ("humaneval", 1)]
+    lock = json.loads(recipe.with_suffix(".lock").read_text())["benchmarks"]
+    assert {name: (entry["origin"], entry["files"][0]["path"]) for name, entry in lock.items()} == {
+        "humaneval": ("data_dir", "data-dir:humaneval.jsonl"),
+        "gsm8k": ("data_dir", "data-dir:gsm8k.jsonl"),
+    }
