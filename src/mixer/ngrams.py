@@ -152,7 +152,9 @@ def _word_hashes(text: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.nda
     read, masked to its length; a longer one folds in 8 more bytes per step, up to LONG_WORD bytes; the rare
     longer ones (URLs, encoded blobs) are hashed one by one. `text` must extend 7 bytes past the last word."""
     length = (end - start).astype(np.uint64)
-    reads = np.ndarray(shape=(len(text) - 7,), dtype="<u8", buffer=text, strides=(1,))
+    # the 8 bytes from every offset: gathering from the overlapping view itself made numpy copy all of it on
+    # each gather (the fold steps included); one copy up front costs the same as one of those
+    reads = np.ndarray(shape=(len(text) - 7,), dtype="<u8", buffer=text, strides=(1,)).copy()
     masks = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
     value = np.take(reads, start) & masks[np.minimum(length, 8)]
     folding, taken = np.flatnonzero((length > 8) & (length <= LONG_WORD)), 8
