@@ -135,7 +135,10 @@ def test_build_output_names_hits_removed_rows_overlap_and_the_report(tmp_path):
     title = lines.index("decontamination against toy: 1 row(s) removed before selection")
     table = [line.split("│")[1:4] for line in lines[title + 1 : title + 6] if line.startswith("│")]
     assert [[cell.strip() for cell in row] for row in table] == [["a", "toy", "1"]]  # sources without hits left out
-    assert "overlap: 10 selected row(s) have a prompt that another source also has" in lines
+    assert (
+        "overlap: 10 selected row(s) have a prompt that another source also has; most between a and b (5 rows each)"
+        in lines
+    )
     assert f"report: {tmp_path / 'out' / 'report.html'}" in lines
 
     result = run_mixer("build", str(_recipe(tmp_path, "report")), "--json", cwd=tmp_path)
@@ -175,6 +178,18 @@ def test_diff_marks_a_source_changed_when_decontamination_changed_what_it_was_dr
         assert (rows["a"].status, rows["a"].a_rows, rows["a"].b_rows) == ("changed", 10, 10)
         assert rows["a"].changes == ["built.available: 20 → 21", "built.decontaminate: 1 → 0"]
         assert (rows["b"].status, rows["b"].changes) == ("same", [])
+
+
+def test_largest_overlap_pairs_count_both_directions_and_keep_the_top_ones():
+    from mixer.overlap import largest_pairs
+
+    overlap = {
+        "sources": ["a", "b", "c", "d"],
+        "matrix": [[None, 2, 0, 1], [3, None, 0, 0], [0, 0, None, 4], [1, 0, 4, None]],
+    }
+    assert largest_pairs(overlap) == [("c", "d", 4, 4), ("a", "b", 2, 3), ("a", "d", 1, 1)]
+    assert largest_pairs(overlap, count=1) == [("c", "d", 4, 4)]
+    assert largest_pairs({"sources": ["a"], "matrix": [[None]]}) == []
 
 
 class _Collect(HTMLParser):

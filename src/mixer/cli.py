@@ -69,9 +69,17 @@ def _rows_in_several_sources(manifest: dict) -> dict[str, int]:
     return (manifest.get("overlap") or {}).get("rows_in_several_sources", {})
 
 
+def _pair_text(a: str, b: str, rows_a: int, rows_b: int) -> str:
+    return (
+        f"{a} and {b} ({rows_a:,} rows each)" if rows_a == rows_b else f"{a} and {b} ({rows_a:,} and {rows_b:,} rows)"
+    )
+
+
 def _print_quality(manifest: dict, out_dir: Path) -> None:
     """What a build found in its data, so a contaminated or overlapping mix is seen without opening the report:
     benchmark hits (those with rows only) and rows whose prompt occurs in another source."""
+    from mixer.overlap import largest_pairs
+
     found = manifest.get("decontamination")
     if found is not None:
         hits = [h for h in found["hits"] if h["rows"]]
@@ -87,7 +95,10 @@ def _print_quality(manifest: dict, out_dir: Path) -> None:
             out.print(_decontam_table(hits, f"decontamination against {benchmarks}: {outcome}"))
     shared = sum(_rows_in_several_sources(manifest).values())
     if shared:
-        out.print(f"overlap: {shared:,} selected row(s) have a prompt that another source also has")
+        pairs = "; ".join(_pair_text(*pair) for pair in largest_pairs(manifest["overlap"]))
+        out.print(
+            f"overlap: {shared:,} selected row(s) have a prompt that another source also has; most between {pairs}"
+        )
     out.print(f"report: {out_dir / 'report.html'}")
 
 

@@ -185,3 +185,16 @@ def near_matrix(keys: pl.DataFrame, names: list[str]) -> list[list[int | None]]:
         (a, b): n for a, b, n in both_ways.group_by("source", "other").agg(pl.col("__pos").n_unique()).iter_rows()
     }
     return [[near_counts.get((a, b), 0) if a != b else None for b in names] for a in names]
+
+
+def largest_pairs(overlap: dict[str, Any], count: int = 3) -> list[tuple[str, str, int, int]]:
+    """(a, b, rows of a with a prompt of b, rows of b with a prompt of a) of the `count` source pairs of an
+    overlap report that share the most, most first (ties in source order)."""
+    names, matrix = overlap["sources"], overlap["matrix"]
+    pairs = [
+        (names[i], names[j], matrix[i][j], matrix[j][i])
+        for i in range(len(names))
+        for j in range(i + 1, len(names))
+        if matrix[i][j] or matrix[j][i]
+    ]
+    return sorted(pairs, key=lambda pair: -(pair[2] + pair[3]))[:count]
