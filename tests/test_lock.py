@@ -263,3 +263,26 @@ def test_known_benchmarks_are_found_in_the_data_dir_by_name(tmp_path):
         "humaneval": ("data_dir", "data-dir:humaneval.jsonl"),
         "gsm8k": ("data_dir", "data-dir:gsm8k.jsonl"),
     }
+
+
+def test_a_hub_input_is_locked_by_its_commit_not_by_the_bytes_of_its_local_copy(tmp_path, monkeypatch):
+    """The parquet copy's footer names the pyarrow that wrote it: a teammate's copy of the same commit has
+    another sha256, and must still build --locked. Another commit must not."""
+    FakeHub(monkeypatch, COMMIT_A)
+    recipe = write_recipe(tmp_path, "name: hub\nsources:\n  code: {source: code_alpaca, take: all}\n")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    build(recipe, options, out=tmp_path / "o")
+    lock_file = recipe.with_suffix(".lock")
+    lock = json.loads(lock_file.read_text())
+    lock["sources"]["code"]["files"][0]["sha256"] = "0" * 64
+    lock_file.write_text(json.dumps(lock))
+    assert build(recipe, options, out=tmp_path / "o", locked=True).status == "up-to-date"
+
+    lock["sources"]["code"]["files"][0]["path"] = f"hub:sahil2801/CodeAlpaca-20k@{COMMIT_B}"
+    lock_file.write_text(json.dumps(lock))
+    with pytest.raises(MixerError) as failure:
+        build(recipe, options, out=tmp_path / "o", locked=True)
+    assert failure.value.message.splitlines()[1:] == [
+        f"  sources.code: hub:sahil2801/CodeAlpaca-20k@{COMMIT_A}: added",
+        f"  sources.code: hub:sahil2801/CodeAlpaca-20k@{COMMIT_B}: removed",
+    ]

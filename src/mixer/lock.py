@@ -109,16 +109,17 @@ def _section_problems(section: str, old_entries: dict[str, Any], new_entries: di
         if old is None or new is None:
             problems.append(f"  {section}.{name}: {'not in the lock' if old is None else 'no longer in the recipe'}")
             continue
+        # A hub input is named by its commit (in its label and revision); the bytes of its local parquet copy
+        # depend on the datasets/pyarrow that wrote it (the footer names the writer), so only its name counts.
+        by_commit = old.get("origin") == new.get("origin") == "hub"
         old_files = {f["path"]: f["sha256"] for f in old.get("files", [])}
         new_files = {f["path"]: f["sha256"] for f in new["files"]}
-        for file in sorted(set(old_files) | set(new_files)):
-            if old_files.get(file) != new_files.get(file):
-                was, now = old_files.get(file), new_files.get(file)
-                problems.append(
-                    f"  {section}.{name}: {file}: locked sha256 {str(was)[:12]}…, now {str(now)[:12]}…"
-                    if was and now
-                    else f"  {section}.{name}: {file}: {'added' if now else 'removed'}"
-                )
+        for file in sorted(set(old_files) ^ set(new_files)):
+            problems.append(f"  {section}.{name}: {file}: {'added' if file in new_files else 'removed'}")
+        for file in sorted(set(old_files) & set(new_files)):
+            was, now = old_files[file], new_files[file]
+            if was != now and not by_commit:
+                problems.append(f"  {section}.{name}: {file}: locked sha256 {was[:12]}…, now {now[:12]}…")
         if old.get("revision") != new.get("revision"):
             problems.append(f"  {section}.{name}: revision {old.get('revision')} → {new.get('revision')}")
     return problems
