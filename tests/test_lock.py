@@ -286,3 +286,14 @@ def test_a_hub_input_is_locked_by_its_commit_not_by_the_bytes_of_its_local_copy(
         f"  sources.code: hub:sahil2801/CodeAlpaca-20k@{COMMIT_A}: added",
         f"  sources.code: hub:sahil2801/CodeAlpaca-20k@{COMMIT_B}: removed",
     ]
+
+
+def test_mixer_sources_lists_the_known_benchmarks_and_where_they_come_from():
+    result = run_mixer("sources", "--json")
+    assert result.returncode == 0, result.stderr
+    benchmarks = json.loads(result.stdout)["benchmarks"]
+    assert sorted(benchmarks) == ["alpaca_eval", "bbh", "gsm8k", "humaneval", "ifeval", "mbpp", "mmlu"]
+    assert benchmarks["gsm8k"] == {"fields": ["question"], "hub": "openai/gsm8k@main (config main, split test)"}
+    assert benchmarks["bbh"]["hub"] is None
+    table = run_mixer("sources", env={"COLUMNS": "200"}).stdout
+    assert "│ humaneval   │ prompt      │ openai/openai_humaneval@main (split test)" in table

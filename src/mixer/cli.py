@@ -75,6 +75,14 @@ def _pair_text(a: str, b: str, rows_a: int, rows_b: int) -> str:
     )
 
 
+def _hub_text(hub) -> str:
+    """id@revision, with the config, split or files that are not the defaults."""
+    extras = [f"config {hub.config}"] if hub.config else []
+    extras += [f"split {hub.split}"] if hub.split != "train" else []
+    extras += [f"file {hub.data_files}"] if hub.data_files else []
+    return f"{hub.id}@{hub.revision}" + (f" ({', '.join(extras)})" if extras else "")
+
+
 def _print_quality(manifest: dict, out_dir: Path) -> None:
     """What a build found in its data, so a contaminated or overlapping mix is seen without opening the report:
     benchmark hits (those with rows only) and rows whose prompt occurs in another source."""
@@ -417,12 +425,18 @@ def train(
 def sources(as_json: JsonFlag = False) -> None:
     """List the registry of known datasets (and the formats inline sources can use)."""
     from mixer.adapters import FORMATS, format_spec
+    from mixer.benchmark_sets import KNOWN
     from mixer.registry import load_registry
 
     registry = load_registry()
+    benchmarks = {
+        name: {"fields": list(known.fields), "hub": _hub_text(known.hub) if known.hub else None}
+        for name, known in KNOWN.items()
+    }
     if as_json:
         _print_json(
             {
+                "benchmarks": benchmarks,
                 "sources": {
                     n: {
                         "format": e.format,
@@ -455,6 +469,12 @@ def sources(as_json: JsonFlag = False) -> None:
     for fmt in FORMATS:
         formats.add_row(fmt, format_spec(fmt).summary)
     out.print(formats)
+    known = Table(title="benchmarks for mixture.decontaminate (by name: --data-dir/<name>.jsonl, else the hub)")
+    for column in ("name", "field", "hub"):
+        known.add_column(column)
+    for name, info in benchmarks.items():
+        known.add_row(name, ", ".join(info["fields"]), info["hub"] or "none: give a file")
+    out.print(known)
 
 
 results_app = typer.Typer(no_args_is_help=True, help="Attach evaluation results to a run or build directory.")
