@@ -297,3 +297,11 @@ def test_mixer_sources_lists_the_known_benchmarks_and_where_they_come_from():
     assert benchmarks["bbh"]["hub"] is None
     table = run_mixer("sources", env={"COLUMNS": "200"}).stdout
     assert "│ humaneval   │ prompt      │ openai/openai_humaneval@main (split test)" in table
+
+
+def test_a_misspelt_benchmark_is_reported_before_any_download(tmp_path, monkeypatch):
+    hub = FakeHub(monkeypatch, COMMIT_A)
+    recipe = _recipe_with_benchmarks(tmp_path, alpaca_rows(3), "[gsm8k, humaneva]")
+    with pytest.raises(MixerError, match="benchmark 'humaneva': no local file, and not a known benchmark"):
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
+    assert hub.resolved == [] and hub.loaded == []

@@ -62,30 +62,33 @@ class ResolvedBenchmark:
 def resolve_benchmarks(
     recipe: Recipe, *, data_dir: Path | None, cache_dir: Path, refresh: bool = False
 ) -> list[ResolvedBenchmark]:
-    """Every benchmark of the recipe's `mixture.decontaminate` (none without it)."""
+    """Every benchmark of the recipe's `mixture.decontaminate` (none without it). Local files are found first,
+    so a benchmark that cannot be had anywhere (a misspelt name) is reported before any download starts."""
     if recipe.mixture.decontaminate is None:
         return []
     if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
         data_dir = Path(os.environ["MIXER_DATA_DIR"])
+    specs = recipe.mixture.decontaminate.benchmarks
+    local = {spec.name: _local_file(spec, recipe.base_dir, data_dir) for spec in specs}
+    for spec in specs:
+        if local[spec.name] is None:
+            _hub_of(spec)  # raises for a benchmark with no hub location
     hashes = FileHashes(cache_dir / "file-hashes.json")
     locked = locked_benchmark_revisions(recipe)
-    resolved = [
-        _resolve(spec, recipe.base_dir, data_dir, cache_dir, hashes, locked.get(spec.name), refresh)
-        for spec in recipe.mixture.decontaminate.benchmarks
-    ]
+    resolved = []
+    for spec in specs:
+        found = local[spec.name]
+        if found is not None:
+            path, label, origin = found
+            resolved.append(ResolvedBenchmark(spec, input_files([(path, label)], hashes)[0], origin))
+        else:
+            resolved.append(_from_hub(spec, cache_dir, hashes, locked.get(spec.name), refresh))
     hashes.save()
     return resolved
 
 
-def _resolve(
-    spec: BenchmarkSpec,
-    base_dir: Path,
-    data_dir: Path | None,
-    cache_dir: Path,
-    hashes: FileHashes,
-    locked: tuple[str, str] | None,
-    refresh: bool,
-) -> ResolvedBenchmark:
+def _local_file(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> tuple[Path, str, str] | None:
+    """(path, label, origin) of the recipe's `path` or of <name>.* in the data dir; None when neither is given."""
     if spec.path:
         path = Path(os.path.expanduser(spec.path))
         label = str(path) if path.is_absolute() else Path(spec.path).as_posix()
@@ -94,28 +97,42 @@ def _resolve(
             raise MixerError(
                 f"benchmark {spec.name}: {path} does not exist", "check decontaminate: path (relative to the recipe)"
             )
-        return ResolvedBenchmark(spec, input_files([(path, label)], hashes)[0], "path")
+        return path, label, "path"
     if data_dir is not None:
         for suffix in SUPPORTED_SUFFIXES:
             candidate = data_dir / f"{spec.name}{suffix}"
             if candidate.is_file():
-                file = input_files([(candidate, f"data-dir:{candidate.name}")], hashes)[0]
-                return ResolvedBenchmark(spec, file, "data_dir")
-    hint = (
+                return candidate, f"data-dir:{candidate.name}", "data_dir"
+    return None
+
+
+def _hint(spec: BenchmarkSpec) -> str:
+    return (
         f"give decontaminate: [{{name: {spec.name}, path: <file>}}], or put {spec.name}.jsonl (or .json, .parquet, "
         f".jsonl.gz, ...) in --data-dir DIR / $MIXER_DATA_DIR"
     )
+
+
+def _hub_of(spec: BenchmarkSpec) -> HubRef:
     known = KNOWN.get(spec.name)
     if known is None:
         raise MixerError(
             f"benchmark {spec.name!r}: no local file, and not a known benchmark ({', '.join(sorted(KNOWN))})",
-            did_you_mean(spec.name, sorted(KNOWN)) or hint,
+            did_you_mean(spec.name, sorted(KNOWN)) or _hint(spec),
         )
     if known.hub is None:
-        raise MixerError(f"benchmark {spec.name!r}: no local file, and no single hub split holds its items", hint)
-    hub = known.hub
+        raise MixerError(
+            f"benchmark {spec.name!r}: no local file, and no single hub split holds its items", _hint(spec)
+        )
+    return known.hub
+
+
+def _from_hub(
+    spec: BenchmarkSpec, cache_dir: Path, hashes: FileHashes, locked: tuple[str, str] | None, refresh: bool
+) -> ResolvedBenchmark:
+    hub = _hub_of(spec)
     key = f"benchmark-{spec.name}"  # beside the sources' hub copies, apart from a source of the same name
     pinned = locked[1] if locked and locked[0] == hub.id else None
-    path, commit = read_from_hub(key, hub, cache_dir, pinned, refresh, f"benchmark {spec.name!r}", hint)
+    path, commit = read_from_hub(key, hub, cache_dir, pinned, refresh, f"benchmark {spec.name!r}", _hint(spec))
     file = input_files([(path, f"hub:{hub.id}@{commit}")], hashes)[0]
     return ResolvedBenchmark(spec, file, "hub", hub.id, commit)
