@@ -445,10 +445,13 @@ def test_hash_set_answers_membership_exactly():
     members = rng.integers(0, 2**63, 5_000, dtype=np.uint64)
     others = rng.integers(0, 2**63, 200_000, dtype=np.uint64)
     twins = (members[:100] & ~np.uint64(0xFFFFFF)) | (members[100:200] & np.uint64(0xFFFFFF))  # same low bits
-    values = np.concatenate([members, others, twins])
+    # the same bits as a member in both flag tables (low bits, and bits from 32 up), another bit between them
+    flag_twins = members[200:300] ^ np.uint64(1 << 28)
+    values = np.concatenate([members, others, twins, flag_twins])
     expected = np.isin(values, members)
     assert (HashSet(members).contains(values) == expected).all()
-    assert expected[:5_000].all() and not HashSet(np.zeros(0, dtype=np.uint64)).contains(values).any()
+    assert expected[:5_000].all() and not expected[-100:].any()
+    assert not HashSet(np.zeros(0, dtype=np.uint64)).contains(values).any()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
