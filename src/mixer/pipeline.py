@@ -30,6 +30,7 @@ from mixer.build import (
 from mixer.decontam import first_prompt
 from mixer.errors import MixerError
 from mixer.load import Pool, load_chunks
+from mixer.memory import release_freed_memory
 from mixer.mix import Deduplicator, near_dedup
 from mixer.overlap import overlap_matrix
 from mixer.plan import Plan, make_plan, summarize
@@ -143,6 +144,7 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
             cleaner.stopped.set()
             workers.shutdown(wait=True, cancel_futures=True)
             raise
+    release_freed_memory()  # what the staging threads freed would otherwise sit under the rest of the build
     cleaner.near_dedup()
     return staged
 
