@@ -69,15 +69,14 @@ def resolve_benchmarks(
     if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
         data_dir = Path(os.environ["MIXER_DATA_DIR"])
     specs = recipe.mixture.decontaminate.benchmarks
-    local = {spec.name: _local_file(spec, recipe.base_dir, data_dir) for spec in specs}
-    for spec in specs:
-        if local[spec.name] is None:
+    local = [_local_file(spec, recipe.base_dir, data_dir) for spec in specs]
+    for spec, found in zip(specs, local, strict=True):
+        if found is None:
             _hub_of(spec)  # raises for a benchmark with no hub location
     hashes = FileHashes(cache_dir / "file-hashes.json")
     locked = locked_benchmark_revisions(recipe)
     resolved = []
-    for spec in specs:
-        found = local[spec.name]
+    for spec, found in zip(specs, local, strict=True):
         if found is not None:
             path, label, origin = found
             resolved.append(ResolvedBenchmark(spec, input_files([(path, label)], hashes)[0], origin))
