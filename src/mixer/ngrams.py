@@ -204,12 +204,11 @@ class HashSet:
         """A bool per value."""
         found = np.take(self.low, (values & self.mask).view(np.int64))
         maybe = np.flatnonzero(found)
+        candidates = values[maybe]
+        still = np.take(self.high, ((candidates >> self.HIGH) & self.mask).view(np.int64))
+        found[maybe] = still
+        maybe, candidates = maybe[still], candidates[still]
         if len(maybe):
-            candidates = values[maybe]
-            found[maybe] = np.take(self.high, ((candidates >> self.HIGH) & self.mask).view(np.int64))
-            maybe = maybe[found[maybe]]
-        if len(maybe):
-            candidates = values[maybe]
             place = np.minimum(np.searchsorted(self.members, candidates), len(self.members) - 1)
             found[maybe] = self.members[place] == candidates
         return found
