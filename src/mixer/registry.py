@@ -11,6 +11,7 @@ import yaml
 
 from mixer.errors import MixerError
 from mixer.resources import resource_dir
+from mixer.yamlpos import load_packaged
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class RegistryEntry:
 
 def _entry(path: Path) -> RegistryEntry:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_packaged(path.read_text(encoding="utf-8"))
         hub = data.pop("hub", None)
         return RegistryEntry(
             **{k: v for k, v in data.items() if k != "sample"},

@@ -304,6 +304,8 @@ def _check_evolved_source(located: Located, name: str, spec: dict, path: tuple) 
 
 
 def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnostic]:
+    if not blocks:
+        return []
     from mixer.evolve.operators import packaged_operators
     from mixer.recipe import OPERATOR_PRESETS
 

@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib.resources import files
 
-import yaml
-
 from mixer.errors import MixerError
+from mixer.yamlpos import load_packaged
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class Prices:
 
 @cache
 def price_table() -> dict[str, tuple[float, float]]:
-    return yaml.safe_load((files("mixer.evolve") / "prices.yaml").read_text(encoding="utf-8"))
+    return load_packaged((files("mixer.evolve") / "prices.yaml").read_text(encoding="utf-8"))
 
 
 def prices_for(model: str, override: dict[str, float] | None) -> Prices:

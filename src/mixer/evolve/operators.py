@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
-import yaml
-
 from mixer.errors import MixerError
 from mixer.recipe import OperatorChoice
+from mixer.yamlpos import load_packaged
 
 
 @dataclass(frozen=True)
@@ -33,12 +32,12 @@ class Operator:
 @cache
 def packaged_operators() -> dict[str, Operator]:
     folder = files("mixer.evolve") / "operators"
-    frames = yaml.safe_load((folder / "frames.yaml").read_text(encoding="utf-8"))
+    frames = load_packaged((folder / "frames.yaml").read_text(encoding="utf-8"))
     operators = {}
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if not entry.name.endswith(".yaml") or entry.name == "frames.yaml":
             continue
-        data = yaml.safe_load(entry.read_text(encoding="utf-8"))
+        data = load_packaged(entry.read_text(encoding="utf-8"))
         template = frames[data["frame"]].replace("{method}", data["method"].strip())
         operators[data["name"]] = Operator(data["name"], data["family"], data["summary"], template)
     return operators
