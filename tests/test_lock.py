@@ -15,6 +15,7 @@ import huggingface_hub
 import polars as pl
 import pytest
 
+from mixer.benchmark_sets import BBH_TASKS
 from mixer.build import Options, build
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256
@@ -85,6 +86,7 @@ class FakeHub:
         self.resolved: list[str] = []
         self.loaded: list[str] = []
         self.data_files: list[str | None] = []
+        self.configs: list[str | None] = []
         hub = self
 
         def dataset_info(_api, repo_id, revision=None, **_):
@@ -93,8 +95,10 @@ class FakeHub:
 
         def load_dataset(repo_id, name=None, revision=None, split=None, data_files=None, **_):
             hub.loaded.append(f"{repo_id}@{revision}")
+            hub.configs.append(name)
             hub.data_files.append(data_files)
-            return datasets.Dataset.from_list(rows or alpaca_rows(6, prefix=f"at {revision[:4]}"))
+            chosen = rows(name) if callable(rows) else rows
+            return datasets.Dataset.from_list(chosen or alpaca_rows(6, prefix=f"at {revision[:4]}"))
 
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.delenv("HF_DATASETS_OFFLINE")
@@ -218,6 +222,29 @@ def test_a_known_benchmark_without_a_local_file_is_read_from_the_hub_at_the_lock
     assert json.loads(recipe.with_suffix(".lock").read_text())["benchmarks"]["humaneval"]["revision"] == COMMIT_B
 
 
+def test_bbh_by_name_reads_every_task_config_at_one_commit(tmp_path, monkeypatch):
+    """BBH is 27 hub configs, one per task: all are read at the same commit, in order, into one copy that
+    keeps each item's task, and an item of any task is found."""
+    item = "Sort the following words alphabetically: List: oven costume counterpart vanadium expiry syndrome wiry"
+
+    def task_rows(task):
+        text = item if task == "word_sorting" else f"a question about {task.replace('_', ' ')} only"
+        return [{"input": text, "target": "x"}]
+
+    hub = FakeHub(monkeypatch, COMMIT_A, rows=task_rows)
+    planted = {"instruction": "Please help. " + item.upper() + "!", "input": "", "output": "costume counterpart ..."}
+    recipe = _recipe_with_benchmarks(tmp_path, [*alpaca_rows(3), planted], "{benchmarks: [bbh], mode: remove}")
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
+    assert hub.resolved == ["lukaemon/bbh@main"] and set(hub.loaded) == {f"lukaemon/bbh@{COMMIT_A}"}
+    assert hub.configs == list(BBH_TASKS) and len(hub.configs) == 27
+    copy = pl.read_parquet(tmp_path / "cache" / "benchmark-bbh" / f"{COMMIT_A}.parquet")
+    assert copy["config"].to_list() == list(BBH_TASKS)
+    report = result.manifest["decontamination"]
+    assert report["benchmarks"][0]["items"] == 27 and report["removed"] == 1
+    assert report["hits"][0]["examples"][0]["item"] == f"bbh/{BBH_TASKS.index('word_sorting')}"
+    assert result.manifest["totals"]["rows"] == 3
+
+
 def test_a_locked_build_refuses_a_changed_benchmark_file(tmp_path):
     (tmp_path / "bench.jsonl").write_text(json.dumps({"question": "what is the capital of france"}) + "\n")
     recipe = _recipe_with_benchmarks(tmp_path, alpaca_rows(3), "[{name: toy, path: bench.jsonl, fields: [question]}]")
@@ -233,7 +260,6 @@ def test_a_locked_build_refuses_a_changed_benchmark_file(tmp_path):
     ("name", "message", "hint"),
     [
         ("humaneva", "not a known benchmark (alpaca_eval, bbh, gsm8k, humaneval, ifeval, mbpp, mmlu)", "did you mean"),
-        ("bbh", "no single hub split holds its items", "put bbh.jsonl"),
         ("gsm8k", "cannot load openai/gsm8k@main from the hub (OSError: offline mode", "put gsm8k.jsonl"),
     ],
 )
@@ -294,7 +320,7 @@ def test_mixer_sources_lists_the_known_benchmarks_and_where_they_come_from():
     benchmarks = json.loads(result.stdout)["benchmarks"]
     assert sorted(benchmarks) == ["alpaca_eval", "bbh", "gsm8k", "humaneval", "ifeval", "mbpp", "mmlu"]
     assert benchmarks["gsm8k"] == {"fields": ["question"], "hub": "openai/gsm8k@main (config main, split test)"}
-    assert benchmarks["bbh"]["hub"] is None
+    assert benchmarks["bbh"] == {"fields": ["input"], "hub": "lukaemon/bbh@main (27 configs, split test)"}
     table = run_mixer("sources", env={"COLUMNS": "200"}).stdout
     assert "│ humaneval   │ prompt      │ openai/openai_humaneval@main (split test)" in table
 

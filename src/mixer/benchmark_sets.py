@@ -27,7 +27,39 @@ from mixer.validate import did_you_mean
 @dataclass(frozen=True)
 class KnownBenchmark:
     fields: tuple[str, ...]  # what a model is asked
-    hub: HubRef | None  # None: no single hub split holds the items
+    hub: HubRef
+
+
+# Big-Bench Hard: one hub config per task, as lm-evaluation-harness reads them
+BBH_TASKS = (
+    "boolean_expressions",
+    "causal_judgement",
+    "date_understanding",
+    "disambiguation_qa",
+    "dyck_languages",
+    "formal_fallacies",
+    "geometric_shapes",
+    "hyperbaton",
+    "logical_deduction_five_objects",
+    "logical_deduction_seven_objects",
+    "logical_deduction_three_objects",
+    "movie_recommendation",
+    "multistep_arithmetic_two",
+    "navigate",
+    "object_counting",
+    "penguins_in_a_table",
+    "reasoning_about_colored_objects",
+    "ruin_names",
+    "salient_translation_error_detection",
+    "snarks",
+    "sports_understanding",
+    "temporal_sequences",
+    "tracking_shuffled_objects_five_objects",
+    "tracking_shuffled_objects_seven_objects",
+    "tracking_shuffled_objects_three_objects",
+    "web_of_lies",
+    "word_sorting",
+)
 
 
 KNOWN: dict[str, KnownBenchmark] = {
@@ -35,7 +67,7 @@ KNOWN: dict[str, KnownBenchmark] = {
     "mbpp": KnownBenchmark(("text",), HubRef("google-research-datasets/mbpp", "main", split="test", config="full")),
     "gsm8k": KnownBenchmark(("question",), HubRef("openai/gsm8k", "main", split="test", config="main")),
     "mmlu": KnownBenchmark(("question",), HubRef("cais/mmlu", "main", split="test", config="all")),
-    "bbh": KnownBenchmark(("input",), None),  # 27 task configs on the hub: give a local file of the tasks wanted
+    "bbh": KnownBenchmark(("input",), HubRef("lukaemon/bbh", "main", split="test", configs=BBH_TASKS)),
     "alpaca_eval": KnownBenchmark(
         ("instruction",), HubRef("tatsu-lab/alpaca_eval", "main", data_files="alpaca_eval.json")
     ),
@@ -118,10 +150,6 @@ def _hub_of(spec: BenchmarkSpec) -> HubRef:
         raise MixerError(
             f"benchmark {spec.name!r}: no local file, and not a known benchmark ({', '.join(sorted(KNOWN))})",
             did_you_mean(spec.name, sorted(KNOWN)) or _hint(spec),
-        )
-    if known.hub is None:
-        raise MixerError(
-            f"benchmark {spec.name!r}: no local file, and no single hub split holds its items", _hint(spec)
         )
     return known.hub
 

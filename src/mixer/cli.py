@@ -78,6 +78,7 @@ def _pair_text(a: str, b: str, rows_a: int, rows_b: int) -> str:
 def _hub_text(hub) -> str:
     """id@revision, with the config, split or files that are not the defaults."""
     extras = [f"config {hub.config}"] if hub.config else []
+    extras += [f"{len(hub.configs)} configs"] if hub.configs else []
     extras += [f"split {hub.split}"] if hub.split != "train" else []
     extras += [f"file {hub.data_files}"] if hub.data_files else []
     return f"{hub.id}@{hub.revision}" + (f" ({', '.join(extras)})" if extras else "")
@@ -429,10 +430,7 @@ def sources(as_json: JsonFlag = False) -> None:
     from mixer.registry import load_registry
 
     registry = load_registry()
-    benchmarks = {
-        name: {"fields": list(known.fields), "hub": _hub_text(known.hub) if known.hub else None}
-        for name, known in KNOWN.items()
-    }
+    benchmarks = {name: {"fields": list(known.fields), "hub": _hub_text(known.hub)} for name, known in KNOWN.items()}
     if as_json:
         _print_json(
             {
@@ -473,7 +471,7 @@ def sources(as_json: JsonFlag = False) -> None:
     for column in ("name", "field", "hub"):
         known.add_column(column)
     for name, info in benchmarks.items():
-        known.add_row(name, ", ".join(info["fields"]), info["hub"] or "none: give a file")
+        known.add_row(name, ", ".join(info["fields"]), info["hub"])
     out.print(known)
 
 

@@ -20,6 +20,7 @@ class HubRef:
     revision: str
     split: str = "train"
     config: str | None = None
+    configs: tuple[str, ...] = ()  # several configs read in this order and concatenated (BBH: one per task)
     data_files: str | None = None
     format: str | None = None  # of the hub's copy, when it is not the native files' (`format` of the entry)
 

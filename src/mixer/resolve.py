@@ -128,9 +128,11 @@ def from_hub(key: str, hub: HubRef, cache_dir: Path, commit: str) -> Path:
         raise OSError("offline mode (HF_HUB_OFFLINE=1)")
     import datasets  # imported here: it is slow to import and only needed for hub sources
 
-    dataset = datasets.load_dataset(
-        hub.id, name=hub.config, revision=commit, split=hub.split, data_files=hub.data_files
-    )
+    parts = []
+    for config in hub.configs or (hub.config,):
+        part = datasets.load_dataset(hub.id, name=config, revision=commit, split=hub.split, data_files=hub.data_files)
+        parts.append(part.add_column("config", [config] * len(part)) if hub.configs else part)
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".parquet.partial")
     dataset.to_parquet(str(partial))
