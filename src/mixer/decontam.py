@@ -92,6 +92,7 @@ class Index:
             .unique(["g", "benchmark"], keep="first", maintain_order=True)
         )
         self.gram_set = ngrams.HashSet(self.grams["g"].to_numpy())
+        self.screen = ngrams.Screen(all_items["text"], n)
         # A prompt equal to an item of n words or more shares its n-grams, and n-gram hits are reported first,
         # so only shorter items need whole-prompt matching.
         short = all_items.filter(pl.col("text").str.count_matches(" ") + 1 < n)
@@ -103,9 +104,11 @@ class Index:
     def hits(self, rows: pl.DataFrame) -> pl.DataFrame:
         """(id, benchmark, item, span) for every contaminated row: the longest run of matching n-grams."""
         texts = rows.select(row_text(rows)).to_series()
-        found = [
-            self._gram_hits(rows["id"].slice(offset, len(batch)), batch) for offset, batch in ngrams.batches(texts)
-        ]
+        found = []
+        for offset, batch in ngrams.batches(texts):
+            maybe = pl.Series(self.screen.candidates(batch), dtype=pl.Int64)
+            if len(maybe):
+                found.append(self._gram_hits(rows["id"].slice(offset, len(batch)).gather(maybe), batch.gather(maybe)))
         if self.exact.height:
             found.append(
                 rows.select("id", first_prompt(rows).alias("prompt"))

@@ -122,8 +122,27 @@ class Words:
         )
 
 
-def words(texts: pl.Series) -> Words:
-    """The words of every text, normalised (see the module docstring)."""
+@dataclass(frozen=True)
+class Spans:
+    """Where the words of a batch of texts are: `text` is the normalised batch (a space, the rows joined by
+    single spaces, then 8 spaces), word i is text[start[i]:end[i]], and row r's words begin at firsts[r]."""
+
+    text: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    firsts: np.ndarray
+
+    def rows(self) -> np.ndarray:
+        """The row of every word."""
+        return np.repeat(np.arange(len(self.firsts), dtype=np.int64), np.diff(np.append(self.firsts, len(self.start))))
+
+    def rows_of(self, word: np.ndarray) -> np.ndarray:
+        """The row of each of some words."""
+        return np.searchsorted(self.firsts, word, side="right") - 1
+
+
+def spans(texts: pl.Series) -> Spans:
+    """The words of every text, normalised (see the module docstring), as byte ranges."""
     texts = texts.cast(pl.String)
     if texts.null_count():
         texts = texts.fill_null("")
@@ -142,9 +161,13 @@ def words(texts: pl.Series) -> Words:
     start, end = edges[0::2] + 1, edges[1::2] + 1
     lengths = sizes.to_numpy().astype(np.int64)
     row_starts = np.cumsum(lengths + 1) - lengths  # row r starts after r + 1 spaces and the rows before it
-    firsts = np.searchsorted(start, row_starts)  # each row's first word
-    row = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(np.append(firsts, len(start))))
-    return Words(text, row, start, end, _word_hashes(text, start, end))
+    return Spans(text, start, end, np.searchsorted(start, row_starts))
+
+
+def words(texts: pl.Series) -> Words:
+    """The words of every text, normalised (see the module docstring), with their hashes."""
+    found = spans(texts)
+    return Words(found.text, found.rows(), found.start, found.end, _word_hashes(found.text, found.start, found.end))
 
 
 def _word_hashes(text: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -167,6 +190,64 @@ def _word_hashes(text: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.nda
         digest = hashlib.blake2b(text[start[word] : end[word]].tobytes(), digest_size=8).digest()
         value[word] = int.from_bytes(digest, "little")
     return _mix(value ^ (length * np.uint64(WORD_BASE)))
+
+
+def _word_prints(text: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """A cheap 64-bit print of each word: its length and first 8 bytes, lightly mixed. Words that share both
+    share a print, so prints can only say which texts might match (`Screen`), never that they do."""
+    length = (end - start).astype(np.uint64)
+    reads = np.ndarray(shape=(len(text) - 7,), dtype="<u8", buffer=text, strides=(1,))
+    masks = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+    value = reads[start] & masks[np.minimum(length, 8)]
+    value ^= length * np.uint64(WORD_BASE)
+    value ^= value >> np.uint64(29)
+    value *= np.uint64(0xBF58476D1CE4E5B9)
+    value ^= value >> np.uint64(32)
+    return value
+
+
+def _polynomial(values: np.ndarray, width: int, step: int) -> np.ndarray:
+    """sum(values[p + k] * GRAM_BASE^(width-1-k)) for every p that is a multiple of `step`, built from strided
+    views (no gather): `width` multiply-adds over len(values) / step windows."""
+    count = (len(values) - width) // step + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    gram = values[0 : step * count : step].copy()
+    for k in range(1, width):
+        gram *= np.uint64(GRAM_BASE)
+        gram += values[k : k + step * count : step]
+    return gram
+
+
+class Screen:
+    """Which texts might share a word n-gram with a set of items: a cheap pass that lets the exact one
+    (`Words` and `HashSet`, ~2x the cost per MB) run on the few texts that pass.
+
+    Only windows starting at every s-th word are looked at, k = n - s + 1 words long, in a set of every
+    k-word window of every item of at least n words. That misses nothing: a shared n-gram starts at some word
+    o, one of o .. o + s - 1 is a multiple of s, and the k words from there lie inside the n-gram, so they are a
+    k-gram of the item. Words are cheap prints (`_word_prints`), and windows may run across two texts: both
+    can only let extra texts through to the exact pass, never keep one out. s = (n + 1) // 2 balances the
+    windows' cost (k / s multiply-adds per word) against the texts let through by shorter windows (about 1% of
+    GSM8K-like rows at n = 13 against HumanEval + GSM8K)."""
+
+    def __init__(self, items: pl.Series, n: int) -> None:
+        self.step = (n + 1) // 2
+        self.width = n - self.step + 1
+        found = spans(items)
+        prints = _word_prints(found.text, found.start, found.end)
+        row = found.rows()
+        long_enough = np.flatnonzero(np.bincount(row, minlength=len(items)) >= n)
+        first, grams = Words(found.text, row, found.start, found.end, prints).windows(self.width)
+        self.prints = HashSet(grams[np.isin(row[first], long_enough)])
+
+    def candidates(self, texts: pl.Series) -> np.ndarray:
+        """The indexes (ascending) of the texts that might share an n-gram with an item."""
+        found = spans(texts)
+        prints = _word_prints(found.text, found.start, found.end)
+        grams = _polynomial(prints, self.width, self.step)
+        hit = np.flatnonzero(self.prints.contains(grams)) * self.step
+        return np.unique(found.rows_of(hit))
 
 
 def batches(texts: pl.Series, max_bytes: int = BATCH_BYTES) -> Iterator[tuple[int, pl.Series]]:
