@@ -436,6 +436,42 @@ def test_word_hashes_depend_on_the_word_alone():
     assert len(set(by_word.values())) == len(by_word)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 13])
+def test_the_screen_lets_through_every_text_that_shares_an_n_gram_and_no_clean_one(n):
+    """The screen looks only at windows starting at every s-th word: an n-gram planted at every word offset
+    (every remainder mod s, after rows of other lengths, so the batch's word count shifts too) must still let
+    its text through, clean texts must not pass, and the exact pass reports exactly the planted rows (not those
+    holding only n - 1 of the words)."""
+    import random
+
+    from mixer.decontam import Index
+    from mixer.ngrams import Screen
+
+    rng = random.Random(n)
+    vocabulary = [f"word{i}" for i in range(5_000)]
+    item = " ".join(rng.choice(vocabulary[:50]) for _ in range(n + 6))
+    items = pl.DataFrame({"item": ["b/0"], "text": [item]})
+    shared = item.split(" ")[3 : 3 + n]
+    texts, planted, partial = [], set(), set()
+    for offset in range(2 * n + 3):
+        texts.append(" ".join(rng.choice(vocabulary[50:]) for _ in range(rng.randint(0, 9))))  # shifts the batch
+        before = [rng.choice(vocabulary[50:]) for _ in range(offset)]
+        planted.add(len(texts))
+        texts.append(" ".join([*before, *[w.upper() + "," for w in shared], "tail"]))
+        partial.add(len(texts))  # n - 1 words of the item: may pass the screen, must not be a hit
+        texts.append(" ".join([*before, *shared[1:], "tail"]))
+    passed = set(Screen(items["text"], n).candidates(pl.Series(texts)).tolist())
+    assert planted <= passed <= planted | partial
+
+    index = Index({"b": items.drop("item").with_columns(pl.lit("b/0").alias("item"))}, n)
+    rows = pl.DataFrame(
+        {"id": [f"r{i:03d}" for i in range(len(texts))], "messages": [[{"role": "user", "content": t}] for t in texts]}
+    )
+    found = index.hits(rows)
+    assert sorted(found["id"].to_list()) == [f"r{i:03d}" for i in sorted(planted)]
+    assert set(found["span"].to_list()) == {" ".join(shared)}
+
+
 def test_hash_set_answers_membership_exactly():
     import numpy as np
 
