@@ -1,8 +1,9 @@
 """Decontamination: word n-gram overlap (and exact prompt match) between training rows and benchmark items.
 
-Exact by construction: the hash of every n-gram of every message is looked up in the set of every benchmark
-item's n-gram hashes (`mixer.ngrams`), so nothing is missed (a 64-bit hash collision can only add a false
-hit, which the reported span lets a reader check). Normalisation follows GPT-3's audit: lowercase, punctuation
+Exact by construction: the hash of every n-gram of every message that passes a screen (`ngrams.Screen`, which
+lets through every text sharing an n-gram with an item and few others) is looked up in the set of every
+benchmark item's n-gram hashes (`mixer.ngrams`), so nothing is missed (a 64-bit hash collision can only add a
+false hit, which the reported span lets a reader check). Normalisation follows GPT-3's audit: lowercase, punctuation
 stripped, whitespace collapsed; n = 13 by default. Items shorter than n words are matched by whole-prompt
 equality only.
 """
