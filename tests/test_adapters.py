@@ -143,6 +143,27 @@ def test_numbers_objects_and_lists_in_text_fields(tmp_path):
     assert "fields: {instruction: <field>}" in info.value.hint
 
 
+def test_a_headerless_file_under_a_format_with_a_header_says_so(tmp_path):
+    """A FLAN CoT TSV has no header row: read as `flan`, its first record became its field names, and the
+    error quoted a whole question as a field. It now says the first row looks like data and names `cot`."""
+    path = tmp_path / "gsm8k_train.tsv"
+    question = "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May."
+    path.write_text(f"{question}\t72\tNatalia sold 48 / 2 = 24 clips in May.\nA second question here?\t1\tBecause.\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, "flan")
+    assert info.value.message == (
+        f"{path}: no field 'inputs' for 'inputs'; the first row looks like data, not field names "
+        "(Natalia sold clips to 48 of her friends…, 72, Natalia sold 48 / 2 = 24 clips in May.)"
+    )
+    assert "format: cot" in info.value.hint
+    assert convert(path, "cot").height == 2
+
+    named = tmp_path / "named.tsv"
+    named.write_text("question\tanswer\nWhat is 2 + 2?\t4\n")
+    with pytest.raises(MixerError, match=r"no field 'inputs' for 'inputs' \(the file has: question, answer\)"):
+        convert(named, "flan")
+
+
 def test_every_input_file_type(tmp_path):
     rows = pl.DataFrame({"instruction": ["a", "b"], "input": ["", "x"], "output": ["1", "2"]})
     rows.write_ndjson(tmp_path / "d.jsonl")

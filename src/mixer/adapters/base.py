@@ -47,9 +47,18 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
     if native not in raw.columns:
         if not required:
             return pl.lit(None, dtype=pl.String)
-        shown = ", ".join(c for c in raw.columns if c != "__row")
+        names = [c for c in raw.columns if c != "__row"]
+        if _looks_like_data(names):
+            headerless = ", ".join(f"format: {s.name}" for s in SPECS.values() if s.headerless)
+            first = ", ".join(_clip(n) for n in names)
+            raise MixerError(
+                f"{ctx.file}: no field {native!r} for {name!r}; the first row looks like data, not field names"
+                f" ({first})",
+                f"a file without a header row needs a headerless format ({headerless} for FLAN CoT TSVs: question, "
+                f"answer, rationale), or add a header row naming the fields",
+            )
         raise MixerError(
-            f"{ctx.file}: no field {native!r} for {name!r} (the file has: {shown})",
+            f"{ctx.file}: no field {native!r} for {name!r} (the file has: {', '.join(names)})",
             f"map it in the recipe: fields: {{{name}: <one of the file's fields>}}",
         )
     dtype = raw.schema[native]
@@ -63,6 +72,15 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
             f"map {name!r} to a text field in the recipe: fields: {{{name}: <field>}}",
         )
     return pl.col(native).cast(pl.String)  # numbers, booleans, nulls: their text
+
+
+def _looks_like_data(names: list[str]) -> bool:
+    """Field names that read like sentences: a CSV/TSV whose first row is a record (FLAN CoT has no header)."""
+    return any(len(n) > 40 or n.count(" ") >= 4 for n in names)
+
+
+def _clip(text: str, size: int = 40) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
 
 
 def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
