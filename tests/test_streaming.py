@@ -211,9 +211,12 @@ def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(t
 
 def test_a_wanted_name_seen_only_as_a_value_does_not_stop_borrowing_a_schema():
     schema = pl.Schema({"id": pl.String, "conversations": pl.List(pl.Struct({"from": pl.String, "value": pl.String}))})
-    wanted = {"conversations", "id", "system", "from", "value"}
-    as_value = b'{"id": "a", "conversations": [{"from": "system", "value": "be \\"system\\": brief"}]}\n'
-    frame = mixer.io._parse_like(as_value, schema, wanted)
-    assert frame is not None and frame["conversations"][0][0]["from"] == "system"
-    as_key = b'{"id": "a", "system" : "be brief", "conversations": []}\n'
-    assert mixer.io._parse_like(as_key, schema, wanted) is None  # parsed fresh: the schema would drop it
+    columns, keys = {"conversations", "id", "system"}, {"from", "value", "role"}
+    as_value = b'{"id": "a", "conversations": [{"from": "system", "value": "be \\"system\\": brief, \\"role\\": x"}]}\n'
+    frame = mixer.io._parse_like(as_value, schema, columns, keys)
+    assert frame is not None and frame.columns == ["id", "conversations"]
+    assert frame["conversations"][0][0]["from"] == "system"
+    as_column = b'{"id": "a", "system" : "be brief", "conversations": []}\n'
+    assert mixer.io._parse_like(as_column, schema, columns, keys) is None  # a mapped column holds a value
+    as_key = b'{"id": "a", "conversations": [{"role" : "user", "from": "human", "value": "hi"}]}\n'
+    assert mixer.io._parse_like(as_key, schema, columns, keys) is None  # a turn key the schema would drop

@@ -185,10 +185,10 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame) -> MixerEr
     )
 
 
-def _read_fields(ctx: Context) -> set[str]:
-    """Names an adapter may read from a record: its mapped fields and names given as options (the role and
-    content keys of turns)."""
-    return {v for v in (*ctx.fields.values(), *ctx.options.values()) if isinstance(v, str)}
+def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
+    """Names an adapter may read from a record: the record's columns it maps, and keys inside values given as
+    options (the role and content keys of turns)."""
+    return set(ctx.fields.values()), {v for v in ctx.options.values() if isinstance(v, str)}
 
 
 def load_chunks(
@@ -214,8 +214,9 @@ def load_chunks(
             file=str(path),
         )
         header = not adapter.headerless
+        columns, keys = _read_fields(ctx)
         tables = (
-            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header, wanted=_read_fields(ctx))
+            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header, columns=columns, keys=keys)
             if adapter.row_local
             else [read_table(path, header=header)]
         )
