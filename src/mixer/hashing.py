@@ -57,14 +57,25 @@ def stable_hash(strings: pl.Series, salt: str) -> pl.Series:
         _, offsets_buf, data_buf = arrow.buffers()
         offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
         data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-        starts, lengths = offsets[:-1], np.diff(offsets)
+        lengths = np.diff(offsets)
         if arrow.null_count:
             lengths = np.where(np.asarray(arrow.is_null()), 0, lengths)
-        active = np.arange(n)
-        for j in range(int(lengths.max(initial=0))):
-            active = active[lengths[active] > j]
-            byte = data[starts[active] + j].astype(np.uint64)
-            h[active] = (h[active] ^ byte) * np.uint64(FNV_PRIME)
+        longest = int(lengths.max())
+        # longest strings first, so the strings that still have a j-th byte are always the first k: byte j is
+        # folded in over contiguous slices, without selecting them anew at each byte (3x faster on row ids)
+        order = np.argsort(lengths.astype(np.uint16) if longest < 1 << 16 else lengths, kind="stable")[::-1]
+        at = offsets[:-1][order]
+        longer_than = n - np.cumsum(np.bincount(lengths, minlength=longest + 1))  # strings with more than j bytes
+        ordered = np.empty(n, dtype=np.uint64)
+        ordered.fill(h[0])
+        byte = np.empty(n, dtype=np.uint8)
+        for j in range(longest):
+            k = int(longer_than[j])
+            np.take(data, at[:k], out=byte[:k])
+            ordered[:k] ^= byte[:k]
+            ordered[:k] *= np.uint64(FNV_PRIME)
+            at[:k] += 1
+        h[order] = ordered
     return pl.Series(strings.name, _splitmix(h), dtype=pl.UInt64)
 
 
