@@ -102,6 +102,7 @@ def _fill_source(tag: int, selection: Selection, folder: Path, bucket: pl.Expr) 
     finally:
         for writer in writers.values():
             writer.close()
+    selection.staged.discard_parts()
 
 
 def _buckets(folder: Path, buckets: int) -> Iterator[tuple[pl.DataFrame, pl.Series]]:

@@ -67,6 +67,13 @@ class Staged:
         self.keys = self.keys.filter(keep)
         self.counts[step] = self.counts.get(step, 0) + before - self.keys.height
 
+    def discard_parts(self) -> None:
+        """Delete the staged rows once their selected rows are in buckets: the disk is free before shards are
+        written, and the filling threads do the deleting instead of one pass at the end of the build."""
+        for part in self.parts:
+            part.unlink(missing_ok=True)
+        self.parts, self.starts = [], []
+
     def gather_parts(self, wanted: pl.DataFrame) -> Iterator[pl.DataFrame]:
         """For each part holding some of `wanted`'s `__pos`, its rows at those positions (repeats allowed)
         with `wanted`'s other columns: those the rows have (`id`, which is final only in the keys) replace
