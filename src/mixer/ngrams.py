@@ -10,6 +10,9 @@ Normalisation is `decontam.normalise`'s: lowercase, the punctuation list turned 
 runs of spaces. ASCII rows (nearly all) go through a 256-entry byte table that does exactly that; the few rows
 with other characters take polars' Unicode lowercasing and replacement first (the table then leaves them as
 they are).
+
+Decontamination runs this exact pass only on the texts a cheaper one lets through (`Screen`: every s-th window,
+on word prints instead of hashes), which every text sharing an n-gram with a benchmark item passes.
 """
 
 from __future__ import annotations
