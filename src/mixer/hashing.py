@@ -66,8 +66,7 @@ def stable_hash(strings: pl.Series, salt: str) -> pl.Series:
         order = np.argsort(lengths.astype(np.uint16) if longest < 1 << 16 else lengths, kind="stable")[::-1]
         at = offsets[:-1][order]
         longer_than = n - np.cumsum(np.bincount(lengths, minlength=longest + 1))  # strings with more than j bytes
-        ordered = np.empty(n, dtype=np.uint64)
-        ordered.fill(h[0])
+        ordered = h.copy()  # every entry is still the salt's state
         byte = np.empty(n, dtype=np.uint8)
         for j in range(longest):
             k = int(longer_than[j])
