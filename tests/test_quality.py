@@ -221,6 +221,22 @@ def test_every_build_writes_stats_and_a_report_that_regenerates(tmp_path):
     assert (out / "stats.json").read_bytes() == before
 
 
+def test_the_instruction_verb_is_the_first_word_after_leading_whitespace():
+    from mixer.load import META
+    from mixer.stats import row_features
+
+    prompts = ["Write a poem", " \n\tsummarise this", "\u00a0Translate: hi", "  ", "42 apples", "Écris"]
+    rows = pl.DataFrame(
+        {
+            "dataset": ["a"] * len(prompts),
+            "messages": [[{"role": "user", "content": p}, {"role": "assistant", "content": "ok"}] for p in prompts],
+            "meta": [None] * len(prompts),
+        },
+        schema_overrides={"meta": META},
+    )
+    assert row_features(rows)["verb"].cast(pl.String).to_list() == ["write", "summarise", "translate", None, None, None]
+
+
 def test_decontam_command_reports_without_writing(tmp_path):
     recipe = _recipe(tmp_path, "remove")
     result = run_mixer("decontam", str(recipe), "--json", cwd=tmp_path)

@@ -52,8 +52,7 @@ def row_features(rows: pl.DataFrame, tokenizer: Any = None) -> pl.DataFrame:
         content_chars(pl.col(payload)).alias("chars"),
         pl.col(payload).list.eval(pl.element().struct.field("role") == "assistant").list.sum().alias("turns"),
         first_content(pl.col(payload), "user")
-        .str.strip_chars()
-        .str.extract(r"^([A-Za-z]+)")
+        .str.extract(r"^\s*([A-Za-z]+)")  # the leading word after any whitespace, without copying each prompt
         .str.to_lowercase()
         .alias("verb"),
         pl.col("meta").struct.field("round").alias("round"),
