@@ -44,6 +44,10 @@ class Selection:
         chosen = self.rows.filter(pl.col("__repeat") == 0).select("__index")
         return self.staged.keys.select("__pos", "prompt_hash")[chosen["__index"]]
 
+    def chars(self) -> int:
+        """Characters of the selected rows, repeats included: how long filling buckets with them takes."""
+        return int(self.staged.keys["chars"].gather(self.rows["__index"]).sum() or 0)
+
     def with_ids(self) -> pl.DataFrame:
         return self.rows.with_columns(self.staged.keys["id"].gather(self.rows["__index"]))
 
@@ -73,9 +77,11 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
     """Every selected row into its bucket: staged parts are read one at a time, their selected rows gathered
     (repeats included) and appended as record batches to one Arrow IPC stream per source and bucket, so the
     files grow with the data, not their number. Two sources are filled at once (their streams are their
-    own), so two parts are in memory at a time."""
+    own), so two parts are in memory at a time. The largest go first, so the last to finish is a small one
+    and both threads stay busy to the end."""
+    by_size = sorted(enumerate(selections), key=lambda tagged: -tagged[1].chars())
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
-        jobs = [workers.submit(_fill_source, tag, s, folder, bucket) for tag, s in enumerate(selections)]
+        jobs = [workers.submit(_fill_source, tag, s, folder, bucket) for tag, s in by_size]
         for job in jobs:
             wait_for(job)  # re-raises a failure
 
