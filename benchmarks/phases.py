@@ -1,0 +1,155 @@
+"""Where a build's time goes: the benchmark build in one process, wall and CPU time per phase, beside what
+parsing the inputs and compressing the output cost alone (the two halves of the polars floor).
+
+    python benchmarks/phases.py --rows 1000000 --repeats 3    # prints a table, writes results/phases.json
+
+Phases are timed by wrapping the pipeline's step functions in this process only; mixer itself knows nothing
+of it. CPU time is the whole process's (every thread), so a phase's CPU over its wall time is how many cores
+it kept busy. Inputs are those of `run.py` (generated once into --work); medians over --repeats builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from generate import SHARES, generate  # noqa: E402
+from run import TAKE, write_recipe  # noqa: E402
+
+import mixer.assemble  # noqa: E402
+import mixer.pipeline  # noqa: E402
+from mixer.build import Options, build  # noqa: E402
+
+# (module, function): the steps of `pipeline.materialise`, in the order they run; filling the buckets runs
+# inside writing the shards (on its first shard), so its time is taken out of writing's
+STEPS = {
+    "load, convert, key, stage": (mixer.pipeline, "stage_sources"),
+    "select": (mixer.pipeline, "select"),
+    "overlap matrix": (mixer.pipeline, "overlap_matrix"),
+    "fill sort buckets": (mixer.assemble, "_fill_buckets"),
+    "sort buckets, write shards": (mixer.pipeline, "write_shards"),
+    "statistics and report": (mixer.pipeline, "write_stats"),
+}
+
+
+def _clock() -> tuple[float, float]:
+    times = os.times()
+    return time.perf_counter(), times.user + times.system
+
+
+def timed(function: Callable[..., Any], record: dict[str, list[float]], step: str) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        wall, cpu = _clock()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            end_wall, end_cpu = _clock()
+            record[step][0] += end_wall - wall
+            record[step][1] += end_cpu - cpu
+
+    return wrapper
+
+
+def one_build(recipe: Path, out: Path) -> dict[str, list[float]]:
+    record = {step: [0.0, 0.0] for step in [*STEPS, "whole build"]}
+    originals = {step: getattr(module, name) for step, (module, name) in STEPS.items()}
+    for step, (module, name) in STEPS.items():
+        setattr(module, name, timed(originals[step], record, step))
+    try:
+        timed(build, record, "whole build")(recipe, Options(progress=False), out=out, force=True)
+    finally:
+        for step, (module, name) in STEPS.items():
+            setattr(module, name, originals[step])
+    writing, filling = record["sort buckets, write shards"], record["fill sort buckets"]
+    record["sort buckets, write shards"] = [writing[0] - filling[0], writing[1] - filling[1]]
+    named = [record[s] for s in STEPS]
+    record["other (validate, plan, hash inputs, manifest)"] = [
+        record["whole build"][k] - sum(step[k] for step in named) for k in (0, 1)
+    ]
+    return record
+
+
+def parse_alone(data: Path) -> list[float]:
+    """Every input parsed by polars' streaming JSON reader into memory, nothing else."""
+    wall, cpu = _clock()
+    for path in sorted(data.glob("*.jsonl")):
+        pl.scan_ndjson(path).collect(engine="streaming")
+    end_wall, end_cpu = _clock()
+    return [end_wall - wall, end_cpu - cpu]
+
+
+def compress_alone(shards: list[Path], scratch: Path) -> list[float]:
+    """The build's own shards written again as mixer writes them (zstd parquet): the compression a mixture
+    of this size costs, one shard at a time."""
+    total = [0.0, 0.0]
+    for shard in shards:
+        frame = pl.read_parquet(shard)
+        wall, cpu = _clock()
+        frame.write_parquet(scratch, compression="zstd", statistics=False)
+        end_wall, end_cpu = _clock()
+        total = [total[0] + end_wall - wall, total[1] + end_cpu - cpu]
+    scratch.unlink(missing_ok=True)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mixer-bench"))
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "phases.json")
+    args = parser.parse_args()
+    work = args.work / str(args.rows)
+    data = work / "data"
+    if not (data / "sharegpt.jsonl").is_file():
+        print(f"generating {args.rows:,} rows into {data} ...", flush=True)
+        generate(data, args.rows)
+    counts = {name: round(round(args.rows * share) * TAKE) for name, share in SHARES.items()}
+    recipe = write_recipe(work, counts)
+    out = work / "out_phases"
+    runs: dict[str, list[list[float]]] = {}
+    for repeat in range(args.repeats):
+        for step, figures in one_build(recipe, out).items():
+            runs.setdefault(step, []).append(figures)
+        runs.setdefault("parse the inputs alone", []).append(parse_alone(data))
+        shards = sorted((out / "data").glob("*.parquet"))
+        runs.setdefault("compress the output alone", []).append(compress_alone(shards, work / "compress.parquet"))
+        print(f"  run {repeat + 1}/{args.repeats}: build {runs['whole build'][-1][0]:.2f} s", flush=True)
+    medians = {step: [statistics.median(r[k] for r in rs) for k in (0, 1)] for step, rs in runs.items()}
+    print(f"\n{args.rows:,} input rows -> {sum(counts.values()):,} mixed rows; medians of {args.repeats}")
+    width = max(len(s) for s in medians)
+    print(f"{'phase':<{width}} {'wall s':>8} {'cpu s':>8} {'cores':>6}")
+    for step, (wall, cpu) in medians.items():
+        print(f"{step:<{width}} {wall:>8.2f} {cpu:>8.2f} {cpu / wall if wall > 0 else 0:>6.2f}")
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "versions": {p: version(p) for p in ("mixer", "polars", "pyarrow")},
+        "rows": args.rows,
+        "mixed_rows": sum(counts.values()),
+        "medians": {step: {"wall_s": wall, "cpu_s": cpu} for step, (wall, cpu) in medians.items()},
+        "runs": runs,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
