@@ -60,3 +60,42 @@ def test_file_hashes_are_remembered_by_stat_and_recomputed_when_the_file_changes
     racy = FileHashes(store)
     racy.sha256(fresh)
     assert str(fresh.resolve()) not in racy.known  # modified within the last seconds: never cached
+
+
+def test_files_hashed_ahead_are_read_once_and_only_when_not_remembered(tmp_path, monkeypatch):
+    import os
+
+    from mixer import hashing
+    from mixer.hashing import FileHashes
+
+    files = []
+    for name in ("a", "b", "c", "racy"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(f"{name}\n" * 1000)
+        if name != "racy":
+            old = path.stat().st_mtime_ns - 10_000_000_000
+            os.utime(path, ns=(old, old))
+        files.append(path)
+    a, b, c, racy = files
+    expected = {p: hashing.file_sha256(p) for p in files}
+    store = tmp_path / "hashes.json"
+    remembered = FileHashes(store)
+    remembered.sha256(a)
+    remembered.save()
+
+    reads: list[str] = []
+    real = hashing.file_sha256
+    monkeypatch.setattr(hashing, "file_sha256", lambda path: reads.append(path.name) or real(path))
+    hashes = FileHashes(store)
+    hashes.hash_ahead([a, b, c, racy, b])
+    assert sorted(reads) == ["b.jsonl", "c.jsonl", "racy.jsonl"]  # a is remembered, b is read once
+    assert [hashes.sha256(p) for p in files] == [expected[p] for p in files]
+    assert len(reads) == 3  # nothing read again
+    assert str(racy.resolve()) not in hashes.known and str(c.resolve()) in hashes.known
+
+    c.write_text("changed\n")  # after the read-ahead: its signature no longer matches, so it is read again
+    assert hashes.sha256(c) == real(c) and reads[-1] == "c.jsonl"
+
+    reads.clear()
+    FileHashes(store).hash_ahead([c, a])  # one file to read: no threads, left to sha256
+    assert reads == []

@@ -7,6 +7,7 @@ commit) for the lock and the manifest, so a lock committed on one machine checks
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -155,6 +156,24 @@ def read_from_hub(
         ) from None
 
 
+def _local_files(
+    spec: SourceSpec, entry: RegistryEntry | None, base_dir: Path, data_dir: Path | None, sample: bool
+) -> tuple[str, list[tuple[Path, str]]] | None:
+    """(origin, labelled files) of a source read from this machine; None when it has to come from the hub."""
+    if sample and entry is not None:
+        return "sample", [(entry.sample, f"bundled:samples/{entry.sample.name}")]
+    if spec.paths:
+        labelled = _recipe_files(spec, base_dir)
+        if not labelled:
+            raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
+        return "path", labelled
+    if entry is not None and data_dir is not None:
+        files = _from_data_dir(entry.name, data_dir)
+        if files:
+            return "data_dir", [(f, _under(data_dir, f, "data-dir:")) for f in files]
+    return None
+
+
 def resolve_source(
     spec: SourceSpec,
     base_dir: Path,
@@ -170,20 +189,12 @@ def resolve_source(
     fmt = spec.format or (entry.format if entry else None)
     assert fmt is not None, "validated recipes name a format"
     revision, license_ = (entry.hub.revision if entry and entry.hub else None), (entry.license if entry else "unknown")
-    if sample and entry is not None:
-        sample_file = [(entry.sample, f"bundled:samples/{entry.sample.name}")]
-        return ResolvedSource(spec, entry, fmt, "sample", input_files(sample_file, hashes), "bundled-sample", license_)
-    if spec.paths:
-        labelled = _recipe_files(spec, base_dir)
-        if not labelled:
-            raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
-        return ResolvedSource(spec, entry, fmt, "path", input_files(labelled, hashes), None, license_)
+    local = _local_files(spec, entry, base_dir, data_dir, sample)
+    if local is not None:
+        origin, labelled = local
+        pinned = {"sample": "bundled-sample", "path": None, "data_dir": revision}[origin]
+        return ResolvedSource(spec, entry, fmt, origin, input_files(labelled, hashes), pinned, license_)
     assert entry is not None
-    if data_dir is not None:
-        files = _from_data_dir(entry.name, data_dir)
-        if files:
-            labelled = [(f, _under(data_dir, f, "data-dir:")) for f in files]
-            return ResolvedSource(spec, entry, fmt, "data_dir", input_files(labelled, hashes), revision, license_)
     hint = (
         f"download it elsewhere and put it at <data dir>/{entry.name}.jsonl (or .json/.parquet/...), then pass "
         f"--data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe; or build with --sample to use "
@@ -195,6 +206,18 @@ def resolve_source(
     labelled = [(path, f"hub:{entry.hub.id}@{commit}")]
     fmt = spec.format or entry.hub.format or fmt
     return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
+
+
+def _local_paths(recipe: Recipe, data_dir: Path | None, sample: bool) -> list[Path]:
+    """Every local input file of the recipe, so they can be hashed together before each source resolves."""
+    registry = load_registry()
+    paths: list[Path] = []
+    for spec in recipe.base_sources:
+        entry = registry.get(spec.registry) if spec.registry else None
+        with contextlib.suppress(MixerError):  # a source without files is reported by resolve_source, in order
+            local = _local_files(spec, entry, recipe.base_dir, data_dir, sample)
+            paths += [path for path, _ in local[1]] if local else []
+    return paths
 
 
 def default_cache_dir() -> Path:
@@ -215,6 +238,7 @@ def resolve_recipe(
     cache = cache_dir or default_cache_dir()
     hashes = FileHashes(cache / "file-hashes.json")
     locked = {} if sample else locked_revisions(recipe)
+    hashes.hash_ahead(_local_paths(recipe, data_dir, sample))
     resolved = [
         resolve_source(
             s,
