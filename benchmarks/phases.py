@@ -10,7 +10,6 @@ it kept busy. Inputs are those of `run.py` (generated once into --work); medians
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -28,8 +27,7 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import SHARES, generate  # noqa: E402
-from run import TAKE, write_recipe  # noqa: E402
+from run import benchmark_arguments, prepare_inputs  # noqa: E402
 
 import mixer.assemble  # noqa: E402
 import mixer.pipeline  # noqa: E402
@@ -109,19 +107,8 @@ def compress_alone(shards: list[Path], scratch: Path) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/mixer-bench"))
-    parser.add_argument("--json", type=Path, default=HERE / "results" / "phases.json")
-    args = parser.parse_args()
-    work = args.work / str(args.rows)
-    data = work / "data"
-    if not (data / "sharegpt.jsonl").is_file():
-        print(f"generating {args.rows:,} rows into {data} ...", flush=True)
-        generate(data, args.rows)
-    counts = {name: round(round(args.rows * share) * TAKE) for name, share in SHARES.items()}
-    recipe = write_recipe(work, counts)
+    args = benchmark_arguments(__doc__.splitlines()[0], "phases.json").parse_args()
+    work, data, counts, recipe = prepare_inputs(args.rows, args.work)
     out = work / "out_phases"
     runs: dict[str, list[list[float]]] = {}
     for repeat in range(args.repeats):

@@ -79,22 +79,33 @@ def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def benchmark_arguments(description: str, results: str) -> argparse.ArgumentParser:
+    """The options every benchmark script here shares: input size, repeats, where inputs and results go."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mixer-bench"))
-    parser.add_argument("--json", type=Path, default=HERE / "results" / "build.json")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / results)
+    return parser
+
+
+def prepare_inputs(rows: int, work_root: Path) -> tuple[Path, Path, dict[str, int], Path]:
+    """(work dir, data dir, rows taken per source, the plain recipe); the inputs are generated once per size."""
+    work = work_root / str(rows)
+    data = work / "data"
+    if not (data / "sharegpt.jsonl").is_file():
+        print(f"generating {rows:,} rows into {data} ...", flush=True)
+        generate(data, rows)
+    counts = {name: round(round(rows * share) * TAKE) for name, share in SHARES.items()}
+    return work, data, counts, write_recipe(work, counts)
+
+
+def main() -> None:
+    parser = benchmark_arguments(__doc__.splitlines()[0], "build.json")
     parser.add_argument("--only", help="comma-separated commands to run (e.g. mixer_build for the 10M memory run)")
     parser.add_argument("--against", metavar="REF", help="also run the mixer commands from this git revision")
     args = parser.parse_args()
-    work = args.work / str(args.rows)
-    data = work / "data"
-    if not (data / "sharegpt.jsonl").is_file():
-        print(f"generating {args.rows:,} rows into {data} ...", flush=True)
-        generate(data, args.rows)
-    counts = {name: round(round(args.rows * share) * TAKE) for name, share in SHARES.items()}
-    recipe = write_recipe(work, counts)
+    work, data, counts, recipe = prepare_inputs(args.rows, args.work)
     python = sys.executable
     commands = {
         "hf_datasets": [
