@@ -7,7 +7,8 @@ Each command runs as its own process; wall time, CPU time and peak RSS come from
 between commands and the table shows medians. The mixture takes 64% of every source (640K of 1M rows).
 `--against REF` also runs the mixer commands from a git revision (a temporary worktree on PYTHONPATH),
 alternating with the working tree: this shared machine's speed drifts by 10-20% over an hour, so a change
-is only measured against its base in the same run.
+is only measured against its base in the same run. `--env NAME=VALUE` (repeatable) likewise adds a variant of
+the mixer commands with that environment variable set.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def main() -> None:
     parser = benchmark_arguments(__doc__.splitlines()[0], "build.json")
     parser.add_argument("--only", help="comma-separated commands to run (e.g. mixer_build for the 10M memory run)")
     parser.add_argument("--against", metavar="REF", help="also run the mixer commands from this git revision")
+    parser.add_argument(
+        "--env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="also run the mixer commands with this environment variable set (repeatable: one variant each)",
+    )
     args = parser.parse_args()
     work, data, counts, recipe = prepare_inputs(args.rows, args.work)
     python = sys.executable
@@ -133,10 +141,15 @@ def main() -> None:
     if args.only:
         commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
     envs: dict[str, dict[str, str]] = {}
+    for setting in args.env:  # e.g. an allocator setting, measured against the default in the same run
+        variable, _, value = setting.partition("=")
+        for name in [n for n in commands if n.startswith("mixer_") and "[" not in n]:
+            commands[f"{name}[{setting}]"] = commands[name]
+            envs[f"{name}[{setting}]"] = {variable: value}
     base = Path(tempfile.mkdtemp(prefix="mixer-base-")) / "tree" if args.against else None
     if base is not None:
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(base), args.against], check=True)
-        for name in [n for n in commands if n.startswith("mixer_")]:
+        for name in [n for n in commands if n.startswith("mixer_") and "[" not in n]:
             commands[f"{name}@{args.against}"] = commands[name]
             envs[f"{name}@{args.against}"] = {"PYTHONPATH": str(base / "src")}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
