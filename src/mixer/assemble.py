@@ -29,29 +29,27 @@ FILL_WORKERS = 2
 @dataclass
 class Selection:
     """The rows a source contributes, in selection order: (__pos, __index into the source's keys, __repeat,
-    __sort). Ids are not copied here (the largest thing per row); they are read from the keys when needed."""
+    __sort), and their characters, repeats included (how long filling buckets with them takes). Ids are not
+    copied here (the largest thing per row); they are read from the keys when needed."""
 
     staged: Staged
     rows: pl.DataFrame
+    chars: int
 
     def release(self) -> None:
         """Free the keys of this selection and of its source once the rows are in buckets."""
         self.rows = self.rows.clear()
         self.staged.keys = self.staged.keys.clear()
 
-    def keep_only_ids(self) -> None:
-        """Free the source's other keys (positions, characters, prompt hashes) once only its rows are left to
-        gather: with 10M input rows they are ~200 MB, freed before the fill, where a large build peaks."""
-        self.staged.keys = self.staged.keys.select("id")
+    def keep_keys(self, *columns: str) -> None:
+        """Free the source's other keys: each step after selection reads fewer, and a large build peaks in
+        them (at 10M input rows each 8-byte column is 80 MB)."""
+        self.staged.keys = self.staged.keys.select(columns)
 
     def distinct(self) -> pl.DataFrame:
         """(__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out)."""
         chosen = self.rows.filter(pl.col("__repeat") == 0).select("__index")
         return self.staged.keys.select("__pos", "prompt_hash")[chosen["__index"]]
-
-    def chars(self) -> int:
-        """Characters of the selected rows, repeats included: how long filling buckets with them takes."""
-        return int(self.staged.keys["chars"].gather(self.rows["__index"]).sum() or 0)
 
     def with_ids(self) -> pl.DataFrame:
         return self.rows.with_columns(self.staged.keys["id"].gather(self.rows["__index"]))
@@ -64,7 +62,8 @@ def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: boo
         rows = chosen.select(s.keys["__pos"].gather(chosen["__index"]), "__index", "__repeat")
         ids = s.keys["id"].gather(chosen["__index"])
         rows = rows.with_columns(order_keys(rows.with_columns(ids), seed, shuffle, offset))
-        selections.append(Selection(s, rows))
+        selections.append(Selection(s, rows, int(s.keys["chars"].gather(chosen["__index"]).sum() or 0)))
+        selections[-1].keep_keys("__pos", "id", "prompt_hash")  # what the overlap matrix and filling read
         offset += rows.height
     return selections
 
@@ -84,9 +83,9 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
     files grow with the data, not their number. Two sources are filled at once (their streams are their
     own), so two parts are in memory at a time. The largest go first, so the last to finish is a small one
     and both threads stay busy to the end."""
-    by_size = sorted(enumerate(selections), key=lambda tagged: -tagged[1].chars())
+    by_size = sorted(enumerate(selections), key=lambda tagged: -tagged[1].chars)
     for selection in selections:
-        selection.keep_only_ids()
+        selection.keep_keys("id")
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
         jobs = [workers.submit(_fill_source, tag, s, folder, bucket) for tag, s in by_size]
         for job in jobs:
