@@ -13,6 +13,7 @@ import pytest
 import mixer.assemble
 import mixer.io
 import mixer.load
+import mixer.pipeline
 import mixer.stage
 from mixer.build import Options, build
 from mixer.load import load_chunks, merge_chunks
@@ -220,3 +221,41 @@ def test_a_wanted_name_seen_only_as_a_value_does_not_stop_borrowing_a_schema():
     assert mixer.io._parse_like(as_column, schema, columns, keys) is None  # a mapped column holds a value
     as_key = b'{"id": "a", "conversations": [{"role" : "user", "from": "human", "value": "hi"}]}\n'
     assert mixer.io._parse_like(as_key, schema, columns, keys) is None  # a turn key the schema would drop
+
+
+def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkeypatch):
+    # at 10M input rows every 8-byte key column is 80 MB at the build's peak, so what a step no longer reads goes
+    rows = [{"instruction": f"task {i % 90}", "input": "", "output": f"result {i % 90}"} for i in range(120)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: trimmed
+        sources:
+          a: {path: a.jsonl, format: alpaca, fraction: 1.5}
+        mixture: {dedup: near}
+        """,
+    )
+    seen: dict[str, list[str]] = {}
+    select, fill = mixer.pipeline.select, mixer.assemble._fill_source
+
+    def recording_select(staged, *args):
+        seen["staged"] = staged[0].keys.columns
+        selections = select(staged, *args)
+        seen["selected"] = selections[0].staged.keys.columns
+        return selections
+
+    def recording_fill(tag, selection, *args):
+        seen["filling"] = selection.staged.keys.columns
+        return fill(tag, selection, *args)
+
+    monkeypatch.setattr(mixer.pipeline, "select", recording_select)
+    monkeypatch.setattr(mixer.assemble, "_fill_source", recording_fill)
+    out = build(recipe, QUIET, out=tmp_path / "out").out_dir
+    assert seen == {
+        "staged": ["__pos", "id", "chars", "prompt", "prompt_hash"],
+        "selected": ["__pos", "id", "prompt_hash"],
+        "filling": ["id"],
+    }
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sources"]["a"]["counts"]["dedup"] == 30 and manifest["totals"]["rows"] == 135
