@@ -6,6 +6,11 @@ parsing the inputs and compressing the output cost alone (the two halves of the 
 Phases are timed by wrapping the pipeline's step functions in this process only; mixer itself knows nothing
 of it. CPU time is the whole process's (every thread), so a phase's CPU over its wall time is how many cores
 it kept busy. Inputs are those of `run.py` (generated once into --work); medians over --repeats builds.
+
+The process's resident memory is sampled every 0.1 s; a phase's peak is the highest sample while it ran, in the
+first build only (later ones start from what the allocator kept of the runs before). Filling the buckets runs
+inside writing the shards, so the writing phase's peak covers both. The largest is where a build peaks, which is
+how `--rows 10000000 --repeats 1` shows what to trim for the 10M memory target.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -50,7 +57,34 @@ def _clock() -> tuple[float, float]:
     return time.perf_counter(), times.user + times.system
 
 
-def timed(function: Callable[..., Any], record: dict[str, list[float]], step: str) -> Callable[..., Any]:
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@contextmanager
+def rss_samples(every: float = 0.1) -> Iterator[list[tuple[float, float]]]:
+    """(perf_counter, RSS MB) samples taken in a thread while the block runs."""
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((time.perf_counter(), _rss_mb()))
+            done.wait(every)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        sampler.join()
+
+
+def timed(
+    function: Callable[..., Any], record: dict[str, list[float]], step: str, spans: list[tuple[str, float, float]]
+) -> Callable[..., Any]:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         wall, cpu = _clock()
@@ -60,17 +94,32 @@ def timed(function: Callable[..., Any], record: dict[str, list[float]], step: st
             end_wall, end_cpu = _clock()
             record[step][0] += end_wall - wall
             record[step][1] += end_cpu - cpu
+            spans.append((step, wall, end_wall))
 
     return wrapper
 
 
-def one_build(recipe: Path, out: Path) -> dict[str, list[float]]:
+def peaks(spans: list[tuple[str, float, float]], samples: list[tuple[float, float]]) -> dict[str, float]:
+    """Each step's highest RSS sample while it ran (for a step shorter than the sampling interval, the last
+    sample before it)."""
+    found: dict[str, float] = {}
+    for step, start, end in spans:
+        inside = [rss for at, rss in samples if start <= at <= end]
+        seen = inside or [rss for at, rss in samples if at < start][-1:]
+        found[step] = max([found.get(step, 0.0), *seen])
+    return found
+
+
+def one_build(recipe: Path, out: Path) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each step's [wall s, CPU s], and its peak RSS in MB."""
     record = {step: [0.0, 0.0] for step in [*STEPS, "whole build"]}
+    spans: list[tuple[str, float, float]] = []
     originals = {step: getattr(module, name) for step, (module, name) in STEPS.items()}
     for step, (module, name) in STEPS.items():
-        setattr(module, name, timed(originals[step], record, step))
+        setattr(module, name, timed(originals[step], record, step, spans))
     try:
-        timed(build, record, "whole build")(recipe, Options(progress=False), out=out, force=True)
+        with rss_samples() as samples:
+            timed(build, record, "whole build", spans)(recipe, Options(progress=False), out=out, force=True)
     finally:
         for step, (module, name) in STEPS.items():
             setattr(module, name, originals[step])
@@ -80,7 +129,7 @@ def one_build(recipe: Path, out: Path) -> dict[str, list[float]]:
     record["other (validate, plan, hash inputs, manifest)"] = [
         record["whole build"][k] - sum(step[k] for step in named) for k in (0, 1)
     ]
-    return record
+    return record, peaks(spans, samples)
 
 
 def parse_alone(data: Path) -> list[float]:
@@ -111,8 +160,11 @@ def main() -> None:
     work, data, counts, recipe = prepare_inputs(args.rows, args.work)
     out = work / "out_phases"
     runs: dict[str, list[list[float]]] = {}
+    first_peaks: dict[str, float] = {}
     for repeat in range(args.repeats):
-        for step, figures in one_build(recipe, out).items():
+        record, peak = one_build(recipe, out)
+        first_peaks = first_peaks or peak
+        for step, figures in record.items():
             runs.setdefault(step, []).append(figures)
         runs.setdefault("parse the inputs alone", []).append(parse_alone(data))
         shards = sorted((out / "data").glob("*.parquet"))
@@ -121,9 +173,10 @@ def main() -> None:
     medians = {step: [statistics.median(r[k] for r in rs) for k in (0, 1)] for step, rs in runs.items()}
     print(f"\n{args.rows:,} input rows -> {sum(counts.values()):,} mixed rows; medians of {args.repeats}")
     width = max(len(s) for s in medians)
-    print(f"{'phase':<{width}} {'wall s':>8} {'cpu s':>8} {'cores':>6}")
+    print(f"{'phase':<{width}} {'wall s':>8} {'cpu s':>8} {'cores':>6} {'peak MB':>8}")
     for step, (wall, cpu) in medians.items():
-        print(f"{step:<{width}} {wall:>8.2f} {cpu:>8.2f} {cpu / wall if wall > 0 else 0:>6.2f}")
+        peak = f"{first_peaks[step]:>8.0f}" if step in first_peaks else f"{'':>8}"
+        print(f"{step:<{width}} {wall:>8.2f} {cpu:>8.2f} {cpu / wall if wall > 0 else 0:>6.2f} {peak}")
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
@@ -131,6 +184,7 @@ def main() -> None:
         "rows": args.rows,
         "mixed_rows": sum(counts.values()),
         "medians": {step: {"wall_s": wall, "cpu_s": cpu} for step, (wall, cpu) in medians.items()},
+        "peak_rss_mb_first_build": first_peaks,
         "runs": runs,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
