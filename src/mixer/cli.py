@@ -13,10 +13,33 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from mixer.errors import MixerError, RecipeInvalid
 
+
+class _FlagsWithoutType:
+    """typer 0.29 prints a value type after flags in --help (`--force <bool>`, even `--help <bool>`), which
+    reads as if they took a value; an empty metavar leaves that column blank for them."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsWithoutType, TyperCommand):
+    pass
+
+
+class Group(_FlagsWithoutType, TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -113,7 +136,7 @@ def _print_quality(manifest: dict, out_dir: Path) -> None:
     out.print(f"report: {out_dir / 'report.html'}")
 
 
-@app.command()
+@app.command(cls=Command)
 def validate(files: Annotated[list[Path], typer.Argument(help="Recipe files.")], as_json: JsonFlag = False) -> None:
     """Check recipes against the schema and the semantic rules; report every problem as FILE:LINE:COL."""
     from mixer.validate import validate_file
@@ -165,7 +188,7 @@ def _plan_table(plan) -> Table:
     return table
 
 
-@app.command()
+@app.command(cls=Command)
 def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
     from mixer.build import Options
@@ -237,10 +260,9 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
     return table
 
 
-@app.command()
+@app.command(cls=Command)
 def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
-    """Audit the data without building: benchmark hits (mixture.decontaminate) and exact + near-duplicate
-    overlap between sources over every available row; writes nothing."""
+    """Audit every available row without building: benchmark hits, exact and near-duplicate overlap; writes nothing."""
     from mixer.build import Options
     from mixer.pipeline import decontam_only
 
@@ -268,7 +290,7 @@ def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_
         out.print(matrix)
 
 
-@app.command()
+@app.command(cls=Command)
 def stats(
     out_dir: Path,
     tokenizer: Annotated[
@@ -291,7 +313,7 @@ def stats(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def evolve(
     recipe: Path,
     block: Annotated[str | None, typer.Option("--block", help="Run only this evolve block.")] = None,
@@ -314,7 +336,7 @@ def evolve(
     out.print(f"wrote {', '.join(str(root / name) for name in stats)}")
 
 
-@app.command()
+@app.command(cls=Command)
 def build(
     recipe: Path,
     data_dir: DataDir = None,
@@ -367,7 +389,7 @@ def build(
         out.print(f"lock: {result.lock}")
 
 
-@app.command()
+@app.command(cls=Command)
 def train(
     recipe: Path,
     stage: Annotated[str | None, typer.Option("--stage", help="Run only this stage.")] = None,
@@ -424,7 +446,7 @@ def train(
             out.print(f"wrote {report.slurm_script}: submit with `sbatch {report.slurm_script}`", markup=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def sources(as_json: JsonFlag = False) -> None:
     """List the registry of known datasets (and the formats inline sources can use)."""
     from mixer.adapters import FORMATS, format_spec
@@ -477,11 +499,13 @@ def sources(as_json: JsonFlag = False) -> None:
     out.print(known)
 
 
-results_app = typer.Typer(no_args_is_help=True, help="Attach evaluation results to a run or build directory.")
+results_app = typer.Typer(
+    cls=Group, no_args_is_help=True, help="Attach evaluation results to a run or build directory."
+)
 app.add_typer(results_app, name="results")
 
 
-@results_app.command("add")
+@results_app.command("add", cls=Command)
 def results_add(
     run_dir: Path,
     files: Annotated[list[Path], typer.Argument(help="lm-eval results JSON, AlpacaEval CSV/JSON, plain JSON/YAML.")],
@@ -498,7 +522,7 @@ def results_add(
     out.print(f"added {len(scores)} score(s) from {len(files)} file(s) to {run_dir / 'results'}")
 
 
-@results_app.command("show")
+@results_app.command("show", cls=Command)
 def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
     """The normalised score table of a run directory."""
     from mixer.results import run_scores
@@ -524,7 +548,7 @@ def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
     out.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 def runs(
     dirs: Annotated[list[Path] | None, typer.Argument(help="Where to look (default: runs/ and out/).")] = None,
     as_json: JsonFlag = False,
@@ -552,7 +576,7 @@ def runs(
     out.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 def diff(
     sides: Annotated[list[str], typer.Argument(help="Run dirs, build outputs or recipes (PATH or PATH@GITREF).")],
     baseline: Annotated[str | None, typer.Option("--baseline", help="Compare every other side to this one.")] = None,
