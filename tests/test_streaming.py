@@ -3,7 +3,9 @@ numbers, line numbers and ids file-wide; tiny chunks, parts and buckets give byt
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -259,3 +261,34 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
     }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sources"]["a"]["counts"]["dedup"] == 30 and manifest["totals"]["rows"] == 135
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 5, 7, 64, 10_000])
+def test_line_blocks_end_at_the_first_line_end_past_each_chunk_like_read_then_readline(
+    tmp_path, monkeypatch, chunk_bytes
+):
+    monkeypatch.setattr(mixer.io, "LINE_PROBE", 3)  # lines longer than the probe make it read on
+    contents = {
+        "lines": b'{"a": 1}\n{"a": 22}\n\n{"a": 333}\n' + b"x" * 40 + b"\n",
+        "no final newline": b"first\n" + b"y" * 30 + b"\nlast",
+        "one long line": b"z" * 100,
+        "only newlines": b"\n\n\n",
+        "empty": b"",
+    }
+    for name, content in contents.items():
+        plain, packed = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.jsonl.gz"
+        plain.write_bytes(content)
+        packed.write_bytes(gzip.compress(content))
+        expected, source = [], io.BytesIO(content)
+        while True:  # the reference: a block, then the rest of its last line
+            block = source.read(chunk_bytes)
+            if block and not block.endswith(b"\n"):
+                block += source.readline()
+            expected.append(block)
+            if not block:
+                break
+        with open(plain, "rb") as fh:
+            assert list(mixer.io._line_blocks(fh, chunk_bytes)) == expected, name
+        with gzip.open(packed, "rb") as fh:
+            assert list(mixer.io._line_blocks(fh, chunk_bytes)) == expected, name
+        assert b"".join(expected) == content and expected[-1] == b""
