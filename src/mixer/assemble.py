@@ -56,6 +56,8 @@ class Selection:
 
 
 def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
+    """Each source's `counts` rows in selection order with their sort keys. Afterwards each source's keys
+    hold only what the overlap matrix and filling read: the rest was for selection (and dedup) alone."""
     selections, offset = [], 0
     for s in staged:
         chosen = select_keys(s.keys["id"], counts[s.name], seed, s.name)

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,24 +22,24 @@ class _FlagsWithoutType:
     """typer 0.29 prints a value type after flags in --help (`--force <bool>`, even `--help <bool>`), which
     reads as if they took a value; an empty metavar leaves that column blank for them."""
 
-    def get_params(self, ctx):  # type: ignore[no-untyped-def]
-        params = super().get_params(ctx)  # type: ignore[misc]
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
         return params
 
 
-class Command(_FlagsWithoutType, TyperCommand):
+class PlainFlagsCommand(_FlagsWithoutType, TyperCommand):
     pass
 
 
-class Group(_FlagsWithoutType, TyperGroup):
+class PlainFlagsGroup(_FlagsWithoutType, TyperGroup):
     pass
 
 
 app = typer.Typer(
-    cls=Group,
+    cls=PlainFlagsGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -136,7 +136,7 @@ def _print_quality(manifest: dict, out_dir: Path) -> None:
     out.print(f"report: {out_dir / 'report.html'}")
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def validate(files: Annotated[list[Path], typer.Argument(help="Recipe files.")], as_json: JsonFlag = False) -> None:
     """Check recipes against the schema and the semantic rules; report every problem as FILE:LINE:COL."""
     from mixer.validate import validate_file
@@ -188,7 +188,7 @@ def _plan_table(plan) -> Table:
     return table
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
     from mixer.build import Options
@@ -260,7 +260,7 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
     return table
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Audit every available row without building: benchmark hits, exact and near-duplicate overlap; writes nothing."""
     from mixer.build import Options
@@ -290,7 +290,7 @@ def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_
         out.print(matrix)
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def stats(
     out_dir: Path,
     tokenizer: Annotated[
@@ -313,7 +313,7 @@ def stats(
     )
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def evolve(
     recipe: Path,
     block: Annotated[str | None, typer.Option("--block", help="Run only this evolve block.")] = None,
@@ -336,7 +336,7 @@ def evolve(
     out.print(f"wrote {', '.join(str(root / name) for name in stats)}")
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def build(
     recipe: Path,
     data_dir: DataDir = None,
@@ -389,7 +389,7 @@ def build(
         out.print(f"lock: {result.lock}")
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def train(
     recipe: Path,
     stage: Annotated[str | None, typer.Option("--stage", help="Run only this stage.")] = None,
@@ -446,7 +446,7 @@ def train(
             out.print(f"wrote {report.slurm_script}: submit with `sbatch {report.slurm_script}`", markup=False)
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def sources(as_json: JsonFlag = False) -> None:
     """List the registry of known datasets (and the formats inline sources can use)."""
     from mixer.adapters import FORMATS, format_spec
@@ -500,12 +500,12 @@ def sources(as_json: JsonFlag = False) -> None:
 
 
 results_app = typer.Typer(
-    cls=Group, no_args_is_help=True, help="Attach evaluation results to a run or build directory."
+    cls=PlainFlagsGroup, no_args_is_help=True, help="Attach evaluation results to a run or build directory."
 )
 app.add_typer(results_app, name="results")
 
 
-@results_app.command("add", cls=Command)
+@results_app.command("add", cls=PlainFlagsCommand)
 def results_add(
     run_dir: Path,
     files: Annotated[list[Path], typer.Argument(help="lm-eval results JSON, AlpacaEval CSV/JSON, plain JSON/YAML.")],
@@ -522,7 +522,7 @@ def results_add(
     out.print(f"added {len(scores)} score(s) from {len(files)} file(s) to {run_dir / 'results'}")
 
 
-@results_app.command("show", cls=Command)
+@results_app.command("show", cls=PlainFlagsCommand)
 def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
     """The normalised score table of a run directory."""
     from mixer.results import run_scores
@@ -548,7 +548,7 @@ def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
     out.print(table)
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def runs(
     dirs: Annotated[list[Path] | None, typer.Argument(help="Where to look (default: runs/ and out/).")] = None,
     as_json: JsonFlag = False,
@@ -576,7 +576,7 @@ def runs(
     out.print(table)
 
 
-@app.command(cls=Command)
+@app.command(cls=PlainFlagsCommand)
 def diff(
     sides: Annotated[list[str], typer.Argument(help="Run dirs, build outputs or recipes (PATH or PATH@GITREF).")],
     baseline: Annotated[str | None, typer.Option("--baseline", help="Compare every other side to this one.")] = None,

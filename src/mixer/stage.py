@@ -36,7 +36,8 @@ DEDUP_SEEDS = (0x6D69786572, 0x6465647570)
 class Staged:
     """A cleaned source: its rows in `parts` on disk (part i holds positions starts[i]..); `keys` has one row
     per row still available, in file order: __pos, id, chars, prompt_hash, the dedup hashes h1/h2 until
-    dedup has run (when the recipe deduplicates), and prompt when near dedup or the near-overlap audit needs it."""
+    dedup has run (when the recipe deduplicates), and prompt when near dedup or the near-overlap audit needs it.
+    Selection then trims them to what the steps after it read (mixer.assemble)."""
 
     source: ResolvedSource
     parts: list[Path]
