@@ -150,7 +150,7 @@ def _line_blocks(fh: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     if isinstance(fh, gzip.GzipFile):
         while True:
             data = fh.read(chunk_bytes)
-            if data and not data.endswith(b"\n"):
+            if data and not data.endswith(NEWLINE_BYTE):
                 data += fh.readline()
             yield data
             if not data:
