@@ -146,8 +146,8 @@ def _line_blocks(fh: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     end, then one empty block. `read` + `readline` would glue the line's rest on with a copy of the whole
     block, holding the GIL (~0.6 s for 679 MB) while the other loading thread waits for it; here a short
     probe finds where the block's last line ends, so one `pread`, which releases the GIL, reads exactly the
-    block. Gzip streams cannot be read at an offset; they take the copy."""
-    if isinstance(fh, gzip.GzipFile):
+    block. Gzip streams cannot be read at an offset, and Windows has no `pread`; they take the copy."""
+    if isinstance(fh, gzip.GzipFile) or not hasattr(os, "pread"):
         while True:
             data = fh.read(chunk_bytes)
             if data and not data.endswith(NEWLINE_BYTE):
