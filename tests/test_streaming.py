@@ -291,4 +291,7 @@ def test_line_blocks_end_at_the_first_line_end_past_each_chunk_like_read_then_re
             assert list(mixer.io._line_blocks(fh, chunk_bytes)) == expected, name
         with gzip.open(packed, "rb") as fh:
             assert list(mixer.io._line_blocks(fh, chunk_bytes)) == expected, name
+        with monkeypatch.context() as without_pread, open(plain, "rb") as fh:  # as on Windows
+            without_pread.delattr(mixer.io.os, "pread")
+            assert list(mixer.io._line_blocks(fh, chunk_bytes)) == expected, name
         assert b"".join(expected) == content and expected[-1] == b""
