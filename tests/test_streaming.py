@@ -238,7 +238,7 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
         mixture: {dedup: near}
         """,
     )
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, object] = {}
     select, fill = mixer.pipeline.select, mixer.assemble._fill_source
 
     def recording_select(staged, *args):
@@ -248,7 +248,7 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
         return selections
 
     def recording_fill(tag, selection, *args):
-        seen["filling"] = selection.staged.keys.columns
+        seen["filling"] = (selection.staged.keys.height, selection.rows.columns)
         return fill(tag, selection, *args)
 
     monkeypatch.setattr(mixer.pipeline, "select", recording_select)
@@ -256,8 +256,8 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
     out = build(recipe, QUIET, out=tmp_path / "out").out_dir
     assert seen == {
         "staged": ["__pos", "id", "chars", "prompt", "prompt_hash"],
-        "selected": ["__pos", "id", "prompt_hash"],
-        "filling": ["id"],
+        "selected": ["__pos", "prompt_hash"],
+        "filling": (0, ["__pos", "__index", "__repeat", "id", "__sort"]),
     }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sources"]["a"]["counts"]["dedup"] == 30 and manifest["totals"]["rows"] == 135

@@ -29,8 +29,8 @@ FILL_WORKERS = 2
 @dataclass
 class Selection:
     """The rows a source contributes, in selection order: (__pos, __index into the source's keys, __repeat,
-    __sort), and their characters, repeats included (how long filling buckets with them takes). Ids are not
-    copied here (the largest thing per row); they are read from the keys when needed."""
+    id, __sort), and their characters, repeats included (how long filling buckets with them takes). The ids
+    are the selected rows' own (a repeat shares its id's text), so the source's keys need not keep any."""
 
     staged: Staged
     rows: pl.DataFrame
@@ -43,29 +43,26 @@ class Selection:
 
     def keep_keys(self, *columns: str) -> None:
         """Free the source's other keys: each step after selection reads fewer, and a large build peaks in
-        them (at 10M input rows each 8-byte column is 80 MB)."""
-        self.staged.keys = self.staged.keys.select(columns)
+        them (at 10M input rows each 8-byte column is 80 MB). With no columns, free them all."""
+        self.staged.keys = self.staged.keys.select(columns) if columns else self.staged.keys.clear()
 
     def distinct(self) -> pl.DataFrame:
         """(__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out)."""
         chosen = self.rows.filter(pl.col("__repeat") == 0).select("__index")
         return self.staged.keys.select("__pos", "prompt_hash")[chosen["__index"]]
 
-    def with_ids(self) -> pl.DataFrame:
-        return self.rows.with_columns(self.staged.keys["id"].gather(self.rows["__index"]))
-
 
 def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
-    """Each source's `counts` rows in selection order with their sort keys. Afterwards each source's keys
-    hold only what the overlap matrix and filling read: the rest was for selection (and dedup) alone."""
+    """Each source's `counts` rows in selection order with their ids and sort keys. Afterwards each source's
+    keys hold only what the overlap matrix reads: the rest was for selection (and dedup) alone."""
     selections, offset = [], 0
     for s in staged:
         chosen = select_keys(s.keys["id"], counts[s.name], seed, s.name)
         rows = chosen.select(s.keys["__pos"].gather(chosen["__index"]), "__index", "__repeat")
-        ids = s.keys["id"].gather(chosen["__index"])
-        rows = rows.with_columns(order_keys(rows.with_columns(ids), seed, shuffle, offset))
+        rows = rows.with_columns(s.keys["id"].gather(chosen["__index"]))
+        rows = rows.with_columns(order_keys(rows, seed, shuffle, offset))
         selections.append(Selection(s, rows, int(s.keys["chars"].gather(chosen["__index"]).sum() or 0)))
-        selections[-1].keep_keys("__pos", "id", "prompt_hash")  # what the overlap matrix and filling read
+        selections[-1].keep_keys("__pos", "prompt_hash")  # what the overlap matrix reads
         offset += rows.height
     return selections
 
@@ -87,7 +84,7 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
     and both threads stay busy to the end."""
     by_size = sorted(enumerate(selections), key=lambda tagged: -tagged[1].chars)
     for selection in selections:
-        selection.keep_keys("id")
+        selection.keep_keys()  # filling reads the selections alone
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
         jobs = [workers.submit(_fill_source, tag, s, folder, bucket) for tag, s in by_size]
         for job in jobs:
@@ -97,7 +94,7 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
 def _fill_source(tag: int, selection: Selection, folder: Path, bucket: pl.Expr) -> None:
     import pyarrow as pa
 
-    wanted = selection.with_ids().select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
+    wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
         for rows in selection.staged.gather_parts(wanted):

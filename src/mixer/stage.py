@@ -88,12 +88,9 @@ class Staged:
             yield pl.concat([rows, extra.select(c for c in extra.columns if c not in rows.columns)], how="horizontal")
 
     def rows_at(self, positions: pl.Series) -> pl.DataFrame:
-        """The rows at `positions` (positions of available rows), in that order."""
-        wanted = (
-            pl.DataFrame({"__pos": positions.cast(pl.UInt32)})
-            .with_row_index("__at")
-            .join(self.keys.select("__pos", "id"), on="__pos", how="left", maintain_order="left")
-        )
+        """The rows at `positions` (positions of available rows), in that order, with their ids as read (the
+        final ids live in the keys until selection, then in the selection)."""
+        wanted = pl.DataFrame({"__pos": positions.cast(pl.UInt32)}).with_row_index("__at")
         found = list(self.gather_parts(wanted))
         rows = pl.concat(found) if found else self.read_part(0).clear().with_columns(__at=pl.lit(0, pl.UInt32))
         return rows.sort("__at").drop("__at")
