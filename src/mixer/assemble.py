@@ -48,7 +48,7 @@ class Selection:
 
     def distinct(self) -> pl.DataFrame:
         """(__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out)."""
-        chosen = self.rows.filter(pl.col("__repeat") == 0).select("__index")
+        chosen = self.rows.select(pl.col("__index").filter(pl.col("__repeat") == 0))  # not a copy of every column
         return self.staged.keys.select("__pos", "prompt_hash")[chosen["__index"]]
 
 
