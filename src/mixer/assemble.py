@@ -37,9 +37,8 @@ class Selection:
     chars: int
 
     def release(self) -> None:
-        """Free the keys of this selection and of its source once the rows are in buckets."""
+        """Free the selection once its rows are in buckets (its source's keys went before filling)."""
         self.rows = self.rows.clear()
-        self.staged.keys = self.staged.keys.clear()
 
     def keep_keys(self, *columns: str) -> None:
         """Free the source's other keys: each step after selection reads fewer, and a large build peaks in
@@ -155,7 +154,7 @@ def shards(
     selections: list[Selection], folder: Path, shard_rows: int, shuffle: bool
 ) -> Iterator[tuple[str, pl.DataFrame]]:
     """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed. The
-    selections, and their sources' keys, are released once the buckets are filled."""
+    sources' keys are freed before the buckets fill, the selections once they are filled."""
     total = sum(s.rows.height for s in selections)
     buckets, bucket = _bucket_of(total, shuffle)
     _fill_buckets(selections, folder, bucket)

@@ -77,7 +77,7 @@ class Staged:
 
     def gather_parts(self, wanted: pl.DataFrame) -> Iterator[pl.DataFrame]:
         """For each part holding some of `wanted`'s `__pos`, its rows at those positions (repeats allowed)
-        with `wanted`'s other columns: those the rows have (`id`, which is final only in the keys) replace
+        with `wanted`'s other columns: those the rows have (`id`: staged as read, final in `wanted`) replace
         theirs in place, the others are added. One part is in memory at a time."""
         starts = pl.Series("starts", self.starts, dtype=pl.Int64)
         part_of = (starts.search_sorted(wanted["__pos"].cast(pl.Int64), side="right") - 1).alias("__part")
