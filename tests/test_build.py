@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -314,6 +315,84 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     again = build(recipe, QUIET, out=out)  # the next build clears a killed build's leftovers
     assert again.status == "built" and not list(tmp_path.glob(".o.tmp-*"))
     assert shard_bytes(out) != before
+
+
+POLARS_DISK_FULL = "No space left on device (os error 28)"  # how polars (Rust) words ENOSPC, without an errno
+
+
+def _fail_when_disk_full(monkeypatch, owner, method: str, error: Exception, after: int) -> None:
+    """Make `owner.method` fail with `error` from its (after+1)-th call on, as a full disk would."""
+    real, calls = getattr(owner, method), []
+
+    def write(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, method, write)
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["staged rows", "sort buckets", "shards"],
+)
+def test_full_disk_is_named_with_a_way_out_and_loses_nothing(tmp_path, monkeypatch, where):
+    import pyarrow as pa
+
+    alpaca_file(tmp_path / "a.jsonl", 3_000)
+    recipe = write_recipe(
+        tmp_path, "name: d\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 500}\n"
+    )
+    out = tmp_path / "o"
+    build(recipe, QUIET, out=out)
+    before = shard_bytes(out)
+    write_recipe(
+        tmp_path,
+        "name: d\nseed: 3\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 500}\n",
+    )
+    if where == "staged rows":
+        _fail_when_disk_full(monkeypatch, pl.DataFrame, "write_ipc", OSError(POLARS_DISK_FULL), after=0)
+    elif where == "sort buckets":
+        error = OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")  # pyarrow's
+        _fail_when_disk_full(monkeypatch, pa.ipc, "new_stream", error, after=0)
+    else:
+        error = pl.exceptions.ComputeError(
+            f"parquet: File out of specification: underlying IO error: {POLARS_DISK_FULL}"
+        )
+        _fail_when_disk_full(monkeypatch, pl.DataFrame, "write_parquet", error, after=2)
+    with pytest.raises(MixerError) as failed:
+        build(recipe, QUIET, out=out, force=True)
+    assert str(failed.value).startswith(f"no space left on the disk holding {tmp_path} (the output is unchanged)")
+    assert "pass --out DIR on a disk with room" in failed.value.hint
+    assert shard_bytes(out) == before
+    assert not list(tmp_path.glob(".o.tmp-*")), "the temp dir must go, or it keeps the disk full"
+
+
+def test_full_disk_while_staging_outside_a_build_points_at_tmpdir(tmp_path, monkeypatch):
+    from mixer.pipeline import decontam_only
+
+    alpaca_file(tmp_path / "a.jsonl", 100)
+    recipe = write_recipe(tmp_path, "name: d\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # what TMPDIR sets
+    _fail_when_disk_full(monkeypatch, pl.DataFrame, "write_ipc", OSError(POLARS_DISK_FULL), after=0)
+    with pytest.raises(MixerError) as failed:
+        decontam_only(recipe, QUIET)
+    assert failed.value.message == f"no space left on the disk holding {scratch} for staged rows"
+    assert not list(scratch.iterdir())
+    assert "point TMPDIR at a folder on a disk with room" in failed.value.hint
+
+
+def test_only_a_full_disk_counts_as_one():
+    from mixer.errors import disk_full
+
+    assert disk_full(OSError(28, "No space left on device"))
+    assert disk_full(pl.exceptions.ComputeError(f"underlying IO error: {POLARS_DISK_FULL}"))
+    assert not disk_full(OSError(13, "Permission denied"))
+    assert not disk_full(pl.exceptions.ComputeError("Permission denied (os error 13)"))
+    assert not disk_full(ValueError("row 28 is bad"))
 
 
 def test_real_files_recipe(tmp_path, shared_data):

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from mixer.errors import MixerError, RecipeInvalid
+from mixer.errors import MixerError, RecipeInvalid, disk_full
 
 
 class _FlagsWithoutType:
@@ -376,6 +376,8 @@ def build(
         return
     if result.status == "up-to-date":
         out.print(f"up to date: {result.out_dir} (nothing changed since the last build; --force rebuilds)")
+        if result.lock:
+            out.print(f"lock: {result.lock} (it was missing)")
         return
     out.print(_plan_table(result.plan))
     if "evolve" in result.manifest:
@@ -625,3 +627,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: the previous output, if any, is unchanged")
         sys.exit(130)
+    except Exception as exc:  # a full disk outside the build's own folders (the cache, a lock file)
+        if not disk_full(exc):
+            raise
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        err.print(f"error: no space left on device{where}\n  hint: free some space and run it again", markup=False)
+        sys.exit(1)

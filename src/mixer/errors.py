@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -49,3 +50,9 @@ class RecipeInvalid(MixerError):
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = diagnostics
         super().__init__("\n".join(d.format() for d in diagnostics))
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` reports a full disk. Python and pyarrow set errno; polars (Rust) raises OSError or
+    ComputeError without one, and only its message says "(os error 28)"."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or f"(os error {errno.ENOSPC})" in str(exc)

@@ -6,7 +6,6 @@ evolve blocks, plan, select, write shards, manifest and card. Also `mixer plan`,
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,7 @@ from mixer.stage import Staged, stage_chunks
 from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
 from mixer.threads import wait_for
 from mixer.validate import load_recipe
-from mixer.write import atomic_dir, dataset_card, git_info, write_json, write_shards
+from mixer.write import atomic_dir, dataset_card, git_info, scratch_dir, write_json, write_shards
 
 if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a recipe has evolve blocks
     from mixer.benchmark_sets import ResolvedBenchmark
@@ -224,8 +223,8 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
         if key is not None:
             counts_cache.save(options.cache, key, summaries)
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
-    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-plan-") as folder:
-        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
+    with make_progress(options.progress) as progress, scratch_dir("mixer-plan-") as folder:
+        cleaner = Cleaner(recipe, folder, prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         summaries = [summarize(p) for p in pools]
         if key is not None:
@@ -403,8 +402,8 @@ def evolve_only(
     resolved = resolve_inputs(recipe, options)
     benchmarks = resolve_benchmark_inputs(recipe, options)
     out_root = out or Path(f"{output_dir(recipe)}.evolve")
-    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-evolve-") as folder:
-        cleaner = Cleaner(recipe, Path(folder), prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
+    with make_progress(options.progress) as progress, scratch_dir("mixer-evolve-") as folder:
+        cleaner = Cleaner(recipe, folder, prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         results = run_evolve(recipe, pools, blocks, options, progress)
     stats = {name: evolve_manifest(recipe.block(name), result) for name, result in results.items()}
@@ -427,8 +426,8 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
 
         spec = replace(recipe.mixture.decontaminate, mode="report")
         decontam = Decontamination(spec, resolve_benchmark_inputs(recipe, options), options.cache)
-    with make_progress(options.progress) as progress, tempfile.TemporaryDirectory(prefix="mixer-audit-") as folder:
-        pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, Path(folder), decontam, keep_prompts=True))
+    with make_progress(options.progress) as progress, scratch_dir("mixer-audit-") as folder:
+        pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, folder, decontam, keep_prompts=True))
         overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=True)
     return {
         "decontamination": decontam.report([p.counts for p in pools]) if decontam is not None else None,

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from mixer.errors import MixerError, disk_full
 from mixer.hashing import file_sha256
 from mixer.plan import Plan
 from mixer.threads import wait_for
@@ -214,11 +216,35 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
     temp.mkdir()
     try:
         yield temp
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(temp, ignore_errors=True)
+        if disk_full(exc):
+            raise MixerError(
+                f"no space left on the disk holding {out_dir.parent} (the output is unchanged)",
+                "a build keeps its staged rows and sort buckets beside the output until it is renamed into place:"
+                " up to about 1.5 times the size of its JSON-lines inputs, plus the output. Free space there, or"
+                " pass --out DIR on a disk with room",
+            ) from exc
         raise
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
     if out_dir.exists():
         out_dir.rename(old)
     temp.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temp dir for rows that commands other than `build` stage (plan with evolve blocks, evolve, the audit),
+    removed afterwards; a full disk there is named, with the way to put it elsewhere."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        try:
+            yield Path(folder)
+        except Exception as exc:
+            if disk_full(exc):
+                raise MixerError(
+                    f"no space left on the disk holding {Path(folder).parent} for staged rows",
+                    "they need up to about 1.5 times the size of the JSON-lines inputs; point TMPDIR at a folder"
+                    " on a disk with room",
+                ) from exc
+            raise
