@@ -317,6 +317,53 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     assert shard_bytes(out) != before
 
 
+def test_an_output_directory_is_replaced_only_when_mixer_wrote_everything_in_it(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 50)
+    recipe = write_recipe(tmp_path, "name: d\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    mine = tmp_path / "datasets"  # `--out ~/datasets`: a folder of the user's own
+    (mine / "raw").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(MixerError) as refused:
+        build(recipe, QUIET, out=mine)
+    assert refused.value.message == f"{mine} holds what mixer did not write there: notes.txt, raw/"
+    assert refused.value.hint == (
+        "the output directory is replaced whole, which would delete them: move them elsewhere, or pick another --out"
+    )
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "raw").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "datasets", "recipe.yaml"]  # no temp dir
+
+    out = tmp_path / "o"
+    build(recipe, QUIET, out=out)
+    (out / "results").mkdir()  # `mixer results add o scores.json`
+    (out / "results" / "scores.json").write_text("{}")
+    with pytest.raises(MixerError) as refused:
+        build(recipe, QUIET, out=out, force=True)
+    assert refused.value.message == f"{out} holds what mixer did not write there: results/"
+    assert "(results/ holds scores of the mix being replaced: keep them with it)" in refused.value.hint
+    assert (out / "results" / "scores.json").is_file()
+    (out / "results" / "scores.json").unlink()
+    (out / "results").rmdir()
+    assert build(recipe, QUIET, out=out, force=True).status == "built"  # its own files alone: replaced
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert build(recipe, QUIET, out=empty).status == "built"
+
+
+def test_an_output_path_that_is_a_file_or_under_one_is_refused_untouched(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 50)
+    recipe = write_recipe(tmp_path, "name: d\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    data = tmp_path / "a.jsonl"
+    with pytest.raises(MixerError) as refused:
+        build(recipe, QUIET, out=data)  # a slip of the shell's completion
+    assert refused.value.message == f"{data} is a file, not a directory"
+    with pytest.raises(MixerError) as refused:
+        build(recipe, QUIET, out=data / "mix")
+    assert refused.value.message == f"cannot create {data}: a file is in the way"
+    assert data.read_text().count("\n") == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "recipe.yaml"]  # nothing moved aside
+
+
 POLARS_DISK_FULL = "No space left on device (os error 28)"  # how polars (Rust) words ENOSPC, without an errno
 
 

@@ -40,7 +40,16 @@ from mixer.stage import Staged, stage_chunks
 from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
 from mixer.threads import wait_for
 from mixer.validate import load_recipe
-from mixer.write import atomic_dir, dataset_card, git_info, scratch_dir, write_json, write_shards
+from mixer.write import (
+    BUILD_FILES,
+    EVOLVE_FILES,
+    atomic_dir,
+    dataset_card,
+    git_info,
+    scratch_dir,
+    write_json,
+    write_shards,
+)
 
 if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a recipe has evolve blocks
     from mixer.benchmark_sets import ResolvedBenchmark
@@ -338,7 +347,7 @@ def materialise(
     build_fp: str,
 ) -> tuple[Plan, dict[str, Any]]:
     """Everything a build does once it is not a no-op: stage, evolve, plan, select, write; atomically."""
-    with make_progress(options.progress) as progress, atomic_dir(out_dir) as temp:
+    with make_progress(options.progress) as progress, atomic_dir(out_dir, BUILD_FILES) as temp:
         staging = temp / ".staging"  # rows between loading and writing; removed before the rename
         decontam = prepare_decontam(recipe, benchmarks, options)
         cleaner = Cleaner(recipe, staging, decontam, keep_prompts=False)
@@ -408,7 +417,7 @@ def evolve_only(
         results = run_evolve(recipe, pools, blocks, options, progress)
     stats = {name: evolve_manifest(recipe.block(name), result) for name, result in results.items()}
     for name, result in results.items():
-        with atomic_dir(out_root / name) as temp:
+        with atomic_dir(out_root / name, EVOLVE_FILES) as temp:
             result.rows.write_parquet(temp / "data.parquet")
             result.rejects.write_ndjson(temp / "rejects.jsonl")
             write_json(temp / "stats.json", stats[name])

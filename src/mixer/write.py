@@ -206,10 +206,42 @@ def remove_stale_temp_dirs(out_dir: Path) -> None:
                 shutil.rmtree(temp, ignore_errors=True)
 
 
+BUILD_FILES = frozenset({"data", "rejects", "manifest.json", "README.md", "stats.json", "report.html"})
+EVOLVE_FILES = frozenset({"data.parquet", "rejects.jsonl", "stats.json"})
+
+
+def check_replaceable(out_dir: Path, own: frozenset[str]) -> None:
+    """An output directory is replaced whole, so refuse one holding anything its writer would not have put
+    there (`own`): `--out ~/datasets` must not delete a user's files, nor a rebuild the benchmark results
+    added to the mix it replaces."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MixerError(f"{out_dir} is a file, not a directory", "pick another --out (or output.dir in the recipe)")
+    if not out_dir.is_dir():
+        return
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if p.name not in own)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        results = (
+            " (results/ holds scores of the mix being replaced: keep them with it)" if "results/" in foreign else ""
+        )
+        raise MixerError(
+            f"{out_dir} holds what mixer did not write there: {shown}",
+            f"the output directory is replaced whole, which would delete them: move them elsewhere{results}, or pick"
+            " another --out",
+        )
+
+
 @contextlib.contextmanager
-def atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a temp dir beside `out_dir`; on success it replaces `out_dir`, on any failure it is removed."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
+    """Yield a temp dir beside `out_dir`; on success it replaces `out_dir`, on any failure it is removed.
+    `own` names what the writer puts in `out_dir` (see `check_replaceable`)."""
+    check_replaceable(out_dir, own)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise MixerError(
+            f"cannot create {out_dir.parent}: a file is in the way", "pick another --out (or output.dir in the recipe)"
+        ) from None
     remove_stale_temp_dirs(out_dir)
     temp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
