@@ -18,6 +18,7 @@ import mixer.load
 import mixer.pipeline
 import mixer.stage
 from mixer.build import Options, build
+from mixer.errors import MixerError
 from mixer.load import load_chunks, merge_chunks
 from mixer.resolve import resolve_recipe
 from mixer.validate import load_recipe
@@ -191,6 +192,46 @@ def test_gzip_and_crlf_files_read_in_chunks_like_plain_ones(tmp_path):
     plain, crlf, packed = (pool.rows.drop("dataset", "id", "meta") for pool in loaded)
     assert plain.height == 60 and crlf.equals(plain) and packed.equals(plain)
     assert [pool.rows["id"][25] for pool in loaded] == ["plain/c0#1", "crlf/c0#1", "packed/c0#1"]
+
+
+def test_a_utf8_byte_order_mark_is_skipped_and_a_utf16_file_is_named(tmp_path):
+    """Windows tools start files with a byte-order mark. Without skipping it, polars and json reject the
+    first record; a UTF-16 file would be reported line by line as invalid JSON."""
+    lines, _ = sharegpt_lines()
+    text = "\n".join(line for line in lines if line != BROKEN_LINE) + "\n"
+    conversations = json.dumps([json.loads(line) for line in text.splitlines() if line])
+    files = {
+        "plain.jsonl": text.encode(),
+        "marked.jsonl": mixer.io.UTF8_BOM + text.encode(),
+        "marked_gz.jsonl.gz": gzip.compress(mixer.io.UTF8_BOM + text.encode()),
+        "marked_array.json": mixer.io.UTF8_BOM + conversations.encode(),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    body = "".join(f"  {name.split('.')[0]}: {{path: {name}, format: sharegpt, take: all}}\n" for name in files)
+    recipe = load_recipe(write_recipe(tmp_path, "name: s\nsources:\n" + body))
+    sources = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    own_ids = pl.col("id").str.split("/").list.last()  # ids start with the source's name
+    plain, *marked = (
+        merge_chunks(list(load_chunks(source, chunk_bytes=150))).rows.drop("dataset", "meta").with_columns(own_ids)
+        for source in sources
+    )
+    assert plain.height == 60
+    for rows in marked:
+        assert rows.equals(plain)
+
+    (tmp_path / "wide.jsonl").write_bytes(text.encode("utf-16"))  # with its byte-order mark, as Windows writes it
+    recipe = load_recipe(
+        write_recipe(tmp_path, "name: w\nsources:\n  w: {path: wide.jsonl, format: sharegpt, take: all}\n")
+    )
+    (source,) = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(MixerError) as failed:
+        list(load_chunks(source, chunk_bytes=150))
+    assert (
+        failed.value.message
+        == f"{tmp_path / 'wide.jsonl'}: the file is UTF-16LE (it starts with that byte-order mark); mixer reads UTF-8"
+    )
+    assert failed.value.hint == "convert it first: iconv -f UTF-16LE -t UTF-8 wide.jsonl > utf8-wide.jsonl"
 
 
 def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(tmp_path, shared_data, monkeypatch):

@@ -79,6 +79,7 @@ def test_json_output(tmp_path):
         ),
         ("sources:\n  a: {path: x.jsonl, format: alpacca, take: 1}\n", (3, 30, "unknown format 'alpacca'")),
         ("sources:\n  a: {path: missing.jsonl, format: alpaca, take: 1}\n", (3, 13, "no file matches 'missing.jsonl'")),
+        ("sources:\n  a: {path: shards/, format: alpaca, take: 1}\n", (3, 13, "'shards/' is a directory")),
         (
             "sources:\n  a: {source: dolly, take: 1}\n  a: {source: cot, take: 1}\n",
             (4, 3, "duplicate key 'a' (first defined at line 3)"),
@@ -117,6 +118,7 @@ def test_json_output(tmp_path):
 )
 def test_error_classes(tmp_path, body, expected):
     (tmp_path / "x.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    (tmp_path / "shards").mkdir()
     recipe = write_recipe(tmp_path, "name: t\n" + body)
     found = messages(recipe)
     line, col, text = expected

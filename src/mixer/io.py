@@ -24,6 +24,13 @@ from mixer.errors import MixerError
 NEWLINE = 10
 NEWLINE_BYTE = b"\n"
 LINE_PROBE = 1 << 16  # bytes read past a block's nominal end to find where its last line ends
+UTF8_BOM = b"\xef\xbb\xbf"
+WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+)
 
 
 @dataclass
@@ -55,9 +62,24 @@ def file_kind(path: Path) -> str:
     )
 
 
+def without_bom(path: Path, data: bytes) -> bytes:
+    """The text after a UTF-8 byte-order mark, which Windows tools write and JSON parsers reject (every file
+    would start with a malformed record). A UTF-16 or UTF-32 file is named as such: parsed as UTF-8, every
+    line would only be reported as invalid JSON."""
+    if data.startswith(UTF8_BOM):
+        return data[len(UTF8_BOM) :]
+    for mark, encoding in WIDE_BOMS:
+        if data.startswith(mark):
+            raise MixerError(
+                f"{path}: the file is {encoding} (it starts with that byte-order mark); mixer reads UTF-8",
+                f"convert it first: iconv -f {encoding} -t UTF-8 {path.name} > utf8-{path.name}",
+            )
+    return data
+
+
 def _read_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return gzip.decompress(data) if path.name.lower().endswith(".gz") else data
+    return without_bom(path, gzip.decompress(data) if path.name.lower().endswith(".gz") else data)
 
 
 def _jsonl_slow(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
@@ -194,6 +216,8 @@ def read_chunks(
     try:
         with opener(path, "rb") as fh:
             for data in _line_blocks(fh, chunk_bytes):
+                if rows == lines == 0:
+                    data = without_bom(path, data)
                 if len(data) > 4096 or data.strip():  # a chunk of blank lines has no records
                     frame = _parse_like(data, schema, columns, keys) if schema is not None else None
                     if frame is not None:

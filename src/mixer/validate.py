@@ -237,13 +237,12 @@ def _check_source(
         if not isinstance(raw, str):
             continue
         if not expand_paths(raw, base_dir):
-            problems.append(
-                located.diag(
-                    where,
-                    f"no file matches {raw!r} (relative to {base_dir})",
-                    "paths are relative to the recipe file; check the name",
-                )
-            )
+            folder = Path(os.path.expanduser(raw))
+            if (folder if folder.is_absolute() else base_dir / folder).is_dir():
+                message, hint = f"{raw!r} is a directory", f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
+            else:
+                message, hint = f"no file matches {raw!r}", "paths are relative to the recipe file; check the name"
+            problems.append(located.diag(where, f"{message} (relative to {base_dir})", hint))
     return problems
 
 
