@@ -364,6 +364,16 @@ def test_an_output_path_that_is_a_file_or_under_one_is_refused_untouched(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "recipe.yaml"]  # nothing moved aside
 
 
+def test_an_empty_mixture_is_one_shard_with_the_schema(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 30)
+    full = build(write_recipe(tmp_path, "name: e\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 3}\n"), QUIET)
+    for selector in ("take: 0", "take: all, max_chars: 1"):  # nothing asked for; everything filtered out
+        recipe = write_recipe(tmp_path, f"name: e\nsources:\n  a: {{path: a.jsonl, format: alpaca, {selector}}}\n")
+        result = build(recipe, QUIET, out=tmp_path / "empty")
+        assert [s["rows"] for s in result.manifest["shards"]] == [0]
+        assert read_mix(result.out_dir).schema == read_mix(full.out_dir).schema
+
+
 POLARS_DISK_FULL = "No space left on device (os error 28)"  # how polars (Rust) words ENOSPC, without an errno
 
 

@@ -156,6 +156,8 @@ def shards(
     """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed. The
     sources' keys are freed before the buckets fill, the selections once they are filled."""
     total = sum(s.rows.height for s in selections)
+    # an empty mixture still gets one shard with the schema, read before filling deletes the staged parts
+    empty = selections[0].staged.read_part(0).clear() if selections and not total else None
     buckets, bucket = _bucket_of(total, shuffle)
     _fill_buckets(selections, folder, bucket)
     for selection in selections:  # from here on only bucket files and shards are in play
@@ -170,9 +172,9 @@ def shards(
             shard, pending = _take(pending, shard_rows)
             yield SHARD_PATTERN.format(index=index, count=count), shard
             index, held = index + 1, held - shard_rows
-    if held or index == 0:  # the last, shorter shard; an empty mixture still gets one shard with the schema
-        if not pending and selections:
-            pending = [(selections[0].staged.read_part(0).clear(), pl.Series([], dtype=pl.Int64))]
+    if held or index == 0:  # the last, shorter shard, or the empty mixture's one
+        if not pending and empty is not None:
+            pending = [(empty, pl.Series([], dtype=pl.Int64))]
         shard, _ = _take(pending, held)
         yield SHARD_PATTERN.format(index=index, count=count), shard
     shutil.rmtree(folder, ignore_errors=True)
