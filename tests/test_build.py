@@ -225,6 +225,39 @@ def test_malformed_rows_policy(tmp_path, policy):
         assert json.loads(quarantined[0]["record"]) == {"instruction": "b", "output": ""}
 
 
+def test_a_line_that_is_not_utf8_is_malformed_and_unicode_line_separators_stay_inside_records(tmp_path):
+    """Once one bad line sends a file down the line-by-line path, every line there must split only at line
+    feeds: JSON strings may hold U+2028 and NEL unescaped, and a record holding them is one good record.
+    Bytes that are not UTF-8 make their line malformed; replacing them would change the text silently."""
+    separated = {"instruction": "one\u2028record\x85here", "output": "kept"}
+    lines = [
+        json.dumps({"instruction": "a", "output": "1"}).encode(),
+        json.dumps(separated, ensure_ascii=False).encode(),
+        '{"instruction": "caf\u00e9", "output": "2"}'.encode("latin-1"),
+        b'{"instruction": "broken"',
+        json.dumps({"instruction": "z", "output": "3"}).encode(),
+    ]
+    (tmp_path / "m.jsonl").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    recipe = write_recipe(
+        tmp_path, "name: m\nsources:\n  m: {path: m.jsonl, format: alpaca, take: all, on_error: quarantine}\n"
+    )
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    assert result.manifest["sources"]["m"]["counts"] == {
+        "read": 5,
+        "malformed": 2,
+        "available": 3,
+        "selected": 3,
+        "written": 3,
+    }
+    quarantined = [json.loads(line) for line in (result.out_dir / "rejects" / "m.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["reason"]) for r in quarantined] == [
+        (3, "line 3: not UTF-8: byte 0xE9 at byte 21 of the line"),
+        (4, "line 4: invalid JSON: Expecting ',' delimiter at column 25"),
+    ]
+    prompts = {m[0]["content"] for m in read_mix(result.out_dir)["messages"].to_list()}
+    assert prompts == {"a", separated["instruction"], "z"}
+
+
 def test_noop_rebuild_and_change_detection(tmp_path):
     data = alpaca_file(tmp_path / "a.jsonl", 20)
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 10}\n")

@@ -87,10 +87,18 @@ def _jsonl_slow(path: Path, data: bytes, first_row: int = 0, first_line: int = 0
     table and the number of records (parsable or not) it spans."""
     records, indexes, bad = [], [], []
     index = 0
-    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=first_line + 1):
-        if not line.strip():
+    # split at line feeds alone: str.splitlines also splits at U+2028, NEL and others, which JSON strings may
+    # hold unescaped, and would report one good record as several bad ones
+    for lineno, raw in enumerate(data.split(NEWLINE_BYTE), start=first_line + 1):
+        if not raw.strip():
             continue
         index += 1
+        try:
+            line = raw.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as exc:  # replacing the bytes would change the text without a word
+            text = raw.decode("utf-8", errors="replace")[:2000]
+            bad.append((lineno, f"not UTF-8: byte 0x{raw[exc.start]:02X} at byte {exc.start + 1} of the line", text))
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
