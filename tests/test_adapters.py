@@ -248,3 +248,39 @@ def test_real_gsm8k_through_field_mapping(shared_data):
     )
     assert frame.height == 7473 and frame["__reason"].null_count() == 7473
     assert frame["messages"][0][1]["content"].endswith("#### 72")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "header", "reason"),
+    [
+        (
+            "a.csv",
+            b"instruction,output\nq1,a1\nq2,caf\xe9\n",
+            True,
+            "line 3: not UTF-8: byte 0xE9 at byte 7 of the line",
+        ),
+        ("b.tsv", b"q1\ta1\nq2\ta2\tstray\nq3\ta3\n", False, "line 2: 3 fields, where the first row has 2"),
+        (
+            "c.csv",
+            b'instruction,output\n"q, quoted",a1\nq2,a2,stray\n',
+            True,
+            "line 3: 3 fields, where the first row has 2",
+        ),
+    ],
+)
+def test_a_table_polars_cannot_read_is_reported_at_its_first_bad_line(tmp_path, name, data, header, reason):
+    """polars' CSV errors name no line ("invalid utf-8 sequence", "found more fields than defined"): in a
+    file of a million rows that is no help."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(MixerError) as info:
+        read_table(path, header=header)
+    assert info.value.message == f"{path}: cannot read {name[-3:]} file: {reason}"
+
+
+def test_a_json_array_that_is_not_utf8_is_reported_where(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_bytes(b'[{"instruction": "q", "output": "a"},\n {"instruction": "caf\xe9", "output": "b"}]\n')
+    with pytest.raises(MixerError) as info:
+        read_table(path)
+    assert info.value.message == f"{path}: cannot parse JSON array: line 2: not UTF-8: byte 0xE9 at byte 22 of the line"

@@ -6,7 +6,9 @@ is re-read line by line so the user learns which line is broken instead of getti
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import os
 import re
@@ -82,6 +84,10 @@ def _read_bytes(path: Path) -> bytes:
     return without_bom(path, gzip.decompress(data) if path.name.lower().endswith(".gz") else data)
 
 
+def _not_utf8(line: bytes, at: int) -> str:
+    return f"not UTF-8: byte 0x{line[at]:02X} at byte {at + 1} of the line"
+
+
 def _jsonl_slow(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
     """Parse line by line; records keep the index they have on the fast path, so ids do not shift. Returns the
     table and the number of records (parsable or not) it spans."""
@@ -97,7 +103,7 @@ def _jsonl_slow(path: Path, data: bytes, first_row: int = 0, first_line: int = 0
             line = raw.decode("utf-8").removesuffix("\r")
         except UnicodeDecodeError as exc:  # replacing the bytes would change the text without a word
             text = raw.decode("utf-8", errors="replace")[:2000]
-            bad.append((lineno, f"not UTF-8: byte 0x{raw[exc.start]:02X} at byte {exc.start + 1} of the line", text))
+            bad.append((lineno, _not_utf8(raw, exc.start), text))
             continue
         try:
             record = json.loads(line)
@@ -241,6 +247,28 @@ def read_chunks(
         raise MixerError(f"{path}: cannot read jsonl file: {str(exc).splitlines()[0]}") from None
 
 
+def _first_bad_line(data: bytes, separator: str | None) -> str | None:
+    """Where a file polars could not read goes wrong, since its errors name no line: the first byte that is
+    not UTF-8, or (CSV/TSV, `separator` given) the first row with more fields than the first row."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(NEWLINE_BYTE, 0, exc.start) + 1
+        line = data.count(NEWLINE_BYTE, 0, exc.start) + 1
+        return f"line {line}: {_not_utf8(data[line_start:], exc.start - line_start)}"
+    if separator is None:
+        return None
+    quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quoting=quoting)
+    width = None
+    for fields in reader:
+        if fields and width is None:
+            width = len(fields)
+        elif width is not None and len(fields) > width:
+            return f"line {reader.line_num}: {len(fields)} fields, where the first row has {width}"
+    return None
+
+
 def read_table(path: Path, *, header: bool = True) -> RawTable:
     """Load one file. `header=False` is for headerless TSVs such as the FLAN CoT files."""
     kind = file_kind(path)
@@ -270,9 +298,9 @@ def read_table(path: Path, *, header: bool = True) -> RawTable:
                 try:
                     frame = pl.read_json(data, infer_schema_length=None)
                 except Exception as exc:
+                    reason = _first_bad_line(data, None) or str(exc).splitlines()[0]
                     raise MixerError(
-                        f"{path}: cannot parse JSON array: {exc}".splitlines()[0],
-                        "validate the file with `python -m json.tool`",
+                        f"{path}: cannot parse JSON array: {reason}", "validate the file with `python -m json.tool`"
                     ) from None
                 table = RawTable(path, frame, [])
             else:
@@ -280,7 +308,11 @@ def read_table(path: Path, *, header: bool = True) -> RawTable:
     except MixerError:
         raise
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:
-        raise MixerError(f"{path}: cannot read {kind} file: {str(exc).splitlines()[0]}") from None
+        where = None
+        if kind in ("csv", "tsv") and not isinstance(exc, OSError):
+            where = _first_bad_line(_read_bytes(path), {"csv": ",", "tsv": "\t"}.get(kind))
+        reason = where or str(exc).splitlines()[0]
+        raise MixerError(f"{path}: cannot read {kind} file: {reason}") from None
     if "__row" not in table.frame.columns:
         table.frame = table.frame.with_row_index("__row")
     return table
