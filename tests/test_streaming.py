@@ -234,6 +234,60 @@ def test_a_utf8_byte_order_mark_is_skipped_and_a_utf16_file_is_named(tmp_path):
     assert failed.value.hint == "convert it first: iconv -f UTF-16LE -t UTF-8 wide.jsonl > utf8-wide.jsonl"
 
 
+class RecordedProgress:
+    """Stands in for rich's Progress: what each task was told to expect, and how far it was advanced."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.done: dict[str, float] = {}
+
+    def __enter__(self) -> RecordedProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: float) -> str:
+        self.totals[description], self.done[description] = total, 0.0
+        return description
+
+    def advance(self, task: str, amount: float = 1) -> None:
+        self.done[task] += amount
+
+
+def test_progress_follows_the_bytes_read_and_the_rows_sorted_and_written(tmp_path, monkeypatch):
+    """A 10M-row build spends minutes reading and sorting: its bars must move with the bytes and rows, and
+    end full (gzip files count their compressed bytes, whole-file formats count at once)."""
+    lines, _ = sharegpt_lines()
+    text = "\n".join(line for line in lines if line != BROKEN_LINE) + "\n"
+    (tmp_path / "plain.jsonl").write_text(text)
+    (tmp_path / "packed.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "whole.json").write_text(json.dumps([json.loads(line) for line in text.splitlines() if line]))
+    heard: list[int] = []
+    for name in ("plain.jsonl", "packed.jsonl.gz", "whole.json"):
+        heard.clear()
+        list(mixer.io.read_chunks(tmp_path / name, 300, on_read=heard.append))
+        assert sum(heard) == (tmp_path / name).stat().st_size, name
+        assert len([size for size in heard if size]) > (1 if name == "plain.jsonl" else 0), name
+
+    body = "".join(
+        f"  {name.split('.')[0]}: {{path: {name}, format: sharegpt, fraction: 1.5}}\n"
+        for name in ("plain.jsonl", "packed.jsonl.gz", "whole.json")
+    )
+    recipe = write_recipe(tmp_path, f"name: p\nsources:\n{body}output: {{shard_rows: 40}}\n")
+    recorded = RecordedProgress()
+    monkeypatch.setattr(mixer.pipeline, "make_progress", lambda enabled: recorded)
+    monkeypatch.setattr(mixer.load, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(mixer.stage, "PART_ROWS", 16)
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    assert result.manifest["totals"]["rows"] == 270  # 1.5 x 60 rows x 3 sources
+    megabytes = sum((tmp_path / name).stat().st_size for name in ("plain.jsonl", "packed.jsonl.gz", "whole.json")) / 1e6
+    assert recorded.totals["reading inputs (MB)"] == pytest.approx(megabytes)
+    assert recorded.done["reading inputs (MB)"] == pytest.approx(megabytes)
+    for task in ("sorting rows into buckets", "writing shards"):
+        assert recorded.totals[task] == recorded.done[task] == 270, task
+
+
 def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(tmp_path, shared_data, monkeypatch):
     fresh = []
     infer = mixer.io._json_lines

@@ -10,7 +10,7 @@ shard bytes are those of sorting everything at once.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +75,9 @@ def _bucket_of(total: int, shuffle: bool) -> tuple[int, pl.Expr]:
     return buckets, (high * pl.lit(buckets, dtype=pl.UInt64) // pl.lit(1 << 32, dtype=pl.UInt64)).cast(pl.UInt32)
 
 
-def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) -> None:
+def _fill_buckets(
+    selections: list[Selection], folder: Path, bucket: pl.Expr, on_filled: Callable[[int], None] | None = None
+) -> None:
     """Every selected row into its bucket: staged parts are read one at a time, their selected rows gathered
     (repeats included) and appended as record batches to one Arrow IPC stream per source and bucket, so the
     files grow with the data, not their number. Two sources are filled at once (their streams are their
@@ -85,12 +87,14 @@ def _fill_buckets(selections: list[Selection], folder: Path, bucket: pl.Expr) ->
     for selection in selections:
         selection.keep_keys()  # filling reads the selections alone
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
-        jobs = [workers.submit(_fill_source, tag, s, folder, bucket) for tag, s in by_size]
+        jobs = [workers.submit(_fill_source, tag, s, folder, bucket, on_filled) for tag, s in by_size]
         for job in jobs:
             wait_for(job)  # re-raises a failure
 
 
-def _fill_source(tag: int, selection: Selection, folder: Path, bucket: pl.Expr) -> None:
+def _fill_source(
+    tag: int, selection: Selection, folder: Path, bucket: pl.Expr, on_filled: Callable[[int], None] | None
+) -> None:
     import pyarrow as pa
 
     wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
@@ -109,6 +113,8 @@ def _fill_source(tag: int, selection: Selection, folder: Path, bucket: pl.Expr) 
                     writers[index] = pa.ipc.new_stream(str(target / f"{tag:04d}.arrows"), table.schema)
                 writers[index].write_table(table.slice(offset, length))
                 offset += length
+            if on_filled is not None:
+                on_filled(rows.height)
     finally:
         for writer in writers.values():
             writer.close()
@@ -151,15 +157,20 @@ def _take(pending: list[tuple[pl.DataFrame, pl.Series]], n: int) -> tuple[pl.Dat
 
 
 def shards(
-    selections: list[Selection], folder: Path, shard_rows: int, shuffle: bool
+    selections: list[Selection],
+    folder: Path,
+    shard_rows: int,
+    shuffle: bool,
+    on_filled: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[str, pl.DataFrame]]:
     """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed. The
-    sources' keys are freed before the buckets fill, the selections once they are filled."""
+    sources' keys are freed before the buckets fill, the selections once they are filled. `on_filled` hears
+    how many rows each staged part put into buckets, for progress."""
     total = sum(s.rows.height for s in selections)
     # an empty mixture still gets one shard with the schema, read before filling deletes the staged parts
     empty = selections[0].staged.read_part(0).clear() if selections and not total else None
     buckets, bucket = _bucket_of(total, shuffle)
-    _fill_buckets(selections, folder, bucket)
+    _fill_buckets(selections, folder, bucket, on_filled)
     for selection in selections:  # from here on only bucket files and shards are in play
         selection.release()
     count = max(1, -(-total // shard_rows))

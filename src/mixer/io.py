@@ -12,7 +12,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -214,22 +214,29 @@ def read_chunks(
     header: bool = True,
     columns: Collection[str] = (),
     keys: Collection[str] = (),
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[RawTable]:
     """A JSON-lines file (plain or gzip) as tables of about `chunk_bytes` of text each, cut at line ends, with
     `__row` and line numbers counted from the start of the file: a large file never sits in memory whole.
     After the first chunk, each is parsed with the schema of the one before unless that could lose one of the
-    `columns` or `keys` an adapter reads (see `_parse_like`)."""
+    `columns` or `keys` an adapter reads (see `_parse_like`). `on_read` hears how many bytes of the file each
+    block took (compressed bytes for gzip), for progress."""
     if file_kind(path) != "jsonl":
-        yield read_table(path, header=header)
+        yield read_table(path, header=header, on_read=on_read)
         return
     if not path.is_file():
         raise MixerError(f"{path}: file not found")
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    rows = lines = 0
+    packed = path.name.lower().endswith(".gz")
+    opener = gzip.open if packed else open
+    rows = lines = taken = 0
     schema: pl.Schema | None = None
     try:
         with opener(path, "rb") as fh:
             for data in _line_blocks(fh, chunk_bytes):
+                if on_read is not None:
+                    now = fh.fileobj.tell() if isinstance(fh, gzip.GzipFile) else taken + len(data)
+                    on_read(now - taken)
+                    taken = now
                 if rows == lines == 0:
                     data = without_bom(path, data)
                 if len(data) > 4096 or data.strip():  # a chunk of blank lines has no records
@@ -269,11 +276,13 @@ def _first_bad_line(data: bytes, separator: str | None) -> str | None:
     return None
 
 
-def read_table(path: Path, *, header: bool = True) -> RawTable:
+def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None] | None = None) -> RawTable:
     """Load one file. `header=False` is for headerless TSVs such as the FLAN CoT files."""
     kind = file_kind(path)
     if not path.is_file():
         raise MixerError(f"{path}: file not found")
+    if on_read is not None:
+        on_read(path.stat().st_size)  # read whole: its bytes count at once
     try:
         if kind == "parquet":
             frame = pl.read_parquet(path)

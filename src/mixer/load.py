@@ -6,7 +6,7 @@ name, and malformed records are handled by the source's `on_error` policy (error
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -192,12 +192,15 @@ def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
 
 
 def load_chunks(
-    source: ResolvedSource, mixture_patterns: tuple[str, ...] = (), chunk_bytes: int | None = None
+    source: ResolvedSource,
+    mixture_patterns: tuple[str, ...] = (),
+    chunk_bytes: int | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[Pool]:
     """The source's usable rows as a sequence of pools, one per chunk of input (a whole file, or about
     `chunk_bytes` of a JSON-lines file when the adapter converts records one by one), with their counts.
     Malformed records are gathered over the whole source: with `on_error: error` the source fails at its end,
-    naming the first few; nothing of a failed source is used."""
+    naming the first few; nothing of a failed source is used. `on_read` hears the bytes read, for progress."""
     adapter = get_adapter(source.format)
     name = source.spec.name
     multi_file = len(source.files) > 1
@@ -216,9 +219,9 @@ def load_chunks(
         header = not adapter.headerless
         columns, keys = _read_fields(ctx)
         tables = (
-            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header, columns=columns, keys=keys)
+            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header, columns=columns, keys=keys, on_read=on_read)
             if adapter.row_local
-            else [read_table(path, header=header)]
+            else [read_table(path, header=header, on_read=on_read)]
         )
         prefix = f"{path.name.split('.')[0]}/" if multi_file else ""
         for table in tables:

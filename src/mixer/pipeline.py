@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a rec
 
 
 LOAD_WORKERS = 2
+MEGABYTE = 1e6
 
 
 def prepare_decontam(recipe: Recipe, benchmarks: list[ResolvedBenchmark], options: Options) -> Decontamination | None:
@@ -134,11 +135,19 @@ class Cleaner:
 def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, cleaner: Cleaner) -> list[Staged]:
     """Load and stage every file-backed source, two at a time (polars releases the GIL, and one file rarely
     keeps both cores busy); settle each in recipe order as soon as it and the ones before it are staged."""
-    task = progress.add_task("loading sources", total=len(resolved))
+    megabytes = {source.spec.name: sum(f.bytes for f in source.files) / MEGABYTE for source in resolved}
+    task = progress.add_task("reading inputs (MB)", total=sum(megabytes.values()))
 
     def load(source: ResolvedSource) -> Staged:
-        staged = cleaner.stage(source, load_chunks(source, recipe.mixture.drop_patterns))
-        progress.advance(task)
+        heard = 0.0
+
+        def on_read(size: int) -> None:
+            nonlocal heard
+            heard += size / MEGABYTE
+            progress.advance(task, size / MEGABYTE)
+
+        staged = cleaner.stage(source, load_chunks(source, recipe.mixture.drop_patterns, on_read=on_read))
+        progress.advance(task, max(0.0, megabytes[source.spec.name] - heard))  # whatever went unheard
         return staged
 
     # largest inputs first, so the last source to finish is a small one and both threads stay busy to the
@@ -369,13 +378,20 @@ def materialise(
         tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
         loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
         features: list[pl.DataFrame] = []
+        sorting = progress.add_task("sorting rows into buckets", total=plan.total_rows)
         task = progress.add_task("writing shards", total=plan.total_rows)
 
         def measure(frame: pl.DataFrame) -> None:
             features.append(row_features(frame, loaded))
             progress.advance(task, frame.height)
 
-        ordered = shards(selections, staging / "buckets", recipe.output.shard_rows, recipe.mixture.shuffle)
+        ordered = shards(
+            selections,
+            staging / "buckets",
+            recipe.output.shard_rows,
+            recipe.mixture.shuffle,
+            on_filled=lambda rows: progress.advance(sorting, rows),
+        )
         written_shards = write_shards(ordered, temp / "data", measure)
         shutil.rmtree(staging, ignore_errors=True)
         write_rejects(temp / "rejects", pools, results)
