@@ -407,6 +407,31 @@ def test_an_empty_mixture_is_one_shard_with_the_schema(tmp_path):
         assert read_mix(result.out_dir).schema == read_mix(full.out_dir).schema
 
 
+def test_a_build_racing_another_for_the_same_output_fails_cleanly_and_leaves_the_winner(tmp_path, monkeypatch):
+    """Two builds into one output: the one renaming second cannot replace a directory that appeared after it
+    moved the old output aside. It must not leave the old output hidden, nor its temp dir behind."""
+    alpaca_file(tmp_path / "a.jsonl", 20)
+    recipe = write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    out = tmp_path / "o"
+    build(recipe, QUIET, out=out)
+    real_rename = Path.rename
+
+    def the_other_build_lands_in_between(self, target):
+        moved = real_rename(self, target)
+        if self == out:  # ours moved the old output aside; the other build's rename lands now
+            out.mkdir()
+            (out / "manifest.json").write_text("{}")
+        return moved
+
+    monkeypatch.setattr(Path, "rename", the_other_build_lands_in_between)
+    with pytest.raises(MixerError) as lost:
+        build(recipe, QUIET, out=out, force=True)
+    assert lost.value.message.startswith(f"cannot put the new output in place at {out}: ")
+    assert "another mixer process wrote it at the same time" in lost.value.hint
+    assert (out / "manifest.json").read_text() == "{}"  # the winner's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "o", "recipe.lock", "recipe.yaml"]  # none hidden
+
+
 POLARS_DISK_FULL = "No space left on device (os error 28)"  # how polars (Rust) words ENOSPC, without an errno
 
 
