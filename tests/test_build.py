@@ -314,7 +314,7 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     alpaca_file(tmp_path / "a.jsonl", 60_000)
     recipe = write_recipe(
@@ -343,8 +343,9 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     assert proc.returncode != 0
     assert shard_bytes(out) == before  # previous output untouched
     assert json.loads((out / "manifest.json").read_text())["build_fingerprint"] == first.manifest["build_fingerprint"]
-    if sig == signal.SIGINT:
-        assert not list(tmp_path.glob(".o.tmp-*")), "Ctrl-C must remove the temp dir"
+    if sig != signal.SIGKILL:
+        assert not list(tmp_path.glob(".o.tmp-*")), "Ctrl-C and SIGTERM must remove the temp dir"
+        assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
     again = build(recipe, QUIET, out=out)  # the next build clears a killed build's leftovers
     assert again.status == "built" and not list(tmp_path.glob(".o.tmp-*"))
     assert shard_bytes(out) != before

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -269,3 +273,37 @@ def test_building_a_mixture_never_imports_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]["rows"] > 0
+
+
+def test_an_interrupted_launch_asks_the_launcher_to_stop_its_workers(tmp_path):
+    """SIGTERM to mixer (a scheduler's cancel) must reach the launcher as SIGTERM, which accelerate and torchrun
+    pass to their workers; a SIGKILL, or nothing at all, would leave workers training on without mixer."""
+    ready, stopped = tmp_path / "ready", tmp_path / "stopped"
+    launcher = (
+        "import pathlib, signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(stopped)!r}).write_text('SIGTERM'), sys.exit(0)))\n"
+        f"pathlib.Path({str(ready)!r}).write_text('')\n"
+        "time.sleep(60)\n"
+    )
+    mixer_side = (
+        "import signal, sys\n"
+        "from mixer import cli\n"
+        "from mixer.train.stages import run_to_end\n"
+        "signal.signal(signal.SIGTERM, cli._terminate)\n"
+        "try:\n"
+        f"    run_to_end([sys.executable, '-c', {launcher!r}])\n"
+        "except cli.Terminated:\n"
+        "    sys.exit(143)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", mixer_side])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists(), "the launcher never started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert stopped.read_text() == "SIGTERM"

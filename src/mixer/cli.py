@@ -6,6 +6,7 @@ import atexit
 import gc
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -610,11 +611,21 @@ def diff(
         sys.stdout.write(text)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's cancel or timeout, `docker stop`, `kill`), raised in the main thread so that a
+    build unwinds as on Ctrl-C: staged rows and temp dirs, gigabytes at scale, are removed on the way out."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
     # Python's shutdown runs the cycle collector over every object left, and the modules of polars, pydantic
     # and rich take it ~0.05-0.1 s to walk: a fifth of a no-op rebuild. By then every output is closed and
     # renamed and nothing needs a collector to be freed, so at exit (only then) the collector skips them.
     atexit.register(gc.freeze)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except RecipeInvalid as exc:
@@ -627,6 +638,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: the previous output, if any, is unchanged")
         sys.exit(130)
+    except Terminated:
+        err.print("terminated: the previous output, if any, is unchanged")
+        sys.exit(128 + signal.SIGTERM)
     except Exception as exc:  # a full disk outside the build's own folders (the cache, a lock file)
         if not disk_full(exc):
             raise

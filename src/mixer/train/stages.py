@@ -33,6 +33,8 @@ from mixer.train.config import StageConfig
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
 from mixer.validate import load_recipe
 
+STOP_GRACE_S = 30  # how long an interrupted launcher gets to stop its workers before it is killed
+
 PACKAGES = ("mixer", "torch", "transformers", "accelerate", "polars", "datasets", "tokenizers", "deepspeed")
 
 
@@ -178,15 +180,40 @@ def write_stage_files(prepared: PreparedStage, status: str, metrics: dict | None
     write_atomic_file(prepared.run_dir / "run.json", json.dumps(record, indent=2) + "\n")
 
 
+def run_to_end(command: list[str]) -> int:
+    """The launcher's exit code. Interrupted (Ctrl-C, SIGTERM), mixer asks it to stop with SIGTERM, which
+    accelerate and torchrun pass on to their workers, so no worker outlives mixer; it is killed if it has not
+    stopped within STOP_GRACE_S."""
+    child = subprocess.Popen(command)
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+
+
+def _metrics(prepared: PreparedStage) -> dict[str, Any] | None:
+    path = prepared.run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run_stage(prepared: PreparedStage) -> dict[str, Any]:
     write_stage_files(prepared, "running")
-    completed = subprocess.run(prepared.command, check=False)
-    metrics_file = prepared.run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-    if completed.returncode != 0:
+    try:
+        returncode = run_to_end(prepared.command)
+    except BaseException:
+        write_stage_files(prepared, "interrupted", _metrics(prepared))
+        raise
+    metrics = _metrics(prepared)
+    if returncode != 0:
         write_stage_files(prepared, "failed", metrics)
         raise MixerError(
-            f"stage {prepared.spec.name} failed (exit code {completed.returncode}); see the output above",
+            f"stage {prepared.spec.name} failed (exit code {returncode}); see the output above",
             f"fix the cause and run `mixer train` again: it resumes from {prepared.run_dir}/checkpoints",
         )
     write_stage_files(prepared, "done", metrics)
