@@ -308,3 +308,31 @@ def test_baseline_compares_several_runs_and_runs_lists_them(tmp_path, shared_dat
         "strategyqa_mc acc": 0.5533333333333333,
         "gsm8k_local exact_match": 0.0,
     }
+
+
+def test_a_setting_left_out_compares_as_its_schema_default():
+    """Leaving `shuffle` out and writing `shuffle: true` is the same mix; a change from the default shows
+    what the default was, not a dash that reads as "unset"."""
+    base = {"name": "r", "sources": {"a": {"source": "dolly", "take": 5}}}
+    explicit = {
+        **base,
+        "seed": 42,
+        "mixture": {"shuffle": True, "decontaminate": {"benchmarks": ["gsm8k"], "n": 13}},
+        "evolve": {"e": {"from": "a", "teacher": {"model": "m", "api_key_env": "OPENAI_API_KEY"}}},
+    }
+    implicit = {
+        **base,
+        "mixture": {"decontaminate": {"benchmarks": ["gsm8k"]}},
+        "evolve": {"e": {"from": "a", "teacher": {"model": "m"}}},
+    }
+    same = compare(Side("A", explicit, None), Side("B", implicit, None)).composition
+    assert same.settings == []
+    changed = {**implicit, "seed": 7, "mixture": {"shuffle": False, "decontaminate": {"benchmarks": ["gsm8k"], "n": 8}}}
+    assert compare(Side("A", implicit, None), Side("B", changed, None)).composition.settings == [
+        "seed: 42 (default) → 7",
+        "mixture.decontaminate.n: 13 (default) → 8",
+        "mixture.shuffle: True (default) → False",
+    ]
+    extra = {**base, "sources": {"a": {"source": "dolly", "take": 5, "max_chars": 100}}}
+    (row,) = compare(Side("A", base, None), Side("B", extra, None)).composition.sources
+    assert row.changes == ["max_chars: — → 100"]  # no default: a dash

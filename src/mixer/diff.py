@@ -176,13 +176,57 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _changes(a: Any, b: Any, prefix: str = "") -> list[str]:
+_NO_DEFAULT = object()
+
+
+def schema_default(path: tuple[str, ...]) -> Any:
+    """The recipe schema's default for a setting (`("mixture", "shuffle")`; a name not in the schema is an entry
+    of a map such as sources or evolve blocks, and `*` any item of a list such as stages), or _NO_DEFAULT."""
+    from mixer.validate import recipe_schema
+
+    schema = recipe_schema()
+
+    def resolved(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    def step(node: dict[str, Any], part: str) -> dict[str, Any] | None:
+        # a setting's alternative forms (anyOf, oneOf) and its combined parts (allOf)
+        for option in [node, *node.get("anyOf", []), *node.get("oneOf", []), *node.get("allOf", [])]:
+            option = resolved(option)
+            inner = (option.get("properties") or {}).get(part) if part != "*" else option.get("items")
+            inner = inner if isinstance(inner, dict) else option.get("additionalProperties")  # a name: a map's
+            if isinstance(inner, dict):
+                return resolved(inner)
+        return None
+
+    node: dict[str, Any] | None = resolved(schema)
+    for part in path:
+        node = step(node, part) if node is not None else None
+    return _NO_DEFAULT if node is None else node.get("default", _NO_DEFAULT)
+
+
+def _changes(a: Any, b: Any, prefix: str = "", at: tuple[str, ...] | None = None) -> list[str]:
+    """`key: was → now` for every setting that differs. With `at` (where these settings sit in the recipe
+    schema), a setting one side leaves out counts as the schema's default: leaving out `shuffle` and writing
+    `shuffle: true` is no change, and `shuffle: — → False` reads `True (default) → False`."""
     flat_a, flat_b = _flatten(a or {}, prefix), _flatten(b or {}, prefix)
+    set_a = {k: v for k, v in flat_a.items() if v is not None}  # null and absent both mean "not set"
+    set_b = {k: v for k, v in flat_b.items() if v is not None}
+
+    def effective(values: dict[str, Any], key: str) -> tuple[Any, str]:
+        if key in values:
+            return values[key], str(values[key])
+        relative = key.removeprefix(prefix).removeprefix(".") if prefix else key
+        default = _NO_DEFAULT if at is None else schema_default((*at, *relative.split(".")))
+        return (default, f"{default} (default)") if default is not _NO_DEFAULT else (_NO_DEFAULT, "—")
+
     lines = []
-    for key in sorted(set(flat_a) | set(flat_b)):
-        if flat_a.get(key) != flat_b.get(key):
-            was, now = flat_a.get(key, "—"), flat_b.get(key, "—")
-            lines.append(f"{key}: {was} → {now}")
+    for key in sorted(set(set_a) | set(set_b)):
+        (was, shown_was), (now, shown_now) = effective(set_a, key), effective(set_b, key)
+        if was != now:
+            lines.append(f"{key}: {shown_was} → {shown_now}")
     return lines
 
 
@@ -205,7 +249,7 @@ def compare_composition(a: Side, b: Side) -> Composition:
     rows = []
     for name in list(sources_a) + [n for n in sources_b if n not in sources_a]:
         in_a, in_b = name in sources_a, name in sources_b
-        changes = _changes(sources_a.get(name), sources_b.get(name)) if in_a and in_b else []
+        changes = _changes(sources_a.get(name), sources_b.get(name), at=("sources", "*")) if in_a and in_b else []
         if in_a and in_b and a.pools is not None and b.pools is not None:
             changes += _pool_changes(a.pools.get(name) or {}, b.pools.get(name) or {})
         rows_a = a.counts.get(name) if a.counts and in_a else None
@@ -226,12 +270,12 @@ def compare_composition(a: Side, b: Side) -> Composition:
         )
     settings = []
     for key in ("seed", "mixture", "output", "evolve"):
-        settings += _changes({key: (a.recipe or {}).get(key)}, {key: (b.recipe or {}).get(key)})
+        settings += _changes({key: (a.recipe or {}).get(key)}, {key: (b.recipe or {}).get(key)}, at=())
     if a.quality is not None and b.quality is not None:
         settings += _changes({"built": a.quality}, {"built": b.quality})
     stages_a, stages_b = _stages_by_name(a.recipe), _stages_by_name(b.recipe)
     for name in list(stages_a) + [n for n in stages_b if n not in stages_a]:
-        settings += _changes(stages_a.get(name), stages_b.get(name), f"stages.{name}")
+        settings += _changes(stages_a.get(name), stages_b.get(name), f"stages.{name}", at=("stages", "*"))
     return Composition(rows, settings)
 
 
