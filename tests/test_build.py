@@ -433,6 +433,27 @@ def test_a_build_racing_another_for_the_same_output_fails_cleanly_and_leaves_the
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "o", "recipe.lock", "recipe.yaml"]  # none hidden
 
 
+def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back(tmp_path):
+    """A build killed between its two renames leaves the previous output under a hidden name and nothing in
+    its place: the next build puts it back (if nothing replaced it) instead of leaving it hidden forever."""
+    from mixer.write import remove_stale_temp_dirs
+
+    dead = 2**22 + 12345  # above the largest pid Linux allows: no such process
+    out = tmp_path / "o"
+    (tmp_path / f".o.tmp-{dead}").mkdir()
+    (tmp_path / f".o.old-{dead}").mkdir()
+    (tmp_path / f".o.old-{dead}" / "manifest.json").write_text("previous")
+    (tmp_path / f".o.tmp-{os.getpid()}").mkdir()  # a live build's: not touched
+    remove_stale_temp_dirs(out)
+    assert (out / "manifest.json").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".o.tmp-{os.getpid()}", "o"]
+
+    (tmp_path / f".o.old-{dead}").mkdir()  # set aside, but a newer output is in place: only litter now
+    remove_stale_temp_dirs(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".o.tmp-{os.getpid()}", "o"]
+    assert (out / "manifest.json").read_text() == "previous"
+
+
 POLARS_DISK_FULL = "No space left on device (os error 28)"  # how polars (Rust) words ENOSPC, without an errno
 
 

@@ -199,11 +199,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _left_by_dead_process(path: Path) -> bool:
+    try:
+        return not _pid_alive(int(path.name.rsplit("-", 1)[1]))
+    except ValueError:
+        return False
+
+
 def remove_stale_temp_dirs(out_dir: Path) -> None:
+    """Clear what killed builds left beside `out_dir`: temp dirs, and the previous output set aside by one
+    killed between its two renames, which goes back in place when nothing replaced it."""
     for temp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        with contextlib.suppress(ValueError):
-            if not _pid_alive(int(temp.name.rsplit("-", 1)[1])):
-                shutil.rmtree(temp, ignore_errors=True)
+        if _left_by_dead_process(temp):
+            shutil.rmtree(temp, ignore_errors=True)
+    for old in sorted(out_dir.parent.glob(f".{out_dir.name}.old-*")):
+        if _left_by_dead_process(old):
+            if out_dir.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.rename(out_dir)
 
 
 BUILD_FILES = frozenset({"data", "rejects", "manifest.json", "README.md", "stats.json", "report.html"})
