@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import sys
 
 import pytest
@@ -48,11 +49,13 @@ def test_a_full_disk_anywhere_else_is_one_error_line_not_a_traceback(tmp_path, m
     def lock_on_a_full_disk(path, *args, **kwargs):
         raise OSError(28, "No space left on device", str(path.with_suffix(".lock")))
 
+    sigterm = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(mixer.build, "write_lock", lock_on_a_full_disk)  # written after the output is in place
     monkeypatch.setattr(sys, "argv", ["mixer", "build", str(recipe), "--out", str(tmp_path / "o"), "--json"])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 1
+    assert signal.getsignal(signal.SIGTERM) is sigterm  # main() in-process leaves the handler as it was
     assert capsys.readouterr().err == (
         f"error: no space left on device writing {tmp_path / 'r.lock'}\n  hint: free some space and run it again\n"
     )

@@ -620,12 +620,8 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def main() -> None:
-    # Python's shutdown runs the cycle collector over every object left, and the modules of polars, pydantic
-    # and rich take it ~0.05-0.1 s to walk: a fifth of a no-op rebuild. By then every output is closed and
-    # renamed and nothing needs a collector to be freed, so at exit (only then) the collector skips them.
-    atexit.register(gc.freeze)
-    signal.signal(signal.SIGTERM, _terminate)
+def _run() -> None:
+    """The app, with every error a user can act on printed as one message and an exit code."""
     try:
         app()
     except RecipeInvalid as exc:
@@ -647,3 +643,15 @@ def main() -> None:
         where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
         err.print(f"error: no space left on device{where}\n  hint: free some space and run it again", markup=False)
         sys.exit(1)
+
+
+def main() -> None:
+    # Python's shutdown runs the cycle collector over every object left, and the modules of polars, pydantic
+    # and rich take it ~0.05-0.1 s to walk: a fifth of a no-op rebuild. By then every output is closed and
+    # renamed and nothing needs a collector to be freed, so at exit (only then) the collector skips them.
+    atexit.register(gc.freeze)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _run()
+    finally:  # called in-process (tests, a notebook), main() leaves SIGTERM as it found it
+        signal.signal(signal.SIGTERM, previous)
