@@ -377,6 +377,7 @@ def test_an_output_directory_is_replaced_only_when_mixer_wrote_everything_in_it(
     assert (out / "results" / "scores.json").is_file()
     (out / "results" / "scores.json").unlink()
     (out / "results").rmdir()
+    (out / ".DS_Store").write_bytes(b"")  # macOS Finder's view settings: no reason to refuse
     assert build(recipe, QUIET, out=out, force=True).status == "built"  # its own files alone: replaced
 
     empty = tmp_path / "empty"

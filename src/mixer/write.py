@@ -222,6 +222,7 @@ def remove_stale_temp_dirs(out_dir: Path) -> None:
 
 BUILD_FILES = frozenset({"data", "rejects", "manifest.json", "README.md", "stats.json", "report.html"})
 EVOLVE_FILES = frozenset({"data.parquet", "rejects.jsonl", "stats.json"})
+FOLDER_VIEW_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # a file browser's, remade on demand
 
 
 def check_replaceable(out_dir: Path, own: frozenset[str]) -> None:
@@ -232,7 +233,8 @@ def check_replaceable(out_dir: Path, own: frozenset[str]) -> None:
         raise MixerError(f"{out_dir} is a file, not a directory", "pick another --out (or output.dir in the recipe)")
     if not out_dir.is_dir():
         return
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if p.name not in own)
+    mine = own | FOLDER_VIEW_FILES
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if p.name not in mine)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         results = (
