@@ -455,6 +455,40 @@ def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back
     assert (out / "manifest.json").read_text() == "previous"
 
 
+def test_an_input_that_changes_while_it_is_read_stops_the_build_before_anything_is_kept(tmp_path, monkeypatch):
+    """A download still running, or a job still writing the file: the manifest, the lock and the caches would
+    record a hash of other bytes than the build read."""
+    import mixer.pipeline
+
+    data = alpaca_file(tmp_path / "a.jsonl", 30)
+    recipe = write_recipe(tmp_path, "name: g\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    out = tmp_path / "o"
+    build(recipe, options, out=out)
+    before = shard_bytes(out)
+    real_stage = mixer.pipeline.stage_chunks
+
+    def appended_while_read(*args, **kwargs):
+        staged = real_stage(*args, **kwargs)
+        with data.open("a") as fh:
+            fh.write(json.dumps({"instruction": "late", "input": "", "output": "row"}) + "\n")
+        return staged
+
+    monkeypatch.setattr(mixer.pipeline, "stage_chunks", appended_while_read)
+    size = data.stat().st_size
+    for run in (lambda: build(recipe, options, out=out, force=True), lambda: plan_recipe(recipe, options)):
+        cached = sorted(p.name for p in (tmp_path / "cache").rglob("*"))
+        with pytest.raises(MixerError) as changed:
+            run()
+        grown = data.stat().st_size
+        assert (
+            changed.value.message == f"{data} changed while mixer read it ({size:,} bytes when hashed, {grown:,} now)"
+        )
+        assert sorted(p.name for p in (tmp_path / "cache").rglob("*")) == cached  # no counts under a stale hash
+        size = grown
+    assert shard_bytes(out) == before
+
+
 POLARS_DISK_FULL = "No space left on device (os error 28)"  # how polars (Rust) words ENOSPC, without an errno
 
 

@@ -100,6 +100,8 @@ class Cleaner:
             index=self.decontam.index if self.decontam is not None and known is None else None,
             known_hits=known,
         )
+        for input_file in source.files:  # before anything is cached under its hash
+            input_file.check_unchanged()
         if self.decontam is not None and known is None:
             self.decontam.remember_hits(source, drop_patterns, staged.hits)
         return staged

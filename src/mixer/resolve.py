@@ -31,9 +31,20 @@ class InputFile:
     sha256: str
     bytes: int
     label: str  # where the file is, in words that mean the same on every machine
+    modified_ns: int  # when it was hashed (not written anywhere: it differs between machines)
 
     def to_json(self) -> dict:
         return {"path": self.label, "sha256": self.sha256, "bytes": self.bytes}
+
+    def check_unchanged(self) -> None:
+        """The manifest and the caches record the hash taken before reading: a file that changed since (a
+        download or a job still writing it) was read as other bytes than they say."""
+        stat = self.path.stat()
+        if (stat.st_size, stat.st_mtime_ns) != (self.bytes, self.modified_ns):
+            raise MixerError(
+                f"{self.path} changed while mixer read it ({self.bytes:,} bytes when hashed, {stat.st_size:,} now)",
+                "wait until whatever writes it is done, then run again; nothing was written or cached",
+            )
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,11 @@ class ResolvedSource:
 
 def input_files(labelled: list[tuple[Path, str]], hashes: FileHashes | None) -> tuple[InputFile, ...]:
     digest = hashes.sha256 if hashes is not None else file_sha256
-    return tuple(InputFile(p, digest(p), p.stat().st_size, label) for p, label in labelled)
+    files = []
+    for path, label in labelled:
+        before = path.stat()  # taken before hashing, so a change while hashing counts too
+        files.append(InputFile(path, digest(path), before.st_size, label, before.st_mtime_ns))
+    return tuple(files)
 
 
 def _under(folder: Path, path: Path, prefix: str) -> str:
