@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+
 import polars as pl
 import pytest
 
 from mixer.adapters import FORMATS, get_adapter
 from mixer.adapters.base import Context
 from mixer.errors import MixerError
-from mixer.io import read_table
+from mixer.io import read_chunks, read_table
 from mixer.registry import load_registry
 
 
@@ -284,3 +287,20 @@ def test_a_json_array_that_is_not_utf8_is_reported_where(tmp_path):
     with pytest.raises(MixerError) as info:
         read_table(path)
     assert info.value.message == f"{path}: cannot parse JSON array: line 2: not UTF-8: byte 0xE9 at byte 22 of the line"
+
+
+@pytest.mark.parametrize("name", ["cut.jsonl.gz", "cut.json.gz"])
+def test_a_gzip_file_cut_short_is_named_not_aborted(tmp_path, name):
+    """An interrupted download: gzip raises EOFError, which the command line reported as a bare "Aborted!"."""
+    rows = [{"instruction": f"question {i} {i * 7919 % 104729}", "output": f"answer {i}"} for i in range(5000)]
+    packed = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    path = tmp_path / name
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(MixerError) as info:
+        list(read_chunks(path, 1 << 12))
+    kind = name.split(".")[1]
+    assert info.value.message == (
+        f"{path}: cannot read {kind} file: the gzip data is damaged or cut short "
+        "(Compressed file ended before the end-of-stream marker was reached)"
+    )
+    assert info.value.hint == "download or copy the file again; `gzip -t FILE` checks it"

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import zlib
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,8 +251,19 @@ def read_chunks(
                     rows += records
                     yield table
                 lines += _newlines(data)
-    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:
-        raise MixerError(f"{path}: cannot read jsonl file: {str(exc).splitlines()[0]}") from None
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
+        raise _unreadable(path, "jsonl", exc) from None
+
+
+def _unreadable(path: Path, kind: str, exc: BaseException, where: str | None = None) -> MixerError:
+    """The error for a file that cannot be read at all. A gzip file that ends early (an interrupted download)
+    raises EOFError, which the command line would otherwise report as a bare "Aborted!"."""
+    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile):
+        return MixerError(
+            f"{path}: cannot read {kind} file: the gzip data is damaged or cut short ({exc})",
+            "download or copy the file again; `gzip -t FILE` checks it",
+        )
+    return MixerError(f"{path}: cannot read {kind} file: {where or str(exc).splitlines()[0]}")
 
 
 def _first_bad_line(data: bytes, separator: str | None) -> str | None:
@@ -316,12 +328,11 @@ def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None
                 table, _ = _json_lines(path, data)
     except MixerError:
         raise
-    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         where = None
-        if kind in ("csv", "tsv") and not isinstance(exc, OSError):
+        if kind in ("csv", "tsv") and isinstance(exc, pl.exceptions.PolarsError):
             where = _first_bad_line(_read_bytes(path), {"csv": ",", "tsv": "\t"}.get(kind))
-        reason = where or str(exc).splitlines()[0]
-        raise MixerError(f"{path}: cannot read {kind} file: {reason}") from None
+        raise _unreadable(path, kind, exc, where) from None
     if "__row" not in table.frame.columns:
         table.frame = table.frame.with_row_index("__row")
     return table
