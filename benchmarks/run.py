@@ -113,6 +113,16 @@ def main() -> None:
         help="also run the mixer commands with this environment variable set (repeatable: one variant each)",
     )
     args = parser.parse_args()
+    if (
+        args.against
+        and subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--verify", "--quiet", f"{args.against}^{{commit}}"],
+            capture_output=True,
+        ).returncode
+    ):
+        parser.error(f"--against {args.against}: not a commit of this repository")
+    if any("=" not in setting for setting in args.env):
+        parser.error("--env takes NAME=VALUE")
     work, data, counts, recipe = prepare_inputs(args.rows, args.work)
     python = sys.executable
     commands = {
@@ -139,6 +149,9 @@ def main() -> None:
         # the audit without a build: benchmark hits, exact and near-duplicate overlap over every row
         commands["mixer_audit"] = [python, "-m", "mixer", "decontam", str(decontam), "--json"]
     if args.only:
+        unknown = sorted(set(args.only.split(",")) - set(commands))
+        if unknown:
+            parser.error(f"--only: no command {', '.join(unknown)} here (commands: {', '.join(commands)})")
         commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
     envs: dict[str, dict[str, str]] = {}
     for setting in args.env:  # e.g. an allocator setting, measured against the default in the same run
