@@ -158,3 +158,15 @@ def test_missing_recipe_is_a_clean_error(tmp_path):
     result = run_mixer("validate", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1
     assert "recipe not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_file_named_with_glob_characters_is_found_by_its_name(tmp_path):
+    """`shard[1].jsonl` as a pattern matches `shard1.jsonl` only: the file itself would be "not found"."""
+    from mixer.validate import expand_paths
+
+    (tmp_path / "shard[1].jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    (tmp_path / "shard1.jsonl").write_text('{"instruction": "c", "output": "d"}\n')
+    assert expand_paths("shard[1].jsonl", tmp_path) == [tmp_path / "shard[1].jsonl"]
+    assert expand_paths("shard[0-9].jsonl", tmp_path) == [tmp_path / "shard1.jsonl"]  # a pattern all the same
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: 'shard[1].jsonl', format: alpaca, take: 1}\n")
+    assert messages(recipe) == []

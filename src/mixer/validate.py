@@ -357,9 +357,11 @@ def expand_paths(raw: str, base_dir: Path) -> list[Path]:
     """A path or glob relative to the recipe directory → existing files, sorted for determinism."""
     full = Path(os.path.expanduser(raw))
     full = full if full.is_absolute() else base_dir / full
+    if full.is_file():  # a file whose name has glob characters (`shard[1].jsonl`) is itself, not a pattern
+        return [full]
     if glob.has_magic(str(full)):
         return sorted(Path(p) for p in glob.glob(str(full)) if Path(p).is_file())
-    return [full] if full.is_file() else []
+    return []
 
 
 def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
