@@ -288,6 +288,27 @@ def test_progress_follows_the_bytes_read_and_the_rows_sorted_and_written(tmp_pat
         assert recorded.totals[task] == recorded.done[task] == 270, task
 
 
+def test_small_files_share_staged_parts(tmp_path, monkeypatch):
+    """A source of a thousand small files (a sharded export) staged one part per file, and every part then cost
+    a file, a read and a gather while filling buckets: 10.3 s for 100K rows in 1,000 files, 1.6 s in one."""
+    lines, _ = sharegpt_lines()
+    good = [line for line in lines if line and line != BROKEN_LINE]
+    for i in range(12):
+        (tmp_path / "shards").mkdir(exist_ok=True)
+        (tmp_path / "shards" / f"part-{i:02d}.jsonl").write_text("\n".join(good[i * 5 : i * 5 + 5]) + "\n")
+    recipe = load_recipe(
+        write_recipe(tmp_path, "name: s\nsources:\n  s: {path: 'shards/*.jsonl', format: sharegpt, take: all}\n")
+    )
+    (source,) = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    whole = merge_chunks(list(load_chunks(source))).rows.drop("__order")
+    monkeypatch.setattr(mixer.stage, "PART_ROWS", 25)
+    staged = mixer.stage.stage_chunks(source, load_chunks(source), tmp_path / "staged", "s")
+    assert len(source.files) == 12 and whole.height == 60
+    assert staged.starts == [0, 25, 50]  # 12 files, 3 parts
+    positions = pl.Series(range(60), dtype=pl.UInt32)
+    assert staged.rows_at(positions).drop("id").equals(whole.drop("id"))
+
+
 def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(tmp_path, shared_data, monkeypatch):
     fresh = []
     infer = mixer.io._json_lines

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mixer.decontam import Index
 
 PART_ROWS = 100_000
+MIN_PART_BYTES = 8 << 20  # smaller chunks (of small files) share a part: each part costs a file and a read
 PAYLOAD_COLUMNS = ("messages", "prompt", "chosen", "rejected")
 # two independently seeded 64-bit hashes of the normalised text stand for the text in exact dedup: equal
 # texts always collide, and two different texts share both with probability ~2^-128
@@ -133,10 +134,11 @@ def stage_chunks(
     index: Index | None = None,
     known_hits: pl.DataFrame | None = None,
 ) -> Staged:
-    """Write each chunk's rows to `folder` as it comes (at least one part, so the schema is always on disk)
-    and keep its keys; benchmark hits are found here too, while the rows are in memory, unless they are
-    already known from an earlier build (`known_hits`: __pos, benchmark, item, span). Without a `folder`
-    only counts and keys are kept (`mixer plan`: no rows to read back, no overlap to measure)."""
+    """Write each chunk's rows to `folder` as it comes (chunks of small files together, in parts of at least
+    MIN_PART_BYTES; at least one part, so the schema is always on disk) and keep its keys. Benchmark hits
+    are found here too, while the rows are in memory, unless they are already known from an earlier build
+    (`known_hits`: __pos, benchmark, item, span). Without a `folder` only counts and keys are kept (`mixer
+    plan`: no rows to read back, no overlap to measure)."""
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
@@ -145,6 +147,20 @@ def stage_chunks(
     counts: dict[str, int] = {}
     source_rows = 0
     last: pl.DataFrame | None = None
+    waiting: list[pl.DataFrame] = []  # rows not yet in a part, in order, ending at source_rows
+    waiting_bytes = 0
+
+    def write_parts(folder: Path) -> None:
+        nonlocal waiting_bytes
+        rows = pl.concat(waiting) if len(waiting) > 1 else waiting[0]
+        first = source_rows - rows.height
+        for offset in range(0, rows.height, PART_ROWS):
+            parts.append(folder / f"{tag}-{len(parts):05d}.arrow")
+            starts.append(first + offset)
+            rows.slice(offset, PART_ROWS).rechunk().write_ipc(parts[-1], compression="uncompressed")
+        waiting.clear()
+        waiting_bytes = 0
+
     for chunk in chunks:
         rows = chunk.rows.drop("__order", strict=False)
         add_counts(counts, chunk.counts)
@@ -156,14 +172,16 @@ def stage_chunks(
         if index is not None:  # keyed by position: the final ids are known only once the source is read
             hits.append(index.hits(rows.with_columns(positions.cast(pl.String).alias("id"))))
         keys.append(row_keys(rows, source_rows, keep_prompts=keep_prompts, dedup=dedup, overlap=folder is not None))
-        if folder is not None:
-            for offset in range(0, rows.height, PART_ROWS):
-                parts.append(folder / f"{tag}-{len(parts):05d}.arrow")
-                starts.append(source_rows + offset)
-                rows.slice(offset, PART_ROWS).rechunk().write_ipc(parts[-1], compression="uncompressed")
         source_rows += rows.height
+        if folder is not None and rows.height:
+            waiting.append(rows)
+            waiting_bytes += rows.estimated_size()
+            if waiting_bytes >= MIN_PART_BYTES:
+                write_parts(folder)
         last = rows
         chunk.rows = chunk.rows.clear()
+    if waiting and folder is not None:
+        write_parts(folder)
     if not parts and last is not None and folder is not None:
         parts.append(folder / f"{tag}-00000.arrow")
         starts.append(0)
