@@ -489,6 +489,21 @@ def test_an_input_that_changes_while_it_is_read_stops_the_build_before_anything_
     assert shard_bytes(out) == before
 
 
+def test_a_data_dir_that_does_not_exist_and_locked_with_sample_are_named(tmp_path, monkeypatch):
+    """A mistyped --data-dir sent every registry source to the hub, and offline the error blamed the hub."""
+    recipe = REPO / "recipes" / "tulu2.yaml"
+    missing = tmp_path / "dat"
+    with pytest.raises(MixerError) as failed:
+        build(recipe, Options(progress=False, data_dir=missing), out=tmp_path / "o")
+    assert failed.value.message == f"--data-dir {missing}: no such directory"
+    monkeypatch.setenv("MIXER_DATA_DIR", str(missing))
+    with pytest.raises(MixerError) as failed:
+        plan_recipe(recipe, QUIET)
+    assert failed.value.message == f"MIXER_DATA_DIR {missing}: no such directory"
+    with pytest.raises(MixerError, match="--locked and --sample contradict each other"):
+        build(recipe, SAMPLE, out=tmp_path / "o", locked=True)
+
+
 POLARS_DISK_FULL = "No space left on device (os error 28)"  # how polars (Rust) words ENOSPC, without an errno
 
 

@@ -20,7 +20,7 @@ from mixer.hashing import FileHashes
 from mixer.lock import locked_benchmark_revisions
 from mixer.recipe import BenchmarkSpec, Recipe
 from mixer.registry import HubRef
-from mixer.resolve import InputFile, input_files, read_from_hub
+from mixer.resolve import InputFile, existing_data_dir, input_files, read_from_hub
 from mixer.validate import did_you_mean
 
 
@@ -98,8 +98,7 @@ def resolve_benchmarks(
     so a benchmark that cannot be had anywhere (a misspelt name) is reported before any download starts."""
     if recipe.mixture.decontaminate is None:
         return []
-    if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
-        data_dir = Path(os.environ["MIXER_DATA_DIR"])
+    data_dir = existing_data_dir(data_dir)
     specs = recipe.mixture.decontaminate.benchmarks
     local = [_local_file(spec, recipe.base_dir, data_dir) for spec in specs]
     for spec, found in zip(specs, local, strict=True):

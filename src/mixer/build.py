@@ -117,6 +117,12 @@ def build(
             "--locked and --refresh contradict each other",
             "--locked builds the commits in recipe.lock; --refresh asks the hub for new ones: pick one",
         )
+    if locked and options.sample:
+        raise MixerError(
+            "--locked and --sample contradict each other",
+            "--locked checks the inputs against recipe.lock; --sample builds the bundled samples, which no lock"
+            " records: pick one",
+        )
     recipe = load_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
     benchmarks = resolve_benchmark_inputs(recipe, options)

@@ -97,6 +97,17 @@ def _recipe_files(spec: SourceSpec, base_dir: Path) -> list[tuple[Path, str]]:
     return labelled
 
 
+def existing_data_dir(data_dir: Path | None) -> Path | None:
+    """`--data-dir`, else $MIXER_DATA_DIR; a folder that does not exist is a typo to report, not a reason to try
+    the hub for every source."""
+    named = "--data-dir"
+    if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
+        data_dir, named = Path(os.environ["MIXER_DATA_DIR"]), "MIXER_DATA_DIR"
+    if data_dir is not None and not data_dir.is_dir():
+        raise MixerError(f"{named} {data_dir}: no such directory", "give the folder that holds <source>.jsonl files")
+    return data_dir
+
+
 def _from_data_dir(name: str, data_dir: Path) -> list[Path]:
     folder = data_dir / name
     if folder.is_dir():
@@ -248,8 +259,7 @@ def resolve_recipe(
     refresh: bool = False,
 ) -> list[ResolvedSource]:
     """`refresh` asks the hub again for the commits of moving revisions instead of using those in the lock."""
-    if data_dir is None and os.environ.get("MIXER_DATA_DIR"):
-        data_dir = Path(os.environ["MIXER_DATA_DIR"])
+    data_dir = existing_data_dir(data_dir)
     cache = cache_dir or default_cache_dir()
     hashes = FileHashes(cache / "file-hashes.json")
     locked = {} if sample else locked_revisions(recipe)
