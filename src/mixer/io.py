@@ -23,6 +23,7 @@ import polars as pl
 
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
+from mixer.json_array import NotAnArray, array_chunks, starts_an_array
 
 NEWLINE = 10
 NEWLINE_BYTE = b"\n"
@@ -222,7 +223,11 @@ def read_chunks(
     After the first chunk, each is parsed with the schema of the one before unless that could lose one of the
     `columns` or `keys` an adapter reads (see `_parse_like`). `on_read` hears how many bytes of the file each
     block took (compressed bytes for gzip), for progress."""
-    if file_kind(path) != "jsonl":
+    kind = file_kind(path)
+    if kind == "json" and path.is_file():
+        yield from _array_chunks(path, chunk_bytes, on_read)
+        return
+    if kind != "jsonl":
         yield read_table(path, header=header, on_read=on_read)
         return
     if not path.is_file():
@@ -253,6 +258,39 @@ def read_chunks(
                 lines += _newlines(data)
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise _unreadable(path, "jsonl", exc) from None
+
+
+def _array_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] | None) -> Iterator[RawTable]:
+    """A JSON array in tables of about `chunk_bytes` of its elements (mixer.json_array), so that a large
+    export is never parsed whole; a `.json` file that is not one array (JSON lines under that name) is read
+    whole, as before."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    rows = taken = 0
+    try:
+        with opener(path, "rb") as fh:
+            first = without_bom(path, fh.read(chunk_bytes))
+            if not starts_an_array(first):
+                yield read_table(path, on_read=on_read)
+                return
+            for text in array_chunks(fh, chunk_bytes, first):
+                if on_read is not None:
+                    now = fh.fileobj.tell() if isinstance(fh, gzip.GzipFile) else fh.tell()
+                    on_read(now - taken)
+                    taken = now
+                frame = pl.read_json(text, infer_schema_length=None)
+                yield RawTable(path, frame.with_row_index("__row", offset=rows), [])
+                rows += frame.height
+    except NotAnArray as exc:
+        raise MixerError(
+            f"{path}: cannot parse JSON array: {exc}", "validate the file with `python -m json.tool`"
+        ) from None
+    except pl.exceptions.PolarsError as exc:
+        reason = _first_bad_line(_read_bytes(path), None) or str(exc).splitlines()[0]
+        raise MixerError(
+            f"{path}: cannot parse JSON array: {reason}", "validate the file with `python -m json.tool`"
+        ) from None
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
+        raise _unreadable(path, "json", exc) from None
 
 
 def _unreadable(path: Path, kind: str, exc: BaseException, where: str | None = None) -> MixerError:
