@@ -378,6 +378,23 @@ def test_a_large_json_array_source_builds_like_the_same_json_lines(tmp_path, mon
     assert built["packed.json.gz"].equals(built["lines.jsonl"])
 
 
+def test_a_parquet_file_is_read_in_slices_with_the_types_of_a_whole_read(tmp_path):
+    """A hub export of a few GB of parquet was decompressed whole; slices must keep every row, its position
+    and the column types of reading the file at once (lists of structs, nulls, numbers)."""
+    records = _tricky_records(9, 90)
+    frame = pl.DataFrame(records).with_columns(
+        pl.when(pl.col("id") % 7 == 0).then(None).otherwise(pl.col("text")).alias("text")
+    )
+    path = tmp_path / "export.parquet"
+    frame.write_parquet(path, row_group_size=20)
+    whole = mixer.io.read_table(path).frame
+    tables = list(mixer.io.read_chunks(path, 700))
+    assert len(tables) > 3
+    assert pl.concat([t.frame for t in tables]).equals(whole)
+    (single,) = mixer.io.read_chunks(path, 1 << 30)  # small enough: one read
+    assert single.frame.equals(whole)
+
+
 def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(tmp_path, shared_data, monkeypatch):
     fresh = []
     infer = mixer.io._json_lines
