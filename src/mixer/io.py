@@ -275,7 +275,7 @@ def _parquet_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None]
         meta = pq.read_metadata(path)
         data_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         step = max(1, int(meta.num_rows * chunk_bytes / max(data_bytes, 1)))
-        if meta.num_rows <= step:
+        if meta.num_rows <= step or not hasattr(pl.LazyFrame, "collect_batches"):  # an older polars: whole
             yield read_table(path, on_read=on_read)
             return
         size, offset = path.stat().st_size, 0
