@@ -235,8 +235,7 @@ def read_chunks(
         return
     if not path.is_file():
         raise MixerError(f"{path}: file not found")
-    packed = path.name.lower().endswith(".gz")
-    opener = gzip.open if packed else open
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows = lines = taken = 0
     schema: pl.Schema | None = None
     try:
@@ -309,16 +308,15 @@ def _array_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] |
                 yield RawTable(path, frame.with_row_index("__row", offset=rows), [])
                 rows += frame.height
     except NotAnArray as exc:
-        raise MixerError(
-            f"{path}: cannot parse JSON array: {exc}", "validate the file with `python -m json.tool`"
-        ) from None
+        raise _bad_array(path, str(exc)) from None
     except pl.exceptions.PolarsError as exc:
-        reason = _first_bad_line(_read_bytes(path), None) or str(exc).splitlines()[0]
-        raise MixerError(
-            f"{path}: cannot parse JSON array: {reason}", "validate the file with `python -m json.tool`"
-        ) from None
+        raise _bad_array(path, _first_bad_line(_read_bytes(path), None) or str(exc).splitlines()[0]) from None
     except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise _unreadable(path, "json", exc) from None
+
+
+def _bad_array(path: Path, reason: str) -> MixerError:
+    return MixerError(f"{path}: cannot parse JSON array: {reason}", "validate the file with `python -m json.tool`")
 
 
 def _unreadable(path: Path, kind: str, exc: BaseException, where: str | None = None) -> MixerError:
@@ -385,10 +383,7 @@ def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None
                 try:
                     frame = pl.read_json(data, infer_schema_length=None)
                 except Exception as exc:
-                    reason = _first_bad_line(data, None) or str(exc).splitlines()[0]
-                    raise MixerError(
-                        f"{path}: cannot parse JSON array: {reason}", "validate the file with `python -m json.tool`"
-                    ) from None
+                    raise _bad_array(path, _first_bad_line(data, None) or str(exc).splitlines()[0]) from None
                 table = RawTable(path, frame, [])
             else:
                 table, _ = _json_lines(path, data)
