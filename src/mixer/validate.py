@@ -237,8 +237,7 @@ def _check_source(
         if not isinstance(raw, str):
             continue
         if not expand_paths(raw, base_dir):
-            folder = Path(os.path.expanduser(raw))
-            if (folder if folder.is_absolute() else base_dir / folder).is_dir():
+            if full_path(raw, base_dir).is_dir():
                 message, hint = f"{raw!r} is a directory", f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
             else:
                 message, hint = f"no file matches {raw!r}", "paths are relative to the recipe file; check the name"
@@ -353,10 +352,15 @@ def _check_regex(located: Located, path: tuple, pattern: Any) -> list[Diagnostic
     return []
 
 
+def full_path(raw: str, base_dir: Path) -> Path:
+    """A path as a recipe writes it (`~` expanded, relative to the recipe directory) made absolute."""
+    path = Path(os.path.expanduser(raw))
+    return path if path.is_absolute() else base_dir / path
+
+
 def expand_paths(raw: str, base_dir: Path) -> list[Path]:
     """A path or glob relative to the recipe directory → existing files, sorted for determinism."""
-    full = Path(os.path.expanduser(raw))
-    full = full if full.is_absolute() else base_dir / full
+    full = full_path(raw, base_dir)
     if full.is_file():  # a file whose name has glob characters (`shard[1].jsonl`) is itself, not a pattern
         return [full]
     if glob.has_magic(str(full)):
