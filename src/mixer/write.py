@@ -279,14 +279,17 @@ def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
         out_dir.rename(old)
     try:
         temp.rename(out_dir)
-    except OSError as exc:  # another process put its output there between the two renames
-        if old.exists() and not out_dir.exists():
+    except OSError as exc:  # most often another process put its output there between the two renames
+        restored = old.exists() and not out_dir.exists()
+        if restored:
             old.rename(out_dir)
         shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
         raise MixerError(
             f"cannot put the new output in place at {out_dir}: {exc.strerror}",
-            "another mixer process wrote it at the same time and its output stays; run one build per output",
+            "the previous output is back in place"
+            if restored
+            else "another mixer process wrote it at the same time and its output stays; run one build per output",
         ) from None
     shutil.rmtree(old, ignore_errors=True)
 
