@@ -395,6 +395,43 @@ def test_a_parquet_file_is_read_in_slices_with_the_types_of_a_whole_read(tmp_pat
     assert single.frame.equals(whole)
 
 
+def test_a_csv_file_is_read_in_batches_that_equal_a_whole_read(tmp_path):
+    """A CSV of a few GB was read whole. Batches must keep quoted commas, quotes and line breaks inside
+    fields, empty fields, a byte-order mark and each row's position."""
+    rng = random.Random(3)
+    atoms = ["a", " ", ",", '"', "\n", "é", "x y", ""]
+    rows = [
+        {"instruction": "".join(rng.choice(atoms) for _ in range(rng.randint(0, 9))), "output": f"o{i}"}
+        for i in range(400)
+    ]
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + pl.DataFrame(rows).write_csv().encode())
+    whole = mixer.io.read_table(path).frame
+    tables = list(mixer.io.read_chunks(path, 700))
+    assert len(tables) > 3
+    assert pl.concat([t.frame for t in tables]).equals(whole)
+    assert whole.columns == ["__row", "instruction", "output"] and whole.height == 400
+    assert whole["output"][-1] == "o399" and whole["__row"][-1] == 399
+
+
+def test_a_headerless_tsv_in_batches_equals_a_whole_read_and_a_ragged_row_is_named(tmp_path, shared_data):
+    """The real FLAN CoT files: headerless, unquoted (fields hold bare quotes). A row with a field too many,
+    far into a large file, is reported at its line as in a whole read."""
+    path = shared_data / "flan_cot" / "gsm8k_train.tsv"
+    whole = mixer.io.read_table(path, header=False).frame
+    tables = list(mixer.io.read_chunks(path, 64 << 10, header=False))
+    assert len(tables) > 40
+    assert pl.concat([t.frame for t in tables]).equals(whole)
+    assert whole.columns == ["__row", "column_1", "column_2", "column_3"] and whole.height == 7473
+    lines = path.read_bytes().split(b"\n")
+    lines[5000] += b"\textra"
+    ragged = tmp_path / "ragged.tsv"
+    ragged.write_bytes(b"\n".join(lines))
+    with pytest.raises(MixerError) as info:
+        list(mixer.io.read_chunks(ragged, 64 << 10, header=False))
+    assert info.value.message == f"{ragged}: cannot read tsv file: line 5001: 4 fields, where the first row has 3"
+
+
 def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(tmp_path, shared_data, monkeypatch):
     fresh = []
     infer = mixer.io._json_lines

@@ -230,6 +230,9 @@ def read_chunks(
     if kind == "parquet" and path.is_file():
         yield from _parquet_chunks(path, chunk_bytes, on_read)
         return
+    if kind in ("csv", "tsv") and path.is_file() and not path.name.lower().endswith(".gz"):
+        yield from _delimited_chunks(path, kind, header, chunk_bytes, on_read)
+        return
     if kind != "jsonl":
         yield read_table(path, header=header, on_read=on_read)
         return
@@ -285,6 +288,53 @@ def _parquet_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None]
             offset += frame.height
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
         raise _unreadable(path, "parquet", exc) from None
+
+
+def _csv_options(kind: str, header: bool) -> dict:
+    """How CSV and TSV files are read, whole or in batches: every field as text, ragged rows an error, TSV
+    unquoted (FLAN CoT fields hold bare quotes)."""
+    return {
+        "separator": "\t" if kind == "tsv" else ",",
+        "has_header": header,
+        "quote_char": None if kind == "tsv" else '"',
+        "infer_schema": False,
+        "truncate_ragged_lines": False,
+    }
+
+
+def _named(frame: pl.DataFrame, header: bool) -> pl.DataFrame:
+    """Columns of a headerless file are column_1..N, whatever the polars version's default is."""
+    if not header:
+        frame.columns = [f"column_{i}" for i in range(1, frame.width + 1)]
+    return frame
+
+
+def _delimited_chunks(
+    path: Path, kind: str, header: bool, chunk_bytes: int, on_read: Callable[[int], None] | None
+) -> Iterator[RawTable]:
+    """A CSV or TSV file in tables of about `chunk_bytes` of text, from polars' streaming reader (a quoted
+    field may span lines, so the file cannot be cut at line ends by hand). A file of at most one chunk, or
+    gzip-compressed, is read whole."""
+    size = path.stat().st_size
+    if size <= chunk_bytes:
+        yield read_table(path, header=header, on_read=on_read)
+        return
+    with open(path, "rb") as fh:
+        sample = without_bom(path, fh.read(1 << 20))  # also refuses UTF-16/32; polars skips a UTF-8 mark
+    bytes_per_line = len(sample) / max(1, sample.count(NEWLINE_BYTE))
+    offset = 0
+    try:
+        batches = pl.scan_csv(path, **_csv_options(kind, header)).collect_batches(
+            chunk_size=max(1, int(chunk_bytes / bytes_per_line))
+        )
+        for frame in batches:
+            if on_read is not None:
+                on_read(min(size, int(frame.height * bytes_per_line)))
+            yield RawTable(path, _named(frame, header).with_row_index("__row", offset=offset), [])
+            offset += frame.height
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        where = _first_bad_line(_read_bytes(path), _csv_options(kind, header)["separator"])
+        raise _unreadable(path, kind, exc, where) from None
 
 
 def _array_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] | None) -> Iterator[RawTable]:
@@ -364,17 +414,8 @@ def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None
             frame = pl.read_parquet(path)
             table = RawTable(path, frame, [])
         elif kind in ("csv", "tsv"):
-            frame = pl.read_csv(
-                _read_bytes(path),
-                separator="\t" if kind == "tsv" else ",",
-                has_header=header,
-                quote_char=None if kind == "tsv" else '"',
-                infer_schema=False,
-                truncate_ragged_lines=False,
-            )
-            if not header:  # name columns column_1..N whatever the polars version's default is
-                frame.columns = [f"column_{i}" for i in range(1, frame.width + 1)]
-            table = RawTable(path, frame, [])
+            frame = pl.read_csv(_read_bytes(path), **_csv_options(kind, header))
+            table = RawTable(path, _named(frame, header), [])
         elif kind == "jsonl":
             table, _ = _json_lines(path, _read_bytes(path))
         else:  # json: an array of objects (Alpaca, ShareGPT exports) or JSON lines misnamed .json
@@ -392,7 +433,7 @@ def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         where = None
         if kind in ("csv", "tsv") and isinstance(exc, pl.exceptions.PolarsError):
-            where = _first_bad_line(_read_bytes(path), {"csv": ",", "tsv": "\t"}.get(kind))
+            where = _first_bad_line(_read_bytes(path), _csv_options(kind, header)["separator"])
         raise _unreadable(path, kind, exc, where) from None
     if "__row" not in table.frame.columns:
         table.frame = table.frame.with_row_index("__row")
