@@ -220,6 +220,7 @@ def read_chunks(
 ) -> Iterator[RawTable]:
     """A JSON-lines file (plain or gzip) as tables of about `chunk_bytes` of text each, cut at line ends, with
     `__row` and line numbers counted from the start of the file: a large file never sits in memory whole.
+    JSON arrays, parquet and CSV/TSV files come in chunks of their own kind (below); other files whole.
     After the first chunk, each is parsed with the schema of the one before unless that could lose one of the
     `columns` or `keys` an adapter reads (see `_parse_like`). `on_read` hears how many bytes of the file each
     block took (compressed bytes for gzip), for progress."""
