@@ -176,7 +176,7 @@ def test_diff_marks_a_source_changed_when_decontamination_changed_what_it_was_dr
     for _ in range(2):  # a side compared again (--baseline) gives the same answer
         rows = {r.name: r for r in compare(*sides).composition.sources}
         assert (rows["a"].status, rows["a"].a_rows, rows["a"].b_rows) == ("changed", 10, 10)
-        assert rows["a"].changes == ["built.available: 20 → 21", "built.decontaminate: 1 → 0"]
+        assert rows["a"].changes == ["built.available: 20 → 21", "built.removed.decontaminate: 1 → 0"]
         assert (rows["b"].status, rows["b"].changes) == ("same", [])
 
 

@@ -235,10 +235,15 @@ def _stages_by_name(recipe: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _pool_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Differences between two `pool_facts`: contents of the inputs, then each step's count."""
+    """Differences between two `pool_facts`: contents of the inputs, then each step's count. Every count but
+    `read` and `available` is rows a step removed, and is labelled so (`built.removed.max_chars: 0 → 20`)."""
     changes = ["input files: contents changed"] if a.get("inputs") != b.get("inputs") else []
     steps = (set(a) | set(b)) - {"inputs"}  # a step that removed nothing may be absent from one side
-    return changes + _changes({k: a.get(k, 0) for k in steps}, {k: b.get(k, 0) for k in steps}, "built")
+
+    def labelled(facts: dict[str, Any]) -> dict[str, Any]:
+        return {k if k in ("read", "available") else f"removed.{k}": facts.get(k, 0) for k in steps}
+
+    return changes + _changes(labelled(a), labelled(b), "built")
 
 
 def compare_composition(a: Side, b: Side) -> Composition:
