@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -691,3 +692,37 @@ def test_plan_piped_to_a_file_keeps_source_names_whole():
     names = [row.split("│")[1].strip() for row in rows]
     assert names[:3] == ["flan_v2", "cot", "oasst1"] and "gpt4_alpaca" in names and "total" in names
     assert all("…" not in row for row in rows)
+
+
+def test_row_ids_of_a_source_of_several_files_name_each_file_whole(tmp_path):
+    """Ids said `s/data/0` for rows of both `data.part1.jsonl` and `data.part2.jsonl` (the name cut at its first
+    dot), and `s/data/0#1` for the second file's, so a row could not be traced to its file; two `train.jsonl` in
+    different folders collided the same way."""
+    for folder in ("en", "fr"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        alpaca_file(tmp_path / "in" / folder / "train.jsonl", 2, prefix=folder)
+    alpaca_file(tmp_path / "data.part1.jsonl", 2, prefix="p1")
+    (tmp_path / "data.part2.jsonl.gz").write_bytes(gzip.compress(b'{"instruction": "p2 0", "output": "x"}\n'))
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: ids
+        sources:
+          dotted: {path: "data.*", format: alpaca, take: all}
+          nested: {path: "in/*/train.jsonl", format: alpaca, take: all}
+          single: {path: data.part1.jsonl, format: alpaca, take: all}
+        mixture: {shuffle: false}
+        """,
+    )
+    ids = set(read_mix(build(recipe, QUIET, out=tmp_path / "o").out_dir)["id"])
+    assert ids == {
+        "dotted/data.part1/0",
+        "dotted/data.part1/1",
+        "dotted/data.part2/0",
+        "nested/en/train/0",
+        "nested/en/train/1",
+        "nested/fr/train/0",
+        "nested/fr/train/1",
+        "single/0",
+        "single/1",
+    }

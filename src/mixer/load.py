@@ -6,13 +6,16 @@ name, and malformed records are handled by the source's `on_error` policy (error
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
 from mixer.adapters import get_adapter
 from mixer.adapters.base import Context, content_chars, content_text
+from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
 from mixer.io import read_chunks, read_table
 from mixer.mix import marked
@@ -185,6 +188,22 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame) -> MixerEr
     )
 
 
+def file_id_prefixes(paths: list[Path]) -> dict[Path, str]:
+    """What a row id says about its file when a source reads several: the file's path under the folder they
+    all share, without its extension (`s/part.1/17`, `s/en/train/17`). Cutting the name at its first dot
+    instead gave `data.part1.jsonl` and `data.part2.jsonl`, or two `train.jsonl` in different folders, one
+    prefix, and their rows ids like `s/data/0#1`."""
+    if len(paths) < 2:
+        return {path: "" for path in paths}
+    shared = Path(os.path.commonpath([path.parent for path in paths]))
+    prefixes = {}
+    for path in paths:
+        relative = path.relative_to(shared).as_posix()
+        suffix = next((s for s in SUPPORTED_SUFFIXES if relative.lower().endswith(s)), "")
+        prefixes[path] = f"{relative[: len(relative) - len(suffix)]}/"
+    return prefixes
+
+
 def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
     """Names an adapter may read from a record: the record's columns it maps, and keys inside values given as
     options (the role and content keys of turns)."""
@@ -203,7 +222,7 @@ def load_chunks(
     naming the first few; nothing of a failed source is used. `on_read` hears the bytes read, for progress."""
     adapter = get_adapter(source.format)
     name = source.spec.name
-    multi_file = len(source.files) > 1
+    prefixes = file_id_prefixes([f.path for f in source.files])
     payload = PAYLOAD[adapter.kind]
     filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind == "sft" else []
     order = 0
@@ -223,7 +242,7 @@ def load_chunks(
             if adapter.row_local
             else [read_table(path, header=header, on_read=on_read)]
         )
-        prefix = f"{path.name.split('.')[0]}/" if multi_file else ""
+        prefix = prefixes[path]
         for table in tables:
             if table.frame.height == 0:  # empty, or every line unparsable: nothing to convert
                 converted, bad = None, pl.DataFrame({"__row": [], "__reason": []})
