@@ -407,9 +407,11 @@ def test_a_csv_file_is_read_in_batches_that_equal_a_whole_read(tmp_path):
     path = tmp_path / "export.csv"
     path.write_bytes(b"\xef\xbb\xbf" + pl.DataFrame(rows).write_csv().encode())
     whole = mixer.io.read_table(path).frame
-    tables = list(mixer.io.read_chunks(path, 700))
+    heard: list[int] = []
+    tables = list(mixer.io.read_chunks(path, 700, on_read=heard.append))
     assert len(tables) > 3
     assert pl.concat([t.frame for t in tables]).equals(whole)
+    assert len(heard) == len(tables) and 0 < sum(heard) <= path.stat().st_size  # progress, never past the file
     assert whole.columns == ["__row", "instruction", "output"] and whole.height == 400
     assert whole["output"][-1] == "o399" and whole["__row"][-1] == 399
 

@@ -323,14 +323,16 @@ def _delimited_chunks(
     with open(path, "rb") as fh:
         sample = without_bom(path, fh.read(1 << 20))  # also refuses UTF-16/32; polars skips a UTF-8 mark
     bytes_per_line = len(sample) / max(1, sample.count(NEWLINE_BYTE))
-    offset = 0
+    offset = heard = 0
     try:
         batches = pl.scan_csv(path, **_csv_options(kind, header)).collect_batches(
             chunk_size=max(1, int(chunk_bytes / bytes_per_line))
         )
         for frame in batches:
-            if on_read is not None:
-                on_read(min(size, int(frame.height * bytes_per_line)))
+            if on_read is not None:  # an estimate from the sample's line length, never past the file's size
+                now = min(size, int((offset + frame.height) * bytes_per_line))
+                on_read(max(0, now - heard))
+                heard = max(heard, now)
             yield RawTable(path, _named(frame, header).with_row_index("__row", offset=offset), [])
             offset += frame.height
     except (pl.exceptions.PolarsError, OSError) as exc:
