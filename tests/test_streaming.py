@@ -71,6 +71,30 @@ def test_chunked_reading_matches_whole_file(tmp_path):
     assert len(set(ids)) == 60
 
 
+@pytest.mark.parametrize("garbage_first", [False, True])
+def test_a_file_of_nothing_but_broken_lines_is_counted_and_quarantined(tmp_path, garbage_first):
+    """A table with no parsable record converted nothing, and its counts and quarantined lines were dropped
+    with it: the manifest undercounted `read` and `malformed`, and rejects/ missed the file."""
+    alpaca_file = tmp_path / "b-good.jsonl"
+    alpaca_file.write_text("".join(json.dumps({"instruction": f"q {i}", "output": "a"}) + "\n" for i in range(4)))
+    garbage = tmp_path / ("a-cut.jsonl" if garbage_first else "c-cut.jsonl")
+    garbage.write_text('{"instruction": "cut\nnot json at all\n')
+    recipe = write_recipe(
+        tmp_path, "name: g\nsources:\n  s: {path: '*.jsonl', format: alpaca, take: all, on_error: quarantine}\n"
+    )
+    out = build(recipe, Options(progress=False), out=tmp_path / "o").out_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sources"]["s"]["counts"] == {
+        "read": 6,
+        "malformed": 2,
+        "available": 4,
+        "selected": 4,
+        "written": 4,
+    }
+    rejects = [json.loads(line) for line in (out / "rejects" / "s.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["row"]) for r in rejects] == [(str(garbage), 1), (str(garbage), 2)]
+
+
 def _alpaca_source(tmp_path: Path, records: list[dict], on_error: str = "error"):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     recipe = load_recipe(

@@ -228,6 +228,9 @@ def load_chunks(
     order = 0
     failures: list[pl.DataFrame] = []
     converted_any = False
+    held_counts: dict[str, int] = {}  # of tables with no record, until a pool carries them
+    held_rejects: list[pl.DataFrame] = []
+    last_rows: pl.DataFrame | None = None
     for input_file in source.files:
         path = input_file.path
         ctx = Context(
@@ -261,8 +264,14 @@ def load_chunks(
             counts["malformed"] = malformed.height
             if malformed.height and source.on_error == "error":
                 failures.append(malformed)
-            if failures or converted is None:
+            if failures:
                 continue
+            if converted is None:  # no record to convert: its counts and broken lines go with the next pool
+                add_counts(held_counts, counts)
+                held_rejects.append(malformed)
+                continue
+            counts, held_counts = add_counts(held_counts, counts), {}
+            malformed, held_rejects = pl.concat([*held_rejects, malformed]), []
             rows = converted.filter(pl.col("__reason").is_null())
             base_id = pl.coalesce(pl.col("native_id"), pl.concat_str([pl.lit(prefix), pl.col("__row").cast(pl.String)]))
             rows = rows.with_columns(
@@ -277,10 +286,16 @@ def load_chunks(
             rows = rows.drop("__i")
             quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
             yield Pool(source, rows, counts, quarantined, ids)
+            last_rows = rows
     if failures:
         raise _malformed_error(source, pl.concat(failures))
     if not converted_any:
         raise MixerError(f"sources.{name}: no records in {', '.join(str(f.path) for f in source.files)}")
+    if held_counts and last_rows is not None:  # the last tables held no record: a pool of no rows reports them
+        malformed = pl.concat(held_rejects)
+        quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
+        no_ids = pl.DataFrame(schema={"id": pl.String, "kept": pl.Boolean})
+        yield Pool(source, last_rows.clear(), held_counts, quarantined, no_ids)
 
 
 def merge_chunks(chunks: list[Pool]) -> Pool:
