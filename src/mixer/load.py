@@ -17,7 +17,7 @@ from mixer.adapters import get_adapter
 from mixer.adapters.base import Context, content_chars, content_text
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
-from mixer.io import read_chunks, read_table
+from mixer.io import RawTable, read_chunks, read_table
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import ResolvedSource
@@ -210,6 +210,87 @@ def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
     return set(ctx.fields.values()), {v for v in ctx.options.values() if isinstance(v, str)}
 
 
+@dataclass
+class _Member:
+    """One table of a batch: the file it came from, the id prefix of that file's rows, and the table."""
+
+    path: Path
+    prefix: str
+    table: RawTable
+    file_bytes: int  # of the whole file: only files under a batch's size join others
+
+
+@dataclass
+class _Batch:
+    """Tables converted together. The tables of many small files (a source of 1,000 files of 100 rows) would
+    each pay a dozen polars calls of their own, so consecutive ones with the same fields join one conversion.
+    With several members, `__row` carries the member's index in its high 32 bits."""
+
+    members: list[_Member]
+    ctx: Context
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if len(self.members) == 1:
+            return self.members[0].table.frame
+        return pl.concat(
+            [
+                m.table.frame.with_columns((pl.lit(i, dtype=pl.UInt64) * (1 << 32) + pl.col("__row")).alias("__row"))
+                for i, m in enumerate(self.members)
+            ]
+        )
+
+    def split(self, rows: pl.DataFrame) -> Iterator[tuple[_Member, pl.DataFrame]]:
+        """Each member with its part of `rows` (which carry `__row`), `__row` as in its own file."""
+        if len(self.members) == 1:
+            yield self.members[0], rows
+            return
+        member = (pl.col("__row") // (1 << 32)).alias("__member")
+        parts = rows.with_columns(member).partition_by("__member", as_dict=True, include_key=False)
+        for index, m in enumerate(self.members):
+            part = parts.get((index,), rows.clear())
+            yield m, part.with_columns((pl.col("__row") % (1 << 32)).cast(pl.UInt32))
+
+    def base_ids(self) -> pl.Expr:
+        """Each row's id within the source, before the source's name: its native id, or its file's prefix and
+        its row number in that file."""
+        if len(self.members) == 1:
+            numbered = pl.concat_str([pl.lit(self.members[0].prefix), pl.col("__row").cast(pl.String)])
+        else:
+            prefix = (pl.col("__row") // (1 << 32)).replace_strict(
+                {i: m.prefix for i, m in enumerate(self.members)}, return_dtype=pl.String
+            )
+            numbered = pl.concat_str([prefix, (pl.col("__row") % (1 << 32)).cast(pl.String)])
+        return pl.coalesce(pl.col("native_id"), numbered)
+
+
+def _batches(tables: Iterator[tuple[_Member, Context]], batch_bytes: int) -> Iterator[_Batch]:
+    """Consecutive files of under `batch_bytes` whose tables have the same fields as one batch of about that
+    size, every other table alone (and every table when `batch_bytes` is 0)."""
+    waiting: list[_Member] = []
+    waiting_bytes = 0
+    first_ctx: Context | None = None
+    for member, ctx in tables:
+        frame = member.table.frame
+        size = member.file_bytes
+        small = frame.height > 0 and size < batch_bytes and not member.table.unparsable
+        if waiting and (not small or frame.schema != waiting[0].table.frame.schema):
+            yield _Batch(waiting, first_ctx)
+            waiting, waiting_bytes = [], 0
+        if not small:
+            yield _Batch([member], ctx)
+            continue
+        if not waiting:
+            first_ctx = ctx
+        waiting.append(member)
+        waiting_bytes += size
+        if waiting_bytes >= batch_bytes:
+            yield _Batch(waiting, first_ctx)
+            waiting, waiting_bytes = [], 0
+    if waiting:
+        yield _Batch(waiting, first_ctx)
+
+
 def load_chunks(
     source: ResolvedSource,
     mixture_patterns: tuple[str, ...] = (),
@@ -217,9 +298,10 @@ def load_chunks(
     on_read: Callable[[int], None] | None = None,
 ) -> Iterator[Pool]:
     """The source's usable rows as a sequence of pools, one per chunk of input (a whole file, or about
-    `chunk_bytes` of a JSON-lines file when the adapter converts records one by one), with their counts.
-    Malformed records are gathered over the whole source: with `on_error: error` the source fails at its end,
-    naming the first few; nothing of a failed source is used. `on_read` hears the bytes read, for progress."""
+    `chunk_bytes` of a JSON-lines file when the adapter converts records one by one; small files together),
+    with their counts. Malformed records are gathered over the whole source: with `on_error: error` the source
+    fails at its end, naming the first few; nothing of a failed source is used. `on_read` hears the bytes read,
+    for progress."""
     adapter = get_adapter(source.format)
     name = source.spec.name
     prefixes = file_id_prefixes([f.path for f in source.files])
@@ -231,62 +313,75 @@ def load_chunks(
     held_counts: dict[str, int] = {}  # of tables with no record, until a pool carries them
     held_rejects: list[pl.DataFrame] = []
     last_rows: pl.DataFrame | None = None
-    for input_file in source.files:
-        path = input_file.path
-        ctx = Context(
-            fields={**adapter.fields, **source.fields},
-            options={**adapter.options, **source.options},
-            file=str(path),
-        )
-        header = not adapter.headerless
-        columns, keys = _read_fields(ctx)
-        tables = (
-            read_chunks(path, chunk_bytes or CHUNK_BYTES, header=header, columns=columns, keys=keys, on_read=on_read)
-            if adapter.row_local
-            else [read_table(path, header=header, on_read=on_read)]
-        )
-        prefix = prefixes[path]
-        for table in tables:
-            if table.frame.height == 0:  # empty, or every line unparsable: nothing to convert
-                converted, bad = None, pl.DataFrame({"__row": [], "__reason": []})
-            else:
-                converted = adapter.convert(table.frame, ctx)
-                converted_any = True
-                bad = converted.filter(pl.col("__reason").is_not_null())
+
+    def tables() -> Iterator[tuple[_Member, Context]]:
+        for input_file in source.files:
+            path = input_file.path
+            ctx = Context(
+                fields={**adapter.fields, **source.fields},
+                options={**adapter.options, **source.options},
+                file=str(path),
+            )
+            header = not adapter.headerless
+            columns, keys = _read_fields(ctx)
+            read = (
+                read_chunks(
+                    path, chunk_bytes or CHUNK_BYTES, header=header, columns=columns, keys=keys, on_read=on_read
+                )
+                if adapter.row_local
+                else [read_table(path, header=header, on_read=on_read)]
+            )
+            for table in read:
+                yield _Member(path, prefixes[path], table, input_file.bytes), ctx
+
+    # half a chunk: a large file converts chunk by chunk, small files join up to that size
+    batch_bytes = (chunk_bytes or CHUNK_BYTES) // 2 if adapter.row_local else 0
+    for batch in _batches(tables(), batch_bytes):
+        frame = batch.frame
+        if frame.height == 0:  # empty, or every line unparsable: nothing to convert
+            converted, bad = None, pl.DataFrame({"__row": [], "__reason": []})
+        else:
+            converted = adapter.convert(frame, batch.ctx)
+            converted_any = True
+            bad = converted.filter(pl.col("__reason").is_not_null()).select("__row", "__reason")
+        found = []
+        for member, member_bad in batch.split(bad):
+            table = member.table
             # the raw records are kept only to quote malformed ones
             raw = (
-                table.whole_records().filter(pl.col("__row").is_in(bad["__row"].implode()))
-                if bad.height
+                table.whole_records().filter(pl.col("__row").is_in(member_bad["__row"].implode()))
+                if member_bad.height
                 else table.frame.clear()
             )
-            malformed = _malformed(source, str(path), raw, bad, table.unparsable)
-            counts = {"read": (converted.height if converted is not None else 0) + len(table.unparsable)}
-            counts["malformed"] = malformed.height
-            if malformed.height and source.on_error == "error":
-                failures.append(malformed)
-            if failures:
-                continue
-            if converted is None:  # no record to convert: its counts and broken lines go with the next pool
-                add_counts(held_counts, counts)
-                held_rejects.append(malformed)
-                continue
-            counts, held_counts = add_counts(held_counts, counts), {}
-            malformed, held_rejects = pl.concat([*held_rejects, malformed]), []
-            rows = converted.filter(pl.col("__reason").is_null())
-            base_id = pl.coalesce(pl.col("native_id"), pl.concat_str([pl.lit(prefix), pl.col("__row").cast(pl.String)]))
-            rows = rows.with_columns(
-                (pl.lit(f"{name}/") + base_id).alias("id"),
-                pl.int_range(order, order + pl.len()).alias("__order"),
-            )
-            order += rows.height
-            rows = _canonical(rows, source, payload).with_row_index("__i")
-            usable = rows["id"]
-            rows = apply_filters(rows, filters, counts)
-            ids = pl.DataFrame({"id": usable, "kept": marked(usable.len(), rows["__i"])})
-            rows = rows.drop("__i")
-            quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
-            yield Pool(source, rows, counts, quarantined, ids)
-            last_rows = rows
+            found.append(_malformed(source, str(member.path), raw, member_bad, table.unparsable))
+        malformed = pl.concat(found)
+        unparsable = sum(len(m.table.unparsable) for m in batch.members)
+        counts = {"read": (converted.height if converted is not None else 0) + unparsable}
+        counts["malformed"] = malformed.height
+        if malformed.height and source.on_error == "error":
+            failures.append(malformed)
+        if failures:
+            continue
+        if converted is None:  # no record to convert: its counts and broken lines go with the next pool
+            add_counts(held_counts, counts)
+            held_rejects.append(malformed)
+            continue
+        counts, held_counts = add_counts(held_counts, counts), {}
+        malformed, held_rejects = pl.concat([*held_rejects, malformed]), []
+        rows = converted.filter(pl.col("__reason").is_null())
+        rows = rows.with_columns(
+            (pl.lit(f"{name}/") + batch.base_ids()).alias("id"),
+            pl.int_range(order, order + pl.len()).alias("__order"),
+        )
+        order += rows.height
+        rows = _canonical(rows, source, payload).with_row_index("__i")
+        usable = rows["id"]
+        rows = apply_filters(rows, filters, counts)
+        ids = pl.DataFrame({"id": usable, "kept": marked(usable.len(), rows["__i"])})
+        rows = rows.drop("__i")
+        quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
+        yield Pool(source, rows, counts, quarantined, ids)
+        last_rows = rows
     if failures:
         raise _malformed_error(source, pl.concat(failures))
     if not converted_any:
