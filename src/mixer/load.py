@@ -212,12 +212,22 @@ def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
 
 @dataclass
 class _Member:
-    """One table of a batch: the file it came from, the id prefix of that file's rows, and the table."""
+    """One table of a batch: the file it came from, the id prefix of that file's rows, the table, and what
+    the adapter is told about the file."""
 
     path: Path
     prefix: str
     table: RawTable
-    file_bytes: int  # of the whole file: only files under a batch's size join others
+    file_bytes: int  # of the whole file: a chunk of a large one never joins others, however small
+    ctx: Context
+
+    def small(self, batch_bytes: int) -> bool:
+        frame = self.table.frame
+        return (
+            frame.height > 0
+            and max(self.file_bytes, frame.estimated_size()) < batch_bytes
+            and not self.table.unparsable
+        )
 
 
 @dataclass
@@ -227,10 +237,12 @@ class _Batch:
     With several members, `__row` carries the member's index in its high 32 bits."""
 
     members: list[_Member]
-    ctx: Context
 
     @property
-    def frame(self) -> pl.DataFrame:
+    def ctx(self) -> Context:  # the first file's: a batch's files have the same fields
+        return self.members[0].ctx
+
+    def joined(self) -> pl.DataFrame:
         if len(self.members) == 1:
             return self.members[0].table.frame
         return pl.concat(
@@ -264,31 +276,26 @@ class _Batch:
         return pl.coalesce(pl.col("native_id"), numbered)
 
 
-def _batches(tables: Iterator[tuple[_Member, Context]], batch_bytes: int) -> Iterator[_Batch]:
-    """Consecutive files of under `batch_bytes` whose tables have the same fields as one batch of about that
-    size, every other table alone (and every table when `batch_bytes` is 0)."""
+def _batches(tables: Iterator[_Member], batch_bytes: int) -> Iterator[_Batch]:
+    """Consecutive small files (under `batch_bytes`) whose tables have the same fields as one batch of about
+    that size, every other table alone (and every table when `batch_bytes` is 0)."""
     waiting: list[_Member] = []
     waiting_bytes = 0
-    first_ctx: Context | None = None
-    for member, ctx in tables:
-        frame = member.table.frame
-        size = member.file_bytes
-        small = frame.height > 0 and size < batch_bytes and not member.table.unparsable
-        if waiting and (not small or frame.schema != waiting[0].table.frame.schema):
-            yield _Batch(waiting, first_ctx)
+    for member in tables:
+        small = member.small(batch_bytes)
+        if waiting and (not small or member.table.frame.schema != waiting[0].table.frame.schema):
+            yield _Batch(waiting)
             waiting, waiting_bytes = [], 0
         if not small:
-            yield _Batch([member], ctx)
+            yield _Batch([member])
             continue
-        if not waiting:
-            first_ctx = ctx
         waiting.append(member)
-        waiting_bytes += size
+        waiting_bytes += max(member.file_bytes, member.table.frame.estimated_size())
         if waiting_bytes >= batch_bytes:
-            yield _Batch(waiting, first_ctx)
+            yield _Batch(waiting)
             waiting, waiting_bytes = [], 0
     if waiting:
-        yield _Batch(waiting, first_ctx)
+        yield _Batch(waiting)
 
 
 def load_chunks(
@@ -314,7 +321,7 @@ def load_chunks(
     held_rejects: list[pl.DataFrame] = []
     last_rows: pl.DataFrame | None = None
 
-    def tables() -> Iterator[tuple[_Member, Context]]:
+    def tables() -> Iterator[_Member]:
         for input_file in source.files:
             path = input_file.path
             ctx = Context(
@@ -332,12 +339,12 @@ def load_chunks(
                 else [read_table(path, header=header, on_read=on_read)]
             )
             for table in read:
-                yield _Member(path, prefixes[path], table, input_file.bytes), ctx
+                yield _Member(path, prefixes[path], table, input_file.bytes, ctx)
 
     # half a chunk: a large file converts chunk by chunk, small files join up to that size
     batch_bytes = (chunk_bytes or CHUNK_BYTES) // 2 if adapter.row_local else 0
     for batch in _batches(tables(), batch_bytes):
-        frame = batch.frame
+        frame = batch.joined()
         if frame.height == 0:  # empty, or every line unparsable: nothing to convert
             converted, bad = None, pl.DataFrame({"__row": [], "__reason": []})
         else:
