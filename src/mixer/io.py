@@ -336,7 +336,7 @@ def _delimited_chunks(
             yield RawTable(path, _named(frame, header).with_row_index("__row", offset=offset), [])
             offset += frame.height
     except (pl.exceptions.PolarsError, OSError) as exc:
-        where = _first_bad_line(_read_bytes(path), _csv_options(kind, header)["separator"])
+        where = _first_bad_line(path, _csv_options(kind, header)["separator"])
         raise _unreadable(path, kind, exc, where) from None
 
 
@@ -363,7 +363,7 @@ def _array_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] |
     except NotAnArray as exc:
         raise _bad_array(path, str(exc)) from None
     except pl.exceptions.PolarsError as exc:
-        raise _bad_array(path, _first_bad_line(_read_bytes(path), None) or str(exc).splitlines()[0]) from None
+        raise _bad_array(path, _first_bad_line(path, None) or str(exc).splitlines()[0]) from None
     except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise _unreadable(path, "json", exc) from None
 
@@ -383,25 +383,28 @@ def _unreadable(path: Path, kind: str, exc: BaseException, where: str | None = N
     return MixerError(f"{path}: cannot read {kind} file: {where or str(exc).splitlines()[0]}")
 
 
-def _first_bad_line(data: bytes, separator: str | None) -> str | None:
+def _first_bad_line(path: Path, separator: str | None) -> str | None:
     """Where a file polars could not read goes wrong, since its errors name no line: the first byte that is
-    not UTF-8, or (CSV/TSV, `separator` given) the first row with more fields than the first row."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_start = data.rfind(NEWLINE_BYTE, 0, exc.start) + 1
-        line = data.count(NEWLINE_BYTE, 0, exc.start) + 1
-        return f"line {line}: {_not_utf8(data[line_start:], exc.start - line_start)}"
+    not UTF-8, or (CSV/TSV, `separator` given) the first row with more fields than the first row. The file is
+    read line by line: this runs on files of any size, after polars failed on them."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: {_not_utf8(line, exc.start)}"
     if separator is None:
         return None
     quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quoting=quoting)
-    width = None
-    for fields in reader:
-        if fields and width is None:
-            width = len(fields)
-        elif width is not None and len(fields) > width:
-            return f"line {reader.line_num}: {len(fields)} fields, where the first row has {width}"
+    with opener(path, "rb") as fh, io.TextIOWrapper(fh, encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text, delimiter=separator, quoting=quoting)
+        width = None
+        for fields in reader:
+            if fields and width is None:
+                width = len(fields)
+            elif width is not None and len(fields) > width:
+                return f"line {reader.line_num}: {len(fields)} fields, where the first row has {width}"
     return None
 
 
@@ -427,7 +430,7 @@ def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None
                 try:
                     frame = pl.read_json(data, infer_schema_length=None)
                 except Exception as exc:
-                    raise _bad_array(path, _first_bad_line(data, None) or str(exc).splitlines()[0]) from None
+                    raise _bad_array(path, _first_bad_line(path, None) or str(exc).splitlines()[0]) from None
                 table = RawTable(path, frame, [])
             else:
                 table, _ = _json_lines(path, data)
@@ -436,7 +439,7 @@ def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         where = None
         if kind in ("csv", "tsv") and isinstance(exc, pl.exceptions.PolarsError):
-            where = _first_bad_line(_read_bytes(path), _csv_options(kind, header)["separator"])
+            where = _first_bad_line(path, _csv_options(kind, header)["separator"])
         raise _unreadable(path, kind, exc, where) from None
     if "__row" not in table.frame.columns:
         table.frame = table.frame.with_row_index("__row")
