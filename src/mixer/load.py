@@ -351,8 +351,9 @@ def load_chunks(
             converted = adapter.convert(frame, batch.ctx)
             converted_any = True
             bad = converted.filter(pl.col("__reason").is_not_null()).select("__row", "__reason")
-        found = []
-        for member, member_bad in batch.split(bad):
+        unparsable = sum(len(m.table.unparsable) for m in batch.members)
+        found = [pl.DataFrame(schema=REJECT_SCHEMA)]
+        for member, member_bad in batch.split(bad) if bad.height or unparsable else ():
             table = member.table
             # the raw records are kept only to quote malformed ones
             raw = (
@@ -362,7 +363,6 @@ def load_chunks(
             )
             found.append(_malformed(source, str(member.path), raw, member_bad, table.unparsable))
         malformed = pl.concat(found)
-        unparsable = sum(len(m.table.unparsable) for m in batch.members)
         counts = {"read": (converted.height if converted is not None else 0) + unparsable}
         counts["malformed"] = malformed.height
         if malformed.height and source.on_error == "error":
