@@ -289,7 +289,7 @@ def test_a_json_array_that_is_not_utf8_is_reported_where(tmp_path):
     assert info.value.message == f"{path}: cannot parse JSON array: line 2: not UTF-8: byte 0xE9 at byte 22 of the line"
 
 
-@pytest.mark.parametrize("name", ["cut.jsonl.gz", "cut.json.gz"])
+@pytest.mark.parametrize("name", ["cut.jsonl.gz", "cut.json.gz", "cut.csv.gz"])
 def test_a_gzip_file_cut_short_is_named_not_aborted(tmp_path, name):
     """An interrupted download: gzip raises EOFError, which the command line reported as a bare "Aborted!"."""
     rows = [{"instruction": f"question {i} {i * 7919 % 104729}", "output": f"answer {i}"} for i in range(5000)]

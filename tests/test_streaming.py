@@ -459,17 +459,19 @@ def test_a_parquet_file_is_read_in_slices_with_the_types_of_a_whole_read(tmp_pat
     assert single.frame.equals(whole)
 
 
-def test_a_csv_file_is_read_in_batches_that_equal_a_whole_read(tmp_path):
+@pytest.mark.parametrize("name", ["export.csv", "export.csv.gz"])
+def test_a_csv_file_is_read_in_batches_that_equal_a_whole_read(tmp_path, name):
     """A CSV of a few GB was read whole. Batches must keep quoted commas, quotes and line breaks inside
-    fields, empty fields, a byte-order mark and each row's position."""
+    fields, empty fields, a byte-order mark and each row's position, gzipped or not."""
     rng = random.Random(3)
     atoms = ["a", " ", ",", '"', "\n", "é", "x y", ""]
     rows = [
         {"instruction": "".join(rng.choice(atoms) for _ in range(rng.randint(0, 9))), "output": f"o{i}"}
         for i in range(400)
     ]
-    path = tmp_path / "export.csv"
-    path.write_bytes(b"\xef\xbb\xbf" + pl.DataFrame(rows).write_csv().encode())
+    path = tmp_path / name
+    text = b"\xef\xbb\xbf" + pl.DataFrame(rows).write_csv().encode()
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
     whole = mixer.io.read_table(path).frame
     heard: list[int] = []
     tables = list(mixer.io.read_chunks(path, 700, on_read=heard.append))

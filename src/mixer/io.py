@@ -231,7 +231,7 @@ def read_chunks(
     if kind == "parquet" and path.is_file():
         yield from _parquet_chunks(path, chunk_bytes, on_read)
         return
-    if kind in ("csv", "tsv") and path.is_file() and not path.name.lower().endswith(".gz"):
+    if kind in ("csv", "tsv") and path.is_file():
         yield from _delimited_chunks(path, kind, header, chunk_bytes, on_read)
         return
     if kind != "jsonl":
@@ -310,33 +310,50 @@ def _named(frame: pl.DataFrame, header: bool) -> pl.DataFrame:
     return frame
 
 
+def _text_size(path: Path) -> int:
+    """About how many bytes of text a file holds: a gzip file's trailer records its size (modulo 4 GiB, so
+    never taken below the compressed size)."""
+    size = path.stat().st_size
+    if not path.name.lower().endswith(".gz") or size < 18:
+        return size
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        return max(size, int.from_bytes(fh.read(4), "little"))
+
+
 def _delimited_chunks(
     path: Path, kind: str, header: bool, chunk_bytes: int, on_read: Callable[[int], None] | None
 ) -> Iterator[RawTable]:
-    """A CSV or TSV file in tables of about `chunk_bytes` of text, from polars' streaming reader (a quoted
-    field may span lines, so the file cannot be cut at line ends by hand). A file of at most one chunk, or
-    gzip-compressed, is read whole."""
-    size = path.stat().st_size
-    if size <= chunk_bytes:
+    """A CSV or TSV file (plain or gzip) in tables of about `chunk_bytes` of text, from polars' streaming
+    reader (a quoted field may span lines, so the file cannot be cut at line ends by hand). A file of at most
+    one chunk is read whole."""
+    size, text_size = path.stat().st_size, _text_size(path)
+    if text_size <= chunk_bytes:
         yield read_table(path, header=header, on_read=on_read)
         return
-    with open(path, "rb") as fh:
-        sample = without_bom(path, fh.read(1 << 20))  # also refuses UTF-16/32; polars skips a UTF-8 mark
-    bytes_per_line = len(sample) / max(1, sample.count(NEWLINE_BYTE))
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     offset = heard = 0
     try:
+        with opener(path, "rb") as fh:
+            sample = without_bom(path, fh.read(1 << 20))  # also refuses UTF-16/32; polars skips a UTF-8 mark
+        bytes_per_line = len(sample) / max(1, sample.count(NEWLINE_BYTE))
         batches = pl.scan_csv(path, **_csv_options(kind, header)).collect_batches(
             chunk_size=max(1, int(chunk_bytes / bytes_per_line))
         )
         for frame in batches:
-            if on_read is not None:  # an estimate from the sample's line length, never past the file's size
-                now = min(size, int((offset + frame.height) * bytes_per_line))
+            if on_read is not None:  # estimated from the sample's line length, in file bytes, never past the end
+                now = min(size, int((offset + frame.height) * bytes_per_line * size / text_size))
                 on_read(max(0, now - heard))
                 heard = max(heard, now)
             yield RawTable(path, _named(frame, header).with_row_index("__row", offset=offset), [])
             offset += frame.height
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise _unreadable(path, kind, exc) from None
     except (pl.exceptions.PolarsError, OSError) as exc:
-        where = _first_bad_line(path, _csv_options(kind, header)["separator"])
+        try:
+            where = _first_bad_line(path, _csv_options(kind, header)["separator"])
+        except (EOFError, zlib.error, gzip.BadGzipFile) as damaged:
+            raise _unreadable(path, kind, damaged) from None
         raise _unreadable(path, kind, exc, where) from None
 
 
