@@ -602,3 +602,49 @@ def test_line_blocks_end_at_the_first_line_end_past_each_chunk_like_read_then_re
             without_pread.delattr(mixer.io.os, "pread")
             assert list(mixer.io._line_blocks(fh, chunk_bytes)) == expected, name
         assert b"".join(expected) == content and expected[-1] == b""
+
+
+def test_one_ahead_keeps_order_makes_one_item_ahead_only_when_allowed_and_stops_with_its_consumer():
+    """Reading a file's next chunk while the current one is converted: the items and their order must not
+    change, no more than one item may be made ahead (memory), none at all when no core is to spare, an error
+    of the producer must reach the consumer, and a consumer that stops early must not leave the thread
+    running."""
+    import threading
+    import time
+
+    from mixer.threads import one_ahead
+
+    made: list[int] = []
+
+    def items(n: int):
+        for i in range(n):
+            made.append(i)
+            yield i
+
+    assert list(one_ahead(items(50))) == list(range(50))
+
+    for spare, expected in ((True, 2), (False, 1)):  # items made while the first is in use
+        made.clear()
+        reader = one_ahead(items(10), lambda spare=spare: spare)
+        assert next(reader) == 0
+        deadline = time.monotonic() + 10
+        while len(made) < expected and time.monotonic() < deadline:  # a busy machine may be slow to get there
+            time.sleep(0.01)
+        time.sleep(0.3)  # and it must stop there
+        assert len(made) == expected
+        reader.close()
+
+    def failing():
+        yield 1
+        raise MixerError("line 2: invalid JSON")
+
+    reader = one_ahead(failing())
+    assert next(reader) == 1
+    with pytest.raises(MixerError, match="line 2: invalid JSON"):
+        next(reader)
+
+    before = threading.active_count()
+    reader = one_ahead(items(1000))
+    next(reader)
+    reader.close()  # a consumer stopped by an error or Ctrl-C
+    assert threading.active_count() == before

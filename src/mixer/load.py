@@ -21,6 +21,7 @@ from mixer.io import RawTable, read_chunks, read_table
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import ResolvedSource
+from mixer.threads import one_ahead
 
 META = pl.Struct(
     {
@@ -303,12 +304,14 @@ def load_chunks(
     mixture_patterns: tuple[str, ...] = (),
     chunk_bytes: int | None = None,
     on_read: Callable[[int], None] | None = None,
+    read_ahead: Callable[[], bool] | None = None,
 ) -> Iterator[Pool]:
     """The source's usable rows as a sequence of pools, one per chunk of input (a whole file, or about
     `chunk_bytes` of a JSON-lines file when the adapter converts records one by one; small files together),
     with their counts. Malformed records are gathered over the whole source: with `on_error: error` the source
     fails at its end, naming the first few; nothing of a failed source is used. `on_read` hears the bytes read,
-    for progress."""
+    for progress. With `read_ahead`, the next table is read in a second thread while it says a core is to
+    spare (mixer.threads.one_ahead)."""
     adapter = get_adapter(source.format)
     name = source.spec.name
     prefixes = file_id_prefixes([f.path for f in source.files])
@@ -343,7 +346,8 @@ def load_chunks(
 
     # half a chunk: a large file converts chunk by chunk, small files join up to that size
     batch_bytes = (chunk_bytes or CHUNK_BYTES) // 2 if adapter.row_local else 0
-    for batch in _batches(tables(), batch_bytes):
+    read = tables() if read_ahead is None else one_ahead(tables(), read_ahead)
+    for batch in _batches(read, batch_bytes):
         frame = batch.joined()
         if frame.height == 0:  # empty, or every line unparsable: nothing to convert
             converted, bad = None, pl.DataFrame({"__row": [], "__reason": []})

@@ -139,8 +139,14 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
     keeps both cores busy); settle each in recipe order as soon as it and the ones before it are staged."""
     megabytes = {source.spec.name: sum(f.bytes for f in source.files) / MEGABYTE for source in resolved}
     task = progress.add_task("reading inputs (MB)", total=sum(megabytes.values()))
+    unfinished = len(resolved)  # sources loading or waiting to: fewer than the workers leave a core idle
+    finishing = threading.Lock()
+
+    def core_to_spare() -> bool:
+        return unfinished < LOAD_WORKERS
 
     def load(source: ResolvedSource) -> Staged:
+        nonlocal unfinished
         heard = 0.0
 
         def on_read(size: int) -> None:
@@ -148,7 +154,12 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
             heard += size / MEGABYTE
             progress.advance(task, size / MEGABYTE)
 
-        staged = cleaner.stage(source, load_chunks(source, recipe.mixture.drop_patterns, on_read=on_read))
+        try:
+            chunks = load_chunks(source, recipe.mixture.drop_patterns, on_read=on_read, read_ahead=core_to_spare)
+            staged = cleaner.stage(source, chunks)
+        finally:
+            with finishing:
+                unfinished -= 1
         progress.advance(task, max(0.0, megabytes[source.spec.name] - heard))  # whatever went unheard
         return staged
 
