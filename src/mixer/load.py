@@ -16,8 +16,9 @@ import polars as pl
 from mixer.adapters import get_adapter
 from mixer.adapters.base import Context, content_chars, content_text
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
+from mixer.batches import Member, batches
 from mixer.errors import MixerError
-from mixer.io import RawTable, read_chunks, read_table
+from mixer.io import read_chunks, read_table
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import ResolvedSource
@@ -211,94 +212,6 @@ def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
     return set(ctx.fields.values()), {v for v in ctx.options.values() if isinstance(v, str)}
 
 
-@dataclass
-class _Member:
-    """One table of a batch: the file it came from, the id prefix of that file's rows, the table, and what
-    the adapter is told about the file."""
-
-    path: Path
-    prefix: str
-    table: RawTable
-    file_bytes: int  # of the whole file: a chunk of a large one never joins others, however small
-    ctx: Context
-
-    def small(self, batch_bytes: int) -> bool:
-        frame = self.table.frame
-        return (
-            frame.height > 0
-            and max(self.file_bytes, frame.estimated_size()) < batch_bytes
-            and not self.table.unparsable
-        )
-
-
-@dataclass
-class _Batch:
-    """Tables converted together. The tables of many small files (a source of 1,000 files of 100 rows) would
-    each pay a dozen polars calls of their own, so consecutive ones with the same fields join one conversion.
-    With several members, `__row` carries the member's index in its high 32 bits."""
-
-    members: list[_Member]
-
-    @property
-    def ctx(self) -> Context:  # the first file's: a batch's files have the same fields
-        return self.members[0].ctx
-
-    def joined(self) -> pl.DataFrame:
-        if len(self.members) == 1:
-            return self.members[0].table.frame
-        return pl.concat(
-            [
-                m.table.frame.with_columns((pl.lit(i, dtype=pl.UInt64) * (1 << 32) + pl.col("__row")).alias("__row"))
-                for i, m in enumerate(self.members)
-            ]
-        )
-
-    def split(self, rows: pl.DataFrame) -> Iterator[tuple[_Member, pl.DataFrame]]:
-        """Each member with its part of `rows` (which carry `__row`), `__row` as in its own file."""
-        if len(self.members) == 1:
-            yield self.members[0], rows
-            return
-        member = (pl.col("__row") // (1 << 32)).alias("__member")
-        parts = rows.with_columns(member).partition_by("__member", as_dict=True, include_key=False)
-        for index, m in enumerate(self.members):
-            part = parts.get((index,), rows.clear())
-            yield m, part.with_columns((pl.col("__row") % (1 << 32)).cast(pl.UInt32))
-
-    def base_ids(self) -> pl.Expr:
-        """Each row's id within the source, before the source's name: its native id, or its file's prefix and
-        its row number in that file."""
-        if len(self.members) == 1:
-            numbered = pl.concat_str([pl.lit(self.members[0].prefix), pl.col("__row").cast(pl.String)])
-        else:
-            prefix = (pl.col("__row") // (1 << 32)).replace_strict(
-                {i: m.prefix for i, m in enumerate(self.members)}, return_dtype=pl.String
-            )
-            numbered = pl.concat_str([prefix, (pl.col("__row") % (1 << 32)).cast(pl.String)])
-        return pl.coalesce(pl.col("native_id"), numbered)
-
-
-def _batches(tables: Iterator[_Member], batch_bytes: int) -> Iterator[_Batch]:
-    """Consecutive small files (under `batch_bytes`) whose tables have the same fields as one batch of about
-    that size, every other table alone (and every table when `batch_bytes` is 0)."""
-    waiting: list[_Member] = []
-    waiting_bytes = 0
-    for member in tables:
-        small = member.small(batch_bytes)
-        if waiting and (not small or member.table.frame.schema != waiting[0].table.frame.schema):
-            yield _Batch(waiting)
-            waiting, waiting_bytes = [], 0
-        if not small:
-            yield _Batch([member])
-            continue
-        waiting.append(member)
-        waiting_bytes += max(member.file_bytes, member.table.frame.estimated_size())
-        if waiting_bytes >= batch_bytes:
-            yield _Batch(waiting)
-            waiting, waiting_bytes = [], 0
-    if waiting:
-        yield _Batch(waiting)
-
-
 def load_chunks(
     source: ResolvedSource,
     mixture_patterns: tuple[str, ...] = (),
@@ -324,7 +237,7 @@ def load_chunks(
     held_rejects: list[pl.DataFrame] = []
     last_rows: pl.DataFrame | None = None
 
-    def tables() -> Iterator[_Member]:
+    def tables() -> Iterator[Member]:
         for input_file in source.files:
             path = input_file.path
             ctx = Context(
@@ -342,12 +255,12 @@ def load_chunks(
                 else [read_table(path, header=header, on_read=on_read)]
             )
             for table in read:
-                yield _Member(path, prefixes[path], table, input_file.bytes, ctx)
+                yield Member(path, prefixes[path], table, input_file.bytes, ctx)
 
     # half a chunk: a large file converts chunk by chunk, small files join up to that size
     batch_bytes = (chunk_bytes or CHUNK_BYTES) // 2 if adapter.row_local else 0
     read = tables() if read_ahead is None else one_ahead(tables(), read_ahead)
-    for batch in _batches(read, batch_bytes):
+    for batch in batches(read, batch_bytes):
         frame = batch.joined()
         if frame.height == 0:  # empty, or every line unparsable: nothing to convert
             converted, bad = None, pl.DataFrame({"__row": [], "__reason": []})
