@@ -80,6 +80,39 @@ def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False
     return path
 
 
+def one_source_recipe(work: Path, counts: dict[str, int]) -> Path:
+    """The mixture's ShareGPT rows alone: a recipe of one large source, where loading has a core to spare."""
+    path = work / "bench-one.yaml"
+    path.write_text(
+        "name: bench-one\nseed: 42\nsources:\n"
+        f"  sharegpt: {{path: data/sharegpt.jsonl, format: sharegpt, take: {counts['sharegpt']}}}\n"
+        "mixture:\n  shuffle: true\noutput: {dir: out_bench-one}\n"
+    )
+    return path
+
+
+def many_files_recipe(work: Path, data: Path, files: int = 1000, rows_each: int = 100) -> Path:
+    """The first Alpaca rows as up to 1,000 files of 100 rows (fewer when the inputs hold fewer; written once): a
+    source of many small files, as a sharded export or a generation job writes them."""
+    folder = work / "many"
+    if not (folder / ".written").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        with open(data / "alpaca.jsonl", encoding="utf-8") as source:
+            for index in range(files):
+                lines = [line for line in (source.readline() for _ in range(rows_each)) if line]
+                if not lines:
+                    break
+                (folder / f"part-{index:05d}.jsonl").write_text("".join(lines), encoding="utf-8")
+        (folder / ".written").touch()
+    path = work / "bench-many.yaml"
+    path.write_text(
+        "name: bench-many\nseed: 42\nsources:\n  alpaca: {path: 'many/part-*.jsonl', format: alpaca, take: all}\n"
+        "mixture:\n  shuffle: true\noutput: {dir: out_bench-many}\n"
+    )
+    return path
+
+
 def benchmark_arguments(description: str, results: str) -> argparse.ArgumentParser:
     """The options every benchmark script here shares: input size, repeats, where inputs and results go."""
     parser = argparse.ArgumentParser(description=description)
@@ -140,6 +173,8 @@ def main() -> None:
         "mixer_plan": [python, "-m", "mixer", "plan", str(recipe), "--json"],
         "mixer_plan_cold": [python, "-m", "mixer", "plan", str(recipe), "--json", COLD],
         "mixer_near": [python, "-m", "mixer", "build", str(write_recipe(work, counts, near=True)), "--force"],
+        "mixer_one_source": [python, "-m", "mixer", "build", str(one_source_recipe(work, counts)), "--force"],
+        "mixer_many_files": [python, "-m", "mixer", "build", str(many_files_recipe(work, data)), "--force"],
     }
     if all(p.is_file() for p in DECONTAM.values()):
         decontam = write_recipe(work, counts, decontaminate=True)
