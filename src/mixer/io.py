@@ -81,9 +81,18 @@ def without_bom(path: Path, data: bytes) -> bytes:
     return data
 
 
+def _gzipped(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed as they are read when it is gzip."""
+    return gzip.open(path, "rb") if _gzipped(path) else open(path, "rb")
+
+
 def _read_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return without_bom(path, gzip.decompress(data) if path.name.lower().endswith(".gz") else data)
+    return without_bom(path, gzip.decompress(data) if _gzipped(path) else data)
 
 
 def _not_utf8(line: bytes, at: int) -> str:
@@ -239,11 +248,10 @@ def read_chunks(
         return
     if not path.is_file():
         raise MixerError(f"{path}: file not found")
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows = lines = taken = 0
     schema: pl.Schema | None = None
     try:
-        with opener(path, "rb") as fh:
+        with _open_binary(path) as fh:
             for data in _line_blocks(fh, chunk_bytes):
                 if on_read is not None:
                     now = fh.fileobj.tell() if isinstance(fh, gzip.GzipFile) else taken + len(data)
@@ -314,7 +322,7 @@ def _text_size(path: Path) -> int:
     """About how many bytes of text a file holds: a gzip file's trailer records its size (modulo 4 GiB, so
     never taken below the compressed size)."""
     size = path.stat().st_size
-    if not path.name.lower().endswith(".gz") or size < 18:
+    if not _gzipped(path) or size < 18:
         return size
     with open(path, "rb") as fh:
         fh.seek(-4, os.SEEK_END)
@@ -331,10 +339,9 @@ def _delimited_chunks(
     if text_size <= chunk_bytes:
         yield read_table(path, header=header, on_read=on_read)
         return
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     offset = heard = 0
     try:
-        with opener(path, "rb") as fh:
+        with _open_binary(path) as fh:
             sample = without_bom(path, fh.read(1 << 20))  # also refuses UTF-16/32; polars skips a UTF-8 mark
         bytes_per_line = len(sample) / max(1, sample.count(NEWLINE_BYTE))
         batches = pl.scan_csv(path, **_csv_options(kind, header)).collect_batches(
@@ -361,10 +368,9 @@ def _array_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] |
     """A JSON array in tables of about `chunk_bytes` of its elements (mixer.json_array), so that a large
     export is never parsed whole; a `.json` file that is not one array (JSON lines under that name) is read
     whole, as before."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows = taken = 0
     try:
-        with opener(path, "rb") as fh:
+        with _open_binary(path) as fh:
             first = without_bom(path, fh.read(chunk_bytes))
             if not starts_an_array(first):
                 yield read_table(path, on_read=on_read)
@@ -404,8 +410,7 @@ def _first_bad_line(path: Path, separator: str | None) -> str | None:
     """Where a file polars could not read goes wrong, since its errors name no line: the first byte that is
     not UTF-8, or (CSV/TSV, `separator` given) the first row with more fields than the first row. The file is
     read line by line: this runs on files of any size, after polars failed on them."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as fh:
+    with _open_binary(path) as fh:
         for number, line in enumerate(fh, start=1):
             try:
                 line.decode("utf-8")
@@ -414,7 +419,7 @@ def _first_bad_line(path: Path, separator: str | None) -> str | None:
     if separator is None:
         return None
     quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
-    with opener(path, "rb") as fh, io.TextIOWrapper(fh, encoding="utf-8-sig", newline="") as text:
+    with _open_binary(path) as fh, io.TextIOWrapper(fh, encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(text, delimiter=separator, quoting=quoting)
         width = None
         for fields in reader:
