@@ -28,13 +28,12 @@ class Member:
     file_bytes: int  # of the whole file: a chunk of a large one never joins others, however small
     ctx: Context
 
+    @property
+    def size(self) -> int:
+        return max(self.file_bytes, self.table.frame.estimated_size())
+
     def small(self, batch_bytes: int) -> bool:
-        frame = self.table.frame
-        return (
-            frame.height > 0
-            and max(self.file_bytes, frame.estimated_size()) < batch_bytes
-            and not self.table.unparsable
-        )
+        return self.table.frame.height > 0 and self.size < batch_bytes and not self.table.unparsable
 
 
 @dataclass
@@ -96,7 +95,7 @@ def batches(tables: Iterator[Member], batch_bytes: int) -> Iterator[Batch]:
             yield Batch([member])
             continue
         waiting.append(member)
-        waiting_bytes += max(member.file_bytes, member.table.frame.estimated_size())
+        waiting_bytes += member.size
         if waiting_bytes >= batch_bytes:
             yield Batch(waiting)
             waiting, waiting_bytes = [], 0
