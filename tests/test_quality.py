@@ -506,17 +506,12 @@ def test_hash_set_answers_membership_exactly():
     assert not HashSet(np.zeros(0, dtype=np.uint64)).contains(values).any()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_near_pairs_equal_a_brute_force_count_of_every_pair(seed, monkeypatch):
-    """The prefix-filtered near-duplicate search finds exactly the pairs that comparing every pair of prompts
-    finds: variants of a few templates at every similarity (near and just under the threshold), n-grams
-    repeated inside a prompt, boilerplate n-grams (held by more prompts than the limit), short and empty
-    prompts."""
+def _template_prompts(seed: int) -> list[str]:
+    """Variants of a few templates at every similarity to each other (near and just under the near-duplicate
+    threshold), n-grams repeated inside a prompt, boilerplate n-grams (8 copies: more than 6 prompts), short and
+    empty prompts."""
     import random
 
-    from mixer import overlap
-
-    monkeypatch.setattr(overlap, "BOILERPLATE_ROWS", 6)
     rng = random.Random(seed)
     vocabulary = [f"w{i}" for i in range(40)]
     templates = [[rng.choice(vocabulary) for _ in range(rng.randint(10, 40))] for _ in range(70)]
@@ -529,7 +524,19 @@ def test_near_pairs_equal_a_brute_force_count_of_every_pair(seed, monkeypatch):
         for _ in range(rng.choice([0, 1, 1, 2])):  # edits near an end cost few n-grams, in the middle up to 5
             words[rng.randrange(len(words))] = rng.choice(vocabulary)
         prompts.append(" ".join(words[: rng.choice([len(words), len(words), 3])]))
-    prompts += ["", "one two"] * 4 + ["boiler plate words here " * 3] * 8  # 8 copies: > 6, all boilerplate
+    return prompts + ["", "one two"] * 4 + ["boiler plate words here " * 3] * 8
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_near_pairs_equal_a_brute_force_count_of_every_pair(seed, monkeypatch):
+    """The prefix-filtered near-duplicate search finds exactly the pairs that comparing every pair of prompts
+    finds: variants of a few templates at every similarity (near and just under the threshold), n-grams
+    repeated inside a prompt, boilerplate n-grams (held by more prompts than the limit), short and empty
+    prompts."""
+    from mixer import overlap
+
+    monkeypatch.setattr(overlap, "BOILERPLATE_ROWS", 6)
+    prompts = _template_prompts(seed)
 
     def grams(text):
         words = text.split()
@@ -550,6 +557,54 @@ def test_near_pairs_equal_a_brute_force_count_of_every_pair(seed, monkeypatch):
     assert list(found.iter_rows()) == expected
     assert len(expected) >= 8 and narrow_misses >= 8  # the threshold is exercised from both sides
     assert not [pair for pair in expected if min(pair) >= len(prompts) - 8]  # boilerplate copies never pair
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_near_pairs_from_n_grams_on_disk_equal_the_search_in_memory(seed, tmp_path, monkeypatch):
+    """Three sources staged in chunks of uneven sizes, some rows dropped afterwards (dedup, decontamination),
+    the n-gram files read a few partitions at a time: the same pairs as the in-memory search over the
+    concatenated prompts of the rows left, with each pair's rows labelled by source and position. Seven
+    copies of one prompt, two of them dropped: the five left pair up (held by 5 prompts, not boilerplate)."""
+    import random
+
+    from mixer import gram_store, overlap
+    from mixer.gram_store import GramStore, source_and_position
+
+    monkeypatch.setattr(overlap, "BOILERPLATE_ROWS", 6)  # in-memory search and store alike
+    monkeypatch.setattr(gram_store, "READ_BYTES", 2_000)  # many groups of partitions
+    rng = random.Random(seed)
+    copy = "seven copies of this prompt two of them dropped later"
+    prompts = _template_prompts(seed) + [copy] * 7
+    rng.shuffle(prompts)
+    cuts = [0, 120, 250, len(prompts)]
+    copies_seen = iter(range(7))
+    store = GramStore(tmp_path / "grams")
+    sources = []
+    for index in range(3):
+        mine = prompts[cuts[index] : cuts[index + 1]]
+        sizes, first = [], 0
+        while first < len(mine):
+            step = rng.randint(1, 40)
+            sizes += store.add(f"s{index}", first, pl.Series(mine[first : first + step])).to_list()
+            first += step
+        assert sizes == [len(overlap.distinct_grams(pl.Series([p]), 5)[1]) for p in mine]
+        keys = pl.DataFrame(
+            {"__pos": range(len(mine)), "grams": sizes}, schema={"__pos": pl.UInt32, "grams": pl.UInt32}
+        )
+        kept = [next(copies_seen) >= 2 if text == copy else rng.random() > 0.15 for text in mine]
+        sources.append((f"s{index}", keys.filter(pl.Series(kept))))
+    assert len(store._groups(sources)) > 4
+
+    found = store.near_pairs(sources)
+    left = [(i, p) for i, (_, keys) in enumerate(sources) for p in keys["__pos"].to_list()]
+    texts = [prompts[cuts[i] + p] for i, p in left]
+    expected = [(left[a], left[b]) for a, b in overlap.near_pairs(pl.Series(texts)).iter_rows()]
+    source, position = source_and_position(pl.col("row"))
+    source_b, position_b = source_and_position(pl.col("row_b"))
+    labelled = found.select(source, position.alias("p"), source_b.alias("sb"), position_b.alias("pb")).rows()
+    assert [((a, p), (b, q)) for a, p, b, q in labelled] == expected
+    assert len(expected) >= 5 and any(a != b for (a, _), (b, _) in expected)  # pairs within and across sources
+    assert sum(texts[left.index(a)] == copy for a, _ in expected) == 10  # 5 copies: 4 + 3 + 2 + 1 pairs
 
 
 def test_overlap_examples_are_the_first_shared_rows_in_file_order_whatever_the_row_order():

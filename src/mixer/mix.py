@@ -66,19 +66,15 @@ class Deduplicator:
         self.seen = pl.concat([self.seen, hashes.filter(keep)])
 
 
-def near_dedup(staged: list[Staged]) -> None:
+def near_dedup(staged: list[Staged], pairs: pl.DataFrame) -> None:
     """Drop rows whose first prompt is a near duplicate of an earlier row's (earlier source, then file order),
-    counted per source as `dedup_near`. Run after exact dedup, on keys staged with their prompts."""
-    from mixer.overlap import near_pairs
+    counted per source as `dedup_near`. `pairs`: (row, row_b) labels (`gram_store.label`, in `staged`'s order)."""
+    from mixer.gram_store import source_and_position
 
-    prompts = pl.concat([s.keys.select(pl.col("prompt").fill_null("")) for s in staged])["prompt"]
-    later = near_pairs(prompts)["row_b"].unique()
-    drop = marked(prompts.len(), later)
-    offset = 0
-    for s in staged:
-        height = s.keys.height
-        s.drop("dedup_near", ~drop.slice(offset, height))
-        offset += height
+    source, position = source_and_position(pl.col("row_b"))
+    later = pairs.select(source.alias("source"), position.alias("__pos")).unique()
+    for index, s in enumerate(staged):
+        s.drop("dedup_near", ~pl.col("__pos").is_in(later.filter(pl.col("source") == index)["__pos"].implode()))
 
 
 def upsample_count(available: int, fraction: float) -> int:

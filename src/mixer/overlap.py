@@ -27,39 +27,70 @@ BOILERPLATE_ROWS = 100
 def near_pairs(prompts: pl.Series, n: int = NEAR_N, threshold: float = NEAR_THRESHOLD) -> pl.DataFrame:
     """(row, row_b) positions in `prompts` (normalised), row < row_b, that are near duplicates: `shared` /
     (`size` + `size_b` - `shared`) >= threshold, where size counts a prompt's distinct n-grams and shared the
-    non-boilerplate ones two prompts have in common.
+    non-boilerplate ones two prompts have in common. All in memory: `mixer.gram_store` does the same search
+    with the n-grams on disk."""
+    row, gram = distinct_grams(prompts, n)
+    counts = np.bincount(row, minlength=len(prompts))
+    present = np.flatnonzero(counts)
+    return pairs_sharing(shareable(row, gram), pl.DataFrame({"row": present, "size": counts[present]}), threshold)
+
+
+def pairs_sharing(held: pl.DataFrame, sizes: pl.DataFrame, threshold: float = NEAR_THRESHOLD) -> pl.DataFrame:
+    """The near-duplicate pairs (row, row_b), row < row_b, given every shareable n-gram (`shareable`: row, g,
+    df) and every prompt's count of distinct n-grams (row, size). Rows are any increasing labels.
 
     Exact, without joining every shared n-gram with every other (at 1M prompts that took ~23 s and 5 GB):
     a passing pair shares at least m = floor(threshold * size) n-grams of each prompt's (`size_b` >= shared),
     so with every prompt's n-grams ordered the same way (those in one prompt only, then by how many prompts
     hold them, then by hash) the first `shareable - m + 1` of each prompt's shareable ones must contain a
-    common one (prefix filtering). Only pairs found that way are counted in full."""
-    row, gram = _distinct_grams(prompts, n)
-    counts = np.bincount(row, minlength=len(prompts))
-    present = np.flatnonzero(counts)
-    sizes = pl.DataFrame({"row": present, "size": counts[present]})
-    shareable = _shareable(row, gram)
+    common one (prefix filtering). Only pairs found that way are counted in full. The steps are separate
+    functions so that `GramStore` can run each over its n-grams a group of partitions at a time."""
+    limits = prefix_limits(held.group_by("row").agg(pl.len().alias("count")), sizes, threshold)
+    candidates = candidate_pairs(prefixes(held.join(limits, on="row")))
+    return passing_pairs(shared_counts(candidates, held), sizes, threshold)
+
+
+def prefix_limits(counts: pl.DataFrame, sizes: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """(row, limit): how many of a row's shareable n-grams (`counts`: row, count) its prefix holds, for the rows
+    whose prefix is not empty (the others hold too few shareable n-grams to pass)."""
     floor_share = (pl.col("size") * threshold).floor().cast(pl.Int64) - 1  # minus 1: room for float rounding
-    prefix = (
-        shareable.sort("row", "df", "g")
-        .with_columns(pl.int_range(1, pl.len() + 1).over("row").alias("rank"), pl.len().over("row").alias("count"))
-        .join(sizes, on="row")
-        .filter(pl.col("rank") <= pl.col("count") - pl.max_horizontal(floor_share, 0) + 1)
-        .select("row", "g")
-    )
-    candidates = (
+    limit = pl.col("count") - pl.max_horizontal(floor_share, 0) + 1
+    return counts.join(sizes, on="row").select("row", limit.alias("limit")).filter(pl.col("limit") >= 1)
+
+
+def prefixes(held: pl.DataFrame) -> pl.DataFrame:
+    """The first `limit` n-grams of each row (held: row, g, df, limit) in the shared order (df, then hash).
+    Prefixes of parts of the n-grams, put together, give the same as one call on all of them."""
+    ranked = held.sort("row", "df", "g").with_columns(pl.int_range(1, pl.len() + 1).over("row").alias("rank"))
+    return ranked.filter(pl.col("rank") <= pl.col("limit")).drop("rank")
+
+
+def candidate_pairs(prefix: pl.DataFrame) -> pl.DataFrame:
+    """(row, row_b), row < row_b, of the rows whose prefixes share an n-gram."""
+    prefix = prefix.select("row", "g")
+    return (
         prefix.join(prefix.rename({"row": "row_b"}), on="g")
         .filter(pl.col("row") < pl.col("row_b"))
         .select("row", "row_b")
         .unique()
     )
-    held = shareable.select("row", "g")
-    shared = (
-        candidates.join(held, on="row")
-        .join(held.rename({"row": "row_b"}), on=["row_b", "g"])
+
+
+def shared_counts(candidates: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """(row, row_b, shared): the shareable n-grams each candidate pair has in common among `held`'s (for held
+    split by n-gram, the counts of the parts add up)."""
+    rows = pl.concat([candidates["row"], candidates["row_b"]]).unique().implode()
+    rows_grams = held.select("row", "g").filter(pl.col("row").is_in(rows))
+    return (
+        candidates.join(rows_grams, on="row")
+        .join(rows_grams.rename({"row": "row_b"}), on=["row_b", "g"])
         .group_by("row", "row_b")
-        .agg(pl.len().alias("shared"))
+        .agg(pl.len().cast(pl.Int64).alias("shared"))
     )
+
+
+def passing_pairs(shared: pl.DataFrame, sizes: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """The candidate pairs whose similarity reaches `threshold`, sorted."""
     return (
         shared.join(sizes, on="row")
         .join(sizes.rename({"row": "row_b", "size": "size_b"}), on="row_b")
@@ -69,7 +100,7 @@ def near_pairs(prompts: pl.Series, n: int = NEAR_N, threshold: float = NEAR_THRE
     )
 
 
-def _distinct_grams(prompts: pl.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
+def distinct_grams(prompts: pl.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, hash) of each prompt's distinct word n-grams, by row."""
     rows, hashes = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.uint64)]
     for offset, batch in ngrams.batches(prompts):
@@ -101,7 +132,7 @@ def _first_of_each(row: np.ndarray, gram: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _shareable(row: np.ndarray, gram: np.ndarray) -> pl.DataFrame:
+def shareable(row: np.ndarray, gram: np.ndarray) -> pl.DataFrame:
     """(row, g, df) for the n-grams held by 2 to BOILERPLATE_ROWS prompts: the only ones two prompts can share
     and that count. One sort by hash puts each n-gram's prompts together (polars sorts on both cores)."""
     by_gram = pl.DataFrame({"row": row, "g": gram}).sort("g")
@@ -116,14 +147,17 @@ def _shareable(row: np.ndarray, gram: np.ndarray) -> pl.DataFrame:
 
 
 def overlap_matrix(
-    keys: dict[str, pl.DataFrame], prompt_text: Callable[[str, pl.Series], list[str]], near: bool = False
+    keys: dict[str, pl.DataFrame],
+    prompt_text: Callable[[str, pl.Series], list[str]],
+    near: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """matrix[a][b] = distinct rows of source a whose normalised prompt also occurs in source b (exact); with
-    `near`, near_matrix[a][b] likewise for near duplicates (several seconds per million prompts, so builds
-    leave it to `mixer decontam`). `keys[source]` holds each distinct row once: (__pos = its position in the
-    source, prompt_hash, and prompt for `near`). Prompts are compared by hash: first each source's distinct
-    hashes, to find the few found in several sources, then only the rows with those. `prompt_text(source,
-    positions)` reads the examples back: the first rows of source a, in file order, that b shares."""
+    """matrix[a][b] = distinct rows of source a whose normalised prompt also occurs in source b (exact); given
+    the `near` pairs (`GramStore.near_pairs`, sources in `keys`' order), near_matrix[a][b] likewise for near
+    duplicates (several seconds per million prompts, so builds leave it to `mixer decontam`). `keys[source]`
+    holds each distinct row once: (__pos = its position in the source, prompt_hash). Prompts are compared by
+    hash: first each source's distinct hashes, to find the few found in several sources, then only the rows with
+    those. `prompt_text(source, positions)` reads the examples back: the first rows of source a, in file order,
+    that b shares."""
     names = list(keys)
     distinct = [frame.select(pl.col("prompt_hash").drop_nulls().unique()) for frame in keys.values()]
     hashes = pl.concat(distinct)["prompt_hash"] if distinct else pl.Series("prompt_hash", [], dtype=pl.UInt64)
@@ -153,26 +187,20 @@ def overlap_matrix(
         "rows_in_several_sources": {name: pairs.filter(pl.col("source") == name)["__pos"].n_unique() for name in names},
         "examples": examples,
     }
-    if near:
-        every_row = pl.concat(
-            [
-                frame.filter(pl.col("prompt_hash").is_not_null()).select(
-                    pl.lit(name).alias("source"), "__pos", "prompt"
-                )
-                for name, frame in keys.items()
-            ]
-        )
-        report["near"] = {"n": NEAR_N, "threshold": NEAR_THRESHOLD, "matrix": near_matrix(every_row, names)}
+    if near is not None:
+        report["near"] = {"n": NEAR_N, "threshold": NEAR_THRESHOLD, "matrix": near_matrix(near, names)}
     return report
 
 
-def near_matrix(keys: pl.DataFrame, names: list[str]) -> list[list[int | None]]:
-    """matrix[a][b] = distinct rows of source a with a near duplicate in source b; `keys` = (source, __pos, prompt)."""
-    near = near_pairs(keys["prompt"])
-    labelled = keys.select("source", "__pos").with_row_index("row")
-    sides = near.join(labelled, on="row").join(
-        labelled.rename({"row": "row_b", "source": "other", "__pos": "pos_b"}), on="row_b"
-    )
+def near_matrix(near: pl.DataFrame, names: list[str]) -> list[list[int | None]]:
+    """matrix[a][b] = distinct rows of source a with a near duplicate in source b, from the pairs' labels."""
+    from mixer.gram_store import source_and_position
+
+    source, position = source_and_position(pl.col("row"))
+    other, position_b = source_and_position(pl.col("row_b"))
+    sides = near.select(
+        source.alias("source"), other.alias("other"), position.alias("__pos"), position_b.alias("pos_b")
+    ).with_columns(pl.col("source", "other").replace_strict(list(range(len(names))), names, return_dtype=pl.String))
     both_ways = pl.concat(
         [
             sides.select("source", "other", "__pos"),

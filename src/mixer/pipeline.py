@@ -74,14 +74,27 @@ class Cleaner:
     settled before (earlier sources win), then, over all of them, near dedup."""
 
     def __init__(
-        self, recipe: Recipe, folder: Path | None, decontam: Decontamination | None, keep_prompts: bool
+        self,
+        recipe: Recipe,
+        folder: Path | None,
+        decontam: Decontamination | None,
+        near_audit: bool = False,
+        scratch: Path | None = None,
     ) -> None:
-        """`folder` holds the staged rows; None when only counts are wanted (`mixer plan` without evolve)."""
+        """`folder` holds the staged rows; None when only counts are wanted (`mixer plan` without evolve).
+        Near dedup and the near-overlap audit (`near_audit`) keep prompt n-grams under `scratch` (or `folder`)."""
         self.recipe = recipe
         self.folder = folder
         self.decontam = decontam
         self.dedup = Deduplicator() if recipe.mixture.dedup in ("exact", "near") else None
-        self.keep_prompts = keep_prompts or recipe.mixture.dedup == "near"
+        self.grams = None
+        if near_audit or recipe.mixture.dedup == "near":
+            from mixer.gram_store import GramStore
+
+            where = scratch if scratch is not None else folder
+            if where is None:
+                raise ValueError("near-duplicate search needs a folder for its n-grams")
+            self.grams = GramStore(where / "grams")
         self.staged: list[Staged] = []
         self.stopped = threading.Event()  # set on Ctrl-C or an error: loading threads stop at their next chunk
 
@@ -95,7 +108,7 @@ class Cleaner:
             self._until_stopped(chunks),
             self.folder,
             tag,
-            keep_prompts=self.keep_prompts,
+            grams=self.grams,
             dedup=self.dedup is not None,
             index=self.decontam.index if self.decontam is not None and known is None else None,
             known_hits=known,
@@ -131,7 +144,12 @@ class Cleaner:
     def near_dedup(self) -> None:
         """Near dedup over everything settled so far (earlier rows win, so rerunning it only drops new rows)."""
         if self.recipe.mixture.dedup == "near":
-            near_dedup(self.staged)
+            near_dedup(self.staged, self.near_pairs())
+
+    def near_pairs(self) -> pl.DataFrame:
+        """(row, row_b) labels (`gram_store.label`, sources in settling order) of near-duplicate available rows."""
+        assert self.grams is not None, "built without near_audit or dedup: near"
+        return self.grams.near_pairs([(s.name, s.keys) for s in self.staged])
 
 
 def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, cleaner: Cleaner) -> list[Staged]:
@@ -247,15 +265,15 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     if key is not None and (summaries := counts_cache.load(options.cache, key, resolved)) is not None:
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     blocks = needed_blocks(recipe)
-    if not blocks:  # counts only: no rows are kept anywhere
-        with make_progress(options.progress) as progress:
-            cleaner = Cleaner(recipe, None, prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
+    if not blocks:  # counts only: no rows are kept anywhere (near dedup's n-grams, in a scratch dir)
+        with make_progress(options.progress) as progress, scratch_dir("mixer-plan-") as scratch:
+            cleaner = Cleaner(recipe, None, prepare_decontam(recipe, benchmarks, options), scratch=scratch)
             summaries = [summarize(p) for p in stage_sources(recipe, resolved, progress, cleaner)]
         if key is not None:
             counts_cache.save(options.cache, key, summaries)
         return recipe, make_plan(recipe, summaries, sample=options.sample, input_fingerprint=fingerprint_in)
     with make_progress(options.progress) as progress, scratch_dir("mixer-plan-") as folder:
-        cleaner = Cleaner(recipe, folder, prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
+        cleaner = Cleaner(recipe, folder, prepare_decontam(recipe, benchmarks, options))
         pools = stage_sources(recipe, resolved, progress, cleaner)
         summaries = [summarize(p) for p in pools]
         if key is not None:
@@ -372,7 +390,7 @@ def materialise(
     with make_progress(options.progress) as progress, atomic_dir(out_dir, BUILD_FILES) as temp:
         staging = temp / ".staging"  # rows between loading and writing; removed before the rename
         decontam = prepare_decontam(recipe, benchmarks, options)
-        cleaner = Cleaner(recipe, staging, decontam, keep_prompts=False)
+        cleaner = Cleaner(recipe, staging, decontam)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         results = run_evolve(recipe, pools, needed_blocks(recipe), options, progress)
         if results:
@@ -441,7 +459,7 @@ def evolve_only(
     benchmarks = resolve_benchmark_inputs(recipe, options)
     out_root = out or Path(f"{output_dir(recipe)}.evolve")
     with make_progress(options.progress) as progress, scratch_dir("mixer-evolve-") as folder:
-        cleaner = Cleaner(recipe, folder, prepare_decontam(recipe, benchmarks, options), keep_prompts=False)
+        cleaner = Cleaner(recipe, folder, prepare_decontam(recipe, benchmarks, options))
         pools = stage_sources(recipe, resolved, progress, cleaner)
         results = run_evolve(recipe, pools, blocks, options, progress)
     stats = {name: evolve_manifest(recipe.block(name), result) for name, result in results.items()}
@@ -465,8 +483,9 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
         spec = replace(recipe.mixture.decontaminate, mode="report")
         decontam = Decontamination(spec, resolve_benchmark_inputs(recipe, options), options.cache)
     with make_progress(options.progress) as progress, scratch_dir("mixer-audit-") as folder:
-        pools = stage_sources(recipe, resolved, progress, Cleaner(recipe, folder, decontam, keep_prompts=True))
-        overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=True)
+        cleaner = Cleaner(recipe, folder, decontam, near_audit=True)
+        pools = stage_sources(recipe, resolved, progress, cleaner)
+        overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=cleaner.near_pairs())
     return {
         "decontamination": decontam.report([p.counts for p in pools]) if decontam is not None else None,
         "overlap": overlap,

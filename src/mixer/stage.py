@@ -24,6 +24,7 @@ from mixer.resolve import ResolvedSource
 
 if TYPE_CHECKING:
     from mixer.decontam import Index
+    from mixer.gram_store import GramStore
 
 PART_ROWS = 100_000
 MIN_PART_BYTES = 8 << 20  # smaller chunks (of small files) share a part: each part costs a file and a read
@@ -37,7 +38,8 @@ DEDUP_SEEDS = (0x6D69786572, 0x6465647570)
 class Staged:
     """A cleaned source: its rows in `parts` on disk (part i holds positions starts[i]..); `keys` has one row
     per row still available, in file order: __pos, id, chars, prompt_hash, the dedup hashes h1/h2 until
-    dedup has run (when the recipe deduplicates), and prompt when near dedup or the near-overlap audit needs it.
+    dedup has run (when the recipe deduplicates), and the prompt's count of distinct n-grams (`grams`) when near
+    dedup or the near-overlap audit needs it (the n-grams themselves are in a `GramStore`).
     Selection then trims them to what the steps after it read (mixer.assemble)."""
 
     source: ResolvedSource
@@ -129,7 +131,7 @@ def stage_chunks(
     folder: Path | None,
     tag: str,
     *,
-    keep_prompts: bool = False,
+    grams: GramStore | None = None,
     dedup: bool = False,
     index: Index | None = None,
     known_hits: pl.DataFrame | None = None,
@@ -138,7 +140,7 @@ def stage_chunks(
     MIN_PART_BYTES; at least one part, so the schema is always on disk) and keep its keys. Benchmark hits
     are found here too, while the rows are in memory, unless they are already known from an earlier build
     (`known_hits`: __pos, benchmark, item, span). Without a `folder` only counts and keys are kept (`mixer
-    plan`: no rows to read back, no overlap to measure)."""
+    plan`: no rows to read back, no overlap to measure). With `grams`, every prompt's n-grams go there."""
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
@@ -171,7 +173,12 @@ def stage_chunks(
         positions = pl.int_range(source_rows, source_rows + pl.len(), dtype=pl.UInt32)
         if index is not None:  # keyed by position: the final ids are known only once the source is read
             hits.append(index.hits(rows.with_columns(positions.cast(pl.String).alias("id"))))
-        keys.append(row_keys(rows, source_rows, keep_prompts=keep_prompts, dedup=dedup, overlap=folder is not None))
+        near = grams is not None
+        chunk_keys = row_keys(rows, source_rows, keep_prompts=near, dedup=dedup, overlap=folder is not None)
+        if grams is not None:  # the prompts' n-grams go to disk, their counts stay
+            chunk_keys = chunk_keys.with_columns(grams.add(source.spec.name, source_rows, chunk_keys["prompt"]))
+            chunk_keys = chunk_keys.drop("prompt")
+        keys.append(chunk_keys)
         source_rows += rows.height
         if folder is not None and rows.height:
             waiting.append(rows)
