@@ -374,7 +374,10 @@ def test_near_duplicates_are_counted_across_sources_and_dropped_with_dedup_near(
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["totals"]["rows"] == 5 and "near" not in manifest["overlap"]  # builds skip the costly part
 
-    build(_near_recipe(tmp_path, "near"), Options(progress=False), out=tmp_path / "out", force=True)
+    near = _near_recipe(tmp_path, "near")
+    plan = json.loads(run_mixer("plan", str(near), "--json", cwd=tmp_path).stdout)  # counts only, n-grams on disk
+    assert [s["counts"]["dedup_near"] for s in plan["sources"]] == [0, 1] and plan["total_rows"] == 4
+    build(near, Options(progress=False), out=tmp_path / "out", force=True)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (
         manifest["sources"]["b"]["counts"]["dedup_near"] == 1 and manifest["sources"]["a"]["counts"]["dedup_near"] == 0
@@ -572,6 +575,7 @@ def test_near_pairs_from_n_grams_on_disk_equal_the_search_in_memory(seed, tmp_pa
 
     monkeypatch.setattr(overlap, "BOILERPLATE_ROWS", 6)  # in-memory search and store alike
     monkeypatch.setattr(gram_store, "READ_BYTES", 2_000)  # many groups of partitions
+    monkeypatch.setattr(gram_store, "PREFIX_ROWS", 50)  # prefixes cut to size while the groups are read
     rng = random.Random(seed)
     copy = "seven copies of this prompt two of them dropped later"
     prompts = _template_prompts(seed) + [copy] * 7

@@ -562,7 +562,7 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
     monkeypatch.setattr(mixer.assemble, "_fill_source", recording_fill)
     out = build(recipe, QUIET, out=tmp_path / "out").out_dir
     assert seen == {
-        "staged": ["__pos", "id", "chars", "prompt", "prompt_hash"],
+        "staged": ["__pos", "id", "chars", "prompt_hash", "grams"],
         "selected": ["__pos", "prompt_hash"],
         "filling": (0, ["__pos", "__index", "__repeat", "id", "__sort"]),
     }
