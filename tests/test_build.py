@@ -157,6 +157,28 @@ def test_exact_dedup_across_sources_is_counted(tmp_path):
     assert (counts["b"]["read"], counts["b"]["dedup"], counts["b"]["written"]) == (11, 6, 5)
 
 
+def test_exact_dedup_compares_both_hashes_of_a_row_seen_before():
+    """A row is a duplicate only when both of its text hashes match one row's: a first hash shared with an
+    earlier source's row (or with an earlier row of its own source) and a second one not is a new text."""
+    from mixer.mix import Deduplicator
+    from mixer.stage import Staged
+
+    def staged(pairs: list[tuple[int, int]]) -> Staged:
+        keys = pl.DataFrame(
+            {"__pos": range(len(pairs)), "h1": [a for a, _ in pairs], "h2": [b for _, b in pairs]},
+            schema={"__pos": pl.UInt32, "h1": pl.UInt64, "h2": pl.UInt64},
+        )
+        return Staged(None, [], [], keys, {})  # type: ignore[arg-type]
+
+    dedup = Deduplicator()
+    first = staged([(1, 2), (3, 4), (1, 2)])
+    dedup.drop_seen(first)
+    second = staged([(1, 2), (1, 9), (3, 4), (7, 4), (1, 9), (5, 6)])
+    dedup.drop_seen(second)
+    assert first.keys["__pos"].to_list() == [0, 1] and first.counts == {"dedup": 1}
+    assert second.keys["__pos"].to_list() == [1, 3, 5] and second.counts == {"dedup": 3}
+
+
 def test_filters_count_their_removals(tmp_path):
     rows = [
         {"instruction": "short", "output": "ok"},
