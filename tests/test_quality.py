@@ -611,6 +611,38 @@ def test_near_pairs_from_n_grams_on_disk_equal_the_search_in_memory(seed, tmp_pa
     assert sum(texts[left.index(a)] == copy for a, _ in expected) == 10  # 5 copies: 4 + 3 + 2 + 1 pairs
 
 
+def test_near_pairs_from_n_grams_on_disk_equal_the_search_in_memory_on_real_prompts(shared_data, tmp_path):
+    """GSM8K's training questions twice (the FLAN CoT copy and the original, with their small differences)
+    and Code-Alpaca's instructions, staged in chunks of 1,000 rows: the same pairs both ways."""
+    from mixer import overlap
+    from mixer.gram_store import GramStore, source_and_position
+
+    sources = {
+        "flan_cot_gsm8k": pl.read_csv(
+            shared_data / "flan_cot" / "gsm8k_train.tsv", separator="\t", has_header=False, quote_char=None
+        )[:, 0],
+        "gsm8k": pl.read_ndjson(shared_data / "gsm8k" / "train.jsonl")["question"],
+        "code_alpaca": pl.read_json(shared_data / "code_alpaca" / "code_alpaca_2k.json")["instruction"],
+    }
+    store = GramStore(tmp_path / "grams")
+    staged = []
+    for name, prompts in sources.items():
+        sizes = [store.add(name, first, prompts.slice(first, 1_000)) for first in range(0, prompts.len(), 1_000)]
+        positions = pl.int_range(prompts.len(), eager=True, dtype=pl.UInt32).alias("__pos")
+        staged.append((name, pl.DataFrame([positions, pl.concat(sizes)])))
+
+    found = store.near_pairs(staged)
+    expected = overlap.near_pairs(pl.concat(list(sources.values())))
+    starts = [0, sources["flan_cot_gsm8k"].len(), sources["flan_cot_gsm8k"].len() + sources["gsm8k"].len()]
+    as_rows = []
+    for column in ("row", "row_b"):
+        source, position = source_and_position(pl.col(column))
+        as_rows.append(found.select(position.cast(pl.Int64) + source.replace_strict([0, 1, 2], starts)).to_series())
+    assert list(zip(*(column.to_list() for column in as_rows), strict=True)) == list(expected.iter_rows())
+    across = found.filter(source_and_position(pl.col("row"))[0] != source_and_position(pl.col("row_b"))[0])
+    assert (expected.height, across.height) == (7_477, 7_475)  # all but 2 pair a question with its other copy
+
+
 def test_overlap_examples_are_the_first_shared_rows_in_file_order_whatever_the_row_order():
     from mixer.overlap import overlap_matrix
 
