@@ -14,6 +14,7 @@ as positions did in the concatenation of every source's prompts, and the pairs f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ PARTITION_BITS = 6  # 64 files per source, read in groups of about READ_BYTES
 READ_BYTES = 32 << 20
 ENTRY = np.dtype([("pos", "<u4"), ("gram", "<u8")])  # packed: 12 bytes per (row, n-gram)
 POSITION_BITS = 32
+KEPT_ROWS = 8_000_000  # shareable n-grams kept in memory between passes (~200 MB) rather than read again
 PREFIX_ROWS = 4_000_000  # prefix n-grams gathered before they are cut to each row's prefix (then: as many again)
 
 
@@ -89,11 +91,20 @@ class GramStore:
                 for index, (_, keys) in enumerate(sources)
             ]
         )
+        kept: list[pl.DataFrame] | None = []  # the groups' shareable n-grams, while they are few enough
+
+        def held_groups() -> Iterator[pl.DataFrame]:
+            if kept is not None and len(kept) == len(groups):
+                yield from kept
+            else:
+                yield from (self._shareable(group, sources, alive) for group in groups)
+
         counts = [np.zeros(len(mask), dtype=np.int64) for mask in alive]
-        for group in groups:
-            rows = self._shareable(group, sources, alive)["row"].to_numpy()
-            for index in np.unique(rows >> POSITION_BITS).tolist():
-                positions = rows[(rows >> POSITION_BITS) == index] & ((1 << POSITION_BITS) - 1)
+        for held in held_groups():
+            if kept is not None:
+                kept.append(held)
+                kept = kept if sum(frame.height for frame in kept) <= KEPT_ROWS else None
+            for index, positions in _by_source(held["row"].to_numpy()):
                 counts[index] += np.bincount(positions, minlength=len(counts[index]))
         counted = pl.concat(
             [
@@ -102,17 +113,29 @@ class GramStore:
             ]
         )
         limits = prefix_limits(counted, sizes, threshold)
-        prefix = pl.DataFrame(schema={"row": pl.Int64, "g": pl.UInt64, "df": pl.Int64, "limit": pl.Int64})
+        del counted
+        # each row's limit by position, so that every group finds its rows' limits without a join
+        limit_at = [np.zeros(len(mask), dtype=np.uint32) for mask in alive]
+        rows, row_limits = limits["row"].to_numpy(), limits["limit"].to_numpy()
+        for index, positions in _by_source(rows):
+            limit_at[index][positions] = row_limits[(rows >> POSITION_BITS) == index]
+        del limits
+        prefix = pl.DataFrame(schema={"row": pl.Int64, "g": pl.UInt64, "df": pl.UInt8, "limit": pl.UInt32})
         waiting: list[pl.DataFrame] = []  # each group's own prefixes, cut to the rows' prefix once they add up
-        for group in groups:
-            waiting.append(prefixes(self._shareable(group, sources, alive).join(limits, on="row")))
+        for held in held_groups():
+            limit = np.zeros(held.height, dtype=np.uint32)
+            rows = held["row"].to_numpy()
+            for index, positions in _by_source(rows):
+                limit[(rows >> POSITION_BITS) == index] = limit_at[index][positions]
+            held = held.with_columns(pl.col("df").cast(pl.UInt8), pl.Series("limit", limit)).filter(pl.col("limit") > 0)
+            waiting.append(prefixes(held))
             if sum(frame.height for frame in waiting) > max(prefix.height, PREFIX_ROWS):
                 prefix = prefixes(pl.concat([prefix, *waiting]))
                 waiting = []
         prefix = prefixes(pl.concat([prefix, *waiting]))
         candidates = candidate_pairs(prefix)
         del prefix
-        shared = [shared_counts(candidates, self._shareable(group, sources, alive)) for group in groups]
+        shared = [shared_counts(candidates, held) for held in held_groups()]
         total = pl.concat(shared).group_by("row", "row_b").agg(pl.col("shared").sum())
         return passing_pairs(total, sizes, threshold)
 
@@ -150,6 +173,12 @@ class GramStore:
                 rows.append(position[kept] | (index << POSITION_BITS))
                 grams.append(entries["gram"][kept])
         return shareable(np.concatenate(rows), np.concatenate(grams))
+
+
+def _by_source(rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(source index, positions) of row labels, per source they hold."""
+    sources = rows >> POSITION_BITS
+    return [(index, rows[sources == index] & ((1 << POSITION_BITS) - 1)) for index in np.unique(sources).tolist()]
 
 
 def label(source_index: int, position: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
