@@ -113,26 +113,35 @@ class GramStore:
             ]
         )
         limits = prefix_limits(counted, sizes, threshold)
-        del counted
+        del counted, counts
         # each row's limit by position, so that every group finds its rows' limits without a join
         limit_at = [np.zeros(len(mask), dtype=np.uint32) for mask in alive]
         rows, row_limits = limits["row"].to_numpy(), limits["limit"].to_numpy()
         for index, positions in _by_source(rows):
             limit_at[index][positions] = row_limits[(rows >> POSITION_BITS) == index]
         del limits
-        prefix = pl.DataFrame(schema={"row": pl.Int64, "g": pl.UInt64, "df": pl.UInt8, "limit": pl.UInt32})
-        waiting: list[pl.DataFrame] = []  # each group's own prefixes, cut to the rows' prefix once they add up
+        # per source (rows of two sources never meet in a prefix, and one source's sort is a fraction of all of
+        # them): the prefixes so far, and each group's own prefixes, cut to the rows' prefixes once they add up
+        empty = pl.DataFrame(schema={"row": pl.Int64, "g": pl.UInt64, "df": pl.UInt8, "limit": pl.UInt32})
+        so_far = [empty] * len(sources)
+        waiting: list[list[pl.DataFrame]] = [[] for _ in sources]
+        firsts = [index << POSITION_BITS for index in range(len(sources) + 1)]
         for held in held_groups():
             limit = np.zeros(held.height, dtype=np.uint32)
             rows = held["row"].to_numpy()
             for index, positions in _by_source(rows):
                 limit[(rows >> POSITION_BITS) == index] = limit_at[index][positions]
             held = held.with_columns(pl.col("df").cast(pl.UInt8), pl.Series("limit", limit)).filter(pl.col("limit") > 0)
-            waiting.append(prefixes(held))
-            if sum(frame.height for frame in waiting) > max(prefix.height, PREFIX_ROWS):
-                prefix = prefixes(pl.concat([prefix, *waiting]))
-                waiting = []
-        prefix = prefixes(pl.concat([prefix, *waiting]))
+            cut = prefixes(held)  # by row, so each source's rows are one slice
+            bounds = np.searchsorted(cut["row"].to_numpy(), firsts).tolist()
+            for index in range(len(sources)):
+                if bounds[index + 1] > bounds[index]:
+                    waiting[index].append(cut.slice(bounds[index], bounds[index + 1] - bounds[index]))
+                if sum(frame.height for frame in waiting[index]) > max(so_far[index].height, PREFIX_ROWS):
+                    so_far[index] = prefixes(pl.concat([so_far[index], *waiting[index]]))
+                    waiting[index] = []
+        prefix = pl.concat([prefixes(pl.concat([done, *more])) for done, more in zip(so_far, waiting, strict=True)])
+        del so_far, waiting, limit_at
         candidates = candidate_pairs(prefix)
         del prefix
         shared = [shared_counts(candidates, held) for held in held_groups()]
