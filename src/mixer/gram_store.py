@@ -14,7 +14,7 @@ as positions did in the concatenation of every source's prompts, and the pairs f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +104,7 @@ class GramStore:
             if kept is not None:
                 kept.append(held)
                 kept = kept if sum(frame.height for frame in kept) <= KEPT_ROWS else None
-            for index, positions in _by_source(held["row"].to_numpy()):
+            for index, _, positions in _by_source(held["row"].to_numpy()):
                 counts[index] += np.bincount(positions, minlength=len(counts[index]))
         counted = pl.concat(
             [
@@ -116,37 +116,42 @@ class GramStore:
         del counted, counts
         # each row's limit by position, so that every group finds its rows' limits without a join
         limit_at = [np.zeros(len(mask), dtype=np.uint32) for mask in alive]
-        rows, row_limits = limits["row"].to_numpy(), limits["limit"].to_numpy()
-        for index, positions in _by_source(rows):
-            limit_at[index][positions] = row_limits[(rows >> POSITION_BITS) == index]
+        row_limits = limits["limit"].to_numpy()
+        for index, mine, positions in _by_source(limits["row"].to_numpy()):
+            limit_at[index][positions] = row_limits[mine]
         del limits
-        # per source (rows of two sources never meet in a prefix, and one source's sort is a fraction of all of
-        # them): the prefixes so far, and each group's own prefixes, cut to the rows' prefixes once they add up
-        empty = pl.DataFrame(schema={"row": pl.Int64, "g": pl.UInt64, "df": pl.UInt8, "limit": pl.UInt32})
-        so_far = [empty] * len(sources)
-        waiting: list[list[pl.DataFrame]] = [[] for _ in sources]
-        firsts = [index << POSITION_BITS for index in range(len(sources) + 1)]
-        for held in held_groups():
-            limit = np.zeros(held.height, dtype=np.uint32)
-            rows = held["row"].to_numpy()
-            for index, positions in _by_source(rows):
-                limit[(rows >> POSITION_BITS) == index] = limit_at[index][positions]
-            held = held.with_columns(pl.col("df").cast(pl.UInt8), pl.Series("limit", limit)).filter(pl.col("limit") > 0)
-            cut = prefixes(held)  # by row, so each source's rows are one slice
-            bounds = np.searchsorted(cut["row"].to_numpy(), firsts).tolist()
-            for index in range(len(sources)):
-                if bounds[index + 1] > bounds[index]:
-                    waiting[index].append(cut.slice(bounds[index], bounds[index + 1] - bounds[index]))
-                if sum(frame.height for frame in waiting[index]) > max(so_far[index].height, PREFIX_ROWS):
-                    so_far[index] = prefixes(pl.concat([so_far[index], *waiting[index]]))
-                    waiting[index] = []
-        prefix = pl.concat([prefixes(pl.concat([done, *more])) for done, more in zip(so_far, waiting, strict=True)])
-        del so_far, waiting, limit_at
+        prefix = self._prefixes(held_groups(), limit_at)
+        del limit_at
         candidates = candidate_pairs(prefix)
         del prefix
         shared = [shared_counts(candidates, held) for held in held_groups()]
         total = pl.concat(shared).group_by("row", "row_b").agg(pl.col("shared").sum())
         return passing_pairs(total, sizes, threshold)
+
+    @staticmethod
+    def _prefixes(held_groups: Iterable[pl.DataFrame], limit_at: list[np.ndarray]) -> pl.DataFrame:
+        """Every row's prefix (row, g, df, limit) from the groups' shareable n-grams and each row's limit by
+        position. Per source (rows of two sources never meet in a prefix, and one source's sort is a fraction of
+        all of them): the prefixes so far, and each group's own prefixes, cut to the rows' prefixes once they
+        add up to more than those."""
+        empty = pl.DataFrame(schema={"row": pl.Int64, "g": pl.UInt64, "df": pl.UInt8, "limit": pl.UInt32})
+        so_far = [empty] * len(limit_at)
+        waiting: list[list[pl.DataFrame]] = [[] for _ in limit_at]
+        firsts = [index << POSITION_BITS for index in range(len(limit_at) + 1)]
+        for held in held_groups:
+            limit = np.zeros(held.height, dtype=np.uint32)
+            for index, mine, positions in _by_source(held["row"].to_numpy()):
+                limit[mine] = limit_at[index][positions]
+            held = held.with_columns(pl.col("df").cast(pl.UInt8), pl.Series("limit", limit)).filter(pl.col("limit") > 0)
+            cut = prefixes(held)  # by row, so each source's rows are one slice
+            bounds = np.searchsorted(cut["row"].to_numpy(), firsts).tolist()
+            for index in range(len(limit_at)):
+                if bounds[index + 1] > bounds[index]:
+                    waiting[index].append(cut.slice(bounds[index], bounds[index + 1] - bounds[index]))
+                if sum(frame.height for frame in waiting[index]) > max(so_far[index].height, PREFIX_ROWS):
+                    so_far[index] = prefixes(pl.concat([so_far[index], *waiting[index]]))
+                    waiting[index] = []
+        return pl.concat([prefixes(pl.concat([done, *more])) for done, more in zip(so_far, waiting, strict=True)])
 
     def _groups(self, sources: list[tuple[str, pl.DataFrame]]) -> list[list[int]]:
         """Consecutive partitions of about READ_BYTES of entries together (at least one each)."""
@@ -184,10 +189,12 @@ class GramStore:
         return shareable(np.concatenate(rows), np.concatenate(grams))
 
 
-def _by_source(rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(source index, positions) of row labels, per source they hold."""
+def _by_source(rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(source index, which of `rows` are its, their positions) of row labels, per source they hold."""
     sources = rows >> POSITION_BITS
-    return [(index, rows[sources == index] & ((1 << POSITION_BITS) - 1)) for index in np.unique(sources).tolist()]
+    for index in np.unique(sources).tolist():
+        mine = sources == index
+        yield index, mine, rows[mine] & ((1 << POSITION_BITS) - 1)
 
 
 def label(source_index: int, position: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
