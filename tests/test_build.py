@@ -350,8 +350,8 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
         tmp_path,
         "name: big\nseed: 9\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 100}\n",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mixer", "build", str(recipe), "--out", str(out)],
+    proc = subprocess.Popen(  # with faulthandler, SIGABRT makes a stuck build print where each thread is
+        [sys.executable, "-X", "faulthandler", "-m", "mixer", "build", str(recipe), "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -359,7 +359,12 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     try:
         assert _wait_for(lambda: len(temps()) >= 3, timeout=60), "build never started writing shards"
         os.kill(proc.pid, sig)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            stacks = proc.communicate(timeout=30)[1].decode(errors="replace")
+            pytest.fail(f"the build did not exit within 30 s of signal {sig}; its threads:\n{stacks}")
     finally:
         if proc.poll() is None:
             proc.kill()
