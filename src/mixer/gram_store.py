@@ -24,6 +24,7 @@ from mixer.overlap import (
     NEAR_N,
     NEAR_THRESHOLD,
     candidate_pairs,
+    candidate_rows,
     distinct_grams,
     passing_pairs,
     prefix_limits,
@@ -124,7 +125,8 @@ class GramStore:
         del limit_at
         candidates = candidate_pairs(prefix)
         del prefix
-        shared = [shared_counts(candidates, held) for held in held_groups()]
+        rows = candidate_rows(candidates)
+        shared = [shared_counts(candidates, rows, held) for held in held_groups()]
         total = pl.concat(shared).group_by("row", "row_b").agg(pl.col("shared").sum())
         return passing_pairs(total, sizes, threshold)
 

@@ -47,7 +47,7 @@ def pairs_sharing(held: pl.DataFrame, sizes: pl.DataFrame, threshold: float = NE
     functions so that `GramStore` can run each over its n-grams a group of partitions at a time."""
     limits = prefix_limits(held.group_by("row").agg(pl.len().alias("count")), sizes, threshold)
     candidates = candidate_pairs(prefixes(held.join(limits, on="row")))
-    return passing_pairs(shared_counts(candidates, held), sizes, threshold)
+    return passing_pairs(shared_counts(candidates, candidate_rows(candidates), held), sizes, threshold)
 
 
 def prefix_limits(counts: pl.DataFrame, sizes: pl.DataFrame, threshold: float) -> pl.DataFrame:
@@ -79,10 +79,15 @@ def candidate_pairs(prefix: pl.DataFrame, pieces: int = 8) -> pl.DataFrame:
     return pl.concat(found).unique() if found else pl.DataFrame(schema={"row": pl.Int64, "row_b": pl.Int64})
 
 
-def shared_counts(candidates: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+def candidate_rows(candidates: pl.DataFrame) -> pl.Series:
+    """Every row of some candidate pair, as `shared_counts` takes them."""
+    return pl.concat([candidates["row"], candidates["row_b"]]).unique().implode()
+
+
+def shared_counts(candidates: pl.DataFrame, rows: pl.Series, held: pl.DataFrame) -> pl.DataFrame:
     """(row, row_b, shared): the shareable n-grams each candidate pair has in common among `held`'s (for held
-    split by n-gram, the counts of the parts add up)."""
-    rows = pl.concat([candidates["row"], candidates["row_b"]]).unique().implode()
+    split by n-gram, the counts of the parts add up). `rows`: `candidate_rows(candidates)`, made once for
+    all the parts."""
     rows_grams = held.select("row", "g").filter(pl.col("row").is_in(rows))
     return (
         candidates.join(rows_grams, on="row")
