@@ -97,13 +97,16 @@ def _fill_source(
 ) -> None:
     import pyarrow as pa
 
-    wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"))
+    # in bucket order, so each part's rows are gathered straight into it (gathering, then sorting, copied twice)
+    wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket")).sort(
+        "__bucket", maintain_order=True
+    )
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
         for rows in selection.staged.gather_parts(wanted):
-            # one conversion per part; each bucket's rows are then a zero-copy slice of it
-            rows = with_repeat(rows).sort("__bucket")
+            rows = with_repeat(rows)
             spans = rows.group_by("__bucket", maintain_order=True).len()
+            # one conversion per part; each bucket's rows are then a zero-copy slice of it
             table = rows.drop("__bucket").to_arrow()
             offset = 0
             for index, length in spans.iter_rows():

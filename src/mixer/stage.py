@@ -63,7 +63,7 @@ class Staged:
         return int(self.keys["chars"].sum() or 0)
 
     def read_part(self, index: int) -> pl.DataFrame:
-        return pl.read_ipc(self.parts[index])
+        return read_mapped(self.parts[index])
 
     def drop(self, step: str, keep: pl.Series | pl.Expr) -> None:
         """Remove keys (their rows stay on disk, unreferenced), counting them under `step`."""
@@ -97,6 +97,16 @@ class Staged:
         found = list(self.gather_parts(wanted))
         rows = pl.concat(found) if found else self.read_part(0).clear().with_columns(__at=pl.lit(0, pl.UInt32))
         return rows.sort("__at").drop("__at")
+
+
+def read_mapped(path: Path) -> pl.DataFrame:
+    """An uncompressed Arrow IPC file mapped into memory instead of copied (polars' `read_ipc` copies it all,
+    ~30 ms per 86 MB part): its pages are read only where rows are gathered from it, and the map goes with
+    the last frame using it, so a deleted file's space is freed then."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        return pl.from_arrow(pa.ipc.open_file(source).read_all())  # type: ignore[return-value]
 
 
 def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool, overlap: bool = True) -> pl.DataFrame:
