@@ -79,9 +79,9 @@ class Staged:
         self.parts, self.starts = [], []
 
     def gather_parts(self, wanted: pl.DataFrame) -> Iterator[pl.DataFrame]:
-        """For each part holding some of `wanted`'s `__pos`, its rows at those positions (repeats allowed)
-        with `wanted`'s other columns: those the rows have (`id`: staged as read, final in `wanted`) replace
-        theirs in place, the others are added. One part is in memory at a time."""
+        """For each part holding some of `wanted`'s `__pos`, its rows at those positions, in `wanted`'s order
+        (repeats allowed), with `wanted`'s other columns: those the rows have (`id`: staged as read, final in
+        `wanted`) replace theirs in place, the others are added. One part is in memory at a time."""
         starts = pl.Series("starts", self.starts, dtype=pl.Int64)
         part_of = (starts.search_sorted(wanted["__pos"].cast(pl.Int64), side="right") - 1).alias("__part")
         for (index,), mine in wanted.with_columns(part_of).partition_by("__part", as_dict=True).items():
