@@ -379,6 +379,38 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     assert shard_bytes(out) != before
 
 
+def test_a_build_started_with_ctrl_c_ignored_ignores_it(tmp_path):
+    """`nohup`, or `cmd &` in a script, starts a process with SIGINT ignored. polars 2 puts its own SIGINT
+    handler in place when it is imported, whatever was there, and that handler made some of these signals a
+    KeyboardInterrupt inside whichever polars call was running: the build failed."""
+    alpaca_file(tmp_path / "a.jsonl", 60_000)
+    recipe = write_recipe(
+        tmp_path, "name: big\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 100}\n"
+    )
+    reference = shard_bytes(build(recipe, QUIET, out=tmp_path / "reference").out_dir)
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mixer", "build", str(recipe), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    sent = 0
+    try:
+        assert _wait_for(lambda: any(tmp_path.glob(".o.tmp-*")), timeout=60), "the build never started"
+        while proc.poll() is None and sent < 60:  # through loading, filling and writing
+            os.kill(proc.pid, signal.SIGINT)
+            sent += 1
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    assert sent >= 10, "the build ended before the signals could test it"
+    assert shard_bytes(out) == reference
+
+
 def test_an_output_directory_is_replaced_only_when_mixer_wrote_everything_in_it(tmp_path):
     alpaca_file(tmp_path / "a.jsonl", 50)
     recipe = write_recipe(tmp_path, "name: d\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
 import sys
+from concurrent.futures import Future
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 import mixer.build
-from mixer import cli
+from mixer import cli, threads
 from mixer.cli import app
+from mixer.interrupts import Interrupts, Terminated
 
 
 def _help_pages() -> dict[str, str]:
@@ -38,6 +41,73 @@ def test_help_shows_value_types_for_options_that_take_values_and_none_for_flags(
     build = {line.split()[1]: line for line in pages["build"].splitlines() if line.startswith("│ --")}
     assert "<path>" in build["--out"] and "<path>" in build["--data-dir"]
     assert build["--force"].split()[2] == "Rebuild"  # the help text comes straight after the flag
+
+
+def test_an_error_after_ctrl_c_is_reported_as_the_interruption(monkeypatch, capsys):
+    """pyo3 turns a KeyboardInterrupt raised while polars calls back into Python (reading a dtype) into a
+    TypeError ("... is not a Polars data type"): after Ctrl-C that must still end as an interrupted command,
+    exit 130 and one line, not a traceback with exit 1."""
+
+    def ctrl_c_inside_polars():
+        raise TypeError("'<unprintable str object>' is not a Polars data type")
+
+    monkeypatch.setattr(cli, "app", ctrl_c_inside_polars)
+    with pytest.raises(TypeError):  # no Ctrl-C: a bug stays a bug, with its traceback
+        cli._run(Interrupts())
+    with pytest.raises(SystemExit) as exit_:
+        cli._run(Interrupts(received=KeyboardInterrupt))
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "interrupted: the previous output, if any, is unchanged\n"
+    with pytest.raises(SystemExit) as exit_:
+        cli._run(Interrupts(received=Terminated))
+    assert exit_.value.code == 143
+    assert capsys.readouterr().err == "terminated: the previous output, if any, is unchanged\n"
+
+
+def test_a_signal_is_recorded_and_raised_as_its_exception():
+    interrupts = Interrupts()
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.on_signal(signal.SIGINT, None)
+    assert interrupts.received is KeyboardInterrupt
+    with pytest.raises(Terminated):
+        interrupts.on_signal(signal.SIGTERM, None)
+    assert interrupts.received is Terminated
+    import polars  # noqa: F401  (mixer called in-process after polars: from a notebook)
+
+    sigint = signal.getsignal(signal.SIGINT)
+    undo = Interrupts().install()
+    assert signal.getsignal(signal.SIGINT) is sigint  # the caller's process is left as it is
+    undo()
+    assert signal.getsignal(signal.SIGINT) is sigint
+
+
+def test_a_ctrl_c_while_holding_a_lock_is_raised_as_the_block_ends():
+    """A KeyboardInterrupt raised inside `concurrent.futures.wait` left a future's lock held and hung a build
+    at its shard writer: `wait_for` holds a Ctrl-C while it touches the lock and raises it right after."""
+    interrupts = Interrupts()
+    got_through = False
+    with pytest.raises(KeyboardInterrupt), interrupts.holding():
+        interrupts.on_signal(signal.SIGINT, None)  # recorded, not raised here
+        got_through = True
+    assert got_through and not interrupts.pending
+    with interrupts.holding():  # raised once
+        pass
+    with pytest.raises(KeyboardInterrupt):  # outside a block it is raised at once
+        interrupts.on_signal(signal.SIGINT, None)
+
+
+def test_a_ctrl_c_that_polars_swallowed_is_raised_at_the_next_wait(monkeypatch):
+    """pyo3 reports a KeyboardInterrupt raised in a callback of polars as "Exception ignored" and the build
+    went on to the end; the main thread's next wait raises it again."""
+    interrupts = Interrupts()
+    monkeypatch.setattr(threads, "INTERRUPTS", interrupts)
+    done = Future()
+    done.set_result(7)
+    assert threads.wait_for(done) == 7
+    with contextlib.suppress(KeyboardInterrupt):  # raised in a polars callback, and swallowed there
+        interrupts.on_signal(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        threads.wait_for(done)
 
 
 def test_a_full_disk_anywhere_else_is_one_error_line_not_a_traceback(tmp_path, monkeypatch, capsys):

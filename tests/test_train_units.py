@@ -287,12 +287,12 @@ def test_an_interrupted_launch_asks_the_launcher_to_stop_its_workers(tmp_path):
     )
     mixer_side = (
         "import signal, sys\n"
-        "from mixer import cli\n"
+        "from mixer import interrupts\n"
         "from mixer.train.stages import run_to_end\n"
-        "signal.signal(signal.SIGTERM, cli._terminate)\n"
+        "signal.signal(signal.SIGTERM, interrupts.INTERRUPTS.on_signal)\n"
         "try:\n"
         f"    run_to_end([sys.executable, '-c', {launcher!r}])\n"
-        "except cli.Terminated:\n"
+        "except interrupts.Terminated:\n"
         "    sys.exit(143)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", mixer_side])

@@ -17,6 +17,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from mixer.errors import MixerError, RecipeInvalid, disk_full
+from mixer.interrupts import INTERRUPTS, Interrupts, Terminated
 
 
 class _FlagsWithoutType:
@@ -611,19 +612,15 @@ def diff(
         sys.stdout.write(text)
 
 
-class Terminated(BaseException):
-    """SIGTERM (a scheduler's cancel or timeout, `docker stop`, `kill`), raised in the main thread so that a
-    build unwinds as on Ctrl-C: staged rows and temp dirs, gigabytes at scale, are removed on the way out."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-def _run() -> None:
+def _run(interrupts: Interrupts) -> None:
     """The app, with every error a user can act on printed as one message and an exit code."""
     try:
-        app()
+        try:
+            app()
+        except Exception as exc:
+            if interrupts.received:  # a KeyboardInterrupt that came out of a polars call as another error
+                raise interrupts.received from exc
+            raise
     except RecipeInvalid as exc:
         for diagnostic in exc.diagnostics:
             err.print(diagnostic.format(), markup=False)
@@ -650,8 +647,8 @@ def main() -> None:
     # and rich take it ~0.05-0.1 s to walk: a fifth of a no-op rebuild. By then every output is closed and
     # renamed and nothing needs a collector to be freed, so at exit (only then) the collector skips them.
     atexit.register(gc.freeze)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    restore_handlers = INTERRUPTS.install()  # see mixer.interrupts
     try:
-        _run()
-    finally:  # called in-process (tests, a notebook), main() leaves SIGTERM as it found it
-        signal.signal(signal.SIGTERM, previous)
+        _run(INTERRUPTS)
+    finally:  # called in-process (tests, a notebook), main() leaves the signals as it found them
+        restore_handlers()

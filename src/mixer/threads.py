@@ -14,15 +14,21 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from typing import Any, TypeVar
 
+from mixer.interrupts import INTERRUPTS
+
 T = TypeVar("T")
 SLICE_SECONDS = 0.1
 
 
 def wait_for(future: Future[T]) -> T:
-    """`future.result()`, interruptible by Ctrl-C whichever thread receives the signal."""
-    while not future.done():
-        wait([future], timeout=SLICE_SECONDS)
-    return future.result()
+    """`future.result()`, interruptible by Ctrl-C whichever thread receives the signal. The future's lock is
+    taken in `holding` blocks: a KeyboardInterrupt raised inside one could leave it held (mixer.interrupts).
+    After a Ctrl-C or SIGTERM of the `mixer` command it raises at once."""
+    while True:
+        INTERRUPTS.check()  # a Ctrl-C a polars call swallowed still stops the command
+        with INTERRUPTS.holding():
+            if wait([future], timeout=SLICE_SECONDS).done:
+                return future.result()
 
 
 def one_ahead(items: Iterable[T], ahead: Callable[[], bool] = lambda: True) -> Iterator[T]:
