@@ -618,7 +618,7 @@ def _run(interrupts: Interrupts) -> None:
         try:
             app()
         except Exception as exc:
-            if interrupts.received:  # a KeyboardInterrupt that came out of a polars call as another error
+            if interrupts.received:  # a signal's exception that came out of a polars call as another error
                 raise interrupts.received from exc
             raise
     except RecipeInvalid as exc:

@@ -127,6 +127,7 @@ class Interrupts:
         it found them. SIGINT is then left alone when polars is already imported, with the caller's choice."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
+        self.received, self.pending = None, False  # a command run in-process before this one was stopped
         previous_term = signal.signal(signal.SIGTERM, self.on_signal)
         previous_int = signal.getsignal(signal.SIGINT)
         finder = None
