@@ -75,8 +75,9 @@ def test_a_signal_is_recorded_and_raised_as_its_exception():
     import polars  # noqa: F401  (mixer called in-process after polars: from a notebook)
 
     sigint = signal.getsignal(signal.SIGINT)
-    undo = Interrupts().install()
+    undo = interrupts.install()
     assert signal.getsignal(signal.SIGINT) is sigint  # the caller's process is left as it is
+    assert interrupts.received is None  # a command run in-process after a stopped one is not stopped too
     undo()
     assert signal.getsignal(signal.SIGINT) is sigint
 
