@@ -45,7 +45,7 @@ def interrupt_once(folder: Path, seed: int, name: str, shards: int, patience: fl
     command = [sys.executable, "-X", "faulthandler", "-m", "mixer", "build", str(recipe), "--out", str(folder / "o")]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # 0 shards: as soon as the build has its temp dir, while it loads
-    started = f".o.tmp-{proc.pid}" if shards == 0 else f".o.tmp-{proc.pid}/data/*.parquet"
+    started = ".o.tmp-*" if shards == 0 else ".o.tmp-*/data/*.parquet"  # one build at a time in `folder`
     deadline = time.monotonic() + 120
     while proc.poll() is None and len(list(folder.glob(started))) < max(shards, 1) and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -57,10 +57,13 @@ def interrupt_once(folder: Path, seed: int, name: str, shards: int, patience: fl
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)
         _, err = proc.communicate(timeout=60)
-        for stale in folder.glob(".o.tmp-*"):  # an aborted build leaves its temp dir to the next build
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in folder.glob(".o.*"):  # an aborted build leaves its temp dir and lock to the next build
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink()
         return "hung", err.decode(errors="replace")
-    if proc.returncode == EXPECTED[name] and not list(folder.glob(".o.tmp-*")):
+    if proc.returncode == EXPECTED[name] and not list(folder.glob(".o.*")):
         return "stopped cleanly", ""
     return f"exit {proc.returncode}", err.decode(errors="replace")
 

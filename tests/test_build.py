@@ -374,8 +374,8 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     if sig != signal.SIGKILL:
         assert not list(tmp_path.glob(".o.tmp-*")), "Ctrl-C and SIGTERM must remove the temp dir"
         assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
-    again = build(recipe, QUIET, out=out)  # the next build clears a killed build's leftovers
-    assert again.status == "built" and not list(tmp_path.glob(".o.tmp-*"))
+    again = build(recipe, QUIET, out=out)  # the next build clears a killed build's leftovers, its lock too
+    assert again.status == "built" and not list(tmp_path.glob(".o.*"))
     assert shard_bytes(out) != before
 
 
@@ -496,8 +496,9 @@ def test_a_build_racing_another_for_the_same_output_fails_cleanly_and_leaves_the
 
 def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back(tmp_path):
     """A build killed between its two renames leaves the previous output under a hidden name and nothing in
-    its place: the next build puts it back (if nothing replaced it) instead of leaving it hidden forever."""
-    from mixer.write import remove_stale_temp_dirs
+    its place: the next build puts it back (if nothing replaced it) instead of leaving it hidden forever.
+    These are the names mixer used before its locks, which end in a process id."""
+    from mixer.claims import clear_leftovers
 
     dead = 2**22 + 12345  # above the largest pid Linux allows: no such process
     out = tmp_path / "o"
@@ -505,14 +506,148 @@ def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back
     (tmp_path / f".o.old-{dead}").mkdir()
     (tmp_path / f".o.old-{dead}" / "manifest.json").write_text("previous")
     (tmp_path / f".o.tmp-{os.getpid()}").mkdir()  # a live build's: not touched
-    remove_stale_temp_dirs(out)
+    clear_leftovers(out)
     assert (out / "manifest.json").read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".o.tmp-{os.getpid()}", "o"]
 
     (tmp_path / f".o.old-{dead}").mkdir()  # set aside, but a newer output is in place: only litter now
-    remove_stale_temp_dirs(out)
+    clear_leftovers(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".o.tmp-{os.getpid()}", "o"]
     assert (out / "manifest.json").read_text() == "previous"
+
+
+HOLD_A_CLAIM = """
+import sys, time
+from pathlib import Path
+from mixer.claims import claim
+held = claim(Path(sys.argv[1]))
+held.temp.mkdir()
+held.set_aside.mkdir()
+(held.set_aside / "manifest.json").write_text("previous")
+print(held.token, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_running_build_is_told_by_the_lock_it_holds_and_a_killed_one_by_its_lock_released(tmp_path):
+    """Another process's names are left alone while it holds its lock, whatever the process ids say (this
+    one's os.kill answers "no such process" for every id, as in another container); once it is killed (-9) they
+    are cleared, its set-aside output goes back, and its lock file goes too."""
+    from mixer import claims
+
+    out = tmp_path / "o"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_A_CLAIM, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        token = holder.stdout.readline().strip()
+        assert len(token) == 12, "the claiming process did not start"
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == [f".o.build-{token}.lock", f".o.old-{token}", f".o.tmp-{token}"]
+
+        def no_such_process(pid, sig):
+            raise ProcessLookupError(pid)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(claims.os, "kill", no_such_process)
+            claims.clear_leftovers(out)
+        assert sorted(p.name for p in tmp_path.iterdir()) == names
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    claims.clear_leftovers(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    assert (out / "manifest.json").read_text() == "previous"
+
+
+def test_a_claim_never_takes_a_token_already_beside_the_output(tmp_path, monkeypatch):
+    from mixer import claims
+
+    out = tmp_path / "o"
+    first = claims.claim(out)
+    tokens = iter([first.token, "0123456789ab"])
+    monkeypatch.setattr(claims.secrets, "token_hex", lambda n: next(tokens))
+    second = claims.claim(out)
+    assert second.token == "0123456789ab" and first.fd is not None and second.fd is not None
+    for held in (first, second):
+        held.release()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_claim_whose_lock_file_was_cleared_before_it_locked_it_takes_another(tmp_path, monkeypatch):
+    """Between creating its lock file and locking it, a claim's file looks like a killed build's to a build
+    clearing leftovers, which unlinks it. A lock on an unlinked file protects nothing: the claim starts again."""
+    from mixer import claims
+
+    out, real_lock, cleared = tmp_path / "o", claims._try_lock, []
+
+    def cleared_in_between(fd):
+        if not cleared:
+            cleared.extend(tmp_path.glob(".o.build-*.lock"))
+            cleared[0].unlink()
+        return real_lock(fd)
+
+    monkeypatch.setattr(claims, "_try_lock", cleared_in_between)
+    held = claims.claim(out)
+    lock = tmp_path / f".o.build-{held.token}.lock"
+    assert lock.exists() and lock != cleared[0]
+    assert os.stat(lock).st_ino == os.fstat(held.fd).st_ino
+    held.release()
+
+
+SLOW_BUILD = """
+import sys, time
+from pathlib import Path
+import mixer.pipeline
+from mixer.build import Options, build
+real = mixer.pipeline.stage_chunks
+go = Path(sys.argv[3])
+
+def staged_then_told(*args, **kwargs):
+    staged = real(*args, **kwargs)  # its rows are in the temp dir now
+    print("staged", flush=True)
+    for _ in range(600):
+        if go.exists():
+            break
+        time.sleep(0.1)
+    return staged
+
+mixer.pipeline.stage_chunks = staged_then_told
+build(Path(sys.argv[1]), Options(progress=False), out=Path(sys.argv[2]), force=True)
+print("built", flush=True)
+"""
+
+
+def test_a_build_of_the_same_output_elsewhere_does_not_clear_a_running_builds_temp_dir(tmp_path, monkeypatch):
+    """A build in another container, or on another host of a shared filesystem, cannot see this one's process:
+    judged by process id, it deleted this build's temp dir mid-build (a FileNotFoundError traceback here). Both
+    builds now finish; the one renaming last has its output in place."""
+    import mixer.claims
+
+    alpaca_file(tmp_path / "a.jsonl", 40)
+    recipe = write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    out, go = tmp_path / "o", tmp_path / "go"
+    elsewhere = subprocess.Popen(
+        [sys.executable, "-c", SLOW_BUILD, str(recipe), str(out), str(go)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert elsewhere.stdout.readline().strip() == "staged", elsewhere.stderr.read()[-2000:]
+
+        def no_such_process(pid, sig):
+            raise ProcessLookupError(pid)
+
+        monkeypatch.setattr(mixer.claims.os, "kill", no_such_process)
+        here = build(recipe, QUIET, out=out, force=True)
+        assert here.status == "built"
+        go.touch()
+        stdout, stderr = elsewhere.communicate(timeout=120)
+    finally:
+        if elsewhere.poll() is None:
+            elsewhere.kill()
+    assert elsewhere.returncode == 0 and stdout.strip() == "built", stderr[-2000:]
+    assert read_mix(out).height == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "go", "o", "recipe.lock", "recipe.yaml"]
 
 
 def test_an_input_that_changes_while_it_is_read_stops_the_build_before_anything_is_kept(tmp_path, monkeypatch):

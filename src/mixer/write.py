@@ -1,14 +1,13 @@
 """Write a build atomically: shards, manifest, dataset card and rejects go to a temp dir renamed into place.
 
-An interrupted build (Ctrl-C, crash, kill -9) leaves the previous output untouched; a stale temp dir from a
-killed build is removed by the next one.
+An interrupted build (Ctrl-C, crash, kill -9) leaves the previous output untouched; what a killed build left
+beside it is removed by the next one (`mixer.claims` tells a killed build's names from a running one's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from mixer.claims import claim, clear_leftovers
 from mixer.errors import MixerError, disk_full
 from mixer.hashing import file_sha256
 from mixer.plan import Plan
@@ -189,37 +189,6 @@ def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
     return "\n".join([*header, "", *lines])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _left_by_dead_process(path: Path) -> bool:
-    try:
-        return not _pid_alive(int(path.name.rsplit("-", 1)[1]))
-    except ValueError:
-        return False
-
-
-def remove_stale_temp_dirs(out_dir: Path) -> None:
-    """Clear what killed builds left beside `out_dir`: temp dirs, and the previous output set aside by one
-    killed between its two renames, which goes back in place when nothing replaced it."""
-    for temp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        if _left_by_dead_process(temp):
-            shutil.rmtree(temp, ignore_errors=True)
-    for old in sorted(out_dir.parent.glob(f".{out_dir.name}.old-*")):
-        if _left_by_dead_process(old):
-            if out_dir.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.rename(out_dir)
-
-
 BUILD_FILES = frozenset({"data", "rejects", "manifest.json", "README.md", "stats.json", "report.html"})
 EVOLVE_FILES = frozenset({"data.parquet", "rejects.jsonl", "stats.json"})
 FOLDER_VIEW_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # a file browser's, remade on demand
@@ -258,23 +227,31 @@ def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
         raise MixerError(
             f"cannot create {out_dir.parent}: a file is in the way", "pick another --out (or output.dir in the recipe)"
         ) from None
-    remove_stale_temp_dirs(out_dir)
-    temp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir()
+    clear_leftovers(out_dir)
+    claimed = claim(out_dir)
     try:
-        yield temp
-    except BaseException as exc:
-        shutil.rmtree(temp, ignore_errors=True)
-        if disk_full(exc):
-            raise MixerError(
-                f"no space left on the disk holding {out_dir.parent} (the output is unchanged)",
-                "a build keeps its staged rows and sort buckets beside the output until it is renamed into place:"
-                " up to about 1.5 times the size of its JSON-lines inputs, plus the output. Free space there, or"
-                " pass --out DIR on a disk with room",
-            ) from exc
-        raise
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        temp = claimed.temp
+        temp.mkdir()
+        try:
+            yield temp
+        except BaseException as exc:
+            shutil.rmtree(temp, ignore_errors=True)
+            if disk_full(exc):
+                raise MixerError(
+                    f"no space left on the disk holding {out_dir.parent} (the output is unchanged)",
+                    "a build keeps its staged rows and sort buckets beside the output until it is renamed into"
+                    " place: up to about 1.5 times the size of its JSON-lines inputs, plus the output. Free space"
+                    " there, or pass --out DIR on a disk with room",
+                ) from exc
+            raise
+        _swap_in(temp, out_dir, claimed.set_aside)
+    finally:
+        claimed.release()
+
+
+def _swap_in(temp: Path, out_dir: Path, old: Path) -> None:
+    """Two renames, with the previous output set aside as `old` in between (put back by the next build if
+    this one is killed there)."""
     if out_dir.exists():
         out_dir.rename(old)
     try:
