@@ -516,6 +516,29 @@ def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back
     assert (out / "manifest.json").read_text() == "previous"
 
 
+def test_a_file_replaced_by_two_writers_at_once_is_whole_and_a_failed_write_changes_nothing(tmp_path):
+    """Lock files, manifests and cache entries are written beside their target and renamed over it. The temp
+    name was `.NAME.tmp-PID`: two builds in two containers (where process ids repeat) or on two hosts sharing a
+    cache wrote into one temp file, and the rename put their interleaved bytes in place."""
+    from mixer.files import replacing, write_atomic_file
+
+    target = tmp_path / "bench.lock"
+    write_atomic_file(target, "first")
+    with pytest.raises(RuntimeError), replacing(target) as temp:
+        temp.write_text("half")
+        raise RuntimeError("the writer failed")
+    assert target.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["bench.lock"]
+    with replacing(target) as one, replacing(target) as two:
+        assert one != two
+        one.write_text("one " * 1000)
+        two.write_text("two")
+    assert target.read_text() == "one " * 1000  # whole, from the writer renaming last
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as any file the user writes
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.lock"]
+
+
 HOLD_A_CLAIM = """
 import sys, time
 from pathlib import Path

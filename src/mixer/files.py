@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temp path beside `path`, renamed over it when the block ends and removed if the block fails. Its name is
+    random, not the process id: two writers of one file (builds on two hosts sharing a cache, or in two containers,
+    where process ids repeat) must not write into the same temp file."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def write_atomic_file(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(text, encoding="utf-8")
-    temp.replace(path)
+    with replacing(path) as temp:
+        temp.write_text(text, encoding="utf-8")
 
 
 def write_cache_file(path: Path, text: str) -> None:

@@ -10,14 +10,13 @@ entry that cannot be read is computed again, one that cannot be written only cos
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from mixer.files import replacing
 from mixer.hashing import code_fingerprint, fingerprint
 from mixer.resolve import ResolvedSource
 
@@ -60,10 +59,9 @@ def save(cache_dir: Path, key: str, hits: pl.DataFrame | None) -> None:
     """Keep a source's hits (none is an answer too), written under a temporary name and renamed."""
     frame = hits.select(HITS_SCHEMA.names()) if hits is not None else pl.DataFrame(schema=HITS_SCHEMA)
     path = _path(cache_dir, key)
-    temp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(temp)
-        os.replace(temp, path)
+        with replacing(path) as temp:
+            frame.write_parquet(temp)
     except OSError:
-        temp.unlink(missing_ok=True)
+        pass

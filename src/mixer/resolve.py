@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
-from mixer.files import write_cache_file
+from mixer.files import replacing, write_cache_file
 from mixer.hashing import FileHashes, file_sha256
 from mixer.lock import locked_revisions
 from mixer.recipe import Recipe, SourceSpec
@@ -161,9 +161,8 @@ def from_hub(key: str, hub: HubRef, cache_dir: Path, commit: str) -> Path:
         parts.append(part.add_column("config", [config] * len(part)) if hub.configs else part)
     dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".parquet.partial")
-    dataset.to_parquet(str(partial))
-    partial.replace(target)
+    with replacing(target) as partial:
+        dataset.to_parquet(str(partial))
     return target
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from mixer.build import Options, build
 from mixer.errors import MixerError
-from mixer.files import write_atomic_file
+from mixer.files import replacing, write_atomic_file
 from mixer.hashing import file_sha256, fingerprint
 from mixer.load import load_pool
 from mixer.mix import select_rows
@@ -92,9 +92,8 @@ def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Optio
         raise MixerError(f"stages.{stage.name}.data: take {count} but only {pool.rows.height} rows are available")
     rows = select_rows(pool, count, recipe.seed).drop("__repeat")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    rows.write_parquet(partial)
-    partial.replace(target)
+    with replacing(target) as partial:
+        rows.write_parquet(partial)
     return [str(target)], {
         "kind": "source",
         "source": source.registry or list(source.paths),
