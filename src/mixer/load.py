@@ -6,6 +6,7 @@ name, and malformed records are handled by the source's `on_error` policy (error
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from mixer.adapters.base import Context, content_chars, content_text
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
-from mixer.io import read_chunks, read_table
+from mixer.io import file_kind, first_record, read_chunks, read_table
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import ResolvedSource
@@ -95,7 +96,11 @@ def _malformed(
     parts = []
     bad = converted.select("__row", "__reason").unique("__row", keep="first")
     if bad.height:
-        records = raw.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))
+        if "__record" in raw.columns:  # records kept as Python objects (mixer.io._record_objects)
+            quoted = [json.dumps(record, ensure_ascii=False) for record in raw["__record"].to_list()]
+            records = raw.select("__row").with_columns(pl.Series("record", quoted, dtype=pl.String))
+        else:
+            records = raw.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))
         part = (
             bad.join(records, on="__row", how="left")
             .sort("__row")
@@ -212,6 +217,15 @@ def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
     return set(ctx.fields.values()), {v for v in ctx.options.values() if isinstance(v, str)}
 
 
+def _nested_records(path: Path, field: str | None) -> bool:
+    """Whether `path` holds a format's nested records (`Format.nested`): JSON lines whose first record has
+    `field` as an object."""
+    if field is None or file_kind(path) != "jsonl":
+        return False
+    first = first_record(path)
+    return first is not None and isinstance(first.get(field), dict)
+
+
 def load_chunks(
     source: ResolvedSource,
     mixture_patterns: tuple[str, ...] = (),
@@ -247,11 +261,18 @@ def load_chunks(
             )
             header = not adapter.headerless
             columns, keys = _read_fields(ctx)
+            objects = _nested_records(path, adapter.nested)
             read = (
                 read_chunks(
-                    path, chunk_bytes or CHUNK_BYTES, header=header, columns=columns, keys=keys, on_read=on_read
+                    path,
+                    chunk_bytes or CHUNK_BYTES,
+                    header=header,
+                    columns=columns,
+                    keys=keys,
+                    on_read=on_read,
+                    objects=objects,
                 )
-                if adapter.row_local
+                if adapter.row_local or objects
                 else [read_table(path, header=header, on_read=on_read)]
             )
             for table in read:

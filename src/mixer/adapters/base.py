@@ -7,7 +7,7 @@ row whose `__reason` says what is wrong, so the caller can error, skip or quaran
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import polars as pl
@@ -22,11 +22,14 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Context:
-    """What an adapter needs to know besides the records: field mapping, options, the file (for errors)."""
+    """What an adapter needs to know besides the records: field mapping, options, the file (for errors), and
+    what it has already converted of this file in earlier chunks (`seen`: OpenAssistant's leaf messages, so a
+    message in two trees of a file is one conversation however the file is cut)."""
 
     fields: dict[str, str]
     options: dict[str, Any]
     file: str
+    seen: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ class Format:
     has_lang: bool = False
     headerless: bool = False  # read csv/tsv without a header row (FLAN CoT)
     row_local: bool = True  # each record converts alone, so a big JSONL file can be read in chunks
+    # a field holding a whole nested record (oasst's trees export: `prompt`): a JSON-lines file whose first
+    # record has it as an object converts record by record (so in chunks), from Python objects (mixer.io)
+    nested: str | None = None
 
 
 SPECS = {
@@ -65,6 +68,7 @@ SPECS = {
             options={"top_k_reply": None},
             has_lang=True,
             row_local=False,  # the flat message table is one tree across many records
+            nested="prompt",  # the trees export: a tree per record
         ),
         Format(
             name="preference",

@@ -59,8 +59,16 @@ def _trees_from_nested(raw: pl.DataFrame) -> list[tuple[int, dict[str, Any]]]:
     return list(zip(raw["__row"].to_list(), raw["prompt"].to_list(), strict=True))
 
 
+def _trees_from_records(raw: pl.DataFrame) -> list[tuple[int, Any]]:
+    """The trees export read as Python objects (mixer.io: polars is slow on trees this deep)."""
+    records = zip(raw["__row"].to_list(), raw["__record"].to_list(), strict=True)
+    return [(row, record.get("prompt")) for row, record in records]
+
+
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    if "prompt" in raw.columns and isinstance(raw.schema["prompt"], pl.Struct):
+    if "__record" in raw.columns:
+        roots = _trees_from_records(raw)
+    elif "prompt" in raw.columns and isinstance(raw.schema["prompt"], pl.Struct):
         roots = _trees_from_nested(raw)
     elif "message_id" in raw.columns:
         roots = _trees_from_flat(raw, ctx)
@@ -70,8 +78,11 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             "expected the flat message table (message_id, parent_id, ...) or a *.trees.jsonl export",
         )
     top_k = ctx.options["top_k_reply"]
-    rows, seen = [], set()
+    rows, seen, no_tree = [], ctx.seen, []
     for tree_row, root in roots:
+        if not isinstance(root, dict):
+            no_tree.append(tree_row)
+            continue
         for path in _paths(root, top_k):
             while path and path[-1].get("role") != "assistant":
                 path = path[:-1]
@@ -89,8 +100,16 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                 }
             )
     schema = {"__row": pl.UInt32, "native_id": pl.String, "messages": MESSAGES, "lang": pl.String}
-    frame = pl.DataFrame(rows, schema=schema)
-    return frame.with_columns(conversation_reason(pl.col("messages")).alias("__reason"))
+    frame = pl.DataFrame(rows, schema=schema).with_columns(conversation_reason(pl.col("messages")).alias("__reason"))
+    if no_tree:  # a record of the trees export without its tree: malformed, quoted in rejects
+        missing = pl.DataFrame({"__row": no_tree}, schema={"__row": pl.UInt32}).with_columns(
+            pl.lit(None, dtype=pl.String).alias("native_id"),
+            pl.lit(None, dtype=MESSAGES).alias("messages"),
+            pl.lit(None, dtype=pl.String).alias("lang"),
+            pl.lit("no `prompt` object (the tree of a *.trees.jsonl record)").alias("__reason"),
+        )
+        frame = pl.concat([frame, missing]).sort("__row", maintain_order=True)
+    return frame
 
 
 ADAPTER = adapter("oasst", convert)
