@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import SHARES, generate  # noqa: E402
+from generate import SHARES, generate, generate_oasst  # noqa: E402
 
 from mixer.resolve import default_cache_dir  # noqa: E402
 
@@ -37,6 +37,7 @@ SHARED = HERE.parent.parent / "shared" / "data"  # real HumanEval and GSM8K file
 DECONTAM = {"humaneval": SHARED / "humaneval" / "HumanEval.jsonl.gz", "gsm8k": SHARED / "gsm8k" / "test.jsonl"}
 FORMATS = {"alpaca": "alpaca", "code_alpaca": "alpaca", "dolly": "dolly", "flan_v2": "flan", "sharegpt": "sharegpt"}
 TAKE = 0.64
+OASST_TREES_PER_ROW = 0.03  # 30K trees (~115 MB) beside the 1M-row benchmark, in a folder of their own
 COLD = "<cold cache>"
 FORGET_HITS = "<no remembered benchmark hits>"
 
@@ -78,6 +79,27 @@ def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False
     path = work / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def oasst_recipe(work: Path) -> Path:
+    """OpenAssistant's trees export alone (`oasst_inputs`): 64% of its conversations, as the HF baseline's
+    `--oasst 0.64` takes."""
+    path = work / "bench-oasst.yaml"
+    path.write_text(
+        "name: bench-oasst\nseed: 42\nsources:\n"
+        "  oasst: {path: oasst/oasst.trees.jsonl, format: oasst, fraction: 0.64}\n"
+        "mixture:\n  shuffle: true\noutput: {dir: out_bench-oasst}\n"
+    )
+    return path
+
+
+def oasst_inputs(work: Path, rows: int) -> None:
+    """The trees export, generated once per size when an OpenAssistant command runs, in a folder of its own:
+    the five formats' commands (and the floor, which reads every file of theirs) never see it."""
+    trees = work / "oasst" / "oasst.trees.jsonl"
+    if not trees.is_file():
+        print(f"generating {round(rows * OASST_TREES_PER_ROW):,} OpenAssistant trees into {trees} ...", flush=True)
+        generate_oasst(trees.parent, round(rows * OASST_TREES_PER_ROW))
 
 
 def one_source_recipe(work: Path, counts: dict[str, int]) -> Path:
@@ -168,6 +190,14 @@ def main() -> None:
             json.dumps(counts),
         ],
         "polars_floor": [python, str(HERE / "polars_floor.py"), str(data), str(work / "floor")],
+        "hf_oasst": [
+            python,
+            str(HERE / "hf_baseline.py"),
+            str(work / "oasst"),
+            str(work / "hf-oasst.parquet"),
+            "--oasst",
+            str(TAKE),
+        ],
         "mixer_build": [python, "-m", "mixer", "build", str(recipe), "--force"],
         "mixer_noop": [python, "-m", "mixer", "build", str(recipe)],
         "mixer_plan": [python, "-m", "mixer", "plan", str(recipe), "--json"],
@@ -175,6 +205,7 @@ def main() -> None:
         "mixer_near": [python, "-m", "mixer", "build", str(write_recipe(work, counts, near=True)), "--force"],
         "mixer_one_source": [python, "-m", "mixer", "build", str(one_source_recipe(work, counts)), "--force"],
         "mixer_many_files": [python, "-m", "mixer", "build", str(many_files_recipe(work, data)), "--force"],
+        "mixer_oasst": [python, "-m", "mixer", "build", str(oasst_recipe(work)), "--force"],
     }
     if all(p.is_file() for p in DECONTAM.values()):
         decontam = write_recipe(work, counts, decontaminate=True)
@@ -188,6 +219,8 @@ def main() -> None:
         if unknown:
             parser.error(f"--only: no command {', '.join(unknown)} here (commands: {', '.join(commands)})")
         commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
+    if any("oasst" in name for name in commands):
+        oasst_inputs(work, args.rows)
     envs: dict[str, dict[str, str]] = {}
     for setting in args.env:  # e.g. an allocator setting, measured against the default in the same run
         variable, _, value = setting.partition("=")
@@ -224,10 +257,12 @@ def main() -> None:
         "hf_over_mixer_wall": ("hf_datasets", "mixer_build", "wall_s"),
         "mixer_over_floor_wall": ("mixer_build", "polars_floor", "wall_s"),
         "mixer_over_hf_rss": ("mixer_build", "hf_datasets", "peak_rss_mb"),
+        "hf_over_mixer_oasst_wall": ("hf_oasst", "mixer_oasst", "wall_s"),
     }
     if args.against:
         pairs["base_over_mixer_wall"] = (f"mixer_build@{args.against}", "mixer_build", "wall_s")
         pairs["base_over_mixer_decontam_wall"] = (f"mixer_decontam@{args.against}", "mixer_decontam", "wall_s")
+        pairs["base_over_mixer_oasst_wall"] = (f"mixer_oasst@{args.against}", "mixer_oasst", "wall_s")
     pairs["decontam_rebuild_over_build_wall"] = ("mixer_decontam_rebuild", "mixer_build", "wall_s")
     ratios = {
         name: medians[a][key] / medians[b][key] for name, (a, b, key) in pairs.items() if a in medians and b in medians
