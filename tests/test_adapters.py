@@ -110,6 +110,21 @@ def test_oasst_flat_table_top1_and_all_paths():
     assert set(top1["lang"].to_list()) == {"en", "es", "de", "fr", "zh"}
 
 
+def test_oasst_flat_table_follows_rank_not_file_order_and_ignores_the_metadata_columns(tmp_path):
+    """The walk reads a few columns of the flat table; the nested metadata (labels, emojis) is left in polars."""
+    meta = {"labels": {"quality": {"value": 0.5, "count": 3}}, "emojis": {"+1": 2}}
+    messages = [
+        {"message_id": "p", "parent_id": None, "role": "prompter", "text": "question", "lang": "de", **meta},
+        {"message_id": "worse", "parent_id": "p", "role": "assistant", "text": "worse", "rank": 1, **meta},
+        {"message_id": "best", "parent_id": "p", "role": "assistant", "text": "best", "rank": 0, **meta},
+    ]
+    path = tmp_path / "flat.jsonl"
+    path.write_text("".join(json.dumps(m) + "\n" for m in messages))
+    top1 = convert(path, "oasst", options={"top_k_reply": 1})
+    assert top1.select("native_id", "lang").rows() == [("best", "de")]
+    assert [m["content"] for m in top1["messages"][0]] == ["question", "best"]
+
+
 def test_preference_strips_prompt_from_pairs():
     frame = convert(load_registry()["ultrafeedback"].sample, "preference")
     assert frame.height == 24

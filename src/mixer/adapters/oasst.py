@@ -19,6 +19,9 @@ from mixer.adapters.base import MESSAGES, Context, adapter, conversation_reason
 from mixer.errors import MixerError
 
 ROLE = {"prompter": "user", "assistant": "assistant"}
+# what the walk reads of a message: the flat table's other columns (labels, emojis, detoxify scores) are
+# nested, and turning them into Python objects took most of the conversion (1.9 s against 0.4 s for 90K)
+WALKED = ("__row", "message_id", "parent_id", "role", "text", "rank", "deleted", "lang")
 
 
 def _rank(node: dict[str, Any]) -> float:
@@ -41,7 +44,7 @@ def _trees_from_flat(raw: pl.DataFrame, ctx: Context) -> list[tuple[int, dict[st
     missing = [c for c in needed if c not in raw.columns]
     if missing:
         raise MixerError(f"{ctx.file}: oasst message table lacks {missing}")
-    records = raw.to_dicts()
+    records = raw.select(c for c in WALKED if c in raw.columns).to_dicts()
     children: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         record["replies"] = children.setdefault(record["message_id"], [])
