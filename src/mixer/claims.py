@@ -13,12 +13,16 @@ when its lock can be taken, and nothing is cleared where a lock cannot be tried.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds run, and a killed build's leftovers stay for the user to remove
+    fcntl = None  # type: ignore[assignment]
 
 KINDS = ("tmp", "old")
 _BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
@@ -63,6 +67,8 @@ def _lock_file(out_dir: Path, token: str) -> Path:
 
 def _try_lock(fd: int) -> bool | None:
     """True when this process now holds the lock, False when another does, None when the filesystem has none."""
+    if fcntl is None:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
