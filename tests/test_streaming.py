@@ -712,3 +712,24 @@ def test_oasst_trees_in_tiny_chunks_keep_shared_messages_once_and_name_bad_recor
     assert rejects[0] == (3, "line 3: invalid JSON: Expecting ':' delimiter at column 51")
     assert rejects[1] == (3, "no `prompt` object (the tree of a *.trees.jsonl record)")
     assert json.loads(pool.rejects["record"][1]) == {"message_tree_id": "none"}
+
+
+def test_a_trees_file_whose_first_line_is_broken_is_still_read_in_chunks(tmp_path):
+    trees = [
+        {
+            "prompt": {
+                "message_id": f"p{i}",
+                "role": "prompter",
+                "text": f"q{i}",
+                "replies": [{"message_id": f"a{i}", "role": "assistant", "text": f"a{i}", "replies": []}],
+            }
+        }
+        for i in range(3)
+    ]
+    path = tmp_path / "t.trees.jsonl"
+    path.write_text('{"prompt": \n' + "".join(json.dumps(t) + "\n" for t in trees))
+    chunks = list(load_chunks(_oasst_source(tmp_path, path), chunk_bytes=1))
+    assert len(chunks) == 3  # one per tree, the broken line's counts carried by the next
+    pool = merge_chunks(chunks)
+    assert pool.rows["id"].to_list() == ["o/a0", "o/a1", "o/a2"]
+    assert pool.counts == {"read": 4, "malformed": 1}

@@ -6,6 +6,7 @@ is re-read line by line so the user learns which line is broken instead of getti
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -153,16 +154,18 @@ def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int
 
 
 def first_record(path: Path, limit: int = 64 << 20) -> dict | None:
-    """The first record of a JSON-lines file (plain or gzip) when it is an object within `limit` bytes."""
+    """The first JSON object of a JSON-lines file (plain or gzip) among its first `limit` bytes; lines that are
+    not one (broken, or another JSON value) are passed over, as reading the file reports them."""
     try:
         with _open_binary(path) as fh:
             for raw in fh:
-                if raw.strip():
+                with contextlib.suppress(ValueError):
                     record = json.loads(raw.removeprefix(UTF8_BOM))
-                    return record if isinstance(record, dict) else None
+                    if isinstance(record, dict):
+                        return record
                 if fh.tell() > limit:
                     return None
-    except (OSError, ValueError, EOFError, zlib.error):
+    except (OSError, EOFError, zlib.error):
         return None
     return None
 
