@@ -539,6 +539,29 @@ def test_a_file_replaced_by_two_writers_at_once_is_whole_and_a_failed_write_chan
     assert [p.name for p in tmp_path.iterdir()] == ["bench.lock"]
 
 
+def test_an_output_folder_that_cannot_be_written_is_named_without_a_traceback(tmp_path, monkeypatch):
+    import errno
+
+    import mixer.write
+    from mixer.files import replacing
+
+    alpaca_file(tmp_path / "a.jsonl", 5)
+    recipe = write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+
+    def read_only(out_dir):
+        raise OSError(errno.EROFS, "Read-only file system", str(out_dir))
+
+    monkeypatch.setattr(mixer.write, "claim", read_only)
+    with pytest.raises(MixerError) as unwritable:
+        build(recipe, QUIET, out=tmp_path / "o")
+    assert unwritable.value.message == f"cannot write beside {tmp_path / 'o'}: Read-only file system"
+    assert "pick another --out" in unwritable.value.hint
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: read_only(self))
+    with pytest.raises(OSError) as first, replacing(tmp_path / "x.json") as temp:  # its cleanup cannot unlink
+        raise OSError(errno.ENOSPC, "No space left on device", str(temp))
+    assert first.value.errno == errno.ENOSPC  # the writer's own error, not the cleanup's
+
+
 HOLD_A_CLAIM = """
 import sys, time
 from pathlib import Path

@@ -331,3 +331,30 @@ def test_a_misspelt_benchmark_is_reported_before_any_download(tmp_path, monkeypa
     with pytest.raises(MixerError, match="benchmark 'humaneva': no local file, and not a known benchmark"):
         build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
     assert hub.resolved == [] and hub.loaded == []
+
+
+def test_a_current_lock_is_left_untouched_and_an_unwritable_one_is_named(tmp_path, monkeypatch):
+    """A recipe in a read-only checkout (a container's mounted configs) builds while its lock is current; when the
+    lock must change and cannot be written, the error says so after the output is in place, without a traceback."""
+    import errno
+
+    import mixer.lock
+
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(5)))
+    recipe = write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    build(recipe, Options(progress=False), out=tmp_path / "o")
+    lock = tmp_path / "recipe.lock"
+    written = lock.stat().st_ino
+
+    def read_only(path, text):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(mixer.lock, "write_atomic_file", read_only)
+    build(recipe, Options(progress=False), out=tmp_path / "o", force=True, locked=True)
+    assert lock.stat().st_ino == written  # not replaced by a copy of itself
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(6)))
+    with pytest.raises(MixerError) as unwritable:
+        build(recipe, Options(progress=False), out=tmp_path / "o")
+    assert unwritable.value.message == f"cannot write the lock {lock}: Read-only file system"
+    assert "the output itself is in place" in unwritable.value.hint
+    assert pl.read_parquet(tmp_path / "o" / "data").height == 6

@@ -19,7 +19,8 @@ def replacing(path: Path) -> Iterator[Path]:
         yield temp
         os.replace(temp, path)
     finally:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # gone after the rename; on a read-only disk it never existed
+            temp.unlink(missing_ok=True)
 
 
 def write_atomic_file(path: Path, text: str) -> None:

@@ -6,6 +6,7 @@ data that changed under the same path (a stale-cache failure common in other too
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,8 +79,22 @@ def lock_content(
 
 
 def write_lock(recipe_path: Path, content: dict[str, Any]) -> Path:
+    """The lock beside the recipe, rewritten only when it changes: a recipe in a read-only checkout (a container's
+    mounted config) builds as long as its lock is current."""
     path = lock_path(recipe_path)
-    write_atomic_file(path, json.dumps(content, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    try:
+        write_atomic_file(path, text)
+    except OSError as exc:
+        raise MixerError(
+            f"cannot write the lock {path}: {exc.strerror}",
+            "the lock records the inputs' hashes beside the recipe, to commit with it; the output itself is in place."
+            f" Make {path.parent} writable and build again (a no-op that writes the lock), or build a copy of the"
+            " recipe from a folder you can write to",
+        ) from None
     return path
 
 

@@ -216,6 +216,14 @@ def check_replaceable(out_dir: Path, own: frozenset[str]) -> None:
         )
 
 
+def _unwritable(out_dir: Path, exc: OSError) -> MixerError:
+    return MixerError(
+        f"cannot write beside {out_dir}: {exc.strerror}",
+        "a build writes its temp dir next to the output and renames it into place: pick another --out (or"
+        " output.dir in the recipe) on a disk you can write to",
+    )
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
     """Yield a temp dir beside `out_dir`; on success it replaces `out_dir`, on any failure it is removed.
@@ -227,8 +235,13 @@ def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
         raise MixerError(
             f"cannot create {out_dir.parent}: a file is in the way", "pick another --out (or output.dir in the recipe)"
         ) from None
-    clear_leftovers(out_dir)
-    claimed = claim(out_dir)
+    except OSError as exc:
+        raise _unwritable(out_dir, exc) from None
+    try:
+        clear_leftovers(out_dir)
+        claimed = claim(out_dir)
+    except OSError as exc:
+        raise _unwritable(out_dir, exc) from None
     try:
         temp = claimed.temp
         temp.mkdir()
