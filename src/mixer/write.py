@@ -244,7 +244,10 @@ def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
         raise _unwritable(out_dir, exc) from None
     try:
         temp = claimed.temp
-        temp.mkdir()
+        try:
+            temp.mkdir()
+        except OSError as exc:
+            raise _unwritable(out_dir, exc) from None
         try:
             yield temp
         except BaseException as exc:
