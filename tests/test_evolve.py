@@ -384,3 +384,19 @@ def test_evolve_validation_errors_point_at_lines(tmp_path):
 def test_bundled_evolve_recipes_validate():
     for name in ("wizardlm.yaml", "wizardcoder.yaml"):
         assert validate_file(REPO / "recipes" / name) == []
+
+
+@pytest.mark.parametrize("blocked", ["a file where its folder goes", "a folder where the database goes"])
+def test_an_evolve_cache_that_cannot_be_opened_stops_before_any_call(tmp_path, blocked):
+    from mixer.evolve.cache import CallCache
+
+    if blocked == "a file where its folder goes":
+        (tmp_path / "cache").write_text("not a folder")
+        path = tmp_path / "cache" / "evolve.sqlite"
+    else:
+        path = tmp_path / "evolve.sqlite"
+        path.mkdir()
+    with pytest.raises(MixerError) as unusable:
+        CallCache(path)
+    assert unusable.value.message.startswith(f"cannot open the evolve call cache {path}: ")
+    assert "MIXER_CACHE_DIR" in unusable.value.hint

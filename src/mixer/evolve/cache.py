@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mixer.errors import MixerError
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -31,16 +33,25 @@ def call_key(model: str, messages: list[dict[str, str]], sampling: dict[str, Any
 
 class CallCache:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Opened before any call is made: a cache that cannot be written would make every call unpaid-for
+        again on the next run, so it stops the block here instead."""
         self.path = path
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT NOT NULL,"
-            " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, finish_reason TEXT,"
-            " created REAL NOT NULL)"
-        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT"
+                " NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, finish_reason TEXT,"
+                " created REAL NOT NULL)"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise MixerError(
+                f"cannot open the evolve call cache {path}: {exc}",
+                "every teacher call is kept there so that a stopped run resumes without paying again: set"
+                " MIXER_CACHE_DIR to a folder you can write to",
+            ) from None
 
     def get(self, key: str) -> Completion | None:
         row = self._db.execute(
