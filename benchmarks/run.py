@@ -249,6 +249,9 @@ def main() -> None:
         f"\n{args.rows:,} input rows ({input_mb:,.0f} MB JSONL) -> {sum(counts.values()):,} mixed rows; "
         f"medians of {args.repeats}"
     )
+    if any("oasst" in name for name in medians):
+        trees_mb = (work / "oasst" / "oasst.trees.jsonl").stat().st_size / 2**20
+        print(f"OpenAssistant trees: {round(args.rows * OASST_TREES_PER_ROW):,} ({trees_mb:,.0f} MB)")
     width = max(14, *(len(n) for n in medians))
     print(f"{'command':<{width}} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
     for name, m in medians.items():
