@@ -400,3 +400,34 @@ def test_an_evolve_cache_that_cannot_be_opened_stops_before_any_call(tmp_path, b
         CallCache(path)
     assert unusable.value.message.startswith(f"cannot open the evolve call cache {path}: ")
     assert "MIXER_CACHE_DIR" in unusable.value.hint
+
+
+def test_the_call_cache_uses_a_rollback_journal_on_a_filesystem_other_hosts_share(tmp_path, monkeypatch):
+    """WAL keeps its index in shared memory, which other hosts of an NFS home (a cluster's usual cache place)
+    cannot see: sqlite's own documentation rules it out there."""
+    from mixer.evolve import cache
+
+    mountinfo = "\n".join(
+        [
+            "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw",
+            "40 22 0:50 / /home rw,relatime - nfs4 filer:/home rw,vers=4.2",
+            "41 22 0:51 / /mnt/team\\040data rw - fuse.sshfs host:/data rw",
+            "42 40 0:52 / /home/u/scratch rw - xfs /dev/sdb1 rw",
+        ]
+    )
+    assert cache.filesystem_type(Path("/home/u/.cache/mixer"), mountinfo) == "nfs4"
+    assert cache.filesystem_type(Path("/home/u/scratch/c"), mountinfo) == "xfs"  # the longest mount point wins
+    assert cache.filesystem_type(Path("/mnt/team data/c"), mountinfo) == "fuse.sshfs"
+    assert cache.filesystem_type(Path("/var/c"), mountinfo) == "ext4"
+    assert [cache.shared_between_hosts(t) for t in ("nfs4", "fuse.sshfs", "xfs", None)] == [True, True, False, False]
+
+    def journal(path: Path) -> str:
+        store = cache.CallCache(path)
+        try:
+            return store._db.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            store.close()
+
+    assert journal(tmp_path / "local.sqlite") == "wal"
+    monkeypatch.setattr(cache, "filesystem_type", lambda path: "nfs4")
+    assert journal(tmp_path / "shared.sqlite") == "delete"

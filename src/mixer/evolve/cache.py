@@ -2,7 +2,9 @@
 
 The key hashes what decides a completion (model, messages, sampling parameters) and nothing else: never the
 API key, and not the base URL, so a vLLM server that moves port keeps its cache (give different weights a
-different model name). sqlite in WAL mode makes each insert atomic and lets several processes share a file.
+different model name). sqlite makes each insert atomic and lets several processes share a file: in WAL mode on
+a local disk; on a network filesystem (a cluster's shared home), where WAL's shared memory does not reach the
+other hosts, with sqlite's rollback journal instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,34 @@ from pathlib import Path
 from typing import Any
 
 from mixer.errors import MixerError
+
+# filesystem types whose files other hosts may open too (mount types of /proc/self/mountinfo)
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs", "9p", "afs"}
+)
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem holding `path` (Linux), from the mount whose point is its longest prefix."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    target, best, found = path.resolve(), -1, None
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 5 or not rest:
+            continue
+        point = Path(fields[4].replace("\\040", " "))
+        if (target == point or point in target.parents) and len(point.parts) > best:
+            best, found = len(point.parts), rest[0]
+    return found
+
+
+def shared_between_hosts(fstype: str | None) -> bool:
+    return fstype is not None and (fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse."))
 
 
 @dataclass(frozen=True)
@@ -39,7 +69,8 @@ class CallCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            journal = "DELETE" if shared_between_hosts(filesystem_type(path.parent)) else "WAL"
+            self._db.execute(f"PRAGMA journal_mode={journal}")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT"
