@@ -562,6 +562,11 @@ def test_an_output_folder_that_cannot_be_written_is_named_without_a_traceback(tm
     assert first.value.errno == errno.ENOSPC  # the writer's own error, not the cleanup's
 
 
+def no_such_process(pid: int, sig: int) -> None:
+    """os.kill as a process in another container or on another host sees this one's builds."""
+    raise ProcessLookupError(pid)
+
+
 HOLD_A_CLAIM = """
 import sys, time
 from pathlib import Path
@@ -588,9 +593,6 @@ def test_a_running_build_is_told_by_the_lock_it_holds_and_a_killed_one_by_its_lo
         assert len(token) == 12, "the claiming process did not start"
         names = sorted(p.name for p in tmp_path.iterdir())
         assert names == [f".o.build-{token}.lock", f".o.old-{token}", f".o.tmp-{token}"]
-
-        def no_such_process(pid, sig):
-            raise ProcessLookupError(pid)
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(claims.os, "kill", no_such_process)
@@ -679,9 +681,6 @@ def test_a_build_of_the_same_output_elsewhere_does_not_clear_a_running_builds_te
     )
     try:
         assert elsewhere.stdout.readline().strip() == "staged", elsewhere.stderr.read()[-2000:]
-
-        def no_such_process(pid, sig):
-            raise ProcessLookupError(pid)
 
         monkeypatch.setattr(mixer.claims.os, "kill", no_such_process)
         here = build(recipe, QUIET, out=out, force=True)

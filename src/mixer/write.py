@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from mixer.claims import claim, clear_leftovers
+from mixer.claims import Claim, claim, clear_leftovers
 from mixer.errors import MixerError, disk_full
 from mixer.hashing import file_sha256
 from mixer.plan import Plan
@@ -224,11 +224,9 @@ def _unwritable(out_dir: Path, exc: OSError) -> MixerError:
     )
 
 
-@contextlib.contextmanager
-def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
-    """Yield a temp dir beside `out_dir`; on success it replaces `out_dir`, on any failure it is removed.
-    `own` names what the writer puts in `out_dir` (see `check_replaceable`)."""
-    check_replaceable(out_dir, own)
+def _claim_temp_dir(out_dir: Path) -> Claim:
+    """This build's claim beside `out_dir` (what killed builds left there cleared first), with its temp dir
+    made; a folder that cannot be written is named, not a traceback."""
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -243,11 +241,21 @@ def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
     except OSError as exc:
         raise _unwritable(out_dir, exc) from None
     try:
-        temp = claimed.temp
-        try:
-            temp.mkdir()
-        except OSError as exc:
-            raise _unwritable(out_dir, exc) from None
+        claimed.temp.mkdir()
+    except OSError as exc:
+        claimed.release()
+        raise _unwritable(out_dir, exc) from None
+    return claimed
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path, own: frozenset[str]) -> Iterator[Path]:
+    """Yield a temp dir beside `out_dir`; on success it replaces `out_dir`, on any failure it is removed.
+    `own` names what the writer puts in `out_dir` (see `check_replaceable`)."""
+    check_replaceable(out_dir, own)
+    claimed = _claim_temp_dir(out_dir)
+    temp = claimed.temp
+    try:
         try:
             yield temp
         except BaseException as exc:
