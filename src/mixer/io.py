@@ -300,10 +300,11 @@ def read_chunks(
                     taken = now
                 if rows == lines == 0:
                     data = without_bom(path, data)
-                if objects and data.strip():
-                    table, records = _record_objects(path, data, rows, lines)
-                    rows += records
-                    yield table
+                if objects:
+                    if data.strip():  # a chunk of blank lines has no records
+                        table, records = _record_objects(path, data, rows, lines)
+                        rows += records
+                        yield table
                 elif len(data) > 4096 or data.strip():  # a chunk of blank lines has no records
                     frame = _parse_like(data, schema, columns, keys) if schema is not None else None
                     if frame is not None:
