@@ -158,6 +158,12 @@ def test_missing_recipe_is_a_clean_error(tmp_path):
     result = run_mixer("validate", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1
     assert "recipe not found" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "a.yaml").write_text("name: a\n")
+    result = run_mixer("build", str(tmp_path / "recipes"))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'recipes'}: is a folder, not a recipe" in result.stderr
+    assert "pass one of its recipe files (a.yaml)" in result.stderr
 
 
 def test_a_file_named_with_glob_characters_is_found_by_its_name(tmp_path):

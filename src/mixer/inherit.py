@@ -46,6 +46,9 @@ def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) 
     """The recipe at `path` with every `extends:` chain merged in. `read_text` reads the files (those of a
     git revision, for `mixer diff recipe.yaml@REF`)."""
     text = read_text(path)
+    if text is None and path.is_dir():
+        shown = ", ".join(sorted(p.name for p in path.glob("*.yaml"))[:5]) or "none"
+        raise MixerError(f"{path}: is a folder, not a recipe", f"pass one of its recipe files ({shown})")
     if text is None:
         raise MixerError(f"{path}: recipe not found")
     return _read(path, text, (), read_text)
