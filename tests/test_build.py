@@ -965,3 +965,19 @@ def test_row_ids_of_a_source_of_several_files_name_each_file_whole(tmp_path):
         "single/0",
         "single/1",
     }
+
+
+def test_where_no_lock_can_be_taken_a_build_runs_and_its_leftovers_are_never_cleared(tmp_path, monkeypatch):
+    """Some filesystems refuse locks (ENOLCK): nothing there can tell a running build from a killed one."""
+    from mixer import claims
+
+    monkeypatch.setattr(claims, "_try_lock", lambda fd: None)
+    alpaca_file(tmp_path / "a.jsonl", 5)
+    recipe = write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    assert build(recipe, QUIET, out=tmp_path / "o").status == "built"
+    opened = len(os.listdir("/proc/self/fd"))
+    held = claims.claim(tmp_path / "o")  # as a build killed after claiming: its lock file stays
+    assert held.fd is None and len(os.listdir("/proc/self/fd")) == opened  # no descriptor kept for nothing
+    held.temp.mkdir()
+    build(recipe, QUIET, out=tmp_path / "o", force=True)
+    assert held.temp.is_dir()  # not judged: it might be a running build's

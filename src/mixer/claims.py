@@ -95,7 +95,8 @@ def claim(out_dir: Path) -> Claim:
         except FileExistsError:
             continue
         locked = _try_lock(fd)
-        if locked is None:
+        if locked is None:  # nothing to hold: the file only names the build
+            os.close(fd)
             return Claim(out_dir, token, None)
         if locked and _still_named(fd, lock):
             return Claim(out_dir, token, fd)
