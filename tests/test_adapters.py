@@ -319,3 +319,27 @@ def test_a_gzip_file_cut_short_is_named_not_aborted(tmp_path, name):
         "(Compressed file ended before the end-of-stream marker was reached)"
     )
     assert info.value.hint == "download or copy the file again; `gzip -t FILE` checks it"
+
+
+def test_oasst_walk_survives_trees_deeper_than_recursion_and_a_repeated_message_id(tmp_path):
+    """Both used to raise RecursionError with a traceback: a chain of 5,000 turns, and a flat table where a
+    message id appears twice so that the second copy's replies lead back to it (a loop through the tree)."""
+    from mixer.adapters.oasst import _paths
+
+    node = {"message_id": "m4999", "role": "assistant", "text": "t", "replies": []}
+    for depth in range(4998, -1, -1):
+        node = {"message_id": f"m{depth}", "role": "prompter", "text": "t", "replies": [node]}
+    assert [len(path) for path in _paths(node, None)] == [5000]
+
+    messages = [
+        {"message_id": "p", "parent_id": None, "role": "prompter", "text": "question"},
+        {"message_id": "X", "parent_id": "p", "role": "assistant", "text": "answer"},
+        {"message_id": "Y", "parent_id": "X", "role": "prompter", "text": "follow-up"},
+        {"message_id": "X", "parent_id": "Y", "role": "assistant", "text": "answer again"},
+    ]
+    path = tmp_path / "flat.jsonl"
+    path.write_text("".join(json.dumps(m) + "\n" for m in messages))
+    frame = convert(path, "oasst")
+    assert [[m["content"] for m in c] for c in frame["messages"].to_list()] == [
+        ["question", "answer", "follow-up", "answer again"]
+    ]

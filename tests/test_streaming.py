@@ -733,3 +733,22 @@ def test_a_trees_file_whose_first_line_is_broken_is_still_read_in_chunks(tmp_pat
     pool = merge_chunks(chunks)
     assert pool.rows["id"].to_list() == ["o/a0", "o/a1", "o/a2"]
     assert pool.counts == {"read": 4, "malformed": 1}
+
+
+def test_a_record_nested_deeper_than_json_reads_is_a_malformed_line(tmp_path):
+    deep = '{"prompt": ' + '{"replies": [' * 3000 + "]}" * 3000 + "}"
+    good = {
+        "prompt": {
+            "message_id": "p",
+            "role": "prompter",
+            "text": "q",
+            "replies": [{"message_id": "a", "role": "assistant", "text": "a", "replies": []}],
+        }
+    }
+    path = tmp_path / "t.trees.jsonl"
+    path.write_text(json.dumps(good) + "\n" + deep + "\n")
+    pool = merge_chunks(list(load_chunks(_oasst_source(tmp_path, path))))
+    assert pool.rows["id"].to_list() == ["o/a"]
+    assert pool.rejects.select("row", "reason").rows() == [
+        (2, "line 2: nested more deeply than Python's json reads (about 1,000 levels)")
+    ]

@@ -124,6 +124,9 @@ def _json_records(
         except json.JSONDecodeError as exc:
             bad.append((lineno, f"invalid JSON: {exc.msg} at column {exc.colno}", line[:2000]))
             continue
+        except RecursionError:
+            bad.append((lineno, "nested more deeply than Python's json reads (about 1,000 levels)", line[:2000]))
+            continue
         if not isinstance(record, dict):
             bad.append((lineno, f"expected a JSON object, got {type(record).__name__}", line[:2000]))
             continue

@@ -29,14 +29,23 @@ def _rank(node: dict[str, Any]) -> float:
     return math.inf if rank is None else float(rank)
 
 
-def _paths(node: dict[str, Any], top_k: int | None) -> list[list[dict[str, Any]]]:
-    if node.get("deleted"):
+def _paths(root: dict[str, Any], top_k: int | None) -> list[list[dict[str, Any]]]:
+    """Every root-to-leaf path through messages not deleted, depth first in reply order. Walked with a stack, not
+    recursion: a tree deeper than Python's recursion limit is a malformed file, not a crash. A reply that is
+    already on its path (a message id repeated in a flat table) ends the path instead of looping."""
+    if root.get("deleted"):
         return []
-    replies = [r for r in node.get("replies") or [] if not r.get("deleted")]
-    if top_k is not None:
-        replies = sorted(replies, key=_rank)[:top_k]  # sorted() is stable: file order breaks ties
-    below = [path for reply in replies for path in _paths(reply, top_k)]
-    return [[node, *path] for path in below] if below else [[node]]
+    paths, pending = [], [[root]]
+    while pending:
+        path = pending.pop()
+        on_path = {id(message) for message in path}
+        replies = [r for r in path[-1].get("replies") or [] if not r.get("deleted") and id(r) not in on_path]
+        if top_k is not None:
+            replies = sorted(replies, key=_rank)[:top_k]  # sorted() is stable: file order breaks ties
+        if not replies:
+            paths.append(path)
+        pending.extend([*path, reply] for reply in reversed(replies))
+    return paths
 
 
 def _trees_from_flat(raw: pl.DataFrame, ctx: Context) -> list[tuple[int, dict[str, Any]]]:
