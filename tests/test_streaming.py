@@ -752,3 +752,30 @@ def test_a_record_nested_deeper_than_json_reads_is_a_malformed_line(tmp_path):
     assert pool.rejects.select("row", "reason").rows() == [
         (2, "line 2: nested more deeply than Python's json reads (about 1,000 levels)")
     ]
+
+
+def test_trees_of_the_wrong_shape_are_malformed_rows_not_a_crash(tmp_path):
+    """A record of the trees export is free-form JSON: replies that are not a list of messages used to end the
+    build with an AttributeError traceback."""
+
+    def tree(n: int, **reply) -> dict:
+        answer = {"message_id": f"a{n}", "role": "assistant", "text": "fine", "replies": []} | reply
+        return {"prompt": {"message_id": f"p{n}", "role": "prompter", "text": "q", "replies": [answer]}}
+
+    records = [
+        {"prompt": {"message_id": "p0", "role": "prompter", "text": "q", "replies": "oops"}},
+        {"prompt": {"message_id": "p1", "role": "prompter", "text": "q", "replies": [None]}},
+        tree(2, text=42),
+        tree(3, message_id=7),
+        tree(4),
+    ]
+    path = tmp_path / "odd.trees.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_oasst_source(tmp_path, path))))
+    assert pool.rows["id"].to_list() == ["o/a4"]
+    assert pool.rejects.select("row", "reason").rows() == [
+        (1, "a message whose `replies` is not a list of messages"),
+        (2, "a message whose `replies` is not a list of messages"),
+        (3, "a message whose `role` or `text` is not text"),
+        (4, "a message without a text `message_id`"),
+    ]

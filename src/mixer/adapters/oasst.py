@@ -29,6 +29,30 @@ def _rank(node: dict[str, Any]) -> float:
     return math.inf if rank is None else float(rank)
 
 
+def _shape_problem(root: Any) -> str | None:
+    """Why a tree is not shaped like OpenAssistant's (a record of the trees export is free-form JSON), or None.
+    Checked before the walk, so a bad tree is a malformed row instead of a crash halfway through it."""
+    if not isinstance(root, dict):
+        return "no `prompt` object (the tree of a *.trees.jsonl record)"
+    pending, visited = [root], set()
+    while pending:
+        message = pending.pop()
+        if id(message) in visited:  # a flat table that repeats a message id links a reply back to its tree
+            continue
+        visited.add(id(message))
+        if not isinstance(message.get("message_id"), str):
+            return "a message without a text `message_id`"
+        if not all(isinstance(message.get(key), str | None) for key in ("role", "text")):
+            return "a message whose `role` or `text` is not text"
+        replies = message.get("replies")
+        if replies is None:
+            continue
+        if not isinstance(replies, list) or not all(isinstance(reply, dict) for reply in replies):
+            return "a message whose `replies` is not a list of messages"
+        pending.extend(replies)
+    return None
+
+
 def _paths(root: dict[str, Any], top_k: int | None) -> list[list[dict[str, Any]]]:
     """Every root-to-leaf path through messages not deleted, depth first in reply order. Walked with a stack, not
     recursion: a tree deeper than Python's recursion limit is a malformed file, not a crash. A reply that is
@@ -90,10 +114,10 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             "expected the flat message table (message_id, parent_id, ...) or a *.trees.jsonl export",
         )
     top_k = ctx.options["top_k_reply"]
-    rows, seen, no_tree = [], ctx.seen, []
+    rows, seen, malformed = [], ctx.seen, []
     for tree_row, root in roots:
-        if not isinstance(root, dict):
-            no_tree.append(tree_row)
+        if (problem := _shape_problem(root)) is not None:
+            malformed.append((tree_row, problem))
             continue
         for path in _paths(root, top_k):
             while path and path[-1].get("role") != "assistant":
@@ -113,14 +137,15 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             )
     schema = {"__row": pl.UInt32, "native_id": pl.String, "messages": MESSAGES, "lang": pl.String}
     frame = pl.DataFrame(rows, schema=schema).with_columns(conversation_reason(pl.col("messages")).alias("__reason"))
-    if no_tree:  # a record of the trees export without its tree: malformed, quoted in rejects
-        missing = pl.DataFrame({"__row": no_tree}, schema={"__row": pl.UInt32}).with_columns(
+    if malformed:  # trees of the wrong shape: malformed rows, quoted in rejects
+        rows_of, reasons = zip(*malformed, strict=True)
+        bad = pl.DataFrame({"__row": rows_of, "__reason": reasons}, schema={"__row": pl.UInt32, "__reason": pl.String})
+        bad = bad.with_columns(
             pl.lit(None, dtype=pl.String).alias("native_id"),
             pl.lit(None, dtype=MESSAGES).alias("messages"),
             pl.lit(None, dtype=pl.String).alias("lang"),
-            pl.lit("no `prompt` object (the tree of a *.trees.jsonl record)").alias("__reason"),
-        )
-        frame = pl.concat([frame, missing]).sort("__row", maintain_order=True)
+        ).select(frame.columns)
+        frame = pl.concat([frame, bad]).sort("__row", maintain_order=True)
     return frame
 
 
