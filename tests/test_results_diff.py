@@ -110,6 +110,32 @@ def test_results_add_copies_and_remembers_leaderboard_model(tmp_path, shared_dat
     assert result.returncode == 1 and "results file not found" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_results_add_takes_an_lm_eval_output_folder_with_one_results_file(tmp_path, shared_data):
+    """`lm_eval --output_path out` writes out/<model>/results_<time>.json; `out` is what gets passed."""
+    out = tmp_path / "out"
+    (out / "org__model").mkdir(parents=True)
+    real = shared_data / "lm_eval" / "model_a_0shot.json"
+    (out / "org__model" / "results_2026-11-29T10-00-00.json").write_bytes(real.read_bytes())
+    (out / "org__model" / "samples_creak_mc_2026-11-29T10-00-00.jsonl").write_text("{}\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    assert {s.task for s in add_results(run, [out])} == {"creak_mc", "strategyqa_mc", "gsm8k_local", "cot_yesno"}
+    assert [p.name for p in (run / "results").iterdir()] == ["results_2026-11-29T10-00-00.json"]
+    (out / "org__model" / "results_2026-11-30T10-00-00.json").write_bytes(real.read_bytes())
+    with pytest.raises(MixerError) as two:
+        add_results(run, [out])
+    assert two.value.message == (
+        f"{out}: a folder with 2 lm-eval results files (org__model/results_2026-11-29T10-00-00.json,"
+        " org__model/results_2026-11-30T10-00-00.json)"
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MixerError) as none:
+        add_results(run, [tmp_path / "empty"])
+    assert none.value.message == f"{tmp_path / 'empty'}: a folder with 0 lm-eval results files"
+    again = add_results(run, [run / "results" / "results_2026-11-29T10-00-00.json"])  # a file already there
+    assert len(again) == 6
+
+
 # ---- the significance rule ----
 
 

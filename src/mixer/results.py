@@ -230,18 +230,35 @@ def _choices(results_dir: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def results_in(path: Path) -> Path:
+    """`path`, or the one lm-eval results file in the folder `path` (lm-eval writes `--output_path OUT` as
+    OUT/<model>/results_<time>.json, and OUT is what people pass)."""
+    if not path.is_dir():
+        return path
+    found = sorted(path.rglob("results*.json"))
+    if len(found) == 1:
+        return found[0]
+    shown = ", ".join(str(f.relative_to(path)) for f in found[:5]) + (" ..." if len(found) > 5 else "")
+    raise MixerError(
+        f"{path}: a folder with {len(found)} lm-eval results files" + (f" ({shown})" if found else ""),
+        "pass the results file of this run (lm-eval writes one per run: OUTPUT/<model>/results_<time>.json)",
+    )
+
+
 def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> list[Score]:
-    """Check each file parses, then copy it into RUN_DIR/results/ (remembering the leaderboard model)."""
+    """Check each file parses, then copy it into RUN_DIR/results/ (remembering the leaderboard model). A folder
+    stands for the one lm-eval results file inside it."""
     if not run_dir.is_dir():
         raise MixerError(
             f"{run_dir}: not a directory", "give a run directory (runs/<recipe>/<stage>) or a build output"
         )
-    parsed = [(f, parse_file(f, model)) for f in files]
+    parsed = [(f, parse_file(f, model)) for f in map(results_in, files)]
     target = run_dir / RESULTS_DIR
     target.mkdir(exist_ok=True)
     choices = _choices(target)
     for file, _ in parsed:
-        shutil.copyfile(file, target / file.name)
+        if (target / file.name).resolve() != file.resolve():  # already among the run's results: nothing to copy
+            shutil.copyfile(file, target / file.name)
         if model is not None and is_alpaca(file):
             choices[file.name] = {"model": model}
     if choices:
