@@ -767,15 +767,17 @@ def test_trees_of_the_wrong_shape_are_malformed_rows_not_a_crash(tmp_path):
         {"prompt": {"message_id": "p1", "role": "prompter", "text": "q", "replies": [None]}},
         tree(2, text=42),
         tree(3, message_id=7),
-        tree(4),
+        tree(4, rank="best"),
+        tree(5),
     ]
     path = tmp_path / "odd.trees.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     pool = merge_chunks(list(load_chunks(_oasst_source(tmp_path, path))))
-    assert pool.rows["id"].to_list() == ["o/a4"]
+    assert pool.rows["id"].to_list() == ["o/a5"]
     assert pool.rejects.select("row", "reason").rows() == [
         (1, "a message whose `replies` is not a list of messages"),
         (2, "a message whose `replies` is not a list of messages"),
         (3, "a message whose `role` or `text` is not text"),
         (4, "a message without a text `message_id`"),
+        (5, "a message whose `rank` is not a number"),
     ]

@@ -44,6 +44,8 @@ def _shape_problem(root: Any) -> str | None:
             return "a message without a text `message_id`"
         if not all(isinstance(message.get(key), str | None) for key in ("role", "text")):
             return "a message whose `role` or `text` is not text"
+        if not isinstance(message.get("rank"), int | float | None):
+            return "a message whose `rank` is not a number"
         replies = message.get("replies")
         if replies is None:
             continue
@@ -55,8 +57,8 @@ def _shape_problem(root: Any) -> str | None:
 
 def _paths(root: dict[str, Any], top_k: int | None) -> list[list[dict[str, Any]]]:
     """Every root-to-leaf path through messages not deleted, depth first in reply order. Walked with a stack, not
-    recursion: a tree deeper than Python's recursion limit is a malformed file, not a crash. A reply that is
-    already on its path (a message id repeated in a flat table) ends the path instead of looping."""
+    recursion, so a tree deeper than Python's recursion limit is walked like any other. A reply that is already
+    on its path (a message id repeated in a flat table) ends the path instead of looping."""
     if root.get("deleted"):
         return []
     paths, pending = [], [[root]]
