@@ -33,7 +33,8 @@ class Member:
         return max(self.file_bytes, self.table.frame.estimated_size())
 
     def small(self, batch_bytes: int) -> bool:
-        return self.table.frame.height > 0 and self.size < batch_bytes and not self.table.unparsable
+        table = self.table
+        return table.frame.height > 0 and self.size < batch_bytes and not table.unparsable and not table.misshapen
 
 
 @dataclass

@@ -15,7 +15,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +25,7 @@ import polars as pl
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
 from mixer.json_array import NotAnArray, array_chunks, starts_an_array
+from mixer.shapes import Misshapen, TurnShape
 
 NEWLINE = 10
 NEWLINE_BYTE = b"\n"
@@ -40,12 +41,14 @@ WIDE_BOMS = (
 
 @dataclass
 class RawTable:
-    """A file's records, plus records that could not even be parsed (with the line and reason)."""
+    """A file's records, plus records that could not even be parsed (with the line and reason), and records
+    whose conversations had the wrong shape (mixer.shapes)."""
 
     path: Path
     frame: pl.DataFrame
     unparsable: list[tuple[int, str, str]]  # (1-based line, reason, raw text)
     text: bytes | None = None  # the JSON lines, kept when `frame` was parsed with a borrowed schema
+    misshapen: list[Misshapen] = field(default_factory=list)
 
     def whole_records(self) -> pl.DataFrame:
         """The records with every field they have, for quoting malformed ones: a frame parsed with the schema
@@ -156,6 +159,41 @@ def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int
     return RawTable(path, frame, bad), spanned
 
 
+def _records_frame(records: list[dict], indexes: list[int]) -> pl.DataFrame:
+    """Records Python's json parsed, as the frame polars makes of their JSON lines: the types a chunk of the
+    same records gets on polars' own path."""
+    row = pl.Series("__row", indexes, dtype=pl.UInt32)
+    if not records:
+        return pl.DataFrame([row])
+    text = "\n".join(json.dumps(record, ensure_ascii=False) for record in records).encode()
+    frame = pl.read_ndjson(text, infer_schema_length=None)
+    if frame.height != row.len():  # records without a field (`{}`) make no rows of their own
+        return pl.DataFrame([row])
+    return frame.with_columns(row).select("__row", pl.exclude("__row"))
+
+
+def _by_shape(
+    path: Path, shape: TurnShape, records: list[dict], indexes: list[int], unparsable: list[tuple[int, str, str]]
+) -> RawTable:
+    """A chunk read again record by record because polars' typing of it may hide conversations of another
+    shape (`TurnShape.suspect`)."""
+    good, kept, misshapen = shape.sort(records, indexes)
+    return RawTable(path, _records_frame(good, kept), unparsable, misshapen=misshapen)
+
+
+def _columns_by_shape(table: RawTable, shape: TurnShape) -> RawTable:
+    """A parquet table holds no JSON text and one type per column: only its conversation columns are rebuilt
+    (content parts joined), so the other columns keep their types."""
+    frame = table.frame
+    if not shape.suspect(frame, json_text=False):
+        return table
+    names = [name for name in shape.fields if name in frame.columns]
+    good, kept, misshapen = shape.sort(frame.select(names).to_dicts(), frame["__row"].to_list())
+    rebuilt = [pl.Series(name, [record[name] for record in good]) for name in names]
+    frame = frame.filter(pl.col("__row").is_in(pl.Series(kept, dtype=pl.UInt32).implode())).with_columns(rebuilt)
+    return RawTable(table.path, frame, table.unparsable, misshapen=misshapen)
+
+
 def first_record(path: Path, limit: int = 64 << 20) -> dict | None:
     """The first JSON object of a JSON-lines file (plain or gzip) among its first `limit` bytes; lines that are
     not one (broken, or another JSON value) are passed over, as reading the file reports them."""
@@ -173,13 +211,21 @@ def first_record(path: Path, limit: int = 64 << 20) -> dict | None:
     return None
 
 
-def _json_lines(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
-    """JSON lines through polars' parser, or line by line when it fails (polars names no line)."""
+def _json_lines(
+    path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: TurnShape | None = None
+) -> tuple[RawTable, int]:
+    """JSON lines through polars' parser, or line by line when it fails (polars names no line) or when
+    `shape` suspects its typing (mixer.shapes). Returns the table and the number of records it spans."""
     try:
         frame = pl.read_ndjson(data, infer_schema_length=None)
     except Exception:
+        frame = None
+    if frame is not None and (shape is None or not shape.suspect(frame)):
+        return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
+    if shape is None:
         return _jsonl_slow(path, data, first_row, first_line)
-    return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
+    records, indexes, unparsable, spanned = _json_records(data, first_row, first_line)
+    return _by_shape(path, shape, records, indexes, unparsable), spanned
 
 
 def _field_names(schema: pl.Schema) -> set[str]:
@@ -269,26 +315,29 @@ def read_chunks(
     keys: Collection[str] = (),
     on_read: Callable[[int], None] | None = None,
     objects: bool = False,
+    shape: TurnShape | None = None,
 ) -> Iterator[RawTable]:
     """A JSON-lines file (plain or gzip) as tables of about `chunk_bytes` of text each, cut at line ends, with
     `__row` and line numbers counted from the start of the file: a large file never sits in memory whole.
-    With `objects`, a JSON-lines file's records come as Python objects (`_record_objects`).
+    With `objects`, a JSON-lines file's records come as Python objects (`_record_objects`). With `shape`, a
+    table whose conversations polars may have mistyped is read again record by record (mixer.shapes).
     JSON arrays, parquet and CSV/TSV files come in chunks of their own kind (below); other files whole.
     After the first chunk, each is parsed with the schema of the one before unless that could lose one of the
     `columns` or `keys` an adapter reads (see `_parse_like`). `on_read` hears how many bytes of the file each
     block took (compressed bytes for gzip), for progress."""
     kind = file_kind(path)
     if kind == "json" and path.is_file():
-        yield from _array_chunks(path, chunk_bytes, on_read)
+        yield from _array_chunks(path, chunk_bytes, on_read, shape)
         return
     if kind == "parquet" and path.is_file():
-        yield from _parquet_chunks(path, chunk_bytes, on_read)
+        for table in _parquet_chunks(path, chunk_bytes, on_read):
+            yield table if shape is None else _columns_by_shape(table, shape)
         return
     if kind in ("csv", "tsv") and path.is_file():
         yield from _delimited_chunks(path, kind, header, chunk_bytes, on_read)
         return
     if kind != "jsonl":
-        yield read_table(path, header=header, on_read=on_read)
+        yield read_table(path, header=header, on_read=on_read, shape=shape)
         return
     if not path.is_file():
         raise MixerError(f"{path}: file not found")
@@ -310,12 +359,15 @@ def read_chunks(
                         yield table
                 elif len(data) > 4096 or data.strip():  # a chunk of blank lines has no records
                     frame = _parse_like(data, schema, columns, keys) if schema is not None else None
+                    if frame is not None and shape is not None and shape.suspect(frame):
+                        frame = None  # parsed fresh below, and read record by record if still suspect
                     if frame is not None:
                         records = frame.height
                         table = RawTable(path, frame.with_row_index("__row", offset=rows), [], data)
                     else:
-                        table, records = _json_lines(path, data, rows, lines)
-                        schema = None if table.unparsable else table.frame.drop("__row").schema
+                        table, records = _json_lines(path, data, rows, lines, shape)
+                        whole = not (table.unparsable or table.misshapen)
+                        schema = table.frame.drop("__row").schema if whole else None
                     rows += records
                     yield table
                 lines += _newlines(data)
@@ -413,7 +465,9 @@ def _delimited_chunks(
         raise _unreadable(path, kind, exc, where) from None
 
 
-def _array_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] | None) -> Iterator[RawTable]:
+def _array_chunks(
+    path: Path, chunk_bytes: int, on_read: Callable[[int], None] | None, shape: TurnShape | None = None
+) -> Iterator[RawTable]:
     """A JSON array in tables of about `chunk_bytes` of its elements (mixer.json_array), so that a large
     export is never parsed whole; a `.json` file that is not one array (JSON lines under that name) is read
     whole, as before."""
@@ -422,22 +476,44 @@ def _array_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] |
         with _open_binary(path) as fh:
             first = without_bom(path, fh.read(chunk_bytes))
             if not starts_an_array(first):
-                yield read_table(path, on_read=on_read)
+                yield read_table(path, on_read=on_read, shape=shape)
                 return
             for text in array_chunks(fh, chunk_bytes, first):
                 if on_read is not None:
                     now = fh.fileobj.tell() if isinstance(fh, gzip.GzipFile) else fh.tell()
                     on_read(now - taken)
                     taken = now
-                frame = pl.read_json(text, infer_schema_length=None)
-                yield RawTable(path, frame.with_row_index("__row", offset=rows), [])
-                rows += frame.height
+                table, elements = _array_table(path, text, rows, shape)
+                yield table
+                rows += elements
     except NotAnArray as exc:
         raise _bad_array(path, str(exc)) from None
     except pl.exceptions.PolarsError as exc:
         raise _bad_array(path, _first_bad_line(path, None) or str(exc).splitlines()[0]) from None
     except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise _unreadable(path, "json", exc) from None
+
+
+def _array_table(path: Path, text: bytes, first_row: int, shape: TurnShape | None) -> tuple[RawTable, int]:
+    """A JSON array's elements parsed by polars, or by Python's json when `shape` suspects polars' typing or
+    polars finds no one type for a field (it refuses such arrays where it types lines as text). Returns the
+    table and the number of elements."""
+    try:
+        frame = pl.read_json(text, infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        if shape is None:
+            raise
+        frame = None
+    if frame is not None and (shape is None or not shape.suspect(frame)):
+        return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
+    try:
+        records = json.loads(text)
+    except ValueError as exc:
+        raise pl.exceptions.ComputeError(str(exc)) from None  # reported as the array's first bad line
+    if not all(isinstance(record, dict) for record in records):
+        raise pl.exceptions.ComputeError("an element is not a JSON object")
+    indexes = list(range(first_row, first_row + len(records)))
+    return _by_shape(path, shape, records, indexes, []), len(records)
 
 
 def _bad_array(path: Path, reason: str) -> MixerError:
@@ -479,8 +555,11 @@ def _first_bad_line(path: Path, separator: str | None) -> str | None:
     return None
 
 
-def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None] | None = None) -> RawTable:
-    """Load one file. `header=False` is for headerless TSVs such as the FLAN CoT files."""
+def read_table(
+    path: Path, *, header: bool = True, on_read: Callable[[int], None] | None = None, shape: TurnShape | None = None
+) -> RawTable:
+    """Load one file. `header=False` is for headerless TSVs such as the FLAN CoT files; `shape` as in
+    `read_chunks`."""
     kind = file_kind(path)
     if not path.is_file():
         raise MixerError(f"{path}: file not found")
@@ -488,23 +567,22 @@ def read_table(path: Path, *, header: bool = True, on_read: Callable[[int], None
         on_read(path.stat().st_size)  # read whole: its bytes count at once
     try:
         if kind == "parquet":
-            frame = pl.read_parquet(path)
-            table = RawTable(path, frame, [])
+            table = RawTable(path, pl.read_parquet(path).with_row_index("__row"), [])
+            table = table if shape is None else _columns_by_shape(table, shape)
         elif kind in ("csv", "tsv"):
             frame = pl.read_csv(_read_bytes(path), **_csv_options(kind, header))
             table = RawTable(path, _named(frame, header), [])
         elif kind == "jsonl":
-            table, _ = _json_lines(path, _read_bytes(path))
+            table, _ = _json_lines(path, _read_bytes(path), shape=shape)
         else:  # json: an array of objects (Alpaca, ShareGPT exports) or JSON lines misnamed .json
             data = _read_bytes(path)
             if data.lstrip()[:1] == b"[":
                 try:
-                    frame = pl.read_json(data, infer_schema_length=None)
+                    table, _ = _array_table(path, data, 0, shape)
                 except Exception as exc:
                     raise _bad_array(path, _first_bad_line(path, None) or str(exc).splitlines()[0]) from None
-                table = RawTable(path, frame, [])
             else:
-                table, _ = _json_lines(path, data)
+                table, _ = _json_lines(path, data, shape=shape)
     except MixerError:
         raise
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:

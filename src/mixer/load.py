@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from mixer.adapters import get_adapter
-from mixer.adapters.base import Context, content_chars, content_text
+from mixer.adapters.base import Adapter, Context, content_chars, content_text
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
@@ -23,6 +23,7 @@ from mixer.io import file_kind, first_record, read_chunks, read_table
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import ResolvedSource
+from mixer.shapes import Misshapen, TurnShape
 from mixer.threads import one_ahead
 
 META = pl.Struct(
@@ -89,10 +90,16 @@ def row_filters(filters: Filters, mixture_patterns: tuple[str, ...]) -> list[tup
 
 
 def _malformed(
-    source: ResolvedSource, file: str, raw: pl.DataFrame, converted: pl.DataFrame, unparsable: list
+    source: ResolvedSource,
+    file: str,
+    raw: pl.DataFrame,
+    converted: pl.DataFrame,
+    unparsable: list,
+    misshapen: list[Misshapen],
 ) -> pl.DataFrame:
     """A file's (or chunk's) malformed records as reject rows (dataset, file, row, reason, record): `raw` and
-    `converted` hold only its malformed rows; `unparsable` its lines that were not even records."""
+    `converted` hold only its malformed rows; `unparsable` its lines that were not even records, `misshapen`
+    its records the reader set aside (mixer.shapes)."""
     parts = []
     bad = converted.select("__row", "__reason").unique("__row", keep="first")
     if bad.height:
@@ -113,6 +120,9 @@ def _malformed(
             )
         )
         parts.append(part)
+    if misshapen:  # records too, in file order among the others
+        rows = [(source.spec.name, file, index + 1, reason, text) for index, reason, text in misshapen]
+        parts = [pl.concat([*parts, pl.DataFrame(rows, schema=REJECT_SCHEMA, orient="row")]).sort("row")]
     if unparsable:
         parts.append(
             pl.DataFrame(
@@ -217,6 +227,18 @@ def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
     return set(ctx.fields.values()), {v for v in ctx.options.values() if isinstance(v, str)}
 
 
+def _turn_shape(adapter: Adapter, ctx: Context) -> TurnShape | None:
+    """Where the format keeps conversations in this source's records (its field mapping and keys)."""
+    if not adapter.turn_fields:
+        return None
+    return TurnShape(
+        fields=tuple(ctx.fields[name] for name in adapter.turn_fields),
+        role_key=ctx.options.get("role_key", "role"),
+        content_key=ctx.options.get("content_key", "content"),
+        text_roles={ctx.fields[name]: role for name, role in adapter.text_turn_roles.items()},
+    )
+
+
 def _nested_records(path: Path, field: str | None) -> bool:
     """Whether `path` holds a format's nested records (`Format.nested`): JSON lines whose first record has
     `field` as an object."""
@@ -271,6 +293,7 @@ def load_chunks(
                     keys=keys,
                     on_read=on_read,
                     objects=objects,
+                    shape=_turn_shape(adapter, ctx),
                 )
                 if adapter.row_local or objects
                 else [read_table(path, header=header, on_read=on_read)]
@@ -289,7 +312,7 @@ def load_chunks(
             converted = adapter.convert(frame, batch.ctx)
             converted_any = True
             bad = converted.filter(pl.col("__reason").is_not_null()).select("__row", "__reason")
-        unparsable = sum(len(m.table.unparsable) for m in batch.members)
+        unparsable = sum(len(m.table.unparsable) + len(m.table.misshapen) for m in batch.members)
         found = [pl.DataFrame(schema=REJECT_SCHEMA)]
         for member, member_bad in batch.split(bad) if bad.height or unparsable else ():
             table = member.table
@@ -299,7 +322,7 @@ def load_chunks(
                 if member_bad.height
                 else table.frame.clear()
             )
-            found.append(_malformed(source, str(member.path), raw, member_bad, table.unparsable))
+            found.append(_malformed(source, str(member.path), raw, member_bad, table.unparsable, table.misshapen))
         malformed = pl.concat(found)
         counts = {"read": (converted.height if converted is not None else 0) + unparsable}
         counts["malformed"] = malformed.height

@@ -24,6 +24,10 @@ class Format:
     # a field holding a whole nested record (oasst's trees export: `prompt`): a JSON-lines file whose first
     # record has it as an object converts record by record (so in chunks), from Python objects (mixer.io)
     nested: str | None = None
+    # canonical fields holding lists of turns ({role, content}, or the role_key/content_key options): polars
+    # may mistype them when records mix shapes, so they are checked record by record then (mixer.shapes)
+    turn_fields: tuple[str, ...] = ()
+    text_turn_roles: dict[str, str] = field(default_factory=dict)  # those that may be text instead: its role
 
 
 SPECS = {
@@ -59,6 +63,7 @@ SPECS = {
             summary="messages: [{role, content}] (already canonical)",
             fields={"messages": "messages", "id": "id"},
             required=("messages",),
+            turn_fields=("messages",),
         ),
         Format(
             name="oasst",
@@ -76,6 +81,8 @@ SPECS = {
             fields={"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "id": "prompt_id"},
             required=("chosen", "rejected"),
             kind="preference",
+            turn_fields=("prompt", "chosen", "rejected"),
+            text_turn_roles={"prompt": "user", "chosen": "assistant", "rejected": "assistant"},
         ),
         Format(
             name="sharegpt",
@@ -83,6 +90,7 @@ SPECS = {
             fields={"conversations": "conversations", "id": "id", "system": "system"},
             required=("conversations",),
             options={"role_key": "from", "content_key": "value", "trim_trailing_user": True},
+            turn_fields=("conversations",),
         ),
         Format(
             name="turns",

@@ -1,0 +1,157 @@
+"""Fields that hold conversations, checked record by record when a chunk of JSON mixes their shapes.
+
+polars gives a field one type per chunk. When a ShareGPT `conversations` is a list in most records and text in
+one, it types the whole field as text and writes the lists as their JSON; when one turn's content is a list of
+OpenAI content parts (`[{"type": "text", "text": ...}]`), that content becomes the JSON of the parts. The first
+refused the whole file, and the second put JSON into the training text without a word.
+
+So after polars parses a chunk, `TurnShape.suspect` looks for what only such mixing leaves: a conversation
+field of another type than a list of turn objects, or a role or content that is not text, or text that starts
+like JSON and parses as a list or an object. Those chunks alone are read again with Python's json, where each
+record keeps its own shape (`TurnShape.sort`): a record of the wrong shape becomes a malformed row with its
+reason (so `on_error` decides), and text content parts are joined by newlines (as vLLM does for a model that
+takes text). A chunk with none of this costs one vectorised check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+Misshapen = tuple[int, str, str]  # (record index in its file, reason, the record as JSON)
+
+
+@dataclass(frozen=True)
+class TurnShape:
+    """Where a format keeps its conversations: the record fields, the keys of a turn, and the fields that may
+    be plain text instead (a preference pair's prompt or reply) with the role such a text stands for."""
+
+    fields: tuple[str, ...]
+    role_key: str
+    content_key: str
+    text_roles: dict[str, str] = field(default_factory=dict)
+
+    def suspect(self, frame: pl.DataFrame, json_text: bool = True) -> bool:
+        """Whether polars' typing of this chunk may hide a record of another shape, or content parts.
+        `json_text`: the frame was parsed from JSON, so a text may be a nested value polars wrote as JSON."""
+        for name in self.fields:
+            if name in frame.columns and self._field_suspect(frame.get_column(name), json_text):
+                return True
+        return False
+
+    def _field_suspect(self, column: pl.Series, json_text: bool) -> bool:
+        dtype = column.dtype
+        if dtype == pl.Null:
+            return False
+        if dtype == pl.String:
+            return column.name not in self.text_roles or (json_text and _parses_as_json_container(column))
+        if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
+            return True
+        keys = {f.name: f.dtype for f in dtype.inner.fields}
+        for key in (self.role_key, self.content_key):
+            if keys.get(key, pl.Null) not in (pl.String, pl.Null):
+                return True
+        return (
+            json_text
+            and self.content_key in keys
+            and _parses_as_json_container(column.explode().struct.field(self.content_key))
+        )
+
+    def sort(self, records: list[dict], indexes: list[int]) -> tuple[list[dict], list[int], list[Misshapen]]:
+        """The records of the right shape (content parts joined into text) with their indexes, and the others
+        as malformed rows."""
+        good, kept, misshapen = [], [], []
+        for record, index in zip(records, indexes, strict=True):
+            reason, reshaped = None, {}
+            for name in self.fields:
+                if name in record:
+                    reshaped[name], reason = self._reshaped(name, record[name])
+                    if reason is not None:
+                        break
+            if reason is None:
+                good.append({**record, **reshaped})
+                kept.append(index)
+            else:  # quoted whole, as it was: quarantine keeps what it sets aside
+                misshapen.append((index, reason, json.dumps(record, ensure_ascii=False)))
+        return good, kept, misshapen
+
+    def _reshaped(self, name: str, value: Any) -> tuple[Any, str | None]:
+        """The field's value as a list of turns, or why it cannot be one. A text where text is allowed becomes
+        the one turn it stands for, as the adapter reads it, so a chunk mixing both is typed as lists."""
+        expected = f"a list of {{{self.role_key}, {self.content_key}}}" + (
+            " or text" if name in self.text_roles else ""
+        )
+        if value is None:
+            return value, None
+        if isinstance(value, str) and name in self.text_roles:
+            return [{self.role_key: self.text_roles[name], self.content_key: value}], None
+        if not isinstance(value, list):
+            return value, f"field {name!r} is {_kind(value)}, expected {expected}"
+        turns = []
+        for number, turn in enumerate(value, start=1):
+            if not isinstance(turn, dict):
+                return value, f"turn {number} of {name!r} is {_kind(turn)}, expected an object"
+            role = turn.get(self.role_key)
+            if isinstance(role, (list, dict)):
+                return value, f"turn {number} of {name!r}: {self.role_key!r} is {_kind(role)}, expected text"
+            content, reason = _content_text(turn.get(self.content_key))
+            if reason is not None:
+                return value, f"turn {number} of {name!r}: {reason}"
+            turns.append({**turn, self.role_key: _scalar_text(role), self.content_key: content})
+        return turns, None
+
+
+def _content_text(content: Any) -> tuple[Any, str | None]:
+    """A turn's content as text: OpenAI content parts of type text are joined by newlines; any other part
+    (an image, audio) cannot be put into a text mixture and makes the record malformed."""
+    if not isinstance(content, (list, dict)):
+        return _scalar_text(content), None
+    if isinstance(content, dict):
+        return None, "content is an object, expected text or a list of content parts"
+    texts = []
+    for number, part in enumerate(content, start=1):
+        if not isinstance(part, dict):
+            return None, f"content part {number} is {_kind(part)}, expected an object"
+        kind = part.get("type")
+        if kind != "text":
+            return None, f"content part {number} is of type {kind!r}; a text mixture takes only 'text' parts"
+        if not isinstance(part.get("text"), str):
+            return None, f"content part {number} has no text"
+        texts.append(part["text"])
+    return "\n".join(texts), None
+
+
+def _scalar_text(value: Any) -> str | None:
+    """Text, or null, as polars reads a number or boolean in a field it types as text (its JSON), so a
+    record gets the same row whichever path its chunk takes."""
+    return value if value is None or isinstance(value, str) else json.dumps(value)
+
+
+def _parses_as_json_container(texts: pl.Series) -> bool:
+    """Whether any text is the JSON of a list or an object, as polars writes nested values it typed as text.
+    Only texts starting with a bracket or brace are parsed, a few per chunk at most in real data."""
+    candidates = texts.filter(texts.str.starts_with("[") | texts.str.starts_with("{"))
+    for text in candidates:
+        try:
+            if isinstance(json.loads(text), (list, dict)):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"

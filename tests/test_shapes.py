@@ -1,0 +1,165 @@
+"""Records whose conversations have another shape than their neighbours': polars types a field once per chunk,
+so one such record made a whole file refused, and OpenAI content parts became JSON inside the training text."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import polars as pl
+import pytest
+
+from mixer.build import Options, build
+from mixer.errors import MixerError
+from mixer.load import load_chunks, merge_chunks
+from mixer.resolve import resolve_recipe
+from mixer.validate import load_recipe
+
+from conftest import write_recipe
+
+QUIET = Options(progress=False)
+
+
+def turn(who: str, value) -> dict:
+    return {"from": who, "value": value}
+
+
+def pair(i: int) -> list[dict]:
+    return [turn("human", f"question {i}"), turn("gpt", f"answer {i}")]
+
+
+def mixed_sharegpt() -> list[dict]:
+    """40 records; 7 of them of another shape than the rest, 2 of those usable (text content parts)."""
+    records = [{"id": f"c{i}", "conversations": pair(i)} for i in range(40)]
+    records[3]["conversations"] = "a conversation pasted as text"
+    records[9]["conversations"] = 42
+    records[14]["conversations"] = ["human: hi", "gpt: hello"]
+    parts = [{"type": "text", "text": "Describe"}, {"type": "text", "text": "this."}]
+    records[20]["conversations"] = [turn("human", parts), turn("gpt", [{"type": "text", "text": "It is a cat."}])]
+    records[25]["conversations"] = [turn("human", [{"type": "image_url", "image_url": {"url": "x.png"}}])]
+    records[30]["conversations"] = [turn("human", {"text": "an object"}), turn("gpt", "b")]
+    records[33]["conversations"] = [{"from": 1, "value": "q"}, turn("gpt", "a")]
+    records[36]["conversations"] = [turn("human", [{"type": "text", "text": "one part"}]), turn("gpt", "ok")]
+    return records
+
+
+EXPECTED_REJECTS = [
+    (4, "field 'conversations' is text, expected a list of {from, value}"),
+    (10, "field 'conversations' is a number, expected a list of {from, value}"),
+    (15, "turn 1 of 'conversations' is text, expected an object"),
+    (26, "turn 1 of 'conversations': content part 1 is of type 'image_url'; a text mixture takes only 'text' parts"),
+    (31, "turn 1 of 'conversations': content is an object, expected text or a list of content parts"),
+    (34, "unknown role"),
+]
+
+
+def _source(tmp_path, file: str, fmt: str = "sharegpt", on_error: str = "quarantine"):
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path, f"name: s\nsources:\n  s: {{path: {file}, format: {fmt}, take: all, on_error: {on_error}}}\n"
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    return source
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 300])
+@pytest.mark.parametrize("layout", ["jsonl", "json"])
+def test_records_of_another_shape_are_malformed_rows_and_text_parts_are_joined(tmp_path, layout, chunk_bytes):
+    records = mixed_sharegpt()
+    path = tmp_path / f"s.{layout}"
+    if layout == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        path.write_text(json.dumps(records, indent=1))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, path.name), chunk_bytes=chunk_bytes)))
+
+    assert pool.counts == {"read": 40, "malformed": 6}
+    assert [(r["row"], r["reason"]) for r in pool.rejects.iter_rows(named=True)] == EXPECTED_REJECTS
+    assert json.loads(pool.rejects["record"][3]) == records[25]  # quoted whole and as it was
+    by_id = dict(zip(pool.rows["id"].to_list(), pool.rows["messages"].to_list(), strict=True))
+    assert len(by_id) == 34
+    assert by_id["s/c20"] == [
+        {"role": "user", "content": "Describe\nthis."},
+        {"role": "assistant", "content": "It is a cat."},
+    ]
+    assert by_id["s/c36"][0] == {"role": "user", "content": "one part"}
+    assert by_id["s/c21"] == [{"role": "user", "content": "question 21"}, {"role": "assistant", "content": "answer 21"}]
+
+
+def test_with_on_error_error_the_misshapen_records_are_named(tmp_path):
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed_sharegpt()))
+    recipe = write_recipe(tmp_path, "name: s\nsources:\n  s: {path: s.jsonl, format: sharegpt, take: all}\n")
+    with pytest.raises(MixerError) as info:
+        build(recipe, QUIET, out=tmp_path / "o")
+    text = str(info.value)
+    assert "sources.s: 6 malformed record(s)" in text
+    assert "s.jsonl: row 4: field 'conversations' is text, expected a list of {from, value}" in text
+    assert "... and 1 more" in text
+
+
+def test_text_that_looks_like_json_stays_text(tmp_path):
+    """Replies that are JSON documents send their chunk down the record-by-record path; it must give the
+    rows polars' own path gives."""
+    replies = ['{"name": "x", "tags": ["a"]}', "[1, 2, 3]", "[Verse 1] la la", "{not json"]
+    records = [
+        {"id": f"c{i}", "conversations": [turn("human", f"q {i}"), turn("gpt", r)]} for i, r in enumerate(replies)
+    ]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "s.jsonl"))))
+    assert pool.counts == {"read": 4, "malformed": 0}
+    assert [m[1]["content"] for m in pool.rows["messages"].to_list()] == replies
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_file_of_content_parts_is_read_as_text(tmp_path, kind):
+    """Every record in OpenAI's content-part form: polars types content as a list of parts, which the
+    messages adapter could not read at all."""
+    records = [
+        {
+            "id": f"m{i}",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": f"part a {i}"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": f"reply {i}"}]},
+            ],
+        }
+        for i in range(5)
+    ]
+    records[2]["messages"][0]["content"].append({"type": "input_audio", "input_audio": {"data": "AAAA"}})
+    frame = pl.DataFrame(records)
+    if kind == "jsonl":
+        frame.write_ndjson(tmp_path / "m.jsonl")
+    else:
+        frame.write_parquet(tmp_path / "m.parquet")
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, f"m.{kind}", fmt="messages"))))
+    assert pool.counts == {"read": 5, "malformed": 1}
+    assert pool.rejects.select("row", "reason").rows() == [
+        (3, "turn 1 of 'messages': content part 3 is of type 'input_audio'; a text mixture takes only 'text' parts")
+    ]
+    assert pool.rows["messages"][0].to_list() == [
+        {"role": "user", "content": "part a 0\nb"},
+        {"role": "assistant", "content": "reply 0"},
+    ]
+    assert pool.rows["id"].to_list() == ["s/m0", "s/m1", "s/m3", "s/m4"]
+
+
+def test_preference_fields_may_mix_text_and_turn_lists(tmp_path):
+    """A prompt given as text in one pair and as a list of turns in the next: polars typed the field as text
+    and the list became the prompt's words."""
+    pairs = [
+        {"prompt": "plain prompt", "chosen": "good", "rejected": "bad"},
+        {
+            "prompt": [{"role": "user", "content": "listed prompt"}],
+            "chosen": [{"role": "assistant", "content": [{"type": "text", "text": "good too"}]}],
+            "rejected": "worse",
+        },
+    ]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    source = dataclasses.replace(_source(tmp_path, "p.jsonl", fmt="messages"), format="preference")  # a DPO stage's
+    pool = merge_chunks(list(load_chunks(source)))
+    assert pool.counts == {"read": 2, "malformed": 0}
+    assert pool.rows["prompt"].to_list() == [
+        [{"role": "user", "content": "plain prompt"}],
+        [{"role": "user", "content": "listed prompt"}],
+    ]
+    assert pool.rows["chosen"][1].to_list() == [{"role": "assistant", "content": "good too"}]
