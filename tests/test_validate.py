@@ -125,6 +125,34 @@ def test_error_classes(tmp_path, body, expected):
     assert any(d[0] == line and d[1] == col and d[2].startswith(text) for d in found), found
 
 
+def test_keys_of_other_tools_and_relative_weights_get_hints_in_our_terms(tmp_path):
+    """Users of axolotl or LLaMA-Factory write `type:`, `max_samples:` or relative weights (2:3:1); a
+    spelling match ("did you mean 'fields'?" for `filters`) sent them the wrong way."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {source: oasst1, weight: 2, filters: {lang: [en]}}
+          b: {source: dolly, weight: 3, type: dolly}
+          c: {source: cot, weight: 1, max_samples: 10}
+        mixture: {total: 600}
+        """,
+    )
+    hints = {(d.line, d.col, d.message): d.hint for d in validate_file(recipe)}
+    assert hints[(3, 34, "unknown key 'filters' in 'a'")].startswith(
+        "filters are keys of the source itself: `lang: [en]`"
+    )
+    assert (
+        hints[(4, 33, "unknown key 'type' in 'b'")]
+        == "the record format is `format:` (alpaca, sharegpt, messages, ...)"
+    )
+    assert hints[(5, 31, "unknown key 'max_samples' in 'c'")] == "a number of rows is `take: N`"
+    assert hints[(6, 18, "weights add up to 6, more than 1")] == (
+        "weights are shares of mixture.total; as proportions of their sum they would be a: 0.333, b: 0.5, c: 0.166"
+    )
+
+
 def test_all_errors_reported_at_once(tmp_path):
     recipe = write_recipe(
         tmp_path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import glob
 import json
+import math
 import os
 import re
 from functools import cache
@@ -38,6 +39,27 @@ def recipe_schema() -> dict[str, Any]:
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
+
+
+# keys other tools use for what a recipe says another way (axolotl's `type`, LLaMA-Factory's `max_samples`)
+KEY_HINTS = {
+    "filters": "filters are keys of the source itself: `lang: [en]`, `max_chars: 20000`, `min_turns`, `max_turns`, "
+    "`drop_patterns`",
+    "type": "the record format is `format:` (alpaca, sharegpt, messages, ...)",
+    "data_files": "local files are `path:` (a file, a glob or a list)",
+    "max_samples": "a number of rows is `take: N`",
+    "num_samples": "a number of rows is `take: N`",
+    "ratio": "a share of the source's rows is `fraction: f`; a share of mixture.total is `weight: w`",
+}
+KEY_HINTS["filter"] = KEY_HINTS["filters"]
+
+
+def _key_hint(key: str, allowed: list[str]) -> str:
+    """Where a key that is not allowed here may have been meant, or the keys that are."""
+    known = KEY_HINTS.get(key)
+    if known is not None and "format" in allowed:  # these hints are about a source
+        return known
+    return did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
 
 
 def _interpolate(located: Located) -> list[Diagnostic]:
@@ -79,7 +101,7 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                         located.diag(
                             (*path, key),
                             f"unknown key {key!r}" + (f" in {path[-1]!r}" if path else ""),
-                            did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}",
+                            _key_hint(str(key), allowed),
                             key=True,
                         )
                     )
@@ -368,6 +390,14 @@ def expand_paths(raw: str, base_dir: Path) -> list[Path]:
     return []
 
 
+def _as_shares(weights: dict[str, float]) -> str:
+    """Relative weights (2, 3, 1, as other tools take them) written as shares, rounded down so they still add
+    up to at most 1."""
+    whole = sum(weights.values())
+    shares = ", ".join(f"{name}: {math.floor(w / whole * 1000) / 1000:g}" for name, w in weights.items())
+    return f"as proportions of their sum they would be {shares}"
+
+
 def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
     data = located.data
     problems: list[Diagnostic] = []
@@ -377,15 +407,17 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
     for name, spec in sources.items():
         if isinstance(spec, dict):
             problems += _check_source(located, str(name), spec, base_dir, total)
-    weights = [
-        s["weight"] for s in sources.values() if isinstance(s, dict) and isinstance(s.get("weight"), int | float)
-    ]
-    if total is not None and sum(weights) > 1 + 1e-9:
+    weights = {
+        str(name): s["weight"]
+        for name, s in sources.items()
+        if isinstance(s, dict) and isinstance(s.get("weight"), int | float) and not isinstance(s["weight"], bool)
+    }
+    if total is not None and sum(weights.values()) > 1 + 1e-9:
         problems.append(
             located.diag(
                 ("mixture", "total"),
-                f"weights add up to {sum(weights):g}, more than 1",
-                "weights are shares of mixture.total",
+                f"weights add up to {sum(weights.values()):g}, more than 1",
+                f"weights are shares of mixture.total; {_as_shares(weights)}",
             )
         )
     for i, pattern in enumerate(mixture.get("drop_patterns") or []):
