@@ -232,9 +232,31 @@ def _two_builds(tmp_path, shared_data):
     )
     out_a = build(a, Options(progress=False), out=tmp_path / "out_a").out_dir
     out_b = build(b, Options(progress=False), out=tmp_path / "out_b").out_dir
-    add_results(out_a, [shared_data / "lm_eval" / "model_a_0shot.json"])
-    add_results(out_b, [shared_data / "lm_eval" / "model_b_0shot.json"])
+    if shared_data is not None:
+        add_results(out_a, [shared_data / "lm_eval" / "model_a_0shot.json"])
+        add_results(out_b, [shared_data / "lm_eval" / "model_b_0shot.json"])
     return out_a, out_b
+
+
+def test_diff_of_mixes_without_results_says_so_instead_of_an_empty_table(tmp_path):
+    out_a, out_b = _two_builds(tmp_path, None)
+    terminal = run_mixer("diff", str(out_a), str(out_b))
+    assert terminal.returncode == 0, terminal.stderr
+    assert "metrics: neither side has benchmark results (attach them with `mixer results add DIR FILE`)" in (
+        terminal.stdout
+    )
+    assert "metrics (Δ" not in terminal.stdout
+    markdown = run_mixer("diff", str(out_a), str(out_b), "--format", "markdown").stdout
+    assert "### Metrics\n\nmetrics: neither side has benchmark results" in markdown
+    assert "| task | metric |" not in markdown
+
+    (tmp_path / "scores.json").write_text(
+        json.dumps({"results": {"arc_easy": {"acc,none": 0.5, "acc_stderr,none": 0.01}}, "versions": {}})
+    )
+    add_results(out_b, [tmp_path / "scores.json"])
+    terminal = run_mixer("diff", str(out_a), str(out_b)).stdout
+    assert "only in B: arc_easy acc" in terminal
+    assert "metrics (Δ" not in terminal and "neither side" not in terminal
 
 
 def test_diff_two_built_mixes(tmp_path, shared_data):

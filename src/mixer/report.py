@@ -37,6 +37,14 @@ def verdict(row: MetricRow) -> str:
     return "significant ↑" if row.direction == "better" else "significant ↓"
 
 
+NO_RESULTS = "metrics: neither side has benchmark results (attach them with `mixer results add DIR FILE`)"
+
+
+def _no_results(comp: Comparison) -> bool:
+    m = comp.metrics
+    return not (m.rows or m.only_a or m.only_b or m.warnings)
+
+
 def render_terminal(comparisons: list[Comparison], console: Console) -> None:
     for comp in comparisons:
         console.rule(f"{comp.a}  →  {comp.b}")
@@ -57,6 +65,9 @@ def render_terminal(comparisons: list[Comparison], console: Console) -> None:
         console.print(table)
         for line in comp.composition.settings:
             console.print(f"  {line}", markup=False)
+        if _no_results(comp):
+            console.print(NO_RESULTS, markup=False)
+            continue
         metrics = Table(title="metrics (Δ = B − A; significant when |Δ| > 2·√(seA² + seB²))", title_justify="left")
         for column in ("task", "metric", "A", "B", "Δ", "±2se", "verdict"):
             metrics.add_column(column, justify="left" if column in ("task", "metric", "verdict") else "right")
@@ -73,7 +84,8 @@ def render_terminal(comparisons: list[Comparison], console: Console) -> None:
                 _num(2 * row.se_delta) if row.se_delta else "—",
                 verdict(row) + warn,
             )
-        console.print(metrics)
+        if comp.metrics.rows:  # with results on one side only, the lists below say which
+            console.print(metrics)
         m = comp.metrics
         if m.mean_delta is not None:
             console.print(
@@ -106,13 +118,12 @@ def render_markdown(comparisons: list[Comparison]) -> str:
                 f"{_share(r.b_share)} | {'; '.join(r.changes)} |"
             )
         out += [""] + [f"- {line}" for line in comp.composition.settings]
-        out += [
-            "",
-            "### Metrics",
-            "",
-            "| task | metric | A | B | Δ | ±2se | verdict |",
-            "|---|---|---:|---:|---:|---:|---|",
-        ]
+        if _no_results(comp):
+            out += ["", "### Metrics", "", NO_RESULTS, ""]
+            continue
+        out += ["", "### Metrics", ""]
+        if comp.metrics.rows:
+            out += ["| task | metric | A | B | Δ | ±2se | verdict |", "|---|---|---:|---:|---:|---:|---|"]
         for r in comp.metrics.rows:
             delta = f"**{r.delta:+.4g}**" if r.significant else f"{r.delta:+.4g}"
             out.append(
@@ -204,7 +215,13 @@ def render_html(comparisons: list[Comparison]) -> str:
         )
         chart = delta_chart_svg(comp) if comp.metrics.rows else "<p>No metric in common.</p>"
         settings = "".join(f"<li>{html.escape(s)}</li>" for s in comp.composition.settings)
-        warnings = "".join(f'<li class="warn">{html.escape(w)}</li>' for w in comp.metrics.warnings)
+        if _no_results(comp):
+            metrics = f"<p>{html.escape(NO_RESULTS)}</p>"
+        only = [f"only in A: {t} {k}" for t, k in comp.metrics.only_a] + [
+            f"only in B: {t} {k}" for t, k in comp.metrics.only_b
+        ]
+        warnings = "".join(f"<li>{html.escape(line)}</li>" for line in only)
+        warnings += "".join(f'<li class="warn">{html.escape(w)}</li>' for w in comp.metrics.warnings)
         mean = comp.metrics.mean_delta
         sections.append(
             f"<section><h2>{html.escape(comp.a)} → {html.escape(comp.b)}</h2>"
