@@ -163,3 +163,23 @@ def test_preference_fields_may_mix_text_and_turn_lists(tmp_path):
         [{"role": "user", "content": "listed prompt"}],
     ]
     assert pool.rows["chosen"][1].to_list() == [{"role": "assistant", "content": "good too"}]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 120])
+def test_alternating_text_turns_of_another_shape_are_malformed_rows(tmp_path, chunk_bytes):
+    """LIMA's format: a turn is its text. One record whose conversation is text, or whose turn is an object,
+    made polars type the field as text and the adapter refuse the file."""
+    records = [{"conversations": [f"question {i}", f"answer {i}"]} for i in range(12)]
+    records[4]["conversations"] = "pasted as text"
+    records[7]["conversations"] = ["hi", {"from": "gpt", "value": "hello"}]
+    records[9]["conversations"] = ["what is 6 x 7?", 42]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "t.jsonl", fmt="turns"), chunk_bytes=chunk_bytes)))
+    assert pool.counts == {"read": 12, "malformed": 2}
+    assert pool.rejects.select("row", "reason").rows() == [
+        (5, "field 'conversations' is text, expected a list of texts"),
+        (8, "turn 2 of 'conversations' is an object, expected text"),
+    ]
+    by_id = dict(zip(pool.rows["id"].to_list(), pool.rows["messages"].to_list(), strict=True))
+    assert by_id["s/9"] == [{"role": "user", "content": "what is 6 x 7?"}, {"role": "assistant", "content": "42"}]
+    assert by_id["s/0"] == [{"role": "user", "content": "question 0"}, {"role": "assistant", "content": "answer 0"}]

@@ -231,10 +231,11 @@ def _turn_shape(adapter: Adapter, ctx: Context) -> TurnShape | None:
     """Where the format keeps conversations in this source's records (its field mapping and keys)."""
     if not adapter.turn_fields:
         return None
+    text = adapter.turns_are_text
     return TurnShape(
         fields=tuple(ctx.fields[name] for name in adapter.turn_fields),
-        role_key=ctx.options.get("role_key", "role"),
-        content_key=ctx.options.get("content_key", "content"),
+        role_key=None if text else ctx.options.get("role_key", "role"),
+        content_key=None if text else ctx.options.get("content_key", "content"),
         text_roles={ctx.fields[name]: role for name, role in adapter.text_turn_roles.items()},
     )
 

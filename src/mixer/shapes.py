@@ -26,12 +26,13 @@ Misshapen = tuple[int, str, str]  # (record index in its file, reason, the recor
 
 @dataclass(frozen=True)
 class TurnShape:
-    """Where a format keeps its conversations: the record fields, the keys of a turn, and the fields that may
-    be plain text instead (a preference pair's prompt or reply) with the role such a text stands for."""
+    """Where a format keeps its conversations: the record fields, the keys of a turn (none when a turn is its
+    text, as in LIMA's alternating turns), and the fields that may be plain text instead (a preference pair's
+    prompt or reply) with the role such a text stands for."""
 
     fields: tuple[str, ...]
-    role_key: str
-    content_key: str
+    role_key: str | None
+    content_key: str | None
     text_roles: dict[str, str] = field(default_factory=dict)
 
     def suspect(self, frame: pl.DataFrame, json_text: bool = True) -> bool:
@@ -48,7 +49,9 @@ class TurnShape:
             return False
         if dtype == pl.String:
             return column.name not in self.text_roles or (json_text and _parses_as_json_container(column))
-        if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
+        if self.role_key is None and isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Null):
+            return json_text and _parses_as_json_container(column.explode())
+        if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)) or self.role_key is None:
             return True
         keys = {f.name: f.dtype for f in dtype.inner.fields}
         for key in (self.role_key, self.content_key):
@@ -81,15 +84,19 @@ class TurnShape:
     def _reshaped(self, name: str, value: Any) -> tuple[Any, str | None]:
         """The field's value as a list of turns, or why it cannot be one. A text where text is allowed becomes
         the one turn it stands for, as the adapter reads it, so a chunk mixing both is typed as lists."""
-        expected = f"a list of {{{self.role_key}, {self.content_key}}}" + (
-            " or text" if name in self.text_roles else ""
-        )
+        turn_kind = "texts" if self.role_key is None else f"{{{self.role_key}, {self.content_key}}}"
+        expected = f"a list of {turn_kind}" + (" or text" if name in self.text_roles else "")
         if value is None:
             return value, None
         if isinstance(value, str) and name in self.text_roles:
             return [{self.role_key: self.text_roles[name], self.content_key: value}], None
         if not isinstance(value, list):
             return value, f"field {name!r} is {_kind(value)}, expected {expected}"
+        if self.role_key is None:
+            for number, turn in enumerate(value, start=1):
+                if isinstance(turn, (list, dict)):
+                    return value, f"turn {number} of {name!r} is {_kind(turn)}, expected text"
+            return [_scalar_text(turn) for turn in value], None
         turns = []
         for number, turn in enumerate(value, start=1):
             if not isinstance(turn, dict):

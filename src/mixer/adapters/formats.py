@@ -28,6 +28,7 @@ class Format:
     # may mistype them when records mix shapes, so they are checked record by record then (mixer.shapes)
     turn_fields: tuple[str, ...] = ()
     text_turn_roles: dict[str, str] = field(default_factory=dict)  # those that may be text instead: its role
+    turns_are_text: bool = False  # a turn is its text (LIMA), not an object
 
 
 SPECS = {
@@ -97,6 +98,8 @@ SPECS = {
             summary="conversations: [user, assistant, user, ...] as plain strings (LIMA)",
             fields={"conversations": "conversations", "id": "id"},
             required=("conversations",),
+            turn_fields=("conversations",),
+            turns_are_text=True,
         ),
     )
 }
