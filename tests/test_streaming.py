@@ -532,6 +532,49 @@ def test_a_wanted_name_seen_only_as_a_value_does_not_stop_borrowing_a_schema():
     assert mixer.io._parse_like(as_key, schema, columns, keys) is None  # a turn key the schema would drop
 
 
+def test_nested_chunks_parsed_by_pyarrow_equal_polars_and_what_it_refuses_goes_to_polars(tmp_path, monkeypatch):
+    """Chunks of conversations after the first are parsed by pyarrow with the borrowed schema. Whatever it
+    accepts must equal polars' parse, and every value it refuses (a number, boolean or date-like text where
+    polars has rules of its own, a duplicate key, a lone surrogate, a line longer than its block) must reach
+    polars' path: the tables, ids and lines must be those of reading without pyarrow."""
+    monkeypatch.setattr(mixer.io, "JSON_BLOCK", 4096)
+
+    def turn(who, value):
+        return {"from": who, "value": value}
+
+    lines = []
+    for i in range(300):
+        record = {"id": f"c{i}", "conversations": [turn("human", f"q {i} \u00e9\U0001f600"), turn("gpt", f"a {i}")]}
+        lines.append(json.dumps(record, ensure_ascii=i % 2 == 0))
+    lines[40] = json.dumps({"id": 41, "conversations": [turn("human", "q"), turn("gpt", "a")]})  # a number id
+    lines[80] = json.dumps({"id": "x", "conversations": [turn("human", "q"), turn("gpt", 7)]})  # a number value
+    lines[120] = json.dumps({"id": "d", "conversations": [turn("human", "2023-02-05T10:00:00"), turn("gpt", "a")]})
+    lines[160] = '{"id": "dup", "id": "dup2", "conversations": [{"from": "human", "value": "q"}]}'
+    lines[200] = (
+        '{"id": "s", "conversations": [{"from": "human", "value": "x\\ud800y"}, {"from": "gpt", "value": "a"}]}'
+    )
+    lines[240] = json.dumps({"id": "long", "conversations": [turn("human", "w " * 5000), turn("gpt", "a")]})
+    lines[260] = json.dumps({"id": "extra", "conversations": [turn("human", "q") | {"lang": "en"}], "score": 1.5})
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    columns, keys = ("conversations", "id", "system"), ("from", "value")
+
+    accepted = []
+    arrow = mixer.io._arrow_json
+    monkeypatch.setattr(mixer.io, "_arrow_json", lambda *a: accepted.append(arrow(*a)) or accepted[-1])
+    with_arrow = list(mixer.io.read_chunks(path, 600, columns=columns, keys=keys))
+    monkeypatch.setattr(mixer.io, "_arrow_json", lambda *a: None)
+    without = list(mixer.io.read_chunks(path, 600, columns=columns, keys=keys))
+
+    assert len(with_arrow) == len(without) > 50
+    for a, b in zip(with_arrow, without, strict=True):
+        assert a.frame.equals(b.frame) and a.frame.schema == b.frame.schema
+        assert a.unparsable == b.unparsable and a.misshapen == b.misshapen
+    taken = [frame for frame in accepted if frame is not None]
+    assert len(taken) > 40 and len(taken) < len(accepted)  # most chunks went through pyarrow, not all
+    assert pl.concat([t.frame for t in with_arrow], how="diagonal_relaxed").height == 300
+
+
 def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkeypatch):
     # at 10M input rows every 8-byte key column is 80 MB at the build's peak, so what a step no longer reads goes
     rows = [{"instruction": f"task {i % 90}", "input": "", "output": f"result {i % 90}"} for i in range(120)]

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -27,9 +27,13 @@ from mixer.errors import MixerError
 from mixer.json_array import NotAnArray, array_chunks, starts_an_array
 from mixer.shapes import Misshapen, TurnShape
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 NEWLINE = 10
 NEWLINE_BYTE = b"\n"
 LINE_PROBE = 1 << 16  # bytes read past a block's nominal end to find where its last line ends
+JSON_BLOCK = 2 << 20  # pyarrow's JSON blocks: a line longer than this is refused by it, then read by polars
 UTF8_BOM = b"\xef\xbb\xbf"
 WIDE_BOMS = (
     (b"\xff\xfe\x00\x00", "UTF-32LE"),
@@ -258,15 +262,52 @@ def _parse_like(data: bytes, schema: pl.Schema, columns: Collection[str], keys: 
     if unseen_keys and re.search(b'"(?:%s)"\\s*:' % b"|".join(re.escape(key.encode()) for key in unseen_keys), data):
         return None  # one pass over the text, whatever the number of names
     unseen_columns = sorted(set(columns) - set(schema.names()))
-    try:
-        frame = pl.read_ndjson(data, schema={**schema, **dict.fromkeys(unseen_columns, pl.String)})
-    except Exception:
-        return None
+    schema = pl.Schema({**schema, **dict.fromkeys(unseen_columns, pl.String)})
+    frame = _arrow_json(data, schema) if any(dtype.is_nested() for dtype in schema.dtypes()) else None
+    if frame is None:
+        try:
+            frame = pl.read_ndjson(data, schema=schema)
+        except Exception:
+            return None
     if not unseen_columns:
         return frame
     if frame.select(pl.any_horizontal(pl.col(unseen_columns).is_not_null().any())).item():
         return None  # a mapped column appears: parse fresh, as if this were a first chunk
     return frame.drop(unseen_columns)
+
+
+def _arrow_json(data: bytes, schema: pl.Schema) -> pl.DataFrame | None:
+    """JSON lines of nested records (conversations) parsed by pyarrow with exactly `schema`, or None when a
+    value does not fit it. pyarrow parses ShareGPT-like lines in about half the CPU time of polars (43 against
+    98 ms per 16 MB on one core); flat records polars parses faster. pyarrow refuses any value of another type
+    than the schema's (a number in a text field, where polars writes its JSON), so whatever it accepts, polars
+    would have read the same, and whatever it refuses goes to polars."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    try:
+        fields = pl.DataFrame(schema=schema).to_arrow().schema
+        explicit = pa.schema([pa.field(f.name, _json_type(f.type)) for f in fields])
+        options = pa_json.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="ignore")
+        blocks = pa_json.ReadOptions(block_size=JSON_BLOCK)
+        table = pa_json.read_json(pa.BufferReader(data), read_options=blocks, parse_options=options)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return None
+    return pl.from_arrow(table)  # type: ignore[return-value]
+
+
+def _json_type(dtype: pa.DataType) -> pa.DataType:
+    """The arrow type pyarrow's JSON reader builds for `dtype`: it takes no large or view types."""
+    import pyarrow as pa
+
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return pa.string()
+    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_list_view, pa.types.is_large_list_view)
+    if any(is_list(dtype) for is_list in lists) or pa.types.is_fixed_size_list(dtype):
+        return pa.list_(_json_type(dtype.value_type))
+    if pa.types.is_struct(dtype):
+        return pa.struct([pa.field(f.name, _json_type(f.type)) for f in dtype])
+    return dtype
 
 
 def _newlines(data: bytes, step: int = 1 << 20) -> int:
