@@ -161,6 +161,19 @@ def test_numbers_objects_and_lists_in_text_fields(tmp_path):
     assert "fields: {instruction: <field>}" in info.value.hint
 
 
+def test_whole_numbers_read_as_floats_keep_their_integer_text(tmp_path):
+    """One record with a fraction makes polars type the whole field as float: the id 49 and the answer 42 of
+    its neighbours became "49.0" and "42.0", but "49" and "42" in a chunk without one."""
+    path = tmp_path / "n.jsonl"
+    path.write_text(
+        '{"id": 49, "instruction": "a", "output": 42}\n{"id": 7.5, "instruction": "b", "output": 3.5}\n'
+        '{"id": 1e300, "instruction": "c", "output": -0.0}\n'
+    )
+    frame = convert(path, "alpaca")
+    assert frame["native_id"].to_list() == ["49", "7.5", "1e+300"]
+    assert [m[1]["content"] for m in frame["messages"].to_list()] == ["42", "3.5", "0"]
+
+
 def test_a_headerless_file_under_a_format_with_a_header_says_so(tmp_path):
     """A FLAN CoT TSV has no header row: read as `flan`, its first record became its field names, and the
     error quoted a whole question as a field. It now says the first row looks like data and names `cot`."""

@@ -74,7 +74,17 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
             f"{ctx.file}: field {native!r} holds {dtype} values, expected text for {name!r}",
             f"map {name!r} to a text field in the recipe: fields: {{{name}: <field>}}",
         )
-    return pl.col(native).cast(pl.String)  # numbers, booleans, nulls: their text
+    if dtype.is_float():
+        return _number_text(pl.col(native))
+    return pl.col(native).cast(pl.String)  # integers, booleans, nulls: their text
+
+
+def _number_text(value: pl.Expr) -> pl.Expr:
+    """A float column's values as text, whole numbers without ".0". polars types a field as float for a chunk
+    where any record has a fraction, so the id 49 was "49" in one chunk and "49.0" in the next (and an answer
+    42 became "42.0" beside a 3.5): a record's text must not depend on its neighbours."""
+    whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0**53)
+    return pl.when(whole).then(value.cast(pl.Int64).cast(pl.String)).otherwise(value.cast(pl.String))
 
 
 def _looks_like_data(names: list[str]) -> bool:
