@@ -442,6 +442,39 @@ def test_a_large_json_array_source_builds_like_the_same_json_lines(tmp_path, mon
     assert built["packed.json.gz"].equals(built["lines.jsonl"])
 
 
+@pytest.mark.parametrize("ids", ["text", "numbers"])
+def test_json_array_chunks_borrow_a_schema_without_numbers_and_build_what_a_whole_read_builds(
+    tmp_path, monkeypatch, ids
+):
+    """Chunks of a JSON array after the first are parsed with the schema of the one before, but polars' array
+    reader truncates 7.5 into an integer column where its lines reader refuses it: a schema with numbers is
+    never borrowed, or the id 7.5 would become 7, a repeat of another row's."""
+    records = [
+        {
+            "id": f"c{i}" if ids == "text" else i,
+            "conversations": [{"from": "human", "value": f"q {i}"}, {"from": "gpt", "value": f"a {i}"}],
+        }
+        for i in range(60)
+    ]
+    records[45]["system"] = "be brief"  # a mapped field first seen late
+    records[50]["id"] = "late text" if ids == "text" else 7.5
+    (tmp_path / "s.json").write_text(json.dumps(records, indent=1))
+    recipe = write_recipe(tmp_path, "name: a\nsources:\n  s: {path: s.json, format: sharegpt, take: all}\n")
+    (source,) = resolve_recipe(load_recipe(recipe), data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+
+    borrowed = []
+    parse_like = mixer.io._parse_like
+    monkeypatch.setattr(mixer.io, "_parse_like", lambda *a, **k: borrowed.append(parse_like(*a, **k)) or borrowed[-1])
+    small = merge_chunks(list(load_chunks(source, chunk_bytes=400)))
+    whole = merge_chunks(list(load_chunks(source, chunk_bytes=1 << 30)))
+    assert small.rows.equals(whole.rows) and small.rows.height == 60
+    assert small.rows["id"][50] == ("s/late text" if ids == "text" else "s/7.5")
+    assert small.rows["messages"][45].to_list()[0] == {"role": "system", "content": "be brief"}
+    taken = [frame for frame in borrowed if frame is not None]
+    assert len(borrowed) > 15
+    assert (len(taken) > 15) if ids == "text" else not taken  # chunks of text ids borrow; of number ids never
+
+
 def test_a_parquet_file_is_read_in_slices_with_the_types_of_a_whole_read(tmp_path):
     """A hub export of a few GB of parquet was decompressed whole; slices must keep every row, its position
     and the column types of reading the file at once (lists of structs, nulls, numbers)."""

@@ -51,8 +51,9 @@ class RawTable:
     path: Path
     frame: pl.DataFrame
     unparsable: list[tuple[int, str, str]]  # (1-based line, reason, raw text)
-    text: bytes | None = None  # the JSON lines, kept when `frame` was parsed with a borrowed schema
+    text: bytes | None = None  # the JSON lines or array, kept when `frame` was parsed with a borrowed schema
     misshapen: list[Misshapen] = field(default_factory=list)
+    array: bool = False  # `text` is a JSON array, not JSON lines
 
     def whole_records(self) -> pl.DataFrame:
         """The records with every field they have, for quoting malformed ones: a frame parsed with the schema
@@ -60,6 +61,11 @@ class RawTable:
         if self.text is None:
             return self.frame
         first = int(self.frame["__row"][0]) if self.frame.height else 0
+        if self.array:
+            try:
+                return pl.read_json(self.text, infer_schema_length=None).with_row_index("__row", offset=first)
+            except pl.exceptions.PolarsError:
+                return self.frame  # fields of mixed types: quoted with the fields the schema has
         return _json_lines(self.path, self.text, first)[0].frame
 
 
@@ -246,8 +252,11 @@ def _field_names(schema: pl.Schema) -> set[str]:
     return names
 
 
-def _parse_like(data: bytes, schema: pl.Schema, columns: Collection[str], keys: Collection[str]) -> pl.DataFrame | None:
-    """`data` parsed with the schema of the chunk before it, or None when that could lose something.
+def _parse_like(
+    data: bytes, schema: pl.Schema, columns: Collection[str], keys: Collection[str], *, array: bool = False
+) -> pl.DataFrame | None:
+    """`data` (JSON lines, or with `array` a JSON array) parsed with the schema of the chunk before it, or None
+    when that could lose something.
 
     Inferring a schema costs a second pass over the text (three times the parse for Alpaca-like files). A
     borrowed schema is safe for what an adapter reads: a value of another type is an error (a fresh parse
@@ -256,17 +265,22 @@ def _parse_like(data: bytes, schema: pl.Schema, columns: Collection[str], keys: 
     optional `system` and `id`) are parsed as extra text columns, and a chunk where one holds a value is parsed
     fresh; the `keys` it reads inside values (the role and content keys of turns) are looked for in the raw
     text. Only fields no adapter reads are left out, and those are parsed again when a malformed record is
-    quoted (`whole_records`)."""
+    quoted (`whole_records`). polars' array reader is laxer with a schema than its lines reader: it truncates
+    1.5 into an integer column and reads true as 1.0 in a float one, so arrays borrow only schemas without
+    numbers."""
+    if array and _has_numbers(schema):
+        return None
     unseen_keys = sorted(set(keys) - _field_names(schema))
     # a key is a quoted name followed by a colon, which no string value can be (ShareGPT's "from": "system")
     if unseen_keys and re.search(b'"(?:%s)"\\s*:' % b"|".join(re.escape(key.encode()) for key in unseen_keys), data):
         return None  # one pass over the text, whatever the number of names
     unseen_columns = sorted(set(columns) - set(schema.names()))
     schema = pl.Schema({**schema, **dict.fromkeys(unseen_columns, pl.String)})
-    frame = _arrow_json(data, schema) if any(dtype.is_nested() for dtype in schema.dtypes()) else None
+    nested = any(dtype.is_nested() for dtype in schema.dtypes())
+    frame = _arrow_json(data, schema) if nested and not array else None
     if frame is None:
         try:
-            frame = pl.read_ndjson(data, schema=schema)
+            frame = pl.read_json(data, schema=schema) if array else pl.read_ndjson(data, schema=schema)
         except Exception:
             return None
     if not unseen_columns:
@@ -274,6 +288,20 @@ def _parse_like(data: bytes, schema: pl.Schema, columns: Collection[str], keys: 
     if frame.select(pl.any_horizontal(pl.col(unseen_columns).is_not_null().any())).item():
         return None  # a mapped column appears: parse fresh, as if this were a first chunk
     return frame.drop(unseen_columns)
+
+
+def _has_numbers(schema: pl.Schema) -> bool:
+    """Whether a number type is anywhere in `schema`, nested ones included."""
+    pending = list(schema.dtypes())
+    while pending:
+        dtype = pending.pop()
+        if dtype.is_numeric():
+            return True
+        if isinstance(dtype, (pl.List, pl.Array)):
+            pending.append(dtype.inner)
+        elif isinstance(dtype, pl.Struct):
+            pending += [f.dtype for f in dtype.fields]
+    return False
 
 
 def _arrow_json(data: bytes, schema: pl.Schema) -> pl.DataFrame | None:
@@ -369,7 +397,7 @@ def read_chunks(
     block took (compressed bytes for gzip), for progress."""
     kind = file_kind(path)
     if kind == "json" and path.is_file():
-        yield from _array_chunks(path, chunk_bytes, on_read, shape)
+        yield from _array_chunks(path, chunk_bytes, on_read, shape, columns, keys)
         return
     if kind == "parquet" and path.is_file():
         for table in _parquet_chunks(path, chunk_bytes, on_read):
@@ -508,12 +536,19 @@ def _delimited_chunks(
 
 
 def _array_chunks(
-    path: Path, chunk_bytes: int, on_read: Callable[[int], None] | None, shape: TurnShape | None = None
+    path: Path,
+    chunk_bytes: int,
+    on_read: Callable[[int], None] | None,
+    shape: TurnShape | None = None,
+    columns: Collection[str] = (),
+    keys: Collection[str] = (),
 ) -> Iterator[RawTable]:
     """A JSON array in tables of about `chunk_bytes` of its elements (mixer.json_array), so that a large
     export is never parsed whole; a `.json` file that is not one array (JSON lines under that name) is read
-    whole, as before."""
+    whole, as before. Chunks after the first borrow the schema of the one before, as JSON lines do
+    (`_parse_like`): 33 instead of 57 ms per 16 MB of ShareGPT, 25 instead of 42 of Alpaca."""
     rows = taken = 0
+    schema: pl.Schema | None = None
     try:
         with _open_binary(path) as fh:
             first = without_bom(path, fh.read(chunk_bytes))
@@ -525,7 +560,15 @@ def _array_chunks(
                     now = fh.fileobj.tell() if isinstance(fh, gzip.GzipFile) else fh.tell()
                     on_read(now - taken)
                     taken = now
-                table, elements = _array_table(path, text, rows, shape)
+                frame = _parse_like(text, schema, columns, keys, array=True) if schema is not None else None
+                if frame is not None and shape is not None and shape.suspect(frame):
+                    frame = None  # parsed fresh below, and read record by record if still suspect
+                if frame is not None:
+                    table = RawTable(path, frame.with_row_index("__row", offset=rows), [], text, array=True)
+                    elements = frame.height
+                else:
+                    table, elements = _array_table(path, text, rows, shape)
+                    schema = None if table.misshapen else table.frame.drop("__row").schema
                 yield table
                 rows += elements
     except NotAnArray as exc:
