@@ -3,6 +3,7 @@ numbers, line numbers and ids file-wide; tiny chunks, parts and buckets give byt
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -169,10 +170,16 @@ def test_later_chunks_keep_fields_and_types_the_first_chunk_did_not_have(tmp_pat
     assert len(chunks) > 15 and len(parsed_fresh) == 3 and parsed_fresh[0] == 0
 
 
-def test_a_malformed_record_in_a_borrowed_chunk_is_quoted_with_all_its_fields(tmp_path):
+@pytest.mark.parametrize("layout", ["lines", "array"])
+def test_a_malformed_record_in_a_borrowed_chunk_is_quoted_with_all_its_fields(tmp_path, layout):
     records = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(60)]
     records[45] = {"instruction": "q45", "input": "", "output": "", "note": "seen only here"}
     source = _alpaca_source(tmp_path, records, on_error="quarantine")
+    if layout == "array":
+        array = tmp_path / "a.json"
+        array.write_text(json.dumps(records, indent=1))
+        source.files[0].path.unlink()
+        source = dataclasses.replace(source, files=(dataclasses.replace(source.files[0], path=array),))
     pool = merge_chunks(list(load_chunks(source, chunk_bytes=300)))
     [reject] = pool.rejects.to_dicts()
     assert reject["row"] == 46 and reject["reason"] == "empty 'output'"
