@@ -161,6 +161,26 @@ def test_numbers_objects_and_lists_in_text_fields(tmp_path):
     assert "fields: {instruction: <field>}" in info.value.hint
 
 
+@pytest.mark.parametrize("layout", ["lines", "lines with a broken one", "array"])
+def test_a_field_polars_finds_no_type_for_is_text_not_a_refused_file(tmp_path, layout):
+    """A list in one record and a number in the next: polars refuses the chunk ("failed to determine
+    supertype"), and so did Python's path after it, so a metadata field no adapter reads refused the file."""
+    records = [
+        {"instruction": "a", "input": [1, 2], "output": "x", "meta": [1]},
+        {"instruction": "b", "input": 5, "output": "y", "meta": 5},
+        {"instruction": "c", "input": "", "output": "z", "meta": {"k": "v"}},
+    ]
+    path = tmp_path / ("m.json" if layout == "array" else "m.jsonl")
+    if layout == "array":
+        path.write_text(json.dumps(records))
+    else:
+        broken = '{"instruction": "d", "output": \n' if layout.endswith("one") else ""
+        path.write_text("".join(json.dumps(r) + "\n" for r in records) + broken)
+    frame = convert(path, "alpaca")
+    assert frame["__reason"].to_list() == [None, None, None]
+    assert [m[0]["content"] for m in frame["messages"].to_list()] == ["a\n\n[1, 2]", "b\n\n5", "c"]
+
+
 def test_whole_numbers_read_as_floats_keep_their_integer_text(tmp_path):
     """One record with a fraction makes polars type the whole field as float: the id 49 and the answer 42 of
     its neighbours became "49.0" and "42.0", but "49" and "42" in a chunk without one."""

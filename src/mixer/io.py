@@ -152,9 +152,7 @@ def _jsonl_slow(path: Path, data: bytes, first_row: int = 0, first_line: int = 0
     """Parse line by line: polars names no line when it fails. Returns the table and the number of records
     (parsable or not) it spans."""
     records, indexes, bad, spanned = _json_records(data, first_row, first_line)
-    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
-    frame = frame.with_columns(pl.Series("__row", indexes, dtype=pl.UInt32))
-    return RawTable(path, frame.select("__row", pl.exclude("__row")), bad), spanned
+    return RawTable(path, _records_frame(records, indexes), bad), spanned
 
 
 def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
@@ -171,15 +169,36 @@ def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int
 
 def _records_frame(records: list[dict], indexes: list[int]) -> pl.DataFrame:
     """Records Python's json parsed, as the frame polars makes of their JSON lines: the types a chunk of the
-    same records gets on polars' own path."""
+    same records gets on polars' own path. A field polars finds no one type for is taken as text
+    (`_field_as_text`)."""
     row = pl.Series("__row", indexes, dtype=pl.UInt32)
     if not records:
         return pl.DataFrame([row])
-    text = "\n".join(json.dumps(record, ensure_ascii=False) for record in records).encode()
-    frame = pl.read_ndjson(text, infer_schema_length=None)
+    try:
+        frame = _json_frame(records)
+    except pl.exceptions.PolarsError:
+        names = dict.fromkeys(name for record in records for name in record)
+        frame = pl.concat([_field_as_text(name, [r.get(name) for r in records]) for name in names], how="horizontal")
     if frame.height != row.len():  # records without a field (`{}`) make no rows of their own
         return pl.DataFrame([row])
     return frame.with_columns(row).select("__row", pl.exclude("__row"))
+
+
+def _json_frame(records: list[dict]) -> pl.DataFrame:
+    return pl.read_ndjson(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode(), infer_schema_length=None
+    )
+
+
+def _field_as_text(name: str, values: list) -> pl.DataFrame:
+    """One field of a chunk as polars types it, or, when polars finds no one type (a list in one record and a
+    number in the next), as text: each value its JSON, as polars writes a number or object in a field it types
+    as text. Such a field (metadata, scores) refused the whole file before, even when no adapter reads it."""
+    try:
+        return _json_frame([{name: value} for value in values])
+    except pl.exceptions.PolarsError:
+        texts = [value if value is None or isinstance(value, str) else json.dumps(value) for value in values]
+        return pl.DataFrame({name: pl.Series(texts, dtype=pl.String)})
 
 
 def _by_shape(
@@ -586,8 +605,6 @@ def _array_table(path: Path, text: bytes, first_row: int, shape: TurnShape | Non
     try:
         frame = pl.read_json(text, infer_schema_length=None)
     except pl.exceptions.PolarsError:
-        if shape is None:
-            raise
         frame = None
     if frame is not None and (shape is None or not shape.suspect(frame)):
         return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
@@ -598,6 +615,8 @@ def _array_table(path: Path, text: bytes, first_row: int, shape: TurnShape | Non
     if not all(isinstance(record, dict) for record in records):
         raise pl.exceptions.ComputeError("an element is not a JSON object")
     indexes = list(range(first_row, first_row + len(records)))
+    if shape is None:
+        return RawTable(path, _records_frame(records, indexes), []), len(records)
     return _by_shape(path, shape, records, indexes, []), len(records)
 
 
