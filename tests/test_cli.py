@@ -18,6 +18,8 @@ from mixer import cli, threads
 from mixer.cli import app
 from mixer.interrupts import Interrupts, Terminated
 
+from conftest import run_mixer, write_recipe
+
 
 def _help_pages() -> dict[str, str]:
     runner = CliRunner()
@@ -141,3 +143,24 @@ def test_a_full_disk_anywhere_else_is_one_error_line_not_a_traceback(tmp_path, m
         json.loads(lock.read_text())["sources"]["a"]["files"][0]["sha256"]
         == hashlib.sha256(data.read_bytes()).hexdigest()
     )
+
+
+def test_a_source_left_with_no_rows_is_named_with_the_step_that_took_them(tmp_path):
+    """`take: all` behind a filter that matches nothing (`lang: [EN]`, a max_chars too small) used to show as
+    a row of zeros in the plan table, easy to miss among the others."""
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"question {i}", "output": "an answer"}) + "\n" for i in range(3))
+    )
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: e
+        sources:
+          short: {path: a.jsonl, format: alpaca, take: all, max_chars: 5}
+          kept: {path: a.jsonl, format: alpaca, take: all}
+        """,
+    )
+    result = run_mixer("plan", str(recipe))
+    assert result.returncode == 0, result.stderr
+    assert "note: source 'short' contributes no rows: 3 read, removed by max_chars 3" in result.stderr
+    assert "'kept'" not in result.stderr

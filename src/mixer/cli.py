@@ -190,6 +190,17 @@ def _plan_table(plan) -> Table:
     return table
 
 
+def _print_empty_sources(plan) -> None:
+    """A source that contributes nothing is most often a filter that matches nothing (`lang: [EN]`), which a
+    table row of zeros hides among the others: say which step took its rows."""
+    for s in plan.sources:
+        if s.selected:
+            continue
+        removed = [f"{step} {n:,}" for step, n in s.counts.items() if step != "read" and n]
+        why = f": {s.counts.get('read', 0):,} read, removed by " + ", ".join(removed) if removed else ""
+        err.print(f"note: source {s.name!r} contributes no rows{why}", style="yellow", markup=False)
+
+
 @app.command(cls=PlainFlagsCommand)
 def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
@@ -201,6 +212,7 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
         _print_json(result.to_json())
         return
     out.print(_plan_table(result))
+    _print_empty_sources(result)
     if result.evolve:
         out.print(_evolve_estimate_table(result.evolve))
     out.print(f"plan fingerprint: {result.fingerprint}")
@@ -382,6 +394,7 @@ def build(
             out.print(f"lock: {result.lock} (it was missing)")
         return
     out.print(_plan_table(result.plan))
+    _print_empty_sources(result.plan)
     if "evolve" in result.manifest:
         out.print(_evolve_table(result.manifest["evolve"]))
     out.print(
