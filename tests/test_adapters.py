@@ -96,6 +96,31 @@ def test_sharegpt_reasons_and_trimming():
     assert [m["role"] for m in trimmed][-1] == "assistant"  # the unanswered "thanks" was cut
 
 
+def test_an_unknown_role_is_named(tmp_path):
+    """Tool-use turns (LLaMA-Factory's function_call and observation, OpenAI's tool) are not SFT turns here;
+    the reason used to be "unknown role" without saying which."""
+    path = tmp_path / "s.jsonl"
+    turns = [
+        [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{}"}, {"from": "gpt", "value": "a"}],
+        [{"value": "q"}, {"from": "gpt", "value": "a"}],
+        [{"from": "Human", "value": "q"}, {"from": "GPT", "value": "a"}],
+    ]
+    path.write_text("".join(json.dumps({"conversations": t}) + "\n" for t in turns))
+    assert convert(path, "sharegpt")["__reason"].to_list() == [
+        "unknown role 'function_call'",
+        "a turn without a role",
+        None,
+    ]
+    path = tmp_path / "m.jsonl"
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "tool", "content": "x"},
+        {"role": "assistant", "content": "a"},
+    ]
+    path.write_text(json.dumps({"messages": messages}) + "\n")
+    assert convert(path, "messages")["__reason"].to_list() == ["unknown role 'tool'"]
+
+
 def test_oasst_flat_table_top1_and_all_paths():
     sample = load_registry()["oasst1"].sample
     top1 = convert(sample, "oasst", options={"top_k_reply": 1})

@@ -49,7 +49,7 @@ EXPECTED_REJECTS = [
     (15, "turn 1 of 'conversations' is text, expected an object"),
     (26, "turn 1 of 'conversations': content part 1 is of type 'image_url'; a text mixture takes only 'text' parts"),
     (31, "turn 1 of 'conversations': content is an object, expected text or a list of content parts"),
-    (34, "unknown role"),
+    (34, "unknown role '1'"),
 ]
 
 

@@ -18,6 +18,7 @@ from mixer.errors import MixerError
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 MESSAGES = pl.List(MESSAGE)
 ROLES = ("system", "user", "assistant")
+UNKNOWN_ROLE = "unknown role"  # named by `sft_frame` once the row is known to have one
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def conversation_reason(messages: pl.Expr) -> pl.Expr:
     alternating = body.list.eval(pl.element() == expected).list.all()
     return first_reason(
         (messages.is_null() | (messages.list.len() == 0), "empty conversation"),
-        (roles.list.eval(~pl.element().is_in(ROLES) | pl.element().is_null()).list.any(), "unknown role"),
+        (roles.list.eval(~pl.element().is_in(ROLES) | pl.element().is_null()).list.any(), UNKNOWN_ROLE),
         (body.list.len() < 2, "needs a user turn and an assistant turn"),
         (~alternating, "turns do not alternate user/assistant"),
         (body.list.last() != "assistant", "last turn is not from the assistant"),
@@ -197,10 +198,26 @@ def sft_frame(
     selects do not share subexpressions, and the checks of `conversation_reason` (the default `reason`) would
     otherwise rebuild it for every rule."""
     frame = raw.with_columns(messages.cast(MESSAGES).alias("__messages"))
-    return frame.select(
+    frame = frame.select(
         "__row",
         (native_id if native_id is not None else pl.lit(None, dtype=pl.String)).alias("native_id"),
         pl.col("__messages").alias("messages"),
         (lang if lang is not None else pl.lit(None, dtype=pl.String)).alias("lang"),
         (conversation_reason(pl.col("__messages")) if reason is None else reason).alias("__reason"),
     )
+    return _name_unknown_roles(frame)
+
+
+def _name_unknown_roles(frame: pl.DataFrame) -> pl.DataFrame:
+    """ "unknown role" said nothing of which: tool-use data (LLaMA-Factory's function_call and observation,
+    OpenAI's tool) is refused here, and its users need the name. Found only on the rows that have one, so a
+    file without any costs one comparison."""
+    unknown = pl.col("__reason") == UNKNOWN_ROLE
+    if not frame.select(unknown.any()).item():
+        return frame
+    roles = pl.col("messages").list.eval(pl.element().struct.field("role"))
+    first = roles.list.eval(pl.element().filter(~pl.element().is_in(ROLES)).drop_nulls()).list.first()
+    named = (
+        pl.when(first.is_null()).then(pl.lit("a turn without a role")).otherwise(pl.format("unknown role '{}'", first))
+    )
+    return frame.with_columns(pl.when(unknown).then(named).otherwise(pl.col("__reason")).alias("__reason"))

@@ -45,7 +45,8 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         )
     turns = pl.col(name).list.eval(
         message(
-            pl.element().struct.field(role_key).str.to_lowercase().replace_strict(ROLE_NAMES, default=None),
+            # a name it does not know stays as it is, so the malformed row can name it (`sft_frame`)
+            pl.element().struct.field(role_key).str.to_lowercase().replace(ROLE_NAMES),
             pl.element().struct.field(content_key),
         )
     )
