@@ -183,3 +183,22 @@ def test_alternating_text_turns_of_another_shape_are_malformed_rows(tmp_path, ch
     by_id = dict(zip(pool.rows["id"].to_list(), pool.rows["messages"].to_list(), strict=True))
     assert by_id["s/9"] == [{"role": "user", "content": "what is 6 x 7?"}, {"role": "assistant", "content": "42"}]
     assert by_id["s/0"] == [{"role": "user", "content": "question 0"}, {"role": "assistant", "content": "answer 0"}]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 300])
+def test_a_broken_line_beside_records_of_another_shape(tmp_path, chunk_bytes):
+    """polars refuses a chunk with a broken line; the line-by-line path after it must still sort the records
+    by shape (and, without one to sort, keep building its frame from the parsed objects)."""
+    records = [{"id": f"c{i}", "conversations": pair(i)} for i in range(12)]
+    records[5]["conversations"] = "pasted as text"
+    records[7]["conversations"][1]["value"] = [{"type": "text", "text": "from parts"}]
+    lines = [json.dumps(r) for r in records]
+    lines.insert(6, '{"id": "broken", "conversations": [')
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "s.jsonl"), chunk_bytes=chunk_bytes)))
+    assert pool.counts == {"read": 13, "malformed": 2}
+    reasons = [(r["row"], r["reason"].split(":")[0]) for r in pool.rejects.iter_rows(named=True)]
+    assert reasons == [(6, "field 'conversations' is text, expected a list of {from, value}"), (7, "line 7")]
+    by_id = dict(zip(pool.rows["id"].to_list(), pool.rows["messages"].to_list(), strict=True))
+    assert by_id["s/c7"][1] == {"role": "assistant", "content": "from parts"}
+    assert len(by_id) == 11

@@ -148,11 +148,20 @@ def _json_records(
     return records, indexes, bad, index
 
 
-def _jsonl_slow(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
+def _jsonl_slow(
+    path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: TurnShape | None = None
+) -> tuple[RawTable, int]:
     """Parse line by line: polars names no line when it fails. Returns the table and the number of records
-    (parsable or not) it spans."""
+    (parsable or not) it spans. With `shape`, records are sorted by it when the frame is suspect."""
     records, indexes, bad, spanned = _json_records(data, first_row, first_line)
-    return RawTable(path, _records_frame(records, indexes), bad), spanned
+    try:  # from the Python objects: writing them back to JSON for polars' reader costs as much as the parse
+        frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
+        frame = frame.with_columns(pl.Series("__row", indexes, dtype=pl.UInt32)).select("__row", pl.exclude("__row"))
+    except (pl.exceptions.PolarsError, TypeError, ValueError):  # a field of no one type
+        frame = None
+    if shape is not None and (frame is None or shape.suspect(frame)):
+        return _by_shape(path, shape, records, indexes, bad), spanned
+    return RawTable(path, frame if frame is not None else _records_frame(records, indexes), bad), spanned
 
 
 def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
@@ -251,8 +260,8 @@ def _json_lines(
         frame = None
     if frame is not None and (shape is None or not shape.suspect(frame)):
         return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
-    if shape is None:
-        return _jsonl_slow(path, data, first_row, first_line)
+    if frame is None:  # a broken line, or a field of no one type: polars names neither
+        return _jsonl_slow(path, data, first_row, first_line, shape)
     records, indexes, unparsable, spanned = _json_records(data, first_row, first_line)
     return _by_shape(path, shape, records, indexes, unparsable), spanned
 
