@@ -157,7 +157,7 @@ def _jsonl_slow(
     try:  # from the Python objects: writing them back to JSON for polars' reader costs as much as the parse
         frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
         frame = frame.with_columns(pl.Series("__row", indexes, dtype=pl.UInt32)).select("__row", pl.exclude("__row"))
-    except (pl.exceptions.PolarsError, TypeError, ValueError):  # a field of no one type
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):  # a field of no one type
         frame = None
     if shape is not None and (frame is None or shape.suspect(frame)):
         return _by_shape(path, shape, records, indexes, bad), spanned
