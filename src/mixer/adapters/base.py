@@ -209,9 +209,9 @@ def sft_frame(
 
 
 def _name_unknown_roles(frame: pl.DataFrame) -> pl.DataFrame:
-    """ "unknown role" said nothing of which: tool-use data (LLaMA-Factory's function_call and observation,
-    OpenAI's tool) is refused here, and its users need the name. Found only on the rows that have one, so a
-    file without any costs one comparison."""
+    """The reason "unknown role" said nothing of which: tool-use data (LLaMA-Factory's function_call and
+    observation, OpenAI's tool) is refused here, and its users need the name. Found only on the rows that have
+    one, so a file without any costs one comparison."""
     unknown = pl.col("__reason") == UNKNOWN_ROLE
     if not frame.select(unknown.any()).item():
         return frame
