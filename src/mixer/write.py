@@ -24,6 +24,11 @@ from mixer.hashing import file_sha256
 from mixer.plan import Plan
 from mixer.threads import wait_for
 
+# shards written at once. The writer (parquet encoding and zstd, one core for a 100K-row shard) was the write
+# step's long pole at one; at two, the 1M benchmark builds in 7.43 s against 8.29 s (medians of 5, alternating),
+# for ~150 MB more peak: one more shard in memory (benchmarks/HISTORY.md, "Two shard writers")
+WRITERS = 2
+
 
 def _write_shard(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
     frame.write_parquet(path, compression="zstd", statistics=False)
@@ -38,14 +43,15 @@ def _write_shard(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
 def write_shards(
     shards: Iterable[tuple[str, pl.DataFrame]], data_dir: Path, each: Callable[[pl.DataFrame], None]
 ) -> list[dict[str, Any]]:
-    """Write (name, rows) shards as they come, calling `each` on every shard's rows (statistics). A shard is
-    compressed and written in a second thread while the next one is sorted, so at most two are in memory."""
+    """Write (name, rows) shards as they come, calling `each` on every shard's rows (statistics). Shards are
+    compressed and written by WRITERS threads while the next one is sorted, so at most WRITERS + 1 are in
+    memory. Each shard is its own file, so its bytes do not depend on which thread wrote it."""
     data_dir.mkdir(parents=True)
     written: list[Future[dict[str, Any]]] = []
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with ThreadPoolExecutor(max_workers=WRITERS) as writer:
         for name, frame in shards:
-            if written:
-                wait_for(written[-1])  # one shard in flight at a time
+            if len(written) >= WRITERS:
+                wait_for(written[-WRITERS])  # WRITERS shards in flight at a time
             written.append(writer.submit(_write_shard, frame, data_dir / name))
             each(frame)
     return [wait_for(w) for w in written]
