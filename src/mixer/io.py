@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import json
@@ -25,7 +26,7 @@ import polars as pl
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
 from mixer.json_array import NotAnArray, array_chunks, starts_an_array
-from mixer.shapes import Misshapen, TurnShape
+from mixer.shapes import Misshapen, TurnShape, value_text
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -206,8 +207,7 @@ def _field_as_text(name: str, values: list) -> pl.DataFrame:
     try:
         return _json_frame([{name: value} for value in values])
     except pl.exceptions.PolarsError:
-        texts = [value if value is None or isinstance(value, str) else json.dumps(value) for value in values]
-        return pl.DataFrame({name: pl.Series(texts, dtype=pl.String)})
+        return pl.DataFrame({name: pl.Series([value_text(value) for value in values], dtype=pl.String)})
 
 
 def _by_shape(
@@ -266,18 +266,20 @@ def _json_lines(
     return _by_shape(path, shape, records, indexes, unparsable), spanned
 
 
-def _field_names(schema: pl.Schema) -> set[str]:
-    """Every field name in a schema, nested ones included."""
-    names: set[str] = set()
+def _fields(schema: pl.Schema) -> Iterator[tuple[str, pl.DataType]]:
+    """Every field of a schema, nested ones included, with its type inside any lists."""
     pending = list(schema.items())
     while pending:
         name, dtype = pending.pop()
-        names.add(name)
         while isinstance(dtype, (pl.List, pl.Array)):
             dtype = dtype.inner
+        yield name, dtype
         if isinstance(dtype, pl.Struct):
             pending += [(f.name, f.dtype) for f in dtype.fields]
-    return names
+
+
+def _field_names(schema: pl.Schema) -> set[str]:
+    return {name for name, _ in _fields(schema)}
 
 
 def _parse_like(
@@ -296,7 +298,7 @@ def _parse_like(
     quoted (`whole_records`). polars' array reader is laxer with a schema than its lines reader: it truncates
     1.5 into an integer column and reads true as 1.0 in a float one, so arrays borrow only schemas without
     numbers."""
-    if array and _has_numbers(schema):
+    if array and any(dtype.is_numeric() for _, dtype in _fields(schema)):
         return None
     unseen_keys = sorted(set(keys) - _field_names(schema))
     # a key is a quoted name followed by a colon, which no string value can be (ShareGPT's "from": "system")
@@ -316,20 +318,6 @@ def _parse_like(
     if frame.select(pl.any_horizontal(pl.col(unseen_columns).is_not_null().any())).item():
         return None  # a mapped column appears: parse fresh, as if this were a first chunk
     return frame.drop(unseen_columns)
-
-
-def _has_numbers(schema: pl.Schema) -> bool:
-    """Whether a number type is anywhere in `schema`, nested ones included."""
-    pending = list(schema.dtypes())
-    while pending:
-        dtype = pending.pop()
-        if dtype.is_numeric():
-            return True
-        if isinstance(dtype, (pl.List, pl.Array)):
-            pending.append(dtype.inner)
-        elif isinstance(dtype, pl.Struct):
-            pending += [f.dtype for f in dtype.fields]
-    return False
 
 
 def _arrow_json(data: bytes, schema: pl.Schema) -> pl.DataFrame | None:
@@ -365,6 +353,33 @@ def _json_type(dtype: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(dtype):
         return pa.struct([pa.field(f.name, _json_type(f.type)) for f in dtype])
     return dtype
+
+
+def _chunk_table(
+    path: Path,
+    text: bytes,
+    first_row: int,
+    schema: pl.Schema | None,
+    columns: Collection[str],
+    keys: Collection[str],
+    shape: TurnShape | None,
+    fresh: Callable[[], tuple[RawTable, int]],
+    *,
+    array: bool = False,
+) -> tuple[RawTable, int, pl.Schema | None]:
+    """A chunk of JSON lines (or of an array) parsed with the schema of the chunk before when that is safe
+    (`_parse_like`) and its conversations do not look mistyped, else by `fresh`; with the records it spans
+    and the schema the next chunk may borrow (none after a chunk with broken or misshapen records)."""
+    frame = _parse_like(text, schema, columns, keys, array=array) if schema is not None else None
+    if frame is not None and (shape is None or not shape.suspect(frame)):
+        return (
+            RawTable(path, frame.with_row_index("__row", offset=first_row), [], text, array=array),
+            frame.height,
+            schema,
+        )
+    table, records = fresh()
+    whole = not (table.unparsable or table.misshapen)
+    return table, records, table.frame.drop("__row").schema if whole else None
 
 
 def _newlines(data: bytes, step: int = 1 << 20) -> int:
@@ -456,16 +471,8 @@ def read_chunks(
                         rows += records
                         yield table
                 elif len(data) > 4096 or data.strip():  # a chunk of blank lines has no records
-                    frame = _parse_like(data, schema, columns, keys) if schema is not None else None
-                    if frame is not None and shape is not None and shape.suspect(frame):
-                        frame = None  # parsed fresh below, and read record by record if still suspect
-                    if frame is not None:
-                        records = frame.height
-                        table = RawTable(path, frame.with_row_index("__row", offset=rows), [], data)
-                    else:
-                        table, records = _json_lines(path, data, rows, lines, shape)
-                        whole = not (table.unparsable or table.misshapen)
-                        schema = table.frame.drop("__row").schema if whole else None
+                    fresh = functools.partial(_json_lines, path, data, rows, lines, shape)
+                    table, records, schema = _chunk_table(path, data, rows, schema, columns, keys, shape, fresh)
                     rows += records
                     yield table
                 lines += _newlines(data)
@@ -588,15 +595,10 @@ def _array_chunks(
                     now = fh.fileobj.tell() if isinstance(fh, gzip.GzipFile) else fh.tell()
                     on_read(now - taken)
                     taken = now
-                frame = _parse_like(text, schema, columns, keys, array=True) if schema is not None else None
-                if frame is not None and shape is not None and shape.suspect(frame):
-                    frame = None  # parsed fresh below, and read record by record if still suspect
-                if frame is not None:
-                    table = RawTable(path, frame.with_row_index("__row", offset=rows), [], text, array=True)
-                    elements = frame.height
-                else:
-                    table, elements = _array_table(path, text, rows, shape)
-                    schema = None if table.misshapen else table.frame.drop("__row").schema
+                fresh = functools.partial(_array_table, path, text, rows, shape)
+                table, elements, schema = _chunk_table(
+                    path, text, rows, schema, columns, keys, shape, fresh, array=True
+                )
                 yield table
                 rows += elements
     except NotAnArray as exc:

@@ -96,7 +96,7 @@ class TurnShape:
             for number, turn in enumerate(value, start=1):
                 if isinstance(turn, (list, dict)):
                     return value, f"turn {number} of {name!r} is {_kind(turn)}, expected text"
-            return [_scalar_text(turn) for turn in value], None
+            return [value_text(turn) for turn in value], None
         turns = []
         for number, turn in enumerate(value, start=1):
             if not isinstance(turn, dict):
@@ -107,7 +107,7 @@ class TurnShape:
             content, reason = _content_text(turn.get(self.content_key))
             if reason is not None:
                 return value, f"turn {number} of {name!r}: {reason}"
-            turns.append({**turn, self.role_key: _scalar_text(role), self.content_key: content})
+            turns.append({**turn, self.role_key: value_text(role), self.content_key: content})
         return turns, None
 
 
@@ -115,7 +115,7 @@ def _content_text(content: Any) -> tuple[Any, str | None]:
     """A turn's content as text: OpenAI content parts of type text are joined by newlines; any other part
     (an image, audio) cannot be put into a text mixture and makes the record malformed."""
     if not isinstance(content, (list, dict)):
-        return _scalar_text(content), None
+        return value_text(content), None
     if isinstance(content, dict):
         return None, "content is an object, expected text or a list of content parts"
     texts = []
@@ -131,9 +131,9 @@ def _content_text(content: Any) -> tuple[Any, str | None]:
     return "\n".join(texts), None
 
 
-def _scalar_text(value: Any) -> str | None:
-    """Text, or null, as polars reads a number or boolean in a field it types as text (its JSON), so a
-    record gets the same row whichever path its chunk takes."""
+def value_text(value: Any) -> str | None:
+    """A JSON value as polars writes it in a field it types as text: text as it is, null as null, anything
+    else as its JSON. So a record gets the same row whichever path its chunk takes."""
     return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
