@@ -313,9 +313,9 @@ def load_chunks(
             converted = adapter.convert(frame, batch.ctx)
             converted_any = True
             bad = converted.filter(pl.col("__reason").is_not_null()).select("__row", "__reason")
-        unparsable = sum(len(m.table.unparsable) + len(m.table.misshapen) for m in batch.members)
+        set_aside = sum(len(m.table.unparsable) + len(m.table.misshapen) for m in batch.members)  # by the reader
         found = [pl.DataFrame(schema=REJECT_SCHEMA)]
-        for member, member_bad in batch.split(bad) if bad.height or unparsable else ():
+        for member, member_bad in batch.split(bad) if bad.height or set_aside else ():
             table = member.table
             # the raw records are kept only to quote malformed ones
             raw = (
@@ -325,7 +325,7 @@ def load_chunks(
             )
             found.append(_malformed(source, str(member.path), raw, member_bad, table.unparsable, table.misshapen))
         malformed = pl.concat(found)
-        counts = {"read": (converted.height if converted is not None else 0) + unparsable}
+        counts = {"read": (converted.height if converted is not None else 0) + set_aside}
         counts["malformed"] = malformed.height
         if malformed.height and source.on_error == "error":
             failures.append(malformed)

@@ -45,6 +45,12 @@ def _no_results(comp: Comparison) -> bool:
     return not (m.rows or m.only_a or m.only_b or m.warnings)
 
 
+def _only_lines(comp: Comparison) -> list[str]:
+    """The metrics one side has and the other lacks, a line each, as every format lists them."""
+    m = comp.metrics
+    return [f"only in A: {t} {k}" for t, k in m.only_a] + [f"only in B: {t} {k}" for t, k in m.only_b]
+
+
 def render_terminal(comparisons: list[Comparison], console: Console) -> None:
     for comp in comparisons:
         console.rule(f"{comp.a}  →  {comp.b}")
@@ -93,10 +99,8 @@ def render_terminal(comparisons: list[Comparison], console: Console) -> None:
                 f"{m.mean_delta:+.4g} ({m.tasks_better} better, {m.tasks_worse} worse)",
                 markup=False,
             )
-        for task, metric in m.only_a:
-            console.print(f"only in A: {task} {metric}", markup=False)
-        for task, metric in m.only_b:
-            console.print(f"only in B: {task} {metric}", markup=False)
+        for line in _only_lines(comp):
+            console.print(line, markup=False)
         for warning in m.warnings:
             console.print(Text(f"warning: {warning}", style="yellow"))
 
@@ -138,7 +142,7 @@ def render_markdown(comparisons: list[Comparison]) -> str:
                 f"Mean Δ (direction-aware, per task): **{m.mean_delta:+.4g}** "
                 f"({m.tasks_better} better, {m.tasks_worse} worse).",
             ]
-        out += [f"- only in A: {t} {k}" for t, k in m.only_a] + [f"- only in B: {t} {k}" for t, k in m.only_b]
+        out += [f"- {line}" for line in _only_lines(comp)]
         out += [f"> ⚠ {w}" for w in m.warnings] + [""]
     return "\n".join(out)
 
@@ -217,10 +221,7 @@ def render_html(comparisons: list[Comparison]) -> str:
         settings = "".join(f"<li>{html.escape(s)}</li>" for s in comp.composition.settings)
         if _no_results(comp):
             metrics = f"<p>{html.escape(NO_RESULTS)}</p>"
-        only = [f"only in A: {t} {k}" for t, k in comp.metrics.only_a] + [
-            f"only in B: {t} {k}" for t, k in comp.metrics.only_b
-        ]
-        warnings = "".join(f"<li>{html.escape(line)}</li>" for line in only)
+        warnings = "".join(f"<li>{html.escape(line)}</li>" for line in _only_lines(comp))
         warnings += "".join(f'<li class="warn">{html.escape(w)}</li>' for w in comp.metrics.warnings)
         mean = comp.metrics.mean_delta
         sections.append(
