@@ -125,38 +125,38 @@ def _fill_source(
 
 
 def _buckets(folder: Path, buckets: int) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
-    """Each bucket's rows as they were filed, and the order that sorts them (by key, then id and repeat: a
-    total order, so the same rows always sort the same way)."""
+    """Each bucket's rows as they were filed, in one chunk (views of the filed batches: ~4 ms), and the order
+    that sorts them (by key, then id and repeat: a total order, so the same rows always sort the same way)."""
     for index in range(buckets):
         target = folder / f"{index:06d}"
         if not target.is_dir():
             continue
-        rows = pl.concat([pl.read_ipc_stream(f) for f in sorted(target.iterdir())])
+        rows = pl.concat([pl.read_ipc_stream(f) for f in sorted(target.iterdir())]).rechunk()
         shutil.rmtree(target)
         order = rows.select(pl.arg_sort_by("__sort", "id", "__repeat").cast(pl.Int64)).to_series()
         yield rows.select(c for c in rows.columns if not c.startswith("__")), order
 
 
 def _take(pending: list[tuple[pl.DataFrame, pl.Series]], n: int) -> tuple[pl.DataFrame, list]:
-    """The next `n` rows in order, gathered in one pass from the buckets that hold them, and what is left.
+    """The next `n` rows in order, gathered from the buckets that hold them, and what is left.
 
     Gathering straight into the shard both sorts and copies: the shard owns exactly its values (the parquet
     writer cuts pages by array size, so a slice still carrying its neighbours' list values would be written
-    as different bytes depending on how the buckets happened to be cut)."""
-    frames, indices, left = [], [], []
-    offset = taken = 0
+    as different bytes depending on how the buckets happened to be cut). Buckets hold consecutive key ranges,
+    so each is gathered alone, from one chunk (`_buckets` rechunks them): polars gathers conversations across
+    chunks ~10x slower (118 against 12 ms per 91K-row bucket of 45 record batches)."""
+    parts, left = [], []
+    taken = 0
     for rows, order in pending:
         k = min(n - taken, order.len())
         if k:
-            frames.append(rows)
-            indices.append(order.head(k) + offset)
-            offset += rows.height
+            parts.append(rows.gather(order.head(k)))
             taken += k
         if k < order.len():
             left.append((rows, order.slice(k)))
-    if not frames:
+    if not parts:
         return pending[0][0].clear() if pending else pl.DataFrame(), left
-    return pl.concat(frames, rechunk=False).gather(pl.concat(indices)), left
+    return (pl.concat(parts).rechunk() if len(parts) > 1 else parts[0]), left
 
 
 def shards(
