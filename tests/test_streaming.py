@@ -465,6 +465,19 @@ def test_json_array_cuts_are_guessed_after_the_first_and_scanned_again_when_a_gu
     assert len(tables) > 10 and pl.concat([t.frame for t in tables]).equals(mixer.io.read_table(path).frame)
 
 
+@pytest.mark.parametrize("name", ["code_alpaca/code_alpaca_2k.json", "sharegpt/dummy_conversation.json"])
+def test_real_json_array_exports_read_in_guessed_chunks_equal_a_whole_read(shared_data, monkeypatch, name):
+    """The real exports (indented by `json.dump`), cut into ~40 chunks: after the first, every cut is found at
+    the separator the first showed, none needs the scan again, and the records are those of one read."""
+    path = shared_data / name
+    scanned = []
+    separators = mixer.json_array._separators
+    monkeypatch.setattr(mixer.json_array, "_separators", lambda *a: scanned.append(1) or separators(*a))
+    tables = list(mixer.io.read_chunks(path, path.stat().st_size // 40))
+    assert len(tables) >= 30 and len(scanned) <= 2
+    assert pl.concat([t.frame for t in tables], how="diagonal_relaxed").equals(mixer.io.read_table(path).frame)
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
