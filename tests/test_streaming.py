@@ -465,6 +465,35 @@ def test_json_array_cuts_are_guessed_after_the_first_and_scanned_again_when_a_gu
     assert len(tables) > 10 and pl.concat([t.frame for t in tables]).equals(mixer.io.read_table(path).frame)
 
 
+def test_guessed_json_array_cuts_yield_every_element_of_random_trees_in_every_layout():
+    """Records whose replies open with the same key as they do, strings holding separators, brackets, quotes
+    and escapes, in compact, spaced and indented layouts with LF or CRLF, cut at block sizes from 3 bytes up:
+    a guess that falls inside an element is always caught by the parse and cut again."""
+    rng = random.Random(1)
+    atoms = ['"', "\\", '\\"', "]", "[", "{", "}", ",", "\n", "é", " ", "a", '"]', "},{", '}, {"id": 1', "\t"]
+
+    def text() -> str:
+        return "".join(rng.choice(atoms) for _ in range(rng.randint(0, 8)))
+
+    def record(depth: int = 0) -> dict:
+        replies = [record(depth + 1) for _ in range(rng.randint(0, 3))] if depth < 2 and rng.random() < 0.5 else []
+        return {"id": text(), **({"replies": replies} if replies else {}), "x": text()}
+
+    rescans = 0
+    for _ in range(40):
+        records = [record() for _ in range(rng.randint(1, 30))]
+        indent = rng.choice([None, 1, 2, 4])
+        separators = rng.choice([(",", ":"), (", ", ": ")]) if indent is None else None
+        data = json.dumps(records, indent=indent, separators=separators, ensure_ascii=rng.random() < 0.5).encode()
+        if rng.random() < 0.3:
+            data = data.replace(b"\n", b"\r\n")
+        for size in (3, 40, 400):
+            elements, again = _array_elements(data, size)
+            assert elements == records, (indent, separators, size)
+            rescans += again
+    assert rescans > 5  # guesses did fall inside elements
+
+
 @pytest.mark.parametrize("name", ["code_alpaca/code_alpaca_2k.json", "sharegpt/dummy_conversation.json"])
 def test_real_json_array_exports_read_in_guessed_chunks_equal_a_whole_read(shared_data, monkeypatch, name):
     """The real exports (indented by `json.dump`), cut into ~40 chunks: after the first, every cut is found at

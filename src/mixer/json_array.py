@@ -105,7 +105,6 @@ class ArrayChunks:
         self._fh, self._chunk_bytes, self._guess = fh, chunk_bytes, guess
         self._pushed: bytes | None = first.lstrip(WHITESPACE)[1:] or None  # bytes to cut before reading more
         self._separator: tuple[bytes, int] | None = None  # (the bytes between two elements, the comma's offset)
-        self._unverified = b""  # the last guessed chunk's bytes and those read after them
         self._rescanning = False
 
     def rescan(self) -> None:
@@ -122,7 +121,7 @@ class ArrayChunks:
 
     def _scan_from(self, data: bytes) -> None:
         """Cut `data` (which starts between two elements) and all after it by the scan."""
-        self._guess, self._separator, self._pushed = False, None, data
+        self._guess, self._separator, self._pushed, self._rescanning = False, None, data, False
 
     def __iter__(self) -> Iterator[bytes]:
         scan, pending, block = _Scan(), b"", self._read()
@@ -155,7 +154,7 @@ class ArrayChunks:
                 if not tail.endswith(b"]"):
                     self._scan_from(pending)  # for the scan's error
                 elif tail[:-1].strip(WHITESPACE):
-                    self.guessed, self._unverified = True, pending
+                    self.guessed = True
                     yield _bracketed(memoryview(tail)[:-1])
                     if not self._rescanning:
                         return
@@ -182,7 +181,6 @@ class ArrayChunks:
             self.guessed = True
             yield _bracketed(pending, memoryview(block)[:cut])
             if self._rescanning:
-                self._rescanning = False
                 self._scan_from(pending + block)
                 scan, pending, block = _Scan(), b"", self._read()
                 continue
