@@ -381,6 +381,9 @@ def test_small_files_share_staged_parts(tmp_path, monkeypatch):
     assert staged.starts == [0, 25, 50]  # 12 files, 3 parts
     positions = pl.Series(range(60), dtype=pl.UInt32)
     assert staged.rows_at(positions).drop("id").equals(whole.drop("id"))
+    # the columns every row of the source shares are staged once, not per row, and put back when read
+    assert list(pl.read_ipc_schema(staged.parts[0])) == ["id", "messages", "__lang"]
+    assert staged.rows_at(positions.reverse()).drop("id").equals(whole.reverse().drop("id"))
 
 
 def _tricky_records(seed: int, n: int) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mixer.mix import order_keys, select_keys, with_repeat
+from mixer.mix import order_keys, select_keys
 from mixer.stage import Staged
 from mixer.threads import wait_for
 
@@ -103,8 +103,7 @@ def _fill_source(
     )
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
-        for rows in selection.staged.gather_parts(wanted):
-            rows = with_repeat(rows)
+        for rows in selection.staged.gather_parts(wanted):  # completed when the bucket is read (`_buckets`)
             spans = rows.group_by("__bucket", maintain_order=True).len()
             # one conversion per part; each bucket's rows are then a zero-copy slice of it
             table = rows.drop("__bucket").to_arrow()
@@ -124,14 +123,16 @@ def _fill_source(
     selection.staged.discard_parts()
 
 
-def _buckets(folder: Path, buckets: int) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
-    """Each bucket's rows as they were filed, in one chunk (views of the filed batches: ~4 ms), and the order
-    that sorts them (by key, then id and repeat: a total order, so the same rows always sort the same way)."""
+def _buckets(folder: Path, buckets: int, staged: list[Staged]) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+    """Each bucket's rows, completed (`Staged.complete`: file `tag` holds rows of `staged[tag]`), in one
+    chunk (views of the filed batches: ~4 ms), and the order that sorts them (by key, then id and repeat: a
+    total order, so the same rows always sort the same way)."""
     for index in range(buckets):
         target = folder / f"{index:06d}"
         if not target.is_dir():
             continue
-        rows = pl.concat([pl.read_ipc_stream(f) for f in sorted(target.iterdir())]).rechunk()
+        files = sorted(target.iterdir())
+        rows = pl.concat([staged[int(f.stem)].complete(pl.read_ipc_stream(f)) for f in files]).rechunk()
         shutil.rmtree(target)
         order = rows.select(pl.arg_sort_by("__sort", "id", "__repeat").cast(pl.Int64)).to_series()
         yield rows.select(c for c in rows.columns if not c.startswith("__")), order
@@ -171,7 +172,8 @@ def shards(
     how many rows each staged part put into buckets, for progress."""
     total = sum(s.rows.height for s in selections)
     # an empty mixture still gets one shard with the schema, read before filling deletes the staged parts
-    empty = selections[0].staged.read_part(0).clear() if selections and not total else None
+    first = selections[0].staged if selections and not total else None
+    empty = first.complete(first.read_part(0).clear()) if first is not None else None
     buckets, bucket = _bucket_of(total, shuffle)
     _fill_buckets(selections, folder, bucket, on_filled)
     for selection in selections:  # from here on only bucket files and shards are in play
@@ -179,7 +181,7 @@ def shards(
     count = max(1, -(-total // shard_rows))
     pending: list[tuple[pl.DataFrame, pl.Series]] = []
     held = index = 0
-    for rows, order in _buckets(folder, buckets):
+    for rows, order in _buckets(folder, buckets, [s.staged for s in selections]):
         pending.append((rows, order))
         held += order.len()
         while held >= shard_rows:

@@ -46,6 +46,43 @@ PAYLOAD = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected")}
 CHUNK_BYTES = 16 << 20  # text per chunk of a JSON-lines file: bounds the memory of parsing and converting
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What every row of a file-backed source has alike: its name (`dataset`) and where it came from (meta's
+    source, revision and license; of the other meta fields, only `lang` and `repeat` vary). Staging leaves these
+    out of the rows it writes (mixer.stage): a struct of ten fields cost more to gather, convert and write
+    again at every step than the conversation beside it."""
+
+    dataset: str
+    source: str
+    revision: str | None
+    license: str | None
+
+    def meta(self, lang: pl.Expr, repeat: pl.Expr) -> pl.Expr:
+        """The canonical `meta` of rows of this source with `lang` and `repeat`."""
+        return (
+            pl.struct(
+                source=pl.lit(self.source),
+                revision=pl.lit(self.revision, dtype=pl.String),
+                license=pl.lit(self.license),
+                lang=lang,
+                parent_id=pl.lit(None, dtype=pl.String),
+                root_id=pl.lit(None, dtype=pl.String),
+                operator=pl.lit(None, dtype=pl.String),
+                round=pl.lit(None, dtype=pl.Int32),
+                teacher=pl.lit(None, dtype=pl.String),
+                repeat=repeat,
+            )
+            .cast(META)
+            .alias("meta")
+        )
+
+
+def shared_columns(source: ResolvedSource) -> Shared:
+    entry = source.entry
+    return Shared(source.spec.name, entry.name if entry else "inline", source.revision, source.license)
+
+
 @dataclass
 class Pool:
     """A source's usable rows (canonical schema plus `__order`, the file order) and how many each step removed."""
@@ -55,6 +92,7 @@ class Pool:
     counts: dict[str, int] = field(default_factory=dict)
     rejects: pl.DataFrame | None = None
     ids: pl.DataFrame | None = None  # (id, kept) of every usable row, for `unique_ids`; None when ids are final
+    shared: Shared | None = None  # for rows read from files; evolved rows carry meta fields of their own
 
     @property
     def name(self) -> str:
@@ -170,26 +208,12 @@ def unique_ids(ids: pl.DataFrame) -> pl.Series:
     return ids.select(renamed.otherwise(pl.col("id")).alias("id"), "kept").filter("kept")["id"]
 
 
-def _canonical(rows: pl.DataFrame, source: ResolvedSource, payload: tuple[str, ...]) -> pl.DataFrame:
-    entry = source.entry
+def _canonical(rows: pl.DataFrame, shared: Shared, payload: tuple[str, ...]) -> pl.DataFrame:
     return rows.select(
         "id",
-        pl.lit(source.spec.name).alias("dataset"),
+        pl.lit(shared.dataset).alias("dataset"),
         *payload,
-        pl.struct(
-            source=pl.lit(entry.name if entry else "inline"),
-            revision=pl.lit(source.revision, dtype=pl.String),
-            license=pl.lit(source.license),
-            lang=pl.col("lang"),
-            parent_id=pl.lit(None, dtype=pl.String),
-            root_id=pl.lit(None, dtype=pl.String),
-            operator=pl.lit(None, dtype=pl.String),
-            round=pl.lit(None, dtype=pl.Int32),
-            teacher=pl.lit(None, dtype=pl.String),
-            repeat=pl.lit(0, dtype=pl.Int32),
-        )
-        .cast(META)
-        .alias("meta"),
+        shared.meta(pl.col("lang"), pl.lit(0, dtype=pl.Int32)),
         "__order",
     )
 
@@ -266,6 +290,7 @@ def load_chunks(
     name = source.spec.name
     prefixes = file_id_prefixes([f.path for f in source.files])
     payload = PAYLOAD[adapter.kind]
+    shared = shared_columns(source)
     filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind == "sft" else []
     order = 0
     failures: list[pl.DataFrame] = []
@@ -343,13 +368,13 @@ def load_chunks(
             pl.int_range(order, order + pl.len()).alias("__order"),
         )
         order += rows.height
-        rows = _canonical(rows, source, payload).with_row_index("__i")
+        rows = _canonical(rows, shared, payload).with_row_index("__i")
         usable = rows["id"]
         rows = apply_filters(rows, filters, counts)
         ids = pl.DataFrame({"id": usable, "kept": marked(usable.len(), rows["__i"])})
         rows = rows.drop("__i")
         quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
-        yield Pool(source, rows, counts, quarantined, ids)
+        yield Pool(source, rows, counts, quarantined, ids, shared)
         last_rows = rows
     if failures:
         raise _malformed_error(source, pl.concat(failures))
@@ -359,7 +384,7 @@ def load_chunks(
         malformed = pl.concat(held_rejects)
         quarantined = malformed if source.on_error == "quarantine" and malformed.height else None
         no_ids = pl.DataFrame(schema={"id": pl.String, "kept": pl.Boolean})
-        yield Pool(source, last_rows.clear(), held_counts, quarantined, no_ids)
+        yield Pool(source, last_rows.clear(), held_counts, quarantined, no_ids, shared)
 
 
 def merge_chunks(chunks: list[Pool]) -> Pool:
@@ -370,7 +395,7 @@ def merge_chunks(chunks: list[Pool]) -> Pool:
         add_counts(counts, chunk.counts)
     rejects = [c.rejects for c in chunks if c.rejects is not None]
     rows = pl.concat([c.rows for c in chunks]).with_columns(unique_ids(pl.concat([c.ids for c in chunks])))
-    return Pool(chunks[0].source, rows, counts, pl.concat(rejects) if rejects else None)
+    return Pool(chunks[0].source, rows, counts, pl.concat(rejects) if rejects else None, shared=chunks[0].shared)
 
 
 def load_pool(source: ResolvedSource, mixture_patterns: tuple[str, ...] = ()) -> Pool:
