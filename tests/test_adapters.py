@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 
 import polars as pl
@@ -94,6 +95,30 @@ def test_sharegpt_reasons_and_trimming():
     }
     trimmed = frame.filter(pl.col("native_id") == "sg_006")["messages"][0]
     assert [m["role"] for m in trimmed][-1] == "assistant"  # the unanswered "thanks" was cut
+
+
+def test_conversation_rules_give_every_role_sequence_the_reason_of_the_first_rule_it_breaks(tmp_path):
+    """Every sequence of up to six system/user/assistant turns, against the rules written out in Python: an
+    optional leading system turn, then user and assistant alternating from user, ending with assistant."""
+
+    def expected(roles: tuple[str, ...]) -> str | None:
+        body = roles[1:] if roles[:1] == ("system",) else roles
+        if not roles:
+            return "empty conversation"
+        if len(body) < 2:
+            return "needs a user turn and an assistant turn"
+        if any(role != ("user", "assistant")[i % 2] for i, role in enumerate(body)):
+            return "turns do not alternate user/assistant"
+        return None if body[-1] == "assistant" else "last turn is not from the assistant"
+
+    sequences = [s for n in range(7) for s in itertools.product(("system", "user", "assistant"), repeat=n)]
+    path = tmp_path / "m.jsonl"
+    path.write_text(
+        "".join(json.dumps({"messages": [{"role": r, "content": "x"} for r in s]}) + "\n" for s in sequences)
+    )
+    reasons = convert(path, "messages", options={"trim_trailing_user": False})["__reason"].to_list()
+    assert len(sequences) == 1093
+    assert reasons == [expected(s) for s in sequences]
 
 
 def test_an_unknown_role_is_named(tmp_path):

