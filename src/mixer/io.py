@@ -160,9 +160,9 @@ def _jsonl_slow(
         frame = frame.with_columns(pl.Series("__row", indexes, dtype=pl.UInt32)).select("__row", pl.exclude("__row"))
     except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):  # a field of no one type
         frame = None
-    if shape is not None and (frame is None or shape.suspect(frame)):
-        return _by_shape(path, shape, records, indexes, bad), spanned
-    return RawTable(path, frame if frame is not None else _records_frame(records, indexes), bad), spanned
+    if _as_parsed(frame, shape):
+        return RawTable(path, frame, bad), spanned
+    return _from_records(path, shape, records, indexes, bad), spanned
 
 
 def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int = 0) -> tuple[RawTable, int]:
@@ -210,13 +210,25 @@ def _field_as_text(name: str, values: list) -> pl.DataFrame:
         return pl.DataFrame({name: pl.Series([value_text(value) for value in values], dtype=pl.String)})
 
 
-def _by_shape(
-    path: Path, shape: TurnShape, records: list[dict], indexes: list[int], unparsable: list[tuple[int, str, str]]
+def _from_records(
+    path: Path,
+    shape: TurnShape | None,
+    records: list[dict],
+    indexes: list[int],
+    unparsable: list[tuple[int, str, str]],
 ) -> RawTable:
-    """A chunk read again record by record because polars' typing of it may hide conversations of another
-    shape (`TurnShape.suspect`)."""
+    """A chunk from the records Python's json parsed; with `shape`, those of another shape set aside
+    (`TurnShape.sort`), since polars' typing of the chunk may have hidden them (`TurnShape.suspect`)."""
+    if shape is None:
+        return RawTable(path, _records_frame(records, indexes), unparsable)
     good, kept, misshapen = shape.sort(records, indexes)
     return RawTable(path, _records_frame(good, kept), unparsable, misshapen=misshapen)
+
+
+def _as_parsed(frame: pl.DataFrame | None, shape: TurnShape | None) -> bool:
+    """Whether polars parsed a chunk (`frame` is not None) into a frame that can be taken as it is: no
+    conversation in it may have been mistyped (mixer.shapes)."""
+    return frame is not None and (shape is None or not shape.suspect(frame))
 
 
 def _columns_by_shape(table: RawTable, shape: TurnShape) -> RawTable:
@@ -258,12 +270,12 @@ def _json_lines(
         frame = pl.read_ndjson(data, infer_schema_length=None)
     except Exception:
         frame = None
-    if frame is not None and (shape is None or not shape.suspect(frame)):
+    if _as_parsed(frame, shape):
         return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
     if frame is None:  # a broken line, or a field of no one type: polars names neither
         return _jsonl_slow(path, data, first_row, first_line, shape)
     records, indexes, unparsable, spanned = _json_records(data, first_row, first_line)
-    return _by_shape(path, shape, records, indexes, unparsable), spanned
+    return _from_records(path, shape, records, indexes, unparsable), spanned
 
 
 def _fields(schema: pl.Schema) -> Iterator[tuple[str, pl.DataType]]:
@@ -371,7 +383,7 @@ def _chunk_table(
     (`_parse_like`) and its conversations do not look mistyped, else by `fresh`; with the records it spans
     and the schema the next chunk may borrow (none after a chunk with broken or misshapen records)."""
     frame = _parse_like(text, schema, columns, keys, array=array) if schema is not None else None
-    if frame is not None and (shape is None or not shape.suspect(frame)):
+    if _as_parsed(frame, shape):
         return (
             RawTable(path, frame.with_row_index("__row", offset=first_row), [], text, array=array),
             frame.height,
@@ -625,7 +637,7 @@ def _array_table(path: Path, text: bytes, first_row: int, shape: TurnShape | Non
         frame = pl.read_json(text, infer_schema_length=None)
     except pl.exceptions.PolarsError:
         frame = None
-    if frame is not None and (shape is None or not shape.suspect(frame)):
+    if _as_parsed(frame, shape):
         return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
     try:
         records = json.loads(text)
@@ -634,9 +646,7 @@ def _array_table(path: Path, text: bytes, first_row: int, shape: TurnShape | Non
     if not all(isinstance(record, dict) for record in records):
         raise pl.exceptions.ComputeError("an element is not a JSON object")
     indexes = list(range(first_row, first_row + len(records)))
-    if shape is None:
-        return RawTable(path, _records_frame(records, indexes), []), len(records)
-    return _by_shape(path, shape, records, indexes, []), len(records)
+    return _from_records(path, shape, records, indexes, []), len(records)
 
 
 def _bad_array(path: Path, reason: str) -> MixerError:

@@ -106,9 +106,9 @@ class Staged:
     def complete(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Rows as read from the parts (with any `__` columns added since, such as `__repeat`) made canonical
         rows again: the shared columns put back, and each row's `__repeat` (0 without one) in its meta."""
-        repeat = pl.col("__repeat") if "__repeat" in rows.columns else pl.lit(0, dtype=pl.Int32)
         if self.shared is None:
             return with_repeat(rows) if "__repeat" in rows.columns else rows
+        repeat = pl.col("__repeat") if "__repeat" in rows.columns else pl.lit(0, dtype=pl.Int32)
         payload = [c for c in PAYLOAD_COLUMNS if c in rows.columns]
         extra = [c for c in rows.columns if c.startswith("__") and c != "__lang"]
         return rows.select(
