@@ -201,26 +201,28 @@ def render_html(comparisons: list[Comparison]) -> str:
                 for r in comp.composition.sources
             ],
         )
-        metrics = html_table(
-            f"metrics-{i}",
-            ["task", "metric", "A", "B", "Δ", "±2se", "verdict"],
-            [
+        metrics = (
+            f"<p>{html.escape(NO_RESULTS)}</p>"
+            if _no_results(comp)
+            else html_table(
+                f"metrics-{i}",
+                ["task", "metric", "A", "B", "Δ", "±2se", "verdict"],
                 [
-                    r.task,
-                    r.metric,
-                    _num(r.a),
-                    _num(r.b),
-                    f"{r.delta:+.4g}",
-                    _num(2 * r.se_delta) if r.se_delta else "—",
-                    verdict(r),
-                ]
-                for r in comp.metrics.rows
-            ],
+                    [
+                        r.task,
+                        r.metric,
+                        _num(r.a),
+                        _num(r.b),
+                        f"{r.delta:+.4g}",
+                        _num(2 * r.se_delta) if r.se_delta else "—",
+                        verdict(r),
+                    ]
+                    for r in comp.metrics.rows
+                ],
+            )
         )
         chart = delta_chart_svg(comp) if comp.metrics.rows else "<p>No metric in common.</p>"
         settings = "".join(f"<li>{html.escape(s)}</li>" for s in comp.composition.settings)
-        if _no_results(comp):
-            metrics = f"<p>{html.escape(NO_RESULTS)}</p>"
         warnings = "".join(f"<li>{html.escape(line)}</li>" for line in _only_lines(comp))
         warnings += "".join(f'<li class="warn">{html.escape(w)}</li>' for w in comp.metrics.warnings)
         mean = comp.metrics.mean_delta
