@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from mixer.adapters.base import Context
@@ -51,12 +52,10 @@ class Batch:
     def joined(self) -> pl.DataFrame:
         if len(self.members) == 1:
             return self.members[0].table.frame
-        return pl.concat(
-            [
-                m.table.frame.with_columns((pl.lit(i, dtype=pl.UInt64) * (1 << 32) + pl.col("__row")).alias("__row"))
-                for i, m in enumerate(self.members)
-            ]
-        )
+        # the member's index added once over the joined frame, not per member (each call costs ~0.1 ms)
+        member = np.repeat(np.arange(len(self.members), dtype=np.uint64), [m.table.frame.height for m in self.members])
+        joined = pl.concat([m.table.frame for m in self.members])
+        return joined.with_columns((pl.Series(member << np.uint64(32)) + pl.col("__row")).alias("__row"))
 
     def split(self, rows: pl.DataFrame) -> Iterator[tuple[Member, pl.DataFrame]]:
         """Each member with its part of `rows` (which carry `__row`), `__row` as in its own file."""
