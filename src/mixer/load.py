@@ -19,10 +19,10 @@ from mixer.adapters.base import Adapter, Context, content_chars, content_text
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
-from mixer.io import file_kind, first_record, read_chunks, read_table
+from mixer.io import file_kind, first_record, read_chunks, read_jsonl_like, read_table, record_schema
 from mixer.mix import marked
 from mixer.recipe import Filters
-from mixer.resolve import ResolvedSource
+from mixer.resolve import InputFile, ResolvedSource
 from mixer.shapes import Misshapen, TurnShape
 from mixer.threads import one_ahead
 
@@ -299,33 +299,79 @@ def load_chunks(
     held_rejects: list[pl.DataFrame] = []
     last_rows: pl.DataFrame | None = None
 
-    def tables() -> Iterator[Member]:
-        for input_file in source.files:
+    def context(path: Path) -> Context:
+        return Context(
+            fields={**adapter.fields, **source.fields}, options={**adapter.options, **source.options}, file=str(path)
+        )
+
+    def read_file(input_file: InputFile) -> Iterator[Member]:
+        path = input_file.path
+        ctx = context(path)
+        header = not adapter.headerless
+        columns, keys = _read_fields(ctx)
+        objects = _nested_records(path, adapter.nested)
+        read = (
+            read_chunks(
+                path,
+                chunk_bytes or CHUNK_BYTES,
+                header=header,
+                columns=columns,
+                keys=keys,
+                on_read=on_read,
+                objects=objects,
+                shape=_turn_shape(adapter, ctx),
+            )
+            if adapter.row_local or objects
+            else [read_table(path, header=header, on_read=on_read)]
+        )
+        for table in read:
+            yield Member(path, prefixes[path], table, input_file.bytes, ctx)
+
+    def small_run(start: int) -> list[InputFile]:
+        """The plain JSON-lines files from `start` on that fit in one batch together (none read as objects;
+        none when files are not batched, `batch_bytes` 0)."""
+        run: list[InputFile] = []
+        size = 0
+        for input_file in source.files[start:]:
             path = input_file.path
-            ctx = Context(
-                fields={**adapter.fields, **source.fields},
-                options={**adapter.options, **source.options},
-                file=str(path),
-            )
-            header = not adapter.headerless
-            columns, keys = _read_fields(ctx)
-            objects = _nested_records(path, adapter.nested)
-            read = (
-                read_chunks(
-                    path,
-                    chunk_bytes or CHUNK_BYTES,
-                    header=header,
-                    columns=columns,
-                    keys=keys,
-                    on_read=on_read,
-                    objects=objects,
-                    shape=_turn_shape(adapter, ctx),
-                )
-                if adapter.row_local or objects
-                else [read_table(path, header=header, on_read=on_read)]
-            )
-            for table in read:
-                yield Member(path, prefixes[path], table, input_file.bytes, ctx)
+            size += input_file.bytes
+            if size >= batch_bytes or file_kind(path) != "jsonl" or path.name.lower().endswith(".gz"):
+                break
+            if _nested_records(path, adapter.nested):
+                break
+            run.append(input_file)
+        return run
+
+    def tables() -> Iterator[Member]:
+        """Every file's tables; a run of small JSON-lines files after its first is parsed as one text with that
+        file's schema (`read_jsonl_like`), or, when that could lose something, file by file."""
+        at = 0
+        while at < len(source.files):
+            run = small_run(at)
+            if len(run) < 2:
+                yield from read_file(source.files[at])
+                at += 1
+                continue
+            first = list(read_file(run[0]))
+            yield from first
+            rest = run[1:]
+            together = None
+            if len(first) == 1 and first[0].small(batch_bytes):  # parsed whole, nothing set aside
+                ctx = first[0].ctx
+                columns, keys = _read_fields(ctx)
+                schema = record_schema(first[0].table.frame)
+                paths = [f.path for f in rest]
+                together = read_jsonl_like(paths, schema, columns=columns, keys=keys, shape=_turn_shape(adapter, ctx))
+            if together is None:
+                for input_file in rest:
+                    yield from read_file(input_file)
+            else:
+                for input_file, table in zip(rest, together, strict=True):
+                    if on_read is not None:
+                        on_read(input_file.bytes)
+                    path = input_file.path
+                    yield Member(path, prefixes[path], table, input_file.bytes, context(path))
+            at += len(run)
 
     # half a chunk: a large file converts chunk by chunk, small files join up to that size
     batch_bytes = (chunk_bytes or CHUNK_BYTES) // 2 if adapter.row_local else 0
