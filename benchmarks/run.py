@@ -214,6 +214,8 @@ def main() -> None:
         "mixer_near": [python, "-m", "mixer", "build", str(write_recipe(work, counts, near=True)), "--force"],
         "mixer_one_source": [python, "-m", "mixer", "build", str(one_source_recipe(work, counts)), "--force"],
         "mixer_many_files": [python, "-m", "mixer", "build", str(many_files_recipe(work, data)), "--force"],
+        # after mixer_many_files: resolving, hashing (remembered) and checking 1,000 files with nothing to build
+        "mixer_many_noop": [python, "-m", "mixer", "build", str(many_files_recipe(work, data))],
         "mixer_oasst": [python, "-m", "mixer", "build", str(oasst_recipe(work)), "--force"],
     }
     if all(p.is_file() for p in DECONTAM.values()):

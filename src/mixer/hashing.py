@@ -115,11 +115,14 @@ class FileHashes:
             self.known = {}
         self.changed = False
         self.read_ahead: dict[str, dict[str, Any]] = {}  # hashed by `hash_ahead` this run, whether racy or not
+        self.resolved: dict[Path, str] = {}  # resolving a path costs a stat per directory: once per run
 
-    @staticmethod
-    def _signature(path: Path) -> tuple[str, dict[str, int]]:
+    def _signature(self, path: Path) -> tuple[str, dict[str, int]]:
         stat = path.stat()
-        return str(path.resolve()), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+        key = self.resolved.get(path)
+        if key is None:
+            key = self.resolved[path] = str(path.resolve())
+        return key, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
 
     def hash_ahead(self, paths: list[Path]) -> None:
         """Hash, two at a time, the files not remembered: a first build of new inputs reads each one whole
