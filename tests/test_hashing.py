@@ -2,6 +2,7 @@
 
 import numpy as np
 import polars as pl
+import pytest
 
 from mixer.hashing import _fnv_scalar, _splitmix, stable_hash
 
@@ -99,3 +100,39 @@ def test_files_hashed_ahead_are_read_once_and_only_when_not_remembered(tmp_path,
     reads.clear()
     FileHashes(store).hash_ahead([c, a])  # one file to read: no threads, left to sha256
     assert reads == []
+
+
+def test_resolving_a_recipe_finds_each_sources_files_and_resolves_each_path_once(tmp_path, monkeypatch):
+    """A source of 1,000 files paid for finding them twice (to hash them ahead, then to resolve the source) and
+    for resolving each path twice: ~0.06 s of a 0.44 s no-op rebuild."""
+    from pathlib import Path
+
+    import mixer.resolve
+    from mixer.errors import MixerError
+    from mixer.resolve import resolve_recipe
+    from mixer.validate import load_recipe
+
+    from conftest import write_recipe
+
+    for folder, count in (("a", 3), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            (tmp_path / folder / f"{i}.jsonl").write_text('{"instruction": "q", "output": "a"}\n')
+    text = "name: r\nsources:\n"
+    text += "  a: {path: 'a/*.jsonl', format: alpaca, take: all}\n  b: {path: 'b/*.jsonl', format: alpaca, take: all}\n"
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    globs: list[str] = []
+    expand = mixer.resolve.expand_paths
+    monkeypatch.setattr(mixer.resolve, "expand_paths", lambda raw, base: globs.append(raw) or expand(raw, base))
+    resolved_paths: list[Path] = []
+    resolve = Path.resolve
+    monkeypatch.setattr(Path, "resolve", lambda self, *a: resolved_paths.append(self) or resolve(self, *a))
+    a, b = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    assert [len(a.files), len(b.files)] == [3, 2]
+    assert globs == ["a/*.jsonl", "b/*.jsonl"]
+    assert len([p for p in resolved_paths if p.suffix == ".jsonl"]) == 5
+
+    for path in (tmp_path / "b").iterdir():  # a source without files is still reported, after the ones before
+        path.unlink()
+    with pytest.raises(MixerError, match=r"^sources\.b: no file matches \['b/\*\.jsonl'\]"):
+        resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
