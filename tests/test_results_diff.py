@@ -249,6 +249,8 @@ def test_diff_of_mixes_without_results_says_so_instead_of_an_empty_table(tmp_pat
     markdown = run_mixer("diff", str(out_a), str(out_b), "--format", "markdown").stdout
     assert "### Metrics\n\nmetrics: neither side has benchmark results" in markdown
     assert "| task | metric |" not in markdown
+    page = run_mixer("diff", str(out_a), str(out_b), "--format", "html").stdout
+    assert "<h3>Metrics</h3><p>metrics: neither side has benchmark results" in page and 'id="metrics-0"' not in page
 
     (tmp_path / "scores.json").write_text(
         json.dumps({"results": {"arc_easy": {"acc,none": 0.5, "acc_stderr,none": 0.01}}, "versions": {}})
@@ -257,6 +259,11 @@ def test_diff_of_mixes_without_results_says_so_instead_of_an_empty_table(tmp_pat
     terminal = run_mixer("diff", str(out_a), str(out_b)).stdout
     assert "only in B: arc_easy acc" in terminal
     assert "metrics (Δ" not in terminal and "neither side" not in terminal
+    markdown = run_mixer("diff", str(out_a), str(out_b), "--format", "markdown").stdout
+    assert "only in B: arc_easy acc" in markdown and "| task | metric |" not in markdown
+    page = run_mixer("diff", str(out_a), str(out_b), "--format", "html").stdout
+    assert "<li>only in B: arc_easy acc</li>" in page  # the one metric B has, and no table of none in common
+    assert 'id="metrics-0"' not in page and "neither side" not in page
 
 
 def test_diff_two_built_mixes(tmp_path, shared_data):

@@ -201,10 +201,12 @@ def render_html(comparisons: list[Comparison]) -> str:
                 for r in comp.composition.sources
             ],
         )
-        metrics = (
-            f"<p>{html.escape(NO_RESULTS)}</p>"
-            if _no_results(comp)
-            else html_table(
+        if _no_results(comp):
+            metrics = f"<p>{html.escape(NO_RESULTS)}</p>"
+        elif not comp.metrics.rows:  # results on one side only: the list below says which, as in the other formats
+            metrics = ""
+        else:
+            metrics = html_table(
                 f"metrics-{i}",
                 ["task", "metric", "A", "B", "Δ", "±2se", "verdict"],
                 [
@@ -220,7 +222,6 @@ def render_html(comparisons: list[Comparison]) -> str:
                     for r in comp.metrics.rows
                 ],
             )
-        )
         chart = delta_chart_svg(comp) if comp.metrics.rows else "<p>No metric in common.</p>"
         settings = "".join(f"<li>{html.escape(s)}</li>" for s in comp.composition.settings)
         warnings = "".join(f"<li>{html.escape(line)}</li>" for line in _only_lines(comp))
