@@ -207,6 +207,44 @@ def test_small_json_lines_files_parsed_together_equal_each_file_read_alone(tmp_p
     assert json.loads(reject["record"])["note"] == "only here"
 
 
+def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_alone(tmp_path, monkeypatch):
+    """Conversations take pyarrow's reader when a schema is borrowed (`io._arrow_json`); it skips the same
+    blank and whitespace lines polars does, so a run of small ShareGPT files is cut back by file the same way."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for f in range(8):
+        records = [
+            {
+                "id": f"c{f}-{i}",
+                "conversations": [{"from": "human", "value": f"q{f}.{i}"}, {"from": "gpt", "value": "a"}],
+            }
+            for i in range(3 + f % 2)
+        ]
+        if f == 5:
+            records[1]["conversations"][1]["value"] = ""  # malformed: an empty reply
+        lines = [json.dumps(r) for r in records]
+        lines.insert(1, "  " if f % 2 else "")
+        newline = "\r\n" if f == 3 else "\n"
+        (folder / f"part-{f}.jsonl").write_text(newline.join(lines) + newline, newline="")
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            "name: p\nsources:\n  s: {path: 'parts/*.jsonl', format: sharegpt, take: all, on_error: quarantine}\n",
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    arrow = []
+    parse = mixer.io._arrow_json
+    monkeypatch.setattr(mixer.io, "_arrow_json", lambda *a: arrow.append(parse(*a)) or arrow[-1])
+    together = merge_chunks(list(load_chunks(source)))
+    assert len(arrow) == 1 and arrow[0] is not None and arrow[0].height == 25  # files 1-7, parsed as one
+    monkeypatch.setattr(mixer.load, "read_jsonl_like", lambda *a, **k: None)
+    alone = merge_chunks(list(load_chunks(source)))
+    assert together.rows.equals(alone.rows) and together.counts == alone.counts == {"read": 28, "malformed": 1}
+    assert together.rejects.select("file", "row").rows() == [(str(folder / "part-5.jsonl"), 2)]
+    assert together.rows["id"].to_list()[:4] == ["s/c0-0", "s/c0-1", "s/c0-2", "s/c1-0"]
+
+
 def _alpaca_source(tmp_path: Path, records: list[dict], on_error: str = "error"):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     recipe = load_recipe(
