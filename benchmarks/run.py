@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import gzip
 import json
 import os
 import platform
@@ -136,6 +137,25 @@ def many_files_recipe(work: Path, data: Path, files: int = 1000, rows_each: int 
     return path
 
 
+def many_gzip_files_recipe(work: Path, data: Path) -> Path:
+    """The same 1,000 files gzipped (as task-per-file exports such as FLAN's ship them; written once)."""
+    plain = many_files_recipe(work, data).parent / "many"
+    folder = work / "many-gz"
+    if not (folder / ".written").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for part in sorted(plain.glob("part-*.jsonl")):
+            (folder / f"{part.name}.gz").write_bytes(gzip.compress(part.read_bytes(), mtime=0))
+        (folder / ".written").touch()
+    path = work / "bench-many-gz.yaml"
+    path.write_text(
+        "name: bench-many-gz\nseed: 42\nsources:\n"
+        "  alpaca: {path: 'many-gz/part-*.jsonl.gz', format: alpaca, take: all}\n"
+        "mixture:\n  shuffle: true\noutput: {dir: out_bench-many-gz}\n"
+    )
+    return path
+
+
 def byte_compile(src: Path) -> None:
     """Compile mixer's modules to bytecode before timing it, as `pip install` does for an installed package.
     An editable install is compiled on first import, unless PYTHONDONTWRITEBYTECODE is set (as on these
@@ -216,6 +236,7 @@ def main() -> None:
         "mixer_many_files": [python, "-m", "mixer", "build", str(many_files_recipe(work, data)), "--force"],
         # after mixer_many_files: resolving, hashing (remembered) and checking 1,000 files with nothing to build
         "mixer_many_noop": [python, "-m", "mixer", "build", str(many_files_recipe(work, data))],
+        "mixer_many_gzip": [python, "-m", "mixer", "build", str(many_gzip_files_recipe(work, data)), "--force"],
         "mixer_oasst": [python, "-m", "mixer", "build", str(oasst_recipe(work)), "--force"],
     }
     if all(p.is_file() for p in DECONTAM.values()):

@@ -138,7 +138,7 @@ def test_small_files_converted_together_equal_each_file_converted_alone(tmp_path
 
 def _small_files(folder: Path, spoil: str) -> None:
     """Twelve small Alpaca files in every layout a run of them may have: CRLF, a byte-order mark, no final line
-    end, blank and whitespace-only lines, a malformed record with a field no other record has. `spoil` adds
+    end, blank and whitespace-only lines, gzip, a malformed record with a field no other record has. `spoil` adds
     one thing to file 5 that joining cannot take: a `system` field, a text id, an unparsable line."""
     folder.mkdir()
     for f in range(12):
@@ -160,7 +160,11 @@ def _small_files(folder: Path, spoil: str) -> None:
             lines.insert(1, " \t\r")
         text = "\r\n".join(lines) if f == 4 else "\n".join(lines)
         end = "" if f in (6, 11) else "\r\n" if f == 4 else "\n"
-        (folder / f"part-{f:02d}.jsonl").write_bytes((b"\xef\xbb\xbf" if f == 7 else b"") + (text + end).encode())
+        data = (b"\xef\xbb\xbf" if f == 7 else b"") + (text + end).encode()
+        if f in (2, 6, 7):  # gzip files join the run too, their text measured by the gzip trailer
+            (folder / f"part-{f:02d}.jsonl.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / f"part-{f:02d}.jsonl").write_bytes(data)
 
 
 @pytest.mark.parametrize("spoil", ["nothing", "system", "text id", "unparsable"])
@@ -173,7 +177,7 @@ def test_small_json_lines_files_parsed_together_equal_each_file_read_alone(tmp_p
     recipe = load_recipe(
         write_recipe(
             tmp_path,
-            "name: p\nsources:\n  s: {path: 'parts/*.jsonl', format: alpaca, take: all, on_error: quarantine}\n",
+            "name: p\nsources:\n  s: {path: 'parts/part-*', format: alpaca, take: all, on_error: quarantine}\n",
         )
     )
     [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")

@@ -517,8 +517,8 @@ def read_jsonl_like(
     whitespace (the lines polars skips); when the counts do not add up to the table, or a file has none, the
     files are read alone."""
     try:
-        texts = [without_bom(path, path.read_bytes()) for path in paths]
-    except OSError:
+        texts = [_read_bytes(path) for path in paths]  # decompressed when gzip, without a byte-order mark
+    except (OSError, EOFError, zlib.error):
         return None  # reading each file alone names the one that failed
     counts = [_records_in(text) for text in texts]
     if not all(counts):
@@ -582,7 +582,7 @@ def _named(frame: pl.DataFrame, header: bool) -> pl.DataFrame:
     return frame
 
 
-def _text_size(path: Path) -> int:
+def text_size(path: Path) -> int:
     """About how many bytes of text a file holds: a gzip file's trailer records its size (modulo 4 GiB, so
     never taken below the compressed size)."""
     size = path.stat().st_size
@@ -599,8 +599,8 @@ def _delimited_chunks(
     """A CSV or TSV file (plain or gzip) in tables of about `chunk_bytes` of text, from polars' streaming
     reader (a quoted field may span lines, so the file cannot be cut at line ends by hand). A file of at most
     one chunk is read whole."""
-    size, text_size = path.stat().st_size, _text_size(path)
-    if text_size <= chunk_bytes:
+    size, text = path.stat().st_size, text_size(path)
+    if text <= chunk_bytes:
         yield read_table(path, header=header, on_read=on_read)
         return
     offset = heard = 0
@@ -613,7 +613,7 @@ def _delimited_chunks(
         )
         for frame in batches:
             if on_read is not None:  # estimated from the sample's line length, in file bytes, never past the end
-                now = min(size, int((offset + frame.height) * bytes_per_line * size / text_size))
+                now = min(size, int((offset + frame.height) * bytes_per_line * size / text))
                 on_read(max(0, now - heard))
                 heard = max(heard, now)
             yield RawTable(path, _named(frame, header).with_row_index("__row", offset=offset), [])

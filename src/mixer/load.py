@@ -19,7 +19,7 @@ from mixer.adapters.base import Adapter, Context, content_chars, content_text
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
-from mixer.io import file_kind, first_record, read_chunks, read_jsonl_like, read_table, record_schema
+from mixer.io import file_kind, first_record, read_chunks, read_jsonl_like, read_table, record_schema, text_size
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import InputFile, ResolvedSource
@@ -328,14 +328,16 @@ def load_chunks(
             yield Member(path, prefixes[path], table, input_file.bytes, ctx)
 
     def small_run(start: int) -> list[InputFile]:
-        """The plain JSON-lines files from `start` on that fit in one batch together (none read as objects;
-        none when files are not batched, `batch_bytes` 0)."""
+        """The JSON-lines files (plain or gzip) from `start` on whose text fits in one batch together (none read
+        as objects; none when files are not batched, `batch_bytes` 0)."""
         run: list[InputFile] = []
         size = 0
         for input_file in source.files[start:]:
             path = input_file.path
-            size += input_file.bytes
-            if size >= batch_bytes or file_kind(path) != "jsonl" or path.name.lower().endswith(".gz"):
+            if file_kind(path) != "jsonl":
+                break
+            size += text_size(path)
+            if size >= batch_bytes:
                 break
             if _nested_records(path, adapter.nested):
                 break
