@@ -1029,6 +1029,42 @@ def test_a_trees_file_whose_first_line_is_broken_is_still_read_in_chunks(tmp_pat
     assert pool.counts == {"read": 4, "malformed": 1}
 
 
+def test_records_read_by_orjson_equal_pythons_json_and_what_it_refuses_goes_to_json(monkeypatch):
+    """Lines parsed one by one (OpenAssistant's trees, lines polars refuses) go to orjson first. Whatever it
+    reads must equal Python's json, to the bits of every float; what it refuses (NaN, lone surrogates, integers
+    past 64 bits, broken lines, other top-level values) must get json's result or error as before."""
+    lines = [
+        '{"a": 1, "a": 2, "b": [1.5, -0.0, 0.1, 5e-324, 1e308, 18446744073709551615, -9223372036854775808]}',
+        '{"t": "caf\\u00e9 \\ud83d\\ude00 \\n\\t \\"q\\" \u2028", "n": null, "e": {}, "l": [[], [{}]]}\r',
+        '{"nan": NaN, "inf": -Infinity}',
+        '{"lone": "\\ud800"}',
+        '{"big": 18446744073709551616, "neg": -9223372036854775809, "huge": 1e400}',
+        '{"cut": ',
+        "[1, 2]",
+        '"text"',
+        "\ufeff" + '{"bom": 1}',
+        '{"replies": ' + "[" * 3000 + "]" * 3000 + "}",
+    ]
+    data = "\n".join(lines).encode("utf-8") + b"\n" + b'{"bad": "\xff"}\n'
+    fast = []
+    parse = mixer.io._fast_record
+    monkeypatch.setattr(mixer.io, "_fast_record", lambda raw: fast.append(parse(raw)) or fast[-1])
+    records, indexes, bad, spanned = mixer.io._json_records(data)
+    monkeypatch.setattr(mixer.io, "_fast_record", lambda raw: None)
+    reference = mixer.io._json_records(data)
+    assert repr(records) == repr(reference[0]) and (indexes, bad, spanned) == reference[1:]
+    assert [record is not None for record in fast] == [True, True] + [False] * 9  # orjson took the two it reads
+    assert indexes == [0, 1, 2, 3, 4] and spanned == 11
+    assert [reason.split(":")[0] for _, reason, _ in bad] == [
+        "invalid JSON",
+        "expected a JSON object, got list",
+        "expected a JSON object, got str",
+        "invalid JSON",
+        "nested more deeply than Python's json reads (about 1,000 levels)",
+        "not UTF-8",
+    ]
+
+
 def test_a_record_nested_deeper_than_json_reads_is_a_malformed_line(tmp_path):
     deep = '{"prompt": ' + '{"replies": [' * 3000 + "]}" * 3000 + "}"
     good = {
