@@ -127,6 +127,23 @@ def _fast_record(raw: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def _python_record(raw: bytes) -> tuple[dict | None, tuple[str, str] | None]:
+    """A line read by Python's json: (the record, None), or (None, (why it is not one, the line to quote))."""
+    try:
+        line = raw.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as exc:  # replacing the bytes would change the text without a word
+        return None, (_not_utf8(raw, exc.start), raw.decode("utf-8", errors="replace")[:2000])
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, (f"invalid JSON: {exc.msg} at column {exc.colno}", line[:2000])
+    except RecursionError:
+        return None, ("nested more deeply than Python's json reads (about 1,000 levels)", line[:2000])
+    if not isinstance(record, dict):
+        return None, (f"expected a JSON object, got {type(record).__name__}", line[:2000])
+    return record, None
+
+
 def _json_records(
     data: bytes, first_row: int = 0, first_line: int = 0
 ) -> tuple[list[dict], list[int], list[tuple[int, str, str]], int]:
@@ -142,22 +159,9 @@ def _json_records(
         index += 1
         record = _fast_record(raw)
         if record is None:  # Python's json reads what orjson refuses, or says what is wrong with the line
-            try:
-                line = raw.decode("utf-8").removesuffix("\r")
-            except UnicodeDecodeError as exc:  # replacing the bytes would change the text without a word
-                text = raw.decode("utf-8", errors="replace")[:2000]
-                bad.append((lineno, _not_utf8(raw, exc.start), text))
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append((lineno, f"invalid JSON: {exc.msg} at column {exc.colno}", line[:2000]))
-                continue
-            except RecursionError:
-                bad.append((lineno, "nested more deeply than Python's json reads (about 1,000 levels)", line[:2000]))
-                continue
-            if not isinstance(record, dict):
-                bad.append((lineno, f"expected a JSON object, got {type(record).__name__}", line[:2000]))
+            record, problem = _python_record(raw)
+            if problem is not None:
+                bad.append((lineno, *problem))
                 continue
         records.append(record)
         indexes.append(first_row + index - 1)
