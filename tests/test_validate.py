@@ -169,6 +169,37 @@ def test_all_errors_reported_at_once(tmp_path):
     assert [d[0] for d in found] == [3, 4, 5, 6]
 
 
+def test_a_path_that_names_no_file_gets_the_likely_fix(tmp_path):
+    """A typo deep in a data path is the usual cause: the hint names the closest file of the folder, the first
+    folder that does not exist, or the endings a glob could have matched. An absolute path is not said to be
+    relative to the recipe."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "code_alpaca_2k.json").write_text('[{"instruction": "a", "output": "b"}]')
+    (data / "notes.txt").write_text("x")
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: t
+        sources:
+          a: {{path: data/code_alpaca_20k.json, format: alpaca, take: 1}}
+          b: {{path: dta/code_alpaca_2k.json, format: alpaca, take: 1}}
+          c: {{path: 'data/*.jsonl', format: alpaca, take: 1}}
+          d: {{path: {data / "zzz.jsonl"}, format: alpaca, take: 1}}
+          e: {{path: 'data/*/x.jsonl', format: alpaca, take: 1}}
+        """,
+    )
+    found = {d.line: (d.message, d.hint) for d in validate_file(recipe)}
+    relative = f"(relative to {tmp_path})"
+    assert found == {
+        3: (f"no file matches 'data/code_alpaca_20k.json' {relative}", "did you mean 'data/code_alpaca_2k.json'?"),
+        4: (f"no file matches 'dta/code_alpaca_2k.json' {relative}", f"there is no folder {str(tmp_path / 'dta')!r}"),
+        5: (f"no file matches 'data/*.jsonl' {relative}", "its folder holds 2 file(s), ending in .json, .txt"),
+        6: (f"no file matches {str(data / 'zzz.jsonl')!r}", "check the name"),
+        7: (f"no file matches 'data/*/x.jsonl' {relative}", "paths are relative to the recipe file; check the name"),
+    }
+
+
 def test_yaml_syntax_error_is_located(tmp_path):
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: [1, 2\n  b: 3\n")
     (diag,) = validate_file(recipe)

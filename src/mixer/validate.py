@@ -259,12 +259,36 @@ def _check_source(
         if not isinstance(raw, str):
             continue
         if not expand_paths(raw, base_dir):
-            if full_path(raw, base_dir).is_dir():
-                message, hint = f"{raw!r} is a directory", f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
-            else:
-                message, hint = f"no file matches {raw!r}", "paths are relative to the recipe file; check the name"
-            problems.append(located.diag(where, f"{message} (relative to {base_dir})", hint))
+            problems.append(located.diag(where, *_missing_path(raw, base_dir)))
     return problems
+
+
+def _missing_path(raw: str, base_dir: Path) -> tuple[str, str]:
+    """Message and hint for a path that names no file. A typo in a long data path is the usual cause, so the
+    hint names the closest file of that folder, or the first folder on the way that does not exist."""
+    full = full_path(raw, base_dir)
+    relative = "" if Path(os.path.expanduser(raw)).is_absolute() else f" (relative to {base_dir})"
+    if full.is_dir():
+        return f"{raw!r} is a directory{relative}", f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
+    message = f"no file matches {raw!r}{relative}"
+    hint = "check the name" if relative == "" else "paths are relative to the recipe file; check the name"
+    if glob.has_magic(str(full.parent)):
+        return message, hint
+    missing = next((d for d in reversed(full.parents) if not d.is_dir()), None)
+    if missing is not None:
+        return message, f"there is no folder {str(missing)!r}"
+    try:
+        names = sorted(child.name for child in full.parent.iterdir() if child.is_file())
+    except OSError:  # a folder we may not list: the plain hint
+        names = []
+    if not glob.has_magic(full.name):
+        close = difflib.get_close_matches(full.name, names, n=1, cutoff=0.6)
+        if close:
+            return message, f"did you mean {raw[: len(raw) - len(full.name)] + close[0]!r}?"
+    elif names:
+        endings = sorted({"".join(Path(name).suffixes) or name for name in names})
+        return message, f"its folder holds {len(names)} file(s), ending in {', '.join(endings[:5])}"
+    return message, hint
 
 
 def _selector_problems(located: Located, name: str, spec: dict, path: tuple, total: Any) -> list[Diagnostic]:
