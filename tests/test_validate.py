@@ -200,6 +200,28 @@ def test_a_path_that_names_no_file_gets_the_likely_fix(tmp_path):
     }
 
 
+def test_a_bad_name_is_pointed_at_and_explained(tmp_path):
+    """jsonschema reports a bad key as its `propertyNames` pattern, located at the whole mapping and worded as
+    a regex; a user needs the name itself and the rule in words."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: my mix
+        sources:
+          "a b": {source: dolly, take: 1}
+        stages:
+          - {kind: sft, name: s 1, model: m, data: mixture}
+        """,
+    )
+    rule = "a name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"
+    found = [(d.line, d.col, d.message, d.hint.startswith(rule)) for d in validate_file(recipe)]
+    assert found == [
+        (1, 7, "name: invalid name 'my mix'", True),
+        (3, 3, "sources: invalid name 'a b'", True),
+        (5, 23, "stages.0.name: invalid name 's 1'", True),
+    ]
+
+
 def test_yaml_syntax_error_is_located(tmp_path):
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: [1, 2\n  b: 3\n")
     (diag,) = validate_file(recipe)

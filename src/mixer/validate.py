@@ -81,6 +81,9 @@ def _interpolate(located: Located) -> list[Diagnostic]:
     return problems
 
 
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # the schema's pattern for every name
+
+
 def _closest_branch(error: ValidationError) -> ValidationError:
     """For `anyOf: [integer >= 0, "all"]` and -5, report the minimum, not "'all' was expected": drop the
     branches that fail only because the value has another type, and report what is wrong in the others."""
@@ -111,13 +114,17 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                 located.diag(path, error.message.replace("is a required property", "is required"), key=bool(path))
             )
             continue
-        if error.validator == "propertyNames":
+        if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
+            # a source, block or stage name (jsonschema reports a bad key as its `propertyNames` subschema's
+            # `pattern`, located at the mapping): point at the name itself
+            is_key = "propertyNames" in error.schema_path
             problems.append(
                 located.diag(
-                    (*path, error.instance),
-                    f"invalid name {error.instance!r}: {error.message}",
-                    "use letters, digits, '_', '.', '-'",
-                    key=True,
+                    (*path, error.instance) if is_key else path,
+                    f"{'.'.join(map(str, path))}: invalid name {error.instance!r}",
+                    "a name starts with a letter or digit and holds only letters, digits, '_', '.' and '-' "
+                    "(names become file names and columns)",
+                    key=is_key,
                 )
             )
             continue
