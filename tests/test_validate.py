@@ -114,6 +114,25 @@ def test_json_output(tmp_path):
             (3, 13, "environment variable MIXER_TEST_UNSET_VAR is not set"),
         ),
         ("sources:\n  a: {path: x.json}\n", (3, 7, "inline source 'a' needs `format:`")),
+        (
+            "sources:\n  a: {source: dolly, take: 1, min_turns: 3, max_turns: 2}\n",
+            (3, 31, "min_turns is larger than max_turns"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, take: 1}\nstages:\n"
+            "  - {name: s, kind: sft, model: {stage: s}, data: mixture}\n",
+            (5, 41, "stage 's' cannot start from itself"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, take: 1}\nstages:\n"
+            "  - {name: s, kind: sft, model: m, data: mixture, launcher: {backend: ddp, offload: true}}\n",
+            (5, 76, "offload needs backend: deepspeed or fsdp"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, take: 1}\nstages:\n"
+            "  - {name: d, kind: dpo, model: m, data: {source: dolly, take: 1}}\n",
+            (5, 36, "a dpo stage needs preference data (prompt/chosen/rejected), not 'dolly'"),
+        ),
     ],
 )
 def test_error_classes(tmp_path, body, expected):
