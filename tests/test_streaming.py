@@ -1012,6 +1012,30 @@ def test_oasst_trees_in_tiny_chunks_keep_shared_messages_once_and_name_bad_recor
     assert json.loads(pool.rejects["record"][1]) == {"message_tree_id": "none"}
 
 
+def test_small_trees_files_are_read_record_by_record_not_joined(tmp_path, monkeypatch):
+    """Small JSON-lines files of one source are parsed together by polars, but OpenAssistant's trees are read
+    as Python objects (polars' nested inference was what made them slow): a run of small trees files must not
+    be joined, and gives the rows of the same trees in one file."""
+
+    def tree(i: int) -> str:
+        answer = {"message_id": f"a{i}", "role": "assistant", "text": f"answer {i}", "replies": []}
+        prompt = {"message_id": f"p{i}", "role": "prompter", "text": f"question {i}", "replies": [answer]}
+        return json.dumps({"message_tree_id": f"p{i}", "prompt": prompt}) + "\n"
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for f, trees in enumerate([range(0, 2), range(2, 4), range(4, 5)]):
+        (parts / f"part-{f}.trees.jsonl").write_text("".join(tree(i) for i in trees))
+    (tmp_path / "all.trees.jsonl").write_text("".join(tree(i) for i in range(5)))
+    joined = []
+    monkeypatch.setattr(mixer.load, "read_jsonl_like", lambda *a, **k: joined.append(a) or None)
+    split = merge_chunks(list(load_chunks(_oasst_source(tmp_path, tmp_path / "parts" / "*.trees.jsonl"))))
+    whole = merge_chunks(list(load_chunks(_oasst_source(tmp_path, tmp_path / "all.trees.jsonl"))))
+    assert joined == []
+    assert split.rows.height == 5 and split.counts == whole.counts == {"read": 5, "malformed": 0}
+    assert split.rows.select("messages").equals(whole.rows.select("messages"))
+
+
 def test_a_trees_file_whose_first_line_is_broken_is_still_read_in_chunks(tmp_path):
     trees = [
         {

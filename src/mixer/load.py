@@ -328,8 +328,9 @@ def load_chunks(
             yield Member(path, prefixes[path], table, input_file.bytes, ctx)
 
     def small_run(start: int) -> list[InputFile]:
-        """The JSON-lines files (plain or gzip) from `start` on whose text fits in one batch together (none read
-        as objects; none when files are not batched, `batch_bytes` 0)."""
+        """The JSON-lines files (plain or gzip) from `start` on whose text fits in one batch together; none when
+        files are not batched (`batch_bytes` 0: formats whose records are not converted one by one, such as
+        OpenAssistant's trees, which are read as objects)."""
         run: list[InputFile] = []
         size = 0
         for input_file in source.files[start:]:
@@ -338,8 +339,6 @@ def load_chunks(
                 break
             size += text_size(path)
             if size >= batch_bytes:
-                break
-            if _nested_records(path, adapter.nested):
                 break
             run.append(input_file)
         return run
