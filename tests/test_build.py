@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -303,6 +304,31 @@ def test_lock_written_and_locked_build_refuses_changed_input(tmp_path):
     assert result.returncode == 1
     assert "inputs no longer match" in result.stderr and "sources.a: a.jsonl: locked sha256" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_locked_build_names_a_missing_or_broken_lock_and_sources_added_or_removed(tmp_path):
+    alpaca_file(tmp_path / "a.jsonl", 20)
+    alpaca_file(tmp_path / "b.jsonl", 20, prefix="b")
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 10}\n")
+    lock = tmp_path / "recipe.lock"
+    with pytest.raises(MixerError, match=rf"^{re.escape(str(lock))}: no lock file") as missing:
+        build(recipe, QUIET, out=tmp_path / "o", locked=True)
+    assert missing.value.hint == "build once without --locked to create it, then commit it"
+    assert not (tmp_path / "o").exists()
+    build(recipe, QUIET, out=tmp_path / "o")
+    locked = lock.read_text()
+    lock.write_text(locked[:-20])
+    with pytest.raises(MixerError, match=rf"^{re.escape(str(lock))}: not valid JSON"):
+        build(recipe, QUIET, out=tmp_path / "o", locked=True)
+    lock.write_text(locked)
+    recipe.write_text("name: t\nsources:\n  b: {path: b.jsonl, format: alpaca, take: 10}\n")
+    with pytest.raises(MixerError) as changed:
+        build(recipe, QUIET, out=tmp_path / "o", locked=True)
+    assert str(changed.value).splitlines()[1:3] == [
+        "  sources.a: no longer in the recipe",
+        "  sources.b: not in the lock",
+    ]
+    assert lock.read_text() == locked
 
 
 def test_missing_registry_data_explains_offline_options(tmp_path):
