@@ -99,6 +99,33 @@ def test_alpaca_eval_json_and_plain_formats(tmp_path):
     assert plain[("bbh", "em")].stderr is None
 
 
+def test_lm_eval_0_3_results_are_read_and_a_file_with_no_scores_is_refused(tmp_path):
+    """lm-eval 0.3 wrote bare metric names (`acc`, `acc_stderr`) and the shots in `config`; older papers and
+    leaderboards still publish that form, which gave no scores at all, and `results add` said "added 0"."""
+    old = {
+        "results": {"hellaswag": {"acc": 0.5, "acc_stderr": 0.01, "acc_norm": 0.6}, "arc_easy": {"acc": 0.7}},
+        "versions": {"hellaswag": 0, "arc_easy": 0},
+        "config": {"model": "hf-causal", "num_fewshot": 5, "limit": None},
+    }
+    (tmp_path / "v03.json").write_text(json.dumps(old))
+    scores = {(s.task, s.metric): s for s in parse_file(tmp_path / "v03.json")}
+    assert sorted(scores) == [("arc_easy", "acc"), ("hellaswag", "acc"), ("hellaswag", "acc_norm")]
+    assert (scores[("hellaswag", "acc")].value, scores[("hellaswag", "acc")].stderr) == (0.5, 0.01)
+    assert scores[("hellaswag", "acc_norm")].stderr is None
+    assert scores[("arc_easy", "acc")].eval_config["shots"] == 5
+    (tmp_path / "none.json").write_text(json.dumps({"mmlu": {"acc": "n/a"}}))
+    with pytest.raises(MixerError, match=r"none\.json: no scores in this file"):
+        parse_file(tmp_path / "none.json")
+    (tmp_path / "flat.json").write_text(json.dumps({"results": {"gsm8k": 0.5}}))
+    with pytest.raises(MixerError, match=r"^flat\.json: results\.gsm8k must map metric names to numbers, not float"):
+        parse_file(tmp_path / "flat.json")
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(MixerError, match="no scores"):
+        add_results(run, [tmp_path / "v03.json", tmp_path / "none.json"])
+    assert not (run / "results").exists()  # nothing copied when one file fails
+
+
 def test_results_add_copies_and_remembers_leaderboard_model(tmp_path, shared_data):
     run = tmp_path / "run"
     run.mkdir()

@@ -49,27 +49,32 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _lm_eval_metric(key: str) -> tuple[str, str] | None:
-    """'acc,none' → ('acc', 'acc'); 'exact_match,strict-match' → ('exact_match', 'exact_match[strict-match]')."""
+def _lm_eval_metric(key: str) -> tuple[str, str]:
+    """'acc,none' → ('acc', 'acc'); 'exact_match,strict-match' → ('exact_match', 'exact_match[strict-match]');
+    'acc' (lm-eval 0.3, before filters) → ('acc', 'acc')."""
     if "," not in key:
-        return None
+        return key, key
     name, filt = key.split(",", 1)
     return name, name if filt == "none" else f"{name}[{filt}]"
 
 
 def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
-    """lm-evaluation-harness v0.4 results JSON (`results`, `groups`, `n-shot`, `configs`, `config`, ...)."""
+    """lm-evaluation-harness results JSON: v0.4 (`results`, `groups`, `n-shot`, `configs`, `config`, metric keys
+    `acc,none`) and v0.3 (`results`, `versions`, `config.num_fewshot`, metric keys `acc`), which older papers
+    and leaderboards still publish."""
     config = data.get("config") or {}
     groups = set(data.get("groups") or {})
     parent = {sub: group for group, subs in (data.get("group_subtasks") or {}).items() for sub in subs}
     scores = []
     for task, metrics in (data.get("results") or {}).items():
+        if not isinstance(metrics, dict):
+            raise MixerError(f"{source}: results.{task} must map metric names to numbers, not {type(metrics).__name__}")
         task_config = (data.get("configs") or {}).get(task) or {}
         eval_config = {
             "harness": "lm-eval",
             "harness_version": data.get("lm_eval_version"),
             "task_version": (data.get("versions") or {}).get(task),
-            "shots": (data.get("n-shot") or {}).get(task, task_config.get("num_fewshot")),
+            "shots": (data.get("n-shot") or {}).get(task, task_config.get("num_fewshot", config.get("num_fewshot"))),
             "chat_template": data.get("chat_template_sha") or ("none" if data.get("chat_template") is None else "set"),
             "system_instruction": data.get("system_instruction_sha"),
             "fewshot_as_multiturn": data.get("fewshot_as_multiturn"),
@@ -79,15 +84,15 @@ def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
         samples = (data.get("n-samples") or {}).get(task) or {}
         n = samples.get("effective") or metrics.get("sample_len")
         better = (data.get("higher_is_better") or {}).get(task) or {}
+        filtered = any("," in key for key in metrics)  # v0.4; v0.3's keys are bare metric names
         for key, value in metrics.items():
-            parsed = _lm_eval_metric(key)
-            if parsed is None or "_stderr" in key.split(",")[0]:
+            if filtered and "," not in key:  # v0.4's alias, sample_len, sample_count
                 continue
-            base, metric = parsed
+            base, metric = _lm_eval_metric(key)
             number = _number(value)
-            if number is None:
+            if base.endswith("_stderr") or number is None:
                 continue
-            stderr_key = key.replace(f"{base},", f"{base}_stderr,", 1)
+            stderr_key = f"{base}_stderr" + key[len(base) :]
             scores.append(
                 Score(
                     task=task,
@@ -220,9 +225,14 @@ def parse_file(path: Path, model: str | None = None) -> list[Score]:
         raise MixerError(f"{path}: not a results file ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict):
         raise MixerError(f"{path}: expected a JSON/YAML object")
-    if "results" in data and ("versions" in data or "configs" in data or "n-shot" in data):
-        return parse_lm_eval(data, source)
-    return parse_plain(data, source)
+    scores = parse_lm_eval(data, source) if isinstance(data.get("results"), dict) else parse_plain(data, source)
+    if not scores:
+        raise MixerError(
+            f"{path}: no scores in this file",
+            "results are read from lm-evaluation-harness JSON ({results: {task: {'acc,none': 0.5}}}), AlpacaEval "
+            "leaderboards (win_rate) and plain {task: {metric: value}} JSON/YAML",
+        )
+    return scores
 
 
 def _choices(results_dir: Path) -> dict[str, dict[str, Any]]:
