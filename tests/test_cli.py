@@ -45,6 +45,14 @@ def test_help_shows_value_types_for_options_that_take_values_and_none_for_flags(
     assert build["--force"].split()[2] == "Rebuild"  # the help text comes straight after the flag
 
 
+def test_version_is_printed_without_a_command():
+    from mixer import __version__
+
+    result = run_mixer("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"mixer {__version__}\n", "")
+    assert "--version" in _help_pages()["mixer"]
+
+
 def test_an_error_after_ctrl_c_is_reported_as_the_interruption(monkeypatch, capsys):
     """pyo3 turns a KeyboardInterrupt raised while polars calls back into Python (reading a dtype) into a
     TypeError ("... is not a Polars data type"): after Ctrl-C that must still end as an interrupted command,

@@ -70,6 +70,24 @@ Sample = Annotated[
 ]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from mixer import __version__
+
+        out.print(f"mixer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print mixer's version and exit."),
+    ] = False,
+) -> None:
+    """Declarative dataset mixer and recipe compiler for instruction tuning."""
+
+
 def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
