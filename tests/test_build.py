@@ -215,6 +215,15 @@ def test_take_more_than_available_is_located(tmp_path):
     (diag,) = info.value.diagnostics
     assert (diag.line, diag.col) == (6, 11)
     assert diag.message == "a asks for 9 rows but only 5 are available after filters"
+    assert diag.hint == "use take: all (its 5 rows) or a smaller take, or fraction: 1.8 to repeat its rows (about 9)"
+    recipe.write_text("name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, weight: 0.8}\nmixture: {total: 10}\n")
+    with pytest.raises(RecipeInvalid) as info:
+        build(recipe, QUIET, out=tmp_path / "o")
+    (diag,) = info.value.diagnostics
+    assert (diag.line, diag.col, diag.message) == (3, 46, "a asks for 8 rows but only 5 are available after filters")
+    assert diag.hint == (
+        "use a weight of at most 0.5 (or a smaller mixture.total), or fraction: 1.6 to repeat its rows (about 8)"
+    )
 
 
 MALFORMED = '{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": ""}\n{"instruction": "c"\n{"instruction": "d", "output": "4"}\n'

@@ -66,6 +66,19 @@ def _weighted_counts(specs: list[SourceSpec], total: int) -> dict[str, int]:
     return counts
 
 
+def _too_few_hint(selector: Selector, n: int, have: int) -> str:
+    """What to write instead, with the numbers: a user who asked for more rows than a source has either wants
+    fewer or wants its rows repeated."""
+    if selector.mode == "weight":
+        most = math.floor(float(selector.value) * have / n * 1000) / 1000
+        fewer = f"a weight of at most {most:g} (or a smaller mixture.total)"
+    else:
+        fewer = f"take: all (its {have:,} rows) or a smaller take"
+    if have == 0:
+        return f"use {fewer}; check the source's filters and dedup, which left nothing"
+    return f"use {fewer}, or fraction: {n / have:.3g} to repeat its rows (about {n:,})"
+
+
 def selector_count(selector: Selector, available: int) -> int:
     """Rows for take / all / fraction (weights need the whole recipe: see `requested_counts`)."""
     if selector.mode == "take":
@@ -167,7 +180,7 @@ def make_plan(
                 recipe.located.diag(
                     where,
                     f"{spec.name} asks for {n} rows but only {have} are available after filters",
-                    "use fraction: f to upsample (f > 1 repeats rows), take: all, or lower the count",
+                    _too_few_hint(spec.selector, n, have),
                 )
                 if recipe.located
                 else Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: {n} > {have} available")
