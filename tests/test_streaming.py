@@ -10,6 +10,8 @@ import io
 import json
 import random
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -422,7 +424,24 @@ def test_a_utf8_byte_order_mark_is_skipped_and_a_utf16_file_is_named(tmp_path):
         failed.value.message
         == f"{tmp_path / 'wide.jsonl'}: the file is UTF-16LE (it starts with that byte-order mark); mixer reads UTF-8"
     )
-    assert failed.value.hint == "convert it first: iconv -f UTF-16LE -t UTF-8 wide.jsonl > utf8-wide.jsonl"
+    wide, utf8 = tmp_path / "wide.jsonl", tmp_path / "utf8-wide.jsonl"
+    assert failed.value.hint == f"convert it first: iconv -f UTF-16 -t UTF-8 {wide} > {utf8}"
+    if shutil.which("iconv"):  # the hint's command does what it says
+        subprocess.run(failed.value.hint.removeprefix("convert it first: "), shell=True, check=True)
+        assert utf8.read_text(encoding="utf-8") == text
+    (tmp_path / "my wide.jsonl.gz").write_bytes(gzip.compress(text.encode("utf-16")))
+    recipe.path.write_text("name: w\nsources:\n  w: {path: my wide.jsonl.gz, format: sharegpt, take: all}\n")
+    (source,) = resolve_recipe(load_recipe(recipe.path), data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(MixerError) as failed:
+        list(load_chunks(source))
+    command = failed.value.hint.removeprefix("convert it first: ")
+    assert (
+        command
+        == f"gzip -dc '{tmp_path}/my wide.jsonl.gz' | iconv -f UTF-16 -t UTF-8 > '{tmp_path}/utf8-my wide.jsonl'"
+    )
+    if shutil.which("iconv"):
+        subprocess.run(command, shell=True, check=True)
+        assert (tmp_path / "utf8-my wide.jsonl").read_text(encoding="utf-8") == text
 
 
 class RecordedProgress:
