@@ -185,8 +185,6 @@ def make_plan(
                 if recipe.located
                 else Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: {n} > {have} available")
             )
-        if have == 0 and n > 0 and spec.selector.mode == "fraction":
-            problems.append(Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: no rows left to upsample"))
         chars = pool.chars
         est_tokens = round(chars / 4 * (n / have)) if have else 0
         planned.append(
