@@ -114,6 +114,16 @@ def test_recipe_template_overrides_the_packaged_one():
     assert op.weight == 2.0
 
 
+def test_a_recipe_list_of_operators_expands_presets_and_lets_a_later_entry_override_one():
+    from mixer.recipe import operator_choices
+
+    choices = operator_choices(["wizardlm", {"name": "in_breadth", "weight": 2, "template": "New: {instruction}"}])
+    assert [c.name for c in choices] == list(OPERATOR_PRESETS["wizardlm"])  # six, in_breadth in its place
+    assert choices[-1] == OperatorChoice("in_breadth", 2.0, "New: {instruction}")
+    mixed = operator_choices([{"name": "deepening", "weight": 3}, "code_add_constraints", "deepening"])
+    assert mixed == (OperatorChoice("deepening"), OperatorChoice("code_add_constraints"))
+
+
 def test_operator_choice_is_deterministic_and_weighted():
     ops = resolve_operators((OperatorChoice("deepening", 3.0), OperatorChoice("in_breadth", 1.0)))
     picks = [choose_operator(ops, 42, f"src/{i}", 1).name for i in range(4000)]

@@ -291,15 +291,18 @@ DEFAULT_ELIMINATION = {"wizardlm": ELIMINATION_RULES[:4], "wizardcoder": ELIMINA
 
 
 def operator_choices(value: Any) -> tuple[OperatorChoice, ...]:
+    """A preset, or a list of presets, names and `{name, weight, template}`. An operator named twice takes its
+    last entry, in the place of its first: `[wizardlm, {name: in_breadth, weight: 2}]` is WizardLM's six with
+    in_breadth drawn twice as often, not a seventh operator beside the first in_breadth."""
     if isinstance(value, str):
         return tuple(OperatorChoice(name) for name in OPERATOR_PRESETS[value])
-    choices = []
+    choices: dict[str, OperatorChoice] = {}
     for item in value:
         if isinstance(item, str):
-            choices.extend(OperatorChoice(n) for n in OPERATOR_PRESETS.get(item, (item,)))
+            choices.update((n, OperatorChoice(n)) for n in OPERATOR_PRESETS.get(item, (item,)))
         else:
-            choices.append(OperatorChoice(item["name"], float(item.get("weight", 1.0)), item.get("template")))
-    return tuple(choices)
+            choices[item["name"]] = OperatorChoice(item["name"], float(item.get("weight", 1.0)), item.get("template"))
+    return tuple(choices.values())
 
 
 def endpoint(spec: dict[str, Any], base: Endpoint | None = None, **defaults: Any) -> Endpoint:
