@@ -80,6 +80,26 @@ def test_hub_revisions_are_commits_or_still_the_moving_main():
     assert {rev for name, rev in revisions.items() if name not in pinned} == {"main"}
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "sampel: s.jsonl\n",
+            "missing sample; unknown key(s) sampel (known: citation, description, expected_rows, "
+            "fields, format, homepage, hub, license, name, on_error, options, sample)",
+        ),
+        ("sample: s.jsonl\nhub: {id: x/y}\n", "hub: missing revision"),
+    ],
+)
+def test_a_registry_entry_with_missing_or_unknown_keys_names_them(tmp_path, text, problem):
+    """A user adding a dataset to sources/ got `invalid registry entry: 'sample'` for a misspelt key."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ndescription: d\nformat: alpaca\nlicense: mit\ncitation: c\nexpected_rows: 3\n" + text)
+    with pytest.raises(MixerError) as failed:
+        load_registry(tmp_path)
+    assert failed.value.message == f"{path}: invalid registry entry: {problem}"
+
+
 def test_every_registry_entry_has_a_tested_sample():
     tested = {s[0] for s in SAMPLES} | {"ultrafeedback"}
     assert tested == set(load_registry())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -42,18 +42,35 @@ class RegistryEntry:
     file: Path | None = None
 
 
+def _keys_problem(data: Any, cls: type) -> str | None:
+    """Which keys a mapping lacks or has too many for `cls`, in words (a bare KeyError says only `'sample'`)."""
+    if not isinstance(data, dict):
+        return "expected a mapping of keys"
+    known = {f.name for f in fields(cls)} - {"file"}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING} - {"file"}
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    problems += [f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"] if unknown else []
+    return "; ".join(problems) or None
+
+
 def _entry(path: Path) -> RegistryEntry:
     try:
         data = load_packaged(path.read_text(encoding="utf-8"))
-        hub = data.pop("hub", None)
-        return RegistryEntry(
-            **{k: v for k, v in data.items() if k != "sample"},
-            sample=path.parent / data["sample"],
-            hub=HubRef(**hub) if hub else None,
-            file=path,
-        )
-    except (TypeError, KeyError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
         raise MixerError(f"{path}: invalid registry entry: {exc}") from None
+    problem = _keys_problem(data, RegistryEntry)
+    if problem is None and data.get("hub") is not None and (in_hub := _keys_problem(data["hub"], HubRef)):
+        problem = f"hub: {in_hub}"
+    if problem:
+        raise MixerError(f"{path}: invalid registry entry: {problem}", "see any other file of sources/ for the shape")
+    hub = data.pop("hub", None)
+    return RegistryEntry(
+        **{k: v for k, v in data.items() if k != "sample"},
+        sample=path.parent / data["sample"],
+        hub=HubRef(**hub) if hub else None,
+        file=path,
+    )
 
 
 @cache
