@@ -296,6 +296,25 @@ def test_budget_stop_then_resume_without_repeated_calls(tmp_path, server):
     assert max(server.ok_keys().values()) == 1  # nothing completed before the stop was asked again
 
 
+def test_a_dollar_budget_for_a_model_without_a_price_is_refused_before_any_call(tmp_path):
+    """Calls to a model the price table does not list cost $0 in the accounting, so `budget: {usd: ...}` would
+    never stop a paid run on it: the recipe must price it (0 for a free server) or budget in tokens."""
+    recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"model": "my-model"}, budget={"usd": 5})
+    [problem] = validate_file(recipe)
+    assert (problem.line, problem.message) == (15, "budget.usd cannot be kept: no price is known for model 'my-model'")
+    assert problem.hint.startswith("give prices: {prompt_per_1k: ..., completion_per_1k: ...} (0 and 0 for a server")
+    judged = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", judge={"model": "judge-x"}, budget={"usd": 5})
+    assert [p.message for p in validate_file(judged)] == [
+        "budget.usd cannot be kept: no price is known for model 'judge-x'"
+    ]
+    for fine in (
+        {"budget": {"usd": 5}, "prices": {"prompt_per_1k": 0, "completion_per_1k": 0}},
+        {"budget": {"tokens": 1000}},
+        {"budget": {"usd": 5}, "teacher": {"model": "gpt-4o-mini-2024-07-18"}},
+    ):
+        assert validate_file(evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", **fine)) == []
+
+
 def test_plan_estimates_cost_without_calling(tmp_path, server):
     recipe = evolve_recipe(tmp_path, server.base_url, budget={"usd": 1})
     result = run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env={"MIXER_CACHE_DIR": str(tmp_path / "c")})

@@ -378,6 +378,7 @@ def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnos
                     "use more rounds instead" if evolved else did_you_mean(origin, seedable),
                 )
             )
+        problems += _unkept_budget(located, path, block)
         operators = block.get("operators")
         for i, item in enumerate(operators if isinstance(operators, list) else []):
             op = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
@@ -393,6 +394,30 @@ def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnos
                     )
                 )
     return problems
+
+
+def _unkept_budget(located: Located, path: tuple, block: dict) -> list[Diagnostic]:
+    """A dollar budget is kept by pricing each call; for a model the price table does not list (and no
+    `prices:`), every call would count $0 and the budget would never stop a paid run."""
+    from mixer.evolve.cost import prices_for
+
+    budget, teacher, judge = block.get("budget"), block.get("teacher"), block.get("judge")
+    if not isinstance(budget, dict) or budget.get("usd") is None or block.get("prices"):
+        return []
+    if not isinstance(teacher, dict):
+        return []
+    models = [teacher.get("model"), (judge if isinstance(judge, dict) else {}).get("model", teacher.get("model"))]
+    unpriced = sorted({m for m in models if isinstance(m, str) and not prices_for(m, None).known})
+    if not unpriced:
+        return []
+    return [
+        located.diag(
+            (*path, "budget", "usd"),
+            f"budget.usd cannot be kept: no price is known for model {', '.join(map(repr, unpriced))}",
+            "give prices: {prompt_per_1k: ..., completion_per_1k: ...} (0 and 0 for a server you do not pay per "
+            "token), or a budget in tokens",
+        )
+    ]
 
 
 def _check_regex(located: Located, path: tuple, pattern: Any) -> list[Diagnostic]:
