@@ -275,6 +275,30 @@ def test_building_a_mixture_never_imports_torch(tmp_path):
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]["rows"] > 0
 
 
+def test_a_failed_launch_is_recorded_and_reported_with_where_it_resumes(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mixer.build import Options
+    from mixer.errors import MixerError
+    from mixer.train.stages import prepare_stage, run_stage, selected_stages
+    from mixer.validate import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(REPO / "recipes" / "tiny.yaml")
+    stage = selected_stages(recipe, "sft")[0]
+    prepared = prepare_stage(recipe, stage, tmp_path / "runs", Options(progress=False), dry_run=True)
+    prepared.run_dir.mkdir(parents=True)  # a dry run writes nothing; a real one has made it by now
+    failing = dataclasses.replace(prepared, command=[sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(MixerError) as failed:
+        run_stage(failing)
+    assert failed.value.message == "stage sft failed (exit code 3); see the output above"
+    assert f"it resumes from {prepared.run_dir}/checkpoints" in failed.value.hint
+    record = json.loads((prepared.run_dir / "run.json").read_text())
+    assert (record["status"], record["metrics"]) == ("failed", None)
+    with pytest.raises(MixerError, match=r"^no stage 'sfft' in .*tiny\.yaml"):
+        selected_stages(recipe, "sfft")
+
+
 def test_an_interrupted_launch_asks_the_launcher_to_stop_its_workers(tmp_path):
     """SIGTERM to mixer (a scheduler's cancel) must reach the launcher as SIGTERM, which accelerate and torchrun
     pass to their workers; a SIGKILL, or nothing at all, would leave workers training on without mixer."""
