@@ -49,6 +49,42 @@ def test_tiny_recipe_sft_then_dpo_on_two_processes(tmp_path):
     assert {"rewards/accuracy", "rewards/margin", "rewards/chosen", "rewards/rejected"} <= set(dpo_log[-1])
 
 
+def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(tmp_path):
+    """`reference: precomputed` scores every pair with the starting model once, then keeps one model in memory;
+    the losses must be those of the frozen copy, step by step."""
+    samples = REPO / "sources" / "samples"
+    losses = {}
+    for reference in ("model", "precomputed"):
+        recipe = write_recipe(
+            tmp_path,
+            f"""
+            name: dpo-{reference}
+            sources:
+              a: {{path: {samples}/alpaca.json, format: alpaca, take: all}}
+            stages:
+              - name: dpo
+                kind: dpo
+                model: {{init: llama, config: {{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+                         num_attention_heads: 2, num_key_value_heads: 2}}, tokenizer: {{vocab_size: 300}}}}
+                data: {{path: {samples}/ultrafeedback.jsonl, format: preference, take: all}}
+                reference: {reference}
+                max_seq_length: 256
+                hyperparameters: {{learning_rate: 1.0e-3, max_steps: 6, per_device_batch_size: 2,
+                                  gradient_accumulation_steps: 1, warmup_ratio: 0.0, seed: 1}}
+                launcher: {{num_processes: 1, mixed_precision: "no"}}
+            """,
+            name=f"{reference}.yaml",
+        )
+        runs = tmp_path / f"runs-{reference}"
+        result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert json.loads((runs / "dpo" / "stage.json").read_text())["reference"] == reference
+        losses[reference] = [step["loss"] for step in metrics(runs / "dpo" / "metrics.jsonl")]
+    assert len(losses["model"]) == 6 and losses["model"][0] == pytest.approx(math.log(2), abs=1e-5)
+    assert losses["precomputed"] == pytest.approx(losses["model"], abs=1e-5)
+    assert losses["model"][-1] < losses["model"][0]
+
+
 def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     samples = REPO / "sources" / "samples"
     recipe = write_recipe(
