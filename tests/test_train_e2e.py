@@ -85,6 +85,53 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
     assert losses["model"][-1] < losses["model"][0]
 
 
+def test_training_settings_take_effect(tmp_path):
+    """The hyperparameters a recipe sets must change the run: the schedule's learning rates, how often it logs
+    and saves, how many checkpoints it keeps, the chat template it trains and ships with; a tracker that is not
+    installed is named rather than skipped in silence."""
+    from importlib.util import find_spec
+
+    samples = REPO / "sources" / "samples"
+    template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% if m['role'] == 'assistant' %}"
+        "{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: settings
+        sources:
+          a: {{path: {samples}/alpaca.json, format: alpaca, take: all}}
+        output: {{dir: {tmp_path}/out}}
+        stages:
+          - name: sft
+            kind: sft
+            model: {{init: llama, config: {{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+                     num_attention_heads: 2, num_key_value_heads: 2}}, tokenizer: {{vocab_size: 300}}}}
+            data: mixture
+            chat_template: {json.dumps(template)}
+            max_seq_length: 128
+            hyperparameters: {{learning_rate: 1.0e-3, max_steps: 6, per_device_batch_size: 2,
+                              gradient_accumulation_steps: 1, warmup_ratio: 0.0, seed: 1, lr_scheduler: cosine,
+                              save_steps: 2, save_total_limit: 2, logging_steps: 2, gradient_checkpointing: true,
+                              weight_decay: 0.1, max_grad_norm: 0.5, report_to: [wandb]}}
+            launcher: {{num_processes: 1, mixed_precision: "no"}}
+        """,
+    )
+    runs = tmp_path / "runs"
+    result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = metrics(runs / "sft" / "metrics.jsonl")
+    assert [row["step"] for row in log] == [2, 4, 6]
+    # cosine from 1e-3 over 6 steps: 0.5 * (1 + cos(pi * k / 6)) after k steps (linear would give 2/3, 1/3, 0)
+    assert [row["lr"] for row in log] == pytest.approx([7.5e-4, 2.5e-4, 0.0])
+    assert sorted(p.name for p in (runs / "sft" / "checkpoints").iterdir()) == ["step-0000004", "step-0000006"]
+    assert (runs / "sft" / "final" / "chat_template.jinja").read_text() == template
+    if find_spec("wandb") is None:
+        assert "warning: report_to wandb: not installed, so this run does not report to it" in result.stdout
+    assert "gradient_checkpointing_enable` is deprecated" not in result.stdout + result.stderr
+
+
 def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     samples = REPO / "sources" / "samples"
     recipe = write_recipe(

@@ -49,6 +49,8 @@ def make_accelerator(cfg: StageConfig, hp: Hyperparameters) -> Accelerator:
     )
     if trackers:
         accelerator.init_trackers(f"mixer-{cfg.name}", config={"stage": cfg.name, **cfg.hyperparameters})
+    for missing in sorted(set(hp.report_to) - set(trackers)):  # accelerate would skip it without a word
+        accelerator.print(f"warning: report_to {missing}: not installed, so this run does not report to it")
     set_seed(hp.seed)
     return accelerator
 
@@ -63,8 +65,8 @@ def load_tokenizer(cfg: StageConfig) -> Any:
 
 def load_model(path: str, hp: Hyperparameters) -> torch.nn.Module:
     model = AutoModelForCausalLM.from_pretrained(path)
-    if hp.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if hp.gradient_checkpointing:  # transformers 5 renamed it and warns on the old name
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     return model
 
 
