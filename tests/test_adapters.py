@@ -141,6 +141,27 @@ def test_conversation_rules_give_every_role_sequence_the_reason_of_the_first_rul
     assert reasons == [expected(s) for s in sequences]
 
 
+def test_sharegpt_turn_keys_are_options_and_a_trailing_user_turn_is_trimmed_or_refused(tmp_path):
+    """ShareGPT exports differ in their turn keys (`from`/`value`, or `role`/`content` as LLaMA-Factory's
+    sharegpt format allows); a conversation cut after a user turn is trimmed to its last reply by default."""
+    path = tmp_path / "s.jsonl"
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "?"},
+    ]
+    path.write_text(json.dumps({"conversations": turns}) + "\n")
+    keys = {"role_key": "role", "content_key": "content"}
+    trimmed = convert(path, "sharegpt", options=keys)
+    assert trimmed["messages"].to_list() == [
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    ]
+    kept = convert(path, "sharegpt", options={**keys, "trim_trailing_user": False})
+    assert kept["__reason"].to_list() == ["last turn is not from the assistant"]
+    with pytest.raises(MixerError, match=r"conversation turns have keys \['content', 'role'\], expected 'from'"):
+        convert(path, "sharegpt")
+
+
 def test_an_unknown_role_is_named(tmp_path):
     """Tool-use turns (LLaMA-Factory's function_call and observation, OpenAI's tool) are not SFT turns here;
     the reason used to be "unknown role" without saying which."""
