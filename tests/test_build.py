@@ -207,6 +207,30 @@ def test_filters_count_their_removals(tmp_path):
     }
 
 
+def test_turn_filters_count_assistant_turns(tmp_path):
+    def conversation(replies: int, system: bool = False) -> dict:
+        turns = [{"role": "system", "content": "be brief"}] if system else []
+        for i in range(replies):
+            turns += [{"role": "user", "content": f"q{i} of {replies}"}, {"role": "assistant", "content": f"a{i}"}]
+        return {"messages": turns}
+
+    rows = [conversation(1), conversation(2), conversation(2, system=True), conversation(3), conversation(4)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = write_recipe(
+        tmp_path,
+        "name: turns\nsources:\n  m: {path: m.jsonl, format: messages, take: all, min_turns: 2, max_turns: 3}\n",
+    )
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    counts = result.manifest["sources"]["m"]["counts"]
+    assert {k: counts[k] for k in ("min_turns", "max_turns", "written")} == {
+        "min_turns": 1,
+        "max_turns": 1,
+        "written": 3,
+    }
+    kept = pl.read_parquet(tmp_path / "o" / "data")["messages"].list.len().sort().to_list()
+    assert kept == [4, 5, 6]  # 2 replies, 2 replies after a system prompt, 3 replies
+
+
 def test_take_more_than_available_is_located(tmp_path):
     alpaca_file(tmp_path / "a.jsonl", 5)
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  a:\n    path: a.jsonl\n    format: alpaca\n    take: 9\n")
