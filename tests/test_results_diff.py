@@ -376,6 +376,13 @@ def test_diff_of_recipe_across_git_revisions(tmp_path):
     assert bad.returncode == 1 and "cannot read from git" in bad.stderr
 
 
+def test_runs_with_nothing_to_list_says_where_it_looked(tmp_path):
+    result = run_mixer("runs", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("no run or build directories under runs or out: `mixer build` writes out/<name>")
+    assert json.loads(run_mixer("runs", "--json", cwd=tmp_path).stdout) == []
+
+
 def test_baseline_compares_several_runs_and_runs_lists_them(tmp_path, shared_data):
     out_a, out_b = _two_builds(tmp_path, shared_data)
     result = run_mixer("diff", str(out_b), str(out_a), str(out_a), "--baseline", str(out_a), "--format", "json")

@@ -591,9 +591,16 @@ def runs(
     """List run and build directories with their recipe fingerprint and headline metrics."""
     from mixer.runs import find_runs
 
-    found = find_runs(dirs or [Path("runs"), Path("out")])
+    where = dirs or [Path("runs"), Path("out")]
+    found = find_runs(where)
     if as_json:
         _print_json(found)
+        return
+    if not found:
+        out.print(
+            f"no run or build directories under {' or '.join(str(d) for d in where)}: `mixer build` writes "
+            "out/<name>, `mixer train` runs/<name>/<stage>; give other folders as arguments"
+        )
         return
     table = Table(title="runs")
     for column in ("path", "kind", "recipe", "fingerprint", "rows", "headline metrics"):
