@@ -172,3 +172,20 @@ def test_a_source_left_with_no_rows_is_named_with_the_step_that_took_them(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "note: source 'short' contributes no rows: 3 read, removed by max_chars 3" in result.stderr
     assert "'kept'" not in result.stderr
+
+
+def test_weights_that_fall_short_of_the_total_are_pointed_out(tmp_path):
+    """Weights are shares of mixture.total; 0.3 + 0.3 builds 60% of it, which a user who meant proportions
+    only finds in the total row."""
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"question {i}", "output": "an answer"}) + "\n" for i in range(20))
+    )
+    body = "name: w\nsources:\n  a: {path: a.jsonl, format: alpaca, weight: %s}\n  b: {path: a.jsonl, format: alpaca, weight: 0.3}\nmixture: {total: 10}\noutput: {dir: %s}\n"
+    recipe = write_recipe(tmp_path, body % ("0.3", tmp_path / "out"))
+    note = "note: the weights add up to 0.6, so the mixture is 60% of mixture.total (6 of 10 rows)"
+    for command in ("plan", "build"):
+        result = run_mixer(command, str(recipe))
+        assert result.returncode == 0, result.stderr
+        assert note in result.stderr, command
+    recipe.write_text(body % ("0.7", tmp_path / "out"))
+    assert "weights add up" not in run_mixer("plan", str(recipe)).stderr

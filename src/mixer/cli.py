@@ -208,6 +208,14 @@ def _plan_table(plan) -> Table:
     return table
 
 
+def _print_weights_note(document: dict) -> None:
+    from mixer.plan import weights_short_of_total
+
+    note = weights_short_of_total(document)
+    if note:
+        err.print(f"note: {note}", style="yellow", markup=False)
+
+
 def _print_empty_sources(plan) -> None:
     """A source that contributes nothing is most often a filter that matches nothing (`lang: [EN]`), which a
     table row of zeros hides among the others: say which step took its rows."""
@@ -225,11 +233,12 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
     from mixer.build import Options
     from mixer.pipeline import plan_recipe
 
-    _, result = plan_recipe(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
+    loaded, result = plan_recipe(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
     if as_json:
         _print_json(result.to_json())
         return
     out.print(_plan_table(result))
+    _print_weights_note(loaded.document)
     _print_empty_sources(result)
     if result.evolve:
         out.print(_evolve_estimate_table(result.evolve))
@@ -412,6 +421,7 @@ def build(
             out.print(f"lock: {result.lock} (it was missing)")
         return
     out.print(_plan_table(result.plan))
+    _print_weights_note(result.manifest["resolved_recipe"])
     _print_empty_sources(result.plan)
     if "evolve" in result.manifest:
         out.print(_evolve_table(result.manifest["evolve"]))

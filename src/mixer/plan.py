@@ -66,6 +66,22 @@ def _weighted_counts(specs: list[SourceSpec], total: int) -> dict[str, int]:
     return counts
 
 
+def weights_short_of_total(document: dict) -> str | None:
+    """Weights are shares of `mixture.total` and may add up to less than 1. When every source is weighted,
+    a sum under 1 is more often proportions meant to fill the total: say what the recipe asks for."""
+    sources = document.get("sources") or {}
+    total = (document.get("mixture") or {}).get("total")
+    if not total or not sources or not all(isinstance(s, dict) and "weight" in s for s in sources.values()):
+        return None
+    share = sum(float(s["weight"]) for s in sources.values())
+    if share >= 1 - 1e-9:
+        return None
+    return (
+        f"the weights add up to {share:g}, so the mixture is {share:.0%} of mixture.total "
+        f"({math.floor(share * total + 0.5):,} of {total:,} rows); weights that add up to 1 fill it"
+    )
+
+
 def _too_few_hint(selector: Selector, n: int, have: int) -> str:
     """What to write instead, with the numbers: a user who asked for more rows than a source has either wants
     fewer or wants its rows repeated."""
