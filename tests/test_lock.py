@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import datasets
@@ -15,6 +17,7 @@ import huggingface_hub
 import polars as pl
 import pytest
 
+import mixer.resolve
 from mixer.benchmark_sets import BBH_TASKS
 from mixer.build import Options, build
 from mixer.errors import MixerError
@@ -104,6 +107,40 @@ class FakeHub:
         monkeypatch.delenv("HF_DATASETS_OFFLINE")
         monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
         monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+        monkeypatch.setattr(mixer.resolve, "hub_unreachable", lambda: None)  # no connection to the real hub
+
+
+def test_an_unreachable_hub_fails_at_once_without_the_download_retries(tmp_path, monkeypatch):
+    """With no network, `datasets` retries five times with backoff (~25 s) per hub source before failing; one
+    connection to the hub's host tells at once. A proxy in between makes that connection meaningless."""
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    for name in mixer.resolve.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    connect = socket.create_connection
+
+    def refuse(address: tuple[str, int], timeout: float):
+        """A machine without network: refused (by a closed loopback port, never the named host)."""
+        assert address == ("hub.example", 443)
+        return connect(("127.0.0.1", port), timeout=1)
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    mixer.resolve.hub_unreachable.cache_clear()
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the download must not start"))
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 5}\n")
+    started = time.monotonic()
+    with pytest.raises(MixerError) as failed:
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
+    assert time.monotonic() - started < 10
+    assert "from the hub (OSError: cannot reach hub.example: [Errno 111] Connection refused)" in failed.value.message
+    mixer.resolve.hub_unreachable.cache_clear()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert mixer.resolve.hub_unreachable() is None  # through a proxy, a direct connection says nothing
+    mixer.resolve.hub_unreachable.cache_clear()
 
 
 def test_a_moving_revision_is_read_at_one_commit_which_the_lock_pins(tmp_path, monkeypatch):

@@ -8,10 +8,13 @@ commit) for the lock and the manifest, so a lock committed on one machine checks
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
@@ -121,6 +124,25 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+PROBE_SECONDS = 3.0
+
+
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached, from one TCP connection to it; None when it can, or when a proxy stands
+    between (the connection would say nothing then). Without this check, a machine with no network waits
+    through `datasets`' five retries with backoff (~25 s) per hub source before failing."""
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    host = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        return f"cannot reach {host}: {exc}"
+    return None
+
+
 def hub_commit(key: str, hub: HubRef, cache_dir: Path, locked: str | None, refresh: bool) -> str:
     """The commit a hub source is read at. A registry pin is used as is. A moving revision (a branch such as
     `main`) is taken from recipe.lock when the lock has it, as cargo does, so a committed lock rebuilds the
@@ -153,6 +175,8 @@ def from_hub(key: str, hub: HubRef, cache_dir: Path, commit: str) -> Path:
         return target
     if _offline():
         raise OSError("offline mode (HF_HUB_OFFLINE=1)")
+    if (unreachable := hub_unreachable()) is not None:
+        raise OSError(unreachable)
     import datasets  # imported here: it is slow to import and only needed for hub sources
 
     parts = []
