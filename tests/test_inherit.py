@@ -107,6 +107,10 @@ def test_cycles_and_missing_bases_are_errors_at_the_extends_line(tmp_path):
     [problem] = validate_file(lost)
     assert (problem.line, problem.col) == (2, 10) and "nowhere.yaml does not exist" in problem.message
 
+    empty = write_recipe(tmp_path, 'name: empty\nextends: ""\nsources: {d: {source: dolly, take: 1}}\n', name="e.yaml")
+    [problem] = validate_file(empty)  # once: not again as the schema's "should be non-empty"
+    assert (problem.line, problem.col, problem.message) == (2, 10, "extends must name another recipe file (a path)")
+
 
 def test_relative_paths_of_a_base_elsewhere_still_name_its_files(tmp_path):
     base_recipe(tmp_path / "shared")

@@ -564,7 +564,9 @@ def check_document(located: Located, base_dir: Path) -> list[Diagnostic]:
     if not isinstance(located.data, dict):
         return [*problems, located.diag((), "a recipe must be a mapping (name:, sources:, ...)")]
     problems += _interpolate(located)
-    problems += _schema_diagnostics(located, recipe_schema())
+    # where reading the recipe (its `extends`) already said what is wrong, the schema would only say it again
+    reported = {(d.file, d.line, d.col) for d in located.problems}
+    problems += [d for d in _schema_diagnostics(located, recipe_schema()) if (d.file, d.line, d.col) not in reported]
     problems += _semantic_diagnostics(located, base_dir)
     unique = {(d.file, d.line, d.col, d.message): d for d in problems}
     # the recipe's own problems first, then those of recipes it extends
