@@ -255,9 +255,12 @@ def test_env_interpolation(tmp_path, monkeypatch):
 
 
 def test_missing_recipe_is_a_clean_error(tmp_path):
-    result = run_mixer("validate", str(tmp_path / "nope.yaml"))
-    assert result.returncode == 1
-    assert "recipe not found" in result.stderr and "Traceback" not in result.stderr
+    good = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1}\n", name="good.yaml")
+    bad = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1, fraction: 2}\n", name="bad.yaml")
+    result = run_mixer("validate", str(good), str(tmp_path / "nope.yaml"), str(bad))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'nope.yaml'}:1:1: error: recipe not found\n" in result.stderr
+    assert f"{bad}:3:" in result.stderr  # the files after it are still checked
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "a.yaml").write_text("name: a\n")
     result = run_mixer("build", str(tmp_path / "recipes"))

@@ -159,11 +159,16 @@ def _print_quality(manifest: dict, out_dir: Path) -> None:
 @app.command(cls=PlainFlagsCommand)
 def validate(files: Annotated[list[Path], typer.Argument(help="Recipe files.")], as_json: JsonFlag = False) -> None:
     """Check recipes against the schema and the semantic rules; report every problem as FILE:LINE:COL."""
+    from mixer.errors import Diagnostic
     from mixer.validate import validate_file
 
     problems = []
     for file in files:
-        problems += validate_file(file)
+        try:
+            problems += validate_file(file)
+        except MixerError as exc:  # a file that is missing or unreadable: one more problem, the others still checked
+            message = exc.message.removeprefix(f"{file}: ")
+            problems.append(Diagnostic(str(file), 1, 1, message, exc.hint))
     if as_json:
         _print_json({"ok": not problems, "diagnostics": [p.to_json() for p in problems]})
     else:
