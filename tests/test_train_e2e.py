@@ -16,6 +16,12 @@ pytest.importorskip("torch", reason="training tests need torch (pip install torc
 
 from conftest import REPO, run_mixer, write_recipe
 
+# a randomly initialised 2-layer Llama and a tokenizer trained on the stage's data: seconds per run on CPU
+TINY_LLAMA = (
+    "{init: llama, config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, "
+    "num_key_value_heads: 2}, tokenizer: {vocab_size: 300}}"
+)
+
 
 def metrics(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -64,8 +70,7 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
             stages:
               - name: dpo
                 kind: dpo
-                model: {{init: llama, config: {{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
-                         num_attention_heads: 2, num_key_value_heads: 2}}, tokenizer: {{vocab_size: 300}}}}
+                model: {TINY_LLAMA}
                 data: {{path: {samples}/ultrafeedback.jsonl, format: preference, take: all}}
                 reference: {reference}
                 max_seq_length: 256
@@ -106,8 +111,7 @@ def test_training_settings_take_effect(tmp_path):
         stages:
           - name: sft
             kind: sft
-            model: {{init: llama, config: {{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
-                     num_attention_heads: 2, num_key_value_heads: 2}}, tokenizer: {{vocab_size: 300}}}}
+            model: {TINY_LLAMA}
             data: mixture
             chat_template: {json.dumps(template)}
             max_seq_length: 128
