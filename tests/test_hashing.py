@@ -86,7 +86,9 @@ def test_files_hashed_ahead_are_read_once_and_only_when_not_remembered(tmp_path,
 
     reads: list[str] = []
     real = hashing.file_sha256
-    monkeypatch.setattr(hashing, "file_sha256", lambda path: reads.append(path.name) or real(path))
+    monkeypatch.setattr(
+        hashing, "file_sha256", lambda path, on_read=None: reads.append(path.name) or real(path, on_read)
+    )
     hashes = FileHashes(store)
     hashes.hash_ahead([a, b, c, racy, b])
     assert sorted(reads) == ["b.jsonl", "c.jsonl", "racy.jsonl"]  # a is remembered, b is read once
@@ -100,6 +102,40 @@ def test_files_hashed_ahead_are_read_once_and_only_when_not_remembered(tmp_path,
     reads.clear()
     FileHashes(store).hash_ahead([c, a])  # one file to read: no threads, left to sha256
     assert reads == []
+
+
+def test_hashing_many_gigabytes_of_new_inputs_reports_its_progress(tmp_path, monkeypatch):
+    """Past PROGRESS_BYTES of new inputs, hashing shows a bar fed by every block read: even one large file,
+    which is otherwise left to be hashed when its hash is asked for."""
+    from mixer import hashing
+    from mixer.hashing import FileHashes
+
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"x" * (3 << 20))
+    advanced: list[float] = []
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def add_task(self, description, total):
+            advanced.append(total)
+            return 0
+
+        def advance(self, task, amount):
+            advanced.append(amount)
+
+    monkeypatch.setattr("mixer.progress.make_progress", lambda enabled: Bar())
+    monkeypatch.setattr(hashing, "PROGRESS_BYTES", 1 << 20)
+    hashes = FileHashes(tmp_path / "hashes.json")
+    hashes.hash_ahead([big], progress=False)
+    assert advanced == [] and hashes.read_ahead == {}  # one file, no bar: hashed when asked for
+    hashes.hash_ahead([big], progress=True)
+    assert advanced[0] == pytest.approx(3 * 1.048576) and sum(advanced[1:]) == pytest.approx(advanced[0])
+    assert hashes.read_ahead[str(big.resolve())]["sha256"] == hashing.file_sha256(big)
 
 
 def test_resolving_a_recipe_finds_each_sources_files_and_resolves_each_path_once(tmp_path, monkeypatch):

@@ -49,7 +49,12 @@ class BuildResult:
 
 def resolve_inputs(recipe: Recipe, options: Options) -> list[ResolvedSource]:
     return resolve_recipe(
-        recipe, data_dir=options.data_dir, sample=options.sample, cache_dir=options.cache, refresh=options.refresh
+        recipe,
+        data_dir=options.data_dir,
+        sample=options.sample,
+        cache_dir=options.cache,
+        refresh=options.refresh,
+        progress=options.progress,
     )
 
 

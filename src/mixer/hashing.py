@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # numpy, pyarrow and polars load lazily: a no-op rebuild only
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
+PROGRESS_BYTES = 2 << 30  # new inputs to hash before a progress bar is worth showing (~2 s here)
 RACY_SECONDS = 2.0  # a file modified this recently may change again within its mtime tick: never cached
 
 
@@ -91,11 +93,13 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, on_read: Callable[[int], None] | None = None) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+            if on_read is not None:
+                on_read(len(block))
     return digest.hexdigest()
 
 
@@ -124,22 +128,32 @@ class FileHashes:
             key = self.resolved[path] = str(path.resolve())
         return key, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
 
-    def hash_ahead(self, paths: list[Path]) -> None:
+    def hash_ahead(self, paths: list[Path], progress: bool = False) -> None:
         """Hash, two at a time, the files not remembered: a first build of new inputs reads each one whole
-        (~1 s per 680 MB here, one after another), and hashlib releases the GIL, so two threads take ~0.4 s."""
+        (~1 s per 680 MB here, one after another), and hashlib releases the GIL, so two threads take ~0.4 s.
+        With `progress`, a bar shows it when there is more than PROGRESS_BYTES to read: tens of gigabytes
+        take a minute, which would pass in silence before the first input is parsed."""
         missing = []
         for path in dict.fromkeys(paths):
             key, signature = self._signature(path)
             if not _matches(self.known.get(key), signature) and not _matches(self.read_ahead.get(key), signature):
                 missing.append((path, key, signature))
-        if len(missing) < 2:
+        size = sum(signature["size"] for _, _, signature in missing)
+        shown = progress and size > PROGRESS_BYTES
+        if len(missing) < 2 and not shown:
             return
         from concurrent.futures import ThreadPoolExecutor  # only when there is reading to share: not on a no-op
 
+        from mixer.progress import make_progress
         from mixer.threads import wait_for
 
-        with ThreadPoolExecutor(max_workers=2) as workers:
-            jobs = [workers.submit(file_sha256, path) for path, _, _ in missing]
+        with make_progress(shown) as bar, ThreadPoolExecutor(max_workers=2) as workers:
+            task = bar.add_task("hashing new inputs (MB)", total=size / 1e6)
+
+            def advance(read: int) -> None:
+                bar.advance(task, read / 1e6)
+
+            jobs = [workers.submit(file_sha256, path, advance if shown else None) for path, _, _ in missing]
             digests = [wait_for(job) for job in jobs]
         for (_, key, signature), digest in zip(missing, digests, strict=True):
             self.read_ahead[key] = {**signature, "sha256": digest}

@@ -290,14 +290,16 @@ def resolve_recipe(
     sample: bool = False,
     cache_dir: Path | None = None,
     refresh: bool = False,
+    progress: bool = False,
 ) -> list[ResolvedSource]:
-    """`refresh` asks the hub again for the commits of moving revisions instead of using those in the lock."""
+    """`refresh` asks the hub again for the commits of moving revisions instead of using those in the lock;
+    `progress` shows hashing many gigabytes of new inputs."""
     data_dir = existing_data_dir(data_dir)
     cache = cache_dir or default_cache_dir()
     hashes = FileHashes(cache / "file-hashes.json")
     locked = {} if sample else locked_revisions(recipe)
     located = _locate(recipe, data_dir, sample)
-    hashes.hash_ahead([path for local in located.values() if local for path, _ in local[1]])
+    hashes.hash_ahead([path for local in located.values() if local for path, _ in local[1]], progress)
     resolved = [
         resolve_source(
             s,
