@@ -611,6 +611,18 @@ def test_near_pairs_from_n_grams_on_disk_equal_the_search_in_memory(seed, tmp_pa
     assert len(expected) >= 5 and any(a != b for (a, _), (b, _) in expected)  # pairs within and across sources
     assert sum(texts[left.index(a)] == copy for a, _ in expected) == 10  # 5 copies: 4 + 3 + 2 + 1 pairs
 
+    class Steps:  # rich's Progress as the search uses it: one task, advanced once per group per pass
+        def add_task(self, description: str, total: int) -> int:
+            self.total, self.done = total, 0
+            return 0
+
+        def advance(self, task: int, amount: float = 1) -> None:
+            self.done += amount
+
+    steps = Steps()
+    assert store.near_pairs(sources, progress=steps).equals(found)
+    assert steps.total == steps.done == 3 * len(store._groups(sources))
+
 
 def test_near_pairs_from_n_grams_on_disk_equal_the_search_in_memory_on_real_prompts(shared_data, tmp_path):
     """GSM8K's training questions twice (the FLAN CoT copy and the original, with their small differences)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -69,7 +70,9 @@ class GramStore:
                     entries[bounds[index] : bounds[index + 1]].tofile(out)
         return pl.Series("grams", np.bincount(row, minlength=len(prompts)), dtype=pl.UInt32)
 
-    def near_pairs(self, sources: list[tuple[str, pl.DataFrame]], threshold: float = NEAR_THRESHOLD) -> pl.DataFrame:
+    def near_pairs(
+        self, sources: list[tuple[str, pl.DataFrame]], threshold: float = NEAR_THRESHOLD, progress: Any = None
+    ) -> pl.DataFrame:
         """(row, row_b) labels of the near-duplicate pairs among the rows still available: `sources` gives, in
         settling order, each source's name and keys (`__pos`, `grams`).
 
@@ -77,7 +80,8 @@ class GramStore:
         n-grams, then the rows' prefixes (each group's, cut to the first `limit` of each row whenever they
         add up to more than the prefixes so far: re-sorting them after every group took 330 s at 10M), then
         the candidate pairs' shared n-grams, added up. Only the prefixes, the candidates and one group of
-        partitions are in memory (at 10M synthetic rows: 11M prefix n-grams against 175M shareable ones)."""
+        partitions are in memory (at 10M synthetic rows: 11M prefix n-grams against 175M shareable ones).
+        `progress` (rich's) shows the passes over the groups: at 10M rows they take minutes."""
         alive = []
         for _, keys in sources:
             mask = np.zeros(int(keys["__pos"].max() or 0) + 1 if keys.height else 0, dtype=bool)
@@ -94,11 +98,17 @@ class GramStore:
         )
         kept: list[pl.DataFrame] | None = []  # the groups' shareable n-grams, while they are few enough
 
+        task = None if progress is None else progress.add_task("finding near duplicates", total=3 * len(groups))
+
         def held_groups() -> Iterator[pl.DataFrame]:
             if kept is not None and len(kept) == len(groups):
-                yield from kept
+                found: Iterable[pl.DataFrame] = kept
             else:
-                yield from (self._shareable(group, sources, alive) for group in groups)
+                found = (self._shareable(group, sources, alive) for group in groups)
+            for held in found:
+                yield held
+                if progress is not None:
+                    progress.advance(task)
 
         counts = [np.zeros(len(mask), dtype=np.int64) for mask in alive]
         for held in held_groups():

@@ -141,15 +141,15 @@ class Cleaner:
         self.staged.append(staged)
         return staged
 
-    def near_dedup(self) -> None:
+    def near_dedup(self, progress: Progress | None = None) -> None:
         """Near dedup over everything settled so far (earlier rows win, so rerunning it only drops new rows)."""
         if self.recipe.mixture.dedup == "near":
-            near_dedup(self.staged, self.near_pairs())
+            near_dedup(self.staged, self.near_pairs(progress))
 
-    def near_pairs(self) -> pl.DataFrame:
+    def near_pairs(self, progress: Progress | None = None) -> pl.DataFrame:
         """(row, row_b) labels (`gram_store.label`, sources in settling order) of near-duplicate available rows."""
         assert self.grams is not None, "built without near_audit or dedup: near"
-        return self.grams.near_pairs([(s.name, s.keys) for s in self.staged])
+        return self.grams.near_pairs([(s.name, s.keys) for s in self.staged], progress=progress)
 
 
 def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, cleaner: Cleaner) -> list[Staged]:
@@ -193,7 +193,7 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
             workers.shutdown(wait=True, cancel_futures=True)
             raise
     release_freed_memory()  # what the staging threads freed would otherwise sit under the rest of the build
-    cleaner.near_dedup()
+    cleaner.near_dedup(progress)
     return staged
 
 
@@ -396,7 +396,7 @@ def materialise(
         if results:
             for pool in evolved_pools(recipe, pools, results):
                 cleaner.settle(cleaner.stage(pool.source, [pool]))  # evolved rows lose to every file-backed row
-            cleaner.near_dedup()
+            cleaner.near_dedup(progress)
             by_name = {p.name: p for p in cleaner.staged}
             pools = [by_name[s.name] for s in recipe.sources]
         summaries = [summarize(p) for p in pools]
@@ -485,7 +485,8 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
     with make_progress(options.progress) as progress, scratch_dir("mixer-audit-") as folder:
         cleaner = Cleaner(recipe, folder, decontam, near_audit=True)
         pools = stage_sources(recipe, resolved, progress, cleaner)
-        overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=cleaner.near_pairs())
+        near = cleaner.near_pairs(progress)
+        overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=near)
     return {
         "decontamination": decontam.report([p.counts for p in pools]) if decontam is not None else None,
         "overlap": overlap,
