@@ -241,6 +241,25 @@ def test_a_bad_name_is_pointed_at_and_explained(tmp_path):
     ]
 
 
+def test_a_count_that_is_not_a_whole_number_gets_the_fix_it_needs(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {source: dolly, take: "10"}
+          b: {source: dolly, take: al}
+          c: {source: dolly, take: 0.5}
+        """,
+    )
+    hints = {d.line: d.hint for d in validate_file(recipe)}
+    assert hints == {
+        3: "write the number without quotes: take: 10",
+        4: "did you mean 'all'?",
+        5: "take is a whole number of rows or `all` (a share of the source is `fraction: f`)",
+    }
+
+
 def test_yaml_syntax_error_is_located(tmp_path):
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: [1, 2\n  b: 3\n")
     (diag,) = validate_file(recipe)

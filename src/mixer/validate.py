@@ -136,8 +136,20 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
         if error.validator == "enum":
             hint = did_you_mean(error.instance, [str(e) for e in error.validator_value])
             message = f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+        elif error.validator == "type" and path and path[-1] in ("take", "sample"):
+            hint = _count_hint(str(path[-1]), error.instance)
         problems.append(located.diag(path, f"{'.'.join(map(str, path)) or 'recipe'}: {message}", hint))
     return problems
+
+
+def _count_hint(key: str, value: Any) -> str:
+    """`take`/`sample` are a whole number or `all`; what was written instead says which fix is meant."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return f"write the number without quotes: {key}: {value.strip()}"
+    if isinstance(value, str):
+        return did_you_mean(value, ["all"]) or f"{key} is a whole number of rows or `all`"
+    share = " (a share of the source is `fraction: f`)" if key == "take" else ""
+    return f"{key} is a whole number of rows or `all`{share}"
 
 
 def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -> list[Diagnostic]:
