@@ -266,6 +266,36 @@ def test_yaml_syntax_error_is_located(tmp_path):
     assert (diag.line, diag.message.startswith("invalid YAML")) == (4, True)
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "hint"),
+    [
+        ("name: t\nsources:\n\ta: {source: dolly, take: 1}\n", (3, 1), "YAML indents with spaces, not tabs"),
+        ("name: t\ndescription: Tulu: a mix\n", (2, 18), "a value with ': ' in it must be quoted"),
+        (
+            "name: t\nsources:\n  a: {source: dolly, take: 1\n",
+            (4, 1),
+            "in the brackets opened at line 3, column 6: a comma or the closing bracket is missing",
+        ),
+        (
+            "name: t\nsources:\n  a: {source: dolly take: 1}\n",
+            (3, 25),
+            "in the brackets opened at line 3, column 6: a comma or the closing bracket is missing",
+        ),
+    ],
+)
+def test_yaml_mistakes_get_a_hint_naming_the_usual_cause(tmp_path, text, where, hint):
+    (diag,) = validate_file(write_recipe(tmp_path, text))
+    assert ((diag.line, diag.col), diag.hint.startswith(hint)) == (where, True), diag.hint
+
+
+def test_text_with_a_colon_read_as_a_mapping_is_told_to_be_quoted(tmp_path):
+    recipe = write_recipe(
+        tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1}\nmixture: {drop_patterns: [As an AI: model]}\n"
+    )
+    (diag,) = validate_file(recipe)
+    assert diag.hint == "unquoted text with ': ' in it is read as a mapping: quote it, \"As an AI: model\""
+
+
 def test_env_interpolation(tmp_path, monkeypatch):
     (tmp_path / "d.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
     monkeypatch.setenv("MIXER_TEST_FILE", "d.jsonl")

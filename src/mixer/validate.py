@@ -138,8 +138,16 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
             message = f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
         elif error.validator == "type" and path and path[-1] in ("take", "sample"):
             hint = _count_hint(str(path[-1]), error.instance)
+        elif error.validator == "type" and error.validator_value == "string" and _one_pair(error.instance):
+            ((key, value),) = error.instance.items()
+            text = json.dumps(f"{key}: {value}" if value is not None else f"{key}:", ensure_ascii=False)
+            hint = f"unquoted text with ': ' in it is read as a mapping: quote it, {text}"
         problems.append(located.diag(path, f"{'.'.join(map(str, path)) or 'recipe'}: {message}", hint))
     return problems
+
+
+def _one_pair(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1
 
 
 def _count_hint(key: str, value: Any) -> str:

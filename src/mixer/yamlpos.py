@@ -60,6 +60,21 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+def _syntax_hint(exc: yaml.MarkedYAMLError) -> str:
+    """The usual causes, named: a tab (YAML indents with spaces only), an unquoted value holding ': ', and a
+    comma or closing bracket missing in `{...}` or `[...]`, which PyYAML reports where it gave up (often the
+    end of the file), not where the brackets were opened."""
+    if "'\\t'" in (exc.problem or ""):
+        return "YAML indents with spaces, not tabs: replace the tab"
+    if (exc.problem or "").startswith("mapping values are not allowed"):
+        return "a value with ': ' in it must be quoted, e.g. description: \"Tulu 2: the SFT mix\""
+    opened = exc.context_mark
+    if opened is not None and exc.context and exc.context.startswith("while parsing a flow"):
+        where = f"line {opened.line + 1}, column {opened.column + 1}"
+        return f"in the brackets opened at {where}: a comma or the closing bracket is missing"
+    return "check indentation and quoting here"
+
+
 def load_located(text: str, file: str) -> Located:
     """Parse one YAML document. Syntax errors and duplicate keys land in `problems`, not exceptions."""
     located = Located(file=file, data=None)
@@ -70,9 +85,7 @@ def load_located(text: str, file: str) -> Located:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or str(exc)
-        located.problems.append(
-            Diagnostic(file, line, col, f"invalid YAML: {problem}", "check indentation and quoting here")
-        )
+        located.problems.append(Diagnostic(file, line, col, f"invalid YAML: {problem}", _syntax_hint(exc)))
         return located
     finally:
         loader.dispose()
