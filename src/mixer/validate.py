@@ -146,6 +146,16 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
     return problems
 
 
+def _mapping(value: Any) -> dict:
+    """`value` when it is a mapping, else empty: the semantic checks read what the schema has already judged,
+    and a value of the wrong type is the schema's error to report, not a traceback."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _one_pair(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1
 
@@ -163,7 +173,7 @@ def _count_hint(key: str, value: Any) -> str:
 def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -> list[Diagnostic]:
     adapter = format_spec(fmt)
     problems = []
-    for key in spec.get("fields") or {}:
+    for key in _mapping(spec.get("fields")):
         if key not in adapter.fields:
             problems.append(
                 located.diag(
@@ -174,7 +184,7 @@ def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -
                     key=True,
                 )
             )
-    for key in spec.get("options") or {}:
+    for key in _mapping(spec.get("options")):
         if key not in adapter.options:
             problems.append(
                 located.diag(
@@ -198,7 +208,7 @@ def _check_source(
         return _check_evolved_source(located, name, spec, path)
     registry = load_registry()
     entry = None
-    if "source" in spec:
+    if isinstance(spec.get("source"), str):  # another type is the schema's to report
         entry = registry.get(spec["source"])
         if entry is None:
             problems.append(
@@ -278,10 +288,10 @@ def _check_source(
         )
     if spec.get("min_turns") and spec.get("max_turns") and spec["min_turns"] > spec["max_turns"]:
         problems.append(located.diag((*path, "min_turns"), "min_turns is larger than max_turns", key=True))
-    for i, pattern in enumerate(spec.get("drop_patterns") or []):
+    for i, pattern in enumerate(_list(spec.get("drop_patterns"))):
         problems += _check_regex(located, (*path, "drop_patterns", i), pattern)
     raw_paths = spec.get("path")
-    for i, raw in enumerate([raw_paths] if isinstance(raw_paths, str) else raw_paths or []):
+    for i, raw in enumerate([raw_paths] if isinstance(raw_paths, str) else _list(raw_paths)):
         where = (*path, "path") if isinstance(raw_paths, str) else (*path, "path", i)
         if not isinstance(raw, str):
             continue
@@ -357,7 +367,7 @@ def _check_evolved_source(located: Located, name: str, spec: dict, path: tuple) 
     """`{evolved: block}`: the rows come from an evolve block, so no file, format or registry entry."""
     problems = []
     blocks = located.data.get("evolve") if isinstance(located.data.get("evolve"), dict) else {}
-    if spec["evolved"] not in blocks:
+    if isinstance(spec["evolved"], str) and spec["evolved"] not in blocks:
         problems.append(
             located.diag(
                 (*path, "evolved"),
@@ -496,7 +506,7 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
                 f"weights are shares of mixture.total; {_as_shares(weights)}",
             )
         )
-    for i, pattern in enumerate(mixture.get("drop_patterns") or []):
+    for i, pattern in enumerate(_list(mixture.get("drop_patterns"))):
         problems += _check_regex(located, ("mixture", "drop_patterns", i), pattern)
     output = data.get("output") if isinstance(data.get("output"), dict) else {}
     tokenizer = output.get("tokenizer")
@@ -524,7 +534,7 @@ def _check_stages(located: Located, stages: list, base_dir: Path) -> list[Diagno
         if not isinstance(stage, dict):
             continue
         path, name, kind = ("stages", i), stage.get("name"), stage.get("kind")
-        if name in seen:
+        if isinstance(name, str) and name in seen:
             problems.append(located.diag((*path, "name"), f"duplicate stage name {name!r} (stage {seen[name] + 1})"))
         elif isinstance(name, str):
             seen[name] = i
@@ -578,8 +588,9 @@ def _check_stages(located: Located, stages: list, base_dir: Path) -> list[Diagno
 
 def check_document(located: Located, base_dir: Path) -> list[Diagnostic]:
     """Every problem in an already-parsed recipe, sorted by position."""
-    if located.data is None:
-        return sorted(located.problems, key=lambda d: (d.line, d.col))
+    if located.data is None:  # unparsable (its problems say why), or a document that is only `null`
+        problems = located.problems or [located.diag((), "a recipe must be a mapping (name:, sources:, ...)")]
+        return sorted(problems, key=lambda d: (d.line, d.col))
     problems = list(located.problems)
     if not isinstance(located.data, dict):
         return [*problems, located.diag((), "a recipe must be a mapping (name:, sources:, ...)")]

@@ -93,9 +93,24 @@ def load_located(text: str, file: str) -> Located:
         located.data = {}
         return located
     constructor = yaml.SafeLoader("")
+    inside: set[int] = set()  # the collection nodes being built: an alias to one of them would never end
 
     def build(n: yaml.Node, path: Path_) -> Any:
         located.value_pos[path] = _mark(n)
+        if isinstance(n, yaml.MappingNode | yaml.SequenceNode):
+            if id(n) in inside:
+                located.problems.append(
+                    Diagnostic(file, *_mark(n), "an alias refers to a mapping or list that contains it (a loop)")
+                )
+                return None
+            inside.add(id(n))
+            try:
+                return build_collection(n, path)
+            finally:
+                inside.discard(id(n))
+        return constructor.construct_object(n, deep=True)
+
+    def build_collection(n: yaml.MappingNode | yaml.SequenceNode, path: Path_) -> Any:
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in n.value:
@@ -118,9 +133,7 @@ def load_located(text: str, file: str) -> Located:
                 located.key_pos[(*path, key)] = _mark(key_node)
                 out[key] = build(value_node, (*path, key))
             return out
-        if isinstance(n, yaml.SequenceNode):
-            return [build(item, (*path, i)) for i, item in enumerate(n.value)]
-        return constructor.construct_object(n, deep=True)
+        return [build(item, (*path, i)) for i, item in enumerate(n.value)]
 
     located.data = build(node, ())
     return located
