@@ -116,6 +116,14 @@ def test_json_output(tmp_path):
         ),
         ("sources:\n  a: {path: x.json}\n", (3, 7, "inline source 'a' needs `format:`")),
         (
+            "sources:\n  a: {source: oasst1, take: 1, options: {top_k_reply: 0.5}}\n",
+            (3, 55, "option 'top_k_reply' must be a whole number of at least 1, or null for every reply, not 0.5"),
+        ),
+        (
+            "sources:\n  a: {source: sharegpt, take: 1, options: {trim_trailing_user: 'no'}}\n",
+            (3, 64, "option 'trim_trailing_user' must be true or false, not 'no'"),
+        ),
+        (
             "sources:\n  a: {source: dolly, take: 1, min_turns: 3, max_turns: 2}\n",
             (3, 31, "min_turns is larger than max_turns"),
         ),
@@ -314,6 +322,14 @@ def test_a_yaml_alias_that_contains_itself_is_an_error_not_a_recursion(tmp_path)
     (tmp_path / "null.yaml").write_text("null\n")
     [diag] = validate_file(tmp_path / "null.yaml")
     assert diag.message == "a recipe must be a mapping (name:, sources:, ...)"
+
+
+def test_every_adapter_option_has_a_rule_for_its_values():
+    from mixer.adapters.formats import OPTION_VALUES, SPECS
+
+    options = {name: default for spec in SPECS.values() for name, default in spec.options.items()}
+    assert set(options) == set(OPTION_VALUES)
+    assert all(OPTION_VALUES[name][1](default) for name, default in options.items())  # defaults pass
 
 
 def test_yaml_syntax_error_is_located(tmp_path):

@@ -20,6 +20,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from mixer.adapters import FORMATS, format_spec
+from mixer.adapters.formats import OPTION_VALUES
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
@@ -184,7 +185,7 @@ def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -
                     key=True,
                 )
             )
-    for key in _mapping(spec.get("options")):
+    for key, value in _mapping(spec.get("options")).items():
         if key not in adapter.options:
             problems.append(
                 located.diag(
@@ -194,6 +195,10 @@ def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -
                     or f"options of {fmt}: {', '.join(adapter.options) or 'none'}",
                     key=True,
                 )
+            )
+        elif key in OPTION_VALUES and not OPTION_VALUES[key][1](value):
+            problems.append(
+                located.diag((*path, "options", key), f"option {key!r} must be {OPTION_VALUES[key][0]}, not {value!r}")
             )
     return problems
 

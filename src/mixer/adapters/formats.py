@@ -3,6 +3,7 @@ that a rebuild is a no-op) needs no dataframe library; how records become rows i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,19 @@ class Format:
     text_turn_roles: dict[str, str] = field(default_factory=dict)  # those that may be text instead: its role
     turns_are_text: bool = False  # a turn is its text (LIMA), not an object
 
+
+def _top_k(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
+# what each adapter option may be set to, in words, and the check: options are not in the JSON Schema, which
+# cannot know which format a source has
+OPTION_VALUES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "top_k_reply": ("a whole number of at least 1, or null for every reply", _top_k),
+    "role_key": ("a field name", lambda value: isinstance(value, str) and value != ""),
+    "content_key": ("a field name", lambda value: isinstance(value, str) and value != ""),
+    "trim_trailing_user": ("true or false", lambda value: isinstance(value, bool)),
+}
 
 SPECS = {
     spec.name: spec
