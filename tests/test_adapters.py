@@ -445,6 +445,24 @@ def test_a_gzip_file_cut_short_is_named_not_aborted(tmp_path, name):
     assert info.value.hint == "download or copy the file again; `gzip -t FILE` checks it"
 
 
+def test_oasst_ids_and_languages_of_the_wrong_type_are_named_not_raised(tmp_path):
+    """Found by feeding the adapter random trees: a `lang` that is a list ended in a polars error about its
+    builder, and a flat table whose `parent_id` is a list in an unhashable-type traceback."""
+    answer = {"message_id": "a", "role": "assistant", "text": "yes", "replies": []}
+    trees = [
+        {"prompt": {"message_id": "p1", "role": "prompter", "text": "q1", "lang": "en", "replies": [answer]}},
+        {"prompt": {"message_id": "p2", "role": "prompter", "text": "q2", "lang": ["x"], "replies": [answer]}},
+    ]
+    path = tmp_path / "t.trees.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in trees))
+    frame = convert(path, "oasst")
+    assert frame["__reason"].to_list() == [None, "a message whose `role`, `text` or `lang` is not text"]
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text(json.dumps({"message_id": "m", "parent_id": [], "role": "prompter", "text": "q"}) + "\n")
+    with pytest.raises(MixerError, match=r"oasst message table: `parent_id` holds List\(Null\), not text ids"):
+        convert(flat, "oasst")
+
+
 def test_oasst_walk_survives_trees_deeper_than_recursion_and_a_repeated_message_id(tmp_path):
     """Both used to raise RecursionError with a traceback: a chain of 5,000 turns, and a flat table where a
     message id appears twice so that the second copy's replies lead back to it (a loop through the tree)."""

@@ -42,8 +42,8 @@ def _shape_problem(root: Any) -> str | None:
         visited.add(id(message))
         if not isinstance(message.get("message_id"), str):
             return "a message without a text `message_id`"
-        if not all(isinstance(message.get(key), str | None) for key in ("role", "text")):
-            return "a message whose `role` or `text` is not text"
+        if not all(isinstance(message.get(key), str | None) for key in ("role", "text", "lang")):
+            return "a message whose `role`, `text` or `lang` is not text"
         if not isinstance(message.get("rank"), int | float | None):
             return "a message whose `rank` is not a number"
         replies = message.get("replies")
@@ -79,6 +79,12 @@ def _trees_from_flat(raw: pl.DataFrame, ctx: Context) -> list[tuple[int, dict[st
     missing = [c for c in needed if c not in raw.columns]
     if missing:
         raise MixerError(f"{ctx.file}: oasst message table lacks {missing}")
+    for column in ("message_id", "parent_id"):  # ids are looked up in a dict: a list or struct id cannot be
+        if raw.schema[column] not in (pl.String, pl.Null):
+            raise MixerError(
+                f"{ctx.file}: oasst message table: `{column}` holds {raw.schema[column]}, not text ids",
+                "the hub's message table has text ids (UUIDs); check the file is that table",
+            )
     records = raw.select(c for c in WALKED if c in raw.columns).to_dicts()
     children: dict[str, list[dict[str, Any]]] = {}
     for record in records:
