@@ -446,17 +446,25 @@ def test_a_gzip_file_cut_short_is_named_not_aborted(tmp_path, name):
 
 
 def test_oasst_ids_and_languages_of_the_wrong_type_are_named_not_raised(tmp_path):
-    """Found by feeding the adapter random trees: a `lang` that is a list ended in a polars error about its
-    builder, and a flat table whose `parent_id` is a list in an unhashable-type traceback."""
-    answer = {"message_id": "a", "role": "assistant", "text": "yes", "replies": []}
-    trees = [
-        {"prompt": {"message_id": "p1", "role": "prompter", "text": "q1", "lang": "en", "replies": [answer]}},
-        {"prompt": {"message_id": "p2", "role": "prompter", "text": "q2", "lang": ["x"], "replies": [answer]}},
-    ]
-    path = tmp_path / "t.trees.jsonl"
-    path.write_text("".join(json.dumps(t) + "\n" for t in trees))
-    frame = convert(path, "oasst")
-    assert frame["__reason"].to_list() == [None, "a message whose `role`, `text` or `lang` is not text"]
+    """Found by feeding the adapter random trees: a `lang` that is a list ended the build in a polars error
+    about its builder, and a flat table whose `parent_id` is a list in an unhashable-type traceback."""
+    from mixer.build import Options, build
+
+    def tree(i: int, lang: object) -> dict:
+        answer = {"message_id": f"a{i}", "role": "assistant", "text": "yes", "replies": []}
+        return {
+            "prompt": {"message_id": f"p{i}", "role": "prompter", "text": f"q{i}", "lang": lang, "replies": [answer]}
+        }
+
+    (tmp_path / "t.trees.jsonl").write_text(
+        "".join(json.dumps(tree(i, lang)) + "\n" for i, lang in enumerate(["en", ["x"]]))
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: o\nsources:\n  o: {path: t.trees.jsonl, format: oasst, take: all, on_error: quarantine}\n")
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "out")
+    assert result.manifest["sources"]["o"]["counts"]["malformed"] == 1
+    [reject] = [json.loads(line) for line in (tmp_path / "out" / "rejects" / "o.jsonl").read_text().splitlines()]
+    assert (reject["row"], reject["reason"]) == (2, "a message whose `role`, `text` or `lang` is not text")
     flat = tmp_path / "flat.jsonl"
     flat.write_text(json.dumps({"message_id": "m", "parent_id": [], "role": "prompter", "text": "q"}) + "\n")
     with pytest.raises(MixerError, match=r"oasst message table: `parent_id` holds List\(Null\), not text ids"):
