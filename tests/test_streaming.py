@@ -1154,7 +1154,7 @@ def test_trees_of_the_wrong_shape_are_malformed_rows_not_a_crash(tmp_path):
     assert pool.rejects.select("row", "reason").rows() == [
         (1, "a message whose `replies` is not a list of messages"),
         (2, "a message whose `replies` is not a list of messages"),
-        (3, "a message whose `role` or `text` is not text"),
+        (3, "a message whose `role`, `text` or `lang` is not text"),
         (4, "a message without a text `message_id`"),
         (5, "a message whose `rank` is not a number"),
     ]
