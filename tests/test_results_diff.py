@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -124,6 +125,48 @@ def test_lm_eval_0_3_results_are_read_and_a_file_with_no_scores_is_refused(tmp_p
     with pytest.raises(MixerError, match="no scores"):
         add_results(run, [tmp_path / "v03.json", tmp_path / "none.json"])
     assert not (run / "results").exists()  # nothing copied when one file fails
+
+
+def test_a_results_file_of_any_shape_is_read_or_refused_never_a_traceback(tmp_path):
+    """A results file edited by hand or written by another tool may hold anything in any section; feeding
+    `parse_file` an lm-eval file with values of every type swapped in at random places (a fixed seed) found
+    a dozen tracebacks. Each section of another shape now only means less eval-config detail."""
+    import copy
+    import random
+
+    results = {
+        "results": {"arc": {"alias": "arc", "acc,none": 0.5, "acc_stderr,none": 0.01}, "mmlu": {"acc,none": 0.6}},
+        "groups": {"mmlu": {"acc,none": 0.6}},
+        "group_subtasks": {"mmlu": ["mmlu_math"]},
+        "configs": {"arc": {"num_fewshot": 0}},
+        "versions": {"arc": 1.0},
+        "n-shot": {"arc": 0},
+        "n-samples": {"arc": {"original": 100, "effective": 100}},
+        "higher_is_better": {"arc": {"acc": True}},
+        "config": {"limit": None},
+        "lm_eval_version": "0.4.5",
+    }
+    rng = random.Random(11)
+    values = [None, [], {}, [1], {"a": 1}, -1, 0, 0.5, "", "N/A", "x", True]
+
+    def places(node, where=()):
+        yield where
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            yield from places(child, (*where, key))
+
+    path = tmp_path / "r.json"
+    for _ in range(500):
+        doc = copy.deepcopy(results)
+        for _ in range(rng.randint(1, 4)):
+            where = rng.choice([w for w in places(doc) if w])
+            parent = doc
+            for key in where[:-1]:
+                parent = parent[key]
+            parent[where[-1]] = copy.deepcopy(rng.choice(values))
+        path.write_text(json.dumps(doc))
+        with contextlib.suppress(MixerError):
+            parse_file(path)
 
 
 def test_results_add_copies_and_remembers_leaderboard_model(tmp_path, shared_data):

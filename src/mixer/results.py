@@ -49,6 +49,23 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _section(data: Any, key: str, names: bool = False) -> dict[str, Any]:
+    """`data[key]` when it is a mapping, else empty: a results file edited by hand or written by another tool
+    may hold anything there, and a missing section only means less eval-config detail, not a crash. With
+    `names`, a list of names (`groups` as some versions write it) counts too."""
+    value = data.get(key) if isinstance(data, dict) else None
+    if isinstance(value, dict):
+        return value
+    if names and isinstance(value, list):
+        return {item: None for item in value if isinstance(item, str)}
+    return {}
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number >= 1 else None
+
+
 def _lm_eval_metric(key: str) -> tuple[str, str]:
     """'acc,none' → ('acc', 'acc'); 'exact_match,strict-match' → ('exact_match', 'exact_match[strict-match]');
     'acc' (lm-eval 0.3, before filters) → ('acc', 'acc')."""
@@ -62,28 +79,34 @@ def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
     """lm-evaluation-harness results JSON: v0.4 (`results`, `groups`, `n-shot`, `configs`, `config`, metric keys
     `acc,none`) and v0.3 (`results`, `versions`, `config.num_fewshot`, metric keys `acc`), which older papers
     and leaderboards still publish."""
-    config = data.get("config") or {}
-    groups = set(data.get("groups") or {})
-    parent = {sub: group for group, subs in (data.get("group_subtasks") or {}).items() for sub in subs}
+    config = _section(data, "config")
+    groups = set(_section(data, "groups", names=True))
+    parent = {
+        sub: group
+        for group, subs in _section(data, "group_subtasks").items()
+        if isinstance(subs, list)
+        for sub in subs
+        if isinstance(sub, str)
+    }
     scores = []
-    for task, metrics in (data.get("results") or {}).items():
+    for task, metrics in _section(data, "results").items():
         if not isinstance(metrics, dict):
             raise MixerError(f"{source}: results.{task} must map metric names to numbers, not {type(metrics).__name__}")
-        task_config = (data.get("configs") or {}).get(task) or {}
+        task_config = _section(_section(data, "configs"), task)
         eval_config = {
             "harness": "lm-eval",
             "harness_version": data.get("lm_eval_version"),
-            "task_version": (data.get("versions") or {}).get(task),
-            "shots": (data.get("n-shot") or {}).get(task, task_config.get("num_fewshot", config.get("num_fewshot"))),
+            "task_version": _section(data, "versions").get(task),
+            "shots": _section(data, "n-shot").get(task, task_config.get("num_fewshot", config.get("num_fewshot"))),
             "chat_template": data.get("chat_template_sha") or ("none" if data.get("chat_template") is None else "set"),
             "system_instruction": data.get("system_instruction_sha"),
             "fewshot_as_multiturn": data.get("fewshot_as_multiturn"),
             "limit": config.get("limit"),
             "judge": None,
         }
-        samples = (data.get("n-samples") or {}).get(task) or {}
-        n = samples.get("effective") or metrics.get("sample_len")
-        better = (data.get("higher_is_better") or {}).get(task) or {}
+        samples = _section(_section(data, "n-samples"), task)
+        n = _count(samples.get("effective")) or _count(metrics.get("sample_len"))
+        better = _section(_section(data, "higher_is_better"), task)
         filtered = any("," in key for key in metrics)  # v0.4; v0.3's keys are bare metric names
         for key, value in metrics.items():
             if filtered and "," not in key:  # v0.4's alias, sample_len, sample_count
@@ -99,7 +122,7 @@ def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
                     metric=metric,
                     value=number,
                     stderr=_number(metrics.get(stderr_key)),
-                    n=int(n) if n else None,
+                    n=n,
                     higher_is_better=bool(better.get(base, True)),
                     group=parent.get(task),
                     is_group=task in groups,
