@@ -375,6 +375,18 @@ def test_env_interpolation(tmp_path, monkeypatch):
     assert validate_file(recipe) == []
 
 
+def test_a_recipe_saved_as_utf16_is_named_as_such(tmp_path):
+    """PowerShell 5's `>` writes UTF-16; the error was a codec message about byte 0xff."""
+    (tmp_path / "r.yaml").write_bytes("name: t\nsources:\n  a: {source: dolly, take: 1}\n".encode("utf-16"))
+    [diag] = validate_file_cli(tmp_path / "r.yaml")
+    assert diag["message"] == "the recipe is UTF-16; mixer reads recipes as UTF-8"
+    assert diag["hint"] == f"save it as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 {tmp_path / 'r.yaml'} > utf8.yaml"
+
+
+def validate_file_cli(path):
+    return json.loads(run_mixer("validate", str(path), "--json").stdout)["diagnostics"]
+
+
 def test_missing_recipe_is_a_clean_error(tmp_path):
     good = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1}\n", name="good.yaml")
     bad = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1, fraction: 2}\n", name="bad.yaml")

@@ -12,6 +12,7 @@ recipe being built.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,30 @@ PATH_FIELDS: tuple[Path_, ...] = (
 
 TextReader = Callable[[Path], "str | None"]  # a file's text, None when there is no such file
 
+# byte-order marks of the encodings a recipe saved on Windows may have, longest first
+WIDE_MARKS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
 
 def working_tree_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError):
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        head = path.read_bytes()[:4]
+        wide = next((name for mark, name in WIDE_MARKS if head.startswith(mark)), None)
+        if wide is not None:  # PowerShell 5's `>` writes UTF-16, for one
+            raise MixerError(
+                f"{path}: the recipe is {wide}; mixer reads recipes as UTF-8",
+                f"save it as UTF-8, e.g. iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > utf8.yaml",
+            ) from None
+        raise MixerError(f"{path}: cannot read recipe: {exc}", "save it as UTF-8") from None
+    except OSError as exc:
         raise MixerError(f"{path}: cannot read recipe: {exc}") from None
 
 
