@@ -189,3 +189,19 @@ def test_weights_that_fall_short_of_the_total_are_pointed_out(tmp_path):
         assert note in result.stderr, command
     recipe.write_text(body % ("0.7", tmp_path / "out"))
     assert "weights add up" not in run_mixer("plan", str(recipe)).stderr
+
+
+def test_with_json_a_failure_is_json_on_stdout_too(tmp_path):
+    """A script that asked for --json reads stdout: a failure there too, with the text still on stderr."""
+    bad = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1, fraction: 2}\n")
+    result = run_mixer("plan", str(bad), "--json")
+    assert result.returncode == 2 and "conflicts with 'take'" in result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False and payload["diagnostics"][0]["line"] == 3
+    result = run_mixer("build", str(tmp_path / "nope.yaml"), "--json")
+    assert result.returncode == 1 and "recipe not found" in result.stderr
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "error": f"{tmp_path / 'nope.yaml'}: recipe not found",
+        "hint": None,
+    }

@@ -665,6 +665,13 @@ def diff(
         sys.stdout.write(text)
 
 
+def _json_failure(detail: dict[str, Any]) -> None:
+    """With --json, a failure is JSON on stdout too, so a script reads one shape whatever happened; the text on
+    stderr stays for the person watching."""
+    if "--json" in sys.argv[1:]:
+        _print_json({"ok": False, **detail})
+
+
 def _run(interrupts: Interrupts) -> None:
     """The app, with every error a user can act on printed as one message and an exit code."""
     try:
@@ -677,9 +684,11 @@ def _run(interrupts: Interrupts) -> None:
     except RecipeInvalid as exc:
         for diagnostic in exc.diagnostics:
             err.print(diagnostic.format(), markup=False)
+        _json_failure({"diagnostics": [d.to_json() for d in exc.diagnostics]})
         sys.exit(2)
     except MixerError as exc:
         err.print(f"error: {exc}", markup=False)
+        _json_failure({"error": exc.message, "hint": exc.hint})
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted: the previous output, if any, is unchanged")
