@@ -136,7 +136,16 @@ def test_an_unreachable_hub_fails_at_once_without_the_download_retries(tmp_path,
     with pytest.raises(MixerError) as failed:
         build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
     assert time.monotonic() - started < 10
-    assert "from the hub (OSError: cannot reach hub.example: [Errno 111] Connection refused)" in failed.value.message
+    assert (
+        "from the hub (OSError: cannot reach hub.example:443: [Errno 111] Connection refused)" in failed.value.message
+    )
+    mixer.resolve.hub_unreachable.cache_clear()
+    with socket.socket() as mirror:  # a mirror over plain http on a port of its own, reachable
+        mirror.bind(("127.0.0.1", 0))
+        mirror.listen()
+        monkeypatch.setattr(socket, "create_connection", connect)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{mirror.getsockname()[1]}")
+        assert mixer.resolve.hub_unreachable() is None
     mixer.resolve.hub_unreachable.cache_clear()
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert mixer.resolve.hub_unreachable() is None  # through a proxy, a direct connection says nothing

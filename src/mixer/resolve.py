@@ -135,11 +135,13 @@ def hub_unreachable() -> str | None:
     through `datasets`' five retries with backoff (~25 s) per hub source before failing."""
     if any(os.environ.get(name) for name in PROXY_VARIABLES):
         return None
-    host = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)  # a mirror may be plain http, or elsewhere
     try:
-        socket.create_connection((host, 443), timeout=PROBE_SECONDS).close()
+        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
     except OSError as exc:
-        return f"cannot reach {host}: {exc}"
+        return f"cannot reach {host}:{port}: {exc}"
     return None
 
 
