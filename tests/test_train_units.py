@@ -299,6 +299,24 @@ def test_a_failed_launch_is_recorded_and_reported_with_where_it_resumes(tmp_path
         selected_stages(recipe, "sfft")
 
 
+def test_a_deepspeed_stage_where_deepspeed_is_missing_is_refused_before_any_work(tmp_path, monkeypatch):
+    """accelerate fails with an ImportError, after the mixture is built; --dry-run and --slurm prepare stages
+    for another machine, so they go on."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.errors import MixerError
+
+    monkeypatch.setattr(stages, "find_spec", lambda name: None if name == "deepspeed" else object())
+    monkeypatch.setattr(stages, "build", lambda *a, **k: pytest.fail("nothing may be built"))
+    options = Options(progress=False, sample=True)
+    with pytest.raises(MixerError, match=r"^stages\.sft\.launcher\.backend: deepspeed is not installed here"):
+        stages.train_recipe(REPO / "recipes" / "tulu2.yaml", runs_dir=tmp_path / "runs", options=options)
+    report = stages.train_recipe(
+        REPO / "recipes" / "tulu2.yaml", dry_run=True, runs_dir=tmp_path / "runs", options=options
+    )
+    assert [p.spec.name for p in report.stages] == ["sft", "dpo"]
+
+
 def test_an_interrupted_launch_asks_the_launcher_to_stop_its_workers(tmp_path):
     """SIGTERM to mixer (a scheduler's cancel) must reach the launcher as SIGTERM, which accelerate and torchrun
     pass to their workers; a SIGKILL, or nothing at all, would leave workers training on without mixer."""

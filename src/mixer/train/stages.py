@@ -14,6 +14,7 @@ import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,18 @@ class TrainReport:
     slurm_text: str | None = None
 
 
+def _check_backends(stages: list[StageSpec]) -> None:
+    """A DeepSpeed stage launched where DeepSpeed is not installed fails in accelerate with an ImportError, after
+    the mixture is built: say so before any work."""
+    for stage in stages:
+        if stage.launcher.backend == "deepspeed" and find_spec("deepspeed") is None:
+            raise MixerError(
+                f"stages.{stage.name}.launcher.backend: deepspeed is not installed here",
+                "pip install deepspeed on the machines that train; `mixer train --slurm` or `--dry-run` prepares the "
+                "stages without running them",
+            )
+
+
 def selected_stages(recipe: Recipe, only: str | None) -> list[StageSpec]:
     if not recipe.stages:
         raise MixerError(f"{recipe.path}: the recipe has no stages:", "add a stages: block (see docs/recipes.md)")
@@ -252,7 +265,10 @@ def train_recipe(
     recipe = load_recipe(recipe_path)
     root = runs_dir or Path.cwd() / "runs" / recipe.name
     report = TrainReport(root, [], {})
-    for stage in selected_stages(recipe, only):
+    stages = selected_stages(recipe, only)
+    if not (dry_run or slurm):  # a cluster's environment, not this one, runs prepared stages
+        _check_backends(stages)
+    for stage in stages:
         prepared = prepare_stage(recipe, stage, root, options, dry_run)
         report.stages.append(prepared)
         if dry_run:
