@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import random
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +53,30 @@ def run_mixer(*args: str, cwd: Path | None = None, env: dict | None = None, time
     return subprocess.run(
         [sys.executable, "-m", "mixer", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def swapped_values(bases: list[Any], values: list[Any], seed: int, count: int, most: int = 3) -> Iterator[Any]:
+    """`count` copies of documents drawn from `bases`, each with 1 to `most` values (at any depth, the whole
+    document included) replaced by a copy of one of `values`, from a fixed seed so a failure repeats: input
+    of every shape, for checking that it is reported and never raised."""
+    rng = random.Random(seed)
+
+    def places(node: Any, where: tuple = ()) -> Iterator[tuple]:
+        yield where
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            yield from places(child, (*where, key))
+
+    for _ in range(count):
+        doc = copy.deepcopy(rng.choice(bases))
+        for _ in range(rng.randint(1, most)):
+            where = rng.choice(list(places(doc)))
+            value = copy.deepcopy(rng.choice(values))
+            if not where:
+                doc = value
+                continue
+            parent = doc
+            for key in where[:-1]:
+                parent = parent[key]
+            parent[where[-1]] = value
+        yield doc

@@ -15,7 +15,7 @@ from mixer.diff import Side, compare, compare_metrics, load_side, significance
 from mixer.errors import MixerError
 from mixer.results import Score, add_results, parse_file, run_scores
 
-from conftest import REPO, run_mixer, write_recipe
+from conftest import REPO, run_mixer, swapped_values, write_recipe
 
 
 def score(task, metric, value, stderr=None, better=True, **config):
@@ -131,9 +131,6 @@ def test_a_results_file_of_any_shape_is_read_or_refused_never_a_traceback(tmp_pa
     """A results file edited by hand or written by another tool may hold anything in any section; feeding
     `parse_file` an lm-eval file with values of every type swapped in at random places (a fixed seed) found
     a dozen tracebacks. Each section of another shape now only means less eval-config detail."""
-    import copy
-    import random
-
     results = {
         "results": {"arc": {"alias": "arc", "acc,none": 0.5, "acc_stderr,none": 0.01}, "mmlu": {"acc,none": 0.6}},
         "groups": {"mmlu": {"acc,none": 0.6}},
@@ -146,24 +143,9 @@ def test_a_results_file_of_any_shape_is_read_or_refused_never_a_traceback(tmp_pa
         "config": {"limit": None},
         "lm_eval_version": "0.4.5",
     }
-    rng = random.Random(11)
     values = [None, [], {}, [1], {"a": 1}, -1, 0, 0.5, "", "N/A", "x", True]
-
-    def places(node, where=()):
-        yield where
-        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, child in children:
-            yield from places(child, (*where, key))
-
     path = tmp_path / "r.json"
-    for _ in range(500):
-        doc = copy.deepcopy(results)
-        for _ in range(rng.randint(1, 4)):
-            where = rng.choice([w for w in places(doc) if w])
-            parent = doc
-            for key in where[:-1]:
-                parent = parent[key]
-            parent[where[-1]] = copy.deepcopy(rng.choice(values))
+    for doc in swapped_values([results], values, seed=11, count=500, most=4):
         path.write_text(json.dumps(doc))
         with contextlib.suppress(MixerError):
             parse_file(path)

@@ -9,7 +9,7 @@ import pytest
 
 from mixer.validate import validate_file
 
-from conftest import REPO, run_mixer, write_recipe
+from conftest import REPO, run_mixer, swapped_values, write_recipe
 
 
 def messages(path):
@@ -274,40 +274,18 @@ def test_values_of_the_wrong_type_anywhere_are_reported_never_raised(tmp_path):
     random places (a fixed seed, so a failure repeats), give diagnostics or a clean recipe, never an exception
     other than RecipeInvalid. Each crash this found (`options: 5`, `source: [..]`, `path: 3`, a stage named
     by a mapping, a document that is only `null`) is covered because the walk reaches every key."""
-    import copy
-    import random
-
     import yaml
 
     from mixer.errors import RecipeInvalid
     from mixer.validate import load_recipe
 
-    rng = random.Random(7)
     values = [None, [], {}, [1, 2], {"x": 1}, -1, 0, 1, 2.5, "", "all", "x", True, [None], {"name": None}]
     bases = [
         yaml.safe_load((REPO / "recipes" / name).read_text())
         for name in ("tulu2.yaml", "tiny.yaml", "wizardcoder.yaml")
     ]
-
-    def places(node, where=()):
-        yield where
-        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, child in children:
-            yield from places(child, (*where, key))
-
     path = tmp_path / "r.yaml"
-    for _ in range(300):
-        doc = copy.deepcopy(rng.choice(bases))
-        for _ in range(rng.randint(1, 3)):
-            where = rng.choice(list(places(doc)))
-            value = copy.deepcopy(rng.choice(values))
-            if not where:
-                doc = value
-                continue
-            parent = doc
-            for key in where[:-1]:
-                parent = parent[key]
-            parent[where[-1]] = value
+    for doc in swapped_values(bases, values, seed=7, count=300):
         path.write_text(yaml.safe_dump(doc))
         validate_file(path)
         with contextlib.suppress(RecipeInvalid):
