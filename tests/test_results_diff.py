@@ -401,6 +401,31 @@ def test_diff_of_recipe_across_git_revisions(tmp_path):
     assert bad.returncode == 1 and "cannot read from git" in bad.stderr
 
 
+def test_a_manifest_edited_or_cut_short_is_named_never_a_traceback(tmp_path):
+    """diff, stats and runs read manifest.json long after it was written; one cut short by a full disk or
+    replaced by another tool's file ended each of them in a KeyError or JSONDecodeError traceback."""
+    from mixer.build import Options, build
+
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"q{i}", "output": "a"}) + "\n" for i in range(5))
+    )
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    good, broken = tmp_path / "good", tmp_path / "broken"
+    build(recipe, Options(progress=False), out=good)
+    build(recipe, Options(progress=False), out=broken)
+    for text, problem in (("{", "cannot be read as JSON"), ('{"x": 1}', "not as mixer writes it (no recipe.name")):
+        (broken / "manifest.json").write_text(text)
+        for command in (["diff", str(good), str(broken)], ["stats", str(broken)]):
+            result = run_mixer(*command)
+            assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.startswith(f"error: {broken / 'manifest.json'}: {problem}"), result.stderr
+        listed = json.loads(run_mixer("runs", str(tmp_path), "--json").stdout)
+        assert {r["path"]: r["kind"] for r in listed} == {str(broken): "unreadable", str(good): "build"}
+        # a rebuild over it is not a no-op, and makes it whole again
+        assert build(recipe, Options(progress=False), out=broken).status == "built"
+        assert json.loads((broken / "manifest.json").read_text())["totals"]["rows"] == 5
+
+
 def test_runs_with_nothing_to_list_says_where_it_looked(tmp_path):
     result = run_mixer("runs", cwd=tmp_path)
     assert result.returncode == 0

@@ -6,7 +6,6 @@ polars (a no-op rebuild is a fraction of a second); the steps themselves are seq
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from mixer.benchmark_sets import ResolvedBenchmark, resolve_benchmarks
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256, fingerprint
 from mixer.lock import check_lock, lock_content, lock_path, write_lock
+from mixer.outputs import read_manifest
 from mixer.recipe import Recipe
 from mixer.resolve import ResolvedSource, default_cache_dir, resolve_recipe
 from mixer.validate import load_recipe
@@ -94,16 +94,20 @@ def build_fingerprint(
 
 
 def _up_to_date(out_dir: Path, build_fp: str) -> dict[str, Any] | None:
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
+    """The output's manifest when it was built from this very recipe and inputs and its shards are whole; None
+    (build again) for anything else, a manifest that cannot be read included."""
+    if not (out_dir / "manifest.json").is_file():
         return None
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except ValueError:
+        manifest = read_manifest(out_dir)
+    except MixerError:
         return None
-    if manifest.get("build_fingerprint") != build_fp:
+    shards = manifest.get("shards")
+    if manifest.get("build_fingerprint") != build_fp or not isinstance(shards, list):
         return None
-    for shard in manifest.get("shards", []):
+    for shard in shards:
+        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
+            return None
         path = out_dir / shard["file"]
         if not path.is_file() or path.stat().st_size != shard.get("bytes"):
             return None

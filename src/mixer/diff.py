@@ -7,7 +7,6 @@ at a git revision (`recipes/tulu2.yaml@HEAD~1`). Everything here is data; `repor
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from mixer.errors import MixerError, RecipeInvalid
 from mixer.inherit import TextReader, read_recipe_document, working_tree_text
+from mixer.outputs import read_manifest, read_run
 from mixer.results import Score, run_scores
 
 COMPARABILITY_KEYS = (
@@ -133,11 +133,11 @@ def load_side(spec: str) -> Side:
             f"{spec}: not a run directory, build output or recipe",
             "give runs/<recipe>/<stage>, out/<recipe>, recipes/x.yaml or recipes/x.yaml@REF",
         )
-    run = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else None
-    manifest_path = path / "manifest.json"
-    if run and not manifest_path.is_file() and (run.get("data") or {}).get("out_dir"):
-        manifest_path = Path(run["data"]["out_dir"]) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    run = read_run(path) if (path / "run.json").is_file() else None
+    built = path
+    if run and not (path / "manifest.json").is_file() and (run.get("data") or {}).get("out_dir"):
+        built = Path(run["data"]["out_dir"])
+    manifest = read_manifest(built) if (built / "manifest.json").is_file() else None
     recipe = manifest["resolved_recipe"] if manifest else None
     if recipe is None and run and Path(run["recipe"]["path"]).is_file():
         recipe = _recipe_data(Path(run["recipe"]["path"]))

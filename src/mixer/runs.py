@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from mixer.errors import MixerError
 from mixer.hashing import fingerprint
+from mixer.outputs import read_manifest, read_run
 from mixer.results import run_scores
 
 HEADLINE = 4
@@ -23,7 +24,7 @@ def _headline(folder: Path) -> dict[str, float]:
 
 def describe(folder: Path) -> dict[str, Any] | None:
     if (folder / "run.json").is_file():
-        run = json.loads((folder / "run.json").read_text())
+        run = read_run(folder)
         rows = (run.get("data") or {}).get("rows")
         return {
             "path": str(folder),
@@ -35,7 +36,7 @@ def describe(folder: Path) -> dict[str, Any] | None:
             "headline": _headline(folder),
         }
     if (folder / "manifest.json").is_file():
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = read_manifest(folder)
         return {
             "path": str(folder),
             "kind": "build",
@@ -52,7 +53,11 @@ def find_runs(roots: list[Path], depth: int = 3) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     def walk(folder: Path, level: int) -> None:
-        info = describe(folder)
+        try:
+            info = describe(folder)
+        except MixerError as exc:  # one folder's broken file does not hide the others
+            info = {"path": str(folder), "kind": "unreadable", "recipe": None, "fingerprint": None, "rows": None}
+            info |= {"status": exc.message, "headline": {}}
         if info is not None:
             found.append(info)
             return

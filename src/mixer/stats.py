@@ -16,6 +16,7 @@ from mixer.adapters.base import content_chars, content_text, first_content
 from mixer.errors import MixerError
 from mixer.files import write_atomic_file
 from mixer.markup import bar_chart, html_table
+from mixer.outputs import read_manifest
 
 TOP_VERBS = 15
 LONGEST = 10**12  # the last bin's upper edge: every row lands in some bin
@@ -230,7 +231,7 @@ def write_stats(folder: Path, features: pl.DataFrame, manifest: dict[str, Any], 
 
 def regenerate(out_dir: Path, tokenizer: Path | None = None) -> dict[str, Any]:
     """`mixer stats OUT_DIR`: rebuild stats.json and report.html from the shards (one at a time) and the manifest."""
-    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(out_dir)
     loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
     shards = sorted((out_dir / "data").glob("*.parquet"))
     features = pl.concat([row_features(pl.read_parquet(shard), loaded) for shard in shards])
