@@ -431,6 +431,18 @@ def test_an_evolve_cache_that_cannot_be_opened_stops_before_any_call(tmp_path, b
     assert "MIXER_CACHE_DIR" in unusable.value.hint
 
 
+def test_a_damaged_evolve_cache_is_named_with_how_to_set_it_aside(tmp_path):
+    from mixer.evolve.cache import CallCache
+
+    path = tmp_path / "evolve.sqlite"
+    path.write_text("not a database, but maybe paid-for calls once")
+    with pytest.raises(MixerError) as damaged:
+        CallCache(path)
+    assert damaged.value.message == f"cannot open the evolve call cache {path}: file is not a database"
+    assert damaged.value.hint.startswith(f"move it aside (mv {path} {path}.damaged) and run again")
+    assert path.read_text().startswith("not a database")  # left as it was: it may hold paid calls
+
+
 def test_the_call_cache_uses_a_rollback_journal_on_a_filesystem_other_hosts_share(tmp_path, monkeypatch):
     """WAL keeps its index in shared memory, which other hosts of an NFS home (a cluster's usual cache place)
     cannot see: sqlite's own documentation rules it out there."""

@@ -1,5 +1,7 @@
 """The selection hash must never change silently: it decides which rows every recipe selects."""
 
+import os
+
 import numpy as np
 import polars as pl
 import pytest
@@ -102,6 +104,25 @@ def test_files_hashed_ahead_are_read_once_and_only_when_not_remembered(tmp_path,
     reads.clear()
     FileHashes(store).hash_ahead([c, a])  # one file to read: no threads, left to sha256
     assert reads == []
+
+
+@pytest.mark.parametrize("stored", ["[]", "null", "5", '{"K": 5}', '{"K": {"size": 3}}', "{"])
+def test_a_hash_store_of_another_shape_is_ignored_and_rewritten(tmp_path, stored):
+    """A hand edit or another version's file: each input is hashed again (a `.get` on a list crashed every
+    command that resolves inputs)."""
+    from mixer import hashing
+    from mixer.hashing import FileHashes
+
+    data = tmp_path / "a.jsonl"
+    data.write_text("a\n")
+    old = data.stat().st_mtime_ns - 10_000_000_000
+    os.utime(data, ns=(old, old))
+    store = tmp_path / "hashes.json"
+    store.write_text(stored.replace("K", str(data.resolve())))
+    hashes = FileHashes(store)
+    assert hashes.sha256(data) == hashing.file_sha256(data)
+    hashes.save()
+    assert FileHashes(store).known[str(data.resolve())]["sha256"] == hashing.file_sha256(data)
 
 
 def test_hashing_many_gigabytes_of_new_inputs_reports_its_progress(tmp_path, monkeypatch):

@@ -103,8 +103,14 @@ def file_sha256(path: Path, on_read: Callable[[int], None] | None = None) -> str
     return digest.hexdigest()
 
 
-def _matches(entry: dict[str, Any] | None, signature: dict[str, int]) -> bool:
-    return entry is not None and all(entry.get(k) == v for k, v in signature.items())
+def _matches(entry: Any, signature: dict[str, int]) -> bool:
+    """Whether a remembered entry is for this very file; anything else in the store (a hand edit, another
+    version's shape) is not, and the file is hashed again."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("sha256"), str)
+        and all(entry.get(k) == v for k, v in signature.items())
+    )
 
 
 class FileHashes:
@@ -114,9 +120,10 @@ class FileHashes:
     def __init__(self, store: Path) -> None:
         self.store = store
         try:
-            self.known: dict[str, dict[str, Any]] = json.loads(store.read_text(encoding="utf-8"))
+            known = json.loads(store.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            self.known = {}
+            known = {}
+        self.known: dict[str, dict[str, Any]] = known if isinstance(known, dict) else {}
         self.changed = False
         self.read_ahead: dict[str, dict[str, Any]] = {}  # hashed by `hash_ahead` this run, whether racy or not
         self.resolved: dict[Path, str] = {}  # resolving a path costs a stat per directory: once per run

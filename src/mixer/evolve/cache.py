@@ -77,11 +77,17 @@ class CallCache:
                 " NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, finish_reason TEXT,"
                 " created REAL NOT NULL)"
             )
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.OperationalError) as exc:  # cannot be created or opened where it is
             raise MixerError(
                 f"cannot open the evolve call cache {path}: {exc}",
                 "every teacher call is kept there so that a stopped run resumes without paying again: set"
                 " MIXER_CACHE_DIR to a folder you can write to",
+            ) from None
+        except sqlite3.DatabaseError as exc:  # the file is there but is not a database (damaged, or not mixer's)
+            raise MixerError(
+                f"cannot open the evolve call cache {path}: {exc}",
+                f"move it aside (mv {path} {path}.damaged) and run again; the calls it held are asked again, so"
+                " keep the copy if they were paid for",
             ) from None
 
     def get(self, key: str) -> Completion | None:
