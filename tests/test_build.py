@@ -364,6 +364,23 @@ def test_a_locked_build_names_a_missing_or_broken_lock_and_sources_added_or_remo
     assert lock.read_text() == locked
 
 
+@pytest.mark.parametrize("damaged", ["[]", "null", '{"sources": {"a": 5}}', '{"sources": {"a": {"files": 5}}}'])
+def test_a_damaged_lock_is_named_by_locked_and_written_again_by_a_no_op(tmp_path, damaged):
+    """A lock edited by hand or left by a bad merge: `--locked` ended in a traceback, and a build with nothing
+    to do left it damaged."""
+    alpaca_file(tmp_path / "a.jsonl", 5)
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    build(recipe, QUIET, out=tmp_path / "o")
+    lock = tmp_path / "recipe.lock"
+    good = lock.read_text()
+    lock.write_text(damaged)
+    with pytest.raises(MixerError, match=rf"^{re.escape(str(lock))}: not a lock as mixer writes it \("):
+        build(recipe, QUIET, out=tmp_path / "o", locked=True)
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    assert (result.status, result.lock, lock.read_text()) == ("up-to-date", lock, good)
+    assert build(recipe, QUIET, out=tmp_path / "o").lock is None  # current: left alone
+
+
 def test_missing_registry_data_explains_offline_options(tmp_path):
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 5}\n")
     result = run_mixer("build", str(recipe), "--out", str(tmp_path / "o"))

@@ -146,7 +146,9 @@ def test_a_full_disk_anywhere_else_is_one_error_line_not_a_traceback(tmp_path, m
         cli.main()
     assert exit_.value.code == 0
     lock = tmp_path / "r.lock"
-    assert capsys.readouterr().out.splitlines()[-1] == f"lock: {lock} (it was missing)"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"lock: {lock} (written again: it was missing or did not match the inputs)"
+    )
     assert (
         json.loads(lock.read_text())["sources"]["a"]["files"][0]["sha256"]
         == hashlib.sha256(data.read_bytes()).hexdigest()

@@ -14,7 +14,7 @@ from mixer import __version__
 from mixer.benchmark_sets import ResolvedBenchmark, resolve_benchmarks
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256, fingerprint
-from mixer.lock import check_lock, lock_content, lock_path, write_lock
+from mixer.lock import check_lock, lock_content, lock_is_current, write_lock
 from mixer.outputs import read_manifest
 from mixer.recipe import Recipe
 from mixer.resolve import ResolvedSource, default_cache_dir, resolve_recipe
@@ -141,10 +141,9 @@ def build(
     out_dir = out or output_dir(recipe)
     build_fp = build_fingerprint(recipe, resolved, benchmarks, options)
     if not force and (manifest := _up_to_date(out_dir, build_fp)) is not None:
-        missing_lock = not options.sample and not lock_path(recipe.path).is_file()  # deleted, or a full disk
-        return BuildResult(
-            "up-to-date", out_dir, None, manifest, write_lock(recipe.path, lock) if missing_lock else None
-        )
+        # a lock deleted, cut short by a full disk or edited by hand is written again; a current one is left alone
+        stale_lock = not options.sample and not lock_is_current(recipe.path, lock)
+        return BuildResult("up-to-date", out_dir, None, manifest, write_lock(recipe.path, lock) if stale_lock else None)
 
     from mixer.pipeline import materialise  # polars and the rest load only when there is work to do
 

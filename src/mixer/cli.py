@@ -423,7 +423,7 @@ def build(
     if result.status == "up-to-date":
         out.print(f"up to date: {result.out_dir} (nothing changed since the last build; --force rebuilds)")
         if result.lock:
-            out.print(f"lock: {result.lock} (it was missing)")
+            out.print(f"lock: {result.lock} (written again: it was missing or did not match the inputs)")
         return
     out.print(_plan_table(result.plan))
     _print_weights_note(result.manifest["resolved_recipe"])

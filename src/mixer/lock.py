@@ -78,14 +78,23 @@ def lock_content(
     return content
 
 
+def _lock_text(content: dict[str, Any]) -> str:
+    return json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+
+
+def lock_is_current(recipe_path: Path, content: dict[str, Any]) -> bool:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return lock_path(recipe_path).read_text(encoding="utf-8") == _lock_text(content)
+    return False
+
+
 def write_lock(recipe_path: Path, content: dict[str, Any]) -> Path:
     """The lock beside the recipe, rewritten only when it changes: a recipe in a read-only checkout (a container's
     mounted config) builds as long as its lock is current."""
     path = lock_path(recipe_path)
-    text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        if path.read_text(encoding="utf-8") == text:
-            return path
+    text = _lock_text(content)
+    if lock_is_current(recipe_path, content):
+        return path
     try:
         write_atomic_file(path, text)
     except OSError as exc:
@@ -107,6 +116,8 @@ def check_lock(recipe_path: Path, content: dict[str, Any]) -> None:
         locked = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise MixerError(f"{path}: not valid JSON ({exc})", "rebuild without --locked to rewrite it") from None
+    if (problem := _shape_problem(locked)) is not None:
+        raise MixerError(f"{path}: not a lock as mixer writes it ({problem})", "rebuild without --locked to rewrite it")
     problems = []
     for section in ("sources", "benchmarks"):
         problems += _section_problems(section, locked.get(section) or {}, content.get(section) or {})
@@ -115,6 +126,24 @@ def check_lock(recipe_path: Path, content: dict[str, Any]) -> None:
             f"inputs no longer match {path}:\n" + "\n".join(problems),
             "restore the locked inputs, or rebuild without --locked to accept the change and update the lock",
         )
+
+
+def _shape_problem(locked: Any) -> str | None:
+    """What in a lock file is not where `check_lock` reads it (a hand edit, a merge gone wrong), or None."""
+    if not isinstance(locked, dict):
+        return "not a mapping"
+    for section in ("sources", "benchmarks"):
+        entries = locked.get(section) or {}
+        if not isinstance(entries, dict):
+            return f"`{section}` is not a mapping"
+        for name, entry in entries.items():
+            files = entry.get("files", []) if isinstance(entry, dict) else None
+            if not isinstance(files, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+                for f in files
+            ):
+                return f"`{section}.{name}` is not an entry with files and their sha256"
+    return None
 
 
 def _section_problems(section: str, old_entries: dict[str, Any], new_entries: dict[str, Any]) -> list[str]:
