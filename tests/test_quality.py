@@ -11,6 +11,7 @@ import pytest
 
 from mixer.build import Options, build
 from mixer.decontam import Index, benchmark_items
+from mixer.errors import MixerError
 from mixer.recipe import BenchmarkSpec
 
 from conftest import run_mixer, write_recipe
@@ -334,6 +335,12 @@ def test_stats_count_tokens_with_a_given_tokenizer(tmp_path):
     recipe.write_text(recipe.read_text().replace("tokenizer.json}", "missing.json}"))
     bad = run_mixer("validate", str(recipe))
     assert bad.returncode == 2 and "error: no tokenizer at 'missing.json'" in bad.stderr
+
+    (tmp_path / "broken.json").write_text("{}")  # a file, but not one tokenizers can read: said before any work
+    recipe.write_text(recipe.read_text().replace("missing.json}", "broken.json}"))
+    with pytest.raises(MixerError, match=r"tokenizers cannot read it \(Model missing"):
+        build(recipe, Options(progress=False), out=tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
 
 
 NEAR = "Write a short story about a brave little robot who learns to paint the sunset over the sea"

@@ -387,6 +387,9 @@ def materialise(
     build_fp: str,
 ) -> tuple[Plan, dict[str, Any]]:
     """Everything a build does once it is not a no-op: stage, evolve, plan, select, write; atomically."""
+    # the tokenizer for the statistics is read first: a broken one is better said before the inputs are read
+    tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
+    loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
     with make_progress(options.progress) as progress, atomic_dir(out_dir, BUILD_FILES) as temp:
         staging = temp / ".staging"  # rows between loading and writing; removed before the rename
         decontam = prepare_decontam(recipe, benchmarks, options)
@@ -406,8 +409,6 @@ def materialise(
         selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
         overlap = overlap_matrix(selected_keys(selections), prompt_reader(pools))
-        tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
-        loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
         features: list[pl.DataFrame] = []
         sorting = progress.add_task("sorting rows into buckets", total=plan.total_rows)
         task = progress.add_task("writing shards", total=plan.total_rows)

@@ -34,7 +34,13 @@ def load_tokenizer(path: Path) -> Any:
         raise MixerError(
             "token counts with a tokenizer need the `tokenizers` package", "pip install tokenizers"
         ) from None
-    return Tokenizer.from_file(str(file))
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot read
+        raise MixerError(
+            f"tokenizer {file}: tokenizers cannot read it ({exc})",
+            "give the tokenizer.json of your model (a Hugging Face fast tokenizer's file)",
+        ) from None
 
 
 def _token_counts(rows: pl.DataFrame, payload: str, tokenizer: Any) -> pl.Series:
