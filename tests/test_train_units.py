@@ -317,6 +317,27 @@ def test_a_deepspeed_stage_where_deepspeed_is_missing_is_refused_before_any_work
     assert [p.spec.name for p in report.stages] == ["sft", "dpo"]
 
 
+def test_a_stage_run_before_the_one_it_starts_from_is_refused_before_any_work(tmp_path, monkeypatch):
+    """`mixer train tiny.yaml --stage dpo` with no SFT model yet launched two processes that failed on a hub-id
+    error from transformers about the missing folder."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.errors import MixerError
+
+    monkeypatch.setattr(stages, "build", lambda *a, **k: pytest.fail("nothing may be built"))
+    runs = tmp_path / "runs"
+    with pytest.raises(MixerError) as missing:
+        stages.train_recipe(REPO / "recipes" / "tiny.yaml", only="dpo", runs_dir=runs, options=Options(progress=False))
+    assert (
+        missing.value.message == f"stage dpo starts from stage sft's final model, which is not there: {runs}/sft/final"
+    )
+    assert missing.value.hint.startswith("run stage sft first (mixer train ")
+    report = stages.train_recipe(
+        REPO / "recipes" / "tiny.yaml", only="dpo", dry_run=True, runs_dir=runs, options=Options(progress=False)
+    )
+    assert report.stages[0].config.model == str(runs / "sft" / "final")  # prepared for a cluster: no check
+
+
 def test_an_interrupted_launch_asks_the_launcher_to_stop_its_workers(tmp_path):
     """SIGTERM to mixer (a scheduler's cancel) must reach the launcher as SIGTERM, which accelerate and torchrun
     pass to their workers; a SIGKILL, or nothing at all, would leave workers training on without mixer."""

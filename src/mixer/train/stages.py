@@ -229,6 +229,20 @@ class TrainReport:
     slurm_text: str | None = None
 
 
+def _check_parent(recipe: Recipe, stage: StageSpec, root: Path) -> None:
+    """A stage that starts from an earlier one's model needs it on disk: run alone (`--stage dpo`) before its
+    parent, the launched processes failed on the missing folder with a hub-id error from transformers."""
+    parent = stage.model.get("stage") if isinstance(stage.model, dict) else None
+    if parent is None:
+        return
+    final = root / parent / "final"
+    if not (final / "config.json").is_file():
+        raise MixerError(
+            f"stage {stage.name} starts from stage {parent}'s final model, which is not there: {final}",
+            f"run stage {parent} first (mixer train {recipe.path} --stage {parent}), or every stage in order",
+        )
+
+
 def _check_backends(stages: list[StageSpec]) -> None:
     """A DeepSpeed stage launched where DeepSpeed is not installed fails in accelerate with an ImportError, after
     the mixture is built: say so before any work."""
@@ -269,6 +283,8 @@ def train_recipe(
     if not (dry_run or slurm):  # a cluster's environment, not this one, runs prepared stages
         _check_backends(stages)
     for stage in stages:
+        if not (dry_run or slurm):
+            _check_parent(recipe, stage, root)
         prepared = prepare_stage(recipe, stage, root, options, dry_run)
         report.stages.append(prepared)
         if dry_run:
