@@ -987,6 +987,14 @@ def test_noop_rebuild_and_validation_do_not_import_polars(tmp_path):
         [sys.executable, "-c", script, str(recipe), str(tmp_path / "o")], capture_output=True, text=True, timeout=60
     )
     assert done.stdout.split() == ["up-to-date", "False"], done.stderr
+    # drop patterns are checked against polars' regex engine only when rows are read, not on a no-op
+    recipe.write_text(recipe.read_text() + "mixture: {drop_patterns: ['(?i)openai']}\n")
+    build(recipe, QUIET, out=tmp_path / "o")
+    script = script.replace("validate_file(Path(sys.argv[1])); ", "")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(recipe), str(tmp_path / "o")], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["up-to-date", "False"], done.stderr
 
 
 def test_plan_piped_to_a_file_keeps_source_names_whole():

@@ -310,6 +310,36 @@ def test_every_adapter_option_has_a_rule_for_its_values():
     assert all(OPTION_VALUES[name][1](default) for name, default in options.items())  # defaults pass
 
 
+def test_a_drop_pattern_the_row_filter_cannot_run_is_refused_before_any_row_is_read(tmp_path, monkeypatch):
+    """Python's `re` (validation) accepts look-around, back-references and `\\Z`; polars' regex engine, which
+    filters the rows, does not: such a pattern passed `mixer validate` and failed the build after the inputs
+    were read, with a polars traceback."""
+    import mixer.pipeline
+    from mixer.build import Options, build
+    from mixer.errors import RecipeInvalid
+
+    (tmp_path / "a.jsonl").write_text('{"instruction": "q", "output": "a"}\n')
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {path: a.jsonl, format: alpaca, take: all, drop_patterns: ["(?<=As an )AI", "ok"]}
+        mixture: {drop_patterns: ["(a)\\\\1", "end\\\\Z"]}
+        """,
+    )
+    expected = [
+        (3, 65, "drop pattern '(?<=As an )AI': look-around, including look-ahead and look-behind, is not supported"),
+        (4, 27, "drop pattern '(a)\\\\1': backreferences are not supported"),
+        (4, 37, "drop pattern 'end\\\\Z': unrecognized escape sequence"),
+    ]
+    assert [(d.line, d.col, d.message) for d in validate_file(recipe)] == expected
+    monkeypatch.setattr(mixer.pipeline, "stage_sources", lambda *a, **k: pytest.fail("no row may be read"))
+    with pytest.raises(RecipeInvalid) as refused:
+        build(recipe, Options(progress=False), out=tmp_path / "out")
+    assert [(d.line, d.col, d.message) for d in refused.value.diagnostics] == expected
+
+
 def test_yaml_syntax_error_is_located(tmp_path):
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: [1, 2\n  b: 3\n")
     (diag,) = validate_file(recipe)

@@ -27,7 +27,7 @@ from mixer.build import (
     resolve_inputs,
 )
 from mixer.decontam import first_prompt
-from mixer.errors import MixerError
+from mixer.errors import MixerError, RecipeInvalid
 from mixer.load import Pool, load_chunks
 from mixer.memory import release_freed_memory
 from mixer.mix import Deduplicator, near_dedup
@@ -39,7 +39,7 @@ from mixer.resolve import ResolvedSource
 from mixer.stage import Staged, stage_chunks
 from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
 from mixer.threads import wait_for
-from mixer.validate import load_recipe
+from mixer.validate import filter_pattern_problems, load_recipe
 from mixer.write import (
     BUILD_FILES,
     EVOLVE_FILES,
@@ -254,10 +254,24 @@ def counts_key(
     return counts_cache.counts_key(recipe, resolved, options.sample, auxiliary_inputs(recipe, benchmarks))
 
 
+def check_filter_patterns(recipe: Recipe) -> None:
+    """The drop patterns checked against polars' regex engine, before any row is read (see
+    `validate.filter_pattern_problems`; `load_recipe` stays free of polars for the no-op check)."""
+    if recipe.located is not None and (problems := filter_pattern_problems(recipe.located)):
+        raise RecipeInvalid(problems)
+
+
+def load_rows_recipe(recipe_path: Path) -> Recipe:
+    """`load_recipe` for a command that reads rows: with its drop patterns checked against the row filter."""
+    recipe = load_recipe(recipe_path)
+    check_filter_patterns(recipe)
+    return recipe
+
+
 def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds). Per-source counts
     come from the counts cache when only selectors changed since the data was last read."""
-    recipe = load_recipe(recipe_path)
+    recipe = load_rows_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
     benchmarks = resolve_benchmark_inputs(recipe, options)
     fingerprint_in = input_fingerprint(resolved)
@@ -387,6 +401,7 @@ def materialise(
     build_fp: str,
 ) -> tuple[Plan, dict[str, Any]]:
     """Everything a build does once it is not a no-op: stage, evolve, plan, select, write; atomically."""
+    check_filter_patterns(recipe)
     # the tokenizer for the statistics is read first: a broken one is better said before the inputs are read
     tokenizer = recipe.base_dir / recipe.output.tokenizer if recipe.output.tokenizer else None
     loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
@@ -444,7 +459,7 @@ def evolve_only(
 ) -> tuple[Path, dict[str, dict[str, Any]]]:
     """`mixer evolve`: run evolve blocks (all, or one) without mixing; each block's rows, rejects and stats
     go to OUT/<block>/ atomically. A later `mixer build` reuses every call from the cache."""
-    recipe = load_recipe(recipe_path)
+    recipe = load_rows_recipe(recipe_path)
     if block is not None and block not in {b.name for b in recipe.evolve}:
         from mixer.validate import did_you_mean
 
@@ -475,7 +490,7 @@ def evolve_only(
 def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
     """`mixer decontam`: the data-quality audit without a build. Benchmark hits (report mode, when the recipe
     has mixture.decontaminate) and exact + near-duplicate overlap over every available row; nothing is written."""
-    recipe = load_recipe(recipe_path)
+    recipe = load_rows_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
     decontam = None
     if recipe.mixture.decontaminate is not None:

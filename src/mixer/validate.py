@@ -455,6 +455,58 @@ def _unkept_budget(located: Located, path: tuple, block: dict) -> list[Diagnosti
     ]
 
 
+def _pattern_places(data: Any) -> list[tuple[tuple, str]]:
+    """(where, pattern) of every drop pattern of a recipe: its sources', the mixture's, its stages' data."""
+    if not isinstance(data, dict):
+        return []
+    specs = [(("sources", name), spec) for name, spec in _mapping(data.get("sources")).items()]
+    specs += [
+        (("stages", i, "data"), stage.get("data"))
+        for i, stage in enumerate(_list(data.get("stages")))
+        if isinstance(stage, dict)
+    ]
+    specs.append((("mixture",), data.get("mixture")))
+    return [
+        ((*where, "drop_patterns", i), pattern)
+        for where, spec in specs
+        if isinstance(spec, dict)
+        for i, pattern in enumerate(_list(spec.get("drop_patterns")))
+        if isinstance(pattern, str)
+    ]
+
+
+def filter_pattern_problems(located: Located) -> list[Diagnostic]:
+    """Drop patterns the row filter's engine refuses. Rows are filtered by polars, whose regex engine (Rust's)
+    has no look-around, back-references or `\\Z`, which Python's `re` accepts: such a pattern passed validation
+    and failed the build after the inputs were read. Imports polars, so it runs where polars is loaded anyway
+    (`mixer validate`, and the start of every step that reads rows), never on a no-op rebuild, whose recipe
+    already built."""
+    import polars as pl
+
+    problems = []
+    probe = pl.Series([""], dtype=pl.String)
+    for where, pattern in _pattern_places(located.data):
+        try:
+            re.compile(pattern)
+        except re.error:
+            continue  # `_check_regex` reports it already
+        try:
+            probe.str.contains(pattern)
+        except pl.exceptions.PolarsError as exc:
+            reason = next(
+                (line.strip()[len("error: ") :] for line in str(exc).splitlines() if line.strip().startswith("error:")),
+                str(exc).splitlines()[0],
+            )
+            problems.append(
+                located.diag(
+                    where,
+                    f"drop pattern {pattern!r}: {reason}",
+                    "rows are filtered with Rust's regex syntax: no look-around, no back-references, \\z for the end",
+                )
+            )
+    return problems
+
+
 def _check_regex(located: Located, path: tuple, pattern: Any) -> list[Diagnostic]:
     if not isinstance(pattern, str):
         return []
@@ -610,7 +662,11 @@ def check_document(located: Located, base_dir: Path) -> list[Diagnostic]:
 
 
 def validate_file(path: Path) -> list[Diagnostic]:
-    return check_document(read_recipe_document(path), path.parent)
+    located = read_recipe_document(path)
+    problems = check_document(located, path.parent)
+    if isinstance(located.data, dict) and _pattern_places(located.data):
+        problems = sorted([*problems, *filter_pattern_problems(located)], key=lambda d: (d.file, d.line, d.col))
+    return problems
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -27,6 +27,7 @@ from mixer.files import replacing, write_atomic_file
 from mixer.hashing import file_sha256, fingerprint
 from mixer.load import load_pool
 from mixer.mix import select_rows
+from mixer.pipeline import check_filter_patterns
 from mixer.plan import selector_count
 from mixer.recipe import Recipe, StageSpec
 from mixer.resolve import resolve_source
@@ -277,6 +278,7 @@ def train_recipe(
 ) -> TrainReport:
     options = options or Options()
     recipe = load_recipe(recipe_path)
+    check_filter_patterns(recipe)
     root = runs_dir or Path.cwd() / "runs" / recipe.name
     report = TrainReport(root, [], {})
     stages = selected_stages(recipe, only)
