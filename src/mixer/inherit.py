@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mixer.encodings import wide_encoding
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import MixerError
 from mixer.yamlpos import Located, Path_, load_located
@@ -33,14 +34,6 @@ PATH_FIELDS: tuple[Path_, ...] = (
 
 TextReader = Callable[[Path], "str | None"]  # a file's text, None when there is no such file
 
-# byte-order marks of the encodings a recipe saved on Windows may have, longest first
-WIDE_MARKS = (
-    (b"\xff\xfe\x00\x00", "UTF-32"),
-    (b"\x00\x00\xfe\xff", "UTF-32"),
-    (b"\xff\xfe", "UTF-16"),
-    (b"\xfe\xff", "UTF-16"),
-)
-
 
 def working_tree_text(path: Path) -> str | None:
     try:
@@ -48,9 +41,9 @@ def working_tree_text(path: Path) -> str | None:
     except (FileNotFoundError, IsADirectoryError):
         return None
     except UnicodeDecodeError as exc:
-        head = path.read_bytes()[:4]
-        wide = next((name for mark, name in WIDE_MARKS if head.startswith(mark)), None)
-        if wide is not None:  # PowerShell 5's `>` writes UTF-16, for one
+        encoding = wide_encoding(path.read_bytes()[:4])
+        if encoding is not None:  # named without its byte order, which iconv then reads from the mark
+            wide = encoding[:-2]
             raise MixerError(
                 f"{path}: the recipe is {wide}; mixer reads recipes as UTF-8",
                 f"save it as UTF-8, e.g. iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > utf8.yaml",

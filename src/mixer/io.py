@@ -26,6 +26,7 @@ import orjson
 import polars as pl
 
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
+from mixer.encodings import wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array
 from mixer.shapes import Misshapen, TurnShape, value_text
@@ -38,12 +39,6 @@ NEWLINE_BYTE = b"\n"
 LINE_PROBE = 1 << 16  # bytes read past a block's nominal end to find where its last line ends
 JSON_BLOCK = 2 << 20  # pyarrow's JSON blocks: a line longer than this is refused by it, then read by polars
 UTF8_BOM = b"\xef\xbb\xbf"
-WIDE_BOMS = (
-    (b"\xff\xfe\x00\x00", "UTF-32LE"),
-    (b"\x00\x00\xfe\xff", "UTF-32BE"),
-    (b"\xff\xfe", "UTF-16LE"),
-    (b"\xfe\xff", "UTF-16BE"),
-)
 
 
 @dataclass
@@ -89,12 +84,11 @@ def without_bom(path: Path, data: bytes) -> bytes:
     line would only be reported as invalid JSON."""
     if data.startswith(UTF8_BOM):
         return data[len(UTF8_BOM) :]
-    for mark, encoding in WIDE_BOMS:
-        if data.startswith(mark):
-            raise MixerError(
-                f"{path}: the file is {encoding} (it starts with that byte-order mark); mixer reads UTF-8",
-                f"convert it first: {_to_utf8_command(path, encoding)}",
-            )
+    if (encoding := wide_encoding(data)) is not None:
+        raise MixerError(
+            f"{path}: the file is {encoding} (it starts with that byte-order mark); mixer reads UTF-8",
+            f"convert it first: {_to_utf8_command(path, encoding)}",
+        )
     return data
 
 
