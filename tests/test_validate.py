@@ -102,6 +102,11 @@ def test_json_output(tmp_path):
             (3, 40, "format 'dolly' has no field 'prompt'"),
         ),
         ("sources:\n  a: {source: dolly, take: 1, drop_patterns: ['(']}\n", (3, 47, "invalid regular expression '('")),
+        (  # an evolved source's filters run too: its patterns are checked like any other
+            "sources:\n  s: {source: dolly, take: 1}\n  e: {evolved: b, take: all, drop_patterns: ['(']}\n"
+            "evolve:\n  b: {from: s, teacher: {model: gpt-4o-mini}}\n",
+            (4, 46, "invalid regular expression '('"),
+        ),
         (
             "sources:\n  a: {source: dolly, weight: 0.7}\n  b: {source: cot, weight: 0.6}\nmixture: {total: 10}\n",
             (5, 18, "weights add up to 1.3, more than 1"),

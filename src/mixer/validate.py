@@ -293,8 +293,6 @@ def _check_source(
         )
     if spec.get("min_turns") and spec.get("max_turns") and spec["min_turns"] > spec["max_turns"]:
         problems.append(located.diag((*path, "min_turns"), "min_turns is larger than max_turns", key=True))
-    for i, pattern in enumerate(_list(spec.get("drop_patterns"))):
-        problems += _check_regex(located, (*path, "drop_patterns", i), pattern)
     raw_paths = spec.get("path")
     for i, raw in enumerate([raw_paths] if isinstance(raw_paths, str) else _list(raw_paths)):
         where = (*path, "path") if isinstance(raw_paths, str) else (*path, "path", i)
@@ -507,9 +505,7 @@ def filter_pattern_problems(located: Located) -> list[Diagnostic]:
     return problems
 
 
-def _check_regex(located: Located, path: tuple, pattern: Any) -> list[Diagnostic]:
-    if not isinstance(pattern, str):
-        return []
+def _check_regex(located: Located, path: tuple, pattern: str) -> list[Diagnostic]:
     try:
         re.compile(pattern)
     except re.error as exc:
@@ -563,8 +559,8 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
                 f"weights are shares of mixture.total; {_as_shares(weights)}",
             )
         )
-    for i, pattern in enumerate(_list(mixture.get("drop_patterns"))):
-        problems += _check_regex(located, ("mixture", "drop_patterns", i), pattern)
+    for where, pattern in _pattern_places(data):  # the sources' (evolved ones' too), the mixture's, the stages'
+        problems += _check_regex(located, where, pattern)
     output = data.get("output") if isinstance(data.get("output"), dict) else {}
     tokenizer = output.get("tokenizer")
     if isinstance(tokenizer, str) and not (base_dir / os.path.expanduser(tokenizer)).exists():
@@ -645,27 +641,30 @@ def _check_stages(located: Located, stages: list, base_dir: Path) -> list[Diagno
 
 def check_document(located: Located, base_dir: Path) -> list[Diagnostic]:
     """Every problem in an already-parsed recipe, sorted by position."""
-    if located.data is None:  # unparsable (its problems say why), or a document that is only `null`
-        problems = located.problems or [located.diag((), "a recipe must be a mapping (name:, sources:, ...)")]
-        return sorted(problems, key=lambda d: (d.line, d.col))
     problems = list(located.problems)
-    if not isinstance(located.data, dict):
-        return [*problems, located.diag((), "a recipe must be a mapping (name:, sources:, ...)")]
+    if not isinstance(located.data, dict):  # unparsable (its problems say why), only `null`, or not a mapping
+        if located.data is not None or not problems:
+            problems.append(located.diag((), "a recipe must be a mapping (name:, sources:, ...)"))
+        return _ordered(problems, located)
     problems += _interpolate(located)
     # where reading the recipe (its `extends`) already said what is wrong, the schema would only say it again
     reported = {(d.file, d.line, d.col) for d in located.problems}
     problems += [d for d in _schema_diagnostics(located, recipe_schema()) if (d.file, d.line, d.col) not in reported]
     problems += _semantic_diagnostics(located, base_dir)
     unique = {(d.file, d.line, d.col, d.message): d for d in problems}
-    # the recipe's own problems first, then those of recipes it extends
-    return sorted(unique.values(), key=lambda d: (d.file != located.file, d.file, d.line, d.col, d.message))
+    return _ordered(list(unique.values()), located)
+
+
+def _ordered(problems: list[Diagnostic], located: Located) -> list[Diagnostic]:
+    """The recipe's own problems first, then those of recipes it extends, each file's by position."""
+    return sorted(problems, key=lambda d: (d.file != located.file, d.file, d.line, d.col, d.message))
 
 
 def validate_file(path: Path) -> list[Diagnostic]:
     located = read_recipe_document(path)
     problems = check_document(located, path.parent)
     if isinstance(located.data, dict) and _pattern_places(located.data):
-        problems = sorted([*problems, *filter_pattern_problems(located)], key=lambda d: (d.file, d.line, d.col))
+        problems = _ordered([*problems, *filter_pattern_problems(located)], located)
     return problems
 
 
