@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from mixer.recipe import Hyperparameters
-from mixer.train.config import StageConfig
+from mixer.train.config import StageConfig, final_model
 from mixer.train.data import ensure_chat_template
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -199,7 +199,7 @@ def train(
         if not hp.save_steps:
             checkpoints.save(accelerator, state)
 
-    final = run_dir / "final"
+    final = final_model(run_dir)
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.save_pretrained(

@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
+def final_model(run_dir: Path) -> Path:
+    """Where a stage's trainer saves the trained model, and where the stages that start from it read it."""
+    return run_dir / "final"
+
+
 @dataclass
 class StageConfig:
     name: str

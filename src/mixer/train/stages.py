@@ -27,13 +27,12 @@ from mixer.files import replacing, write_atomic_file
 from mixer.hashing import file_sha256, fingerprint
 from mixer.load import load_pool
 from mixer.mix import select_rows
-from mixer.pipeline import check_filter_patterns
+from mixer.pipeline import load_rows_recipe
 from mixer.plan import selector_count
 from mixer.recipe import Recipe, StageSpec
 from mixer.resolve import resolve_source
-from mixer.train.config import StageConfig
+from mixer.train.config import StageConfig, final_model
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
-from mixer.validate import load_recipe
 
 STOP_GRACE_S = 30  # how long an interrupted launcher gets to stop its workers before it is killed
 
@@ -115,8 +114,8 @@ def _model(stage: StageSpec, root: Path, run_dir: Path, data_files: list[str], s
     model = stage.model
     if isinstance(model, str):
         return model
-    if "stage" in model:
-        return str(root / model["stage"] / "final")
+    if stage.parent_stage is not None:
+        return str(final_model(root / stage.parent_stage))
     init_dir = run_dir / "init"
     if not dry_run and not (init_dir / "config.json").is_file():
         from mixer.train.init_model import create_random_model
@@ -233,10 +232,10 @@ class TrainReport:
 def _check_parent(recipe: Recipe, stage: StageSpec, root: Path) -> None:
     """A stage that starts from an earlier one's model needs it on disk: run alone (`--stage dpo`) before its
     parent, the launched processes failed on the missing folder with a hub-id error from transformers."""
-    parent = stage.model.get("stage") if isinstance(stage.model, dict) else None
+    parent = stage.parent_stage
     if parent is None:
         return
-    final = root / parent / "final"
+    final = final_model(root / parent)
     if not (final / "config.json").is_file():
         raise MixerError(
             f"stage {stage.name} starts from stage {parent}'s final model, which is not there: {final}",
@@ -277,15 +276,15 @@ def train_recipe(
     options: Options | None = None,
 ) -> TrainReport:
     options = options or Options()
-    recipe = load_recipe(recipe_path)
-    check_filter_patterns(recipe)
+    recipe = load_rows_recipe(recipe_path)
     root = runs_dir or Path.cwd() / "runs" / recipe.name
     report = TrainReport(root, [], {})
     stages = selected_stages(recipe, only)
-    if not (dry_run or slurm):  # a cluster's environment, not this one, runs prepared stages
+    here = not (dry_run or slurm)  # stages run on this machine; prepared ones run in a cluster's environment
+    if here:
         _check_backends(stages)
     for stage in stages:
-        if not (dry_run or slurm):
+        if here:
             _check_parent(recipe, stage, root)
         prepared = prepare_stage(recipe, stage, root, options, dry_run)
         report.stages.append(prepared)
