@@ -82,10 +82,14 @@ def _lock_text(content: dict[str, Any]) -> str:
     return json.dumps(content, indent=2, ensure_ascii=False) + "\n"
 
 
-def lock_is_current(recipe_path: Path, content: dict[str, Any]) -> bool:
+def _holds(path: Path, text: str) -> bool:
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        return lock_path(recipe_path).read_text(encoding="utf-8") == _lock_text(content)
+        return path.read_text(encoding="utf-8") == text
     return False
+
+
+def lock_is_current(recipe_path: Path, content: dict[str, Any]) -> bool:
+    return _holds(lock_path(recipe_path), _lock_text(content))
 
 
 def write_lock(recipe_path: Path, content: dict[str, Any]) -> Path:
@@ -93,7 +97,7 @@ def write_lock(recipe_path: Path, content: dict[str, Any]) -> Path:
     mounted config) builds as long as its lock is current."""
     path = lock_path(recipe_path)
     text = _lock_text(content)
-    if lock_is_current(recipe_path, content):
+    if _holds(path, text):
         return path
     try:
         write_atomic_file(path, text)
