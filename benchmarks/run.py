@@ -156,6 +156,27 @@ def many_gzip_files_recipe(work: Path, data: Path) -> Path:
     return path
 
 
+def many_arrays_recipe(work: Path, data: Path) -> Path:
+    """The same 1,000 files' records as indented JSON arrays (as `json.dump(rows, f, indent=2)` exports split
+    by a script write them; written once)."""
+    plain = many_files_recipe(work, data).parent / "many"
+    folder = work / "many-json"
+    if not (folder / ".written").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for part in sorted(plain.glob("part-*.jsonl")):
+            records = [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
+            (folder / f"{part.stem}.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
+        (folder / ".written").touch()
+    path = work / "bench-many-json.yaml"
+    path.write_text(
+        "name: bench-many-json\nseed: 42\nsources:\n"
+        "  alpaca: {path: 'many-json/part-*.json', format: alpaca, take: all}\n"
+        "mixture:\n  shuffle: true\noutput: {dir: out_bench-many-json}\n"
+    )
+    return path
+
+
 def byte_compile(src: Path) -> None:
     """Compile mixer's modules to bytecode before timing it, as `pip install` does for an installed package.
     An editable install is compiled on first import, unless PYTHONDONTWRITEBYTECODE is set (as on these
@@ -237,6 +258,7 @@ def main() -> None:
         # after mixer_many_files: resolving, hashing (remembered) and checking 1,000 files with nothing to build
         "mixer_many_noop": [python, "-m", "mixer", "build", str(many_files_recipe(work, data))],
         "mixer_many_gzip": [python, "-m", "mixer", "build", str(many_gzip_files_recipe(work, data)), "--force"],
+        "mixer_many_arrays": [python, "-m", "mixer", "build", str(many_arrays_recipe(work, data)), "--force"],
         "mixer_oasst": [python, "-m", "mixer", "build", str(oasst_recipe(work)), "--force"],
     }
     if all(p.is_file() for p in DECONTAM.values()):

@@ -190,15 +190,15 @@ def test_small_json_lines_files_parsed_together_equal_each_file_read_alone(tmp_p
 
     def reading(use_joined: bool):
         def read(*args, **kwargs):
-            tables = mixer.io.read_jsonl_like(*args, **kwargs)
+            tables = mixer.io.read_small_files(*args, **kwargs)
             joined.append(tables is not None)
             return tables if use_joined else None  # None: the run is read file by file, as before joining
 
         return read
 
-    monkeypatch.setattr(mixer.load, "read_jsonl_like", reading(False))
+    monkeypatch.setattr(mixer.load, "read_small_files", reading(False))
     alone = merge_chunks(list(load_chunks(source)))
-    monkeypatch.setattr(mixer.load, "read_jsonl_like", reading(True))
+    monkeypatch.setattr(mixer.load, "read_small_files", reading(True))
     together = merge_chunks(list(load_chunks(source)))
     assert joined == [spoil == "nothing"] * 2  # one run: files 1-11 after file 0
     assert together.rows.equals(alone.rows)
@@ -215,6 +215,60 @@ def test_small_json_lines_files_parsed_together_equal_each_file_read_alone(tmp_p
         "empty 'output'",
     )
     assert json.loads(reject["record"])["note"] == "only here"
+
+
+@pytest.mark.parametrize("spoil", ["nothing", "number as text", "empty array", "json lines", "numeric ids"])
+def test_small_json_arrays_parsed_together_equal_each_file_read_alone(tmp_path, monkeypatch, spoil):
+    """Small JSON arrays (how exports are often split) are joined into one array the same way: each file's
+    elements found by the comma scan, not by parsing, though strings hold brackets, commas and escaped quotes.
+    A number in a text field is read as its text either way. What joining cannot take (an empty array, JSON
+    lines under `.json`, a schema with numbers, which polars' array reader would bend) sends the run back to
+    being read file by file."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for f in range(9):
+        records = [
+            {"instruction": f'file {f}, "item" [{i}]', "input": "} ], {" if i == 1 else "", "output": f"answer\\ {i}"}
+            for i in range(3 + f % 3)
+        ]
+        if f == 3:
+            records[1]["output"] = ""  # malformed: quarantined with its own file and row
+        if f == 5 and spoil == "number as text":
+            records[0]["input"] = 7
+        if spoil == "numeric ids":
+            records = [{"id": f * 100 + i, **r} for i, r in enumerate(records)]
+        text = json.dumps(records, indent=2 if f % 2 else None)
+        if f == 5 and spoil == "empty array":
+            text = " [ ] "
+        if f == 5 and spoil == "json lines":
+            text = "\n".join(json.dumps(r) for r in records)
+        data = (b"\xef\xbb\xbf" if f == 4 else b"") + (text + "\n" * (f % 2)).encode()
+        if f == 6:
+            (folder / f"part-{f}.json.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / f"part-{f}.json").write_bytes(data)
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            "name: p\nsources:\n  s: {path: 'parts/part-*', format: alpaca, take: all, on_error: quarantine}\n",
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    joined: list[bool] = []
+    read = mixer.io.read_small_files
+    monkeypatch.setattr(mixer.load, "read_small_files", lambda *a, **k: joined.append(read(*a, **k) is not None))
+    alone = merge_chunks(list(load_chunks(source)))  # the stand-in returns a bool, never tables: file by file
+    monkeypatch.setattr(mixer.load, "read_small_files", read)
+    together = merge_chunks(list(load_chunks(source)))
+    assert joined == [spoil in ("nothing", "number as text")]  # one run: files 1-8 after file 0
+    assert together.rows.equals(alone.rows)
+    assert together.counts == alone.counts
+    assert together.rejects.equals(alone.rejects)
+    rows = sum(3 + f % 3 for f in range(9)) - (spoil == "empty array") * (3 + 5 % 3)
+    assert together.counts == {"read": rows, "malformed": 1}
+    reject = together.rejects.row(0, named=True)
+    assert (reject["file"], reject["row"]) == (str(folder / "part-3.json"), 2)
+    assert together.rows["messages"][0][0]["content"] == 'file 0, "item" [0]'
 
 
 def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_alone(tmp_path, monkeypatch):
@@ -248,7 +302,7 @@ def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_al
     monkeypatch.setattr(mixer.io, "_arrow_json", lambda *a: arrow.append(parse(*a)) or arrow[-1])
     together = merge_chunks(list(load_chunks(source)))
     assert len(arrow) == 1 and arrow[0] is not None and arrow[0].height == 25  # files 1-7, parsed as one
-    monkeypatch.setattr(mixer.load, "read_jsonl_like", lambda *a, **k: None)
+    monkeypatch.setattr(mixer.load, "read_small_files", lambda *a, **k: None)
     alone = merge_chunks(list(load_chunks(source)))
     assert together.rows.equals(alone.rows) and together.counts == alone.counts == {"read": 28, "malformed": 1}
     assert together.rejects.select("file", "row").rows() == [(str(folder / "part-5.jsonl"), 2)]
@@ -1047,7 +1101,7 @@ def test_small_trees_files_are_read_record_by_record_not_joined(tmp_path, monkey
         (parts / f"part-{f}.trees.jsonl").write_text("".join(tree(i) for i in trees))
     (tmp_path / "all.trees.jsonl").write_text("".join(tree(i) for i in range(5)))
     joined = []
-    monkeypatch.setattr(mixer.load, "read_jsonl_like", lambda *a, **k: joined.append(a) or None)
+    monkeypatch.setattr(mixer.load, "read_small_files", lambda *a, **k: joined.append(a) or None)
     split = merge_chunks(list(load_chunks(_oasst_source(tmp_path, tmp_path / "parts" / "*.trees.jsonl"))))
     whole = merge_chunks(list(load_chunks(_oasst_source(tmp_path, tmp_path / "all.trees.jsonl"))))
     assert joined == []

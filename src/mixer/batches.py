@@ -3,7 +3,7 @@
 Converting a table costs a dozen polars calls whatever its size, so a source of 1,000 files of 100 rows spent
 most of its build converting each file alone. Consecutive small files whose records have the same fields are
 joined into one batch, converted once, and split back by file for ids and error messages. (Parsing them is
-joined too, when it is safe: `mixer.load.load_chunks`, `mixer.io.read_jsonl_like`.)
+joined too, when it is safe: `mixer.load.load_chunks`, `mixer.io.read_small_files`.)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import polars as pl
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.encodings import wide_encoding
 from mixer.errors import MixerError
-from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array
+from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
 from mixer.shapes import Misshapen, TurnShape, value_text
 
 if TYPE_CHECKING:
@@ -526,37 +526,47 @@ def read_chunks(
         raise _unreadable(path, "jsonl", exc) from None
 
 
-def read_jsonl_like(
+def read_small_files(
     paths: list[Path],
     schema: pl.Schema,
     *,
+    array: bool = False,
     columns: Collection[str] = (),
     keys: Collection[str] = (),
     shape: TurnShape | None = None,
 ) -> list[RawTable] | None:
-    """Small JSON-lines files parsed as one text with the `schema` of the file before them, then split back
-    into a table per file; None when that could lose something (the caller reads each file alone).
+    """Small JSON-lines files (with `array`, small JSON arrays) parsed as one text with the `schema` of the
+    file before them, then split back into a table per file; None when that could lose something (the caller
+    reads each file alone).
 
     polars spends ~0.5 ms per parse however short the text: most of what a file of 100 records costs to read.
     The joined text is parsed as a later chunk of a large file is (`_parse_like`: a borrowed schema is safe
     for what adapters read), and each table keeps its file's text, so malformed records are quoted from their
-    own file. A file is cut from the joined table by its count of records, its lines holding more than JSON
-    whitespace (the lines polars skips); when the counts do not add up to the table, or a file has none, the
+    own file. A file is cut from the joined table by its count of records: its lines holding more than JSON
+    whitespace (the lines polars skips), or an array's elements (`json_array.whole_array`, which finds the
+    commas between them without parsing). When the counts do not add up to the table, or a file has none, the
     files are read alone."""
     try:
         texts = [_read_bytes(path) for path in paths]  # decompressed when gzip, without a byte-order mark
     except (OSError, EOFError, zlib.error):
         return None  # reading each file alone names the one that failed
-    counts = [_records_in(text) for text in texts]
-    if not all(counts):
-        return None
-    joined = b"".join(text if text.endswith(NEWLINE_BYTE) else text + NEWLINE_BYTE for text in texts)
-    frame = _parse_like(joined, schema, columns, keys)
+    if array:
+        arrays = [whole_array(text) for text in texts]
+        if any(found is None for found in arrays):
+            return None
+        counts = [count for _, count in arrays]  # type: ignore[misc]
+        joined = b"".join((b"[", b",".join(body for body, _ in arrays), b"]"))  # type: ignore[misc]
+    else:
+        counts = [_records_in(text) for text in texts]
+        if not all(counts):
+            return None
+        joined = b"".join(text if text.endswith(NEWLINE_BYTE) else text + NEWLINE_BYTE for text in texts)
+    frame = _parse_like(joined, schema, columns, keys, array=array)
     if not _as_parsed(frame, shape) or frame.height != sum(counts):
         return None
     tables, offset = [], 0
     for path, text, count in zip(paths, texts, counts, strict=True):
-        tables.append(RawTable(path, frame.slice(offset, count).with_row_index("__row"), [], text))
+        tables.append(RawTable(path, frame.slice(offset, count).with_row_index("__row"), [], text, array=array))
         offset += count
     return tables
 

@@ -82,6 +82,20 @@ def starts_an_array(first: bytes) -> bool:
     return first.lstrip(WHITESPACE)[:1] == b"["
 
 
+def whole_array(text: bytes) -> tuple[bytes, int] | None:
+    """A small file's array: the bytes between its brackets and its number of elements, so that several can
+    be joined into one array and parsed at once (`mixer.io.read_small_files`); None unless `text` is exactly
+    one array with at least one element (a file that is not is then read alone, which words its error)."""
+    body = text.lstrip(WHITESPACE)
+    if body[:1] != b"[":
+        return None
+    scan = _Scan()
+    commas, end = _separators(body[1:], scan)
+    if end is None or body[end + 2 :].strip(WHITESPACE) or not body[1 : end + 1].strip(WHITESPACE):
+        return None
+    return body[1 : end + 1], len(commas) + 1
+
+
 class ArrayChunks:
     """JSON arrays of about `chunk_bytes` of the file's elements each, from `first` (the file's first block,
     without its byte-order mark) and the rest of `fh`. Raises NotAnArray when the brackets and strings do not

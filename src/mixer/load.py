@@ -19,7 +19,7 @@ from mixer.adapters.base import Adapter, Context, content_chars, content_text
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
-from mixer.io import file_kind, first_record, read_chunks, read_jsonl_like, read_table, record_schema, text_size
+from mixer.io import file_kind, first_record, read_chunks, read_small_files, read_table, record_schema, text_size
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import InputFile, ResolvedSource
@@ -328,14 +328,15 @@ def load_chunks(
             yield Member(path, prefixes[path], table, input_file.bytes, ctx)
 
     def small_run(start: int) -> list[InputFile]:
-        """The JSON-lines files (plain or gzip) from `start` on whose text fits in one batch together; none when
-        files are not batched (`batch_bytes` 0: formats whose records are not converted one by one, such as
-        OpenAssistant's trees, which are read as objects)."""
+        """The files of one kind, JSON lines or JSON (plain or gzip), from `start` on whose text fits in one
+        batch together; none when files are not batched (`batch_bytes` 0: formats whose records are not
+        converted one by one, such as OpenAssistant's trees, which are read as objects)."""
         run: list[InputFile] = []
         size = 0
+        kind = file_kind(source.files[start].path)
         for input_file in source.files[start:]:
             path = input_file.path
-            if file_kind(path) != "jsonl":
+            if kind not in ("jsonl", "json") or file_kind(path) != kind:
                 break
             size += text_size(path)
             if size >= batch_bytes:
@@ -344,8 +345,8 @@ def load_chunks(
         return run
 
     def tables() -> Iterator[Member]:
-        """Every file's tables; a run of small JSON-lines files after its first is parsed as one text with that
-        file's schema (`read_jsonl_like`), or, when that could lose something, file by file."""
+        """Every file's tables; a run of small JSON-lines or JSON files after its first is parsed as one text
+        with that file's schema (`read_small_files`), or, when that could lose something, file by file."""
         at = 0
         while at < len(source.files):
             run = small_run(at)
@@ -362,7 +363,9 @@ def load_chunks(
                 columns, keys = _read_fields(ctx)
                 schema = record_schema(first[0].table.frame)
                 paths = [f.path for f in rest]
-                together = read_jsonl_like(paths, schema, columns=columns, keys=keys, shape=_turn_shape(adapter, ctx))
+                array = file_kind(paths[0]) == "json"
+                shape = _turn_shape(adapter, ctx)
+                together = read_small_files(paths, schema, array=array, columns=columns, keys=keys, shape=shape)
             if together is None:
                 for input_file in rest:
                     yield from read_file(input_file)
