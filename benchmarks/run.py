@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -137,44 +138,39 @@ def many_files_recipe(work: Path, data: Path, files: int = 1000, rows_each: int 
     return path
 
 
-def many_gzip_files_recipe(work: Path, data: Path) -> Path:
-    """The same 1,000 files gzipped (as task-per-file exports such as FLAN's ship them; written once)."""
+def _many_files_as(work: Path, data: Path, name: str, suffix: str, convert: Callable[[bytes], bytes]) -> Path:
+    """The 1,000 files of `many_files_recipe` rewritten by `convert` as `many-{name}/part-NNNNN{suffix}`
+    (written once), and a recipe over them."""
     plain = many_files_recipe(work, data).parent / "many"
-    folder = work / "many-gz"
+    folder = work / f"many-{name}"
     if not (folder / ".written").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         for part in sorted(plain.glob("part-*.jsonl")):
-            (folder / f"{part.name}.gz").write_bytes(gzip.compress(part.read_bytes(), mtime=0))
+            (folder / f"{part.stem}{suffix}").write_bytes(convert(part.read_bytes()))
         (folder / ".written").touch()
-    path = work / "bench-many-gz.yaml"
+    path = work / f"bench-many-{name}.yaml"
     path.write_text(
-        "name: bench-many-gz\nseed: 42\nsources:\n"
-        "  alpaca: {path: 'many-gz/part-*.jsonl.gz', format: alpaca, take: all}\n"
-        "mixture:\n  shuffle: true\noutput: {dir: out_bench-many-gz}\n"
+        f"name: bench-many-{name}\nseed: 42\nsources:\n"
+        f"  alpaca: {{path: 'many-{name}/part-*{suffix}', format: alpaca, take: all}}\n"
+        f"mixture:\n  shuffle: true\noutput: {{dir: out_bench-many-{name}}}\n"
     )
     return path
+
+
+def many_gzip_files_recipe(work: Path, data: Path) -> Path:
+    """The same 1,000 files gzipped (as task-per-file exports such as FLAN's ship them)."""
+    return _many_files_as(work, data, "gz", ".jsonl.gz", lambda text: gzip.compress(text, mtime=0))
 
 
 def many_arrays_recipe(work: Path, data: Path) -> Path:
     """The same 1,000 files' records as indented JSON arrays (as `json.dump(rows, f, indent=2)` exports split
-    by a script write them; written once)."""
-    plain = many_files_recipe(work, data).parent / "many"
-    folder = work / "many-json"
-    if not (folder / ".written").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        for part in sorted(plain.glob("part-*.jsonl")):
-            records = [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
-            (folder / f"{part.stem}.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
-        (folder / ".written").touch()
-    path = work / "bench-many-json.yaml"
-    path.write_text(
-        "name: bench-many-json\nseed: 42\nsources:\n"
-        "  alpaca: {path: 'many-json/part-*.json', format: alpaca, take: all}\n"
-        "mixture:\n  shuffle: true\noutput: {dir: out_bench-many-json}\n"
-    )
-    return path
+    by a script write them)."""
+
+    def as_array(text: bytes) -> bytes:
+        return json.dumps([json.loads(line) for line in text.splitlines()], indent=2).encode()
+
+    return _many_files_as(work, data, "json", ".json", as_array)
 
 
 def byte_compile(src: Path) -> None:
