@@ -551,11 +551,11 @@ def read_small_files(
     except (OSError, EOFError, zlib.error):
         return None  # reading each file alone names the one that failed
     if array:
-        arrays = [whole_array(text) for text in texts]
-        if any(found is None for found in arrays):
+        arrays = [found for found in map(whole_array, texts) if found is not None]
+        if len(arrays) < len(texts):
             return None
-        counts = [count for _, count in arrays]  # type: ignore[misc]
-        joined = b"".join((b"[", b",".join(body for body, _ in arrays), b"]"))  # type: ignore[misc]
+        counts = [count for _, count in arrays]
+        joined = b"".join((b"[", b",".join(body for body, _ in arrays), b"]"))
     else:
         counts = [_records_in(text) for text in texts]
         if not all(counts):
