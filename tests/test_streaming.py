@@ -271,6 +271,34 @@ def test_small_json_arrays_parsed_together_equal_each_file_read_alone(tmp_path, 
     assert together.rows["messages"][0][0]["content"] == 'file 0, "item" [0]'
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_a_small_file_without_a_field_is_refused_for_it_as_when_read_alone(tmp_path, kind):
+    """A small file whose records all lack a field the adapter needs (it calls it `response`) is refused with
+    the fields it has, as when read alone, though the file before it lends a schema with that field: joined,
+    its rows were parsed with nulls there and each reported as malformed."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    files = [
+        [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}],
+        [{"instruction": "e", "response": "f"}],
+        [{"instruction": "g", "output": "h"}],
+    ]
+    for f, records in enumerate(files):
+        text = "".join(json.dumps(r) + "\n" for r in records) if kind == "jsonl" else json.dumps(records)
+        (folder / f"part-{f}.{kind}").write_text(text)
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            "name: p\nsources:\n  s: {path: 'parts/part-*', format: alpaca, take: all, on_error: quarantine}\n",
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(
+        MixerError, match=r"part-1\.jsonl?: no field 'output' for 'output' \(the file has: instruction, response\)"
+    ):
+        merge_chunks(list(load_chunks(source)))
+
+
 def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_alone(tmp_path, monkeypatch):
     """Conversations take pyarrow's reader when a schema is borrowed (`io._arrow_json`); it skips the same
     blank and whitespace lines polars does, so a run of small ShareGPT files is cut back by file the same way."""

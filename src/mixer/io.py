@@ -562,13 +562,24 @@ def read_small_files(
             return None
         joined = b"".join(text if text.endswith(NEWLINE_BYTE) else text + NEWLINE_BYTE for text in texts)
     frame = _parse_like(joined, schema, columns, keys, array=array)
-    if not _as_parsed(frame, shape) or frame.height != sum(counts):
+    if not _as_parsed(frame, shape) or frame.height != sum(counts) or not _every_field_in_every_file(frame, counts):
         return None
     tables, offset = [], 0
     for path, text, count in zip(paths, texts, counts, strict=True):
         tables.append(RawTable(path, frame.slice(offset, count).with_row_index("__row"), [], text, array=array))
         offset += count
     return tables
+
+
+def _every_field_in_every_file(frame: pl.DataFrame, counts: list[int]) -> bool:
+    """Whether each file's records hold a value for every field of the borrowed schema. A field with none in
+    a file may be one the file lacks: read alone, such a file is refused with the fields it has (a recipe that
+    must map another name), where the joined parse would give its rows nulls and report each as malformed."""
+    if not frame.width:
+        return True
+    files = pl.Series("__file", range(len(counts)), dtype=pl.UInt32).repeat_by(pl.Series(counts)).explode()
+    found = frame.with_columns(files).group_by("__file").agg(pl.exclude("__file").is_not_null().any())
+    return bool(found.drop("__file").select(pl.all_horizontal(pl.all().all())).item())
 
 
 def _records_in(text: bytes) -> int:
