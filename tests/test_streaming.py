@@ -337,6 +337,32 @@ def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_al
     assert together.rows["id"].to_list()[:4] == ["s/c0-0", "s/c0-1", "s/c0-2", "s/c1-0"]
 
 
+def test_turns_where_no_role_has_a_value_are_malformed_rows_not_a_type_error(tmp_path):
+    """Records polars cannot type as one table (here one `conversations` is an object) are read one by one,
+    and a turn without the role key gets a null role. When no turn of the chunk has one, polars types the role
+    as null, not text, and the ShareGPT adapter stopped the build with a polars type error (found by fuzzing
+    chunked reading against whole-file reading)."""
+    records = [
+        {"id": "a", "conversations": {"k": "v"}},
+        {"id": "b", "conversations": [{"role": "human", "content": "q"}, {"role": "gpt", "content": "a"}]},
+        {"id": "c", "conversations": [{"value": "q"}, {"value": "a"}]},
+    ]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path, "name: p\nsources:\n  s: {path: s.jsonl, format: sharegpt, take: all, on_error: quarantine}\n"
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    pool = merge_chunks(list(load_chunks(source)))
+    assert pool.rows.height == 0 and pool.counts == {"read": 3, "malformed": 3}
+    assert pool.rejects["reason"].to_list() == [
+        "field 'conversations' is an object, expected a list of {from, value}",
+        "a turn without a role",
+        "a turn without a role",
+    ]
+
+
 def _alpaca_source(tmp_path: Path, records: list[dict], on_error: str = "error"):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     recipe = load_recipe(
@@ -369,6 +395,41 @@ def test_later_chunks_keep_fields_and_types_the_first_chunk_did_not_have(tmp_pat
     assert small.rows["id"][65] == "a/text-id" and small.rows["id"][66] == "a/66"
     # the other chunks borrowed a schema: only the first, the one with `system` and the one with a text id did not
     assert len(chunks) > 15 and len(parsed_fresh) == 3 and parsed_fresh[0] == 0
+
+
+@pytest.mark.parametrize("layout", ["lines", "array"])
+def test_a_turn_key_that_was_null_in_every_record_before_keeps_its_values_later(tmp_path, layout):
+    """A field that no record of a chunk gives a value is typed null; polars reads the values of such a field
+    inside lists (a turn's role) as null when a later chunk borrows that schema, and valid conversations
+    were quarantined as "a turn without a role" (found by fuzzing chunked against whole-file reading). A
+    chunk where such a field has a value is parsed fresh. (polars' array reader refuses such a value, so
+    arrays were read right; they are checked all the same.)"""
+    first = [{"id": f"n{i}", "conversations": [{"from": None, "value": "q"}]} for i in range(5)]
+    later = [
+        {"id": f"r{i}", "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]}
+        for i in range(30)
+    ]
+    records = first + later
+    path = tmp_path / ("s.jsonl" if layout == "lines" else "s.json")
+    text = "".join(json.dumps(r) + "\n" for r in records) if layout == "lines" else json.dumps(records, indent=1)
+    path.write_text(text)
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            f"name: p\nsources:\n  s: {{path: {path.name}, format: sharegpt, take: all, on_error: quarantine}}\n",
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    whole = merge_chunks(list(load_chunks(source, chunk_bytes=1 << 30)))
+    chunks = list(load_chunks(source, chunk_bytes=300))
+    small = merge_chunks(chunks)
+    assert len(chunks) > 5
+    assert small.counts == whole.counts == {"read": 35, "malformed": 5}
+    assert small.rows.equals(whole.rows)
+    assert small.rows["messages"][29].to_list() == [
+        {"role": "user", "content": "q29"},
+        {"role": "assistant", "content": "a29"},
+    ]
 
 
 @pytest.mark.parametrize("layout", ["lines", "array"])

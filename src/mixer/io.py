@@ -343,6 +343,11 @@ def _parse_like(
     # a key is a quoted name followed by a colon, which no string value can be (ShareGPT's "from": "system")
     if unseen_keys and re.search(b'"(?:%s)"\\s*:' % b"|".join(re.escape(key.encode()) for key in unseen_keys), data):
         return None  # one pass over the text, whatever the number of names
+    # a field no record before had a value for is typed null, and polars reads the values of such a field
+    # inside a list of records (a turn's role) as null without a word: parse fresh when one has a value here
+    unset = sorted({name for name, dtype in _fields(schema) if dtype == pl.Null})
+    if unset and re.search(b'"(?:%s)"\\s*:\\s*(?!null)' % b"|".join(re.escape(key.encode()) for key in unset), data):
+        return None
     unseen_columns = sorted(set(columns) - set(schema.names()))
     schema = pl.Schema({**schema, **dict.fromkeys(unseen_columns, pl.String)})
     nested = any(dtype.is_nested() for dtype in schema.dtypes())
