@@ -246,6 +246,10 @@ def test_numbers_objects_and_lists_in_text_fields(tmp_path):
         {"role": "user", "content": '{"task":"sum"}\n\n12'},
         {"role": "assistant", "content": "true"},
     ]
+    # a record without the object field: no text, not the text "null" (polars encodes a missing object so)
+    path.write_text('{"instruction": "q", "input": {"k": "v"}, "output": "a"}\n{"instruction": "r", "output": "b"}\n')
+    frame = convert(path, "alpaca")
+    assert [m[0]["content"] for m in frame["messages"].to_list()] == ['q\n\n{"k":"v"}', "r"]
     path.write_text('{"instruction": ["a", "b"], "output": "1"}\n')
     with pytest.raises(MixerError, match=r"field 'instruction' holds List\(String\) values, expected text") as info:
         convert(path, "alpaca")

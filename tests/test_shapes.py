@@ -111,6 +111,24 @@ def test_text_that_looks_like_json_stays_text(tmp_path):
     assert [m[1]["content"] for m in pool.rows["messages"].to_list()] == replies
 
 
+def test_parts_and_roles_that_polars_writes_as_broken_json_are_still_read_record_by_record(tmp_path):
+    """polars writes the strings inside a nested value it typed as text without escaping their backslashes,
+    so its text of content parts holding one did not parse as JSON: the parts went into the training text as
+    that text. A role that is an object was named an unknown role instead of the object it is. (Both found by
+    fuzzing chunked against whole-file reading.)"""
+    records = [{"id": f"c{i}", "conversations": pair(i)} for i in range(4)]
+    tricky = 'C:\\dir\\ and a "quote"\\'
+    records[1]["conversations"][0]["value"] = [{"type": "text", "text": tricky}]
+    records[2]["conversations"][0]["from"] = {"k": "v"}
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "s.jsonl"))))
+    assert pool.counts == {"read": 4, "malformed": 1}
+    assert pool.rows["messages"][1].to_list()[0] == {"role": "user", "content": tricky}
+    assert pool.rejects.select("row", "reason").rows() == [
+        (3, "turn 1 of 'conversations': 'from' is an object, expected text")
+    ]
+
+
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
 def test_a_file_of_content_parts_is_read_as_text(tmp_path, kind):
     """Every record in OpenAI's content-part form: polars types content as a list of parts, which the

@@ -57,11 +57,9 @@ class TurnShape:
         for key in (self.role_key, self.content_key):
             if keys.get(key, pl.Null) not in (pl.String, pl.Null):
                 return True
-        return (
-            json_text
-            and self.content_key in keys
-            and _parses_as_json_container(column.explode().struct.field(self.content_key))
-        )
+        turns = column.explode()
+        texts = [turns.struct.field(key) for key in (self.role_key, self.content_key) if keys.get(key) == pl.String]
+        return json_text and any(_parses_as_json_container(text) for text in texts)
 
     def sort(self, records: list[dict], indexes: list[int]) -> tuple[list[dict], list[int], list[Misshapen]]:
         """The records of the right shape (content parts joined into text) with their indexes, and the others
@@ -138,15 +136,18 @@ def value_text(value: Any) -> str | None:
 
 
 def _parses_as_json_container(texts: pl.Series) -> bool:
-    """Whether any text is the JSON of a list or an object, as polars writes nested values it typed as text.
-    Only texts starting with a bracket or brace are parsed, a few per chunk at most in real data."""
+    """Whether any text may be a list or an object that polars wrote as text. Only texts starting with a
+    bracket or brace are looked at, a few per chunk at most in real data. polars writes the strings inside
+    such a value without escaping their backslashes or control characters, so its text may not parse: a
+    bracketed text that does not is suspect too (reading its chunk record by record costs time, not rows)."""
     candidates = texts.filter(texts.str.starts_with("[") | texts.str.starts_with("{"))
     for text in candidates:
         try:
             if isinstance(json.loads(text), (list, dict)):
                 return True
         except ValueError:
-            continue
+            if text.rstrip().endswith("]" if text.startswith("[") else "}"):
+                return True
     return False
 
 

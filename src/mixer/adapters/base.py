@@ -68,8 +68,8 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
     dtype = raw.schema[native]
     if dtype == pl.String:
         return pl.col(native)
-    if isinstance(dtype, pl.Struct):
-        return pl.col(native).struct.json_encode()
+    if isinstance(dtype, pl.Struct):  # polars encodes a missing object as the text "null"
+        return pl.when(pl.col(native).is_not_null()).then(pl.col(native).struct.json_encode())
     if dtype.is_nested():
         raise MixerError(
             f"{ctx.file}: field {native!r} holds {dtype} values, expected text for {name!r}",
