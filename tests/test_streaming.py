@@ -299,6 +299,33 @@ def test_a_small_file_without_a_field_is_refused_for_it_as_when_read_alone(tmp_p
         merge_chunks(list(load_chunks(source)))
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_a_small_file_whose_turns_lack_the_keys_is_refused_for_them_as_when_read_alone(tmp_path, kind):
+    """The same inside conversations: a small ShareGPT file whose turns say `role`/`content` is refused with
+    the keys it has, though the file before it (which has turns of both kinds) lends a schema with `from` and
+    `value`. Found by fuzzing runs of small files joined against read alone."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    both = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    files = [
+        [{"conversations": both}, {"conversations": [{"role": "user", "content": "q"}]}],
+        [{"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
+        [{"conversations": both}],
+    ]
+    for f, records in enumerate(files):
+        text = "".join(json.dumps(r) + "\n" for r in records) if kind == "jsonl" else json.dumps(records)
+        (folder / f"part-{f}.{kind}").write_text(text)
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            "name: p\nsources:\n  s: {path: 'parts/part-*', format: sharegpt, take: all, on_error: quarantine}\n",
+        )
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(MixerError, match=r"part-1\.jsonl?: conversation turns have keys \['content', 'role'\]"):
+        merge_chunks(list(load_chunks(source)))
+
+
 def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_alone(tmp_path, monkeypatch):
     """Conversations take pyarrow's reader when a schema is borrowed (`io._arrow_json`); it skips the same
     blank and whitespace lines polars does, so a run of small ShareGPT files is cut back by file the same way."""

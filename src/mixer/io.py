@@ -567,7 +567,11 @@ def read_small_files(
             return None
         joined = b"".join(text if text.endswith(NEWLINE_BYTE) else text + NEWLINE_BYTE for text in texts)
     frame = _parse_like(joined, schema, columns, keys, array=array)
-    if not _as_parsed(frame, shape) or frame.height != sum(counts) or not _every_field_in_every_file(frame, counts):
+    if (
+        not _as_parsed(frame, shape)
+        or frame.height != sum(counts)
+        or not _every_field_in_every_file(frame, counts, keys)
+    ):
         return None
     tables, offset = [], 0
     for path, text, count in zip(paths, texts, counts, strict=True):
@@ -576,14 +580,23 @@ def read_small_files(
     return tables
 
 
-def _every_field_in_every_file(frame: pl.DataFrame, counts: list[int]) -> bool:
-    """Whether each file's records hold a value for every field of the borrowed schema. A field with none in
-    a file may be one the file lacks: read alone, such a file is refused with the fields it has (a recipe that
-    must map another name), where the joined parse would give its rows nulls and report each as malformed."""
-    if not frame.width:
+def _every_field_in_every_file(frame: pl.DataFrame, counts: list[int], keys: Collection[str]) -> bool:
+    """Whether each file's records hold a value for every field of the borrowed schema, and for every turn key
+    the adapter reads (`keys`). One with none in a file may be one the file lacks: read alone, such a file is
+    refused with the fields or keys it has (a recipe that must map another name), where the joined parse would
+    give its rows nulls there and report each as malformed."""
+    held = [pl.col(name).is_not_null() for name in frame.columns]
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+            inner = [f.name for f in dtype.inner.fields if f.name in keys]
+            turns = pl.col(name).list
+            held += [
+                turns.eval(pl.element().struct.field(k).is_not_null()).list.any().alias(f"{name}/{k}") for k in inner
+            ]
+    if not held:
         return True
     files = pl.Series("__file", range(len(counts)), dtype=pl.UInt32).repeat_by(pl.Series(counts)).explode()
-    found = frame.with_columns(files).group_by("__file").agg(pl.exclude("__file").is_not_null().any())
+    found = frame.select(*held).with_columns(files).group_by("__file").agg(pl.exclude("__file").any())
     return bool(found.drop("__file").select(pl.all_horizontal(pl.all().all())).item())
 
 
