@@ -226,6 +226,30 @@ def test_preference_strips_prompt_from_pairs():
     assert row["native_id"] == "uf_000"
 
 
+def test_a_preference_pair_without_its_own_prompt_takes_the_chosen_conversations(tmp_path):
+    """A record with no prompt where the others of its file have one was kept with a null prompt (found by
+    fuzzing: read alone, in a chunk with no prompt field, it took the chosen conversation's). A prompt that
+    is empty text is an empty prompt, as an empty list is; turns without a role are refused by name."""
+    user, reply, other = [{"role": "user", "content": "q"}], [{"role": "assistant", "content": "a"}], "b"
+    records = [
+        {"prompt": user, "chosen": reply, "rejected": other},
+        {"chosen": [{"role": "user", "content": "own"}, *reply], "rejected": other},
+        {"prompt": None, "chosen": reply, "rejected": other},
+        {"prompt": [{"role": "user", "content": " "}], "chosen": reply, "rejected": other},
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    frame = convert(path, "preference")
+    assert frame["__reason"].to_list() == [None, None, "empty prompt", "empty prompt"]
+    assert frame["prompt"][1].to_list() == [{"role": "user", "content": "own"}]
+    assert frame["chosen"][1].to_list() == reply
+    path.write_text(json.dumps({"chosen": [{"content": "a"}], "rejected": "b"}) + "\n")
+    with pytest.raises(
+        MixerError, match=r"the turns of 'chosen' have keys \['content'\], expected 'role' and 'content'"
+    ):
+        convert(path, "preference")
+
+
 def test_field_mapping_and_input_joining(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"q": "Add 2 and 3.", "ctx": "numbers", "a": "5"}\n{"q": "Hi", "ctx": "", "a": ""}\n')

@@ -17,11 +17,17 @@ def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Ex
     if native not in raw.columns:
         raise MixerError(f"{ctx.file}: no field {native!r} for {name!r}", f"map it: fields: {{{name}: <field>}}")
     dtype = raw.schema[native]
+    if dtype == pl.Null:  # no record of the chunk gives one: as null in each record
+        return pl.lit(None, dtype=MESSAGES)
     if dtype == pl.String:
         return pl.concat_list([message(role, pl.col(native))])
     if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        keys = sorted(f.name for f in dtype.inner.fields)
+        if not {"role", "content"} <= set(keys):
+            raise MixerError(f"{ctx.file}: the turns of {native!r} have keys {keys}, expected 'role' and 'content'")
+        turn = pl.element().struct  # a key no turn of the chunk gives a value is typed null: cast to text
         return pl.col(native).list.eval(
-            message(pl.element().struct.field("role"), pl.element().struct.field("content"))
+            message(turn.field("role").cast(pl.String), turn.field("content").cast(pl.String))
         )
     raise MixerError(f"{ctx.file}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
 
@@ -45,14 +51,17 @@ def _prompt_part(conversation: pl.Expr) -> pl.Expr:
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     chosen_full = _as_messages(raw, ctx, "chosen", "assistant")
     rejected_full = _as_messages(raw, ctx, "rejected", "assistant")
-    if ctx.fields["prompt"] in raw.columns:
-        prompt = _as_messages(raw, ctx, "prompt", "user")
-    else:  # the prompt lives inside the chosen conversation
-        prompt = _prompt_part(chosen_full)
+    prompt = _prompt_part(chosen_full)  # without a prompt field, it lives inside the chosen conversation
+    if (native_prompt := ctx.fields["prompt"]) in raw.columns:
+        # a record without one of its own (null where others of the file have one) takes its chosen
+        # conversation's too, as it would in a file (or chunk) where no record has one: it was kept as null
+        prompt = (
+            pl.when(pl.col(native_prompt).is_null()).then(prompt).otherwise(_as_messages(raw, ctx, "prompt", "user"))
+        )
     chosen, rejected = _reply_only(chosen_full), _reply_only(rejected_full)
     text = lambda msgs: msgs.list.eval(pl.element().struct.field("content")).list.join("")  # noqa: E731
     reason = first_reason(
-        (prompt.list.len() == 0, "empty prompt"),
+        (blank(text(prompt)), "empty prompt"),
         (blank(text(chosen)), "empty chosen reply"),
         (blank(text(rejected)), "empty rejected reply"),
     )
