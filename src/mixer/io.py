@@ -52,10 +52,14 @@ class RawTable:
     text: bytes | None = None  # the JSON lines or array, kept when `frame` was parsed with a borrowed schema
     misshapen: list[Misshapen] = field(default_factory=list)
     array: bool = False  # `text` is a JSON array, not JSON lines
+    originals: list[dict] | None = None  # the records as read, when `frame` holds them reshaped (mixer.shapes)
 
     def whole_records(self) -> pl.DataFrame:
         """The records with every field they have, for quoting malformed ones: a frame parsed with the schema
         of an earlier chunk leaves out fields that first appear in this one."""
+        if self.originals is not None:  # quoted as they were, not as the turns a text stands for
+            rows = self.frame["__row"]
+            return pl.DataFrame([rows, pl.Series("__record", self.originals, dtype=pl.Object)])
         if self.text is None:
             return self.frame
         first = int(self.frame["__row"][0]) if self.frame.height else 0
@@ -249,7 +253,9 @@ def _from_records(
     if shape is None:
         return RawTable(path, _records_frame(records, indexes), unparsable)
     good, kept, misshapen = shape.sort(records, indexes)
-    return RawTable(path, _records_frame(good, kept), unparsable, misshapen=misshapen)
+    as_read = dict(zip(indexes, records, strict=True))
+    originals = [as_read[index] for index in kept]
+    return RawTable(path, _records_frame(good, kept), unparsable, misshapen=misshapen, originals=originals)
 
 
 def _as_parsed(frame: pl.DataFrame | None, shape: TurnShape | None) -> bool:
