@@ -271,58 +271,50 @@ def test_small_json_arrays_parsed_together_equal_each_file_read_alone(tmp_path, 
     assert together.rows["messages"][0][0]["content"] == 'file 0, "item" [0]'
 
 
+BOTH_TURN_KINDS = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+LACKING = {  # (format, the records of three small files, what the second is refused for)
+    "field": (
+        "alpaca",
+        [
+            [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}],
+            [{"instruction": "e", "response": "f"}],
+            [{"instruction": "g", "output": "h"}],
+        ],
+        r"no field 'output' for 'output' \(the file has: instruction, response\)",
+    ),
+    "turn keys": (
+        "sharegpt",
+        [
+            [{"conversations": BOTH_TURN_KINDS}, {"conversations": [{"role": "user", "content": "q"}]}],
+            [{"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
+            [{"conversations": BOTH_TURN_KINDS}],
+        ],
+        r"conversation turns have keys \['content', 'role'\]",
+    ),
+}
+
+
 @pytest.mark.parametrize("kind", ["jsonl", "json"])
-def test_a_small_file_without_a_field_is_refused_for_it_as_when_read_alone(tmp_path, kind):
-    """A small file whose records all lack a field the adapter needs (it calls it `response`) is refused with
-    the fields it has, as when read alone, though the file before it lends a schema with that field: joined,
-    its rows were parsed with nulls there and each reported as malformed."""
+@pytest.mark.parametrize("lacking", sorted(LACKING))
+def test_a_small_file_without_a_field_or_turn_key_is_refused_for_it_as_when_read_alone(tmp_path, kind, lacking):
+    """A small file whose records all lack a field the adapter needs (it calls it `response`), or whose turns
+    all lack its keys (`role`/`content` for `from`/`value`), is refused with the names it has, as when read
+    alone, though the file before it lends a schema with them: joined, its rows were parsed with nulls there
+    and each reported as malformed. Found by fuzzing runs of small files joined against read alone."""
+    fmt, files, refusal = LACKING[lacking]
     folder = tmp_path / "parts"
     folder.mkdir()
-    files = [
-        [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}],
-        [{"instruction": "e", "response": "f"}],
-        [{"instruction": "g", "output": "h"}],
-    ]
     for f, records in enumerate(files):
         text = "".join(json.dumps(r) + "\n" for r in records) if kind == "jsonl" else json.dumps(records)
         (folder / f"part-{f}.{kind}").write_text(text)
     recipe = load_recipe(
         write_recipe(
             tmp_path,
-            "name: p\nsources:\n  s: {path: 'parts/part-*', format: alpaca, take: all, on_error: quarantine}\n",
+            f"name: p\nsources:\n  s: {{path: 'parts/part-*', format: {fmt}, take: all, on_error: quarantine}}\n",
         )
     )
     [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
-    with pytest.raises(
-        MixerError, match=r"part-1\.jsonl?: no field 'output' for 'output' \(the file has: instruction, response\)"
-    ):
-        merge_chunks(list(load_chunks(source)))
-
-
-@pytest.mark.parametrize("kind", ["jsonl", "json"])
-def test_a_small_file_whose_turns_lack_the_keys_is_refused_for_them_as_when_read_alone(tmp_path, kind):
-    """The same inside conversations: a small ShareGPT file whose turns say `role`/`content` is refused with
-    the keys it has, though the file before it (which has turns of both kinds) lends a schema with `from` and
-    `value`. Found by fuzzing runs of small files joined against read alone."""
-    folder = tmp_path / "parts"
-    folder.mkdir()
-    both = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
-    files = [
-        [{"conversations": both}, {"conversations": [{"role": "user", "content": "q"}]}],
-        [{"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
-        [{"conversations": both}],
-    ]
-    for f, records in enumerate(files):
-        text = "".join(json.dumps(r) + "\n" for r in records) if kind == "jsonl" else json.dumps(records)
-        (folder / f"part-{f}.{kind}").write_text(text)
-    recipe = load_recipe(
-        write_recipe(
-            tmp_path,
-            "name: p\nsources:\n  s: {path: 'parts/part-*', format: sharegpt, take: all, on_error: quarantine}\n",
-        )
-    )
-    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
-    with pytest.raises(MixerError, match=r"part-1\.jsonl?: conversation turns have keys \['content', 'role'\]"):
+    with pytest.raises(MixerError, match=r"part-1\.jsonl?: " + refusal):
         merge_chunks(list(load_chunks(source)))
 
 
