@@ -243,6 +243,9 @@ def test_a_preference_pair_without_its_own_prompt_takes_the_chosen_conversations
     assert frame["__reason"].to_list() == [None, None, "empty prompt", "empty prompt"]
     assert frame["prompt"][1].to_list() == [{"role": "user", "content": "own"}]
     assert frame["chosen"][1].to_list() == reply
+    # no turn of the file has a content: typed null, which stopped the build ("list join with non-string dtype")
+    path.write_text(json.dumps({"prompt": "q", "chosen": [{"role": "assistant", "content": None}], "rejected": "b"}))
+    assert convert(path, "preference")["__reason"].to_list() == ["empty chosen reply"]
     path.write_text(json.dumps({"chosen": [{"content": "a"}], "rejected": "b"}) + "\n")
     with pytest.raises(
         MixerError, match=r"the turns of 'chosen' have keys \['content'\], expected 'role' and 'content'"
