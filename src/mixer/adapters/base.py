@@ -97,6 +97,13 @@ def _clip(text: str, size: int = 40) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
+def turn_text(key: str) -> pl.Expr:
+    """A key of the turn at hand (inside `list.eval`) as text. A key that no turn of the chunk gives a value
+    (null, or missing where records were read one by one) is typed null, not text, and string work on it
+    stopped the build with a polars type error; cast, such turns are malformed rows."""
+    return pl.element().struct.field(key).cast(pl.String)
+
+
 def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
     role_expr = pl.lit(role) if isinstance(role, str) else role
     return pl.struct(role=role_expr, content=content)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Context, adapter, column, message, sft_frame
+from mixer.adapters.base import Context, adapter, column, message, sft_frame, turn_text
 from mixer.errors import MixerError
 
 
@@ -16,9 +16,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             f"{ctx.file}: expected field {name!r} holding a list of {{role, content}}",
             "map it in the recipe: fields: {messages: <field>}",
         )
-    messages = pl.col(name).list.eval(
-        message(pl.element().struct.field("role"), pl.element().struct.field("content").cast(pl.String))
-    )
+    messages = pl.col(name).list.eval(message(turn_text("role"), turn_text("content")))
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 

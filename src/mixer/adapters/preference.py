@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import MESSAGES, Context, adapter, blank, first_reason, message
+from mixer.adapters.base import MESSAGES, Context, adapter, blank, first_reason, message, turn_text
 from mixer.errors import MixerError
 
 
@@ -25,10 +25,7 @@ def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Ex
         keys = sorted(f.name for f in dtype.inner.fields)
         if not {"role", "content"} <= set(keys):
             raise MixerError(f"{ctx.file}: the turns of {native!r} have keys {keys}, expected 'role' and 'content'")
-        turn = pl.element().struct  # a key no turn of the chunk gives a value is typed null: cast to text
-        return pl.col(native).list.eval(
-            message(turn.field("role").cast(pl.String), turn.field("content").cast(pl.String))
-        )
+        return pl.col(native).list.eval(message(turn_text("role"), turn_text("content")))
     raise MixerError(f"{ctx.file}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Context, adapter, blank, column, message, sft_frame
+from mixer.adapters.base import Context, adapter, blank, column, message, sft_frame, turn_text
 from mixer.errors import MixerError
 
 ROLE_NAMES = {
@@ -45,11 +45,9 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         )
     turns = pl.col(name).list.eval(
         message(
-            # a name it does not know stays as it is, so the malformed row can name it (`sft_frame`). A key that
-            # no turn of the chunk gives a value (null, or missing where records were read one by one) is typed
-            # null, not text: cast, so those turns are malformed rows rather than a polars type error
-            pl.element().struct.field(role_key).cast(pl.String).str.to_lowercase().replace(ROLE_NAMES),
-            pl.element().struct.field(content_key).cast(pl.String),
+            # a name it does not know stays as it is, so the malformed row can name it (`sft_frame`)
+            turn_text(role_key).str.to_lowercase().replace(ROLE_NAMES),
+            turn_text(content_key),
         )
     )
     raw = raw.with_columns(turns.alias("__turns"))  # computed once: the steps below refer to it several times
