@@ -58,8 +58,7 @@ class RawTable:
         """The records with every field they have, for quoting malformed ones: a frame parsed with the schema
         of an earlier chunk leaves out fields that first appear in this one."""
         if self.originals is not None:  # quoted as they were, not as the turns a text stands for
-            rows = self.frame["__row"]
-            return pl.DataFrame([rows, pl.Series("__record", self.originals, dtype=pl.Object)])
+            return _objects_frame(self.frame["__row"], self.originals)
         if self.text is None:
             return self.frame
         first = int(self.frame["__row"][0]) if self.frame.height else 0
@@ -202,10 +201,12 @@ def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int
     OpenAssistant's trees export took ~190 ms per MB, and turning those columns back into Python trees as
     much again; Python's json reads the same lines at ~16 ms per MB."""
     records, indexes, bad, spanned = _json_records(data, first_row, first_line)
-    frame = pl.DataFrame(
-        [pl.Series("__row", indexes, dtype=pl.UInt32), pl.Series("__record", records, dtype=pl.Object)]
-    )
-    return RawTable(path, frame, bad), spanned
+    return RawTable(path, _objects_frame(indexes, records), bad), spanned
+
+
+def _objects_frame(rows: list[int] | pl.Series, records: list[dict]) -> pl.DataFrame:
+    """(__row, __record): records as Python objects (polars' Object type), which `load._malformed` quotes."""
+    return pl.DataFrame([pl.Series("__row", rows, dtype=pl.UInt32), pl.Series("__record", records, dtype=pl.Object)])
 
 
 def _records_frame(records: list[dict], indexes: list[int]) -> pl.DataFrame:
@@ -323,8 +324,14 @@ def _fields(schema: pl.Schema) -> Iterator[tuple[str, pl.DataType]]:
             pending += [(f.name, f.dtype) for f in dtype.fields]
 
 
-def _field_names(schema: pl.Schema) -> set[str]:
-    return {name for name, _ in _fields(schema)}
+def _holds_key(data: bytes, names: Collection[str], *, valued: bool = False) -> bool:
+    """Whether JSON text has any of `names` as a key (with `valued`, with a value other than null), in one pass
+    over it whatever the number of names. A key is a quoted name followed by a colon, which no string value can
+    be (ShareGPT's "from": "system")."""
+    if not names:
+        return False
+    alternatives = b"|".join(re.escape(name.encode()) for name in sorted(names))
+    return re.search(b'"(?:%s)"\\s*:%s' % (alternatives, b"\\s*(?!null)" if valued else b""), data) is not None
 
 
 def _parse_like(
@@ -343,16 +350,14 @@ def _parse_like(
     quoted (`whole_records`). polars' array reader is laxer with a schema than its lines reader: it truncates
     1.5 into an integer column and reads true as 1.0 in a float one, so arrays borrow only schemas without
     numbers."""
-    if array and any(dtype.is_numeric() for _, dtype in _fields(schema)):
+    fields = list(_fields(schema))
+    if array and any(dtype.is_numeric() for _, dtype in fields):
         return None
-    unseen_keys = sorted(set(keys) - _field_names(schema))
-    # a key is a quoted name followed by a colon, which no string value can be (ShareGPT's "from": "system")
-    if unseen_keys and re.search(b'"(?:%s)"\\s*:' % b"|".join(re.escape(key.encode()) for key in unseen_keys), data):
-        return None  # one pass over the text, whatever the number of names
+    if _holds_key(data, set(keys) - {name for name, _ in fields}):
+        return None
     # a field no record before had a value for is typed null, and polars reads the values of such a field
     # inside a list of records (a turn's role) as null without a word: parse fresh when one has a value here
-    unset = sorted({name for name, dtype in _fields(schema) if dtype == pl.Null})
-    if unset and re.search(b'"(?:%s)"\\s*:\\s*(?!null)' % b"|".join(re.escape(key.encode()) for key in unset), data):
+    if _holds_key(data, {name for name, dtype in fields if dtype == pl.Null}, valued=True):
         return None
     unseen_columns = sorted(set(columns) - set(schema.names()))
     schema = pl.Schema({**schema, **dict.fromkeys(unseen_columns, pl.String)})

@@ -89,8 +89,7 @@ def whole_array(text: bytes) -> tuple[bytes, int] | None:
     body = text.lstrip(WHITESPACE)
     if body[:1] != b"[":
         return None
-    scan = _Scan()
-    commas, end = _separators(body[1:], scan)
+    commas, end = _separators(body[1:], _Scan())
     if end is None or body[end + 2 :].strip(WHITESPACE) or not body[1 : end + 1].strip(WHITESPACE):
         return None
     return body[1 : end + 1], len(commas) + 1
