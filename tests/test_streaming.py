@@ -451,6 +451,27 @@ def test_a_turn_key_that_was_null_in_every_record_before_keeps_its_values_later(
     ]
 
 
+def test_a_chunk_where_the_null_typed_key_is_null_again_still_borrows_the_schema(tmp_path, monkeypatch):
+    """The check above looks for the key with a value other than null. It first matched `"from": null` too, as
+    `json.dumps` writes it (its blank was given back to the lookahead), so every such chunk was parsed fresh."""
+    borrowed = []  # per chunk after the first: whether it was parsed with the schema of the chunk before
+    parse_like = mixer.io._parse_like
+    monkeypatch.setattr(
+        mixer.io, "_parse_like", lambda *a, **k: borrowed.append((frame := parse_like(*a, **k)) is not None) or frame
+    )
+    nulls = [{"conversations": [{"from": None, "value": f"q{i}"}]} for i in range(15)]
+    valid = [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}] * 5
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in nulls + valid))
+    recipe = load_recipe(
+        write_recipe(tmp_path, "name: p\nsources:\n  s: {path: s.jsonl, format: sharegpt, take: all, on_error: skip}\n")
+    )
+    [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    pool = merge_chunks(list(load_chunks(source, chunk_bytes=300)))
+    assert pool.counts == {"read": 20, "malformed": 15}
+    # rows 6-11 (roles null again) borrow; rows 12-17 (the first roles) are parsed fresh
+    assert borrowed[:2] == [True, False]
+
+
 @pytest.mark.parametrize("layout", ["lines", "array"])
 def test_a_malformed_record_in_a_borrowed_chunk_is_quoted_with_all_its_fields(tmp_path, layout):
     records = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(60)]

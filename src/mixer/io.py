@@ -331,7 +331,8 @@ def _holds_key(data: bytes, names: Collection[str], *, valued: bool = False) -> 
     if not names:
         return False
     alternatives = b"|".join(re.escape(name.encode()) for name in sorted(names))
-    return re.search(b'"(?:%s)"\\s*:%s' % (alternatives, b"\\s*(?!null)" if valued else b""), data) is not None
+    # the lookahead takes the blanks itself: `\s*(?!null)` would give one back and match `: null`
+    return re.search(b'"(?:%s)"\\s*:%s' % (alternatives, b"(?!\\s*null)" if valued else b""), data) is not None
 
 
 def _parse_like(
