@@ -182,14 +182,19 @@ def test_weights_that_fall_short_of_the_total_are_pointed_out(tmp_path):
     (tmp_path / "a.jsonl").write_text(
         "".join(json.dumps({"instruction": f"question {i}", "output": "an answer"}) + "\n" for i in range(20))
     )
-    body = "name: w\nsources:\n  a: {path: a.jsonl, format: alpaca, weight: %s}\n  b: {path: a.jsonl, format: alpaca, weight: 0.3}\nmixture: {total: 10}\noutput: {dir: %s}\n"
-    recipe = write_recipe(tmp_path, body % ("0.3", tmp_path / "out"))
+    body = "name: w\nsources:\n  a: {path: a.jsonl, format: alpaca, weight: %s}\n  b: {path: a.jsonl, format: alpaca, weight: %s}\nmixture: {total: 10}\noutput: {dir: %s}\n"
+    recipe = write_recipe(tmp_path, body % ("0.3", "0.3", tmp_path / "out"))
     note = "note: the weights add up to 0.6, so the mixture is 60% of mixture.total (6 of 10 rows)"
     for command in ("plan", "build"):
         result = run_mixer(command, str(recipe))
         assert result.returncode == 0, result.stderr
         assert note in result.stderr, command
-    recipe.write_text(body % ("0.7", tmp_path / "out"))
+    # 0.8 + 4.7 rows is 5.4999999999999991 in floating point: the note rounds as the build does
+    recipe.write_text(body % ("0.08", "0.47", tmp_path / "out"))
+    result = run_mixer("build", str(recipe), "--force")
+    assert "(6 of 10 rows)" in result.stderr, result.stderr
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["totals"]["rows"] == 6
+    recipe.write_text(body % ("0.7", "0.3", tmp_path / "out"))
     assert "weights add up" not in run_mixer("plan", str(recipe)).stderr
 
 

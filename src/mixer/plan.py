@@ -55,10 +55,16 @@ class Plan:
         return asdict(self)
 
 
+def _weighted_total(weights: list[float], total: int) -> int:
+    """The rows weights give in all, to the nearest row: what a build makes and what the shortfall note says.
+    The epsilon rounds up a half that floating point lands a hair under (0.08 and 0.47 of 10 rows: 5.4999…)."""
+    return math.floor(sum(weight * total for weight in weights) + 1e-9 + 0.5)
+
+
 def _weighted_counts(specs: list[SourceSpec], total: int) -> dict[str, int]:
     """Largest-remainder rounding, so weights that sum to 1 give exactly `total` rows."""
     exact = {s.name: float(s.selector.value) * total for s in specs}
-    target = math.floor(sum(exact.values()) + 1e-9 + 0.5)
+    target = _weighted_total([float(s.selector.value) for s in specs], total)
     counts = {name: math.floor(v + 1e-9) for name, v in exact.items()}
     by_remainder = sorted(exact, key=lambda n: (-(exact[n] - counts[n]), n))
     for name in by_remainder[: max(0, target - sum(counts.values()))]:
@@ -73,12 +79,13 @@ def weights_short_of_total(document: dict) -> str | None:
     total = (document.get("mixture") or {}).get("total")
     if not total or not sources or not all(isinstance(s, dict) and "weight" in s for s in sources.values()):
         return None
-    share = sum(float(s["weight"]) for s in sources.values())
+    weights = [float(s["weight"]) for s in sources.values()]
+    share = sum(weights)
     if share >= 1 - 1e-9:
         return None
     return (
         f"the weights add up to {share:g}, so the mixture is {share:.0%} of mixture.total "
-        f"({math.floor(share * total + 0.5):,} of {total:,} rows); weights that add up to 1 fill it"
+        f"({_weighted_total(weights, total):,} of {total:,} rows); weights that add up to 1 fill it"
     )
 
 
