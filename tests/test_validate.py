@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -389,11 +391,18 @@ def test_env_interpolation(tmp_path, monkeypatch):
 
 
 def test_a_recipe_saved_as_utf16_is_named_as_such(tmp_path):
-    """PowerShell 5's `>` writes UTF-16; the error was a codec message about byte 0xff."""
-    (tmp_path / "r.yaml").write_bytes("name: t\nsources:\n  a: {source: dolly, take: 1}\n".encode("utf-16"))
+    """PowerShell 5's `>` writes UTF-16; the error was a codec message about byte 0xff. The hint is the one a
+    UTF-16 data file gets: a copy beside the file, named utf8-<name>."""
+    text = "name: t\nsources:\n  a: {source: dolly, take: 1}\n"
+    (tmp_path / "r.yaml").write_bytes(text.encode("utf-16"))
     [diag] = validate_file_cli(tmp_path / "r.yaml")
-    assert diag["message"] == "the recipe is UTF-16; mixer reads recipes as UTF-8"
-    assert diag["hint"] == f"save it as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 {tmp_path / 'r.yaml'} > utf8.yaml"
+    assert diag["message"] == "the recipe is UTF-16LE (it starts with that byte-order mark); mixer reads UTF-8"
+    command = f"iconv -f UTF-16 -t UTF-8 {tmp_path / 'r.yaml'} > {tmp_path / 'utf8-r.yaml'}"
+    assert diag["hint"] == f"convert it first: {command}"
+    if shutil.which("iconv"):  # the hint's command does what it says
+        subprocess.run(command, shell=True, check=True)
+        assert (tmp_path / "utf8-r.yaml").read_text(encoding="utf-8") == text
+        assert validate_file_cli(tmp_path / "utf8-r.yaml") == []
 
 
 def validate_file_cli(path):

@@ -12,12 +12,11 @@ recipe being built.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mixer.encodings import wide_encoding
+from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import MixerError
 from mixer.yamlpos import Located, Path_, load_located
@@ -42,11 +41,10 @@ def working_tree_text(path: Path) -> str | None:
         return None
     except UnicodeDecodeError as exc:
         encoding = wide_encoding(path.read_bytes()[:4])
-        if encoding is not None:  # named without its byte order, which iconv then reads from the mark
-            wide = encoding[:-2]
+        if encoding is not None:
             raise MixerError(
-                f"{path}: the recipe is {wide}; mixer reads recipes as UTF-8",
-                f"save it as UTF-8, e.g. iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > utf8.yaml",
+                f"{path}: the recipe is {encoding} (it starts with that byte-order mark); mixer reads UTF-8",
+                f"convert it first: {to_utf8_command(path, encoding)}",
             ) from None
         raise MixerError(f"{path}: cannot read recipe: {exc}", "save it as UTF-8") from None
     except OSError as exc:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shlex
 import zlib
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import orjson
 import polars as pl
 
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
-from mixer.encodings import wide_encoding
+from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
 from mixer.shapes import Misshapen, TurnShape, value_text
@@ -90,22 +89,9 @@ def without_bom(path: Path, data: bytes) -> bytes:
     if (encoding := wide_encoding(data)) is not None:
         raise MixerError(
             f"{path}: the file is {encoding} (it starts with that byte-order mark); mixer reads UTF-8",
-            f"convert it first: {_to_utf8_command(path, encoding)}",
+            f"convert it first: {to_utf8_command(path, encoding)}",
         )
     return data
-
-
-def _to_utf8_command(path: Path, encoding: str) -> str:
-    """A shell command that writes a UTF-8 copy beside `path` (decompressed, when it is gzip), runnable from
-    where the error was printed: the path as the user gave it, quoted for the shell."""
-    name = path.name.removesuffix(".gz")
-    target = shlex.quote(str(path.with_name(f"utf8-{name}")))
-    # UTF-16 rather than UTF-16LE: iconv then takes the byte order from the mark and drops it, where naming the
-    # byte order would copy the mark into the UTF-8 text
-    iconv = f"iconv -f {encoding[:-2]} -t UTF-8"
-    if path.name.endswith(".gz"):
-        return f"gzip -dc {shlex.quote(str(path))} | {iconv} > {target}"
-    return f"{iconv} {shlex.quote(str(path))} > {target}"
 
 
 def _gzipped(path: Path) -> bool:
