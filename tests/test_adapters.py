@@ -305,15 +305,24 @@ def test_a_field_polars_finds_no_type_for_is_text_not_a_refused_file(tmp_path, l
 
 def test_whole_numbers_read_as_floats_keep_their_integer_text(tmp_path):
     """One record with a fraction makes polars type the whole field as float: the id 49 and the answer 42 of
-    its neighbours became "49.0" and "42.0", but "49" and "42" in a chunk without one."""
-    path = tmp_path / "n.jsonl"
-    path.write_text(
+    its neighbours became "49.0" and "42.0", but "49" and "42" in a chunk without one. A record with text in
+    the field makes polars type it as text, writing numbers its own way (no exponent: 1e-07 is "0.0000001");
+    a float field's numbers are written that way too, so a number's text does not depend on its chunk."""
+    records = (
         '{"id": 49, "instruction": "a", "output": 42}\n{"id": 7.5, "instruction": "b", "output": 3.5}\n'
-        '{"id": 1e300, "instruction": "c", "output": -0.0}\n'
+        '{"id": 1e300, "instruction": "c", "output": -0.0}\n{"id": 2.5e-7, "instruction": "d", "output": 1e16}\n'
     )
+    ids = ["49", "7.5", "1" + "0" * 300, "0.00000025"]
+    outputs = ["42", "3.5", "-0", "10000000000000000"]
+    path = tmp_path / "n.jsonl"
+    path.write_text(records)
     frame = convert(path, "alpaca")
-    assert frame["native_id"].to_list() == ["49", "7.5", "1e+300"]
-    assert [m[1]["content"] for m in frame["messages"].to_list()] == ["42", "3.5", "0"]
+    assert frame["native_id"].to_list() == ids
+    assert [m[1]["content"] for m in frame["messages"].to_list()] == outputs
+    path.write_text('{"id": "t", "instruction": "e", "output": "text"}\n' + records)  # typed as text
+    frame = convert(path, "alpaca")
+    assert frame["native_id"].to_list() == ["t", *ids]
+    assert [m[1]["content"] for m in frame["messages"].to_list()] == ["text", *outputs]
 
 
 def test_a_headerless_file_under_a_format_with_a_header_says_so(tmp_path):

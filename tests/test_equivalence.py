@@ -6,8 +6,10 @@ exports have (nulls, missing keys, JSON-like text, content parts, broken lines),
 Random files of this kind found five bugs where the paths disagreed (CHANGELOG, "Fixed"): turns quarantined
 after a chunk where their role key was null, content parts written into the text as JSON, the text "null" for
 a missing object, preference pairs kept with a null prompt, and small files lacking a field read as malformed
-rows. Records with objects, lists or numbers where text belongs are left out: polars writes those as text in
-its own way when a field mixes them (`{"k": "v"}` against `{"k":"v"}`), which no path can undo.
+rows; numbers where text belongs found two more (a preference reply `7` kept on one path and malformed on
+the other, and three ways of writing a float). Records with objects or lists where text belongs are left out:
+polars writes those as text in its own way when a field mixes them (`{"k": "v"}` against `{"k":"v"}`), which
+no path can undo.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import mixer.load
 from mixer.errors import MixerError
 from mixer.load import load_chunks, merge_chunks
 from mixer.resolve import resolve_recipe
+from mixer.shapes import value_text
 from mixer.validate import load_recipe
 
 from conftest import write_recipe
@@ -35,9 +38,12 @@ FORMATS = ["alpaca", "sharegpt", "messages", "preference"]
 PIECES = ['"', "\\", "[", "]", "{", "}", ",", ":", " ", "\n", "é", "\u2028", '}, {"id"', '"from"', "null"]
 
 
-def _text(rng: random.Random) -> str | None:
+def _text(rng: random.Random, mixed: bool = False) -> str | float | None:
+    """Text, or (`mixed`) now and then a number, which is text where text belongs, as polars writes it."""
     if rng.random() < 0.04:
         return rng.choice([None, "", " "])
+    if mixed and rng.random() < 0.03:
+        return rng.choice([7, -3, 2.0, 1.5, 2.5e-7, 1e16, True, False])
     return "".join(rng.choice(PIECES) if rng.random() < 0.3 else rng.choice("abc ") for _ in range(rng.randint(0, 24)))
 
 
@@ -47,7 +53,7 @@ def _turns(
     role_key, content_key = keys
     turns = []
     for j in range(rng.randint(1, 4)):
-        content: Any = _text(rng)
+        content: Any = _text(rng, mixed)
         if mixed and content_key == "content" and rng.random() < 0.1:  # OpenAI content parts
             content = [{"type": "text", "text": _text(rng) or "x"} for _ in range(rng.randint(1, 2))]
         turns.append({role_key: None if nulls else roles[j % 2], content_key: content})
@@ -57,7 +63,7 @@ def _turns(
 def _side(rng: random.Random, nulls: bool, mixed: bool) -> str | list[dict] | None:
     """A preference prompt or reply: text, or turns (always turns unless `mixed`)."""
     if mixed and rng.random() < 0.4:
-        return _text(rng)
+        return _text(rng, mixed)
     return _turns(rng, ("role", "content"), ("user", "assistant"), nulls, mixed)
 
 
@@ -67,11 +73,15 @@ def _record(rng: random.Random, fmt: str, index: int, nulls: bool, mixed: bool) 
     small files refuses, so some runs go without)."""
     record: dict[str, Any]
     if fmt == "alpaca":
-        record = {"instruction": _text(rng), "input": _text(rng) if rng.random() < 0.5 else "", "output": _text(rng)}
+        record = {
+            "instruction": _text(rng, mixed),
+            "input": _text(rng, mixed) if rng.random() < 0.5 else "",
+            "output": _text(rng, mixed),
+        }
         if rng.random() < 0.3:
-            record["system"] = _text(rng)
+            record["system"] = _text(rng, mixed)
     elif fmt == "sharegpt":
-        record = {"conversations": _turns(rng, ("from", "value"), ("human", "gpt"), nulls)}
+        record = {"conversations": _turns(rng, ("from", "value"), ("human", "gpt"), nulls, mixed)}
     elif fmt == "messages":
         record = {"messages": _turns(rng, ("role", "content"), ("user", "assistant"), nulls, mixed)}
     else:
@@ -124,12 +134,23 @@ def _load(tmp_path: Path, fmt: str, pattern: str, chunk_bytes: int) -> tuple:
 
 
 def _quoted(record: str) -> Any:
-    """A quoted reject as what it says: its fields in any order, the ones it does not have (null) left out."""
+    """A quoted reject as what it says: its fields in any order, the ones it does not have (null) left out, and
+    numbers as their text (a chunk polars typed as text quotes a number as the text it became)."""
     try:
-        value = json.loads(record)
+        value = json.loads(record, parse_float=lambda text: value_text(float(text)), parse_int=str)
     except ValueError:
         return record  # a line that was not JSON, quoted as it was
-    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+    return {k: _numbers_as_text(v) for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
+def _numbers_as_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return [_numbers_as_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers_as_text(v) for k, v in value.items()}
+    return value
 
 
 def _assert_same(a: tuple, b: tuple) -> None:

@@ -183,6 +183,31 @@ def test_preference_fields_may_mix_text_and_turn_lists(tmp_path):
     assert pool.rows["chosen"][1].to_list() == [{"role": "assistant", "content": "good too"}]
 
 
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 150])
+@pytest.mark.parametrize("others", ["text", "turns"])
+def test_a_preference_reply_given_as_a_number_is_its_text(tmp_path, others, chunk_bytes):
+    """Beside text replies polars types the field as text, and a number became its text; beside turn lists
+    the chunk was read record by record, where it was "field 'rejected' is a number": the same pair kept or
+    dropped by its neighbours (found by fuzzing chunked reading against whole). Numbers are written as polars
+    writes them into text, never with an exponent."""
+    reply = "b" if others == "text" else [{"role": "assistant", "content": "b"}]
+    pairs = [
+        {"prompt": "q", "chosen": "a", "rejected": reply},
+        {"prompt": "sum?", "chosen": 7, "rejected": 2.5e-7},
+        {"prompt": "ok?", "chosen": True, "rejected": 1e16},
+    ]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    source = dataclasses.replace(_source(tmp_path, "p.jsonl", fmt="messages"), format="preference")
+    pool = merge_chunks(list(load_chunks(source, chunk_bytes=chunk_bytes)))
+    assert pool.counts == {"read": 3, "malformed": 0}
+    assert [turns[0]["content"] for turns in pool.rows["chosen"].to_list()] == ["a", "7", "true"]
+    assert [turns[0]["content"] for turns in pool.rows["rejected"].to_list()] == [
+        "b",
+        "0.00000025",
+        "10000000000000000",
+    ]
+
+
 @pytest.mark.parametrize("chunk_bytes", [1 << 30, 120])
 def test_alternating_text_turns_of_another_shape_are_malformed_rows(tmp_path, chunk_bytes):
     """LIMA's format: a turn is its text. One record whose conversation is text, or whose turn is an object,

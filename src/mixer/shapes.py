@@ -16,7 +16,9 @@ takes text). A chunk with none of this costs one vectorised check.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -86,8 +88,8 @@ class TurnShape:
         expected = f"a list of {turn_kind}" + (" or text" if name in self.text_roles else "")
         if value is None:
             return value, None
-        if isinstance(value, str) and name in self.text_roles:
-            return [{self.role_key: self.text_roles[name], self.content_key: value}], None
+        if isinstance(value, (str, int, float)) and name in self.text_roles:  # a number is text, as polars reads it
+            return [{self.role_key: self.text_roles[name], self.content_key: value_text(value)}], None
         if not isinstance(value, list):
             return value, f"field {name!r} is {_kind(value)}, expected {expected}"
         if self.role_key is None:
@@ -130,9 +132,21 @@ def _content_text(content: Any) -> tuple[Any, str | None]:
 
 
 def value_text(value: Any) -> str | None:
-    """A JSON value as polars writes it in a field it types as text: text as it is, null as null, anything
-    else as its JSON. So a record gets the same row whichever path its chunk takes."""
-    return value if value is None or isinstance(value, str) else json.dumps(value)
+    """A JSON value as polars writes it in a field it types as text: text as it is, null as null, a number in
+    positional notation, anything else as its JSON. So a record gets the same row whichever path its chunk
+    takes."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return _float_text(value)
+    return json.dumps(value)
+
+
+def _float_text(value: float) -> str:
+    """A float as polars writes it into text (Rust's `Display`): the shortest digits that read back as the
+    same float, never an exponent, no ".0" on a whole number: 2.0 is "2" and 1e-07 is "0.0000001"."""
+    text = format(Decimal(repr(value)), "f")
+    return text.removesuffix(".0")
 
 
 def _parses_as_json_container(texts: pl.Series) -> bool:

@@ -81,11 +81,31 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
 
 
 def _number_text(value: pl.Expr) -> pl.Expr:
-    """A float column's values as text, whole numbers without ".0". polars types a field as float for a chunk
+    """A float column's values as text, as polars writes a number into a field it types as text: whole
+    numbers without ".0", never an exponent (`shapes.value_text`). polars types a field as float for a chunk
     where any record has a fraction, so the id 49 was "49" in one chunk and "49.0" in the next (and an answer
     42 became "42.0" beside a 3.5): a record's text must not depend on its neighbours."""
-    whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0**53)
-    return pl.when(whole).then(value.cast(pl.Int64).cast(pl.String)).otherwise(value.cast(pl.String))
+    return value.map_batches(_float_texts, return_dtype=pl.String)
+
+
+def _float_texts(values: pl.Series) -> pl.Series:
+    """Vectorised for the usual numbers; the few whose cast has an exponent (1e-7, 1e+16) or is minus zero
+    are written one by one."""
+    from mixer.shapes import value_text
+
+    values = values.cast(pl.Float64)
+    whole = values.is_finite() & (values == values.floor()) & (values.abs() < 2.0**53) & ~_minus_zero(values)
+    texts = pl.select(
+        pl.when(whole).then(values.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(values.cast(pl.String))
+    ).to_series()
+    odd = values.is_finite() & (texts.str.contains("e", literal=True) | texts.str.ends_with(".0"))
+    if odd.any():
+        texts = texts.scatter(odd.arg_true(), [value_text(v) for v in values.filter(odd)])
+    return texts.alias(values.name)
+
+
+def _minus_zero(values: pl.Series) -> pl.Series:
+    return (values == 0) & ((1 / values) < 0)
 
 
 def _looks_like_data(names: list[str]) -> bool:
