@@ -14,6 +14,7 @@ import polars as pl
 
 from mixer.adapters.formats import SPECS, Format
 from mixer.errors import MixerError
+from mixer.shapes import value_text
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 MESSAGES = pl.List(MESSAGE)
@@ -91,8 +92,6 @@ def _number_text(value: pl.Expr) -> pl.Expr:
 def _float_texts(values: pl.Series) -> pl.Series:
     """Vectorised for the usual numbers; the few whose cast has an exponent (1e-7, 1e+16) or is minus zero
     are written one by one."""
-    from mixer.shapes import value_text
-
     values = values.cast(pl.Float64)
     whole = values.is_finite() & (values == values.floor()) & (values.abs() < 2.0**53) & ~_minus_zero(values)
     texts = pl.select(
