@@ -334,7 +334,7 @@ def test_a_headerless_file_under_a_format_with_a_header_says_so(tmp_path):
     with pytest.raises(MixerError) as info:
         convert(path, "flan")
     assert info.value.message == (
-        f"{path}: no field 'inputs' for 'inputs'; the first row looks like data, not field names "
+        f"{path}: no field 'inputs'; the first row looks like data, not field names "
         "(Natalia sold clips to 48 of her friends…, 72, Natalia sold 48 / 2 = 24 clips in May.)"
     )
     assert "format: cot" in info.value.hint
@@ -342,8 +342,63 @@ def test_a_headerless_file_under_a_format_with_a_header_says_so(tmp_path):
 
     named = tmp_path / "named.tsv"
     named.write_text("question\tanswer\nWhat is 2 + 2?\t4\n")
-    with pytest.raises(MixerError, match=r"no field 'inputs' for 'inputs' \(the file has: question, answer\)"):
+    with pytest.raises(MixerError, match=r"no field 'inputs' \(the file has: question, answer\)"):
         convert(named, "flan")
+
+
+FITS = [  # (records of a file, the format it is read as, the format the hint names)
+    ({"instruction": "q", "output": "a"}, "messages", "format: alpaca"),
+    ({"instruction": "q", "response": "a"}, "alpaca", "format: dolly"),
+    ({"conversations": [{"from": "human", "value": "q"}]}, "messages", "format: sharegpt"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "sharegpt", "format: messages"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b"}, "alpaca", "format: preference (the data of a dpo stage)"),
+]
+
+
+@pytest.mark.parametrize(("record", "fmt", "fits"), FITS)
+def test_a_file_without_the_formats_field_is_told_which_format_its_fields_fit(tmp_path, record, fmt, fits):
+    """Reading a ShareGPT file as `messages` (or Dolly as `alpaca`) said only that a field was missing."""
+    path = tmp_path / "f.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, fmt)
+    assert info.value.message.startswith(f"{path}: no field ")
+    assert f"(the file has: {', '.join(record)})" in info.value.message
+    assert info.value.hint.startswith(f"its fields are those of {fits}; or map it in the recipe: fields: {{")
+
+
+@pytest.mark.parametrize(
+    ("record", "fmt", "message", "fits"),
+    [
+        ({"conversations": ["q", "a"]}, "sharegpt", "is List(String), expected a list of {from, value}", "turns"),
+        ({"conversations": [{"from": "human", "value": "q"}]}, "turns", "expected a list of texts", "sharegpt"),
+    ],
+)
+def test_a_field_of_another_type_is_told_which_format_fits(tmp_path, record, fmt, message, fits):
+    """LIMA's alternating texts read as ShareGPT turns, and the other way round."""
+    path = tmp_path / "f.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, fmt)
+    assert info.value.message.startswith(f"{path}: field 'conversations' is ")
+    assert info.value.message.endswith(message)
+    assert info.value.hint.startswith(f"its fields are those of format: {fits}; or map it in the recipe")
+
+
+def test_a_missing_field_names_no_format_when_none_fits_and_never_the_sources_own(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text(json.dumps({"question": "q", "reply": "a"}) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, "alpaca")
+    assert info.value.hint == "map it in the recipe: fields: {instruction: <one of the file's fields>}"
+    # a `messages` source whose field mapping names a field the file lacks: the file fits `messages` itself
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}]}) + "\n")
+    adapter = get_adapter("messages")
+    ctx = Context({**adapter.fields, "messages": "msgs"}, adapter.options, str(path), format="messages")
+    with pytest.raises(MixerError) as info:
+        adapter.convert(read_table(path).frame, ctx)
+    assert info.value.message == f"{path}: no field 'msgs' for 'messages' (the file has: messages)"
+    assert info.value.hint == "map it in the recipe: fields: {messages: <one of the file's fields>}"
 
 
 def test_every_input_file_type(tmp_path):

@@ -280,7 +280,7 @@ LACKING = {  # (format, the records of three small files, what the second is ref
             [{"instruction": "e", "response": "f"}],
             [{"instruction": "g", "output": "h"}],
         ],
-        r"no field 'output' for 'output' \(the file has: instruction, response\)",
+        r"no field 'output' \(the file has: instruction, response\)",
     ),
     "turn keys": (
         "sharegpt",

@@ -301,7 +301,10 @@ def load_chunks(
 
     def context(path: Path) -> Context:
         return Context(
-            fields={**adapter.fields, **source.fields}, options={**adapter.options, **source.options}, file=str(path)
+            fields={**adapter.fields, **source.fields},
+            options={**adapter.options, **source.options},
+            file=str(path),
+            format=adapter.name,
         )
 
     def read_file(input_file: InputFile) -> Iterator[Member]:

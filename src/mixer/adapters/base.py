@@ -32,6 +32,7 @@ class Context:
     options: dict[str, Any]
     file: str
     seen: set[str] = field(default_factory=set)
+    format: str = ""  # the source's format, left out when a missing field's hint names formats that fit
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,7 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
     if native not in raw.columns:
         if not required:
             return pl.lit(None, dtype=pl.String)
-        names = [c for c in raw.columns if c != "__row"]
-        if _looks_like_data(names):
-            headerless = ", ".join(f"format: {s.name}" for s in SPECS.values() if s.headerless)
-            first = ", ".join(_clip(n) for n in names)
-            raise MixerError(
-                f"{ctx.file}: no field {native!r} for {name!r}; the first row looks like data, not field names"
-                f" ({first})",
-                f"a file without a header row needs a headerless format ({headerless} for FLAN CoT TSVs: question, "
-                f"answer, rationale), or add a header row naming the fields",
-            )
-        raise MixerError(
-            f"{ctx.file}: no field {native!r} for {name!r} (the file has: {', '.join(names)})",
-            f"map it in the recipe: fields: {{{name}: <one of the file's fields>}}",
-        )
+        raise missing_field(raw, ctx, name)
     dtype = raw.schema[native]
     if dtype == pl.String:
         return pl.col(native)
@@ -105,6 +93,62 @@ def _float_texts(values: pl.Series) -> pl.Series:
 
 def _minus_zero(values: pl.Series) -> pl.Series:
     return (values == 0) & ((1 / values) < 0)
+
+
+def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
+    """The error for a file without the field canonical `name` is read from: the fields it has, and the
+    formats they fit (a ShareGPT file read as `messages` is the usual slip), or how to map the field."""
+    native = ctx.fields[name]
+    names = [c for c in raw.columns if c != "__row"]
+    what = f"no field {native!r}" + (f" for {name!r}" if native != name else "")
+    if _looks_like_data(names):
+        headerless = ", ".join(f"format: {s.name}" for s in SPECS.values() if s.headerless)
+        first = ", ".join(_clip(n) for n in names)
+        return MixerError(
+            f"{ctx.file}: {what}; the first row looks like data, not field names ({first})",
+            f"a file without a header row needs a headerless format ({headerless} for FLAN CoT TSVs: question, "
+            f"answer, rationale), or add a header row naming the fields",
+        )
+    return MixerError(f"{ctx.file}: {what} (the file has: {', '.join(names)})", _formats_or_mapping(raw, ctx, name))
+
+
+def wrong_type(raw: pl.DataFrame, ctx: Context, name: str, expected: str) -> MixerError:
+    """The error for a field of another type than the format reads (LIMA's texts read as ShareGPT turns)."""
+    native = ctx.fields[name]
+    return MixerError(
+        f"{ctx.file}: field {native!r} is {raw.schema[native]}, expected {expected}",
+        _formats_or_mapping(raw, ctx, name),
+    )
+
+
+def _formats_or_mapping(raw: pl.DataFrame, ctx: Context, name: str) -> str:
+    mapping = f"map it in the recipe: fields: {{{name}: <one of the file's fields>}}"
+    fits = [
+        f"format: {f}" + (" (the data of a dpo stage)" if SPECS[f].kind == "preference" else "")
+        for f in fitting_formats(raw.schema, leave_out=ctx.format)
+    ]
+    return f"its fields are those of {' or '.join(fits)}; or {mapping}" if fits else mapping
+
+
+def fitting_formats(schema: pl.Schema, leave_out: str = "") -> list[str]:
+    """Formats whose required fields (by their default names) a file has, with conversations of the kind the
+    format reads: a list of turn objects, of texts (LIMA), or text where a preference pair allows it."""
+    fits = []
+    for spec in SPECS.values():
+        if spec.name == leave_out or spec.headerless or not spec.required:
+            continue
+        if all(_fits(spec, name, schema.get(spec.fields[name])) for name in spec.required):
+            fits.append(spec.name)
+    return fits
+
+
+def _fits(spec: Format, name: str, dtype: pl.DataType | None) -> bool:
+    if dtype is None or name not in spec.turn_fields:
+        return dtype is not None
+    if spec.turns_are_text:
+        return dtype == pl.List(pl.String)
+    turn_objects = isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)
+    return turn_objects or (name in spec.text_turn_roles and dtype == pl.String)
 
 
 def _looks_like_data(names: list[str]) -> bool:

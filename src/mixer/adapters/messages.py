@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Context, adapter, column, message, sft_frame, turn_text
-from mixer.errors import MixerError
+from mixer.adapters.base import Context, adapter, column, message, missing_field, sft_frame, turn_text, wrong_type
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     name = ctx.fields["messages"]
     dtype = raw.schema.get(name)
+    if dtype is None:
+        raise missing_field(raw, ctx, "messages")
     if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
-        raise MixerError(
-            f"{ctx.file}: expected field {name!r} holding a list of {{role, content}}",
-            "map it in the recipe: fields: {messages: <field>}",
-        )
+        raise wrong_type(raw, ctx, "messages", "a list of {role, content}")
     messages = pl.col(name).list.eval(message(turn_text("role"), turn_text("content")))
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import MESSAGES, Context, adapter, blank, first_reason, message, turn_text
+from mixer.adapters.base import MESSAGES, Context, adapter, blank, first_reason, message, missing_field, turn_text
 from mixer.errors import MixerError
 
 
 def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Expr:
     native = ctx.fields[name]
     if native not in raw.columns:
-        raise MixerError(f"{ctx.file}: no field {native!r} for {name!r}", f"map it: fields: {{{name}: <field>}}")
+        raise missing_field(raw, ctx, name)
     dtype = raw.schema[native]
     if dtype == pl.Null:  # no record of the chunk gives one: as null in each record
         return pl.lit(None, dtype=MESSAGES)

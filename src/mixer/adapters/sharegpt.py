@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Context, adapter, blank, column, message, sft_frame, turn_text
+from mixer.adapters.base import (
+    Context,
+    adapter,
+    blank,
+    column,
+    message,
+    missing_field,
+    sft_frame,
+    turn_text,
+    wrong_type,
+)
 from mixer.errors import MixerError
 
 ROLE_NAMES = {
@@ -28,15 +38,11 @@ ROLE_NAMES = {
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     name = ctx.fields["conversations"]
     if name not in raw.columns:
-        shown = ", ".join(c for c in raw.columns if c != "__row")
-        raise MixerError(
-            f"{ctx.file}: no field {name!r} (the file has: {shown})",
-            "map it in the recipe: fields: {conversations: <field>}",
-        )
+        raise missing_field(raw, ctx, "conversations")
     role_key, content_key = ctx.options["role_key"], ctx.options["content_key"]
     dtype = raw.schema[name]
     if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
-        raise MixerError(f"{ctx.file}: field {name!r} is {dtype}, expected a list of {{{role_key}, {content_key}}}")
+        raise wrong_type(raw, ctx, "conversations", f"a list of {{{role_key}, {content_key}}}")
     keys = {f.name for f in dtype.inner.fields}
     if not {role_key, content_key} <= keys:
         raise MixerError(
