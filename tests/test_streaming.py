@@ -18,10 +18,12 @@ import polars as pl
 import pytest
 
 import mixer.assemble
+import mixer.borrowed_schema
 import mixer.io
 import mixer.json_array
 import mixer.load
 import mixer.pipeline
+import mixer.record_reader
 import mixer.stage
 from mixer.build import Options, build
 from mixer.errors import MixerError
@@ -319,7 +321,7 @@ def test_a_small_file_without_a_field_or_turn_key_is_refused_for_it_as_when_read
 
 
 def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_alone(tmp_path, monkeypatch):
-    """Conversations take pyarrow's reader when a schema is borrowed (`io._arrow_json`); it skips the same
+    """Conversations take pyarrow's reader when a schema is borrowed (`borrowed_schema.arrow_json`); it skips the same
     blank and whitespace lines polars does, so a run of small ShareGPT files is cut back by file the same way."""
     folder = tmp_path / "parts"
     folder.mkdir()
@@ -345,8 +347,8 @@ def test_small_sharegpt_files_parsed_together_by_pyarrow_equal_each_file_read_al
     )
     [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
     arrow = []
-    parse = mixer.io._arrow_json
-    monkeypatch.setattr(mixer.io, "_arrow_json", lambda *a: arrow.append(parse(*a)) or arrow[-1])
+    parse = mixer.borrowed_schema.arrow_json
+    monkeypatch.setattr(mixer.borrowed_schema, "arrow_json", lambda *a: arrow.append(parse(*a)) or arrow[-1])
     together = merge_chunks(list(load_chunks(source)))
     assert len(arrow) == 1 and arrow[0] is not None and arrow[0].height == 25  # files 1-7, parsed as one
     monkeypatch.setattr(mixer.load, "read_small_files", lambda *a, **k: None)
@@ -455,9 +457,11 @@ def test_a_chunk_where_the_null_typed_key_is_null_again_still_borrows_the_schema
     """The check above looks for the key with a value other than null. It first matched `"from": null` too, as
     `json.dumps` writes it (its blank was given back to the lookahead), so every such chunk was parsed fresh."""
     borrowed = []  # per chunk after the first: whether it was parsed with the schema of the chunk before
-    parse_like = mixer.io._parse_like
+    parse_like = mixer.borrowed_schema.parse_like
     monkeypatch.setattr(
-        mixer.io, "_parse_like", lambda *a, **k: borrowed.append((frame := parse_like(*a, **k)) is not None) or frame
+        mixer.borrowed_schema,
+        "parse_like",
+        lambda *a, **k: borrowed.append((frame := parse_like(*a, **k)) is not None) or frame,
     )
     nulls = [{"conversations": [{"from": None, "value": f"q{i}"}]} for i in range(15)]
     valid = [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}] * 5
@@ -887,8 +891,10 @@ def test_json_array_chunks_borrow_a_schema_without_numbers_and_build_what_a_whol
     (source,) = resolve_recipe(load_recipe(recipe), data_dir=None, sample=False, cache_dir=tmp_path / "cache")
 
     borrowed = []
-    parse_like = mixer.io._parse_like
-    monkeypatch.setattr(mixer.io, "_parse_like", lambda *a, **k: borrowed.append(parse_like(*a, **k)) or borrowed[-1])
+    parse_like = mixer.borrowed_schema.parse_like
+    monkeypatch.setattr(
+        mixer.borrowed_schema, "parse_like", lambda *a, **k: borrowed.append(parse_like(*a, **k)) or borrowed[-1]
+    )
     small = merge_chunks(list(load_chunks(source, chunk_bytes=400)))
     whole = merge_chunks(list(load_chunks(source, chunk_bytes=1 << 30)))
     assert small.rows.equals(whole.rows) and small.rows.height == 60
@@ -980,13 +986,13 @@ def test_a_wanted_name_seen_only_as_a_value_does_not_stop_borrowing_a_schema():
     schema = pl.Schema({"id": pl.String, "conversations": pl.List(pl.Struct({"from": pl.String, "value": pl.String}))})
     columns, keys = {"conversations", "id", "system"}, {"from", "value", "role"}
     as_value = b'{"id": "a", "conversations": [{"from": "system", "value": "be \\"system\\": brief, \\"role\\": x"}]}\n'
-    frame = mixer.io._parse_like(as_value, schema, columns, keys)
+    frame = mixer.borrowed_schema.parse_like(as_value, schema, columns, keys)
     assert frame is not None and frame.columns == ["id", "conversations"]
     assert frame["conversations"][0][0]["from"] == "system"
     as_column = b'{"id": "a", "system" : "be brief", "conversations": []}\n'
-    assert mixer.io._parse_like(as_column, schema, columns, keys) is None  # a mapped column holds a value
+    assert mixer.borrowed_schema.parse_like(as_column, schema, columns, keys) is None  # a mapped column holds a value
     as_key = b'{"id": "a", "conversations": [{"role" : "user", "from": "human", "value": "hi"}]}\n'
-    assert mixer.io._parse_like(as_key, schema, columns, keys) is None  # a turn key the schema would drop
+    assert mixer.borrowed_schema.parse_like(as_key, schema, columns, keys) is None  # a turn key the schema would drop
 
 
 def test_nested_chunks_parsed_by_pyarrow_equal_polars_and_what_it_refuses_goes_to_polars(tmp_path, monkeypatch):
@@ -994,7 +1000,7 @@ def test_nested_chunks_parsed_by_pyarrow_equal_polars_and_what_it_refuses_goes_t
     accepts must equal polars' parse, and every value it refuses (a number, boolean or date-like text where
     polars has rules of its own, a duplicate key, a lone surrogate, a line longer than its block) must reach
     polars' path: the tables, ids and lines must be those of reading without pyarrow."""
-    monkeypatch.setattr(mixer.io, "JSON_BLOCK", 4096)
+    monkeypatch.setattr(mixer.borrowed_schema, "JSON_BLOCK", 4096)
 
     def turn(who, value):
         return {"from": who, "value": value}
@@ -1017,10 +1023,10 @@ def test_nested_chunks_parsed_by_pyarrow_equal_polars_and_what_it_refuses_goes_t
     columns, keys = ("conversations", "id", "system"), ("from", "value")
 
     accepted = []
-    arrow = mixer.io._arrow_json
-    monkeypatch.setattr(mixer.io, "_arrow_json", lambda *a: accepted.append(arrow(*a)) or accepted[-1])
+    arrow = mixer.borrowed_schema.arrow_json
+    monkeypatch.setattr(mixer.borrowed_schema, "arrow_json", lambda *a: accepted.append(arrow(*a)) or accepted[-1])
     with_arrow = list(mixer.io.read_chunks(path, 600, columns=columns, keys=keys))
-    monkeypatch.setattr(mixer.io, "_arrow_json", lambda *a: None)
+    monkeypatch.setattr(mixer.borrowed_schema, "arrow_json", lambda *a: None)
     without = list(mixer.io.read_chunks(path, 600, columns=columns, keys=keys))
 
     assert len(with_arrow) == len(without) > 50
@@ -1277,11 +1283,11 @@ def test_records_read_by_orjson_equal_pythons_json_and_what_it_refuses_goes_to_j
     ]
     data = "\n".join(lines).encode("utf-8") + b"\n" + b'{"bad": "\xff"}\n'
     fast = []
-    parse = mixer.io._fast_record
-    monkeypatch.setattr(mixer.io, "_fast_record", lambda raw: fast.append(parse(raw)) or fast[-1])
-    records, indexes, bad, spanned = mixer.io._json_records(data)
-    monkeypatch.setattr(mixer.io, "_fast_record", lambda raw: None)
-    reference = mixer.io._json_records(data)
+    parse = mixer.record_reader.fast_record
+    monkeypatch.setattr(mixer.record_reader, "fast_record", lambda raw: fast.append(parse(raw)) or fast[-1])
+    records, indexes, bad, spanned = mixer.record_reader.json_records(data)
+    monkeypatch.setattr(mixer.record_reader, "fast_record", lambda raw: None)
+    reference = mixer.record_reader.json_records(data)
     assert repr(records) == repr(reference[0]) and (indexes, bad, spanned) == reference[1:]
     assert [record is not None for record in fast] == [True, True] + [False] * 9  # orjson took the two it reads
     assert indexes == [0, 1, 2, 3, 4] and spanned == 11

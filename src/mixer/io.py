@@ -13,7 +13,6 @@ import gzip
 import io
 import json
 import os
-import re
 import zlib
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -21,22 +20,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import orjson
 import polars as pl
 
+from mixer import borrowed_schema, record_reader
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
-from mixer.shapes import Misshapen, TurnShape, value_text
+from mixer.shapes import Misshapen, TurnShape
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 NEWLINE = 10
 NEWLINE_BYTE = b"\n"
 LINE_PROBE = 1 << 16  # bytes read past a block's nominal end to find where its last line ends
-JSON_BLOCK = 2 << 20  # pyarrow's JSON blocks: a line longer than this is refused by it, then read by polars
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -57,7 +55,7 @@ class RawTable:
         """The records with every field they have, for quoting malformed ones: a frame parsed with the schema
         of an earlier chunk leaves out fields that first appear in this one."""
         if self.originals is not None:  # quoted as they were, not as the turns a text stands for
-            return _objects_frame(self.frame["__row"], self.originals)
+            return record_reader.objects_frame(self.frame["__row"], self.originals)
         if self.text is None:
             return self.frame
         first = int(self.frame["__row"][0]) if self.frame.height else 0
@@ -108,69 +106,12 @@ def _read_bytes(path: Path) -> bytes:
     return without_bom(path, gzip.decompress(data) if _gzipped(path) else data)
 
 
-def _not_utf8(line: bytes, at: int) -> str:
-    return f"not UTF-8: byte 0x{line[at]:02X} at byte {at + 1} of the line"
-
-
-def _fast_record(raw: bytes) -> dict | None:
-    """A line that orjson reads as a JSON object, read by it: ~1.7-2x faster than Python's json on the records
-    that go this way (OpenAssistant's trees, lines polars refuses), with the same result. None for anything
-    else, which Python's json then reads or names: NaN, lone surrogates and integers past 64 bits, which orjson
-    refuses, and every error message users see come from there."""
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _python_record(raw: bytes) -> tuple[dict | None, tuple[str, str] | None]:
-    """A line read by Python's json: (the record, None), or (None, (why it is not one, the line to quote))."""
-    try:
-        line = raw.decode("utf-8").removesuffix("\r")
-    except UnicodeDecodeError as exc:  # replacing the bytes would change the text without a word
-        return None, (_not_utf8(raw, exc.start), raw.decode("utf-8", errors="replace")[:2000])
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return None, (f"invalid JSON: {exc.msg} at column {exc.colno}", line[:2000])
-    except RecursionError:
-        return None, ("nested more deeply than Python's json reads (about 1,000 levels)", line[:2000])
-    if not isinstance(record, dict):
-        return None, (f"expected a JSON object, got {type(record).__name__}", line[:2000])
-    return record, None
-
-
-def _json_records(
-    data: bytes, first_row: int = 0, first_line: int = 0
-) -> tuple[list[dict], list[int], list[tuple[int, str, str]], int]:
-    """Parse line by line (`_fast_record`, else Python's json): (records, their indexes, unparsable lines,
-    records spanned). Records keep the index they have on polars' path, so ids do not shift."""
-    records, indexes, bad = [], [], []
-    index = 0
-    # split at line feeds alone: str.splitlines also splits at U+2028, NEL and others, which JSON strings may
-    # hold unescaped, and would report one good record as several bad ones
-    for lineno, raw in enumerate(data.split(NEWLINE_BYTE), start=first_line + 1):
-        if not raw.strip():
-            continue
-        index += 1
-        record = _fast_record(raw)
-        if record is None:  # Python's json reads what orjson refuses, or says what is wrong with the line
-            record, problem = _python_record(raw)
-            if problem is not None:
-                bad.append((lineno, *problem))
-                continue
-        records.append(record)
-        indexes.append(first_row + index - 1)
-    return records, indexes, bad, index
-
-
 def _jsonl_slow(
     path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: TurnShape | None = None
 ) -> tuple[RawTable, int]:
     """Parse line by line: polars names no line when it fails. Returns the table and the number of records
     (parsable or not) it spans. With `shape`, records are sorted by it when the frame is suspect."""
-    records, indexes, bad, spanned = _json_records(data, first_row, first_line)
+    records, indexes, bad, spanned = record_reader.json_records(data, first_row, first_line)
     try:  # from the Python objects: writing them back to JSON for polars' reader costs as much as the parse
         frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
         frame = frame.with_columns(pl.Series("__row", indexes, dtype=pl.UInt32)).select("__row", pl.exclude("__row"))
@@ -186,46 +127,8 @@ def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int
     nested too deeply for a frame: polars infers and builds a column per field at every depth, which for
     OpenAssistant's trees export took ~190 ms per MB, and turning those columns back into Python trees as
     much again; Python's json reads the same lines at ~16 ms per MB."""
-    records, indexes, bad, spanned = _json_records(data, first_row, first_line)
-    return RawTable(path, _objects_frame(indexes, records), bad), spanned
-
-
-def _objects_frame(rows: list[int] | pl.Series, records: list[dict]) -> pl.DataFrame:
-    """(__row, __record): records as Python objects (polars' Object type), which `load._malformed` quotes."""
-    return pl.DataFrame([pl.Series("__row", rows, dtype=pl.UInt32), pl.Series("__record", records, dtype=pl.Object)])
-
-
-def _records_frame(records: list[dict], indexes: list[int]) -> pl.DataFrame:
-    """Records Python's json parsed, as the frame polars makes of their JSON lines: the types a chunk of the
-    same records gets on polars' own path. A field polars finds no one type for is taken as text
-    (`_field_as_text`)."""
-    row = pl.Series("__row", indexes, dtype=pl.UInt32)
-    if not records:
-        return pl.DataFrame([row])
-    try:
-        frame = _json_frame(records)
-    except pl.exceptions.PolarsError:
-        names = dict.fromkeys(name for record in records for name in record)
-        frame = pl.concat([_field_as_text(name, [r.get(name) for r in records]) for name in names], how="horizontal")
-    if frame.height != row.len():  # records without a field (`{}`) make no rows of their own
-        return pl.DataFrame([row])
-    return frame.with_columns(row).select("__row", pl.exclude("__row"))
-
-
-def _json_frame(records: list[dict]) -> pl.DataFrame:
-    return pl.read_ndjson(
-        "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode(), infer_schema_length=None
-    )
-
-
-def _field_as_text(name: str, values: list) -> pl.DataFrame:
-    """One field of a chunk as polars types it, or, when polars finds no one type (a list in one record and a
-    number in the next), as text: each value its JSON, as polars writes a number or object in a field it types
-    as text. Such a field (metadata, scores) refused the whole file before, even when no adapter reads it."""
-    try:
-        return _json_frame([{name: value} for value in values])
-    except pl.exceptions.PolarsError:
-        return pl.DataFrame({name: pl.Series([value_text(value) for value in values], dtype=pl.String)})
+    records, indexes, bad, spanned = record_reader.json_records(data, first_row, first_line)
+    return RawTable(path, record_reader.objects_frame(indexes, records), bad), spanned
 
 
 def _from_records(
@@ -238,11 +141,11 @@ def _from_records(
     """A chunk from the records Python's json parsed; with `shape`, those of another shape set aside
     (`TurnShape.sort`), since polars' typing of the chunk may have hidden them (`TurnShape.suspect`)."""
     if shape is None:
-        return RawTable(path, _records_frame(records, indexes), unparsable)
+        return RawTable(path, record_reader.records_frame(records, indexes), unparsable)
     good, kept, misshapen = shape.sort(records, indexes)
     as_read = dict(zip(indexes, records, strict=True))
     originals = [as_read[index] for index in kept]
-    return RawTable(path, _records_frame(good, kept), unparsable, misshapen=misshapen, originals=originals)
+    return RawTable(path, record_reader.records_frame(good, kept), unparsable, misshapen=misshapen, originals=originals)
 
 
 def _as_parsed(frame: pl.DataFrame | None, shape: TurnShape | None) -> bool:
@@ -294,107 +197,8 @@ def _json_lines(
         return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
     if frame is None:  # a broken line, or a field of no one type: polars names neither
         return _jsonl_slow(path, data, first_row, first_line, shape)
-    records, indexes, unparsable, spanned = _json_records(data, first_row, first_line)
+    records, indexes, unparsable, spanned = record_reader.json_records(data, first_row, first_line)
     return _from_records(path, shape, records, indexes, unparsable), spanned
-
-
-def _fields(schema: pl.Schema) -> Iterator[tuple[str, pl.DataType]]:
-    """Every field of a schema, nested ones included, with its type inside any lists."""
-    pending = list(schema.items())
-    while pending:
-        name, dtype = pending.pop()
-        while isinstance(dtype, (pl.List, pl.Array)):
-            dtype = dtype.inner
-        yield name, dtype
-        if isinstance(dtype, pl.Struct):
-            pending += [(f.name, f.dtype) for f in dtype.fields]
-
-
-def _holds_key(data: bytes, names: Collection[str], *, valued: bool = False) -> bool:
-    """Whether JSON text has any of `names` as a key (with `valued`, with a value other than null), in one pass
-    over it whatever the number of names. A key is a quoted name followed by a colon, which no string value can
-    be (ShareGPT's "from": "system")."""
-    if not names:
-        return False
-    alternatives = b"|".join(re.escape(name.encode()) for name in sorted(names))
-    # the lookahead takes the blanks itself: `\s*(?!null)` would give one back and match `: null`
-    return re.search(b'"(?:%s)"\\s*:%s' % (alternatives, b"(?!\\s*null)" if valued else b""), data) is not None
-
-
-def _parse_like(
-    data: bytes, schema: pl.Schema, columns: Collection[str], keys: Collection[str], *, array: bool = False
-) -> pl.DataFrame | None:
-    """`data` (JSON lines, or with `array` a JSON array) parsed with the schema of the chunk before it, or None
-    when that could lose something.
-
-    Inferring a schema costs a second pass over the text (three times the parse for Alpaca-like files). A
-    borrowed schema is safe for what an adapter reads: a value of another type is an error (a fresh parse
-    follows), and text fields take numbers and objects as their JSON text as inference does for mixed chunks.
-    What the adapter reads but the schema lacks must not be dropped: the record `columns` it maps (Alpaca's
-    optional `system` and `id`) are parsed as extra text columns, and a chunk where one holds a value is parsed
-    fresh; the `keys` it reads inside values (the role and content keys of turns) are looked for in the raw
-    text. Only fields no adapter reads are left out, and those are parsed again when a malformed record is
-    quoted (`whole_records`). polars' array reader is laxer with a schema than its lines reader: it truncates
-    1.5 into an integer column and reads true as 1.0 in a float one, so arrays borrow only schemas without
-    numbers."""
-    fields = list(_fields(schema))
-    if array and any(dtype.is_numeric() for _, dtype in fields):
-        return None
-    if _holds_key(data, set(keys) - {name for name, _ in fields}):
-        return None
-    # a field no record before had a value for is typed null, and polars reads the values of such a field
-    # inside a list of records (a turn's role) as null without a word: parse fresh when one has a value here
-    if _holds_key(data, {name for name, dtype in fields if dtype == pl.Null}, valued=True):
-        return None
-    unseen_columns = sorted(set(columns) - set(schema.names()))
-    schema = pl.Schema({**schema, **dict.fromkeys(unseen_columns, pl.String)})
-    nested = any(dtype.is_nested() for dtype in schema.dtypes())
-    frame = _arrow_json(data, schema) if nested and not array else None
-    if frame is None:
-        try:
-            frame = pl.read_json(data, schema=schema) if array else pl.read_ndjson(data, schema=schema)
-        except Exception:
-            return None
-    if not unseen_columns:
-        return frame
-    if frame.select(pl.any_horizontal(pl.col(unseen_columns).is_not_null().any())).item():
-        return None  # a mapped column appears: parse fresh, as if this were a first chunk
-    return frame.drop(unseen_columns)
-
-
-def _arrow_json(data: bytes, schema: pl.Schema) -> pl.DataFrame | None:
-    """JSON lines of nested records (conversations) parsed by pyarrow with exactly `schema`, or None when a
-    value does not fit it. pyarrow parses ShareGPT-like lines in about half the CPU time of polars (43 against
-    98 ms per 16 MB on one core); flat records polars parses faster. pyarrow refuses any value of another type
-    than the schema's (a number in a text field, where polars writes its JSON), so whatever it accepts, polars
-    would have read the same, and whatever it refuses goes to polars."""
-    import pyarrow as pa
-    import pyarrow.json as pa_json
-
-    try:
-        fields = pl.DataFrame(schema=schema).to_arrow().schema
-        explicit = pa.schema([pa.field(f.name, _json_type(f.type)) for f in fields])
-        options = pa_json.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="ignore")
-        blocks = pa_json.ReadOptions(block_size=JSON_BLOCK)
-        table = pa_json.read_json(pa.BufferReader(data), read_options=blocks, parse_options=options)
-    # AttributeError: a pyarrow older than the view types (< 16) has no test for them; polars reads the chunk
-    except (pa.ArrowException, ValueError, TypeError, OverflowError, AttributeError):
-        return None
-    return pl.from_arrow(table)  # type: ignore[return-value]
-
-
-def _json_type(dtype: pa.DataType) -> pa.DataType:
-    """The arrow type pyarrow's JSON reader builds for `dtype`: it takes no large or view types."""
-    import pyarrow as pa
-
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
-        return pa.string()
-    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_list_view, pa.types.is_large_list_view)
-    if any(is_list(dtype) for is_list in lists) or pa.types.is_fixed_size_list(dtype):
-        return pa.list_(_json_type(dtype.value_type))
-    if pa.types.is_struct(dtype):
-        return pa.struct([pa.field(f.name, _json_type(f.type)) for f in dtype])
-    return dtype
 
 
 def _chunk_table(
@@ -410,9 +214,9 @@ def _chunk_table(
     array: bool = False,
 ) -> tuple[RawTable, int, pl.Schema | None]:
     """A chunk of JSON lines (or of an array) parsed with the schema of the chunk before when that is safe
-    (`_parse_like`) and its conversations do not look mistyped, else by `fresh`; with the records it spans
-    and the schema the next chunk may borrow (none after a chunk with broken or misshapen records)."""
-    frame = _parse_like(text, schema, columns, keys, array=array) if schema is not None else None
+    (mixer.borrowed_schema) and its conversations do not look mistyped, else by `fresh`; with the records it
+    spans and the schema the next chunk may borrow (none after a chunk with broken or misshapen records)."""
+    frame = borrowed_schema.parse_like(text, schema, columns, keys, array=array) if schema is not None else None
     if _as_parsed(frame, shape):
         return (
             RawTable(path, frame.with_row_index("__row", offset=first_row), [], text, array=array),
@@ -485,8 +289,8 @@ def read_chunks(
     table whose conversations polars may have mistyped is read again record by record (mixer.shapes).
     JSON arrays, parquet and CSV/TSV files come in chunks of their own kind (below); other files whole.
     After the first chunk, each is parsed with the schema of the one before unless that could lose one of the
-    `columns` or `keys` an adapter reads (see `_parse_like`). `on_read` hears how many bytes of the file each
-    block took (compressed bytes for gzip), for progress."""
+    `columns` or `keys` an adapter reads (mixer.borrowed_schema). `on_read` hears how many bytes of the file
+    each block took (compressed bytes for gzip), for progress."""
     kind = file_kind(path)
     if kind == "json" and path.is_file():
         yield from _array_chunks(path, chunk_bytes, on_read, shape, columns, keys)
@@ -543,8 +347,8 @@ def read_small_files(
     reads each file alone).
 
     polars spends ~0.5 ms per parse however short the text: most of what a file of 100 records costs to read.
-    The joined text is parsed as a later chunk of a large file is (`_parse_like`: a borrowed schema is safe
-    for what adapters read), and each table keeps its file's text, so malformed records are quoted from their
+    The joined text is parsed as a later chunk of a large file is (mixer.borrowed_schema: a borrowed schema is
+    safe for what adapters read), and each table keeps its file's text, so malformed records are quoted from their
     own file. A file is cut from the joined table by its count of records: its lines holding more than JSON
     whitespace (the lines polars skips), or an array's elements (`json_array.whole_array`, which finds the
     commas between them without parsing). When the counts do not add up to the table, or a file has none, the
@@ -564,7 +368,7 @@ def read_small_files(
         if not all(counts):
             return None
         joined = b"".join(text if text.endswith(NEWLINE_BYTE) else text + NEWLINE_BYTE for text in texts)
-    frame = _parse_like(joined, schema, columns, keys, array=array)
+    frame = borrowed_schema.parse_like(joined, schema, columns, keys, array=array)
     if (
         not _as_parsed(frame, shape)
         or frame.height != sum(counts)
@@ -703,8 +507,8 @@ def _array_chunks(
     """A JSON array in tables of about `chunk_bytes` of its elements (mixer.json_array), so that a large
     export is never parsed whole; a `.json` file that is not one array (JSON lines under that name) is read
     whole, as before. Chunks after the first borrow the schema of the one before, as JSON lines do
-    (`_parse_like`): 33 instead of 57 ms per 16 MB of ShareGPT, 25 instead of 42 of Alpaca. A chunk cut at a
-    guessed separator that does not parse is cut again (`ArrayChunks.rescan`)."""
+    (mixer.borrowed_schema): 33 instead of 57 ms per 16 MB of ShareGPT, 25 instead of 42 of Alpaca. A chunk
+    cut at a guessed separator that does not parse is cut again (`ArrayChunks.rescan`)."""
     rows = taken = 0
     schema: pl.Schema | None = None
     try:
@@ -783,7 +587,7 @@ def _first_bad_line(path: Path, separator: str | None) -> str | None:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                return f"line {number}: {_not_utf8(line, exc.start)}"
+                return f"line {number}: {record_reader.not_utf8(line, exc.start)}"
     if separator is None:
         return None
     quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
