@@ -47,6 +47,31 @@ def test_done_when_three_errors_at_the_right_lines(tmp_path):
     assert "hint: did you mean 'mixture'?" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("selector", "message", "hint"),
+    [
+        ("fraction: 0", "sources.a.fraction: 0 is not more than 0", "a fraction is a share of the source's rows"),
+        ("weight: 0", "sources.a.weight: 0 is not more than 0", "a weight is a share of mixture.total, more than 0"),
+        ("weight: 1.5", "sources.a.weight: 1.5 is greater than the maximum of 1", "for more rows, raise mixture.total"),
+        ("take: -1", "sources.a.take: -1 is less than the minimum of 0", "take is a whole number of rows (0 for none)"),
+    ],
+)
+def test_a_selector_out_of_range_says_what_its_range_means(tmp_path, selector, message, hint):
+    """jsonschema said "0 is less than or equal to the minimum of 0" for `fraction: 0`, with no hint; a zero
+    or a negative is most often meant to leave the source out."""
+    recipe = write_recipe(tmp_path, f"name: t\nsources:\n  a: {{source: dolly, {selector}}}\nmixture: {{total: 10}}\n")
+    [diag, *_] = validate_file(recipe)
+    assert (diag.line, diag.message) == (3, message)
+    assert hint in diag.hint
+    assert diag.hint.endswith("raise mixture.total" if "1.5" in selector else "to leave the source out, delete it")
+
+
+def test_an_exclusive_bound_elsewhere_is_said_the_right_way_round(tmp_path):
+    stage = "stages:\n  - {name: d, kind: dpo, model: m, data: {source: ultrafeedback, take: all}, beta: 0}\n"
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1}\n" + stage)
+    assert [d.message for d in validate_file(recipe)] == ["stages.0.beta: 0 is not more than 0"]
+
+
 def test_bundled_recipes_are_valid():
     recipes = sorted(str(p) for p in (REPO / "recipes").glob("*.yaml"))
     assert len(recipes) >= 2

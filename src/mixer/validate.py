@@ -82,6 +82,8 @@ def _interpolate(located: Located) -> list[Diagnostic]:
     return problems
 
 
+# jsonschema's words for an exclusive bound read backwards: "0 is less than or equal to the minimum of 0"
+EXCLUSIVE_BOUNDS = {"exclusiveMinimum": "is not more than", "exclusiveMaximum": "is not less than"}
 NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # the schema's pattern for every name
 
 
@@ -139,6 +141,11 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
             message = f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
         elif error.validator == "type" and path and path[-1] in ("take", "sample"):
             hint = _count_hint(str(path[-1]), error.instance)
+        elif error.validator in ("minimum", "maximum", *EXCLUSIVE_BOUNDS):
+            if error.validator in EXCLUSIVE_BOUNDS:
+                message = f"{error.instance!r} {EXCLUSIVE_BOUNDS[error.validator]} {error.validator_value!r}"
+            if len(path) == 3 and path[0] == "sources" and path[2] in SELECTORS:
+                hint = _selector_bound_hint(str(path[2]), error.validator)
         elif error.validator == "type" and error.validator_value == "string" and _one_pair(error.instance):
             ((key, value),) = error.instance.items()
             text = json.dumps(f"{key}: {value}" if value is not None else f"{key}:", ensure_ascii=False)
@@ -159,6 +166,19 @@ def _list(value: Any) -> list:
 
 def _one_pair(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1
+
+
+def _selector_bound_hint(key: str, bound: str) -> str:
+    """What a selector's range means, for a value outside it: a zero or a negative is most often meant to
+    leave the source out."""
+    if key == "weight" and bound == "maximum":
+        return "a weight is a share of mixture.total, at most 1; for more rows, raise mixture.total"
+    meaning = {
+        "take": "take is a whole number of rows (0 for none) or `all`",
+        "fraction": "a fraction is a share of the source's rows, more than 0 (0.5 half of them, 1 all, 2 each twice)",
+        "weight": "a weight is a share of mixture.total, more than 0 and at most 1",
+    }[key]
+    return f"{meaning}; to leave the source out, delete it"
 
 
 def _count_hint(key: str, value: Any) -> str:
