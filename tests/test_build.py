@@ -248,6 +248,15 @@ def test_take_more_than_available_is_located(tmp_path):
     assert diag.hint == (
         "use a weight of at most 0.5 (or a smaller mixture.total), or fraction: 1.6 to repeat its rows (about 8)"
     )
+    alpaca_file(tmp_path / "a.jsonl", 1)  # one row: said in the singular ("only 1 are available", "its 1 rows")
+    recipe.write_text("name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 1500}\n")
+    with pytest.raises(RecipeInvalid) as info:
+        build(recipe, QUIET, out=tmp_path / "o")
+    (diag,) = info.value.diagnostics
+    assert diag.message == "a asks for 1,500 rows but only 1 is available after filters"
+    assert (
+        diag.hint == "use take: all (its 1 row) or a smaller take, or fraction: 1500 to repeat its rows (about 1,500)"
+    )
 
 
 MALFORMED = '{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": ""}\n{"instruction": "c"\n{"instruction": "d", "output": "4"}\n'

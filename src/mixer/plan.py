@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 
 from mixer import __version__
 from mixer.errors import Diagnostic, RecipeInvalid
@@ -89,6 +90,15 @@ def weights_short_of_total(document: dict) -> str | None:
     )
 
 
+def _three_digits(value: float) -> str:
+    """Three significant digits without an exponent, to paste into YAML: 1.5e+03 is 1500."""
+    return format(Decimal(f"{value:.3g}"), "f")
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
+
+
 def _too_few_hint(selector: Selector, n: int, have: int) -> str:
     """What to write instead, with the numbers: a user who asked for more rows than a source has either wants
     fewer or wants its rows repeated."""
@@ -96,10 +106,10 @@ def _too_few_hint(selector: Selector, n: int, have: int) -> str:
         most = math.floor(float(selector.value) * have / n * 1000) / 1000
         fewer = f"a weight of at most {most:g} (or a smaller mixture.total)"
     else:
-        fewer = f"take: all (its {have:,} rows) or a smaller take"
+        fewer = f"take: all (its {_rows(have)}) or a smaller take"
     if have == 0:
         return f"use {fewer}; check the source's filters and dedup, which left nothing"
-    return f"use {fewer}, or fraction: {n / have:.3g} to repeat its rows (about {n:,})"
+    return f"use {fewer}, or fraction: {_three_digits(n / have)} to repeat its rows (about {n:,})"
 
 
 def selector_count(selector: Selector, available: int) -> int:
@@ -202,7 +212,8 @@ def make_plan(
             problems.append(
                 recipe.located.diag(
                     where,
-                    f"{spec.name} asks for {n} rows but only {have} are available after filters",
+                    f"{spec.name} asks for {_rows(n)} but only {have:,} {'is' if have == 1 else 'are'} available"
+                    " after filters",
                     _too_few_hint(spec.selector, n, have),
                 )
                 if recipe.located
