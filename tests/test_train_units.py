@@ -317,6 +317,28 @@ def test_a_deepspeed_stage_where_deepspeed_is_missing_is_refused_before_any_work
     assert [p.spec.name for p in report.stages] == ["sft", "dpo"]
 
 
+def test_training_without_the_training_extras_is_refused_with_how_to_install_them(tmp_path, monkeypatch):
+    """The core install has no torch: `mixer train tiny.yaml` stopped with a traceback from `import torch`, and
+    `--slurm`, which makes a randomly initialised model here, did too. `--dry-run` needs none of them."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.errors import MixerError
+
+    monkeypatch.setattr(stages, "find_spec", lambda name: None if name in ("torch", "accelerate") else object())
+    monkeypatch.setattr(stages, "build", lambda *a, **k: pytest.fail("nothing may be built"))
+    options = Options(progress=False)
+    with pytest.raises(MixerError) as refused:
+        stages.train_recipe(REPO / "recipes" / "tiny.yaml", runs_dir=tmp_path / "runs", options=options)
+    assert refused.value.message == "mixer train needs torch, accelerate, which are not installed"
+    assert refused.value.hint.startswith("install the training extras: pip install torch==2.13.0 (the CPU build")
+    with pytest.raises(MixerError, match=r"^stage sft's randomly initialised model needs torch, which is not"):
+        stages.train_recipe(REPO / "recipes" / "tiny.yaml", slurm=True, runs_dir=tmp_path / "runs", options=options)
+    report = stages.train_recipe(
+        REPO / "recipes" / "tiny.yaml", dry_run=True, runs_dir=tmp_path / "runs", options=options
+    )
+    assert [p.spec.name for p in report.stages] == ["sft", "dpo"]
+
+
 def test_a_stage_run_before_the_one_it_starts_from_is_refused_before_any_work(tmp_path, monkeypatch):
     """`mixer train tiny.yaml --stage dpo` with no SFT model yet launched two processes that failed on a hub-id
     error from transformers about the missing folder."""

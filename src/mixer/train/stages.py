@@ -243,6 +243,23 @@ def _check_parent(recipe: Recipe, stage: StageSpec, root: Path) -> None:
         )
 
 
+TRAINING_PACKAGES = ("torch", "transformers", "accelerate", "tokenizers")
+MODEL_PACKAGES = ("torch", "transformers", "tokenizers")  # a random model for `--slurm` is made here
+
+
+def require_training_packages(needed_for: str, packages: tuple[str, ...] = TRAINING_PACKAGES) -> None:
+    """The training extras are not in the core install (building a mixture never imports torch): without them
+    `mixer train` stopped with a traceback from the first `import torch`."""
+    missing = [name for name in packages if find_spec(name) is None]
+    if missing:
+        raise MixerError(
+            f"{needed_for} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed",
+            "install the training extras: pip install torch==2.13.0 (the CPU build; on GPU machines, the CUDA "
+            "build that fits them), then pip install 'mixer[train]' (pip install -e '.[train]' in a checkout). "
+            "`mixer train --dry-run` prints the stages' files and commands without them",
+        )
+
+
 def _check_backends(stages: list[StageSpec]) -> None:
     """A DeepSpeed stage launched where DeepSpeed is not installed fails in accelerate with an ImportError, after
     the mixture is built: say so before any work."""
@@ -282,7 +299,10 @@ def train_recipe(
     stages = selected_stages(recipe, only)
     here = not (dry_run or slurm)  # stages run on this machine; prepared ones run in a cluster's environment
     if here:
+        require_training_packages("mixer train")
         _check_backends(stages)
+    elif slurm and (made := [s.name for s in stages if not isinstance(s.model, str) and s.parent_stage is None]):
+        require_training_packages(f"stage {made[0]}'s randomly initialised model", MODEL_PACKAGES)
     for stage in stages:
         if here:
             _check_parent(recipe, stage, root)
