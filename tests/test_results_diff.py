@@ -162,6 +162,18 @@ def test_results_add_copies_and_remembers_leaderboard_model(tmp_path, shared_dat
     assert result.returncode == 1 and "results file not found" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_results_show_says_when_there_are_none_and_refuses_a_missing_folder(tmp_path):
+    """Both printed an empty table and exited 0: a mistyped run directory looked like a run without results."""
+    run = tmp_path / "run"
+    run.mkdir()
+    empty = run_mixer("results", "show", str(run))
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert f"no results in {run}: attach them with `mixer results add {run} FILE`" in empty.stderr
+    assert json.loads(run_mixer("results", "show", str(run), "--json").stdout) == []
+    missing = run_mixer("results", "show", str(tmp_path / "rnu"))
+    assert missing.returncode == 1 and f"error: {tmp_path / 'rnu'}: not a directory" in missing.stderr
+
+
 def test_results_add_takes_an_lm_eval_output_folder_with_one_results_file(tmp_path, shared_data):
     """`lm_eval --output_path out` writes out/<model>/results_<time>.json; `out` is what gets passed."""
     out = tmp_path / "out"

@@ -577,9 +577,12 @@ def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
     """The normalised score table of a run directory."""
     from mixer.results import run_scores
 
-    scores = run_scores(run_dir)
+    scores = run_scores(run_dir, must_exist=True)
     if as_json:
         _print_json([s.to_json() for s in scores])
+        return
+    if not scores:
+        err.print(f"no results in {run_dir}: attach them with `mixer results add {run_dir} FILE`", markup=False)
         return
     table = Table(title=str(run_dir))
     for column in ("task", "metric", "value", "stderr", "n", "shots", "judge", "source"):

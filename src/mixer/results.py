@@ -281,10 +281,7 @@ def results_in(path: Path) -> Path:
 def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> list[Score]:
     """Check each file parses, then copy it into RUN_DIR/results/ (remembering the leaderboard model). A folder
     stands for the one lm-eval results file inside it."""
-    if not run_dir.is_dir():
-        raise MixerError(
-            f"{run_dir}: not a directory", "give a run directory (runs/<recipe>/<stage>) or a build output"
-        )
+    _require_dir(run_dir)
     parsed = [(f, parse_file(f, model)) for f in map(results_in, files)]
     target = run_dir / RESULTS_DIR
     target.mkdir(exist_ok=True)
@@ -299,8 +296,19 @@ def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> l
     return [s for _, scores in parsed for s in scores]
 
 
-def run_scores(run_dir: Path) -> list[Score]:
-    """Every score in RUN_DIR/results/ (added with `mixer results add` or dropped there by hand)."""
+def _require_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise MixerError(
+            f"{run_dir}: not a directory", "give a run directory (runs/<recipe>/<stage>) or a build output"
+        )
+
+
+def run_scores(run_dir: Path, *, must_exist: bool = False) -> list[Score]:
+    """Every score in RUN_DIR/results/ (added with `mixer results add` or dropped there by hand). With
+    `must_exist`, a RUN_DIR that is not there is an error (`mixer results show` of a mistyped path showed an
+    empty table); `mixer runs` and `mixer diff` list directories that simply have no results yet."""
+    if must_exist:
+        _require_dir(run_dir)
     folder = run_dir / RESULTS_DIR
     if not folder.is_dir():
         return []
