@@ -208,6 +208,28 @@ def test_a_preference_reply_given_as_a_number_is_its_text(tmp_path, others, chun
     ]
 
 
+@pytest.mark.parametrize(
+    ("conversations", "fmt", "fits"),
+    [
+        ([["hi", "hello"], ["q", "a"]], "sharegpt", "turns"),
+        ([[turn("human", "hi"), turn("gpt", "yo")]], "turns", "sharegpt"),
+    ],
+)
+def test_a_source_whose_every_record_is_malformed_is_told_the_format_its_fields_fit(tmp_path, conversations, fmt, fits):
+    """LIMA's alternating texts read as ShareGPT turns (or the other way round) made every record malformed, and
+    the hint said to fix the data; one usable record keeps that hint."""
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"conversations": c}) + "\n" for c in conversations))
+    with pytest.raises(MixerError) as refused:
+        list(load_chunks(_source(tmp_path, "c.jsonl", fmt=fmt, on_error="error")))
+    assert refused.value.hint == f"every record is malformed as {fmt}; the file's fields are those of format: {fits}"
+    good = {"conversations": [turn("human", "q"), turn("gpt", "a")] if fmt == "sharegpt" else ["q", "a"]}
+    with (tmp_path / "c.jsonl").open("a") as fh:
+        fh.write(json.dumps(good) + "\n")
+    with pytest.raises(MixerError) as refused:
+        list(load_chunks(_source(tmp_path, "c.jsonl", fmt=fmt, on_error="error")))
+    assert refused.value.hint.startswith("fix the data, or set `on_error: skip`")
+
+
 @pytest.mark.parametrize("chunk_bytes", [1 << 30, 120])
 def test_alternating_text_turns_of_another_shape_are_malformed_rows(tmp_path, chunk_bytes):
     """LIMA's format: a turn is its text. One record whose conversation is text, or whose turn is an object,

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from mixer.adapters import get_adapter
-from mixer.adapters.base import Adapter, Context, content_chars, content_text
+from mixer.adapters.base import Adapter, Context, content_chars, content_text, fitting_formats
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
@@ -218,15 +218,32 @@ def _canonical(rows: pl.DataFrame, shared: Shared, payload: tuple[str, ...]) -> 
     )
 
 
-def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame) -> MixerError:
+def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: bool = False) -> MixerError:
+    """`every`: no record of the source was usable, which more often means the wrong format than bad data."""
     name = source.spec.name
     shown = "\n".join(f"  {r['file']}: row {r['row']}: {r['reason']}" for r in malformed.head(MAX_REPORTED).to_dicts())
     more = f"\n  ... and {malformed.height - MAX_REPORTED} more" if malformed.height > MAX_REPORTED else ""
-    return MixerError(
-        f"sources.{name}: {malformed.height} malformed record(s):\n{shown}{more}",
+    hint = (
         f"fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them "
-        f"to rejects/) on source {name!r}",
+        f"to rejects/) on source {name!r}"
     )
+    fits = _formats_fitting_first_record(Path(malformed["file"][0]), source.format) if every else []
+    if fits:
+        hint = f"every record is malformed as {source.format}; the file's fields are those of {' or '.join(fits)}"
+    return MixerError(f"sources.{name}: {malformed.height} malformed record(s):\n{shown}{more}", hint)
+
+
+def _formats_fitting_first_record(path: Path, fmt: str) -> list[str]:
+    """The formats a JSON-lines file's first record fits (LIMA's texts read as ShareGPT turns make every record
+    malformed, not a missing field)."""
+    record = first_record(path) if path.is_file() and file_kind(path) == "jsonl" else None
+    if record is None:
+        return []
+    try:
+        schema = pl.DataFrame([record]).schema
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        return []
+    return [f"format: {f}" for f in fitting_formats(schema, leave_out=fmt)]
 
 
 def file_id_prefixes(paths: list[Path]) -> dict[Path, str]:
@@ -294,6 +311,7 @@ def load_chunks(
     filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind == "sft" else []
     order = 0
     failures: list[pl.DataFrame] = []
+    records_read = 0  # parsable or not, so a refusal can tell whether every record was malformed
     converted_any = False
     held_counts: dict[str, int] = {}  # of tables with no record, until a pool carries them
     held_rejects: list[pl.DataFrame] = []
@@ -405,6 +423,7 @@ def load_chunks(
         malformed = pl.concat(found)
         counts = {"read": (converted.height if converted is not None else 0) + set_aside}
         counts["malformed"] = malformed.height
+        records_read += counts["read"]
         if malformed.height and source.on_error == "error":
             failures.append(malformed)
         if failures:
@@ -430,7 +449,7 @@ def load_chunks(
         yield Pool(source, rows, counts, quarantined, ids, shared)
         last_rows = rows
     if failures:
-        raise _malformed_error(source, pl.concat(failures))
+        raise _malformed_error(source, pl.concat(failures), every=sum(f.height for f in failures) == records_read)
     if not converted_any:
         raise MixerError(f"sources.{name}: no records in {', '.join(str(f.path) for f in source.files)}")
     if held_counts and last_rows is not None:  # the last tables held no record: a pool of no rows reports them
