@@ -443,6 +443,9 @@ def test_runs_with_nothing_to_list_says_where_it_looked(tmp_path):
     assert result.returncode == 0
     assert result.stdout.startswith("no run or build directories under runs or out: `mixer build` writes out/<name>")
     assert json.loads(run_mixer("runs", "--json", cwd=tmp_path).stdout) == []
+    # a folder named on the command line that is not there is a mistake, not an empty listing
+    result = run_mixer("runs", "ouy", cwd=tmp_path)
+    assert result.returncode == 1 and "error: ouy: not a directory" in result.stderr
 
 
 def test_baseline_compares_several_runs_and_runs_lists_them(tmp_path, shared_data):

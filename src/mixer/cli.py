@@ -610,6 +610,8 @@ def runs(
     from mixer.runs import find_runs
 
     where = dirs or [Path("runs"), Path("out")]
+    if dirs and (missing := [d for d in dirs if not d.is_dir()]):  # the defaults may not exist yet
+        raise MixerError(f"{missing[0]}: not a directory", "give folders that hold run or build directories")
     found = find_runs(where)
     if as_json:
         _print_json(found)
