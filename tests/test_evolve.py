@@ -342,6 +342,33 @@ def test_mixer_evolve_runs_blocks_alone_and_build_reuses_them(tmp_path, server):
     assert wrong.returncode == 1 and "did you mean 'evol'?" in wrong.stderr
 
 
+def test_cached_completions_follow_who_served_them_not_only_the_model_name(tmp_path, server):
+    """The key was (model, messages, sampling): a stub or local server answering as "gpt-4o-mini" filled the
+    cache that a later run against the OpenAI API read from, so that run trained on the stub's text. A server
+    on this machine that moves port keeps its cache; the API and other hosts do not share it."""
+    from mixer.evolve.cache import CallCache, Completion, call_key, served_by
+
+    recipe = evolve_recipe(tmp_path, server.base_url, rounds=1)
+    build(recipe, options(tmp_path), out=tmp_path / "out")
+    asked = server.count("ok")
+    moved = FakeTeacher().start()  # the same server, restarted on another port
+    try:
+        recipe.write_text(recipe.read_text().replace(server.base_url, moved.base_url.replace("127.0.0.1", "localhost")))
+        build(recipe, options(tmp_path), out=tmp_path / "out2")
+        assert moved.count("ok") == 0 and asked > 0
+    finally:
+        moved.stop()
+    assert served_by(None) == served_by("https://api.openai.com/v1") == "api.openai.com"
+    assert served_by("http://127.0.0.1:8000/v1") == served_by("http://localhost:9000/v1") == "localhost"
+    assert served_by("http://node-17:8000/v1") != served_by("http://node-23:8000/v1")
+    cache = CallCache(tmp_path / "keys.sqlite")
+    messages, sampling = [{"role": "user", "content": "q"}], {"temperature": 1.0}
+    cache.put(
+        call_key(served_by(server.base_url), "gpt-4o-mini", messages, sampling), "gpt-4o-mini", Completion("stub", 1, 1)
+    )
+    assert cache.get(call_key(served_by(None), "gpt-4o-mini", messages, sampling)) is None
+
+
 def test_kill_mid_run_resumes_with_zero_repeated_calls(tmp_path, server):
     recipe = evolve_recipe(tmp_path, server.base_url, concurrency=2)
     secret = "sk-test-DO-NOT-LEAK-4242"

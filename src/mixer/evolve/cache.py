@@ -1,10 +1,14 @@
 """A content-addressed store of teacher completions, so a killed or budget-stopped run resumes for free.
 
-The key hashes what decides a completion (model, messages, sampling parameters) and nothing else: never the
-API key, and not the base URL, so a vLLM server that moves port keeps its cache (give different weights a
-different model name). sqlite makes each insert atomic and lets several processes share a file: in WAL mode on
-a local disk; on a network filesystem (a cluster's shared home), where WAL's shared memory does not reach the
-other hosts, with sqlite's rollback journal instead.
+The key hashes what decides a completion (who serves it, model, messages, sampling parameters) and nothing
+else: never the API key. Who serves it is the OpenAI API, this machine, or another host by name (`served_by`):
+a model name says little on its own (a local server or a test stub may answer as "gpt-3.5-turbo"), so their
+completions must never be handed to a run against the real API. The port is left out, so a vLLM server that
+moves port keeps its cache (give different weights a different model name).
+
+sqlite makes each insert atomic and lets several processes share a file: in WAL mode on a local disk; on a
+network filesystem (a cluster's shared home), where WAL's shared memory does not reach the other hosts, with
+sqlite's rollback journal instead.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mixer.errors import MixerError
 
@@ -56,9 +61,21 @@ class Completion:
     finish_reason: str | None = None
 
 
-def call_key(model: str, messages: list[dict[str, str]], sampling: dict[str, Any]) -> str:
-    body = json.dumps({"model": model, "messages": messages, "sampling": sampling}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+LOOPBACK_HOSTS = ("localhost", "::1", "0.0.0.0")
+
+
+def served_by(base_url: str | None) -> str:
+    """Who answers an endpoint's calls: the OpenAI API (no base_url), this machine (any loopback address, so
+    `localhost` and `127.0.0.1` share a cache), or another host by its name; never the port or path."""
+    if not base_url:
+        return "api.openai.com"
+    host = (urlsplit(base_url).hostname or base_url).lower()
+    return "localhost" if host in LOOPBACK_HOSTS or host.startswith("127.") else host
+
+
+def call_key(served: str, model: str, messages: list[dict[str, str]], sampling: dict[str, Any]) -> str:
+    body = {"served_by": served, "model": model, "messages": messages, "sampling": sampling}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 class CallCache:

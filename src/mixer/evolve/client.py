@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import openai
 
 from mixer.errors import MixerError
-from mixer.evolve.cache import CallCache, Completion, call_key
+from mixer.evolve.cache import CallCache, Completion, call_key, served_by
 from mixer.evolve.cost import Budget, Prices
 from mixer.recipe import Endpoint
 
@@ -104,7 +104,7 @@ class Teacher:
     async def complete(self, prompt: str) -> Completion:
         messages = [{"role": "user", "content": prompt}]
         sampling = self.endpoint.sampling()
-        key = call_key(self.endpoint.model, messages, sampling)
+        key = call_key(served_by(self.endpoint.base_url), self.endpoint.model, messages, sampling)
         cached = self.cache.get(key)
         if cached is not None:
             self._account(cached, cached=True)
