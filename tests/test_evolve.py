@@ -281,6 +281,42 @@ def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_credentials_in_a_teacher_url_are_never_written_or_printed(tmp_path, server, monkeypatch):
+    """`${VAR}`s are filled as the recipe is read, and the manifest kept the resolved recipe: a proxy password
+    exported for `base_url` was written next to the data, in the evolve section too, and printed in errors."""
+    secret_url = server.base_url.replace("http://", "http://mixer:s3cret@")
+    monkeypatch.setenv("MIXER_TEST_TEACHER_URL", secret_url)
+    recipe = evolve_recipe(tmp_path, "${MIXER_TEST_TEACHER_URL}", rounds=1)
+    build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert server.count("ok") > 0
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".html")]
+    assert written and not [p.name for p in written if "s3cret" in p.read_text(encoding="utf-8")]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    hidden = server.base_url.replace("http://", "http://***@")
+    assert manifest["resolved_recipe"]["evolve"]["evol"]["teacher"]["base_url"] == hidden
+    assert manifest["evolve"]["evol"]["teacher"]["base_url"] == hidden
+    monkeypatch.setenv("MIXER_TEST_TEACHER_URL", "http://mixer:s3cret@127.0.0.1:9/v1")  # a dead endpoint
+    recipe.write_text(recipe.read_text().replace('"timeout": 5', '"timeout": 1, "max_retries": 0'))
+    with pytest.raises(MixerError) as info:  # a cache of its own: the first build's calls would answer
+        build(recipe, Options(cache_dir=tmp_path / "cache2", progress=False), out=tmp_path / "out2")
+    assert "at http://***@127.0.0.1:9/v1 gave up" in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_urls_lose_their_user_part_and_secret_looking_query_values():
+    from mixer.redact import redact_url, redact_urls_in, redacted
+
+    assert redact_url("https://tok@host/v1") == "https://***@host/v1"
+    assert (
+        redact_url("https://h/v1?api-version=2024-02-01&api_key=abc")
+        == "https://h/v1?api-version=2024-02-01&api_key=***"
+    )
+    assert (
+        redact_url("data/a.jsonl") == "data/a.jsonl" and redact_url("http://127.0.0.1:8/v1") == "http://127.0.0.1:8/v1"
+    )
+    assert redacted({"a": ["http://u:p@h/x", 3]}) == {"a": ["http://***@h/x", 3]}
+    assert redact_urls_in("GET http://u:p@h/x failed") == "GET http://***@h/x failed"
+
+
 def test_budget_stop_then_resume_without_repeated_calls(tmp_path, server):
     recipe = evolve_recipe(tmp_path, server.base_url, concurrency=1, budget={"tokens": 400})
     with pytest.raises(BudgetReached) as info:

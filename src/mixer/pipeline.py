@@ -35,6 +35,7 @@ from mixer.overlap import overlap_matrix
 from mixer.plan import Plan, make_plan, summarize
 from mixer.progress import make_progress
 from mixer.recipe import EvolveSpec, Recipe
+from mixer.redact import redacted
 from mixer.resolve import ResolvedSource
 from mixer.stage import Staged, stage_chunks
 from mixer.stats import load_tokenizer, row_features, tokens_method, write_stats
@@ -319,7 +320,7 @@ def manifest_for(
     return {
         "mixer_version": __version__,
         "recipe": {"name": recipe.name, "path": str(recipe.path), "git": git_info(recipe.path)},
-        "resolved_recipe": recipe.document,
+        "resolved_recipe": redacted(recipe.document),  # `${VAR}`s filled: no credentials in URLs
         "seed": recipe.seed,
         "sample": plan.sample,
         "plan_fingerprint": plan.fingerprint,
@@ -367,8 +368,8 @@ def evolve_manifest(block: EvolveSpec, result: EvolveResult) -> dict[str, Any]:
     """Stats plus the endpoints (model, base URL: never a key)."""
     return {
         "from": block.source,
-        "teacher": {"model": block.teacher.model, "base_url": block.teacher.base_url},
-        "judge": {"model": block.judge.model, "base_url": block.judge.base_url},
+        "teacher": {"model": block.teacher.model, "base_url": redacted(block.teacher.base_url)},
+        "judge": {"model": block.judge.model, "base_url": redacted(block.judge.base_url)},
         "operators": [op.name for op in block.operators],
         "eliminate": list(block.eliminate),
         "keep": block.keep,

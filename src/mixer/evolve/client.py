@@ -18,6 +18,7 @@ from mixer.errors import MixerError
 from mixer.evolve.cache import CallCache, Completion, call_key, served_by
 from mixer.evolve.cost import Budget, Prices
 from mixer.recipe import Endpoint
+from mixer.redact import redact_url, redact_urls_in
 
 MAX_BACKOFF_SECONDS = 60.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -134,18 +135,18 @@ class Teacher:
             try:
                 return await self._call(messages, sampling)
             except Exception as error:
+                where = redact_url(self.endpoint.base_url or "api.openai.com")  # no credentials in messages
                 if not _retryable(error):
                     self.budget.halted = MixerError(
-                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at "
-                        f"{self.endpoint.base_url or 'api.openai.com'} refused the request: {_describe(error)}",
+                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} refused the request: "
+                        + redact_urls_in(_describe(error)),
                         "check the model name, base_url and the key in $" + self.endpoint.api_key_env,
                     )
                     raise self.budget.halted from None
                 if attempt == attempts - 1:
                     self.budget.halted = MixerError(
-                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at "
-                        f"{self.endpoint.base_url or 'api.openai.com'} gave up after {attempts} attempt(s); "
-                        f"last: {_describe(error)}",
+                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} gave up after {attempts}"
+                        f" attempt(s); last: {redact_urls_in(_describe(error))}",
                         "is the server up? completed calls are cached: run again to resume",
                     )
                     raise self.budget.halted from None

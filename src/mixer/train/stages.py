@@ -30,6 +30,7 @@ from mixer.mix import select_rows
 from mixer.pipeline import load_rows_recipe
 from mixer.plan import selector_count
 from mixer.recipe import Recipe, StageSpec
+from mixer.redact import redacted
 from mixer.resolve import resolve_source
 from mixer.train.config import StageConfig, final_model
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
@@ -159,7 +160,11 @@ def prepare_stage(recipe: Recipe, stage: StageSpec, root: Path, options: Options
     files["stage.json"] = json.dumps(asdict(config), indent=2) + "\n"
     command = launch_command(str(run_dir / "accelerate.yaml"), stage.kind, str(run_dir / "stage.json"))
     provenance = {
-        "recipe": {"name": recipe.name, "path": str(recipe.path), "fingerprint": fingerprint(recipe.document)},
+        "recipe": {
+            "name": recipe.name,
+            "path": str(recipe.path),
+            "fingerprint": fingerprint(redacted(recipe.document)),  # as `mixer runs` computes a build's
+        },
         "stage": stage.name,
         "kind": stage.kind,
         "parent_stage": stage.parent_stage,
