@@ -295,6 +295,10 @@ def test_credentials_in_a_teacher_url_are_never_written_or_printed(tmp_path, ser
     hidden = server.base_url.replace("http://", "http://***@")
     assert manifest["resolved_recipe"]["evolve"]["evol"]["teacher"]["base_url"] == hidden
     assert manifest["evolve"]["evol"]["teacher"]["base_url"] == hidden
+    literal = tmp_path / "literal.yaml"  # the password written into the recipe itself
+    literal.write_text(recipe.read_text().replace("${MIXER_TEST_TEACHER_URL}", secret_url))
+    shown = run_mixer("diff", str(tmp_path / "out"), str(literal), "--format", "json")
+    assert shown.returncode == 0 and "s3cret" not in shown.stdout + shown.stderr
     monkeypatch.setenv("MIXER_TEST_TEACHER_URL", "http://mixer:s3cret@127.0.0.1:9/v1")  # a dead endpoint
     recipe.write_text(recipe.read_text().replace('"timeout": 5', '"timeout": 1, "max_retries": 0'))
     with pytest.raises(MixerError) as info:  # a cache of its own: the first build's calls would answer

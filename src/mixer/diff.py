@@ -17,6 +17,7 @@ from typing import Any
 from mixer.errors import MixerError, RecipeInvalid
 from mixer.inherit import TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import read_manifest, read_run
+from mixer.redact import redacted
 from mixer.results import Score, run_scores
 
 COMPARABILITY_KEYS = (
@@ -114,11 +115,12 @@ def _git_recipe(spec: str) -> Side:
 
 
 def _recipe_data(path: Path, read_text: TextReader = working_tree_text) -> dict[str, Any]:
-    """A recipe's settings as a build would see them: bases it extends merged in."""
+    """A recipe's settings as a build would see them (bases it extends merged in), with credentials in its URLs
+    hidden as a manifest hides them: the diff prints what changed, and compares with built sides."""
     located = read_recipe_document(path, read_text)
     if located.problems:
         raise RecipeInvalid(located.problems)
-    return located.data
+    return redacted(located.data)
 
 
 def load_side(spec: str) -> Side:
