@@ -217,11 +217,19 @@ def test_a_preference_reply_given_as_a_number_is_its_text(tmp_path, others, chun
 )
 def test_a_source_whose_every_record_is_malformed_is_told_the_format_its_fields_fit(tmp_path, conversations, fmt, fits):
     """LIMA's alternating texts read as ShareGPT turns (or the other way round) made every record malformed, and
-    the hint said to fix the data; one usable record keeps that hint."""
+    the hint said to fix the data; one usable record keeps that hint. JSON arrays (how ShareGPT exports ship)
+    and parquet are looked at as JSON lines are."""
+    hint = f"every record is malformed as {fmt}; the file's fields are those of format: {fits}"
+    (tmp_path / "c.json").write_text(json.dumps([{"conversations": c} for c in conversations], indent=2))
+    pl.DataFrame({"conversations": conversations}).write_parquet(tmp_path / "c.parquet")
+    for name in ("c.json", "c.parquet"):
+        with pytest.raises(MixerError) as refused:
+            list(load_chunks(_source(tmp_path, name, fmt=fmt, on_error="error")))
+        assert refused.value.hint == hint, name
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"conversations": c}) + "\n" for c in conversations))
     with pytest.raises(MixerError) as refused:
         list(load_chunks(_source(tmp_path, "c.jsonl", fmt=fmt, on_error="error")))
-    assert refused.value.hint == f"every record is malformed as {fmt}; the file's fields are those of format: {fits}"
+    assert refused.value.hint == hint
     good = {"conversations": [turn("human", "q"), turn("gpt", "a")] if fmt == "sharegpt" else ["q", "a"]}
     with (tmp_path / "c.jsonl").open("a") as fh:
         fh.write(json.dumps(good) + "\n")

@@ -184,6 +184,23 @@ def first_record(path: Path, limit: int = 64 << 20) -> dict | None:
     return None
 
 
+def first_array_record(path: Path, limit: int = 4 << 20) -> dict | None:
+    """The first element of a file that is one JSON array (plain or gzip), when it is an object and ends within
+    its first `limit` bytes; None otherwise (JSON lines under a `.json` name, a longer first element)."""
+    try:
+        with _open_binary(path) as fh:
+            head = fh.read(limit).removeprefix(UTF8_BOM).decode("utf-8", errors="ignore").lstrip()
+    except (OSError, EOFError, zlib.error):
+        return None
+    if not head.startswith("["):
+        return None
+    try:
+        record, _ = json.JSONDecoder().raw_decode(head[1:].lstrip())
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _json_lines(
     path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: TurnShape | None = None
 ) -> tuple[RawTable, int]:

@@ -19,7 +19,16 @@ from mixer.adapters.base import Adapter, Context, content_chars, content_text, f
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
-from mixer.io import file_kind, first_record, read_chunks, read_small_files, read_table, record_schema, text_size
+from mixer.io import (
+    file_kind,
+    first_array_record,
+    first_record,
+    read_chunks,
+    read_small_files,
+    read_table,
+    record_schema,
+    text_size,
+)
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import InputFile, ResolvedSource
@@ -234,16 +243,23 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
 
 
 def _formats_fitting_first_record(path: Path, fmt: str) -> list[str]:
-    """The formats a JSON-lines file's first record fits (LIMA's texts read as ShareGPT turns make every record
-    malformed, not a missing field)."""
-    record = first_record(path) if path.is_file() and file_kind(path) == "jsonl" else None
-    if record is None:
+    """The formats a file's first record fits (LIMA's texts read as ShareGPT turns make every record malformed,
+    not a missing field): JSON lines, a JSON array, or parquet's schema. CSV and TSV hold no conversations."""
+    if not path.is_file():
         return []
+    kind = file_kind(path)
     try:
-        schema = pl.DataFrame([record]).schema
-    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        if kind == "parquet":
+            schema = pl.read_parquet_schema(path)
+        else:
+            record = first_array_record(path) if kind == "json" else None
+            record = record or (first_record(path) if kind in ("json", "jsonl") else None)
+            if record is None:
+                return []
+            schema = pl.DataFrame([record]).schema
+    except (pl.exceptions.PolarsError, OSError, TypeError, ValueError, OverflowError):
         return []
-    return [f"format: {f}" for f in fitting_formats(schema, leave_out=fmt)]
+    return [f"format: {f}" for f in fitting_formats(pl.Schema(schema), leave_out=fmt)]
 
 
 def file_id_prefixes(paths: list[Path]) -> dict[Path, str]:
