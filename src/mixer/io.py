@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -28,9 +28,6 @@ from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
 from mixer.shapes import Misshapen, TurnShape
-
-if TYPE_CHECKING:
-    pass
 
 NEWLINE = 10
 NEWLINE_BYTE = b"\n"
