@@ -498,12 +498,15 @@ def filter_pattern_problems(located: Located) -> list[Diagnostic]:
     has no look-around, back-references or `\\Z`, which Python's `re` accepts: such a pattern passed validation
     and failed the build after the inputs were read. Imports polars, so it runs where polars is loaded anyway
     (`mixer validate`, and the start of every step that reads rows), never on a no-op rebuild, whose recipe
-    already built."""
+    already built. A recipe without drop patterns does not load polars at all."""
+    places = _pattern_places(located.data)
+    if not places:
+        return []
     import polars as pl
 
     problems = []
     probe = pl.Series([""], dtype=pl.String)
-    for where, pattern in _pattern_places(located.data):
+    for where, pattern in places:
         try:
             re.compile(pattern)
         except re.error:
@@ -683,8 +686,8 @@ def _ordered(problems: list[Diagnostic], located: Located) -> list[Diagnostic]:
 def validate_file(path: Path) -> list[Diagnostic]:
     located = read_recipe_document(path)
     problems = check_document(located, path.parent)
-    if isinstance(located.data, dict) and _pattern_places(located.data):
-        problems = _ordered([*problems, *filter_pattern_problems(located)], located)
+    if refused := filter_pattern_problems(located):
+        problems = _ordered([*problems, *refused], located)
     return problems
 
 
