@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -23,7 +24,7 @@ from mixer.build import Options, build
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256
 
-from conftest import run_mixer, write_recipe
+from conftest import REPO, run_mixer, write_recipe
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40
@@ -110,9 +111,9 @@ class FakeHub:
         monkeypatch.setattr(mixer.resolve, "hub_unreachable", lambda: None)  # no connection to the real hub
 
 
-def test_an_unreachable_hub_fails_at_once_without_the_download_retries(tmp_path, monkeypatch):
-    """With no network, `datasets` retries five times with backoff (~25 s) per hub source before failing; one
-    connection to the hub's host tells at once. A proxy in between makes that connection meaningless."""
+def _hub_refusing_connections(monkeypatch) -> Callable:
+    """A machine without network: every connection to the hub (`https://hub.example`) is refused, by a closed
+    loopback port, never the named host. Returns the real `socket.create_connection`."""
     with socket.socket() as closed:  # a loopback port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -123,7 +124,6 @@ def test_an_unreachable_hub_fails_at_once_without_the_download_retries(tmp_path,
     connect = socket.create_connection
 
     def refuse(address: tuple[str, int], timeout: float):
-        """A machine without network: refused (by a closed loopback port, never the named host)."""
         assert address == ("hub.example", 443)
         return connect(("127.0.0.1", port), timeout=1)
 
@@ -131,6 +131,14 @@ def test_an_unreachable_hub_fails_at_once_without_the_download_retries(tmp_path,
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
     mixer.resolve.hub_unreachable.cache_clear()
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the download must not start"))
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda *a, **k: pytest.fail("no call to the hub"))
+    return connect
+
+
+def test_an_unreachable_hub_fails_at_once_without_the_download_retries(tmp_path, monkeypatch):
+    """With no network, `datasets` retries five times with backoff (~25 s) per hub source before failing; one
+    connection to the hub's host tells at once. A proxy in between makes that connection meaningless."""
+    connect = _hub_refusing_connections(monkeypatch)
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 5}\n")
     started = time.monotonic()
     with pytest.raises(MixerError) as failed:
@@ -150,6 +158,67 @@ def test_an_unreachable_hub_fails_at_once_without_the_download_retries(tmp_path,
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert mixer.resolve.hub_unreachable() is None  # through a proxy, a direct connection says nothing
     mixer.resolve.hub_unreachable.cache_clear()
+
+
+def test_every_source_the_hub_cannot_supply_is_named_at_once_with_the_files_to_put_instead(tmp_path, monkeypatch):
+    """Offline, a recipe of eleven hub sources took eleven runs to learn which files to supply, and the hint
+    asked for `cot.jsonl` where the format's files are TSV. A moving revision (`main`) no longer asks the hub for
+    its commit before the connection check either."""
+    _hub_refusing_connections(monkeypatch)
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          d: {source: dolly, take: 5}
+          c: {source: code_alpaca, take: 5}
+          own: {path: own.jsonl, format: alpaca, take: all}
+          t: {source: cot, take: 5}
+        """,
+    )
+    (tmp_path / "own.jsonl").write_text("".join(json.dumps(row) + "\n" for row in alpaca_rows(3)))
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(MixerError) as failed:
+        build(recipe, options, out=tmp_path / "o")
+    mixer.resolve.hub_unreachable.cache_clear()
+    assert failed.value.message.splitlines() == [
+        "3 sources cannot be read; the hub cannot supply them "
+        "(OSError: cannot reach hub.example:443: [Errno 111] Connection refused):",
+        "  sources.d: databricks/databricks-dolly-15k@bdd27f4d94b9c1f951818a7da7fd7aeea5dbff1a",
+        "  sources.c: sahil2801/CodeAlpaca-20k@main",
+        "  sources.t: SirNeural/flan_v2@main",
+    ]
+    assert "put them in one folder as dolly.jsonl, code_alpaca.json, cot.tsv (" in (failed.value.hint or "")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("dolly.jsonl", "code_alpaca.json", "cot.tsv"):  # the bundled samples, under the names asked for
+        (data / name).write_bytes((REPO / "sources" / "samples" / name).read_bytes())
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", data_dir=data), out=tmp_path / "o")
+    sources = result.manifest["sources"]
+    assert {name: (s["origin"], s["counts"]["written"]) for name, s in sources.items()} == {
+        "d": ("data_dir", 5),
+        "c": ("data_dir", 5),
+        "own": ("path", 3),
+        "t": ("data_dir", 5),
+    }
+
+
+def test_sources_failing_for_different_reasons_keep_each_reason_on_its_line():
+    offline = mixer.resolve.HubUnavailable("sources.a", "x/a@main", "OSError: offline mode", "h")
+    missing = mixer.resolve.HubUnavailable("sources.b", "x/b@main", "HTTPError: 404", "h")
+    failures = [
+        mixer.resolve.SourceUnavailable(offline, "a.jsonl"),
+        MixerError("sources.c: no file matches ['c/*.jsonl']"),
+        mixer.resolve.SourceUnavailable(missing, "b.tsv"),
+    ]
+    error = mixer.resolve.sources_unavailable(failures)
+    assert error.message.splitlines() == [
+        "3 sources cannot be read:",
+        "  sources.a: x/a@main (OSError: offline mode)",
+        "  sources.c: no file matches ['c/*.jsonl']",
+        "  sources.b: x/b@main (HTTPError: 404)",
+    ]
+    assert (error.hint or "").startswith("download them elsewhere and put them in one folder as a.jsonl, b.tsv (")
 
 
 def test_a_moving_revision_is_read_at_one_commit_which_the_lock_pins(tmp_path, monkeypatch):

@@ -161,6 +161,8 @@ def hub_commit(key: str, hub: HubRef, cache_dir: Path, locked: str | None, refre
         if pointer.is_file():
             return pointer.read_text(encoding="utf-8").strip()
         raise OSError(f"offline mode (HF_HUB_OFFLINE=1), and {hub.revision!r} was never resolved to a commit here")
+    if (unreachable := hub_unreachable()) is not None:
+        raise OSError(unreachable)
     from huggingface_hub import HfApi  # installed with datasets; only needed when a branch must be resolved
 
     commit = HfApi().dataset_info(hub.id, revision=hub.revision).sha
@@ -192,6 +194,15 @@ def from_hub(key: str, hub: HubRef, cache_dir: Path, commit: str) -> Path:
     return target
 
 
+class HubUnavailable(MixerError):
+    """The hub cannot supply a dataset; `reason` is kept apart so that many sources failing for one reason
+    (no network) are told it once."""
+
+    def __init__(self, what: str, ref: str, reason: str, hint: str):
+        super().__init__(f"{what}: cannot load {ref} from the hub ({reason})", hint)
+        self.what, self.ref, self.reason = what, ref, reason
+
+
 def read_from_hub(
     key: str, hub: HubRef, cache_dir: Path, locked: str | None, refresh: bool, what: str, hint: str
 ) -> tuple[Path, str]:
@@ -200,14 +211,37 @@ def read_from_hub(
         commit = hub_commit(key, hub, cache_dir, locked, refresh)
         return from_hub(key, hub, cache_dir, commit), commit
     except Exception as exc:  # network, auth, missing revision: all mean "supply it offline"
-        raise MixerError(
-            f"{what}: cannot load {hub.id}@{hub.revision} from the hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})",
-            hint,
-        ) from None
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+        raise HubUnavailable(what, f"{hub.id}@{hub.revision}", reason, hint) from None
 
 
 LocalFiles = tuple[str, list[tuple[Path, str]]]  # (origin, labelled files)
+
+
+class SourceUnavailable(HubUnavailable):
+    """A registry source with no local file that the hub cannot supply either; `data_file` is the name
+    `--data-dir` would find it by."""
+
+    def __init__(self, failure: HubUnavailable, data_file: str):
+        super().__init__(failure.what, failure.ref, failure.reason, offline_hint([data_file]))
+        self.data_file = data_file
+
+
+def data_file_name(entry: RegistryEntry) -> str:
+    """The file name `--data-dir` looks for, with the suffix of the format's native files (the bundled sample's:
+    `cot.tsv`, `code_alpaca.json`), not always `.jsonl`."""
+    return f"{entry.name}{entry.sample.suffix}"
+
+
+def offline_hint(files: list[str]) -> str:
+    one = len(files) == 1
+    where = f"put it at <data dir>/{files[0]}" if one else f"put them in one folder as {', '.join(files)}"
+    return (
+        f"download {'it' if one else 'them'} elsewhere and {where} (.jsonl, .json, .parquet, .csv or .tsv, text "
+        f"gzipped or not; or a folder of such files named after the source), then pass --data-dir DIR or set "
+        f"MIXER_DATA_DIR; or give `path:` in the recipe; or build with --sample to use the bundled "
+        f"sample{'' if one else 's'}"
+    )
 
 
 def _local_files(
@@ -255,14 +289,13 @@ def resolve_source(
         pinned = {"sample": "bundled-sample", "path": None, "data_dir": revision}[origin]
         return ResolvedSource(spec, entry, fmt, origin, input_files(labelled, hashes), pinned, license_)
     assert entry is not None
-    hint = (
-        f"download it elsewhere and put it at <data dir>/{entry.name}.jsonl (or .json/.parquet/...), then pass "
-        f"--data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe; or build with --sample to use "
-        f"the bundled sample"
-    )
+    hint = offline_hint([data_file_name(entry)])
     if entry.hub is None:
         raise MixerError(f"sources.{spec.name}: no local data for {entry.name!r} and no hub location", hint)
-    path, commit = read_from_hub(entry.name, entry.hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
+    try:
+        path, commit = read_from_hub(entry.name, entry.hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
+    except HubUnavailable as failure:
+        raise SourceUnavailable(failure, data_file_name(entry)) from None
     labelled = [(path, f"hub:{entry.hub.id}@{commit}")]
     fmt = spec.format or entry.hub.format or fmt
     return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
@@ -302,19 +335,42 @@ def resolve_recipe(
     locked = {} if sample else locked_revisions(recipe)
     located = _locate(recipe, data_dir, sample)
     hashes.hash_ahead([path for local in located.values() if local for path, _ in local[1]], progress)
-    resolved = [
-        resolve_source(
-            s,
-            recipe.base_dir,
-            data_dir=data_dir,
-            sample=sample,
-            cache_dir=cache,
-            hashes=hashes,
-            locked=locked.get(s.name),
-            refresh=refresh,
-            located=located,
-        )
-        for s in recipe.base_sources
-    ]
+    resolved: list[ResolvedSource] = []
+    unavailable: list[MixerError] = []
+    for spec in recipe.base_sources:
+        try:
+            resolved.append(
+                resolve_source(
+                    spec,
+                    recipe.base_dir,
+                    data_dir=data_dir,
+                    sample=sample,
+                    cache_dir=cache,
+                    hashes=hashes,
+                    locked=locked.get(spec.name),
+                    refresh=refresh,
+                    located=located,
+                )
+            )
+        except MixerError as exc:
+            unavailable.append(exc)
     hashes.save()
+    if unavailable:
+        raise unavailable[0] if len(unavailable) == 1 else sources_unavailable(unavailable)
     return resolved
+
+
+def sources_unavailable(failures: list[MixerError]) -> MixerError:
+    """Every source that cannot be read, in one error: offline, a recipe of eleven hub sources otherwise takes
+    eleven runs to learn which files to supply. A reason all of them share (no network) is said once."""
+    from_hub = [f for f in failures if isinstance(f, SourceUnavailable)]
+    shared = from_hub[0].reason if len(from_hub) == len(failures) and len({f.reason for f in from_hub}) == 1 else None
+    lines = [
+        (f"{f.what}: {f.ref}" + ("" if shared else f" ({f.reason})"))
+        if isinstance(f, SourceUnavailable)
+        else f.message + (f" ({f.hint})" if f.hint else "")
+        for f in failures
+    ]
+    heading = f"{len(failures)} sources cannot be read" + (f"; the hub cannot supply them ({shared})" if shared else "")
+    hint = offline_hint([f.data_file for f in from_hub]) if from_hub else None
+    return MixerError(heading + ":\n" + "\n".join(f"  {line}" for line in lines), hint)
