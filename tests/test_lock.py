@@ -207,11 +207,11 @@ def test_sources_failing_for_different_reasons_keep_each_reason_on_its_line():
     offline = mixer.resolve.HubUnavailable("sources.a", "x/a@main", "OSError: offline mode", "h")
     missing = mixer.resolve.HubUnavailable("sources.b", "x/b@main", "HTTPError: 404", "h")
     failures = [
-        mixer.resolve.SourceUnavailable(offline, "a.jsonl"),
+        mixer.resolve.Unsupplied(offline, "a.jsonl", "h"),
         MixerError("sources.c: no file matches ['c/*.jsonl']"),
-        mixer.resolve.SourceUnavailable(missing, "b.tsv"),
+        mixer.resolve.Unsupplied(missing, "b.tsv", "h"),
     ]
-    error = mixer.resolve.sources_unavailable(failures)
+    error = mixer.resolve.unsupplied_at_once(failures, "sources", mixer.resolve.offline_hint)
     assert error.message.splitlines() == [
         "3 sources cannot be read:",
         "  sources.a: x/a@main (OSError: offline mode)",
@@ -383,6 +383,25 @@ def test_a_benchmark_with_no_file_to_read_says_where_to_put_one(tmp_path, name, 
     with pytest.raises(MixerError) as failure:
         build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
     assert message in failure.value.message and hint in (failure.value.hint or "")
+
+
+def test_every_benchmark_the_hub_cannot_supply_is_named_at_once(tmp_path):
+    recipe = _recipe_with_benchmarks(tmp_path, alpaca_rows(3), "[gsm8k, humaneval, mbpp]")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "humaneval.jsonl").write_text(json.dumps({"prompt": "def f():"}) + "\n")
+    with pytest.raises(MixerError) as failure:
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", data_dir=data), out=tmp_path / "o")
+    assert failure.value.message.splitlines() == [
+        "2 benchmarks cannot be read; the hub cannot supply them (OSError: offline mode (HF_HUB_OFFLINE=1), and "
+        "'main' was never resolved to a commit here):",
+        "  benchmark 'gsm8k': openai/gsm8k@main",
+        "  benchmark 'mbpp': google-research-datasets/mbpp@main",
+    ]
+    assert (failure.value.hint or "").startswith(
+        "give decontaminate: [{name: gsm8k, path: <file>}, {name: mbpp, path: <file>}], or put gsm8k.jsonl, "
+        "mbpp.jsonl (or .json"
+    )
 
 
 def test_known_benchmarks_are_found_in_the_data_dir_by_name(tmp_path):

@@ -20,7 +20,15 @@ from mixer.hashing import FileHashes
 from mixer.lock import locked_benchmark_revisions
 from mixer.recipe import BenchmarkSpec, Recipe
 from mixer.registry import HubRef
-from mixer.resolve import InputFile, existing_data_dir, input_files, read_from_hub
+from mixer.resolve import (
+    HubUnavailable,
+    InputFile,
+    Unsupplied,
+    existing_data_dir,
+    input_files,
+    read_from_hub,
+    unsupplied_at_once,
+)
 from mixer.validate import did_you_mean
 
 
@@ -107,13 +115,19 @@ def resolve_benchmarks(
     hashes = FileHashes(cache_dir / "file-hashes.json")
     locked = locked_benchmark_revisions(recipe)
     resolved = []
+    unsupplied: list[MixerError] = []
     for spec, found in zip(specs, local, strict=True):
         if found is not None:
             path, label, origin = found
             resolved.append(ResolvedBenchmark(spec, input_files([(path, label)], hashes)[0], origin))
-        else:
+            continue
+        try:
             resolved.append(_from_hub(spec, cache_dir, hashes, locked.get(spec.name), refresh))
+        except HubUnavailable as failure:
+            unsupplied.append(Unsupplied(failure, f"{spec.name}.jsonl", _hint([spec.name])))
     hashes.save()
+    if unsupplied:
+        raise unsupplied[0] if len(unsupplied) == 1 else unsupplied_at_once(unsupplied, "benchmarks", _hint_for_files)
     return resolved
 
 
@@ -136,11 +150,17 @@ def _local_file(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> t
     return None
 
 
-def _hint(spec: BenchmarkSpec) -> str:
+def _hint(names: list[str]) -> str:
+    paths = ", ".join(f"{{name: {name}, path: <file>}}" for name in names)
+    files = ", ".join(f"{name}.jsonl" for name in names)
     return (
-        f"give decontaminate: [{{name: {spec.name}, path: <file>}}], or put {spec.name}.jsonl (or .json, .parquet, "
-        f".jsonl.gz, ...) in --data-dir DIR / $MIXER_DATA_DIR"
+        f"give decontaminate: [{paths}], or put {files} (or .json, .parquet, .jsonl.gz, ...) in --data-dir DIR / "
+        f"$MIXER_DATA_DIR"
     )
+
+
+def _hint_for_files(files: list[str]) -> str:
+    return _hint([file.removesuffix(".jsonl") for file in files])
 
 
 def _hub_of(spec: BenchmarkSpec) -> HubRef:
@@ -148,7 +168,7 @@ def _hub_of(spec: BenchmarkSpec) -> HubRef:
     if known is None:
         raise MixerError(
             f"benchmark {spec.name!r}: no local file, and not a known benchmark ({', '.join(sorted(KNOWN))})",
-            did_you_mean(spec.name, sorted(KNOWN)) or _hint(spec),
+            did_you_mean(spec.name, sorted(KNOWN)) or _hint([spec.name]),
         )
     return known.hub
 
@@ -159,6 +179,6 @@ def _from_hub(
     hub = _hub_of(spec)
     key = f"benchmark-{spec.name}"  # beside the sources' hub copies, apart from a source of the same name
     pinned = locked[1] if locked and locked[0] == hub.id else None
-    path, commit = read_from_hub(key, hub, cache_dir, pinned, refresh, f"benchmark {spec.name!r}", _hint(spec))
+    path, commit = read_from_hub(key, hub, cache_dir, pinned, refresh, f"benchmark {spec.name!r}", _hint([spec.name]))
     file = input_files([(path, f"hub:{hub.id}@{commit}")], hashes)[0]
     return ResolvedBenchmark(spec, file, "hub", hub.id, commit)

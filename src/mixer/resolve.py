@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -218,12 +219,12 @@ def read_from_hub(
 LocalFiles = tuple[str, list[tuple[Path, str]]]  # (origin, labelled files)
 
 
-class SourceUnavailable(HubUnavailable):
-    """A registry source with no local file that the hub cannot supply either; `data_file` is the name
+class Unsupplied(HubUnavailable):
+    """A source or benchmark with no local file that the hub cannot supply either; `data_file` is the name
     `--data-dir` would find it by."""
 
-    def __init__(self, failure: HubUnavailable, data_file: str):
-        super().__init__(failure.what, failure.ref, failure.reason, offline_hint([data_file]))
+    def __init__(self, failure: HubUnavailable, data_file: str, hint: str):
+        super().__init__(failure.what, failure.ref, failure.reason, hint)
         self.data_file = data_file
 
 
@@ -295,7 +296,7 @@ def resolve_source(
     try:
         path, commit = read_from_hub(entry.name, entry.hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
     except HubUnavailable as failure:
-        raise SourceUnavailable(failure, data_file_name(entry)) from None
+        raise Unsupplied(failure, data_file_name(entry), hint) from None
     labelled = [(path, f"hub:{entry.hub.id}@{commit}")]
     fmt = spec.format or entry.hub.format or fmt
     return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
@@ -356,21 +357,25 @@ def resolve_recipe(
             unavailable.append(exc)
     hashes.save()
     if unavailable:
-        raise unavailable[0] if len(unavailable) == 1 else sources_unavailable(unavailable)
+        raise unavailable[0] if len(unavailable) == 1 else unsupplied_at_once(unavailable, "sources", offline_hint)
     return resolved
 
 
-def sources_unavailable(failures: list[MixerError]) -> MixerError:
-    """Every source that cannot be read, in one error: offline, a recipe of eleven hub sources otherwise takes
-    eleven runs to learn which files to supply. A reason all of them share (no network) is said once."""
-    from_hub = [f for f in failures if isinstance(f, SourceUnavailable)]
-    shared = from_hub[0].reason if len(from_hub) == len(failures) and len({f.reason for f in from_hub}) == 1 else None
+def unsupplied_at_once(failures: list[MixerError], noun: str, hint: Callable[[list[str]], str]) -> MixerError:
+    """Every source (or benchmark) that cannot be read, in one error: offline, a recipe of eleven hub sources
+    otherwise takes eleven runs to learn which files to supply. A reason all of them share (no network) is said
+    once; `hint` is given the file names to supply."""
+    unsupplied = [f for f in failures if isinstance(f, Unsupplied)]
+    reasons = {f.reason for f in unsupplied}
+    shared = reasons.pop() if len(unsupplied) == len(failures) and len(reasons) == 1 else None
     lines = [
         (f"{f.what}: {f.ref}" + ("" if shared else f" ({f.reason})"))
-        if isinstance(f, SourceUnavailable)
+        if isinstance(f, Unsupplied)
         else f.message + (f" ({f.hint})" if f.hint else "")
         for f in failures
     ]
-    heading = f"{len(failures)} sources cannot be read" + (f"; the hub cannot supply them ({shared})" if shared else "")
-    hint = offline_hint([f.data_file for f in from_hub]) if from_hub else None
-    return MixerError(heading + ":\n" + "\n".join(f"  {line}" for line in lines), hint)
+    heading = f"{len(failures)} {noun} cannot be read" + (f"; the hub cannot supply them ({shared})" if shared else "")
+    return MixerError(
+        heading + ":\n" + "\n".join(f"  {line}" for line in lines),
+        hint([f.data_file for f in unsupplied]) if unsupplied else None,
+    )
