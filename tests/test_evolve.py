@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -365,6 +366,25 @@ def test_plan_estimates_cost_without_calling(tmp_path, server):
     assert server.log == []
     text = run_mixer("plan", str(recipe), cwd=tmp_path, env={"MIXER_CACHE_DIR": str(tmp_path / "c")}).stdout
     assert "evolve blocks" in text and "48" in text
+
+
+def test_the_cost_of_a_model_without_a_price_is_shown_as_unknown_not_as_zero_dollars(tmp_path, server):
+    """A local model (or a hosted one the table lacks) was reported as costing $0.0000 in the build's table and
+    the dataset card, which reads as free; `mixer plan` already said "unknown price"."""
+    env = {"MIXER_CACHE_DIR": str(tmp_path / "cache")}
+    recipe = evolve_recipe(tmp_path, server.base_url, rounds=1, teacher={"model": "my-model"})
+    result = run_mixer("build", str(recipe), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    card = (tmp_path / "out" / "README.md").read_text()
+    for text in (result.stdout, card):
+        assert text.count("unknown price") == 2 and "$0.0000" not in text  # round 1 and the total
+    priced = evolve_recipe(tmp_path, server.base_url, rounds=1)
+    assert run_mixer("build", str(priced), "--out", "out-priced", cwd=tmp_path, env=env).returncode == 0
+    card = (tmp_path / "out-priced" / "README.md").read_text()
+    assert "unknown price" not in card and re.search(r"\| \$0\.0\d\d[1-9] \|", card)
+    [compared] = json.loads(run_mixer("diff", "out", "out-priced", "--format", "json", cwd=tmp_path, env=env).stdout)
+    [usd] = [line for line in compared["composition"]["settings"] if line.startswith("built.evolve.evol.usd")]
+    assert usd.startswith("built.evolve.evol.usd: — → 0.000")  # not "0 → ...": the first side's cost is unknown
 
 
 def test_mixer_evolve_runs_blocks_alone_and_build_reuses_them(tmp_path, server):

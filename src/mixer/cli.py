@@ -277,6 +277,8 @@ def _evolve_estimate_table(estimates: tuple[dict, ...]) -> Table:
 
 
 def _evolve_table(stats: dict[str, dict]) -> Table:
+    from mixer.evolve.cost import usd_text
+
     table = Table(title="evolve")
     for column in ("block", "round", "input", "eliminated", "surviving", "tokens", "USD"):
         table.add_column(column, justify="left" if column in ("block", "eliminated") else "right")
@@ -290,7 +292,7 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
                 eliminated,
                 f"{r['surviving']:,}",
                 f"{r['tokens']:,}",
-                f"${r['usd']:.4f}",
+                usd_text(r["usd"], block["prices_known"]),
             )
         usage = block["usage"]
         table.add_row(
@@ -300,7 +302,7 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
             f"{block['rejected']:,} rejected",
             f"{block['rows']:,} kept",
             f"{usage['tokens']:,}",
-            f"${usage['usd']:.4f}",
+            usd_text(usage["usd"], block["prices_known"]),
             style="bold",
         )
     return table

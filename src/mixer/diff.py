@@ -58,7 +58,8 @@ def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
         summary["rows_in_several_sources"] = sum(manifest["overlap"]["rows_in_several_sources"].values())
     for name, block in (manifest.get("evolve") or {}).items():
         summary[f"evolve.{name}.rows"] = block["rows"]
-        summary[f"evolve.{name}.usd"] = block["usage"]["usd"]
+        if block.get("prices_known", True):  # an unpriced model's cost is unknown, not $0
+            summary[f"evolve.{name}.usd"] = block["usage"]["usd"]
     return summary
 
 

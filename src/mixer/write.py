@@ -20,6 +20,7 @@ import polars as pl
 
 from mixer.claims import Claim, claim, clear_leftovers
 from mixer.errors import MixerError, disk_full
+from mixer.evolve.cost import usd_text
 from mixer.hashing import file_sha256
 from mixer.plan import Plan
 from mixer.threads import wait_for
@@ -109,11 +110,11 @@ def evolve_section(blocks: dict[str, dict[str, Any]]) -> list[str]:
             eliminated = ", ".join(f"{rule} {n:,}" for rule, n in r["eliminated"].items()) or "none"
             lines.append(
                 f"| {r['round']} | {r['input']:,} | {eliminated} | {r['surviving']:,} | {r['tokens']:,} | "
-                f"${r['usd']:.4f} |"
+                f"{usd_text(r['usd'], block['prices_known'])} |"
             )
         lines.append(
             f"| **total** | {block['seeds']:,} seeds | {block['rejected']:,} rejected | {block['rows']:,} kept | "
-            f"{usage['tokens']:,} | ${usage['usd']:.4f} |"
+            f"{usage['tokens']:,} | {usd_text(usage['usd'], block['prices_known'])} |"
         )
     return lines
 

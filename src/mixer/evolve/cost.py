@@ -20,6 +20,12 @@ class Prices:
         return (prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k) / 1000
 
 
+def usd_text(usd: float, prices_known: bool) -> str:
+    """A block's cost as written in tables; a model with no price (not in the table, no `prices:`) cost an
+    unknown amount, which `$0.0000` would misstate."""
+    return f"${usd:.4f}" if prices_known else "unknown price"
+
+
 @cache
 def price_table() -> dict[str, tuple[float, float]]:
     return load_packaged((files("mixer.evolve") / "prices.yaml").read_text(encoding="utf-8"))
