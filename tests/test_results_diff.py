@@ -413,6 +413,23 @@ def test_diff_of_recipe_across_git_revisions(tmp_path):
     assert bad.returncode == 1 and "cannot read from git" in bad.stderr
 
 
+def test_diff_takes_json_as_every_other_command_does_and_fails_in_json(tmp_path):
+    """`mixer diff A B --json` was "No such option" while every other command takes `--json`; and with
+    `--format json`, a failure printed only text, so a script parsing stdout broke on it."""
+    first = write_recipe(tmp_path, "name: r\nsources:\n  a: {source: dolly, take: 100}\n", "a.yaml")
+    second = write_recipe(tmp_path, "name: r\nsources:\n  a: {source: dolly, take: 200}\n", "b.yaml")
+    as_json = run_mixer("diff", str(first), str(second), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert as_json.stdout == run_mixer("diff", str(first), str(second), "--format", "json").stdout
+    assert json.loads(as_json.stdout)[0]["composition"]["sources"][0]["changes"] == ["take: 100 → 200"]
+    for flags in (["--json"], ["--format", "json"], ["--format=json"]):
+        missing = run_mixer("diff", str(first), str(tmp_path / "nothere"), *flags)
+        assert missing.returncode == 1
+        assert json.loads(missing.stdout)["error"].endswith("nothere: not a run directory, build output or recipe")
+    both = run_mixer("diff", str(first), str(second), "--json", "--format", "html")
+    assert both.returncode == 1 and "--json and --format html ask for two formats" in both.stderr
+
+
 def test_a_manifest_edited_or_cut_short_is_named_never_a_traceback(tmp_path):
     """diff, stats and runs read manifest.json long after it was written; one cut short by a full disk or
     replaced by another tool's file ended each of them in a KeyError or JSONDecodeError traceback."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import itertools
 import json
 import os
 import signal
@@ -646,11 +647,15 @@ def diff(
     baseline: Annotated[str | None, typer.Option("--baseline", help="Compare every other side to this one.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | markdown | json | html")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
 ) -> None:
     """Composition and benchmark deltas between mixes, with significance and comparability warnings."""
     from mixer import report
     from mixer.diff import compare, load_side
 
+    if as_json and fmt not in ("table", "json"):
+        raise MixerError(f"--json and --format {fmt} ask for two formats", "give one of them")
+    fmt = "json" if as_json else fmt
     if fmt not in ("table", "markdown", "json", "html"):
         raise MixerError(f"unknown format {fmt!r}", "use table, markdown, json or html")
     specs = ([baseline] if baseline else []) + [s for s in sides if s != baseline]
@@ -675,7 +680,9 @@ def diff(
 def _json_failure(detail: dict[str, Any]) -> None:
     """With --json, a failure is JSON on stdout too, so a script reads one shape whatever happened; the text on
     stderr stays for the person watching."""
-    if "--json" in sys.argv[1:]:
+    arguments = sys.argv[1:]
+    format_json = "--format=json" in arguments or ("--format", "json") in itertools.pairwise(arguments)
+    if "--json" in arguments or format_json:
         _print_json({"ok": False, **detail})
 
 
