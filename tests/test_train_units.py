@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -392,3 +393,56 @@ def test_an_interrupted_launch_asks_the_launcher_to_stop_its_workers(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert stopped.read_text() == "SIGTERM"
+
+
+def test_a_runs_diff_shows_the_mixture_and_recipe_it_trained_on_after_the_build_folder_is_rebuilt(tmp_path):
+    """Runs of two recipes that share an output folder: the second build replaced the first's mixture, and
+    `mixer diff` of the two runs read both compositions (and both stages' settings) from the folder, so it showed
+    the same mixture on both sides and no change. Each run now keeps a copy of its mixture's manifest and the
+    recipe as it ran; a DPO stage shows the mixture its SFT model was trained on."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.diff import compare, load_side
+
+    rows = [{"instruction": f"question {i}", "input": "", "output": f"answer {i}"} for i in range(30)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    preferences = REPO / "sources" / "samples" / "ultrafeedback.jsonl"
+    model = (
+        "{init: llama, config: {hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}}"
+    )
+
+    def recipe(name: str, take: int, learning_rate: str) -> Path:
+        text = f"""
+            name: {name}
+            sources:
+              a: {{path: a.jsonl, format: alpaca, take: {take}}}
+            output: {{dir: {tmp_path / "out"}}}
+            stages:
+              - {{name: sft, kind: sft, model: {model}, data: mixture, hyperparameters: {{learning_rate: {learning_rate}}}}}
+              - {{name: dpo, kind: dpo, model: {{stage: sft}}, data: {{path: {preferences}, format: preference, take: 4}}}}
+            """
+        return write_recipe(tmp_path, text, f"{name}.yaml")
+
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    for name, take, rate in (("first", 10, "1.0e-3"), ("second", 20, "2.0e-3")):
+        stages.train_recipe(recipe(name, take, rate), slurm=True, runs_dir=tmp_path / "runs" / name, options=options)
+    for stage in ("sft", "dpo"):
+        comparison = compare(
+            load_side(str(tmp_path / "runs/first" / stage)), load_side(str(tmp_path / "runs/second" / stage))
+        )
+        [source] = comparison.composition.sources
+        assert (source.status, source.a_rows, source.b_rows, source.changes) == ("changed", 10, 20, ["take: 10 → 20"])
+        assert "stages.sft.hyperparameters.learning_rate: 0.001 → 0.002" in comparison.composition.settings
+        assert comparison.metrics.warnings == []
+    older = tmp_path / "runs/first/sft"  # as a run made before the copy was kept
+    (older / "mixture-manifest.json").unlink()
+    first = load_side(str(older))
+    assert (first.counts, first.warnings) == (
+        None,
+        [f"{older}: the mixture it trained on ({tmp_path / 'out'}) was rebuilt since; its composition is not shown"],
+    )
+    assert first.recipe is not None and first.recipe["name"] == "first"
+    recipe_and_run = compare(load_side(str(tmp_path / "second.yaml")), load_side(str(tmp_path / "runs/second/sft")))
+    assert [s.status for s in recipe_and_run.composition.sources] == [
+        "same"
+    ]  # a recipe's unknown counts differ in nothing

@@ -16,7 +16,7 @@ from typing import Any
 
 from mixer.errors import MixerError, RecipeInvalid
 from mixer.inherit import TextReader, read_recipe_document, working_tree_text
-from mixer.outputs import read_manifest, read_run
+from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.redact import redacted
 from mixer.results import Score, run_scores
 
@@ -43,6 +43,7 @@ class Side:
     run: dict[str, Any] | None = None  # run.json of a training stage
     quality: dict[str, Any] | None = None  # build-time numbers: tokens, contamination, overlap, evolve
     pools: dict[str, dict[str, Any]] | None = None  # per source, what selection drew from (see `pool_facts`)
+    warnings: list[str] = field(default_factory=list)  # what cannot be shown of this side, and why
 
 
 def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -137,17 +138,49 @@ def load_side(spec: str) -> Side:
             "give runs/<recipe>/<stage>, out/<recipe>, recipes/x.yaml or recipes/x.yaml@REF",
         )
     run = read_run(path) if (path / "run.json").is_file() else None
-    built = path
-    if run and not (path / "manifest.json").is_file() and (run.get("data") or {}).get("out_dir"):
-        built = Path(run["data"]["out_dir"])
-    manifest = read_manifest(built) if (built / "manifest.json").is_file() else None
-    recipe = manifest["resolved_recipe"] if manifest else None
+    manifest, warnings = run_mixture(path, run) if run else (_manifest_in(path), [])
+    recipe = run["recipe"].get("document") if run else None  # the recipe as the run used it
+    if recipe is None and manifest:
+        recipe = manifest["resolved_recipe"]
     if recipe is None and run and Path(run["recipe"]["path"]).is_file():
         recipe = _recipe_data(Path(run["recipe"]["path"]))
     counts = {n: s["counts"]["written"] for n, s in manifest["sources"].items()} if manifest else None
     pools = {n: pool_facts(s) for n, s in manifest["sources"].items()} if manifest else None
     quality = quality_summary(manifest) if manifest else None
-    return Side(spec, recipe, counts, run_scores(path), run, quality, pools)
+    return Side(spec, recipe, counts, run_scores(path), run, quality, pools, warnings)
+
+
+def _manifest_in(folder: Path) -> dict[str, Any] | None:
+    return read_manifest(folder) if (folder / "manifest.json").is_file() else None
+
+
+def run_mixture(path: Path, run: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """(manifest of the mixture the run's model was trained on, warnings). A run keeps a copy, since the build's
+    folder is rebuilt in place when its recipe changes; a run made before copies were kept reads the folder
+    only while it still holds that build. A stage trained on other data (DPO on preferences) shows the
+    mixture of the stage its model came from."""
+    seen = set()
+    while path not in seen:
+        seen.add(path)
+        if (manifest := _manifest_in(path)) is not None:
+            return manifest, []
+        if (path / MIXTURE_MANIFEST).is_file():
+            return read_manifest(path, MIXTURE_MANIFEST), []
+        data = run.get("data") or {}
+        if data.get("out_dir"):
+            built = Path(data["out_dir"])
+            manifest = _manifest_in(built)
+            trained_on = data.get("build_fingerprint")
+            if manifest is not None and trained_on in (None, manifest.get("build_fingerprint")):
+                return manifest, []
+            now = "was rebuilt since" if manifest is not None else "is gone"
+            return None, [f"{path}: the mixture it trained on ({built}) {now}; its composition is not shown"]
+        parent = run.get("parent_stage")
+        if not isinstance(parent, str) or not (path.parent / parent / "run.json").is_file():
+            break
+        path = path.parent / parent
+        run = read_run(path)
+    return None, []
 
 
 # ---- composition ----
@@ -262,9 +295,8 @@ def compare_composition(a: Side, b: Side) -> Composition:
             changes += _pool_changes(a.pools.get(name) or {}, b.pools.get(name) or {})
         rows_a = a.counts.get(name) if a.counts and in_a else None
         rows_b = b.counts.get(name) if b.counts and in_b else None
-        status = (
-            "added" if not in_a else "removed" if not in_b else "changed" if changes or rows_a != rows_b else "same"
-        )
+        rows_differ = None not in (rows_a, rows_b) and rows_a != rows_b  # unknown counts (a recipe) differ in nothing
+        status = "added" if not in_a else "removed" if not in_b else "changed" if changes or rows_differ else "same"
         rows.append(
             SourceRow(
                 name,
@@ -399,4 +431,6 @@ class Comparison:
 
 
 def compare(a: Side, b: Side) -> Comparison:
-    return Comparison(a.label, b.label, compare_composition(a, b), compare_metrics(a, b))
+    metrics = compare_metrics(a, b)
+    metrics.warnings[:0] = a.warnings + b.warnings
+    return Comparison(a.label, b.label, compare_composition(a, b), metrics)

@@ -23,8 +23,12 @@ MANIFEST_SHAPE: tuple[tuple[str, ...], ...] = (
 RUN_SHAPE: tuple[tuple[str, ...], ...] = (("recipe", "name"), ("recipe", "fingerprint"), ("recipe", "path"))
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    return _read(folder / "manifest.json", MANIFEST_SHAPE, "build it again with `mixer build`")
+# a training stage's copy of the manifest of the mixture it trained on (the build's folder is rebuilt in place)
+MIXTURE_MANIFEST = "mixture-manifest.json"
+
+
+def read_manifest(folder: Path, name: str = "manifest.json") -> dict[str, Any]:
+    return _read(folder / name, MANIFEST_SHAPE, "build it again with `mixer build`")
 
 
 def read_run(folder: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ manifest hash, launcher config, package versions and final metrics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -24,9 +25,10 @@ import yaml
 from mixer.build import Options, build
 from mixer.errors import MixerError
 from mixer.files import replacing, write_atomic_file
-from mixer.hashing import file_sha256, fingerprint
+from mixer.hashing import fingerprint
 from mixer.load import load_pool
 from mixer.mix import select_rows
+from mixer.outputs import MIXTURE_MANIFEST
 from mixer.pipeline import load_rows_recipe
 from mixer.plan import selector_count
 from mixer.recipe import Recipe, StageSpec
@@ -60,20 +62,26 @@ class PreparedStage:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def _mixture_data(recipe: Recipe, options: Options, dry_run: bool) -> tuple[list[str], dict[str, Any]]:
+def _mixture_data(recipe: Recipe, options: Options, dry_run: bool) -> tuple[list[str], dict[str, Any], str | None]:
+    """(shards, provenance, the manifest's text). The run keeps a copy of the manifest: the output folder is
+    rebuilt in place when the recipe changes, and `mixer diff` of this run must still show this mixture."""
     out_dir = Path(recipe.output.dir) if Path(recipe.output.dir).is_absolute() else Path.cwd() / recipe.output.dir
     if dry_run:
-        return [str(out_dir / "data" / "*.parquet")], {"kind": "mixture", "out_dir": str(out_dir)}
+        return [str(out_dir / "data" / "*.parquet")], {"kind": "mixture", "out_dir": str(out_dir)}, None
     result = build(recipe.path, options)
-    manifest = result.out_dir / "manifest.json"
+    manifest = (result.out_dir / "manifest.json").read_bytes()
     files = sorted(str(p) for p in (result.out_dir / "data").glob("*.parquet"))
-    return files, {
-        "kind": "mixture",
-        "out_dir": str(result.out_dir),
-        "manifest_sha256": file_sha256(manifest),
-        "build_fingerprint": result.manifest["build_fingerprint"],
-        "rows": result.manifest["totals"]["rows"],
-    }
+    return (
+        files,
+        {
+            "kind": "mixture",
+            "out_dir": str(result.out_dir),
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            "build_fingerprint": result.manifest["build_fingerprint"],
+            "rows": result.manifest["totals"]["rows"],
+        },
+        manifest.decode("utf-8"),
+    )
 
 
 def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Options, dry_run: bool):
@@ -129,8 +137,9 @@ def prepare_stage(recipe: Recipe, stage: StageSpec, root: Path, options: Options
     run_dir = root / stage.name
     if not dry_run:
         run_dir.mkdir(parents=True, exist_ok=True)
+    mixture_manifest = None
     if stage.data == "mixture":
-        data_files, data_info = _mixture_data(recipe, options, dry_run)
+        data_files, data_info, mixture_manifest = _mixture_data(recipe, options, dry_run)
     else:
         data_files, data_info = _source_data(recipe, stage, run_dir, options, dry_run)
     model = _model(stage, root, run_dir, data_files, stage.hyperparameters.seed, dry_run)
@@ -158,12 +167,15 @@ def prepare_stage(recipe: Recipe, stage: StageSpec, root: Path, options: Options
     accel = accelerate_config(stage.launcher, ds_file)
     files["accelerate.yaml"] = yaml.safe_dump(accel, sort_keys=True)
     files["stage.json"] = json.dumps(asdict(config), indent=2) + "\n"
+    if mixture_manifest is not None:
+        files[MIXTURE_MANIFEST] = mixture_manifest
     command = launch_command(str(run_dir / "accelerate.yaml"), stage.kind, str(run_dir / "stage.json"))
     provenance = {
         "recipe": {
             "name": recipe.name,
             "path": str(recipe.path),
             "fingerprint": fingerprint(redacted(recipe.document)),  # as `mixer runs` computes a build's
+            "document": redacted(recipe.document),  # the recipe as run: the file may be edited after
         },
         "stage": stage.name,
         "kind": stage.kind,
