@@ -399,7 +399,8 @@ def test_a_runs_diff_shows_the_mixture_and_recipe_it_trained_on_after_the_build_
     """Runs of two recipes that share an output folder: the second build replaced the first's mixture, and
     `mixer diff` of the two runs read both compositions (and both stages' settings) from the folder, so it showed
     the same mixture on both sides and no change. Each run now keeps a copy of its mixture's manifest and the
-    recipe as it ran; a DPO stage shows the mixture its SFT model was trained on."""
+    recipe as it ran; a DPO stage shows the mixture its SFT model was trained on. A stage prepared for a cluster
+    that runs after the folder was rebuilt would have trained on the other mixture: it now refuses."""
     import mixer.train.stages as stages
     from mixer.build import Options
     from mixer.diff import compare, load_side
@@ -434,6 +435,14 @@ def test_a_runs_diff_shows_the_mixture_and_recipe_it_trained_on_after_the_build_
         assert (source.status, source.a_rows, source.b_rows, source.changes) == ("changed", 10, 20, ["take: 10 → 20"])
         assert "stages.sft.hyperparameters.learning_rate: 0.001 → 0.002" in comparison.composition.settings
         assert comparison.metrics.warnings == []
+    from mixer.train.common import check_mixture
+    from mixer.train.config import StageConfig
+
+    check_mixture(StageConfig.load(tmp_path / "runs/second/sft/stage.json"))
+    with pytest.raises(
+        SystemExit, match=r"^error: stage sft was prepared on the mixture in .*out, which another build"
+    ):
+        check_mixture(StageConfig.load(tmp_path / "runs/first/sft/stage.json"))  # a cluster job run late
     older = tmp_path / "runs/first/sft"  # as a run made before the copy was kept
     (older / "mixture-manifest.json").unlink()
     first = load_side(str(older))

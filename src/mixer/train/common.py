@@ -7,6 +7,7 @@ end of each epoch, and resume from the newest checkpoint by replaying the same s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -235,4 +236,20 @@ def config_from_argv(argv: list[str] | None = None) -> StageConfig:
 def read_rows(cfg: StageConfig, columns: list[str]) -> list[dict[str, Any]]:
     import polars as pl
 
+    check_mixture(cfg)
     return pl.read_parquet(cfg.data_files, columns=columns).to_dicts()
+
+
+def check_mixture(cfg: StageConfig) -> None:
+    """Refuse to train on a build other than the one the stage was prepared on (and its run.json records)."""
+    if cfg.mixture_manifest is None:
+        return
+    manifest = Path(cfg.mixture_manifest)
+    now = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+    if now != cfg.mixture_manifest_sha256:
+        raise SystemExit(
+            f"error: stage {cfg.name} was prepared on the mixture in {manifest.parent}, which "
+            f"{'another build has replaced' if now else 'is gone'} since\n"
+            "  hint: prepare the stage again (`mixer train RECIPE --slurm`, or without --slurm), which builds its "
+            "mixture again, or give the other recipe its own output.dir"
+        )

@@ -27,6 +27,10 @@ class StageConfig:
     beta: float = 0.1
     reference: str = "model"  # model | precomputed
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    # the build whose shards `data_files` are: a stage prepared for a cluster runs later, by which time another
+    # build may have replaced that folder
+    mixture_manifest: str | None = None
+    mixture_manifest_sha256: str | None = None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")

@@ -158,6 +158,8 @@ def prepare_stage(recipe: Recipe, stage: StageSpec, root: Path, options: Options
         beta=stage.beta,
         reference=stage.reference,
         hyperparameters=hyper,
+        mixture_manifest=str(Path(data_info["out_dir"]) / "manifest.json") if mixture_manifest else None,
+        mixture_manifest_sha256=data_info.get("manifest_sha256"),
     )
     files: dict[str, str] = {}
     ds_file = None
