@@ -450,6 +450,8 @@ def test_a_manifest_edited_or_cut_short_is_named_never_a_traceback(tmp_path):
             assert result.stderr.startswith(f"error: {broken / 'manifest.json'}: {problem}"), result.stderr
         listed = json.loads(run_mixer("runs", str(tmp_path), "--json").stdout)
         assert {r["path"]: r["kind"] for r in listed} == {str(broken): "unreadable", str(good): "build"}
+        table = run_mixer("runs", str(tmp_path), env={"COLUMNS": "400"}).stdout  # why it is unreadable, in the table
+        assert f"│ unreadable │ {broken / 'manifest.json'}: {problem}" in table and "│ build      │ built" in table
         # a rebuild over it is not a no-op, and makes it whole again
         assert build(recipe, Options(progress=False), out=broken).status == "built"
         assert json.loads((broken / "manifest.json").read_text())["totals"]["rows"] == 5

@@ -626,13 +626,14 @@ def runs(
         )
         return
     table = Table(title="runs")
-    for column in ("path", "kind", "recipe", "fingerprint", "rows", "headline metrics"):
+    for column in ("path", "kind", "status", "recipe", "fingerprint", "rows", "headline metrics"):
         table.add_column(column)
     for run in found:
         headline = ", ".join(f"{k} {v:.3g}" for k, v in run["headline"].items())
         table.add_row(
             run["path"],
             run["kind"],
+            run["status"] or "—",  # a failed, interrupted or only prepared run must not read as a finished one
             run["recipe"] or "—",
             (run["fingerprint"] or "—")[:12],
             f"{run['rows']:,}" if run["rows"] is not None else "—",
