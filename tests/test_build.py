@@ -1074,3 +1074,21 @@ def test_where_no_lock_can_be_taken_a_build_runs_and_its_leftovers_are_never_cle
     held.temp.mkdir()
     build(recipe, QUIET, out=tmp_path / "o", force=True)
     assert held.temp.is_dir()  # not judged: it might be a running build's
+
+
+def test_a_build_that_replaces_another_recipes_mixture_says_so(tmp_path):
+    """A recipe copied to try a variant keeps the original's `output.dir`: its build replaced the original's
+    mixture without a word."""
+    alpaca_file(tmp_path / "a.jsonl", 6)
+    text = "name: {name}\nsources:\n  a: {{path: a.jsonl, format: alpaca, take: {take}}}\noutput: {{dir: out}}\n"
+    first = write_recipe(tmp_path, text.format(name="first", take=3), "first.yaml")
+    variant = write_recipe(tmp_path, text.format(name="variant", take=4), "variant.yaml")
+    assert run_mixer("build", str(first), cwd=tmp_path).returncode == 0
+    result = run_mixer("build", str(variant), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"note: {tmp_path / 'out'} held the mixture of recipe 'first' ({first}), which this build replaced; give "
+        "this recipe its own output.dir (or --out) to keep both"
+    )
+    again = json.loads(run_mixer("build", str(variant), "--force", "--json", cwd=tmp_path).stdout)
+    assert (again["status"], again["replaced"]) == ("built", None)  # its own mixture: nothing to say

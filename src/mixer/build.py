@@ -45,6 +45,19 @@ class BuildResult:
     plan: Plan | None
     manifest: dict[str, Any]
     lock: Path | None
+    replaced: str | None = None  # the other recipe whose mixture the folder held, in words
+
+
+def _other_recipes_mixture(out_dir: Path, recipe: Recipe) -> str | None:
+    """Whose mixture a build is about to replace, when it is another recipe's: a copied recipe that kept the
+    original's `output.dir` replaces that mixture, which nothing else would tell."""
+    try:
+        built = read_manifest(out_dir)["recipe"] if (out_dir / "manifest.json").is_file() else None
+    except MixerError:
+        return None
+    if not isinstance(built, dict) or built.get("name") == recipe.name:
+        return None
+    return f"recipe {built.get('name')!r}" + (f" ({built['path']})" if built.get("path") else "")
 
 
 def resolve_inputs(recipe: Recipe, options: Options) -> list[ResolvedSource]:
@@ -147,6 +160,7 @@ def build(
 
     from mixer.pipeline import materialise  # polars and the rest load only when there is work to do
 
+    replaced = _other_recipes_mixture(out_dir, recipe)
     plan, manifest = materialise(recipe, resolved, benchmarks, options, out_dir, build_fp)
     lock_file = None if options.sample else write_lock(recipe.path, lock)
-    return BuildResult("built", out_dir, plan, manifest, lock_file)
+    return BuildResult("built", out_dir, plan, manifest, lock_file, replaced)

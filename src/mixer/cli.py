@@ -420,6 +420,7 @@ def build(
                 "decontamination": _decontam_summary(result.manifest.get("decontamination")),
                 "rows_in_several_sources": _rows_in_several_sources(result.manifest),
                 "report": str(result.out_dir / "report.html"),
+                "replaced": result.replaced,
             }
         )
         return
@@ -440,6 +441,11 @@ def build(
     _print_quality(result.manifest, result.out_dir)
     if result.lock:
         out.print(f"lock: {result.lock}")
+    if result.replaced:
+        out.print(
+            f"note: {result.out_dir} held the mixture of {result.replaced}, which this build replaced; give this "
+            "recipe its own output.dir (or --out) to keep both"
+        )
 
 
 @app.command(cls=PlainFlagsCommand)
