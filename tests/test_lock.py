@@ -91,6 +91,7 @@ class FakeHub:
         self.loaded: list[str] = []
         self.data_files: list[str | None] = []
         self.configs: list[str | None] = []
+        self.splits: list[str | None] = []
         hub = self
 
         def dataset_info(_api, repo_id, revision=None, **_):
@@ -101,6 +102,7 @@ class FakeHub:
             hub.loaded.append(f"{repo_id}@{revision}")
             hub.configs.append(name)
             hub.data_files.append(data_files)
+            hub.splits.append(split)
             chosen = rows(name) if callable(rows) else rows
             return datasets.Dataset.from_list(chosen or alpaca_rows(6, prefix=f"at {revision[:4]}"))
 
@@ -248,6 +250,52 @@ def test_a_moving_revision_is_read_at_one_commit_which_the_lock_pins(tmp_path, m
 
     with pytest.raises(MixerError, match="--refresh"):
         build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", refresh=True), locked=True)
+
+
+def test_a_hub_dataset_named_in_the_recipe_is_read_pinned_and_cached_as_a_registry_entry_is(tmp_path, monkeypatch):
+    """`{hub: org/name, format: ...}`: any dataset on the hub, without a registry entry. Its branch is pinned by
+    the lock; each split has its own cached copy; a data dir's file named after the source comes first."""
+    chats = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(8)
+    ]
+    hub = FakeHub(monkeypatch, COMMIT_A, rows=chats)
+    text = """
+        name: own
+        sources:
+          robots: {hub: HuggingFaceH4/no_robots, format: messages, take: 5}
+          held_out: {hub: {id: HuggingFaceH4/no_robots, split: test}, format: messages, take: all}
+        """
+    recipe = write_recipe(tmp_path, text)
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    result = build(recipe, options, out=tmp_path / "o")
+    assert {n: s["counts"]["written"] for n, s in result.manifest["sources"].items()} == {"robots": 5, "held_out": 8}
+    assert (hub.splits, hub.loaded) == (["train", "test"], [f"HuggingFaceH4/no_robots@{COMMIT_A}"] * 2)
+    locked = json.loads(recipe.with_suffix(".lock").read_text())["sources"]["robots"]
+    assert {k: locked[k] for k in ("registry", "hub", "origin", "revision")} == {
+        "registry": None,
+        "hub": "HuggingFaceH4/no_robots",
+        "origin": "hub",
+        "revision": COMMIT_A,
+    }
+    assert locked["files"][0]["path"] == f"hub:HuggingFaceH4/no_robots@{COMMIT_A}"
+
+    hub.commit = COMMIT_B  # main moves on; offline, the pinned and cached copies still build
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert build(recipe, options, out=tmp_path / "o", force=True).status == "built"
+    assert len(hub.resolved) == 2 and len(hub.loaded) == 2
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    # another repository under the same source name is not read at the commit the lock holds for the first
+    write_recipe(tmp_path, text.replace("robots: {hub: HuggingFaceH4/no_robots", "robots: {hub: org/other"))
+    build(recipe, options, out=tmp_path / "o")
+    assert hub.resolved[-1] == "org/other@main" and hub.loaded[-1] == f"org/other@{COMMIT_B}"
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "robots.jsonl").write_text("".join(json.dumps(chat) + "\n" for chat in chats[:6]))
+    result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", data_dir=data), out=tmp_path / "o")
+    assert result.manifest["sources"]["robots"]["origin"] == "data_dir" and len(hub.loaded) == 3
 
 
 def test_offline_without_a_lock_reads_the_commit_last_resolved_here(tmp_path, monkeypatch):

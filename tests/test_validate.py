@@ -108,6 +108,19 @@ def test_json_output(tmp_path):
         ("sources:\n  a: {path: x.jsonl, format: alpacca, take: 1}\n", (3, 30, "unknown format 'alpacca'")),
         ("sources:\n  a: {path: missing.jsonl, format: alpaca, take: 1}\n", (3, 13, "no file matches 'missing.jsonl'")),
         ("sources:\n  a: {path: shards/, format: alpaca, take: 1}\n", (3, 13, "'shards/' is a directory")),
+        ("sources:\n  a: {hub: org/name, take: 1}\n", (3, 7, "inline source 'a' needs `format:`")),
+        (
+            "sources:\n  a: {hub: org/name, source: dolly, take: 1}\n",
+            (3, 7, "`hub:` and `source:` both say where the rows of 'a' come from"),
+        ),
+        (
+            "sources:\n  a: {hub: no_robots, format: messages, take: 1}\n",
+            (3, 12, "sources.a.hub: 'no_robots' is not a hub dataset id"),
+        ),
+        (
+            "sources:\n  a: {hub: {id: 'org name', split: test}, format: messages, take: 1}\n",
+            (3, 17, "sources.a.hub.id: 'org name' is not a hub dataset id"),
+        ),
         (
             "sources:\n  a: {source: dolly, take: 1}\n  a: {source: cot, take: 1}\n",
             (4, 3, "duplicate key 'a' (first defined at line 3)"),

@@ -27,7 +27,7 @@ def lock_path(recipe_path: Path) -> Path:
 
 def locked_revisions(recipe: Recipe) -> dict[str, str]:
     """Source name → revision recorded in the recipe's lock, for sources that still name the same registry
-    entry (none when there is no readable lock)."""
+    entry or hub dataset (none when there is no readable lock)."""
     try:
         lock = json.loads(lock_path(recipe.path).read_text(encoding="utf-8"))["sources"]
         return {
@@ -35,6 +35,7 @@ def locked_revisions(recipe: Recipe) -> dict[str, str]:
             for spec in recipe.base_sources
             if spec.name in lock
             and lock[spec.name].get("registry") == spec.registry
+            and lock[spec.name].get("hub") == (spec.hub.id if spec.hub else None)
             and isinstance(lock[spec.name].get("revision"), str)
         }
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -65,6 +66,7 @@ def lock_content(
         "sources": {
             r.spec.name: {
                 "registry": r.spec.registry,
+                **({"hub": r.spec.hub.id} if r.spec.hub else {}),  # a recipe's own hub dataset
                 "format": r.format,
                 "origin": r.origin,
                 "revision": r.revision,

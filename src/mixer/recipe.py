@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mixer.registry import HubRef
 from mixer.yamlpos import Located
 
 SelectorMode = Literal["take", "all", "fraction", "weight"]
@@ -46,6 +47,7 @@ class SourceSpec:
     filters: Filters
     on_error: str | None
     evolved: str | None = None  # name of the evolve block whose output this source mixes in
+    hub: HubRef | None = None  # a hub dataset named in the recipe itself, not through the registry
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,21 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+def hub_ref(value: str | dict[str, Any]) -> HubRef:
+    """`hub: org/name` or `org/name@revision`, or the mapping {id, revision, split, config, data_files}. A
+    revision left out is `main`, which the lock pins to the commit first read, as for registry entries."""
+    if isinstance(value, str):
+        repo, _, revision = value.partition("@")
+        return HubRef(repo, revision or "main")
+    return HubRef(
+        value["id"],
+        str(value.get("revision") or "main"),
+        value.get("split") or "train",
+        value.get("config"),
+        data_files=value.get("data_files"),
+    )
+
+
 def source_spec(name: str, spec: dict[str, Any]) -> SourceSpec:
     return SourceSpec(
         name=name,
@@ -264,6 +281,7 @@ def source_spec(name: str, spec: dict[str, Any]) -> SourceSpec:
         ),
         on_error=spec.get("on_error"),
         evolved=spec.get("evolved"),
+        hub=hub_ref(spec["hub"]) if spec.get("hub") else None,
     )
 
 

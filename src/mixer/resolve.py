@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import os
 import re
 import socket
@@ -256,8 +258,9 @@ def _local_files(
         if not labelled:
             raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
         return "path", labelled
-    if entry is not None and data_dir is not None:
-        files = _from_data_dir(entry.name, data_dir)
+    named = entry.name if entry is not None else spec.name if spec.hub is not None else None
+    if named is not None and data_dir is not None:
+        files = _from_data_dir(named, data_dir)
         if files:
             return "data_dir", [(f, _under(data_dir, f, "data-dir:")) for f in files]
     return None
@@ -280,7 +283,8 @@ def resolve_source(
     entry = load_registry().get(spec.registry) if spec.registry else None
     fmt = spec.format or (entry.format if entry else None)
     assert fmt is not None, "validated recipes name a format"
-    revision, license_ = (entry.hub.revision if entry and entry.hub else None), (entry.license if entry else "unknown")
+    hub = spec.hub or (entry.hub if entry else None)
+    revision, license_ = (hub.revision if hub else None), (entry.license if entry else "unknown")
     if located is not None and spec.name in located:
         local = located[spec.name]
     else:
@@ -289,17 +293,26 @@ def resolve_source(
         origin, labelled = local
         pinned = {"sample": "bundled-sample", "path": None, "data_dir": revision}[origin]
         return ResolvedSource(spec, entry, fmt, origin, input_files(labelled, hashes), pinned, license_)
-    assert entry is not None
-    hint = offline_hint([data_file_name(entry)])
-    if entry.hub is None:
-        raise MixerError(f"sources.{spec.name}: no local data for {entry.name!r} and no hub location", hint)
+    assert entry is not None or spec.hub is not None
+    data_file = data_file_name(entry) if entry else f"{spec.name}.jsonl"
+    hint = offline_hint([data_file])
+    if hub is None:
+        raise MixerError(f"sources.{spec.name}: no local data for {spec.registry!r} and no hub location", hint)
+    key = entry.name if entry else hub_cache_key(hub)
     try:
-        path, commit = read_from_hub(entry.name, entry.hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
+        path, commit = read_from_hub(key, hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
     except HubUnavailable as failure:
-        raise Unsupplied(failure, data_file_name(entry), hint) from None
-    labelled = [(path, f"hub:{entry.hub.id}@{commit}")]
-    fmt = spec.format or entry.hub.format or fmt
+        raise Unsupplied(failure, data_file, hint) from None
+    labelled = [(path, f"hub:{hub.id}@{commit}")]
+    fmt = spec.format or hub.format or fmt
     return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
+
+
+def hub_cache_key(hub: HubRef) -> str:
+    """Where a recipe's own hub dataset is kept in the cache: apart from registry entries (named by the entry)
+    and from other splits, configs or files of the same repository."""
+    reading = json.dumps([hub.split, hub.config, list(hub.configs), hub.data_files])
+    return f"hub--{hub.id.replace('/', '--')}--{hashlib.sha256(reading.encode()).hexdigest()[:12]}"
 
 
 def _locate(recipe: Recipe, data_dir: Path | None, sample: bool) -> dict[str, LocalFiles | None]:

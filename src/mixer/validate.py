@@ -146,6 +146,9 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                 message = f"{error.instance!r} {EXCLUSIVE_BOUNDS[error.validator]} {error.validator_value!r}"
             if len(path) == 3 and path[0] == "sources" and path[2] in SELECTORS:
                 hint = _selector_bound_hint(str(path[2]), error.validator)
+        elif error.validator == "pattern" and path and path[-1] in ("hub", "id"):
+            message = f"{error.instance!r} is not a hub dataset id"
+            hint = "write it as on the Hugging Face Hub, `org/name` (`hub:` also takes `org/name@revision`)"
         elif error.validator == "type" and error.validator_value == "string" and _one_pair(error.instance):
             ((key, value),) = error.instance.items()
             text = json.dumps(f"{key}: {value}" if value is not None else f"{key}:", ensure_ascii=False)
@@ -243,9 +246,23 @@ def _check_source(
                     did_you_mean(spec["source"], list(registry)) or "run `mixer sources` to list the registry",
                 )
             )
-    elif "path" not in spec:
+    elif "path" not in spec and "hub" not in spec:
         problems.append(
-            located.diag(path, f"source {name!r} needs `source:` (a registry entry) or `path:` + `format:`", key=True)
+            located.diag(
+                path,
+                f"source {name!r} needs `source:` (a registry entry), `path:` + `format:` or `hub:` + `format:`",
+                key=True,
+            )
+        )
+    if "hub" in spec and (others := [k for k in ("source", "path") if k in spec]):
+        problems.append(
+            located.diag(
+                (*path, "hub"),
+                f"`hub:` and `{others[0]}:` both say where the rows of {name!r} come from",
+                "keep one: `hub:` reads the dataset from the Hugging Face Hub, `path:` local files, `source:` a "
+                "registry entry",
+                key=True,
+            )
         )
     fmt = spec.get("format") or (entry.format if entry else None)
     if "format" in spec and spec["format"] not in FORMATS:
@@ -257,10 +274,14 @@ def _check_source(
             )
         )
         fmt = None
-    elif "path" in spec and "source" not in spec and "format" not in spec:
+    elif (
+        (inline := next((k for k in ("path", "hub") if k in spec), None))
+        and "source" not in spec
+        and "format" not in spec
+    ):
         problems.append(
             located.diag(
-                (*path, "path"), f"inline source {name!r} needs `format:`", f"one of: {', '.join(FORMATS)}", key=True
+                (*path, inline), f"inline source {name!r} needs `format:`", f"one of: {', '.join(FORMATS)}", key=True
             )
         )
     if fmt:

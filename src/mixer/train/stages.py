@@ -31,7 +31,7 @@ from mixer.mix import select_rows
 from mixer.outputs import MIXTURE_MANIFEST
 from mixer.pipeline import load_rows_recipe
 from mixer.plan import selector_count
-from mixer.recipe import Recipe, StageSpec
+from mixer.recipe import Recipe, SourceSpec, StageSpec
 from mixer.redact import redacted
 from mixer.resolve import resolve_source
 from mixer.train.config import StageConfig, final_model
@@ -84,11 +84,16 @@ def _mixture_data(recipe: Recipe, options: Options, dry_run: bool) -> tuple[list
     )
 
 
+def _named(source: SourceSpec) -> str | list[str]:
+    """A stage's own data, as run.json records it: registry entry, hub dataset or files."""
+    return source.registry or (f"hub:{source.hub.id}" if source.hub else list(source.paths))
+
+
 def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Options, dry_run: bool):
     target = run_dir / "data" / "train.parquet"
     source = stage.data
     if dry_run:
-        return [str(target)], {"kind": "source", "source": source.registry or list(source.paths)}
+        return [str(target)], {"kind": "source", "source": _named(source)}
     resolved = resolve_source(
         source,
         recipe.base_dir,
@@ -106,7 +111,7 @@ def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Optio
         rows.write_parquet(partial)
     return [str(target)], {
         "kind": "source",
-        "source": source.registry or list(source.paths),
+        "source": _named(source),
         "files": [f.to_json() for f in resolved.files],
         "rows": rows.height,
         "counts": pool.counts,
