@@ -209,11 +209,11 @@ def test_sources_failing_for_different_reasons_keep_each_reason_on_its_line():
     offline = mixer.resolve.HubUnavailable("sources.a", "x/a@main", "OSError: offline mode", "h")
     missing = mixer.resolve.HubUnavailable("sources.b", "x/b@main", "HTTPError: 404", "h")
     failures = [
-        mixer.resolve.Unsupplied(offline, "a.jsonl", "h"),
+        mixer.resolve.Unsupplied(offline, "a.jsonl", "h", sampled=True),
         MixerError("sources.c: no file matches ['c/*.jsonl']"),
-        mixer.resolve.Unsupplied(missing, "b.tsv", "h"),
+        mixer.resolve.Unsupplied(missing, "b.tsv", "h", sampled=True),
     ]
-    error = mixer.resolve.unsupplied_at_once(failures, "sources", mixer.resolve.offline_hint)
+    error = mixer.resolve.unsupplied_at_once(failures, "sources", mixer.resolve.sources_hint)
     assert error.message.splitlines() == [
         "3 sources cannot be read:",
         "  sources.a: x/a@main (OSError: offline mode)",
@@ -284,6 +284,14 @@ def test_a_hub_dataset_named_in_the_recipe_is_read_pinned_and_cached_as_a_regist
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert build(recipe, options, out=tmp_path / "o", force=True).status == "built"
     assert len(hub.resolved) == 2 and len(hub.loaded) == 2
+    with pytest.raises(MixerError) as unread:  # nothing cached: no bundled sample to offer either
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "empty", sample=True), out=tmp_path / "s")
+    assert unread.value.message.startswith("2 sources cannot be read")
+    assert (unread.value.hint or "").endswith(
+        "put them in one folder as robots.jsonl, held_out.jsonl (.jsonl, .json, "
+        ".parquet, .csv or .tsv, text gzipped or not; or a folder of such files named after the source), then pass "
+        "--data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe"
+    )
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
     # another repository under the same source name is not read at the commit the lock holds for the first

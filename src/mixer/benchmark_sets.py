@@ -159,8 +159,8 @@ def _hint(names: list[str]) -> str:
     )
 
 
-def _hint_for_files(files: list[str]) -> str:
-    return _hint([file.removesuffix(".jsonl") for file in files])
+def _hint_for_files(failures: list[Unsupplied]) -> str:
+    return _hint([failure.data_file.removesuffix(".jsonl") for failure in failures])
 
 
 def _hub_of(spec: BenchmarkSpec) -> HubRef:

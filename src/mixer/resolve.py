@@ -225,9 +225,10 @@ class Unsupplied(HubUnavailable):
     """A source or benchmark with no local file that the hub cannot supply either; `data_file` is the name
     `--data-dir` would find it by."""
 
-    def __init__(self, failure: HubUnavailable, data_file: str, hint: str):
+    def __init__(self, failure: HubUnavailable, data_file: str, hint: str, sampled: bool = False):
         super().__init__(failure.what, failure.ref, failure.reason, hint)
         self.data_file = data_file
+        self.sampled = sampled  # a registry entry, which `--sample` reads from its bundled sample
 
 
 def data_file_name(entry: RegistryEntry) -> str:
@@ -236,15 +237,21 @@ def data_file_name(entry: RegistryEntry) -> str:
     return f"{entry.name}{entry.sample.suffix}"
 
 
-def offline_hint(files: list[str]) -> str:
+def offline_hint(files: list[str], sampled: bool = True) -> str:
+    """`sampled`: every source named has a bundled sample, so `--sample` is a way out (a recipe's own hub
+    dataset has none)."""
     one = len(files) == 1
     where = f"put it at <data dir>/{files[0]}" if one else f"put them in one folder as {', '.join(files)}"
     return (
         f"download {'it' if one else 'them'} elsewhere and {where} (.jsonl, .json, .parquet, .csv or .tsv, text "
         f"gzipped or not; or a folder of such files named after the source), then pass --data-dir DIR or set "
-        f"MIXER_DATA_DIR; or give `path:` in the recipe; or build with --sample to use the bundled "
-        f"sample{'' if one else 's'}"
+        f"MIXER_DATA_DIR; or give `path:` in the recipe"
+        + (f"; or build with --sample to use the bundled sample{'' if one else 's'}" if sampled else "")
     )
+
+
+def sources_hint(failures: list[Unsupplied]) -> str:
+    return offline_hint([f.data_file for f in failures], all(f.sampled for f in failures))
 
 
 def _local_files(
@@ -295,14 +302,14 @@ def resolve_source(
         return ResolvedSource(spec, entry, fmt, origin, input_files(labelled, hashes), pinned, license_)
     assert entry is not None or spec.hub is not None
     data_file = data_file_name(entry) if entry else f"{spec.name}.jsonl"
-    hint = offline_hint([data_file])
+    hint = offline_hint([data_file], sampled=entry is not None)
     if hub is None:
         raise MixerError(f"sources.{spec.name}: no local data for {spec.registry!r} and no hub location", hint)
     key = entry.name if entry else hub_cache_key(hub)
     try:
         path, commit = read_from_hub(key, hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
     except HubUnavailable as failure:
-        raise Unsupplied(failure, data_file, hint) from None
+        raise Unsupplied(failure, data_file, hint, sampled=entry is not None) from None
     labelled = [(path, f"hub:{hub.id}@{commit}")]
     fmt = spec.format or hub.format or fmt
     return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
@@ -370,14 +377,14 @@ def resolve_recipe(
             unavailable.append(exc)
     hashes.save()
     if unavailable:
-        raise unavailable[0] if len(unavailable) == 1 else unsupplied_at_once(unavailable, "sources", offline_hint)
+        raise unavailable[0] if len(unavailable) == 1 else unsupplied_at_once(unavailable, "sources", sources_hint)
     return resolved
 
 
-def unsupplied_at_once(failures: list[MixerError], noun: str, hint: Callable[[list[str]], str]) -> MixerError:
+def unsupplied_at_once(failures: list[MixerError], noun: str, hint: Callable[[list[Unsupplied]], str]) -> MixerError:
     """Every source (or benchmark) that cannot be read, in one error: offline, a recipe of eleven hub sources
     otherwise takes eleven runs to learn which files to supply. A reason all of them share (no network) is said
-    once; `hint` is given the file names to supply."""
+    once; `hint` is given the ones a file would supply."""
     unsupplied = [f for f in failures if isinstance(f, Unsupplied)]
     reasons = {f.reason for f in unsupplied}
     shared = reasons.pop() if len(unsupplied) == len(failures) and len(reasons) == 1 else None
@@ -390,5 +397,5 @@ def unsupplied_at_once(failures: list[MixerError], noun: str, hint: Callable[[li
     heading = f"{len(failures)} {noun} cannot be read" + (f"; the hub cannot supply them ({shared})" if shared else "")
     return MixerError(
         heading + ":\n" + "\n".join(f"  {line}" for line in lines),
-        hint([f.data_file for f in unsupplied]) if unsupplied else None,
+        hint(unsupplied) if unsupplied else None,
     )
