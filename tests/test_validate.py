@@ -117,6 +117,10 @@ def test_json_output(tmp_path):
             "sources:\n  a: {hub: no_robots, format: messages, take: 1}\n",
             (3, 12, "sources.a.hub: 'no_robots' is not a hub dataset id"),
         ),
+        (  # a key of a mapping inside a oneOf is named as any unknown key is
+            "sources:\n  a: {hub: {id: org/name, bogus: 1}, format: messages, take: 1}\n",
+            (3, 27, "unknown key 'bogus' in 'hub'"),
+        ),
         (
             "sources:\n  a: {hub: {id: 'org name', split: test}, format: messages, take: 1}\n",
             (3, 17, "sources.a.hub.id: 'org name' is not a hub dataset id"),

@@ -97,7 +97,9 @@ def _closest_branch(error: ValidationError) -> ValidationError:
 def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagnostic]:
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
-    for error in validator.iter_errors(located.data):
+    for found in validator.iter_errors(located.data):
+        # a value that fits no branch of a oneOf is told what is wrong in the branch it comes closest to
+        error = _closest_branch(found) if found.validator in ("anyOf", "oneOf") and found.context else found
         path = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = list(error.schema.get("properties", {}))
@@ -131,9 +133,6 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                 )
             )
             continue
-        if error.validator in ("anyOf", "oneOf") and error.context:
-            error = _closest_branch(error)
-            path = tuple(error.absolute_path)
         message = error.message
         hint = None
         if error.validator == "enum":
