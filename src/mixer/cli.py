@@ -544,7 +544,7 @@ def sources(as_json: JsonFlag = False) -> None:
             f"{entry.hub.id}@{entry.hub.revision}" if entry.hub else "",
         )
     out.print(table)
-    formats = Table(title="formats (for inline `path:` sources)")
+    formats = Table(title="formats (for inline `path:` and `hub:` sources)")
     formats.add_column("format")
     formats.add_column("fields")
     for fmt in FORMATS:
