@@ -196,6 +196,13 @@ def test_results_add_takes_an_lm_eval_output_folder_with_one_results_file(tmp_pa
     with pytest.raises(MixerError) as none:
         add_results(run, [tmp_path / "empty"])
     assert none.value.message == f"{tmp_path / 'empty'}: a folder with 0 lm-eval results files"
+    assert none.value.hint.startswith("pass the results file of this run")
+    with pytest.raises(MixerError) as renamed:  # results files kept under names of their own
+        add_results(run, [shared_data / "lm_eval"])
+    assert renamed.value.hint == (
+        "it holds 3 other JSON file(s) (model_a_0shot.json, model_a_3shot.json, model_b_0shot.json): pass the one "
+        "of this run"
+    )
     again = add_results(run, [run / "results" / "results_2026-11-29T10-00-00.json"])  # a file already there
     assert len(again) == 6
 

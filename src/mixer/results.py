@@ -271,11 +271,17 @@ def results_in(path: Path) -> Path:
     found = sorted(path.rglob("results*.json"))
     if len(found) == 1:
         return found[0]
-    shown = ", ".join(str(f.relative_to(path)) for f in found[:5]) + (" ..." if len(found) > 5 else "")
+    hint = "pass the results file of this run (lm-eval writes one per run: OUTPUT/<model>/results_<time>.json)"
+    if not found and (others := sorted(path.rglob("*.json"))):  # results files renamed, or several runs' kept
+        hint = f"it holds {len(others)} other JSON file(s) ({_listed(others, path)}): pass the one of this run"
     raise MixerError(
-        f"{path}: a folder with {len(found)} lm-eval results files" + (f" ({shown})" if found else ""),
-        "pass the results file of this run (lm-eval writes one per run: OUTPUT/<model>/results_<time>.json)",
+        f"{path}: a folder with {len(found)} lm-eval results files" + (f" ({_listed(found, path)})" if found else ""),
+        hint,
     )
+
+
+def _listed(files: list[Path], folder: Path, most: int = 5) -> str:
+    return ", ".join(str(f.relative_to(folder)) for f in files[:most]) + (" ..." if len(files) > most else "")
 
 
 def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> list[Score]:
