@@ -168,12 +168,14 @@ def test_a_source_left_with_no_rows_is_named_with_the_step_that_took_them(tmp_pa
         sources:
           short: {path: a.jsonl, format: alpaca, take: all, max_chars: 5}
           kept: {path: a.jsonl, format: alpaca, take: all}
+          seeds_only: {path: a.jsonl, format: alpaca, take: 0}
         """,
     )
     result = run_mixer("plan", str(recipe))
     assert result.returncode == 0, result.stderr
     assert "note: source 'short' contributes no rows: 3 read, removed by max_chars 3" in result.stderr
     assert "'kept'" not in result.stderr
+    assert "'seeds_only'" not in result.stderr  # `take: 0` asks for none (an evolve block's seed pool): no news
 
 
 def test_weights_that_fall_short_of_the_total_are_pointed_out(tmp_path):

@@ -226,7 +226,7 @@ def _print_empty_sources(plan) -> None:
     """A source that contributes nothing is most often a filter that matches nothing (`lang: [EN]`), which a
     table row of zeros hides among the others: say which step took its rows."""
     for s in plan.sources:
-        if s.selected:
+        if s.selected or s.selector == "take: 0":  # a seed pool for an evolve block gives no rows by design
             continue
         removed = [f"{step} {n:,}" for step, n in s.counts.items() if step != "read" and n]
         why = f": {s.counts.get('read', 0):,} read, removed by " + ", ".join(removed) if removed else ""
