@@ -1092,3 +1092,36 @@ def test_a_build_that_replaces_another_recipes_mixture_says_so(tmp_path):
     )
     again = json.loads(run_mixer("build", str(variant), "--force", "--json", cwd=tmp_path).stdout)
     assert (again["status"], again["replaced"]) == ("built", None)  # its own mixture: nothing to say
+
+
+def test_a_source_can_name_its_license_which_the_card_and_each_row_carry(tmp_path):
+    """An inline source's license was always "unknown" in the dataset card, its YAML header and every row's
+    `meta.license`, so a card published with one's own data said nothing of its terms."""
+    alpaca_file(tmp_path / "a.jsonl", 4)
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          mine: {path: a.jsonl, format: alpaca, take: all, license: cc-by-4.0}
+          dolly: {source: dolly, take: 2, license: cc-by-sa-3.0-relicensed}
+        """,
+    )
+    result = build(recipe, Options(progress=False, sample=True), out=tmp_path / "o")
+    rows = pl.read_parquet(tmp_path / "o" / "data")
+    licenses = rows.select(pl.col("dataset"), pl.col("meta").struct.field("license")).unique().sort("dataset")
+    assert licenses.rows() == [("dolly", "cc-by-sa-3.0-relicensed"), ("mine", "cc-by-4.0")]
+    assert {n: s["license"] for n, s in result.manifest["sources"].items()} == {
+        "mine": "cc-by-4.0",
+        "dolly": "cc-by-sa-3.0-relicensed",
+    }
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "| mine | alpaca | path | cc-by-4.0 |" in card and "license: other" in card
+    evolved = write_recipe(
+        tmp_path,
+        "sources:\n  s: {source: dolly, take: 1}\n  e: {evolved: b, take: all, license: mit}\n"
+        "evolve:\n  b: {from: s, teacher: {model: gpt-4o-mini}}\n",
+        "evolved.yaml",
+    )
+    with pytest.raises(RecipeInvalid, match="'license' does not apply to an evolved source"):
+        build(evolved, Options(progress=False, sample=True), out=tmp_path / "e")

@@ -48,6 +48,7 @@ class SourceSpec:
     on_error: str | None
     evolved: str | None = None  # name of the evolve block whose output this source mixes in
     hub: HubRef | None = None  # a hub dataset named in the recipe itself, not through the registry
+    license: str | None = None  # the recipe's word for the source's license (a registry entry has its own)
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ def source_spec(name: str, spec: dict[str, Any]) -> SourceSpec:
         on_error=spec.get("on_error"),
         evolved=spec.get("evolved"),
         hub=hub_ref(spec["hub"]) if spec.get("hub") else None,
+        license=spec.get("license"),
     )
 
 

@@ -291,7 +291,7 @@ def resolve_source(
     fmt = spec.format or (entry.format if entry else None)
     assert fmt is not None, "validated recipes name a format"
     hub = spec.hub or (entry.hub if entry else None)
-    revision, license_ = (hub.revision if hub else None), (entry.license if entry else "unknown")
+    revision, license_ = (hub.revision if hub else None), spec.license or (entry.license if entry else "unknown")
     if located is not None and spec.name in located:
         local = located[spec.name]
     else:

@@ -418,7 +418,7 @@ def _check_evolved_source(located: Located, name: str, spec: dict, path: tuple) 
                 did_you_mean(spec["evolved"], list(blocks)) or "define it under evolve:",
             )
         )
-    for key in ("source", "path", "format", "fields", "options", "lang"):
+    for key in ("source", "path", "hub", "format", "fields", "options", "lang", "license"):
         if key in spec:
             problems.append(
                 located.diag((*path, key), f"{key!r} does not apply to an evolved source", f"delete {key!r}", key=True)
