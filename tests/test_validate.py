@@ -79,6 +79,27 @@ def test_bundled_recipes_are_valid():
     assert result.returncode == 0, result.stderr
 
 
+def test_every_key_of_the_recipe_schema_is_in_the_recipe_reference():
+    """docs/recipes.md is the reference "every key with an example": a key added to the schema without a line
+    there (a source's `license`, until this test) is one a user cannot find."""
+    schema = json.loads((REPO / "schemas" / "recipe.schema.json").read_text(encoding="utf-8"))
+    reference = (REPO / "docs" / "recipes.md").read_text(encoding="utf-8")
+    keys: set[str] = set()
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            keys.update(node.get("properties") or {})
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(schema)
+    assert len(keys) > 60
+    assert sorted(k for k in keys if f"`{k}`" not in reference and f"{k}:" not in reference) == []
+
+
 def test_json_output(tmp_path):
     recipe = write_recipe(tmp_path, "name: x\nsources:\n  a: {source: dolly}\n")
     result = run_mixer("validate", "--json", str(recipe))
