@@ -306,6 +306,27 @@ def test_a_hub_dataset_named_in_the_recipe_is_read_pinned_and_cached_as_a_regist
     assert result.manifest["sources"]["robots"]["origin"] == "data_dir" and len(hub.loaded) == 3
 
 
+def test_a_split_the_hub_dataset_lacks_is_the_recipes_to_fix_not_the_networks(tmp_path, monkeypatch):
+    """`datasets` refuses a split or config the dataset does not have; the hint was to download the file
+    elsewhere, as for no network."""
+    FakeHub(monkeypatch, COMMIT_A)
+
+    def load_dataset(repo_id, split=None, **_):
+        raise ValueError(f"Unknown split \"{split}\". Should be one of ['train_sft', 'test_sft'].")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  r: {hub: org/chats, format: messages, take: 5}\n")
+    with pytest.raises(MixerError) as failed:
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o")
+    assert failed.value.message == (
+        'sources.r: cannot load org/chats@main from the hub (ValueError: Unknown split "train". Should be one of '
+        "['train_sft', 'test_sft'].)"
+    )
+    assert failed.value.hint == (
+        "name a split (and config) the dataset has, listed above: hub: {id: org/chats, split: ..., config: ...}"
+    )
+
+
 def test_offline_without_a_lock_reads_the_commit_last_resolved_here(tmp_path, monkeypatch):
     hub = FakeHub(monkeypatch, COMMIT_A)
     options = Options(progress=False, cache_dir=tmp_path / "cache", sample=False)

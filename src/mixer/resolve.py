@@ -29,6 +29,8 @@ from mixer.registry import HubRef, RegistryEntry, load_registry
 from mixer.validate import expand_paths
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
+# how `datasets` refuses a split or config the dataset lacks (its message lists the ones it has)
+NO_SUCH_PART = re.compile(r"Unknown split|Bad split|Config name is missing|BuilderConfig '.*' not found")
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,11 @@ def resolve_source(
     try:
         path, commit = read_from_hub(key, hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
     except HubUnavailable as failure:
+        if spec.hub is not None and NO_SUCH_PART.search(failure.reason):  # the recipe's to fix, not the network's
+            fix = f"hub: {{id: {hub.id}, split: ..., config: ...}}"
+            raise MixerError(
+                failure.message, f"name a split (and config) the dataset has, listed above: {fix}"
+            ) from None
         raise Unsupplied(failure, data_file, hint, sampled=entry is not None) from None
     labelled = [(path, f"hub:{hub.id}@{commit}")]
     fmt = spec.format or hub.format or fmt
