@@ -267,7 +267,7 @@ def _local_files(
         if not labelled:
             raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
         return "path", labelled
-    named = entry.name if entry is not None else spec.name if spec.hub is not None else None
+    named = entry.name if entry is not None else (spec.name if spec.hub is not None else None)
     if named is not None and data_dir is not None:
         files = _from_data_dir(named, data_dir)
         if files:
