@@ -200,6 +200,32 @@ def test_weights_that_fall_short_of_the_total_are_pointed_out(tmp_path):
     assert "weights add up" not in run_mixer("plan", str(recipe)).stderr
 
 
+def test_a_total_that_is_not_the_mixtures_size_is_pointed_out(tmp_path):
+    """`mixture.total: 3000` beside take sources built 4,915 rows: the total is what weighted sources share.
+    Without any weight it does nothing at all."""
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"question {i}", "output": "an answer"}) + "\n" for i in range(20))
+    )
+    body = (
+        "name: w\nsources:\n  a: {path: a.jsonl, format: alpaca, %s}\n  b: {path: a.jsonl, format: alpaca, take: 4}\n"
+    )
+    mixed = write_recipe(tmp_path, body % "weight: 0.5" + "mixture: {total: 10}\n", "mixed.yaml")
+    for arguments in (["plan", str(mixed)], ["build", str(mixed), "--out", str(tmp_path / "o")]):
+        result = run_mixer(*arguments)
+        assert result.returncode == 0, result.stderr
+        assert (
+            "note: mixture.total (10) is what the 1 weighted source(s) share; the 1 with take or fraction add their "
+            "own rows, so the mixture has 9"
+        ) in result.stderr, arguments[0]
+    unused = write_recipe(tmp_path, body % "take: 3" + "mixture: {total: 10}\n", "unused.yaml")
+    assert (
+        "note: mixture.total (10) is not used: it is what sources with a `weight` share, and none has one"
+        in run_mixer("plan", str(unused)).stderr
+    )
+    fine = write_recipe(tmp_path, body % "take: 3", "fine.yaml")
+    assert "mixture.total" not in run_mixer("plan", str(fine)).stderr
+
+
 def test_with_json_a_failure_is_json_on_stdout_too(tmp_path):
     """A script that asked for --json reads stdout: a failure there too, with the text still on stderr."""
     bad = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1, fraction: 2}\n")

@@ -214,12 +214,12 @@ def _plan_table(plan) -> Table:
     return table
 
 
-def _print_weights_note(document: dict) -> None:
-    from mixer.plan import weights_short_of_total
+def _print_weights_note(document: dict, rows: int) -> None:
+    from mixer.plan import total_is_not_the_mixture, weights_short_of_total
 
-    note = weights_short_of_total(document)
-    if note:
-        err.print(f"note: {note}", style="yellow", markup=False)
+    for note in (weights_short_of_total(document), total_is_not_the_mixture(document, rows)):
+        if note:
+            err.print(f"note: {note}", style="yellow", markup=False)
 
 
 def _print_empty_sources(plan) -> None:
@@ -244,7 +244,7 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
         _print_json(result.to_json())
         return
     out.print(_plan_table(result))
-    _print_weights_note(loaded.document)
+    _print_weights_note(loaded.document, result.total_rows)
     _print_empty_sources(result)
     if result.evolve:
         out.print(_evolve_estimate_table(result.evolve))
@@ -430,7 +430,7 @@ def build(
             out.print(f"lock: {result.lock} (written again: it was missing or did not match the inputs)")
         return
     out.print(_plan_table(result.plan))
-    _print_weights_note(result.manifest["resolved_recipe"])
+    _print_weights_note(result.manifest["resolved_recipe"], result.manifest["totals"]["rows"])
     _print_empty_sources(result.plan)
     if "evolve" in result.manifest:
         out.print(_evolve_table(result.manifest["evolve"]))

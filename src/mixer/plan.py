@@ -90,6 +90,25 @@ def weights_short_of_total(document: dict) -> str | None:
     )
 
 
+def total_is_not_the_mixture(document: dict, rows: int) -> str | None:
+    """`mixture.total` is what the weighted sources share; `take` and `fraction` sources add their own rows. A
+    recipe that sets it beside them, or without any weight, gets a mixture of another size than the number
+    it wrote: say so, with the numbers."""
+    sources = [s for s in (document.get("sources") or {}).values() if isinstance(s, dict)]
+    total = (document.get("mixture") or {}).get("total")
+    if not total or not sources:
+        return None
+    weighted = sum(1 for s in sources if "weight" in s)
+    if weighted == 0:
+        return f"mixture.total ({total:,}) is not used: it is what sources with a `weight` share, and none has one"
+    if weighted == len(sources) or rows == total:
+        return None
+    return (
+        f"mixture.total ({total:,}) is what the {weighted} weighted source(s) share; the {len(sources) - weighted} "
+        f"with take or fraction add their own rows, so the mixture has {rows:,}"
+    )
+
+
 def _three_digits(value: float) -> str:
     """Three significant digits without an exponent, to paste into YAML: 1.5e+03 is 1500."""
     return format(Decimal(f"{value:.3g}"), "f")
