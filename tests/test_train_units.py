@@ -455,3 +455,82 @@ def test_a_runs_diff_shows_the_mixture_and_recipe_it_trained_on_after_the_build_
     assert [s.status for s in recipe_and_run.composition.sources] == [
         "same"
     ]  # a recipe's unknown counts differ in nothing
+
+
+def _one_stage_recipe(tmp_path: Path, take: int = 10, learning_rate: str = "1.0e-3", logging_steps: int = 1) -> Path:
+    rows = [{"instruction": f"question {i}", "input": "", "output": f"answer {i}"} for i in range(30)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = (
+        "{init: llama, config: {hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}}"
+    )
+    hyper = f"{{learning_rate: {learning_rate}, logging_steps: {logging_steps}}}"
+    text = f"""
+        name: one
+        sources:
+          a: {{path: a.jsonl, format: alpaca, take: {take}}}
+        output: {{dir: {tmp_path / "out"}}}
+        stages:
+          - {{name: sft, kind: sft, model: {model}, data: mixture, hyperparameters: {hyper}}}
+        """
+    return write_recipe(tmp_path, text, "one.yaml")
+
+
+def test_a_stage_folder_resumes_only_the_training_its_checkpoints_are_of(tmp_path):
+    """A rerun after editing a stage's learning rate, or its mixture, resumed the old run's newest checkpoint:
+    two trainings mixed without a word. It is now refused, and `restart` starts over; settings that only change
+    what is logged still resume."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.errors import MixerError
+
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    runs, sft = tmp_path / "runs", tmp_path / "runs" / "sft"
+
+    def prepare(**changes) -> None:
+        restart = changes.pop("restart", False)
+        recipe = _one_stage_recipe(tmp_path, **changes)
+        stages.train_recipe(recipe, slurm=True, runs_dir=runs, options=options, restart=restart)
+
+    prepare()
+    (sft / "init" / "made-for-the-first-data").write_text("")
+    prepare(take=12)  # nothing trained yet: the random starting model is only made again, for the new data
+    assert not (sft / "init" / "made-for-the-first-data").exists() and (sft / "init" / "config.json").is_file()
+    checkpoint = sft / "checkpoints" / "step-0000003"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"step": 3}')
+    prepare(take=12)  # the same training: its checkpoints resume
+    prepare(take=12, logging_steps=5)  # only what is logged changes: they still resume
+    with pytest.raises(MixerError) as refused:
+        prepare(take=12, learning_rate="2.0e-3")
+    assert refused.value.message == (
+        f"stage sft: {sft} holds a training from other inputs (hyperparameters.learning_rate: 0.001 → 0.002); "
+        "resuming its checkpoints would mix the two"
+    )
+    with pytest.raises(MixerError, match=r"\(data.content: .* data.rows: 12 → 20\)"):
+        prepare(take=20)
+    assert checkpoint.is_dir()  # a refusal deletes nothing
+    prepare(take=20, restart=True)
+    assert not (sft / "checkpoints").exists() and (sft / "init" / "config.json").is_file()
+
+
+def test_a_stage_finished_before_from_the_same_inputs_is_not_trained_again(tmp_path, monkeypatch):
+    """A rerun of `mixer train` after a stage finished replayed its last epoch from the newest checkpoint (the
+    end of the one before), appending the same steps to metrics.jsonl again."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    runs, sft = tmp_path / "runs", tmp_path / "runs" / "sft"
+    recipe = _one_stage_recipe(tmp_path)
+    stages.train_recipe(recipe, slurm=True, runs_dir=runs, options=options)
+    record = json.loads((sft / "run.json").read_text())  # as a finished run leaves it
+    (sft / "run.json").write_text(json.dumps({**record, "status": "done", "metrics": {"steps": 15}}))
+    (sft / "final").mkdir()
+    (sft / "final" / "config.json").write_text("{}")
+    monkeypatch.setattr(stages, "run_to_end", lambda command: pytest.fail("a finished stage was launched again"))
+    report = stages.train_recipe(recipe, runs_dir=runs, options=options)
+    assert (report.finished, report.metrics) == (["sft"], {"sft": {"steps": 15}})
+    prepared_again = stages.train_recipe(recipe, slurm=True, runs_dir=runs, options=options)
+    assert prepared_again.slurm_script is None  # nothing left for a cluster job either
+    monkeypatch.setattr(stages, "run_to_end", lambda command: 0)
+    assert stages.train_recipe(recipe, runs_dir=runs, options=options, restart=True).finished == []

@@ -457,6 +457,9 @@ def train(
     runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Default: runs/<recipe name>.")] = None,
     data_dir: DataDir = None,
     sample: Sample = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Delete the stages' checkpoints and final models; train from the start.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the recipe's training stages in order through `accelerate launch`."""
@@ -471,12 +474,14 @@ def train(
         slurm=slurm,
         runs_dir=runs_dir,
         options=Options(data_dir=data_dir, sample=sample, progress=not as_json),
+        restart=restart,
     )
     if as_json:
         _print_json(
             {
                 "runs_dir": str(report.root),
                 "metrics": report.metrics,
+                "finished_before": report.finished,
                 "slurm_script": str(report.slurm_script) if report.slurm_script else None,
                 "stages": [
                     {"name": p.spec.name, "run_dir": str(p.run_dir), "command": display(p.command), "files": p.files}
@@ -491,6 +496,12 @@ def train(
             for name, content in prepared.files.items():
                 out.print(f"## {prepared.run_dir / name}\n{content.rstrip()}", markup=False)
             out.print(f"$ {display(prepared.command)}\n", markup=False)
+        elif prepared.spec.name in report.finished:
+            out.print(
+                f"stage {prepared.spec.name}: trained before from the same inputs ({prepared.run_dir}), nothing to "
+                "do; --restart trains it again",
+                markup=False,
+            )
         elif prepared.spec.name in report.metrics:
             metrics = report.metrics[prepared.spec.name]
             out.print(

@@ -7,7 +7,6 @@ end of each epoch, and resume from the newest checkpoint by replaying the same s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from mixer.recipe import Hyperparameters
-from mixer.train.config import StageConfig, final_model
+from mixer.train.config import StageConfig, final_model, mixture_content
 from mixer.train.data import ensure_chat_template
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -241,12 +240,12 @@ def read_rows(cfg: StageConfig, columns: list[str]) -> list[dict[str, Any]]:
 
 
 def check_mixture(cfg: StageConfig) -> None:
-    """Refuse to train on a build other than the one the stage was prepared on (and its run.json records)."""
+    """Refuse to train on rows other than those the stage was prepared on (and its run.json records)."""
     if cfg.mixture_manifest is None:
         return
     manifest = Path(cfg.mixture_manifest)
-    now = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
-    if now != cfg.mixture_manifest_sha256:
+    now = mixture_content(json.loads(manifest.read_text(encoding="utf-8"))) if manifest.is_file() else None
+    if now != cfg.mixture_content:
         raise SystemExit(
             f"error: stage {cfg.name} was prepared on the mixture in {manifest.parent}, which "
             f"{'another build has replaced' if now else 'is gone'} since\n"

@@ -7,6 +7,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixer.hashing import fingerprint
+
+
+def mixture_content(manifest: dict[str, Any]) -> str:
+    """The rows a mixture holds, by its shards' hashes: a build whose recipe changed only in its stages (a
+    learning rate) writes another manifest but the same shards."""
+    return fingerprint([shard["sha256"] for shard in manifest.get("shards") or []])
+
 
 def final_model(run_dir: Path) -> Path:
     """Where a stage's trainer saves the trained model, and where the stages that start from it read it."""
@@ -30,7 +38,7 @@ class StageConfig:
     # the build whose shards `data_files` are: a stage prepared for a cluster runs later, by which time another
     # build may have replaced that folder
     mixture_manifest: str | None = None
-    mixture_manifest_sha256: str | None = None
+    mixture_content: str | None = None  # `mixture_content` of that build when the stage was prepared
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
