@@ -516,3 +516,19 @@ def test_a_setting_left_out_compares_as_its_schema_default():
     extra = {**base, "sources": {"a": {"source": "dolly", "take": 5, "max_chars": 100}}}
     (row,) = compare(Side("A", base, None), Side("B", extra, None)).composition.sources
     assert row.changes == ["max_chars: — → 100"]  # no default: a dash
+
+
+def test_a_build_from_the_bundled_samples_is_named_in_a_diff(tmp_path):
+    """A mix built with --sample (a few dozen rows per source) compared with one built from the real data read
+    as a composition change, with nothing to say why."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dolly.jsonl").write_bytes((REPO / "sources" / "samples" / "dolly.jsonl").read_bytes())
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {source: dolly, take: 5}\n")
+    sampled, real = tmp_path / "sampled", tmp_path / "real"
+    assert run_mixer("build", str(recipe), "--sample", "--out", str(sampled)).returncode == 0
+    assert run_mixer("build", str(recipe), "--data-dir", str(data), "--out", str(real)).returncode == 0
+    [compared] = json.loads(run_mixer("diff", str(sampled), str(real), "--json").stdout)
+    assert compared["metrics"]["warnings"] == [
+        f"{sampled}: built from the bundled samples (--sample), not the sources' data"
+    ]

@@ -144,6 +144,8 @@ def load_side(spec: str) -> Side:
         recipe = manifest["resolved_recipe"]
     if recipe is None and run and Path(run["recipe"]["path"]).is_file():
         recipe = _recipe_data(Path(run["recipe"]["path"]))
+    if manifest and manifest.get("sample"):
+        warnings.append(f"{spec}: built from the bundled samples (--sample), not the sources' data")
     counts = {n: s["counts"]["written"] for n, s in manifest["sources"].items()} if manifest else None
     pools = {n: pool_facts(s) for n, s in manifest["sources"].items()} if manifest else None
     quality = quality_summary(manifest) if manifest else None
