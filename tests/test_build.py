@@ -1125,3 +1125,75 @@ def test_a_source_can_name_its_license_which_the_card_and_each_row_carry(tmp_pat
     )
     with pytest.raises(RecipeInvalid, match="'license' does not apply to an evolved source"):
         build(evolved, Options(progress=False, sample=True), out=tmp_path / "e")
+
+
+def test_eval_holds_out_the_last_rows_of_the_shuffled_mixture_as_a_test_split(tmp_path):
+    """`mixture.eval` (axolotl's val_set_size, LLaMA-Factory's val_size): train then test is, row for row, the
+    mixture built without it; each split is cut into shards of its own; `datasets` loads both splits."""
+    from datasets import load_dataset
+
+    alpaca_file(tmp_path / "a.jsonl", 15)
+    alpaca_file(tmp_path / "b.jsonl", 8, prefix="other")
+    body = (
+        "name: t\nseed: 3\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n"
+        "  b: {path: b.jsonl, format: alpaca, take: all}\n"
+        "output: {shard_rows: 4}\n"
+    )
+    whole = build(write_recipe(tmp_path, body, "whole.yaml"), QUIET, out=tmp_path / "whole")
+    held = build(write_recipe(tmp_path, body + "mixture: {eval: {rows: 5}}\n", "held.yaml"), QUIET, out=tmp_path / "h")
+    names = sorted(p.name for p in (tmp_path / "h" / "data").iterdir())
+    assert names == [f"test-0000{i}-of-00002.parquet" for i in range(2)] + [
+        f"train-0000{i}-of-00005.parquet" for i in range(5)
+    ]
+    train = pl.read_parquet(tmp_path / "h" / "data" / "train-*.parquet")
+    test = pl.read_parquet(tmp_path / "h" / "data" / "test-*.parquet")
+    assert (train.height, test.height) == (18, 5)
+    assert pl.concat([train, test]).equals(read_mix(whole.out_dir))
+    assert held.manifest["totals"] == {**whole.manifest["totals"], "shards": 7, "eval_rows": 5}
+    assert [(s["split"], s["rows"]) for s in held.manifest["shards"]] == [
+        ("train", 4),
+        ("train", 4),
+        ("train", 4),
+        ("train", 4),
+        ("train", 2),
+        ("test", 4),
+        ("test", 1),
+    ]
+    loaded = load_dataset(str(tmp_path / "h"))  # through the card's `configs:`
+    assert {split: len(rows) for split, rows in loaded.items()} == {"train": 18, "test": 5}
+    again = build(
+        write_recipe(tmp_path, body + "mixture: {eval: {rows: 5}}\n", "held.yaml"), QUIET, out=tmp_path / "h2"
+    )
+    assert shard_bytes(again.out_dir) == shard_bytes(tmp_path / "h")
+    fraction = build(
+        write_recipe(tmp_path, body + "mixture: {eval: {fraction: 0.1}}\n", "f.yaml"), QUIET, out=tmp_path / "f"
+    )
+    assert fraction.manifest["totals"]["eval_rows"] == 2  # 2.3 rows, to the nearest
+
+
+@pytest.mark.parametrize(
+    ("mixture", "message"),
+    [
+        ("{eval: {rows: 23}}", "eval holds out 23 rows of a mixture of 23 rows, which leaves none to train on"),
+        ("{shuffle: false, eval: {rows: 2}}", "`eval` holds out the last rows of the shuffled mixture, and this"),
+        ("{eval: {rows: 2, fraction: 0.1}}", "mixture.eval: {'rows': 2, 'fraction': 0.1} has too many properties"),
+    ],
+)
+def test_an_eval_split_that_cannot_be_held_out_is_refused(tmp_path, mixture, message):
+    alpaca_file(tmp_path / "a.jsonl", 23)
+    recipe = write_recipe(
+        tmp_path, f"name: t\nsources:\n  a: {{path: a.jsonl, format: alpaca, take: all}}\nmixture: {mixture}\n"
+    )
+    with pytest.raises(RecipeInvalid) as refused:
+        build(recipe, QUIET, out=tmp_path / "o")
+    assert any(d.message.startswith(message) and d.line == 4 for d in refused.value.diagnostics), refused.value
+
+
+def test_eval_rows_shrink_with_the_takes_in_a_sample_build(tmp_path):
+    """`eval: {rows: 3000}` of the ~330K-row Tülu 2 recipe is more than its bundled samples hold: in a sample
+    build it shrinks with the takes (to about 1% here), as the takes themselves do."""
+    text = (REPO / "recipes" / "tulu2.yaml").read_text()
+    text = text.replace("mixture:\n  shuffle: true\n", "mixture:\n  shuffle: true\n  eval: {rows: 3000}\n")
+    result = build(write_recipe(tmp_path, text, "tulu2.yaml"), SAMPLE, out=tmp_path / "o")
+    rows, held = result.manifest["totals"]["rows"], result.manifest["totals"]["eval_rows"]
+    assert rows > 300 and 1 <= held <= 0.02 * rows

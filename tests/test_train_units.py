@@ -534,3 +534,16 @@ def test_a_stage_finished_before_from_the_same_inputs_is_not_trained_again(tmp_p
     assert prepared_again.slurm_script is None  # nothing left for a cluster job either
     monkeypatch.setattr(stages, "run_to_end", lambda command: 0)
     assert stages.train_recipe(recipe, runs_dir=runs, options=options, restart=True).finished == []
+
+
+def test_a_stage_trains_on_the_train_split_only(tmp_path):
+    import mixer.train.stages as stages
+    from mixer.build import Options
+
+    recipe = _one_stage_recipe(tmp_path, take=20)
+    recipe.write_text(recipe.read_text().replace("output:", "mixture: {eval: {rows: 3}}\noutput:"))
+    report = stages.train_recipe(recipe, slurm=True, runs_dir=tmp_path / "runs", options=Options(progress=False))
+    [prepared] = report.stages
+    assert [Path(f).name for f in prepared.config.data_files] == ["train-00000-of-00001.parquet"]
+    assert prepared.provenance["data"]["rows"] == 17  # the train split's
+    assert (tmp_path / "out" / "data" / "test-00000-of-00001.parquet").is_file()

@@ -22,7 +22,7 @@ from mixer.stage import Staged
 from mixer.threads import wait_for
 
 BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of ShareGPT-like rows)
-SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.parquet"
+SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.parquet"
 FILL_WORKERS = 2
 
 
@@ -160,16 +160,33 @@ def _take(pending: list[tuple[pl.DataFrame, pl.Series]], n: int) -> tuple[pl.Dat
     return (pl.concat(parts).rechunk() if len(parts) > 1 else parts[0]), left
 
 
+def shard_plan(total: int, eval_rows: int, shard_rows: int) -> list[tuple[str, int]]:
+    """(file name, rows) of every shard in order: the `train` split, then the `test` split's held-out rows (the
+    last of the order). An empty mixture still gets one `train` shard, with the schema."""
+    shards = []
+    for split, rows in (("train", total - eval_rows), ("test", eval_rows)):
+        if split == "test" and not rows:
+            continue
+        count = max(1, -(-rows // shard_rows))
+        shards += [
+            (SHARD_PATTERN.format(split=split, index=i, count=count), min(shard_rows, rows - i * shard_rows))
+            for i in range(count)
+        ]
+    return shards
+
+
 def shards(
     selections: list[Selection],
     folder: Path,
     shard_rows: int,
     shuffle: bool,
     on_filled: Callable[[int], None] | None = None,
+    eval_rows: int = 0,
 ) -> Iterator[tuple[str, pl.DataFrame]]:
     """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed. The
     sources' keys are freed before the buckets fill, the selections once they are filled. `on_filled` hears
-    how many rows each staged part put into buckets, for progress."""
+    how many rows each staged part put into buckets, for progress. The last `eval_rows` rows of the order go
+    to `test` shards."""
     total = sum(s.rows.height for s in selections)
     # an empty mixture still gets one shard with the schema, read before filling deletes the staged parts
     first = selections[0].staged if selections and not total else None
@@ -178,19 +195,21 @@ def shards(
     _fill_buckets(selections, folder, bucket, on_filled)
     for selection in selections:  # from here on only bucket files and shards are in play
         selection.release()
-    count = max(1, -(-total // shard_rows))
+    wanted = iter(shard_plan(total, eval_rows, shard_rows))
+    name, size = next(wanted)
     pending: list[tuple[pl.DataFrame, pl.Series]] = []
-    held = index = 0
+    held = 0
     for rows, order in _buckets(folder, buckets, [s.staged for s in selections]):
         pending.append((rows, order))
         held += order.len()
-        while held >= shard_rows:
-            shard, pending = _take(pending, shard_rows)
-            yield SHARD_PATTERN.format(index=index, count=count), shard
-            index, held = index + 1, held - shard_rows
-    if held or index == 0:  # the last, shorter shard, or the empty mixture's one
+        while size and held >= size:
+            shard, pending = _take(pending, size)
+            yield name, shard
+            held -= size
+            name, size = next(wanted, ("", 0))
+    if name:  # the empty mixture's one shard, with the schema
         if not pending and empty is not None:
             pending = [(empty, pl.Series([], dtype=pl.Int64))]
-        shard, _ = _take(pending, held)
-        yield SHARD_PATTERN.format(index=index, count=count), shard
+        shard, _ = _take(pending, 0)
+        yield name, shard
     shutil.rmtree(folder, ignore_errors=True)

@@ -244,6 +244,11 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
         _print_json(result.to_json())
         return
     out.print(_plan_table(result))
+    if result.eval_rows:
+        out.print(
+            f"test split: the last {result.eval_rows:,} rows of the shuffled mixture (mixture.eval); train: "
+            f"{result.total_rows - result.eval_rows:,}"
+        )
     _print_weights_note(loaded.document, result.total_rows)
     _print_empty_sources(result)
     if result.evolve:
@@ -434,9 +439,10 @@ def build(
     _print_empty_sources(result.plan)
     if "evolve" in result.manifest:
         out.print(_evolve_table(result.manifest["evolve"]))
+    held_out = result.manifest["totals"].get("eval_rows")
     out.print(
         f"wrote {result.manifest['totals']['rows']:,} rows in {result.manifest['totals']['shards']} "
-        f"shard(s) to {result.out_dir}"
+        f"shard(s) to {result.out_dir}" + (f", the last {held_out:,} as the test split" if held_out else "")
     )
     _print_quality(result.manifest, result.out_dir)
     if result.lock:

@@ -325,7 +325,12 @@ def manifest_for(
         "sample": plan.sample,
         "plan_fingerprint": plan.fingerprint,
         "build_fingerprint": build_fp,
-        "totals": {"rows": plan.total_rows, "est_tokens": plan.est_tokens, "shards": len(shards)},
+        "totals": {
+            "rows": plan.total_rows,
+            "est_tokens": plan.est_tokens,
+            "shards": len(shards),
+            **({"eval_rows": plan.eval_rows} if plan.eval_rows else {}),  # the last rows, in the test split
+        },
         "sources": {
             s.name: {
                 "format": s.format,
@@ -439,6 +444,7 @@ def materialise(
             recipe.output.shard_rows,
             recipe.mixture.shuffle,
             on_filled=lambda rows: progress.advance(sorting, rows),
+            eval_rows=plan.eval_rows,
         )
         written_shards = write_shards(ordered, temp / "data", measure)
         shutil.rmtree(staging, ignore_errors=True)

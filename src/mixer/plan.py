@@ -51,6 +51,7 @@ class Plan:
     est_tokens: int
     fingerprint: str
     evolve: tuple[dict, ...] = ()  # cost estimates of evolve blocks, before any call
+    eval_rows: int = 0  # of `total_rows`, the last of the shuffled order, written as the `test` split
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -257,9 +258,23 @@ def make_plan(
                 est_tokens=est_tokens,
             )
         )
+    total = sum(p.selected for p in planned)
+    eval_rows = recipe.mixture.eval_count(total)
+    if sample and recipe.mixture.eval_rows:  # held-out rows shrink with the takes, as the samples are small
+        full = sum(requested_counts(recipe, available, False).values())
+        eval_rows = min(eval_rows, max(1, math.floor(eval_rows * total / full + 0.5))) if full else 0
+    if eval_rows and eval_rows >= total:
+        problems.append(
+            recipe.located.diag(
+                ("mixture", "eval"),
+                f"eval holds out {_rows(eval_rows)} of a mixture of {_rows(total)}, which leaves none to train on",
+                "hold out fewer rows (eval: {rows: N} below the mixture's size, or a fraction under 1)",
+            )
+            if recipe.located
+            else Diagnostic(str(recipe.path), 1, 1, f"eval {eval_rows} >= {total} rows")
+        )
     if problems:
         raise RecipeInvalid(problems)
-    total = sum(p.selected for p in planned)
     body = {
         "tool": __version__,
         "recipe": recipe.document,
@@ -281,4 +296,5 @@ def make_plan(
         est_tokens=sum(p.est_tokens for p in planned),
         fingerprint=fingerprint(body),
         evolve=evolve,
+        eval_rows=eval_rows,
     )

@@ -5,6 +5,7 @@ Validation (validate.py) guarantees the shapes here, so this module only transla
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +73,16 @@ class MixtureSpec:
     dedup: str = "none"
     drop_patterns: tuple[str, ...] = ()
     decontaminate: DecontamSpec | None = None
+    eval_rows: int | None = None  # held out as the `test` split: the last rows of the shuffled mixture
+    eval_fraction: float | None = None  # the same, as a share of the mixture's rows
+
+    def eval_count(self, total_rows: int) -> int:
+        """Rows of the `test` split of a mixture of `total_rows` (a fraction rounds to the nearest row, at least 1)."""
+        if self.eval_rows is not None:
+            return self.eval_rows
+        if self.eval_fraction is not None:
+            return max(1, math.floor(self.eval_fraction * total_rows + 0.5)) if total_rows else 0
+        return 0
 
 
 def decontam_spec(value: Any) -> DecontamSpec | None:
@@ -390,6 +401,8 @@ def build_recipe(path: Path, data: dict[str, Any], located: Located | None = Non
             dedup=mixture.get("dedup", "none"),
             drop_patterns=_as_tuple(mixture.get("drop_patterns")),
             decontaminate=decontam_spec(mixture.get("decontaminate")),
+            eval_rows=(mixture.get("eval") or {}).get("rows"),
+            eval_fraction=(mixture.get("eval") or {}).get("fraction"),
         ),
         stages=tuple(stage_spec(s) for s in data.get("stages") or []),
         evolve=tuple(evolve_spec(n, b) for n, b in (data.get("evolve") or {}).items()),

@@ -602,6 +602,16 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
                 f"weights are shares of mixture.total; {_as_shares(weights)}",
             )
         )
+    if "eval" in mixture and mixture.get("shuffle") is False:
+        problems.append(
+            located.diag(
+                ("mixture", "eval"),
+                "`eval` holds out the last rows of the shuffled mixture, and this mixture is not shuffled",
+                "set shuffle: true (the default), or drop `eval`: the last rows of an unshuffled mixture are its "
+                "last source's",
+                key=True,
+            )
+        )
     for where, pattern in _pattern_places(data):  # the sources' (evolved ones' too), the mixture's, the stages'
         problems += _check_regex(located, where, pattern)
     output = data.get("output") if isinstance(data.get("output"), dict) else {}

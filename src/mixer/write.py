@@ -35,6 +35,7 @@ def _write_shard(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
     frame.write_parquet(path, compression="zstd", statistics=False)
     return {
         "file": f"data/{path.name}",
+        "split": path.name.split("-", 1)[0],  # train, or test for rows held out by mixture.eval
         "rows": frame.height,
         "sha256": file_sha256(path),
         "bytes": path.stat().st_size,
@@ -138,6 +139,7 @@ def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
         "  data_files:",
         "  - split: train",
         "    path: data/train-*.parquet",
+        *(["  - split: test", "    path: data/test-*.parquet"] if plan.eval_rows else []),
         "---",
     ]
     lines = [
@@ -159,6 +161,15 @@ def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
     lines += [
         f"| **total** | | | | | **{plan.total_rows:,}** | 100% | | {plan.est_tokens:,} |",
         "",
+        *(
+            [
+                f"The last {plan.eval_rows:,} rows of the shuffled mixture are held out as the `test` split "
+                f"(`mixture.eval`); `train` has the other {plan.total_rows - plan.eval_rows:,}.",
+                "",
+            ]
+            if plan.eval_rows
+            else []
+        ),
         "Rows removed before selection, per source (malformed records, filters, cross-source dedup):",
         "",
     ]

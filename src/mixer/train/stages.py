@@ -68,10 +68,10 @@ def _mixture_data(recipe: Recipe, options: Options, dry_run: bool) -> tuple[list
     rebuilt in place when the recipe changes, and `mixer diff` of this run must still show this mixture."""
     out_dir = Path(recipe.output.dir) if Path(recipe.output.dir).is_absolute() else Path.cwd() / recipe.output.dir
     if dry_run:
-        return [str(out_dir / "data" / "*.parquet")], {"kind": "mixture", "out_dir": str(out_dir)}, None
+        return [str(out_dir / "data" / "train-*.parquet")], {"kind": "mixture", "out_dir": str(out_dir)}, None
     result = build(recipe.path, options)
     manifest = (result.out_dir / "manifest.json").read_bytes()
-    files = sorted(str(p) for p in (result.out_dir / "data").glob("*.parquet"))
+    files = sorted(str(p) for p in (result.out_dir / "data").glob("train-*.parquet"))  # not the held-out test split
     return (
         files,
         {
@@ -80,7 +80,7 @@ def _mixture_data(recipe: Recipe, options: Options, dry_run: bool) -> tuple[list
             "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
             "build_fingerprint": result.manifest["build_fingerprint"],
             "content": mixture_content(result.manifest),
-            "rows": result.manifest["totals"]["rows"],
+            "rows": result.manifest["totals"]["rows"] - result.manifest["totals"].get("eval_rows", 0),  # train split
         },
         manifest.decode("utf-8"),
     )
