@@ -420,6 +420,7 @@ def build(
                 "status": result.status,
                 "out_dir": str(result.out_dir),
                 "rows": result.manifest["totals"]["rows"],
+                "eval_rows": result.manifest["totals"].get("eval_rows", 0),  # of `rows`, in the test split
                 "lock": str(result.lock) if result.lock else None,
                 "build_fingerprint": result.manifest["build_fingerprint"],
                 "decontamination": _decontam_summary(result.manifest.get("decontamination")),
