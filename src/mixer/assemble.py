@@ -163,16 +163,16 @@ def _take(pending: list[tuple[pl.DataFrame, pl.Series]], n: int) -> tuple[pl.Dat
 def shard_plan(total: int, eval_rows: int, shard_rows: int) -> list[tuple[str, int]]:
     """(file name, rows) of every shard in order: the `train` split, then the `test` split's held-out rows (the
     last of the order). An empty mixture still gets one `train` shard, with the schema."""
-    shards = []
+    planned = []
     for split, rows in (("train", total - eval_rows), ("test", eval_rows)):
         if split == "test" and not rows:
             continue
         count = max(1, -(-rows // shard_rows))
-        shards += [
+        planned += [
             (SHARD_PATTERN.format(split=split, index=i, count=count), min(shard_rows, rows - i * shard_rows))
             for i in range(count)
         ]
-    return shards
+    return planned
 
 
 def shards(
