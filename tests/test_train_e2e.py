@@ -186,3 +186,41 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     assert steps[:restart] == list(range(1, restart + 1))  # the killed run, which got past its checkpoint
     assert second_run == list(range(resumed_from + 1, 81))
     assert json.loads((runs / "sft" / "metrics.json").read_text())["steps"] == 80
+
+
+def test_the_test_split_is_scored_at_the_end_of_every_epoch_on_two_processes(tmp_path):
+    """`mixture.eval` holds out rows as the test split; an SFT stage on the mixture trains on the rest and logs
+    the held-out rows' loss after each epoch (gathered from both processes)."""
+    samples = REPO / "sources" / "samples"
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: held
+        sources:
+          a: {{path: {samples}/alpaca.json, format: alpaca, take: all}}
+        mixture: {{eval: {{rows: 6}}}}
+        output: {{dir: {tmp_path}/out}}
+        stages:
+          - name: sft
+            kind: sft
+            model: {TINY_LLAMA}
+            data: mixture
+            max_seq_length: 128
+            hyperparameters: {{learning_rate: 3.0e-3, epochs: 3, per_device_batch_size: 4,
+                              gradient_accumulation_steps: 1, warmup_ratio: 0.0, seed: 1, logging_steps: 100}}
+            launcher: {{num_processes: 2, mixed_precision: "no", main_process_port: 29531}}
+        """,
+    )
+    runs = tmp_path / "runs"
+    result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = json.loads((runs / "sft" / "run.json").read_text())
+    trained = run["data"]["rows"]
+    assert f"{trained} of {trained} conversations keep assistant tokens" in result.stdout
+    scored = [row for row in metrics(runs / "sft" / "metrics.jsonl") if "eval_loss" in row]
+    per_epoch = math.ceil(math.ceil(trained / 2) / 4)  # two processes, four rows each per step
+    assert [row["step"] for row in scored] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    assert all(0 < row["eval_loss"] < 20 for row in scored)
+    assert scored[-1]["eval_loss"] < scored[0]["eval_loss"]
+    assert (run["metrics"]["eval_loss"], run["metrics"]["eval_rows"]) == (scored[-1]["eval_loss"], 6)
+    assert f"test split loss {scored[-1]['eval_loss']:.4g} (" in result.stdout

@@ -511,9 +511,10 @@ def train(
             )
         elif prepared.spec.name in report.metrics:
             metrics = report.metrics[prepared.spec.name]
+            held_out = f", test split loss {metrics['eval_loss']:.4g}" if metrics.get("eval_loss") is not None else ""
             out.print(
                 f"stage {prepared.spec.name}: {metrics.get('steps')} steps, loss "
-                f"{metrics.get('first_loss')} -> {metrics.get('final_loss')} ({prepared.run_dir})",
+                f"{metrics.get('first_loss')} -> {metrics.get('final_loss')}{held_out} ({prepared.run_dir})",
                 markup=False,
             )
     if report.slurm_text is not None:

@@ -132,8 +132,10 @@ def train(
     collate_fn: Callable[[list[Any]], dict[str, torch.Tensor]],
     loss_fn: LossFn,
     tokenizer: Any,
+    eval_dataset: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Optimise `model` on `dataset`; returns the final metrics (also written to metrics.json)."""
+    """Optimise `model` on `dataset`; returns the final metrics (also written to metrics.json). With
+    `eval_dataset`, its mean loss is logged as `eval_loss` at the end of every epoch (and of training)."""
     hp = hyperparameters(cfg)
     run_dir = Path(cfg.run_dir)
     if not dataset:
@@ -142,6 +144,10 @@ def train(
     loader = DataLoader(dataset, batch_size=hp.per_device_batch_size, shuffle=True, collate_fn=collate_fn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    eval_loader = None
+    if eval_dataset:
+        held_out = DataLoader(eval_dataset, batch_size=hp.per_device_batch_size, shuffle=False, collate_fn=collate_fn)
+        eval_loader = accelerator.prepare(held_out)
     steps_per_epoch = max(1, math.ceil(len(loader) / hp.gradient_accumulation_steps))
     total_steps = hp.max_steps or max(1, math.ceil(hp.epochs * steps_per_epoch))
     scheduler = get_scheduler(
@@ -160,7 +166,7 @@ def train(
     )
     window: list[float] = []
     extra: dict[str, list[float]] = {}
-    first_loss = last_loss = None
+    first_loss = last_loss = eval_loss = None
     while state.step < total_steps:
         loader.set_epoch(state.epoch)
         batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
@@ -193,6 +199,9 @@ def train(
                 checkpoints.save(accelerator, state)
             if state.step >= total_steps:
                 break
+        if eval_loader is not None:
+            eval_loss = evaluate(accelerator, model, eval_loader, loss_fn)
+            log.write({"step": state.step, "epoch": state.epoch, "eval_loss": eval_loss})
         if state.step >= total_steps:
             break
         state.epoch, state.batches_in_epoch = state.epoch + 1, 0
@@ -216,6 +225,7 @@ def train(
         "world_size": accelerator.num_processes,
         "first_loss": first_loss,
         "final_loss": last_loss,
+        **({"eval_loss": eval_loss, "eval_rows": len(eval_dataset)} if eval_dataset else {}),
         "runtime_s": round(time.monotonic() - started, 2),
     }
     if accelerator.is_main_process:
@@ -225,6 +235,18 @@ def train(
     return metrics
 
 
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn) -> float:
+    """Mean batch loss over the held-out rows, from every process (without the batches padded to even them)."""
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for batch in loader:
+            loss, _ = loss_fn(model, batch)
+            losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1)))
+    model.train()
+    return torch.cat(losses).mean().item() if losses else float("nan")
+
+
 def config_from_argv(argv: list[str] | None = None) -> StageConfig:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "--config":
@@ -232,11 +254,12 @@ def config_from_argv(argv: list[str] | None = None) -> StageConfig:
     return StageConfig.load(Path(args[1]))
 
 
-def read_rows(cfg: StageConfig, columns: list[str]) -> list[dict[str, Any]]:
+def read_rows(cfg: StageConfig, columns: list[str], files: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of `files` (default: the stage's training data)."""
     import polars as pl
 
     check_mixture(cfg)
-    return pl.read_parquet(cfg.data_files, columns=columns).to_dicts()
+    return pl.read_parquet(files or cfg.data_files, columns=columns).to_dicts()
 
 
 def check_mixture(cfg: StageConfig) -> None:

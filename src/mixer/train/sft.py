@@ -6,6 +6,8 @@ labels on assistant tokens only; optionally pack short examples into full rows; 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from mixer.train.common import (
@@ -35,9 +37,14 @@ def main(argv: list[str] | None = None) -> None:
     kept = [e for e in examples if e is not None]
     accelerator.print(f"{len(kept)} of {len(examples)} conversations keep assistant tokens after truncation")
     rows = pack(kept, cfg.max_seq_length) if cfg.packing else as_rows(kept)
+    # the mixture's test split (mixture.eval), scored unpacked at the end of every epoch
+    held_out = read_rows(cfg, ["messages"], cfg.eval_files) if cfg.eval_files else []
+    scored = [sft_example(tokenizer, row["messages"], cfg.max_seq_length) for row in held_out]
     model = load_model(cfg.model, hp)
     accelerator.print(f"loaded model from {cfg.model}")
-    train(cfg, accelerator, model, rows, lambda batch: collate(batch, tokenizer.pad_token_id), token_loss, tokenizer)
+    batches = partial(collate, pad_id=tokenizer.pad_token_id)
+    evaluated = as_rows([e for e in scored if e is not None]) or None
+    train(cfg, accelerator, model, rows, batches, token_loss, tokenizer, eval_dataset=evaluated)
 
 
 if __name__ == "__main__":

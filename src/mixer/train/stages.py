@@ -91,6 +91,14 @@ def _named(source: SourceSpec) -> str | list[str]:
     return source.registry or (f"hub:{source.hub.id}" if source.hub else list(source.paths))
 
 
+def _test_split(data_info: dict[str, Any], recipe: Recipe, dry_run: bool) -> list[str]:
+    """The mixture's held-out rows (mixture.eval), which an SFT stage scores at the end of every epoch."""
+    data = Path(data_info["out_dir"]) / "data"
+    if dry_run:
+        return [str(data / "test-*.parquet")] if recipe.mixture.eval_rows or recipe.mixture.eval_fraction else []
+    return sorted(str(p) for p in data.glob("test-*.parquet"))
+
+
 def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Options, dry_run: bool):
     target = run_dir / "data" / "train.parquet"
     source = stage.data
@@ -263,6 +271,7 @@ def prepare_stage(
         reference=stage.reference,
         hyperparameters=hyper,
         mixture_manifest=str(Path(data_info["out_dir"]) / "manifest.json") if mixture_manifest else None,
+        eval_files=_test_split(data_info, recipe, dry_run) if stage.data == "mixture" else [],
         mixture_content=data_info.get("content"),
     )
     files: dict[str, str] = {}
