@@ -4,7 +4,8 @@ Per stage it decides the data (this recipe's built mixture, or a source selected
 the model (a hub id/path, the previous stage's `final/`, or a random init for smoke tests), writes
 stage.json + accelerate.yaml (+ deepspeed.json) + run.json into runs/<recipe>/<stage>/, and runs
 `accelerate launch`. run.json records what the results/diff step keys on: recipe fingerprint, mixture
-manifest hash, launcher config, package versions and final metrics.
+manifest hash (and a copy of the manifest), what the stage was trained from (`run_dir`), launcher config,
+package versions and final metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -37,6 +37,7 @@ from mixer.redact import redacted
 from mixer.resolve import resolve_source
 from mixer.train.config import StageConfig, final_model, mixture_content
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
+from mixer.train.run_dir import claim_run_dir, done_before, training_inputs
 
 STOP_GRACE_S = 30  # how long an interrupted launcher gets to stop its workers before it is killed
 
@@ -146,98 +147,6 @@ def _model(stage: StageSpec, root: Path, run_dir: Path, data_files: list[str], s
 
         create_random_model(model, _texts(data_files), init_dir, seed)
     return str(init_dir)
-
-
-# settings that change what is logged or kept, not what is trained: a changed one still resumes
-UNTRAINED_SETTINGS = ("report_to", "logging_steps", "save_steps", "save_total_limit")
-TRAINED_STATE = ("checkpoints", "final", "init", "metrics.jsonl", "metrics.json")  # what --restart deletes
-
-
-def training_inputs(recipe: Recipe, stage: StageSpec, data_info: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Everything a stage's checkpoints and final model depend on: its model (an earlier stage's by what that
-    stage was trained from), its data by content, and the settings that shape the optimisation. Resuming
-    checkpoints made from other inputs would silently mix two trainings."""
-    parent = stage.parent_stage
-    model: Any = stage.model
-    if parent is not None:
-        model = {"stage": parent, "trained_from": _previous_run(root / parent).get("training_fingerprint")}
-    hyper = {k: v for k, v in asdict(stage.hyperparameters).items() if k not in UNTRAINED_SETTINGS}
-    launcher = {k: v for k, v in asdict(stage.launcher).items() if k != "main_process_port"}
-    if isinstance(stage.data, SourceSpec):
-        data = {"selection": asdict(stage.data), "seed": recipe.seed, **data_info}
-    else:  # the mixture's rows, not its manifest or folder: a recipe edited only in its stages has the same rows
-        data = {k: data_info.get(k) for k in ("kind", "content", "rows")}
-    return {
-        "kind": stage.kind,
-        "model": model,
-        "data": data,
-        "tokenizer": stage.tokenizer,
-        "chat_template": stage.chat_template,
-        "max_seq_length": stage.max_seq_length,
-        "packing": stage.packing,
-        "beta": stage.beta,
-        "reference": stage.reference,
-        "hyperparameters": hyper,
-        "launcher": launcher,
-    }
-
-
-def _previous_run(run_dir: Path) -> dict[str, Any]:
-    """The run.json a stage left, or nothing (none yet, or unreadable: then there is nothing to compare)."""
-    try:
-        found = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def _differences(before: Any, now: Any, at: str = "") -> list[str]:
-    if isinstance(before, dict) and isinstance(now, dict):
-        keys = sorted(set(before) | set(now))
-        return [d for k in keys for d in _differences(before.get(k), now.get(k), f"{at}.{k}" if at else str(k))]
-    return [] if before == now else [f"{at}: {json.dumps(before)} → {json.dumps(now)}"]
-
-
-def _remove(run_dir: Path, names: list[str]) -> None:
-    for name in names:
-        target = run_dir / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-
-
-def claim_run_dir(run_dir: Path, stage: str, inputs: dict[str, Any], restart: bool) -> None:
-    """A stage's folder holds one training: its checkpoints resume only the training they were made by. With
-    other settings, data or starting model, it is refused (before a random model is made for the new data),
-    or, with `restart`, emptied of the old training. A random starting model made for other inputs, with
-    nothing trained from it yet, is only made again."""
-    present = [name for name in TRAINED_STATE if (run_dir / name).exists()]
-    if restart:
-        _remove(run_dir, present)
-        return
-    before = _previous_run(run_dir).get("training")
-    now = json.loads(json.dumps(inputs))  # as run.json holds it: tuples are lists
-    if before is None or before == now:
-        return  # the same training, or a folder from before mixer kept what it trained from
-    trained = [name for name in present if name != "init"]
-    if not trained:
-        _remove(run_dir, present)
-        return
-    changed = _differences(before, now)
-    shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
-    raise MixerError(
-        f"stage {stage}: {run_dir} holds a training from other inputs ({shown}); resuming its checkpoints would "
-        "mix the two",
-        "train the stage from the start with `mixer train ... --restart` (its checkpoints and final model are "
-        "deleted), or keep them and give this training another folder with --runs-dir",
-    )
-
-
-def done_before(prepared: PreparedStage) -> dict[str, Any] | None:
-    """The metrics of the same training finished earlier in this folder, or None when the stage must run: a
-    rerun of a finished stage replayed its last epoch from the newest checkpoint."""
-    previous = _previous_run(prepared.run_dir)
-    same = previous.get("training_fingerprint") == prepared.provenance["training_fingerprint"]
-    finished = previous.get("status") == "done" and (final_model(prepared.run_dir) / "config.json").is_file()
-    return (previous.get("metrics") or {}) if same and finished else None
 
 
 def prepare_stage(
@@ -447,7 +356,7 @@ def train_recipe(
         report.stages.append(prepared)
         if dry_run:
             continue
-        if (metrics := done_before(prepared)) is not None:
+        if (metrics := done_before(prepared.run_dir, prepared.provenance["training_fingerprint"])) is not None:
             report.finished.append(stage.name)
             report.metrics[stage.name] = metrics
             continue
