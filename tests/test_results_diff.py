@@ -532,3 +532,7 @@ def test_a_build_from_the_bundled_samples_is_named_in_a_diff(tmp_path):
     assert compared["metrics"]["warnings"] == [
         f"{sampled}: built from the bundled samples (--sample), not the sources' data"
     ]
+    [both] = json.loads(run_mixer("diff", str(sampled), str(sampled), "--json").stdout)
+    assert both["metrics"]["warnings"] == [
+        "both sides were built from the bundled samples (--sample), not the sources' data"
+    ]

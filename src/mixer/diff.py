@@ -44,6 +44,7 @@ class Side:
     quality: dict[str, Any] | None = None  # build-time numbers: tokens, contamination, overlap, evolve
     pools: dict[str, dict[str, Any]] | None = None  # per source, what selection drew from (see `pool_facts`)
     warnings: list[str] = field(default_factory=list)  # what cannot be shown of this side, and why
+    sampled: bool = False  # built from the bundled samples (--sample)
 
 
 def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -144,12 +145,11 @@ def load_side(spec: str) -> Side:
         recipe = manifest["resolved_recipe"]
     if recipe is None and run and Path(run["recipe"]["path"]).is_file():
         recipe = _recipe_data(Path(run["recipe"]["path"]))
-    if manifest and manifest.get("sample"):
-        warnings.append(f"{spec}: built from the bundled samples (--sample), not the sources' data")
     counts = {n: s["counts"]["written"] for n, s in manifest["sources"].items()} if manifest else None
     pools = {n: pool_facts(s) for n, s in manifest["sources"].items()} if manifest else None
     quality = quality_summary(manifest) if manifest else None
-    return Side(spec, recipe, counts, run_scores(path), run, quality, pools, warnings)
+    sampled = bool(manifest and manifest.get("sample"))
+    return Side(spec, recipe, counts, run_scores(path), run, quality, pools, warnings, sampled)
 
 
 def _manifest_in(folder: Path) -> dict[str, Any] | None:
@@ -434,5 +434,9 @@ class Comparison:
 
 def compare(a: Side, b: Side) -> Comparison:
     metrics = compare_metrics(a, b)
-    metrics.warnings[:0] = a.warnings + b.warnings
+    sampled = [side.label for side in (a, b) if side.sampled]
+    who = "both sides were" if len(sampled) == 2 else f"{sampled[0]}:" if sampled else None
+    # a few dozen rows per source say nothing of a build from the sources' data
+    samples = [f"{who} built from the bundled samples (--sample), not the sources' data"] if who else []
+    metrics.warnings[:0] = a.warnings + b.warnings + samples
     return Comparison(a.label, b.label, compare_composition(a, b), metrics)
