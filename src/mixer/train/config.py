@@ -35,10 +35,10 @@ class StageConfig:
     beta: float = 0.1
     reference: str = "model"  # model | precomputed
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    eval_files: list[str] = field(default_factory=list)  # the mixture's test split (mixture.eval): eval loss
     # the build whose shards `data_files` are: a stage prepared for a cluster runs later, by which time another
     # build may have replaced that folder
     mixture_manifest: str | None = None
-    eval_files: list[str] = field(default_factory=list)  # the mixture's test split (mixture.eval): eval loss
     mixture_content: str | None = None  # `mixture_content` of that build when the stage was prepared
 
     def save(self, path: Path) -> None:
