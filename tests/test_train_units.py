@@ -532,7 +532,16 @@ def test_a_stage_finished_before_from_the_same_inputs_is_not_trained_again(tmp_p
     assert (report.finished, report.metrics) == (["sft"], {"sft": {"steps": 15}})
     prepared_again = stages.train_recipe(recipe, slurm=True, runs_dir=runs, options=options)
     assert prepared_again.slurm_script is None  # nothing left for a cluster job either
+    # stopped after its trainer finished (final/ saved, metrics.json written last), before run.json said "done"
+    (sft / "run.json").write_text(json.dumps({**record, "status": "interrupted", "metrics": None}))
+    (sft / "metrics.json").write_text(json.dumps({"steps": 15, "total_steps": 15, "final_loss": 2.5}))
+    report = stages.train_recipe(recipe, runs_dir=runs, options=options)
+    assert report.finished == ["sft"] and report.metrics["sft"]["final_loss"] == 2.5
+    assert json.loads((sft / "run.json").read_text())["status"] == "done"
+    (sft / "run.json").write_text(json.dumps({**record, "status": "interrupted", "metrics": None}))
+    (sft / "metrics.json").write_text(json.dumps({"steps": 9, "total_steps": 15}))  # stopped halfway: it resumes
     monkeypatch.setattr(stages, "run_to_end", lambda command: 0)
+    assert stages.train_recipe(recipe, runs_dir=runs, options=options).finished == []
     assert stages.train_recipe(recipe, runs_dir=runs, options=options, restart=True).finished == []
 
 

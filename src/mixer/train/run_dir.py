@@ -102,8 +102,18 @@ def claim_run_dir(run_dir: Path, stage: str, inputs: dict[str, Any], restart: bo
 
 def done_before(run_dir: Path, training_fingerprint: str) -> dict[str, Any] | None:
     """The metrics of the same training finished earlier in this folder, or None when the stage must run: a
-    rerun of a finished stage replayed its last epoch from the newest checkpoint."""
+    rerun of a finished stage replayed its last epoch from the newest checkpoint (the last step is not
+    checkpointed). A run stopped after its trainer finished (a scheduler's time limit while the final model was
+    written, say) counts as finished too: the trainer writes metrics.json last, once final/ is saved."""
     previous = _previous_run(run_dir)
-    same = previous.get("training_fingerprint") == training_fingerprint
-    finished = previous.get("status") == "done" and (final_model(run_dir) / "config.json").is_file()
-    return (previous.get("metrics") or {}) if same and finished else None
+    saved = (final_model(run_dir) / "config.json").is_file()
+    if previous.get("training_fingerprint") != training_fingerprint or not saved:
+        return None
+    if previous.get("status") == "done":
+        return previous.get("metrics") or {}
+    try:
+        written = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    complete = isinstance(written, dict) and written.get("steps") is not None
+    return written if complete and written.get("steps") == written.get("total_steps") else None

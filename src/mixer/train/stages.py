@@ -357,6 +357,7 @@ def train_recipe(
         if dry_run:
             continue
         if (metrics := done_before(prepared.run_dir, prepared.provenance["training_fingerprint"])) is not None:
+            write_stage_files(prepared, "done", metrics)  # a run stopped after its trainer finished is done too
             report.finished.append(stage.name)
             report.metrics[stage.name] = metrics
             continue
