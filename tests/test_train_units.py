@@ -556,3 +556,32 @@ def test_a_stage_trains_on_the_train_split_only(tmp_path):
     assert [Path(f).name for f in prepared.config.data_files] == ["train-00000-of-00001.parquet"]
     assert prepared.provenance["data"]["rows"] == 17  # the train split's
     assert (tmp_path / "out" / "data" / "test-00000-of-00001.parquet").is_file()
+
+
+def test_a_stage_edited_alone_leaves_the_mixture_built(tmp_path):
+    """A learning rate edited between runs rebuilt the whole mixture (the build fingerprint covered the stages),
+    minutes at 10M rows with decontamination. The mixture's identity (build and plan fingerprints, the manifest's
+    recipe, `mixer runs`' fingerprint) no longer covers the stages; runs record them."""
+    import mixer.train.stages as stages
+    from mixer.build import Options, build
+    from mixer.diff import compare, load_side
+    from mixer.runs import find_runs
+
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    recipe = _one_stage_recipe(tmp_path, learning_rate="1.0e-3")
+    stages.train_recipe(recipe, slurm=True, runs_dir=tmp_path / "runs" / "first", options=options)
+    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+    assert "stages" not in json.loads(manifest)["resolved_recipe"]
+    recipe = _one_stage_recipe(tmp_path, learning_rate="2.0e-3")
+    assert build(recipe, options).status == "up-to-date"
+    stages.train_recipe(recipe, slurm=True, runs_dir=tmp_path / "runs" / "second", options=options)
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
+    comparison = compare(load_side(str(tmp_path / "runs/first/sft")), load_side(str(tmp_path / "runs/second/sft")))
+    assert [s.status for s in comparison.composition.sources] == ["same"]
+    assert comparison.composition.settings == ["stages.sft.hyperparameters.learning_rate: 0.001 → 0.002"]
+    listed = {
+        Path(r["path"]).name if r["kind"] == "build" else r["path"]: r["fingerprint"] for r in find_runs([tmp_path])
+    }
+    assert len(set(listed.values())) == 1, listed  # both runs and the build they trained on: one mixture
+    built = load_side(str(tmp_path / "out"))
+    assert compare(built, load_side(str(tmp_path / "runs/second/sft"))).composition.settings == []

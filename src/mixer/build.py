@@ -98,7 +98,7 @@ def build_fingerprint(
     return fingerprint(
         {
             "tool": __version__,
-            "recipe": recipe.document,
+            "recipe": recipe.mixture_document,
             "sample": options.sample,
             "inputs": input_fingerprint(resolved),
             "auxiliary": auxiliary_inputs(recipe, benchmarks),

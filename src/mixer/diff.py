@@ -45,6 +45,7 @@ class Side:
     pools: dict[str, dict[str, Any]] | None = None  # per source, what selection drew from (see `pool_facts`)
     warnings: list[str] = field(default_factory=list)  # what cannot be shown of this side, and why
     sampled: bool = False  # built from the bundled samples (--sample)
+    stages_known: bool = True  # a build output's manifest holds the mixture, not the training stages
 
 
 def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +150,8 @@ def load_side(spec: str) -> Side:
     pools = {n: pool_facts(s) for n, s in manifest["sources"].items()} if manifest else None
     quality = quality_summary(manifest) if manifest else None
     sampled = bool(manifest and manifest.get("sample"))
-    return Side(spec, recipe, counts, run_scores(path), run, quality, pools, warnings, sampled)
+    stages_known = run is not None  # a run records its recipe whole; a build, only what the mixture is made of
+    return Side(spec, recipe, counts, run_scores(path), run, quality, pools, warnings, sampled, stages_known)
 
 
 def _manifest_in(folder: Path) -> dict[str, Any] | None:
@@ -315,9 +317,10 @@ def compare_composition(a: Side, b: Side) -> Composition:
         settings += _changes({key: (a.recipe or {}).get(key)}, {key: (b.recipe or {}).get(key)}, at=())
     if a.quality is not None and b.quality is not None:
         settings += _changes({"built": a.quality}, {"built": b.quality})
-    stages_a, stages_b = _stages_by_name(a.recipe), _stages_by_name(b.recipe)
-    for name in list(stages_a) + [n for n in stages_b if n not in stages_a]:
-        settings += _changes(stages_a.get(name), stages_b.get(name), f"stages.{name}", at=("stages", "*"))
+    if a.stages_known and b.stages_known:
+        stages_a, stages_b = _stages_by_name(a.recipe), _stages_by_name(b.recipe)
+        for name in list(stages_a) + [n for n in stages_b if n not in stages_a]:
+            settings += _changes(stages_a.get(name), stages_b.get(name), f"stages.{name}", at=("stages", "*"))
     return Composition(rows, settings)
 
 

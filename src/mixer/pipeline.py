@@ -320,7 +320,8 @@ def manifest_for(
     return {
         "mixer_version": __version__,
         "recipe": {"name": recipe.name, "path": str(recipe.path), "git": git_info(recipe.path)},
-        "resolved_recipe": redacted(recipe.document),  # `${VAR}`s filled: no credentials in URLs
+        # `${VAR}`s filled, credentials in URLs hidden; the stages are the runs' to record (run.json)
+        "resolved_recipe": redacted(recipe.mixture_document),
         "seed": recipe.seed,
         "sample": plan.sample,
         "plan_fingerprint": plan.fingerprint,

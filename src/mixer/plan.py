@@ -277,7 +277,7 @@ def make_plan(
         raise RecipeInvalid(problems)
     body = {
         "tool": __version__,
-        "recipe": recipe.document,
+        "recipe": recipe.mixture_document,
         "sample": sample,
         "inputs": input_fingerprint,
         "counts": {p.name: p.selected for p in planned},

@@ -244,6 +244,12 @@ class Recipe:
     def block(self, name: str) -> EvolveSpec:
         return next(b for b in self.evolve if b.name == name)
 
+    @property
+    def mixture_document(self) -> dict[str, Any]:
+        """The recipe without its training stages: all a build's output depends on. A learning rate edited
+        between runs leaves the mixture as it is, and `mixer train` does not build it again."""
+        return {key: value for key, value in self.document.items() if key != "stages"}
+
 
 def selector_of(spec: dict[str, Any]) -> Selector:
     if spec.get("take") == "all":

@@ -198,7 +198,8 @@ def prepare_stage(
         "recipe": {
             "name": recipe.name,
             "path": str(recipe.path),
-            "fingerprint": fingerprint(redacted(recipe.document)),  # as `mixer runs` computes a build's
+            # of the mixture, as `mixer runs` computes a build's: runs of one mixture share it
+            "fingerprint": fingerprint(redacted(recipe.mixture_document)),
             "document": redacted(recipe.document),  # the recipe as run: the file may be edited after
         },
         "stage": stage.name,
