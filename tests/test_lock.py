@@ -92,11 +92,17 @@ class FakeHub:
         self.data_files: list[str | None] = []
         self.configs: list[str | None] = []
         self.splits: list[str | None] = []
+        self.cards: list[str] = []
+        self.license: str | list[str] | None = None  # what the dataset card declares
         hub = self
 
         def dataset_info(_api, repo_id, revision=None, **_):
-            hub.resolved.append(f"{repo_id}@{revision}")
-            return huggingface_hub.hf_api.DatasetInfo(id=repo_id, sha=hub.commit)
+            if revision is not None and len(revision) == 40:  # a commit's card, read for its license
+                hub.cards.append(f"{repo_id}@{revision}")
+            else:
+                hub.resolved.append(f"{repo_id}@{revision}")
+            card = {"license": hub.license} if hub.license else None
+            return huggingface_hub.hf_api.DatasetInfo(id=repo_id, sha=hub.commit, cardData=card)
 
         def load_dataset(repo_id, name=None, revision=None, split=None, data_files=None, **_):
             hub.loaded.append(f"{repo_id}@{revision}")
@@ -279,6 +285,8 @@ def test_a_hub_dataset_named_in_the_recipe_is_read_pinned_and_cached_as_a_regist
         "revision": COMMIT_A,
     }
     assert locked["files"][0]["path"] == f"hub:HuggingFaceH4/no_robots@{COMMIT_A}"
+    # the card declares no license: unknown, asked once per cached copy (two splits, two copies)
+    assert result.manifest["sources"]["robots"]["license"] == "unknown" and len(hub.cards) == 2
 
     hub.commit = COMMIT_B  # main moves on; offline, the pinned and cached copies still build
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -304,6 +312,19 @@ def test_a_hub_dataset_named_in_the_recipe_is_read_pinned_and_cached_as_a_regist
     (data / "robots.jsonl").write_text("".join(json.dumps(chat) + "\n" for chat in chats[:6]))
     result = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", data_dir=data), out=tmp_path / "o")
     assert result.manifest["sources"]["robots"]["origin"] == "data_dir" and len(hub.loaded) == 3
+
+
+def test_a_hub_dataset_takes_the_license_its_card_declares_unless_the_recipe_gives_one(tmp_path, monkeypatch):
+    hub = FakeHub(monkeypatch, COMMIT_A, rows=[{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)])
+    hub.license = ["cc-by-4.0", "odc-by"]
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  d: {hub: org/data, format: alpaca, take: all}\n")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    assert build(recipe, options, out=tmp_path / "o").manifest["sources"]["d"]["license"] == "cc-by-4.0, odc-by"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline, the license kept beside the cached copy answers
+    rebuilt = build(recipe, options, out=tmp_path / "o", force=True)
+    assert rebuilt.manifest["sources"]["d"]["license"] == "cc-by-4.0, odc-by" and len(hub.cards) == 1
+    recipe.write_text(recipe.read_text().replace("take: all}", "take: all, license: mit}"))
+    assert build(recipe, options, out=tmp_path / "o").manifest["sources"]["d"]["license"] == "mit"
 
 
 def test_a_split_the_hub_dataset_lacks_is_the_recipes_to_fix_not_the_networks(tmp_path, monkeypatch):

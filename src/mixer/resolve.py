@@ -319,7 +319,29 @@ def resolve_source(
         raise Unsupplied(failure, data_file, hint, sampled=entry is not None) from None
     labelled = [(path, f"hub:{hub.id}@{commit}")]
     fmt = spec.format or hub.format or fmt
+    if spec.hub is not None and spec.license is None:  # a registry entry's license is curated; a card's is asked
+        license_ = card_license(hub, cache_dir / key, commit) or license_
     return ResolvedSource(spec, entry, fmt, "hub", input_files(labelled, hashes), commit, license_)
+
+
+def card_license(hub: HubRef, folder: Path, commit: str) -> str | None:
+    """The license a hub dataset's card declares at `commit`, asked once and kept beside its cached copy (offline,
+    a copy read before answers); None when the card declares none or the hub cannot be asked."""
+    kept = folder / f"{commit}.license"
+    if kept.is_file():
+        return kept.read_text(encoding="utf-8").strip() or None
+    if _offline() or hub_unreachable() is not None:
+        return None
+    from huggingface_hub import HfApi  # installed with datasets
+
+    try:
+        card = HfApi().dataset_info(hub.id, revision=commit).card_data
+    except Exception:  # the license is a courtesy: a failure to ask leaves it unknown, never stops a build
+        return None
+    declared = card.get("license") if card else None
+    text = ", ".join(map(str, declared)) if isinstance(declared, list) else str(declared or "")
+    write_cache_file(kept, text + "\n")
+    return text or None
 
 
 def hub_cache_key(hub: HubRef) -> str:
