@@ -585,3 +585,34 @@ def test_a_stage_edited_alone_leaves_the_mixture_built(tmp_path):
     assert len(set(listed.values())) == 1, listed  # both runs and the build they trained on: one mixture
     built = load_side(str(tmp_path / "out"))
     assert compare(built, load_side(str(tmp_path / "runs/second/sft"))).composition.settings == []
+
+
+def test_runs_are_diffed_on_their_test_split_loss_too(tmp_path):
+    """With `mixture.eval`, each SFT run logs its loss on the held-out rows; `mixer diff` of two runs shows it
+    beside their benchmark results (lower is better), keeps it out of the mean over benchmarks, and says when
+    the held-out rows differ."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.diff import TRAINING_TASK, compare, load_side
+
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+
+    def run(name: str, take: int, learning_rate: str, loss: float) -> str:
+        recipe = _one_stage_recipe(tmp_path, take=take, learning_rate=learning_rate)
+        recipe.write_text(recipe.read_text().replace("output:", "mixture: {eval: {rows: 4}}\noutput:"))
+        stages.train_recipe(recipe, slurm=True, runs_dir=tmp_path / "runs" / name, options=options)
+        record = tmp_path / "runs" / name / "sft" / "run.json"
+        finished = {"status": "done", "metrics": {"eval_loss": loss, "eval_rows": 4}}
+        record.write_text(json.dumps({**json.loads(record.read_text()), **finished}))
+        return str(record.parent)
+
+    first, second = run("first", 20, "1.0e-3", 2.25), run("second", 20, "2.0e-3", 2.0)
+    metrics = compare(load_side(first), load_side(second)).metrics
+    [row] = metrics.rows
+    assert (row.task, row.metric, row.a, row.b, row.direction) == (TRAINING_TASK, "eval_loss", 2.25, 2.0, "better")
+    assert (metrics.mean_delta, metrics.warnings) == (None, [])  # no benchmark: no mean
+    other = run("other", 24, "2.0e-3", 1.5)  # another mixture: other held-out rows
+    [warning] = compare(load_side(first), load_side(other)).metrics.warnings
+    assert warning.startswith(f"{TRAINING_TASK}: test_split differs (") and warning.endswith(
+        "scores are not comparable"
+    )

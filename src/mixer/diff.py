@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from mixer.errors import MixerError, RecipeInvalid
+from mixer.hashing import fingerprint
 from mixer.inherit import TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.redact import redacted
 from mixer.results import Score, run_scores
 
+TRAINING_TASK = "training (test split)"  # a run's own loss on the mixture's held-out rows (mixture.eval)
 COMPARABILITY_KEYS = (
+    "test_split",  # the held-out rows a training loss was measured on
     "shots",
     "chat_template",
     "system_instruction",
@@ -151,7 +154,30 @@ def load_side(spec: str) -> Side:
     quality = quality_summary(manifest) if manifest else None
     sampled = bool(manifest and manifest.get("sample"))
     stages_known = run is not None  # a run records its recipe whole; a build, only what the mixture is made of
-    return Side(spec, recipe, counts, run_scores(path), run, quality, pools, warnings, sampled, stages_known)
+    scores = run_scores(path) + (training_scores(run, manifest) if run else [])
+    return Side(spec, recipe, counts, scores, run, quality, pools, warnings, sampled, stages_known)
+
+
+def training_scores(run: dict[str, Any], manifest: dict[str, Any] | None) -> list[Score]:
+    """A run's loss on the mixture's test split (`mixture.eval`), beside its benchmark results: comparable
+    between runs only when the held-out rows are the same, which `test_split` (their shards' hashes) tells."""
+    metrics = run.get("metrics") or {}
+    loss = metrics.get("eval_loss")
+    if not isinstance(loss, int | float) or isinstance(loss, bool):
+        return []
+    held_out = [s.get("sha256") for s in (manifest or {}).get("shards") or [] if s.get("split") == "test"]
+    split = fingerprint(held_out)[:12] if held_out else None
+    return [
+        Score(
+            TRAINING_TASK,
+            "eval_loss",
+            float(loss),
+            n=metrics.get("eval_rows"),
+            higher_is_better=False,
+            source="run.json",
+            eval_config={"test_split": split},
+        )
+    ]
 
 
 def _manifest_in(folder: Path) -> dict[str, Any] | None:
@@ -398,7 +424,7 @@ def compare_metrics(a: Side, b: Side) -> MetricDiff:
         )
     by_task: dict[str, list[float]] = {}
     for row in rows:
-        if not row.is_group:
+        if not row.is_group and row.task != TRAINING_TASK:  # a loss's scale is not a benchmark's: kept out of the mean
             by_task.setdefault(row.task, []).append(row.delta if row.higher_is_better else -row.delta)
     task_means = [sum(v) / len(v) for v in by_task.values()]
     seen = set()
