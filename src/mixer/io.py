@@ -27,10 +27,10 @@ from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
+from mixer.record_reader import NEWLINE_BYTE
 from mixer.shapes import Misshapen, TurnShape
 
 NEWLINE = 10
-NEWLINE_BYTE = b"\n"
 LINE_PROBE = 1 << 16  # bytes read past a block's nominal end to find where its last line ends
 UTF8_BOM = b"\xef\xbb\xbf"
 
