@@ -150,6 +150,12 @@ def hub_unreachable() -> str | None:
     return None
 
 
+def why_hub_cannot_be_asked() -> str | None:
+    """Offline mode or no connection: checked before any call to the hub (a branch's commit, a download, a
+    card), each of which would otherwise wait through retries."""
+    return "offline mode (HF_HUB_OFFLINE=1)" if _offline() else hub_unreachable()
+
+
 def hub_commit(key: str, hub: HubRef, cache_dir: Path, locked: str | None, refresh: bool) -> str:
     """The commit a hub source is read at. A registry pin is used as is. A moving revision (a branch such as
     `main`) is taken from recipe.lock when the lock has it, as cargo does, so a committed lock rebuilds the
@@ -166,8 +172,8 @@ def hub_commit(key: str, hub: HubRef, cache_dir: Path, locked: str | None, refre
         if pointer.is_file():
             return pointer.read_text(encoding="utf-8").strip()
         raise OSError(f"offline mode (HF_HUB_OFFLINE=1), and {hub.revision!r} was never resolved to a commit here")
-    if (unreachable := hub_unreachable()) is not None:
-        raise OSError(unreachable)
+    if (why := why_hub_cannot_be_asked()) is not None:
+        raise OSError(why)
     from huggingface_hub import HfApi  # installed with datasets; only needed when a branch must be resolved
 
     commit = HfApi().dataset_info(hub.id, revision=hub.revision).sha
@@ -182,10 +188,8 @@ def from_hub(key: str, hub: HubRef, cache_dir: Path, commit: str) -> Path:
     target = cache_dir / key / f"{commit}.parquet"
     if target.is_file():
         return target
-    if _offline():
-        raise OSError("offline mode (HF_HUB_OFFLINE=1)")
-    if (unreachable := hub_unreachable()) is not None:
-        raise OSError(unreachable)
+    if (why := why_hub_cannot_be_asked()) is not None:
+        raise OSError(why)
     import datasets  # imported here: it is slow to import and only needed for hub sources
 
     parts = []
@@ -330,7 +334,7 @@ def card_license(hub: HubRef, folder: Path, commit: str) -> str | None:
     kept = folder / f"{commit}.license"
     if kept.is_file():
         return kept.read_text(encoding="utf-8").strip() or None
-    if _offline() or hub_unreachable() is not None:
+    if why_hub_cannot_be_asked() is not None:
         return None
     from huggingface_hub import HfApi  # installed with datasets
 
