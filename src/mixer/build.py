@@ -48,13 +48,21 @@ class BuildResult:
     replaced: str | None = None  # the other recipe whose mixture the folder held, in words
 
 
-def _other_recipes_mixture(out_dir: Path, recipe: Recipe) -> str | None:
-    """Whose mixture a build is about to replace, when it is another recipe's: a copied recipe that kept the
-    original's `output.dir` replaces that mixture, which nothing else would tell."""
+def _previous_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest of the build the output folder holds, or None (no build there, or one that cannot be read:
+    then there is nothing to keep or to name, and the build goes ahead)."""
+    if not (out_dir / "manifest.json").is_file():
+        return None
     try:
-        built = read_manifest(out_dir)["recipe"] if (out_dir / "manifest.json").is_file() else None
+        return read_manifest(out_dir)
     except MixerError:
         return None
+
+
+def _other_recipes_mixture(previous: dict[str, Any] | None, recipe: Recipe) -> str | None:
+    """Whose mixture a build is about to replace, when it is another recipe's: a copied recipe that kept the
+    original's `output.dir` replaces that mixture, which nothing else would tell."""
+    built = (previous or {}).get("recipe")
     if not isinstance(built, dict) or built.get("name") == recipe.name:
         return None
     return f"recipe {built.get('name')!r}" + (f" ({built['path']})" if built.get("path") else "")
@@ -106,25 +114,18 @@ def build_fingerprint(
     )
 
 
-def _up_to_date(out_dir: Path, build_fp: str) -> dict[str, Any] | None:
-    """The output's manifest when it was built from this very recipe and inputs and its shards are whole; None
-    (build again) for anything else, a manifest that cannot be read included."""
-    if not (out_dir / "manifest.json").is_file():
-        return None
-    try:
-        manifest = read_manifest(out_dir)
-    except MixerError:
-        return None
+def _up_to_date(manifest: dict[str, Any], out_dir: Path, build_fp: str) -> bool:
+    """Whether the output folder's build (`manifest`) is of this very recipe and inputs, with its shards whole."""
     shards = manifest.get("shards")
     if manifest.get("build_fingerprint") != build_fp or not isinstance(shards, list):
-        return None
+        return False
     for shard in shards:
         if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
-            return None
+            return False
         path = out_dir / shard["file"]
         if not path.is_file() or path.stat().st_size != shard.get("bytes"):
-            return None
-    return manifest
+            return False
+    return True
 
 
 def output_dir(recipe: Recipe) -> Path:
@@ -153,14 +154,15 @@ def build(
         check_lock(recipe.path, lock)
     out_dir = out or output_dir(recipe)
     build_fp = build_fingerprint(recipe, resolved, benchmarks, options)
-    if not force and (manifest := _up_to_date(out_dir, build_fp)) is not None:
+    previous = _previous_manifest(out_dir)
+    if not force and previous is not None and _up_to_date(previous, out_dir, build_fp):
         # a lock deleted, cut short by a full disk or edited by hand is written again; a current one is left alone
         stale_lock = not options.sample and not lock_is_current(recipe.path, lock)
-        return BuildResult("up-to-date", out_dir, None, manifest, write_lock(recipe.path, lock) if stale_lock else None)
+        return BuildResult("up-to-date", out_dir, None, previous, write_lock(recipe.path, lock) if stale_lock else None)
 
     from mixer.pipeline import materialise  # polars and the rest load only when there is work to do
 
-    replaced = _other_recipes_mixture(out_dir, recipe)
+    replaced = _other_recipes_mixture(previous, recipe)
     plan, manifest = materialise(recipe, resolved, benchmarks, options, out_dir, build_fp)
     lock_file = None if options.sample else write_lock(recipe.path, lock)
     return BuildResult("built", out_dir, plan, manifest, lock_file, replaced)
