@@ -251,14 +251,15 @@ def config_from_argv(argv: list[str] | None = None) -> StageConfig:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "--config":
         raise SystemExit("usage: python -m mixer.train.<kind> --config RUN_DIR/stage.json")
-    return StageConfig.load(Path(args[1]))
+    cfg = StageConfig.load(Path(args[1]))
+    check_mixture(cfg)  # before the tokenizer and model load: a replaced mixture is refused at once
+    return cfg
 
 
 def read_rows(cfg: StageConfig, columns: list[str], files: list[str] | None = None) -> list[dict[str, Any]]:
     """The rows of `files` (default: the stage's training data)."""
     import polars as pl
 
-    check_mixture(cfg)
     return pl.read_parquet(files or cfg.data_files, columns=columns).to_dicts()
 
 
