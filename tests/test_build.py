@@ -601,6 +601,22 @@ def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back
     assert (out / "manifest.json").read_text() == "previous"
 
 
+def test_a_rebuild_with_nothing_to_write_clears_what_a_killed_build_left_too(tmp_path):
+    """After `kill -9`, the user runs the same build again: it is up to date, and it must not leave the killed
+    build's temp dir (as large as the mixture) on the disk until some later build writes."""
+    alpaca_file(tmp_path / "a.jsonl", 50)
+    recipe = write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    out = tmp_path / "o"
+    build(recipe, QUIET, out=out)
+    token = "0123456789ab"  # a killed build's: its lock file is there and nobody holds it
+    (tmp_path / f".o.tmp-{token}" / "data").mkdir(parents=True)
+    (tmp_path / f".o.tmp-{token}" / "data" / "train-00000.parquet").write_bytes(b"part")
+    (tmp_path / f".o.build-{token}.lock").touch()
+    again = build(recipe, QUIET, out=out)
+    assert again.status == "up-to-date"
+    assert not list(tmp_path.glob(".o.*"))
+
+
 def test_a_file_replaced_by_two_writers_at_once_is_whole_and_a_failed_write_changes_nothing(tmp_path):
     """Lock files, manifests and cache entries are written beside their target and renamed over it. The temp
     name was `.NAME.tmp-PID`: two builds in two containers (where process ids repeat) or on two hosts sharing a

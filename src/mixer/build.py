@@ -6,12 +6,14 @@ polars (a no-op rebuild is a fraction of a second); the steps themselves are seq
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixer import __version__
 from mixer.benchmark_sets import ResolvedBenchmark, resolve_benchmarks
+from mixer.claims import clear_leftovers
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256, fingerprint
 from mixer.lock import check_lock, lock_content, lock_is_current, write_lock
@@ -128,6 +130,14 @@ def _up_to_date(manifest: dict[str, Any], out_dir: Path, build_fp: str) -> bool:
     return True
 
 
+def _clear_killed_builds(out_dir: Path) -> None:
+    """A build killed with -9 leaves its temp dir (up to the size of the mixture) beside the output. Rebuilding
+    the same recipe is what a user does next, and it has nothing to write: it clears them too, not only a build
+    that writes. Best effort: an up-to-date output is still up to date when the folder cannot be listed."""
+    with contextlib.suppress(OSError):
+        clear_leftovers(out_dir)
+
+
 def output_dir(recipe: Recipe) -> Path:
     return Path(recipe.output.dir) if Path(recipe.output.dir).is_absolute() else Path.cwd() / recipe.output.dir
 
@@ -156,6 +166,7 @@ def build(
     build_fp = build_fingerprint(recipe, resolved, benchmarks, options)
     previous = _previous_manifest(out_dir)
     if not force and previous is not None and _up_to_date(previous, out_dir, build_fp):
+        _clear_killed_builds(out_dir)
         # a lock deleted, cut short by a full disk or edited by hand is written again; a current one is left alone
         stale_lock = not options.sample and not lock_is_current(recipe.path, lock)
         return BuildResult("up-to-date", out_dir, None, previous, write_lock(recipe.path, lock) if stale_lock else None)
