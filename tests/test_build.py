@@ -601,6 +601,23 @@ def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back
     assert (out / "manifest.json").read_text() == "previous"
 
 
+def test_a_field_the_file_lacks_names_the_source_whose_mapping_is_wrong(tmp_path):
+    """Two sources may read one file with other `fields:` (GSM8K's question as an instruction, and as a
+    prompt): the error must say which source to fix, not only the file both read."""
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    recipe = write_recipe(
+        tmp_path,
+        "name: r\nsources:\n"
+        "  good: {path: gsm.jsonl, format: alpaca, take: all, fields: {instruction: question, output: answer}}\n"
+        "  bad: {path: gsm.jsonl, format: alpaca, take: all, fields: {instruction: question}}\n",
+    )
+    with pytest.raises(MixerError) as info:
+        build(recipe, QUIET, out=tmp_path / "o")
+    assert info.value.message == f"sources.bad: {path}: no field 'output' (the file has: question, answer)"
+    assert info.value.hint == "map it in the recipe: fields: {output: <one of the file's fields>}"
+
+
 def test_a_rebuild_with_nothing_to_write_clears_what_a_killed_build_left_too(tmp_path):
     """After `kill -9`, the user runs the same build again: it is up to date, and it must not leave the killed
     build's temp dir (as large as the mixture) on the disk until some later build writes."""

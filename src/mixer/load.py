@@ -339,6 +339,7 @@ def load_chunks(
             options={**adapter.options, **source.options},
             file=str(path),
             format=adapter.name,
+            source=name,
         )
 
     def read_file(input_file: InputFile) -> Iterator[Member]:

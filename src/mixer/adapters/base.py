@@ -33,6 +33,12 @@ class Context:
     file: str
     seen: set[str] = field(default_factory=set)
     format: str = ""  # the source's format, left out when a missing field's hint names formats that fit
+    source: str = ""  # the recipe's name for it: two sources may read one file with other `fields:`
+
+    @property
+    def where(self) -> str:
+        """How an error names what it is about: the source, whose `format:` or `fields:` is usually the fix."""
+        return f"sources.{self.source}: {self.file}" if self.source else self.file
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
         return pl.when(pl.col(native).is_not_null()).then(pl.col(native).struct.json_encode())
     if dtype.is_nested():
         raise MixerError(
-            f"{ctx.file}: field {native!r} holds {dtype} values, expected text for {name!r}",
+            f"{ctx.where}: field {native!r} holds {dtype} values, expected text for {name!r}",
             f"map {name!r} to a text field in the recipe: fields: {{{name}: <field>}}",
         )
     if dtype.is_float():
@@ -105,18 +111,18 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
         headerless = ", ".join(f"format: {s.name}" for s in SPECS.values() if s.headerless)
         first = ", ".join(_clip(n) for n in names)
         return MixerError(
-            f"{ctx.file}: {what}; the first row looks like data, not field names ({first})",
+            f"{ctx.where}: {what}; the first row looks like data, not field names ({first})",
             f"a file without a header row needs a headerless format ({headerless} for FLAN CoT TSVs: question, "
             f"answer, rationale), or add a header row naming the fields",
         )
-    return MixerError(f"{ctx.file}: {what} (the file has: {', '.join(names)})", _formats_or_mapping(raw, ctx, name))
+    return MixerError(f"{ctx.where}: {what} (the file has: {', '.join(names)})", _formats_or_mapping(raw, ctx, name))
 
 
 def wrong_type(raw: pl.DataFrame, ctx: Context, name: str, expected: str) -> MixerError:
     """The error for a field of another type than the format reads (LIMA's texts read as ShareGPT turns)."""
     native = ctx.fields[name]
     return MixerError(
-        f"{ctx.file}: field {native!r} is {raw.schema[native]}, expected {expected}",
+        f"{ctx.where}: field {native!r} is {raw.schema[native]}, expected {expected}",
         _formats_or_mapping(raw, ctx, name),
     )
 

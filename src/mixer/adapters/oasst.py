@@ -78,11 +78,11 @@ def _trees_from_flat(raw: pl.DataFrame, ctx: Context) -> list[tuple[int, dict[st
     needed = ("message_id", "parent_id", "role", "text")
     missing = [c for c in needed if c not in raw.columns]
     if missing:
-        raise MixerError(f"{ctx.file}: oasst message table lacks {missing}")
+        raise MixerError(f"{ctx.where}: oasst message table lacks {missing}")
     for column in ("message_id", "parent_id"):  # ids are looked up in a dict: a list or struct id cannot be
         if raw.schema[column] not in (pl.String, pl.Null):
             raise MixerError(
-                f"{ctx.file}: oasst message table: `{column}` holds {raw.schema[column]}, not text ids",
+                f"{ctx.where}: oasst message table: `{column}` holds {raw.schema[column]}, not text ids",
                 "the hub's message table has text ids (UUIDs); check the file is that table",
             )
     records = raw.select(c for c in WALKED if c in raw.columns).to_dicts()
@@ -118,7 +118,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         roots = _trees_from_flat(raw, ctx)
     else:
         raise MixerError(
-            f"{ctx.file}: not an OpenAssistant file",
+            f"{ctx.where}: not an OpenAssistant file",
             "expected the flat message table (message_id, parent_id, ...) or a *.trees.jsonl export",
         )
     top_k = ctx.options["top_k_reply"]

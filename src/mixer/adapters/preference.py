@@ -24,9 +24,9 @@ def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Ex
     if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
         keys = sorted(f.name for f in dtype.inner.fields)
         if not {"role", "content"} <= set(keys):
-            raise MixerError(f"{ctx.file}: the turns of {native!r} have keys {keys}, expected 'role' and 'content'")
+            raise MixerError(f"{ctx.where}: the turns of {native!r} have keys {keys}, expected 'role' and 'content'")
         return pl.col(native).list.eval(message(turn_text("role"), turn_text("content")))
-    raise MixerError(f"{ctx.file}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
+    raise MixerError(f"{ctx.where}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
 
 
 def _turns_through_last_user(conversation: pl.Expr) -> pl.Expr:

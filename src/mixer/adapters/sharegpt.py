@@ -46,7 +46,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     keys = {f.name for f in dtype.inner.fields}
     if not {role_key, content_key} <= keys:
         raise MixerError(
-            f"{ctx.file}: conversation turns have keys {sorted(keys)}, expected {role_key!r} and {content_key!r}",
+            f"{ctx.where}: conversation turns have keys {sorted(keys)}, expected {role_key!r} and {content_key!r}",
             "set options: {role_key: ..., content_key: ...}",
         )
     turns = pl.col(name).list.eval(
