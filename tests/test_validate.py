@@ -453,6 +453,53 @@ def test_env_interpolation(tmp_path, monkeypatch):
     assert validate_file(recipe) == []
 
 
+def test_an_unset_variable_is_one_problem_not_also_the_schemas_of_its_text(tmp_path, monkeypatch):
+    """The `${VAR}` text left in place does not look like a URL: the schema said so too, a second error for a
+    variable the user has only to export."""
+    monkeypatch.delenv("MIXER_TEST_UNSET_URL", raising=False)
+    body = (
+        "name: t\nsources:\n  a: {source: dolly, take: 1}\n  e: {evolved: b, take: all}\n"
+        "evolve:\n  b: {from: a, teacher: {model: m, base_url: '${MIXER_TEST_UNSET_URL}'}}\n"
+    )
+    recipe = write_recipe(tmp_path, body)
+    assert [(d.line, d.col, d.message) for d in validate_file(recipe)] == [
+        (6, 46, "environment variable MIXER_TEST_UNSET_URL is not set")
+    ]
+    monkeypatch.setenv("MIXER_TEST_UNSET_URL", "localhost:8000/v1")  # set, and wrong: the schema's to say
+    assert [(d.line, d.col, d.message) for d in validate_file(recipe)] == [
+        (6, 46, "evolve.b.teacher.base_url: 'localhost:8000/v1' is not an http:// or https:// URL")
+    ]
+
+
+def test_teacher_settings_of_the_wrong_shape_are_explained_and_a_pasted_key_is_never_echoed(tmp_path):
+    body = (
+        "name: t\nsources:\n  a: {source: dolly, take: 1}\n  e: {evolved: b, take: all}\n"
+        "evolve:\n  b:\n    from: a\n"
+        "    teacher: {model: m, base_url: 127.0.0.1:8000/v1, api_key_env: sk-proj-abc123}\n"
+        "    operators: [{name: deepening, template: 'Rewrite this harder.'}]\n"
+    )
+    problems = validate_file(write_recipe(tmp_path, body))
+    assert [(d.line, d.col, d.message) for d in problems] == [
+        (8, 35, "evolve.b.teacher.base_url: '127.0.0.1:8000/v1' is not an http:// or https:// URL"),
+        (
+            8,
+            67,
+            "evolve.b.teacher.api_key_env: the value (not shown: it may be a key) is not an environment variable name",
+        ),
+        # inside the list, not "is not one of wizardlm, wizardcoder" (the preset names a list cannot be)
+        (9, 45, "evolve.b.operators.0.template: 'Rewrite this harder.' has no {instruction}"),
+    ]
+    assert "sk-proj" not in json.dumps([d.to_json() for d in problems])
+    assert problems[1].hint.startswith("name the variable that holds the key (OPENAI_API_KEY)")
+    misspelt = body.replace("template: 'Rewrite this harder.'", "wieght: 2")
+    (problem,) = [d for d in validate_file(write_recipe(tmp_path, misspelt)) if d.line == 9]
+    assert (problem.col, problem.message, problem.hint) == (
+        35,
+        "unknown key 'wieght' in operators[0]",
+        "did you mean 'weight'?",
+    )
+
+
 def test_a_recipe_saved_as_utf16_is_named_as_such(tmp_path):
     """PowerShell 5's `>` writes UTF-16; the error was a codec message about byte 0xff. The hint is the one a
     UTF-16 data file gets: a copy beside the file, named utf8-<name>."""

@@ -90,8 +90,52 @@ NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # the schema's pattern for every 
 def _closest_branch(error: ValidationError) -> ValidationError:
     """For `anyOf: [integer >= 0, "all"]` and -5, report the minimum, not "'all' was expected": drop the
     branches that fail only because the value has another type, and report what is wrong in the others."""
-    typed = [e for e in error.context if not (e.validator in ("type", "const") and not e.relative_path)]
-    return best_match(typed or error.context)
+    typed = [e for e in error.context if not _of_another_type(e)]
+    closest = best_match(typed or error.context)
+    # a list of operators fits no preset name: what is wrong is inside the list, in a branch of its own
+    return _closest_branch(closest) if closest.validator in ("anyOf", "oneOf") and closest.context else closest
+
+
+def _in_mapping(path: tuple[Any, ...]) -> str:
+    """Where an unknown key sits: `in 'hub'`, or for an item of a list `in operators[0]` (not `in 0`)."""
+    if not path:
+        return ""
+    if isinstance(path[-1], int) and len(path) > 1:
+        return f" in {path[-2]}[{path[-1]}]"
+    return f" in {path[-1]!r}"
+
+
+def _of_another_type(error: ValidationError) -> bool:
+    """Whether a branch fails at its root only because the value is of another kind than it takes: a type, a
+    constant, or a set of names offered to a list."""
+    if error.relative_path:
+        return False
+    if error.validator == "enum":
+        return not any(type(v) is type(error.instance) for v in error.validator_value)
+    return error.validator in ("type", "const")
+
+
+# what a value that fails the schema's `pattern` is not, and how to write it, by the key it is under
+PATTERN_WORDS = {
+    "hub": (
+        "is not a hub dataset id",
+        "write it as on the Hugging Face Hub, `org/name` (`hub:` also takes `org/name@revision`)",
+    ),
+    "id": ("is not a hub dataset id", "write it as on the Hugging Face Hub, `org/name`"),
+    "base_url": (
+        "is not an http:// or https:// URL",
+        "write the server's address with its scheme and path: http://127.0.0.1:8000/v1 (vLLM), "
+        "http://127.0.0.1:8080/v1 (llama.cpp server); leave it out for OpenAI",
+    ),
+    "api_key_env": (
+        "is not an environment variable name",
+        "name the variable that holds the key (OPENAI_API_KEY), never the key itself: recipes are committed",
+    ),
+    "template": (
+        "has no {instruction}",
+        "a template says where the instruction being evolved goes: write {instruction} in it",
+    ),
+}
 
 
 def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagnostic]:
@@ -108,7 +152,7 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                     problems.append(
                         located.diag(
                             (*path, key),
-                            f"unknown key {key!r}" + (f" in {path[-1]!r}" if path else ""),
+                            f"unknown key {key!r}{_in_mapping(path)}",
                             _key_hint(str(key), allowed),
                             key=True,
                         )
@@ -145,9 +189,11 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                 message = f"{error.instance!r} {EXCLUSIVE_BOUNDS[error.validator]} {error.validator_value!r}"
             if len(path) == 3 and path[0] == "sources" and path[2] in SELECTORS:
                 hint = _selector_bound_hint(str(path[2]), error.validator)
-        elif error.validator == "pattern" and path and path[-1] in ("hub", "id"):
-            message = f"{error.instance!r} is not a hub dataset id"
-            hint = "write it as on the Hugging Face Hub, `org/name` (`hub:` also takes `org/name@revision`)"
+        elif error.validator == "pattern" and path and path[-1] in PATTERN_WORDS:
+            what, hint = PATTERN_WORDS[str(path[-1])]
+            # a key pasted where its variable's name belongs must not reach a terminal or a CI log
+            shown = "the value (not shown: it may be a key)" if path[-1] == "api_key_env" else repr(error.instance)
+            message = f"{shown} {what}"
         elif error.validator == "type" and error.validator_value == "string" and _one_pair(error.instance):
             ((key, value),) = error.instance.items()
             text = json.dumps(f"{key}: {value}" if value is not None else f"{key}:", ensure_ascii=False)
@@ -699,9 +745,11 @@ def check_document(located: Located, base_dir: Path) -> list[Diagnostic]:
         if located.data is not None or not problems:
             problems.append(located.diag((), "a recipe must be a mapping (name:, sources:, ...)"))
         return _ordered(problems, located)
-    problems += _interpolate(located)
-    # where reading the recipe (its `extends`) already said what is wrong, the schema would only say it again
-    reported = {(d.file, d.line, d.col) for d in located.problems}
+    unset = _interpolate(located)
+    problems += unset
+    # where reading the recipe (its `extends`) or an unset `${VAR}` already said what is wrong, the schema would
+    # only say it again, of the `${VAR}` text left in place
+    reported = {(d.file, d.line, d.col) for d in (*located.problems, *unset)}
     problems += [d for d in _schema_diagnostics(located, recipe_schema()) if (d.file, d.line, d.col) not in reported]
     problems += _semantic_diagnostics(located, base_dir)
     unique = {(d.file, d.line, d.col, d.message): d for d in problems}
