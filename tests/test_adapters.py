@@ -588,3 +588,27 @@ def test_oasst_walk_survives_trees_deeper_than_recursion_and_a_repeated_message_
     assert [[m["content"] for m in c] for c in frame["messages"].to_list()] == [
         ["question", "answer", "follow-up", "answer again"]
     ]
+
+
+def test_prompts_are_user_turns_without_replies_as_in_the_real_wizardlm_test_instructions(shared_data, tmp_path):
+    path = shared_data / "wizardlm" / "WizardLM_testset.jsonl"
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    frame = convert(path, "prompts", fields={"instruction": "Instruction"})
+    assert frame.height == len(records) == 218 and frame["__reason"].null_count() == 218
+    assert [m for ms in frame["messages"].to_list() for m in ms] == [
+        {"role": "user", "content": r["Instruction"]} for r in records
+    ]
+    # the user turn is Alpaca's (an input after a blank line, a system turn first); an empty one is malformed
+    own = tmp_path / "prompts.jsonl"
+    own.write_text(
+        json.dumps({"instruction": "Sum these.", "input": "1 2", "system": "Be brief."})
+        + "\n"
+        + json.dumps({"instruction": "  "})
+        + "\n"
+    )
+    frame = convert(own, "prompts")
+    assert frame["messages"][0].to_list() == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Sum these.\n\n1 2"},
+    ]
+    assert frame["__reason"].to_list() == [None, "empty 'instruction'"]

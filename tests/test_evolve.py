@@ -368,6 +368,47 @@ def test_plan_estimates_cost_without_calling(tmp_path, server):
     assert "evolve blocks" in text and "48" in text
 
 
+def test_prompts_without_replies_seed_a_block_as_the_real_wizardlm_test_instructions_do(shared_data, tmp_path, server):
+    """A prompt set (WizardLM's test instructions: an id, a skill, an instruction, no reply) is what many teams
+    evolve from. As `format: prompts` with `take: 0` it seeds a block and adds no row of its own; the plan's
+    upper bound counts the teacher's answers at max_tokens, since no seed reply gives a length to go by."""
+    path = shared_data / "wizardlm" / "WizardLM_testset.jsonl"
+    teacher = {"model": "gpt-4o-mini", "base_url": server.base_url, "max_tokens": 300, "retry_base_seconds": 0.01}
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: wz
+        seed: 5
+        sources:
+          tests: {{path: {path}, format: prompts, fields: {{instruction: Instruction, id: idx}}, take: 0}}
+          evolved: {{evolved: ev, take: all}}
+        evolve:
+          ev: {{from: tests, sample: 6, rounds: 1, operators: wizardlm, eliminate: [], teacher: {json.dumps(teacher)}}}
+        """,
+    )
+    env = {"MIXER_CACHE_DIR": str(tmp_path / "cache")}
+    planned = run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env=env)
+    assert planned.returncode == 0, planned.stderr
+    [estimate] = json.loads(planned.stdout)["evolve"]
+    assert (estimate["seeds"], estimate["max_calls"], estimate["max_rows"]) == (6, 12, 6)
+    assert estimate["row_tokens"] > 300  # an evolved row: the rewritten instruction and an answer of max_tokens
+    assert server.log == []
+
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    rows = read_rows(out)
+    assert rows.height == 6 and set(rows["dataset"]) == {"evolved"}
+    instructions = {str(r["idx"]): r["Instruction"] for r in map(json.loads, path.read_text().splitlines())}
+    for row in rows.to_dicts():
+        root = row["meta"]["root_id"]
+        assert root.startswith("tests/") and root.removeprefix("tests/") in instructions
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["messages"][1]["content"].startswith("A careful answer")
+    assert server.count("ok") == 12  # a rewrite and an answer for each seed; no judge without its rule
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sources"]["tests"]["counts"]["available"] == 218
+
+
 def test_the_cost_of_a_model_without_a_price_is_shown_as_unknown_not_as_zero_dollars(tmp_path, server):
     """A local model (or a hosted one the table lacks) was reported as costing $0.0000 in the build's table and
     the dataset card, which reads as free; `mixer plan` already said "unknown price"."""

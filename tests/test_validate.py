@@ -212,6 +212,19 @@ def test_json_output(tmp_path):
             "  - {name: d, kind: dpo, model: m, data: {source: dolly, take: 1}}\n",
             (5, 36, "a dpo stage needs preference data (prompt/chosen/rejected), not 'dolly'"),
         ),
+        (  # prompts have no replies: an evolve block's seeds, never rows of the mixture or a stage
+            "sources:\n  p: {path: x.jsonl, format: prompts, take: 5}\n",
+            (3, 45, "'p' holds prompts without replies; it can only seed evolve blocks, not add rows to the mixture"),
+        ),
+        (
+            "sources:\n  p: {path: x.jsonl, format: prompts, take: 0, max_turns: 2}\n",
+            (3, 48, "prompts have no assistant turns to count"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, take: 1}\nstages:\n"
+            "  - {name: s, kind: sft, model: m, data: {path: x.jsonl, format: prompts, take: all}}\n",
+            (5, 36, "the data of stage 's' is prompts without replies; a stage cannot train on them"),
+        ),
     ],
 )
 def test_error_classes(tmp_path, body, expected):

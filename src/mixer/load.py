@@ -51,7 +51,7 @@ META = pl.Struct(
 )
 REJECT_SCHEMA = {"dataset": pl.String, "file": pl.String, "row": pl.Int64, "reason": pl.String, "record": pl.String}
 MAX_REPORTED = 5
-PAYLOAD = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected")}
+PAYLOAD = {"sft": ("messages",), "prompts": ("messages",), "preference": ("prompt", "chosen", "rejected")}
 CHUNK_BYTES = 16 << 20  # text per chunk of a JSON-lines file: bounds the memory of parsing and converting
 
 
@@ -324,7 +324,7 @@ def load_chunks(
     prefixes = file_id_prefixes([f.path for f in source.files])
     payload = PAYLOAD[adapter.kind]
     shared = shared_columns(source)
-    filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind == "sft" else []
+    filters = row_filters(source.spec.filters, mixture_patterns) if adapter.kind != "preference" else []
     order = 0
     failures: list[pl.DataFrame] = []
     records_read = 0  # parsable or not, so a refusal can tell whether every record was malformed

@@ -271,6 +271,37 @@ def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -
     return problems
 
 
+def _check_prompts_source(located: Located, name: str, spec: dict, path: tuple, purpose: str) -> list[Diagnostic]:
+    """Prompts have no replies: rows of them in a mixture or a stage would teach nothing (or fail the trainer);
+    they are an evolve block's seeds, whose evolved source brings the teacher's answers."""
+    if purpose != "mix":
+        return [
+            located.diag(
+                path,
+                f"the data of stage {name!r} is prompts without replies; a stage cannot train on them",
+                "seed an evolve block with them (a source with take: 0 named in its `from:`) and train on the mixture",
+                key=True,
+            )
+        ]
+    hint = f"name it in an evolve block's `from: {name}`; the block's evolved source brings the teacher's answers"
+    problems = []
+    selector = next((k for k in SELECTORS if k in spec), None)
+    if selector is not None and not (selector == "take" and spec["take"] == 0):
+        problems.append(
+            located.diag(
+                (*path, selector),
+                f"{name!r} holds prompts without replies; it can only seed evolve blocks, not add rows to the mixture",
+                f"write take: 0 and {hint}",
+            )
+        )
+    for key in ("min_turns", "max_turns"):
+        if key in spec:
+            problems.append(
+                located.diag((*path, key), "prompts have no assistant turns to count", f"drop `{key}` here", key=True)
+            )
+    return problems
+
+
 def _check_source(
     located: Located, name: str, spec: dict, base_dir: Path, total: Any, path: tuple | None = None, purpose: str = "mix"
 ) -> list[Diagnostic]:
@@ -342,6 +373,8 @@ def _check_source(
                     key=True,
                 )
             )
+        if adapter.kind == "prompts":
+            problems += _check_prompts_source(located, name, spec, path, purpose)
         if adapter.kind != "preference" and purpose == "dpo":
             problems.append(
                 located.diag(

@@ -127,11 +127,13 @@ def wrong_type(raw: pl.DataFrame, ctx: Context, name: str, expected: str) -> Mix
     )
 
 
+KIND_NOTES = {"preference": " (the data of a dpo stage)", "prompts": " (no replies: seeds of an evolve block)"}
+
+
 def _formats_or_mapping(raw: pl.DataFrame, ctx: Context, name: str) -> str:
     mapping = f"map it in the recipe: fields: {{{name}: <one of the file's fields>}}"
     fits = [
-        f"format: {f}" + (" (the data of a dpo stage)" if SPECS[f].kind == "preference" else "")
-        for f in fitting_formats(raw.schema, leave_out=ctx.format)
+        f"format: {f}" + KIND_NOTES.get(SPECS[f].kind, "") for f in fitting_formats(raw.schema, leave_out=ctx.format)
     ]
     return f"its fields are those of {' or '.join(fits)}; or {mapping}" if fits else mapping
 
@@ -145,7 +147,9 @@ def fitting_formats(schema: pl.Schema, leave_out: str = "") -> list[str]:
             continue
         if all(_fits(spec, name, schema.get(spec.fields[name])) for name in spec.required):
             fits.append(spec.name)
-    return fits
+    # every file with an instruction has what `prompts` needs: it is the fit only when nothing with replies is
+    with_replies = [f for f in fits if SPECS[f].kind != "prompts"]
+    return with_replies or fits
 
 
 def _fits(spec: Format, name: str, dtype: pl.DataType | None) -> bool:

@@ -18,7 +18,7 @@ class Format:
     fields: dict[str, str]  # canonical field -> default native column
     required: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)  # option -> default
-    kind: str = "sft"  # or "preference"
+    kind: str = "sft"  # or "preference" (DPO pairs), or "prompts" (no replies: seeds of evolve blocks only)
     has_lang: bool = False
     headerless: bool = False  # read csv/tsv without a header row (FLAN CoT)
     row_local: bool = True  # each record converts alone, so a big JSONL file can be read in chunks
@@ -98,6 +98,13 @@ SPECS = {
             kind="preference",
             turn_fields=("prompt", "chosen", "rejected"),
             text_turn_roles={"prompt": "user", "chosen": "assistant", "rejected": "assistant"},
+        ),
+        Format(
+            name="prompts",
+            summary="instruction (+ optional input, system, id), no reply: seeds for evolve blocks (take: 0)",
+            fields={"instruction": "instruction", "input": "input", "system": "system", "id": "id"},
+            required=("instruction",),
+            kind="prompts",
         ),
         Format(
             name="sharegpt",

@@ -52,7 +52,10 @@ def estimate(spec: EvolveSpec, seeds: pl.DataFrame) -> dict:
         first_content(pl.col("messages"), "user").str.len_chars().mean().alias("instruction"),
         first_content(pl.col("messages"), "assistant").str.len_chars().mean().alias("answer"),
     ).row(0)
-    instruction, answer = ((v or 0) / 4 for v in lengths)
+    instruction_chars, answer_chars = lengths
+    instruction = (instruction_chars or 0) / 4
+    # seeds without replies (format: prompts) give no answer length to go by: the teacher may use max_tokens
+    answer = spec.teacher.max_tokens if answer_chars is None else answer_chars / 4
     operators = resolve_operators(spec.operators)
     frame = sum(len(op.template) for op in operators) / len(operators) / 4
     judged = "no_information_gain" in spec.eliminate
