@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Context, adapter, blank, column, first_reason, sft_frame, turn_messages
+from mixer.adapters.base import (
+    Context,
+    adapter,
+    blank,
+    column,
+    first_reason,
+    instruction_turn,
+    sft_frame,
+    turn_messages,
+)
 
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -16,7 +25,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     extra = column(raw, ctx, "input", required=False)
     output = column(raw, ctx, "output")
     system = column(raw, ctx, "system") if ctx.fields["system"] in raw.columns else None
-    user = pl.when(blank(extra)).then(instruction).otherwise(pl.concat_str([instruction, pl.lit("\n\n"), extra]))
+    user = instruction_turn(instruction, extra)
     messages = turn_messages(raw, [("user", user), ("assistant", output)], system)
     reason = first_reason(
         (blank(instruction), f"empty {ctx.fields['instruction']!r}"),

@@ -235,6 +235,12 @@ def blank(expr: pl.Expr) -> pl.Expr:
     return expr.is_null() | (expr.str.strip_chars().str.len_chars() == 0)
 
 
+def instruction_turn(instruction: pl.Expr, extra: pl.Expr) -> pl.Expr:
+    """The user turn of Alpaca-like records: the instruction, then its input (Dolly: context) after a blank
+    line when there is one, so one prompt reads the same whichever of these formats it came in."""
+    return pl.when(blank(extra)).then(instruction).otherwise(pl.concat_str([instruction, pl.lit("\n\n"), extra]))
+
+
 def first_reason(*checks: tuple[pl.Expr, str]) -> pl.Expr:
     """The message of the first failing check, or null when a record is fine."""
     expr = pl.lit(None, dtype=pl.String)
