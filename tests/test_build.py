@@ -601,6 +601,36 @@ def test_leftovers_of_killed_builds_are_cleared_and_a_set_aside_output_goes_back
     assert (out / "manifest.json").read_text() == "previous"
 
 
+def test_test_rows_that_are_copies_of_training_rows_are_counted_and_said(tmp_path):
+    """An upsampled source repeats rows, and the shuffle puts copies of one row on both sides of the cut: the
+    test split's loss on those is not held out. The build counts them per source (the manifest, --json) and
+    says so; sources without repeats have none."""
+    alpaca_file(tmp_path / "a.jsonl", 60)
+    alpaca_file(tmp_path / "b.jsonl", 20, prefix="b")
+    recipe = write_recipe(
+        tmp_path,
+        "name: r\nseed: 4\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n"
+        "  b: {path: b.jsonl, format: alpaca, fraction: 3}\nmixture: {eval: {rows: 40}}\n",
+    )
+    result = run_mixer("build", str(recipe), "--out", str(tmp_path / "o"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    train = pl.read_parquet(tmp_path / "o" / "data" / "train-*.parquet")
+    test = pl.read_parquet(tmp_path / "o" / "data" / "test-*.parquet")
+    seen = test.filter(pl.col("id").is_in(train["id"].implode()))  # a copy keeps its row's id
+    assert set(seen["dataset"]) == {"b"} and seen.height > 0
+    copied = json.loads(result.stdout)["eval_copies_of_train_rows"]
+    assert copied == {"b": seen.height}
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["totals"]["eval_copies_of_train_rows"] == copied
+    text = run_mixer("build", str(recipe), "--out", str(tmp_path / "o"), "--force", cwd=tmp_path).stdout
+    assert f"⚠ {seen.height} of the test split's 40 rows are copies of rows the train split also holds" in text
+
+    recipe.write_text(recipe.read_text().replace("fraction: 3", "take: all"))
+    result = run_mixer("build", str(recipe), "--out", str(tmp_path / "o"), "--json", cwd=tmp_path)
+    assert json.loads(result.stdout)["eval_copies_of_train_rows"] == {}
+    assert "eval_copies_of_train_rows" not in json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]
+
+
 def test_a_field_the_file_lacks_names_the_source_whose_mapping_is_wrong(tmp_path):
     """Two sources may read one file with other `fields:` (GSM8K's question as an instruction, and as a
     prompt): the error must say which source to fix, not only the file both read."""

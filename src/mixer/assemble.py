@@ -160,6 +160,30 @@ def _take(pending: list[tuple[pl.DataFrame, pl.Series]], n: int) -> tuple[pl.Dat
     return (pl.concat(parts).rechunk() if len(parts) > 1 else parts[0]), left
 
 
+def test_copies_of_training_rows(selections: list[Selection], eval_rows: int) -> dict[str, int]:
+    """Per source, the rows of the test split (the last `eval_rows` of the order) that are copies of a row the
+    train split also holds: an upsampled source (fraction > 1) repeats rows, and the shuffle may put one copy
+    on each side of the cut, so that row's test loss is not a held-out loss. Only sources with repeats can
+    have any; the order is the one `shards` writes (sort key, then id, then repeat)."""
+    upsampled = [k for k, s in enumerate(selections) if s.rows.height and s.rows["__repeat"].max()]
+    if not eval_rows or not upsampled:
+        return {}
+    columns = ["__sort", "id", "__repeat"]
+    order = pl.concat(
+        [
+            s.rows.select(*columns, pl.lit(k, dtype=pl.UInt32).alias("__source"), "__index")
+            for k, s in enumerate(selections)
+        ]
+    )
+    test = order.top_k(eval_rows, by=columns)  # the last rows of the order (keys, ids and repeats never tie whole)
+    identity = ["__source", "__index"]
+    copies_in_test = test.filter(pl.col("__source").is_in(upsampled)).group_by(identity).len("in_test")
+    copies_in_all = order.join(copies_in_test.select(identity), on=identity).group_by(identity).len("all")
+    straddling = copies_in_test.join(copies_in_all, on=identity).filter(pl.col("all") > pl.col("in_test"))
+    per_source = straddling.group_by("__source").agg(pl.col("in_test").sum())
+    return {selections[k].staged.name: int(n) for k, n in per_source.sort("__source").iter_rows()}
+
+
 def shard_plan(total: int, eval_rows: int, shard_rows: int) -> list[tuple[str, int]]:
     """(file name, rows) of every shard in order: the `train` split, then the `test` split's held-out rows (the
     last of the order). An empty mixture still gets one `train` shard, with the schema."""

@@ -421,6 +421,7 @@ def build(
                 "out_dir": str(result.out_dir),
                 "rows": result.manifest["totals"]["rows"],
                 "eval_rows": result.manifest["totals"].get("eval_rows", 0),  # of `rows`, in the test split
+                "eval_copies_of_train_rows": result.manifest["totals"].get("eval_copies_of_train_rows", {}),
                 "lock": str(result.lock) if result.lock else None,
                 "build_fingerprint": result.manifest["build_fingerprint"],
                 "decontamination": _decontam_summary(result.manifest.get("decontamination")),
@@ -445,6 +446,13 @@ def build(
         f"wrote {result.manifest['totals']['rows']:,} rows in {result.manifest['totals']['shards']} "
         f"shard(s) to {result.out_dir}" + (f", the last {held_out:,} as the test split" if held_out else "")
     )
+    if copied := result.manifest["totals"].get("eval_copies_of_train_rows"):
+        out.print(
+            f"⚠ {sum(copied.values()):,} of the test split's {held_out:,} rows are copies of rows the train split "
+            f"also holds ({', '.join(f'{k:,} of {n}' for n, k in copied.items())}, upsampled with fraction > 1): "
+            "their loss is not a held-out loss. A `take` of at most the source's rows holds out only unseen rows",
+            markup=False,
+        )
     _print_quality(result.manifest, result.out_dir)
     if result.lock:
         out.print(f"lock: {result.lock}")

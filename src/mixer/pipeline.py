@@ -17,7 +17,7 @@ import polars as pl
 from rich.progress import Progress
 
 from mixer import __version__, counts_cache
-from mixer.assemble import Selection, select, shards
+from mixer.assemble import Selection, select, shards, test_copies_of_training_rows
 from mixer.build import (
     Options,
     auxiliary_inputs,
@@ -430,6 +430,7 @@ def materialise(
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
+        copied = test_copies_of_training_rows(selections, plan.eval_rows)
         overlap = overlap_matrix(selected_keys(selections), prompt_reader(pools))
         features: list[pl.DataFrame] = []
         sorting = progress.add_task("sorting rows into buckets", total=plan.total_rows)
@@ -451,6 +452,8 @@ def materialise(
         shutil.rmtree(staging, ignore_errors=True)
         write_rejects(temp / "rejects", pools, results)
         manifest = manifest_for(recipe, plan, build_fp, written_shards, written, pools)
+        if copied:  # test rows whose twin (another copy of an upsampled row) trains: their loss is not held out
+            manifest["totals"]["eval_copies_of_train_rows"] = copied
         if results:
             manifest["evolve"] = {name: evolve_manifest(recipe.block(name), r) for name, r in results.items()}
         if decontam is not None:
