@@ -59,7 +59,7 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
     """`reference: precomputed` scores every pair with the starting model once, then keeps one model in memory;
     the losses must be those of the frozen copy, step by step."""
     samples = REPO / "sources" / "samples"
-    losses = {}
+    losses, held_out = {}, {}
     for reference in ("model", "precomputed"):
         recipe = write_recipe(
             tmp_path,
@@ -72,6 +72,7 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
                 kind: dpo
                 model: {TINY_LLAMA}
                 data: {{path: {samples}/ultrafeedback.jsonl, format: preference, take: all}}
+                eval: {{rows: 4}}
                 reference: {reference}
                 max_seq_length: 256
                 hyperparameters: {{learning_rate: 1.0e-3, max_steps: 6, per_device_batch_size: 2,
@@ -84,9 +85,15 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
         result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert json.loads((runs / "dpo" / "stage.json").read_text())["reference"] == reference
-        losses[reference] = [step["loss"] for step in metrics(runs / "dpo" / "metrics.jsonl")]
+        log = metrics(runs / "dpo" / "metrics.jsonl")
+        losses[reference] = [step["loss"] for step in log if "loss" in step]
+        held_out[reference] = [
+            (step["eval_loss"], step["eval_rewards/accuracy"]) for step in log if "eval_loss" in step
+        ]
     assert len(losses["model"]) == 6 and losses["model"][0] == pytest.approx(math.log(2), abs=1e-5)
     assert losses["precomputed"] == pytest.approx(losses["model"], abs=1e-5)
+    # the held-out pairs are scored against the same reference, precomputed for them too
+    assert len(held_out["model"]) == 1 and held_out["precomputed"][0] == pytest.approx(held_out["model"][0], abs=1e-5)
     assert losses["model"][-1] < losses["model"][0]
 
 
@@ -224,3 +231,50 @@ def test_the_test_split_is_scored_at_the_end_of_every_epoch_on_two_processes(tmp
     assert scored[-1]["eval_loss"] < scored[0]["eval_loss"]
     assert (run["metrics"]["eval_loss"], run["metrics"]["eval_rows"]) == (scored[-1]["eval_loss"], 6)
     assert f"test split loss {scored[-1]['eval_loss']:.4g} (" in result.stdout
+
+
+def test_a_dpo_stage_scores_its_own_held_out_pairs_each_epoch_on_two_processes(tmp_path):
+    """A stage's `eval` holds out the last pairs of its data's selection (never trained on) and scores them at
+    the end of every epoch, gathered from both processes: the DPO loss, reward accuracy and margin."""
+    import polars as pl
+
+    samples = REPO / "sources" / "samples"
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: dpo-held
+        sources:
+          a: {{path: {samples}/alpaca.json, format: alpaca, take: all}}
+        stages:
+          - name: dpo
+            kind: dpo
+            model: {TINY_LLAMA}
+            data: {{path: {samples}/ultrafeedback.jsonl, format: preference, take: all}}
+            eval: {{rows: 5}}
+            max_seq_length: 256
+            hyperparameters: {{learning_rate: 1.0e-3, epochs: 2, per_device_batch_size: 2,
+                              gradient_accumulation_steps: 1, warmup_ratio: 0.0, seed: 1, logging_steps: 100}}
+            launcher: {{num_processes: 2, mixed_precision: "no", main_process_port: 29533}}
+        """,
+    )
+    runs = tmp_path / "runs"
+    result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    train = pl.read_parquet(runs / "dpo" / "data" / "train.parquet")
+    test = pl.read_parquet(runs / "dpo" / "data" / "test.parquet")
+    assert (train.height, test.height) == (19, 5) and not set(train["id"]) & set(test["id"])
+    run = json.loads((runs / "dpo" / "run.json").read_text())
+    assert (run["data"]["rows"], run["data"]["eval_rows"]) == (19, 5) and len(run["data"]["test_split"]) == 12
+    scored = [row for row in metrics(runs / "dpo" / "metrics.jsonl") if "eval_loss" in row]
+    per_epoch = math.ceil(math.ceil(19 / 2) / 2)  # two processes, two pairs each per step
+    assert [row["step"] for row in scored] == [per_epoch, 2 * per_epoch]
+    for row in scored:
+        assert 0 <= row["eval_rewards/accuracy"] <= 1 and row["eval_loss"] > 0
+        assert {"eval_rewards/margin", "eval_rewards/chosen", "eval_rewards/rejected"} <= set(row)
+    final = run["metrics"]
+    assert (final["eval_loss"], final["eval_rewards/accuracy"], final["eval_rows"]) == (
+        scored[-1]["eval_loss"],
+        scored[-1]["eval_rewards/accuracy"],
+        5,
+    )
+    assert f"reward accuracy {final['eval_rewards/accuracy']:.1%}" in result.stdout

@@ -616,3 +616,63 @@ def test_runs_are_diffed_on_their_test_split_loss_too(tmp_path):
     assert warning.startswith(f"{TRAINING_TASK}: test_split differs (") and warning.endswith(
         "scores are not comparable"
     )
+
+
+def test_a_dpo_stage_holds_out_unseen_pairs_and_runs_are_diffed_on_their_reward_accuracy(tmp_path):
+    """A stage's `eval` takes the last distinct pairs of its selection as its test split; every copy of them
+    (an upsampled source repeats pairs) leaves the training rows. `mixer diff` of two such runs shows the held-out
+    loss and reward accuracy, and warns when their held-out pairs differ."""
+    import polars as pl
+
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.diff import TRAINING_TASK, compare, load_side
+
+    pairs = [{"prompt": f"q {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(12)]
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "a.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    model = (
+        "{init: llama, config: {hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}}"
+    )
+
+    def run(name: str, held_out: int, accuracy: float) -> Path:
+        recipe = write_recipe(
+            tmp_path,
+            f"""
+            name: prefs
+            sources:
+              a: {{path: a.jsonl, format: alpaca, take: all}}
+            stages:
+              - {{name: dpo, kind: dpo, model: {model}, data: {{path: prefs.jsonl, format: preference, fraction: 2}},
+                  eval: {{rows: {held_out}}}}}
+            """,
+            f"{name}.yaml",
+        )
+        stages.train_recipe(recipe, slurm=True, runs_dir=tmp_path / "runs" / name, options=options)
+        folder = tmp_path / "runs" / name / "dpo"
+        record = folder / "run.json"
+        finished = {"status": "done", "metrics": {"eval_loss": 0.6, "eval_rewards/accuracy": accuracy, "eval_rows": 3}}
+        record.write_text(json.dumps({**json.loads(record.read_text()), **finished}))
+        return folder
+
+    first = run("first", 3, 0.5)
+    train = pl.read_parquet(first / "data" / "train.parquet")
+    test = pl.read_parquet(first / "data" / "test.parquet")
+    assert (train.height, test.height) == (18, 3)  # 24 selected (every pair twice), less both copies of 3
+    assert not set(train["id"]) & set(test["id"]) and train["id"].n_unique() == 9
+    assert json.loads((first / "stage.json").read_text())["eval_files"] == [str(first / "data" / "test.parquet")]
+
+    second = run("second", 3, 0.75)
+    metrics = compare(load_side(str(first)), load_side(str(second))).metrics
+    rows = {row.metric: (row.task, row.a, row.b, row.direction) for row in metrics.rows}
+    assert rows == {
+        "eval_loss": (TRAINING_TASK, 0.6, 0.6, "same"),
+        "eval_rewards/accuracy": (TRAINING_TASK, 0.5, 0.75, "better"),
+    }
+    assert metrics.warnings == []
+    other = run("other", 4, 0.75)  # other held-out pairs: not comparable
+    assert any(
+        w.startswith(f"{TRAINING_TASK}: test_split differs (")
+        for w in compare(load_side(str(first)), load_side(str(other))).metrics.warnings
+    )

@@ -212,6 +212,11 @@ def test_json_output(tmp_path):
             "  - {name: d, kind: dpo, model: m, data: {source: dolly, take: 1}}\n",
             (5, 36, "a dpo stage needs preference data (prompt/chosen/rejected), not 'dolly'"),
         ),
+        (
+            "sources:\n  a: {source: dolly, take: 1}\nstages:\n"
+            "  - {name: s, kind: sft, model: m, data: mixture, eval: {rows: 5}}\n",
+            (5, 51, "a stage on the mixture is scored on the mixture's test split, not rows of its own"),
+        ),
         (  # prompts have no replies: an evolve block's seeds, never rows of the mixture or a stage
             "sources:\n  p: {path: x.jsonl, format: prompts, take: 5}\n",
             (3, 45, "'p' holds prompts without replies; it can only seed evolve blocks, not add rows to the mixture"),

@@ -520,6 +520,8 @@ def train(
         elif prepared.spec.name in report.metrics:
             metrics = report.metrics[prepared.spec.name]
             held_out = f", test split loss {metrics['eval_loss']:.4g}" if metrics.get("eval_loss") is not None else ""
+            if (accuracy := metrics.get("eval_rewards/accuracy")) is not None:
+                held_out += f", reward accuracy {accuracy:.1%}"
             out.print(
                 f"stage {prepared.spec.name}: {metrics.get('steps')} steps, loss "
                 f"{metrics.get('first_loss')} -> {metrics.get('final_loss')}{held_out} ({prepared.run_dir})",

@@ -21,7 +21,7 @@ from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.redact import redacted
 from mixer.results import Score, run_scores
 
-TRAINING_TASK = "training (test split)"  # a run's own loss on the mixture's held-out rows (mixture.eval)
+TRAINING_TASK = "training (test split)"  # a run's own scores on held-out rows (mixture.eval, a stage's eval)
 COMPARABILITY_KEYS = (
     "test_split",  # the held-out rows a training loss was measured on
     "shots",
@@ -158,25 +158,30 @@ def load_side(spec: str) -> Side:
     return Side(spec, recipe, counts, scores, run, quality, pools, warnings, sampled, stages_known)
 
 
+TRAINING_METRICS = (("eval_loss", False), ("eval_rewards/accuracy", True))  # (metric, higher is better)
+
+
 def training_scores(run: dict[str, Any], manifest: dict[str, Any] | None) -> list[Score]:
-    """A run's loss on the mixture's test split (`mixture.eval`), beside its benchmark results: comparable
-    between runs only when the held-out rows are the same, which `test_split` (their shards' hashes) tells."""
+    """A run's loss on its test split (the mixture's, `mixture.eval`, or a stage's own, `eval`; a DPO stage's
+    reward accuracy too), beside its benchmark results: comparable between runs only when the held-out rows are
+    the same, which `test_split` tells (the mixture's test shards' hashes, or the stage's held-out ids)."""
     metrics = run.get("metrics") or {}
-    loss = metrics.get("eval_loss")
-    if not isinstance(loss, int | float) or isinstance(loss, bool):
-        return []
-    held_out = [s.get("sha256") for s in (manifest or {}).get("shards") or [] if s.get("split") == "test"]
-    split = fingerprint(held_out)[:12] if held_out else None
+    split = (run.get("data") or {}).get("test_split")
+    if split is None:
+        held_out = [s.get("sha256") for s in (manifest or {}).get("shards") or [] if s.get("split") == "test"]
+        split = fingerprint(held_out)[:12] if held_out else None
     return [
         Score(
             TRAINING_TASK,
-            "eval_loss",
-            float(loss),
+            metric,
+            float(metrics[metric]),
             n=metrics.get("eval_rows"),
-            higher_is_better=False,
+            higher_is_better=higher,
             source="run.json",
             eval_config={"test_split": split},
         )
+        for metric, higher in TRAINING_METRICS
+        if isinstance(metrics.get(metric), int | float) and not isinstance(metrics.get(metric), bool)
     ]
 
 

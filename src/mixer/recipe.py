@@ -77,12 +77,17 @@ class MixtureSpec:
     eval_fraction: float | None = None  # the same, as a share of the mixture's rows
 
     def eval_count(self, total_rows: int) -> int:
-        """Rows of the `test` split of a mixture of `total_rows` (a fraction rounds to the nearest row, at least 1)."""
-        if self.eval_rows is not None:
-            return self.eval_rows
-        if self.eval_fraction is not None:
-            return max(1, math.floor(self.eval_fraction * total_rows + 0.5)) if total_rows else 0
-        return 0
+        return held_out_count(self.eval_rows, self.eval_fraction, total_rows)
+
+
+def held_out_count(rows: int | None, fraction: float | None, total_rows: int) -> int:
+    """Rows of a `test` split of `total_rows` (`eval: {rows}` or `{fraction}`; a fraction rounds to the nearest
+    row, at least 1)."""
+    if rows is not None:
+        return rows
+    if fraction is not None:
+        return max(1, math.floor(fraction * total_rows + 0.5)) if total_rows else 0
+    return 0
 
 
 def decontam_spec(value: Any) -> DecontamSpec | None:
@@ -163,6 +168,11 @@ class StageSpec:
     reference: str = "model"
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     launcher: Launcher = field(default_factory=Launcher)
+    eval_rows: int | None = None  # of a source `data`, held out as the stage's test split (the mixture's: mixture.eval)
+    eval_fraction: float | None = None
+
+    def eval_count(self, total_rows: int) -> int:
+        return held_out_count(self.eval_rows, self.eval_fraction, total_rows)
 
     @property
     def parent_stage(self) -> str | None:
@@ -388,6 +398,8 @@ def stage_spec(spec: dict[str, Any]) -> StageSpec:
         reference=spec.get("reference", "model"),
         hyperparameters=Hyperparameters(**hyper),
         launcher=Launcher(**(spec.get("launcher") or {})),
+        eval_rows=(spec.get("eval") or {}).get("rows"),
+        eval_fraction=(spec.get("eval") or {}).get("fraction"),
     )
 
 

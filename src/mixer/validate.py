@@ -755,6 +755,16 @@ def _check_stages(located: Located, stages: list, base_dir: Path) -> list[Diagno
             )
         if isinstance(data, dict) and kind in ("sft", "dpo"):
             problems += _check_source(located, str(name), data, base_dir, None, path=(*path, "data"), purpose=kind)
+        if "eval" in stage and data == "mixture":
+            problems.append(
+                located.diag(
+                    (*path, "eval"),
+                    "a stage on the mixture is scored on the mixture's test split, not rows of its own",
+                    "hold rows out with mixture.eval: {rows: N} (or {fraction: f}); a stage's `eval` is for data it "
+                    "reads from a source (a dpo stage's preferences)",
+                    key=True,
+                )
+            )
         for key, only in (("beta", "dpo"), ("reference", "dpo"), ("packing", "sft")):
             if key in stage and kind != only:
                 problems.append(located.diag((*path, key), f"{key!r} applies to {only} stages only", key=True))

@@ -166,7 +166,8 @@ def train(
     )
     window: list[float] = []
     extra: dict[str, list[float]] = {}
-    first_loss = last_loss = eval_loss = None
+    first_loss = last_loss = None
+    scored: dict[str, float] = {}
     while state.step < total_steps:
         loader.set_epoch(state.epoch)
         batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
@@ -200,8 +201,8 @@ def train(
             if state.step >= total_steps:
                 break
         if eval_loader is not None:
-            eval_loss = evaluate(accelerator, model, eval_loader, loss_fn)
-            log.write({"step": state.step, "epoch": state.epoch, "eval_loss": eval_loss})
+            scored = evaluate(accelerator, model, eval_loader, loss_fn)
+            log.write({"step": state.step, "epoch": state.epoch, **scored})
         if state.step >= total_steps:
             break
         state.epoch, state.batches_in_epoch = state.epoch + 1, 0
@@ -225,7 +226,7 @@ def train(
         "world_size": accelerator.num_processes,
         "first_loss": first_loss,
         "final_loss": last_loss,
-        **({"eval_loss": eval_loss, "eval_rows": len(eval_dataset)} if eval_dataset else {}),
+        **({**scored, "eval_rows": len(eval_dataset)} if eval_dataset and scored else {}),
         "runtime_s": round(time.monotonic() - started, 2),
     }
     if accelerator.is_main_process:
@@ -235,16 +236,20 @@ def train(
     return metrics
 
 
-def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn) -> float:
-    """Mean batch loss over the held-out rows, from every process (without the batches padded to even them)."""
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn) -> dict[str, float]:
+    """Mean batch loss (`eval_loss`) and mean of each statistic the loss reports (DPO's reward accuracy and
+    margin: `eval_rewards/accuracy`, ...) over the held-out rows, from every process (without the batches padded
+    to even them)."""
     model.eval()
-    losses = []
+    values: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for batch in loader:
-            loss, _ = loss_fn(model, batch)
-            losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1)))
+            loss, stats = loss_fn(model, batch)
+            for key, value in {"loss": loss.detach().float().item(), **stats}.items():
+                local = torch.tensor([value], dtype=torch.float32, device=accelerator.device)
+                values.setdefault(key, []).append(accelerator.gather_for_metrics(local))
     model.train()
-    return torch.cat(losses).mean().item() if losses else float("nan")
+    return {f"eval_{key}": torch.cat(found).mean().item() for key, found in values.items()}
 
 
 def config_from_argv(argv: list[str] | None = None) -> StageConfig:

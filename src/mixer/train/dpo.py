@@ -71,9 +71,17 @@ def main(argv: list[str] | None = None) -> None:
     hp = hyperparameters(cfg)
     accelerator = make_accelerator(cfg, hp)
     tokenizer = load_tokenizer(cfg)
-    rows = read_rows(cfg, ["prompt", "chosen", "rejected"])
-    pairs = [preference_example(tokenizer, r["prompt"], r["chosen"], r["rejected"], cfg.max_seq_length) for r in rows]
-    pairs = [p for p in pairs if p is not None]
+    columns = ["prompt", "chosen", "rejected"]
+
+    def tokenised(rows: list[dict]) -> list[dict]:
+        pairs = [
+            preference_example(tokenizer, r["prompt"], r["chosen"], r["rejected"], cfg.max_seq_length) for r in rows
+        ]
+        return [p for p in pairs if p is not None]
+
+    pairs = tokenised(read_rows(cfg, columns))
+    # the stage's own test split (`eval`), scored at the end of every epoch: loss, reward accuracy and margin
+    held_out = tokenised(read_rows(cfg, columns, cfg.eval_files)) if cfg.eval_files else []
     policy = load_model(cfg.model, hp)
     accelerator.print(f"loaded model from {cfg.model}")
     pad = tokenizer.pad_token_id
@@ -82,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.reference == "precomputed":
         policy.eval()
         with torch.no_grad():
-            for start in range(0, len(pairs), hp.per_device_batch_size):
-                chunk = pairs[start : start + hp.per_device_batch_size]
+            scored = pairs + held_out  # the same pair objects: their reference log-probs are set in place
+            for start in range(0, len(scored), hp.per_device_batch_size):
+                chunk = scored[start : start + hp.per_device_batch_size]
                 logps = forward_logps(policy, pair_batch(chunk, pad)).tolist()
                 for k, pair in enumerate(chunk):
                     pair["ref"] = (logps[k], logps[k + len(chunk)])
@@ -100,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         n = logps.shape[0] // 2
         return dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], cfg.beta)
 
-    train(cfg, accelerator, policy, pairs, lambda chunk: pair_batch(chunk, pad), loss_fn, tokenizer)
+    batches = lambda chunk: pair_batch(chunk, pad)  # noqa: E731
+    train(cfg, accelerator, policy, pairs, batches, loss_fn, tokenizer, eval_dataset=held_out or None)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from mixer.train.config import StageConfig, final_model, mixture_content
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
 from mixer.train.run_dir import claim_run_dir, done_before, training_inputs
 
+TEST_FILE = "test.parquet"  # beside data/train.parquet: a stage's own held-out rows
 STOP_GRACE_S = 30  # how long an interrupted launcher gets to stop its workers before it is killed
 
 PACKAGES = ("mixer", "torch", "transformers", "accelerate", "polars", "datasets", "tokenizers", "deepspeed")
@@ -100,7 +101,15 @@ def _test_split(data_info: dict[str, Any], recipe: Recipe, dry_run: bool) -> lis
     return sorted(str(p) for p in data.glob("test-*.parquet"))
 
 
+def _own_test(stage: StageSpec, run_dir: Path) -> list[str]:
+    """The stage's own test split (`eval` on a source's data), which it scores at the end of every epoch."""
+    return [str(run_dir / "data" / TEST_FILE)] if stage.eval_rows or stage.eval_fraction else []
+
+
 def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Options, dry_run: bool):
+    """The stage's rows of a source, selected as a mixture source's are, written to `data/train.parquet`; with
+    the stage's `eval`, the last distinct rows of the selection go to `data/test.parquet` instead, every copy
+    of them (an upsampled source repeats rows) left out of training, so the test split is unseen rows."""
     target = run_dir / "data" / "train.parquet"
     source = stage.data
     if dry_run:
@@ -116,8 +125,14 @@ def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Optio
     count = selector_count(source.selector, pool.rows.height)
     if source.selector.mode == "take" and count > pool.rows.height:
         raise MixerError(f"stages.{stage.name}.data: take {count} but only {pool.rows.height} rows are available")
-    rows = select_rows(pool, count, recipe.seed).drop("__repeat")
+    rows = select_rows(pool, count, recipe.seed)
+    rows, test = _held_out(rows, stage)
     target.parent.mkdir(parents=True, exist_ok=True)
+    held_out = {}
+    if test is not None:
+        with replacing(target.with_name(TEST_FILE)) as partial:
+            test.write_parquet(partial)
+        held_out = {"eval_rows": test.height, "test_split": fingerprint(sorted(test["id"].to_list()))[:12]}
     with replacing(target) as partial:
         rows.write_parquet(partial)
     return [str(target)], {
@@ -126,7 +141,25 @@ def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Optio
         "files": [f.to_json() for f in resolved.files],
         "rows": rows.height,
         "counts": pool.counts,
+        **held_out,
     }
+
+
+def _held_out(selected: pl.DataFrame, stage: StageSpec) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """(training rows, test rows or None) of a selection in selection order (with `__repeat`)."""
+    distinct = selected.filter(pl.col("__repeat") == 0)
+    wanted = stage.eval_count(selected.height)
+    if not wanted:
+        return selected.drop("__repeat"), None
+    if wanted >= distinct.height:
+        raise MixerError(
+            f"stages.{stage.name}.eval: holds out {wanted:,} of {distinct.height:,} distinct rows, which leaves none "
+            "to train on",
+            "hold out fewer rows, or select more (take / fraction)",
+        )
+    test = distinct.tail(wanted)
+    train = selected.filter(~pl.col("id").is_in(test["id"].implode()))
+    return train.drop("__repeat"), test.drop("__repeat")
 
 
 def _texts(files: list[str]) -> list[str]:
@@ -180,7 +213,7 @@ def prepare_stage(
         reference=stage.reference,
         hyperparameters=hyper,
         mixture_manifest=str(Path(data_info["out_dir"]) / "manifest.json") if mixture_manifest else None,
-        eval_files=_test_split(data_info, recipe, dry_run) if stage.data == "mixture" else [],
+        eval_files=_test_split(data_info, recipe, dry_run) if stage.data == "mixture" else _own_test(stage, run_dir),
         mixture_content=data_info.get("content"),
     )
     files: dict[str, str] = {}
