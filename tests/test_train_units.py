@@ -676,3 +676,19 @@ def test_a_dpo_stage_holds_out_unseen_pairs_and_runs_are_diffed_on_their_reward_
         w.startswith(f"{TRAINING_TASK}: test_split differs (")
         for w in compare(load_side(str(first)), load_side(str(other))).metrics.warnings
     )
+
+
+def test_metrics_cut_short_do_not_hide_why_a_stage_stopped(tmp_path):
+    """`mixer train` reads the trainer's metrics.json after the launcher returns, and while an interrupt is on its
+    way up: a file cut short (the trainer killed while writing it, before it was written whole by a rename)
+    raised a JSON error in place of the interrupt or the failure."""
+    from types import SimpleNamespace
+
+    from mixer.train.stages import _metrics
+
+    prepared = SimpleNamespace(run_dir=tmp_path)
+    assert _metrics(prepared) is None
+    (tmp_path / "metrics.json").write_text('{"steps": 3, "final_lo')
+    assert _metrics(prepared) is None
+    (tmp_path / "metrics.json").write_text('{"steps": 3}')
+    assert _metrics(prepared) == {"steps": 3}

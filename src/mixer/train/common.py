@@ -24,6 +24,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
+from mixer.files import write_atomic_file
 from mixer.recipe import Hyperparameters
 from mixer.train.config import StageConfig, final_model, mixture_content
 from mixer.train.data import ensure_chat_template
@@ -231,7 +232,8 @@ def train(
     }
     if accelerator.is_main_process:
         tokenizer.save_pretrained(final)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        # whole or absent, never cut short: `mixer train` reads it to tell a finished stage from one to rerun
+        write_atomic_file(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     accelerator.end_training()
     return metrics
 

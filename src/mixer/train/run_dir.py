@@ -29,7 +29,7 @@ def training_inputs(recipe: Recipe, stage: StageSpec, data_info: dict[str, Any],
     parent = stage.parent_stage
     model: Any = stage.model
     if parent is not None:
-        model = {"stage": parent, "trained_from": _json_object(root / parent / "run.json").get("training_fingerprint")}
+        model = {"stage": parent, "trained_from": json_object(root / parent / "run.json").get("training_fingerprint")}
     hyper = {k: v for k, v in asdict(stage.hyperparameters).items() if k not in UNTRAINED_SETTINGS}
     launcher = {k: v for k, v in asdict(stage.launcher).items() if k != "main_process_port"}
     if isinstance(stage.data, SourceSpec):
@@ -51,7 +51,7 @@ def training_inputs(recipe: Recipe, stage: StageSpec, data_info: dict[str, Any],
     }
 
 
-def _json_object(path: Path) -> dict[str, Any]:
+def json_object(path: Path) -> dict[str, Any]:
     """A JSON object a run left (run.json, metrics.json), or nothing: none yet, or unreadable, and then there is
     nothing to compare."""
     try:
@@ -83,7 +83,7 @@ def claim_run_dir(run_dir: Path, stage: str, inputs: dict[str, Any], restart: bo
     if restart:
         _remove(run_dir, present)
         return
-    before = _json_object(run_dir / "run.json").get("training")
+    before = json_object(run_dir / "run.json").get("training")
     now = json.loads(json.dumps(inputs))  # as run.json holds it: tuples are lists
     if before is None or before == now:
         return  # the same training, or a folder from before mixer kept what it trained from
@@ -106,12 +106,12 @@ def done_before(run_dir: Path, training_fingerprint: str) -> dict[str, Any] | No
     rerun of a finished stage replayed its last epoch from the newest checkpoint (the last step is not
     checkpointed). A run stopped after its trainer finished (a scheduler's time limit while the final model was
     written, say) counts as finished too: the trainer writes metrics.json last, once final/ is saved."""
-    previous = _json_object(run_dir / "run.json")
+    previous = json_object(run_dir / "run.json")
     saved = (final_model(run_dir) / "config.json").is_file()
     if previous.get("training_fingerprint") != training_fingerprint or not saved:
         return None
     if previous.get("status") == "done":
         return previous.get("metrics") or {}
-    written = _json_object(run_dir / "metrics.json")
+    written = json_object(run_dir / "metrics.json")
     complete = written.get("steps") is not None and written.get("steps") == written.get("total_steps")
     return written if complete else None

@@ -37,7 +37,7 @@ from mixer.redact import redacted
 from mixer.resolve import resolve_source
 from mixer.train.config import StageConfig, final_model, mixture_content
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
-from mixer.train.run_dir import claim_run_dir, done_before, training_inputs
+from mixer.train.run_dir import claim_run_dir, done_before, json_object, training_inputs
 
 TEST_FILE = "test.parquet"  # beside data/train.parquet: a stage's own held-out rows
 STOP_GRACE_S = 30  # how long an interrupted launcher gets to stop its workers before it is killed
@@ -275,8 +275,9 @@ def run_to_end(command: list[str]) -> int:
 
 
 def _metrics(prepared: PreparedStage) -> dict[str, Any] | None:
-    path = prepared.run_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The trainer's final metrics, or None: not written (stopped before the end), or unreadable, which must
+    not hide why the run stopped (this is read while an interrupt is on its way up)."""
+    return json_object(prepared.run_dir / "metrics.json") or None
 
 
 def run_stage(prepared: PreparedStage) -> dict[str, Any]:
