@@ -20,19 +20,19 @@ from mixer.adapters.base import (
 )
 
 
-def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+def convert(raw: pl.DataFrame, ctx: Context, reply: str | None = "output") -> pl.DataFrame:
+    """Alpaca records, or with `reply=None` their prompts alone (format `prompts`: an evolve block's seeds)."""
     instruction = column(raw, ctx, "instruction")
     extra = column(raw, ctx, "input", required=False)
-    output = column(raw, ctx, "output")
     system = column(raw, ctx, "system") if ctx.fields["system"] in raw.columns else None
-    user = instruction_turn(instruction, extra)
-    messages = turn_messages(raw, [("user", user), ("assistant", output)], system)
-    reason = first_reason(
-        (blank(instruction), f"empty {ctx.fields['instruction']!r}"),
-        (blank(output), f"empty {ctx.fields['output']!r}"),
-    )
-    native_id = column(raw, ctx, "id", required=False)
-    return sft_frame(raw, messages, reason, native_id)
+    turns = [("user", instruction_turn(instruction, extra))]
+    checks = [(blank(instruction), f"empty {ctx.fields['instruction']!r}")]
+    if reply is not None:
+        output = column(raw, ctx, reply)
+        turns.append(("assistant", output))
+        checks.append((blank(output), f"empty {ctx.fields[reply]!r}"))
+    messages = turn_messages(raw, turns, system)
+    return sft_frame(raw, messages, first_reason(*checks), column(raw, ctx, "id", required=False))
 
 
 ADAPTER = adapter("alpaca", convert)
