@@ -160,7 +160,7 @@ def _take(pending: list[tuple[pl.DataFrame, pl.Series]], n: int) -> tuple[pl.Dat
     return (pl.concat(parts).rechunk() if len(parts) > 1 else parts[0]), left
 
 
-def test_copies_of_training_rows(selections: list[Selection], eval_rows: int) -> dict[str, int]:
+def held_out_copies_of_training_rows(selections: list[Selection], eval_rows: int) -> dict[str, int]:
     """Per source, the rows of the test split (the last `eval_rows` of the order) that are copies of a row the
     train split also holds: an upsampled source (fraction > 1) repeats rows, and the shuffle may put one copy
     on each side of the cut, so that row's test loss is not a held-out loss. Only sources with repeats can

@@ -17,7 +17,7 @@ import polars as pl
 from rich.progress import Progress
 
 from mixer import __version__, counts_cache
-from mixer.assemble import Selection, select, shards, test_copies_of_training_rows
+from mixer.assemble import Selection, held_out_copies_of_training_rows, select, shards
 from mixer.build import (
     Options,
     auxiliary_inputs,
@@ -430,7 +430,7 @@ def materialise(
         plan = make_plan(recipe, summaries, sample=options.sample, input_fingerprint=input_fingerprint(resolved))
         selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
-        copied = test_copies_of_training_rows(selections, plan.eval_rows)
+        copied = held_out_copies_of_training_rows(selections, plan.eval_rows)
         overlap = overlap_matrix(selected_keys(selections), prompt_reader(pools))
         features: list[pl.DataFrame] = []
         sorting = progress.add_task("sorting rows into buckets", total=plan.total_rows)
