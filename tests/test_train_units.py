@@ -671,6 +671,10 @@ def test_a_dpo_stage_holds_out_unseen_pairs_and_runs_are_diffed_on_their_reward_
         "eval_rewards/accuracy": (TRAINING_TASK, 0.5, 0.75, "better"),
     }
     assert metrics.warnings == []
+    from mixer.runs import find_runs
+
+    [listed] = find_runs([tmp_path / "runs" / "first"])
+    assert listed["headline"] == {"test split loss": 0.6, "test split rewards/accuracy": 0.5}  # `mixer runs`
     other = run("other", 4, 0.75)  # other held-out pairs: not comparable
     assert any(
         w.startswith(f"{TRAINING_TASK}: test_split differs (")

@@ -19,7 +19,7 @@ from mixer.hashing import fingerprint
 from mixer.inherit import TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.redact import redacted
-from mixer.results import Score, run_scores
+from mixer.results import TRAINING_METRICS, Score, run_scores
 
 TRAINING_TASK = "training (test split)"  # a run's own scores on held-out rows (mixture.eval, a stage's eval)
 COMPARABILITY_KEYS = (
@@ -156,9 +156,6 @@ def load_side(spec: str) -> Side:
     stages_known = run is not None  # a run records its recipe whole; a build, only what the mixture is made of
     scores = run_scores(path) + (training_scores(run, manifest) if run else [])
     return Side(spec, recipe, counts, scores, run, quality, pools, warnings, sampled, stages_known)
-
-
-TRAINING_METRICS = (("eval_loss", False), ("eval_rewards/accuracy", True))  # (metric, higher is better)
 
 
 def training_scores(run: dict[str, Any], manifest: dict[str, Any] | None) -> list[Score]:

@@ -22,6 +22,10 @@ RESULTS_DIR = "results"
 CHOICES_FILE = "sources.json"  # which model row of a leaderboard belongs to this run
 
 
+# what a training run scores on its own held-out rows (run.json metrics): (metric, higher is better)
+TRAINING_METRICS = (("eval_loss", False), ("eval_rewards/accuracy", True))
+
+
 @dataclass(frozen=True)
 class Score:
     task: str

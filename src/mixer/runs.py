@@ -8,14 +8,19 @@ from typing import Any
 from mixer.errors import MixerError
 from mixer.hashing import fingerprint
 from mixer.outputs import read_manifest, read_run
-from mixer.results import run_scores
+from mixer.results import TRAINING_METRICS, run_scores
 
 HEADLINE = 4
 
 
-def _headline(folder: Path) -> dict[str, float]:
-    """The first metric of each (non-group) task, up to four: enough to tell runs apart in a list."""
-    picked: dict[str, float] = {}
+def _headline(folder: Path, trained: dict[str, Any] | None = None) -> dict[str, float]:
+    """A run's scores on its held-out rows (`trained`: its run.json metrics), then the first metric of each
+    (non-group) benchmark task, up to four in all: enough to tell runs apart in a list."""
+    picked = {
+        f"test split {metric.removeprefix('eval_')}": float(value)
+        for metric, _ in TRAINING_METRICS
+        if isinstance(value := (trained or {}).get(metric), int | float) and not isinstance(value, bool)
+    }
     for score in run_scores(folder):
         if not score.is_group and score.task not in {k.split(" ")[0] for k in picked} and len(picked) < HEADLINE:
             picked[f"{score.task} {score.metric}"] = score.value
@@ -33,7 +38,7 @@ def describe(folder: Path) -> dict[str, Any] | None:
             "fingerprint": run["recipe"]["fingerprint"],
             "rows": rows,
             "status": run.get("status"),
-            "headline": _headline(folder),
+            "headline": _headline(folder, run.get("metrics")),
         }
     if (folder / "manifest.json").is_file():
         manifest = read_manifest(folder)
