@@ -96,8 +96,9 @@ def claim_run_dir(run_dir: Path, stage: str, inputs: dict[str, Any], restart: bo
     raise MixerError(
         f"stage {stage}: {run_dir} holds a training from other inputs ({shown}); resuming its checkpoints would "
         "mix the two",
-        "train the stage from the start with `mixer train ... --restart` (its checkpoints and final model are "
-        "deleted), or keep them and give this training another folder with --runs-dir",
+        f"train it from the start with `mixer train RECIPE --stage {stage} --restart` (its checkpoints and final "
+        "model are deleted; without --stage every stage trains again), or keep them and give this training "
+        "another folder with --runs-dir",
     )
 
 
