@@ -631,6 +631,38 @@ def test_test_rows_that_are_copies_of_training_rows_are_counted_and_said(tmp_pat
     assert "eval_copies_of_train_rows" not in json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_copies_across_the_cut_are_counted_as_a_full_sort_would_cut_even_when_keys_tie(seed):
+    """The count reads only sort keys, and ids where a key ties the cut's: against sorting every row by (key,
+    id, repeat) and cutting there, on keys from a small range so that ties are common."""
+    import random
+    from types import SimpleNamespace
+
+    from mixer.assemble import Selection, held_out_copies_of_training_rows
+
+    rng = random.Random(seed)
+    selections = []
+    for name, distinct, repeats in (("a", 30, 1), ("b", 12, 3), ("c", 8, 2)):
+        rows = [
+            {"__index": i, "__repeat": r, "id": f"{name}/{i}", "__sort": rng.randrange(20)}
+            for r in range(repeats)
+            for i in range(distinct)
+        ]
+        frame = pl.DataFrame(
+            rows, schema={"__index": pl.UInt32, "__repeat": pl.Int32, "id": pl.String, "__sort": pl.UInt64}
+        )
+        selections.append(Selection(SimpleNamespace(name=name), frame, 0))
+    everything = pl.concat([s.rows.with_columns(pl.lit(s.staged.name).alias("source")) for s in selections])
+    for eval_rows in (1, 7, 25, 60):
+        test = everything.sort("__sort", "id", "__repeat").tail(eval_rows)
+        train = everything.sort("__sort", "id", "__repeat").head(everything.height - eval_rows)
+        both = test.filter(
+            pl.struct("source", "__index").is_in(train.select(pl.struct("source", "__index")).to_series().implode())
+        )
+        expected = {n: int(k) for n, k in both.group_by("source").len().sort("source").iter_rows()}
+        assert held_out_copies_of_training_rows(selections, eval_rows) == expected
+
+
 def test_a_field_the_file_lacks_names_the_source_whose_mapping_is_wrong(tmp_path):
     """Two sources may read one file with other `fields:` (GSM8K's question as an instruction, and as a
     prompt): the error must say which source to fix, not only the file both read."""

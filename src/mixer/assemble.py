@@ -164,24 +164,26 @@ def held_out_copies_of_training_rows(selections: list[Selection], eval_rows: int
     """Per source, the rows of the test split (the last `eval_rows` of the order) that are copies of a row the
     train split also holds: an upsampled source (fraction > 1) repeats rows, and the shuffle may put one copy
     on each side of the cut, so that row's test loss is not a held-out loss. Only sources with repeats can
-    have any; the order is the one `shards` writes (sort key, then id, then repeat)."""
-    upsampled = [k for k, s in enumerate(selections) if s.rows.height and s.rows["__repeat"].max()]
+    have any. The order is the one `shards` writes (sort key, then id, then repeat); the cut is found on the
+    sort keys alone (8 bytes a row), ids are read only for rows whose key ties the cut's."""
+    upsampled = [s for s in selections if s.rows.height and s.rows["__repeat"].max()]
     if not eval_rows or not upsampled:
         return {}
-    columns = ["__sort", "id", "__repeat"]
-    order = pl.concat(
-        [
-            s.rows.select(*columns, pl.lit(k, dtype=pl.UInt32).alias("__source"), "__index")
-            for k, s in enumerate(selections)
-        ]
-    )
-    test = order.top_k(eval_rows, by=columns)  # the last rows of the order (keys, ids and repeats never tie whole)
-    identity = ["__source", "__index"]
-    copies_in_test = test.filter(pl.col("__source").is_in(upsampled)).group_by(identity).len("in_test")
-    copies_in_all = order.join(copies_in_test.select(identity), on=identity).group_by(identity).len("all")
-    straddling = copies_in_test.join(copies_in_all, on=identity).filter(pl.col("all") > pl.col("in_test"))
-    per_source = straddling.group_by("__source").agg(pl.col("in_test").sum())
-    return {selections[k].staged.name: int(n) for k, n in per_source.sort("__source").iter_rows()}
+    keys = pl.concat([s.rows["__sort"] for s in selections])
+    cut = keys.top_k(eval_rows).min()  # the lowest key in the test split
+    above = int((keys > cut).sum())  # rows all in the test split; of those tied at the cut, the last by id go too
+    tied = pl.concat([s.rows.filter(pl.col("__sort") == cut).select("id", "__repeat") for s in selections])
+    held_ties = tied.sort("id", "__repeat").tail(eval_rows - above).with_columns(pl.lit(True).alias("__held"))
+    copied = {}
+    for selection in upsampled:
+        rows = selection.rows.select("__index", "__sort", "id", "__repeat")
+        rows = rows.join(held_ties, on=["id", "__repeat"], how="left")  # a copy is its (id, repeat), not its index
+        in_test = (pl.col("__sort") > cut) | pl.col("__held").fill_null(False)
+        sides = rows.group_by("__index").agg(in_test.sum().alias("in_test"), pl.len().alias("all"))
+        count = sides.filter((pl.col("in_test") > 0) & (pl.col("in_test") < pl.col("all")))["in_test"].sum()
+        if count:
+            copied[selection.staged.name] = int(count)
+    return copied
 
 
 def shard_plan(total: int, eval_rows: int, shard_rows: int) -> list[tuple[str, int]]:
