@@ -622,6 +622,8 @@ def test_test_rows_that_are_copies_of_training_rows_are_counted_and_said(tmp_pat
     assert copied == {"b": seen.height}
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["totals"]["eval_copies_of_train_rows"] == copied
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert f"{seen.height} of the test rows are copies of rows `train` also holds (upsampled sources: b " in card
     text = run_mixer("build", str(recipe), "--out", str(tmp_path / "o"), "--force", cwd=tmp_path).stdout
     assert f"⚠ {seen.height} of the test split's 40 rows are copies of rows the train split also holds" in text
 

@@ -158,13 +158,21 @@ def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
             f"| {s.name} | {s.format} | {s.origin} | {s.license} | {s.available:,} | {s.selected:,} | "
             f"{share:.1%} | {s.upsample:g}× | {s.est_tokens:,} |"
         )
+    copied = manifest.get("totals", {}).get("eval_copies_of_train_rows") or {}
+    copies = (
+        f" {sum(copied.values()):,} of the test rows are copies of rows `train` also holds (upsampled sources: "
+        + ", ".join(f"{name} {count:,}" for name, count in copied.items())
+        + "), so a loss on them is not a held-out loss."
+        if copied
+        else ""
+    )
     lines += [
         f"| **total** | | | | | **{plan.total_rows:,}** | 100% | | {plan.est_tokens:,} |",
         "",
         *(
             [
                 f"The last {plan.eval_rows:,} rows of the shuffled mixture are held out as the `test` split "
-                f"(`mixture.eval`); `train` has the other {plan.total_rows - plan.eval_rows:,}.",
+                f"(`mixture.eval`); `train` has the other {plan.total_rows - plan.eval_rows:,}.{copies}",
                 "",
             ]
             if plan.eval_rows
