@@ -1157,6 +1157,42 @@ def test_row_ids_of_a_source_of_several_files_name_each_file_whole(tmp_path):
     }
 
 
+def test_a_double_star_in_a_path_reaches_every_folder_below_and_never_the_builds_own_output(tmp_path):
+    """`data/**/*.parquet` (as Hugging Face's `data_files` patterns read) matched one level of folders only, as
+    if it were `data/*/*.parquet`. Matching every level, it could also match the mixture a build wrote under
+    `data/`: each rebuild read its previous output as input and grew (20, 40, 60 rows). That is refused."""
+    for folder in ("data", "data/en", "data/en/train"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    alpaca_file(tmp_path / "data" / "top.jsonl", 2, prefix="t")
+    alpaca_file(tmp_path / "data" / "en" / "train" / "deep.jsonl", 3, prefix="d")
+    text = (
+        "name: deep\nsources:\n  s: {path: 'data/**/*.jsonl', format: alpaca, take: all}\nmixture: {shuffle: false}\n"
+    )
+    recipe = write_recipe(tmp_path, text)
+    ids = sorted(read_mix(build(recipe, QUIET, out=tmp_path / "o").out_dir)["id"])
+    assert ids == ["s/en/train/deep/0", "s/en/train/deep/1", "s/en/train/deep/2", "s/top/0", "s/top/1"]
+
+    # messages in parquet, as a build writes them: `data/**/*.parquet` then matches the output under data/
+    rows = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(4)]
+    pl.DataFrame({"messages": rows}).write_parquet(tmp_path / "data" / "chats.parquet")
+    out = tmp_path / "data" / "out"
+    text = f"name: loop\nsources:\n  s: {{path: 'data/**/*.parquet', format: messages, take: all}}\noutput: {{dir: {out}}}\n"
+    recipe = write_recipe(tmp_path, text)
+    assert build(recipe, QUIET).manifest["totals"]["rows"] == 4
+    before = shard_bytes(out)
+    with pytest.raises(MixerError) as refused:
+        build(recipe, QUIET, force=True)
+    shard = out / "data" / "train-00000-of-00001.parquet"
+    assert refused.value.message == (
+        f"sources.s: {shard} is in the output folder {out}, which this build writes: the mixture would be read "
+        "back in as input"
+    )
+    assert refused.value.hint.startswith("narrow the source's `path:` so it does not match the output")
+    assert shard_bytes(out) == before
+    with pytest.raises(MixerError, match="the mixture would be read back in as input"):
+        plan_recipe(recipe, QUIET)  # `mixer plan` of it too: its counts would include the output's rows
+
+
 def test_where_no_lock_can_be_taken_a_build_runs_and_its_leftovers_are_never_cleared(tmp_path, monkeypatch):
     """Some filesystems refuse locks (ENOLCK): nothing there can tell a running build from a killed one."""
     from mixer import claims

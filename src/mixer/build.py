@@ -138,6 +138,21 @@ def _clear_killed_builds(out_dir: Path) -> None:
         clear_leftovers(out_dir)
 
 
+def refuse_inputs_in_output(resolved: list[ResolvedSource], out_dir: Path) -> None:
+    """A source whose path matches files in the output folder (`data/**/*.parquet` with `output.dir: data/out`)
+    read the previous mixture as input: every rebuild mixed its own output in again and grew."""
+    inside = out_dir.resolve()
+    for source in resolved:
+        for file in source.files:
+            if inside in file.path.resolve().parents:  # below it (an output path that is a file is refused later)
+                raise MixerError(
+                    f"sources.{source.spec.name}: {file.path} is in the output folder {out_dir}, which this build "
+                    "writes: the mixture would be read back in as input",
+                    "narrow the source's `path:` so it does not match the output, or write the output elsewhere "
+                    "(output.dir, or --out)",
+                )
+
+
 def output_dir(recipe: Recipe) -> Path:
     return Path(recipe.output.dir) if Path(recipe.output.dir).is_absolute() else Path.cwd() / recipe.output.dir
 
@@ -158,11 +173,12 @@ def build(
         )
     recipe = load_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
+    out_dir = out or output_dir(recipe)
+    refuse_inputs_in_output(resolved, out_dir)
     benchmarks = resolve_benchmark_inputs(recipe, options)
     lock = lock_content(recipe.name, resolved, benchmarks)
     if locked:
         check_lock(recipe.path, lock)
-    out_dir = out or output_dir(recipe)
     build_fp = build_fingerprint(recipe, resolved, benchmarks, options)
     previous = _previous_manifest(out_dir)
     if not force and previous is not None and _up_to_date(previous, out_dir, build_fp):

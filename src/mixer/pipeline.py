@@ -23,6 +23,7 @@ from mixer.build import (
     auxiliary_inputs,
     input_fingerprint,
     output_dir,
+    refuse_inputs_in_output,
     resolve_benchmark_inputs,
     resolve_inputs,
 )
@@ -274,6 +275,7 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     come from the counts cache when only selectors changed since the data was last read."""
     recipe = load_rows_recipe(recipe_path)
     resolved = resolve_inputs(recipe, options)
+    refuse_inputs_in_output(resolved, output_dir(recipe))  # as the build will: a plan of it is no plan
     benchmarks = resolve_benchmark_inputs(recipe, options)
     fingerprint_in = input_fingerprint(resolved)
     key = counts_key(recipe, resolved, benchmarks, options) if counts_cache.cacheable(recipe) else None

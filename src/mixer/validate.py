@@ -647,7 +647,7 @@ def expand_paths(raw: str, base_dir: Path) -> list[Path]:
     if full.is_file():  # a file whose name has glob characters (`shard[1].jsonl`) is itself, not a pattern
         return [full]
     if glob.has_magic(str(full)):
-        return sorted(Path(p) for p in glob.glob(str(full)) if Path(p).is_file())
+        return sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
     return []
 
 
