@@ -217,6 +217,14 @@ def test_json_output(tmp_path):
             "  - {name: s, kind: sft, model: m, data: mixture, eval: {rows: 5}}\n",
             (5, 51, "a stage on the mixture is scored on the mixture's test split, not rows of its own"),
         ),
+        (
+            "sources:\n  a: {path: [x.jsonl, x.jsonl], format: alpaca, take: all}\n",
+            (3, 23, "'x.jsonl' is listed twice: its rows would be read twice"),
+        ),
+        (
+            "sources:\n  a: {path: ['*.jsonl', x.jsonl], format: alpaca, take: all}\n",
+            (3, 25, "'x.jsonl' matches x.jsonl, which '*.jsonl' matched already: its rows would be read twice"),
+        ),
         (  # prompts have no replies: an evolve block's seeds, never rows of the mixture or a stage
             "sources:\n  p: {path: x.jsonl, format: prompts, take: 5}\n",
             (3, 45, "'p' holds prompts without replies; it can only seed evolve blocks, not add rows to the mixture"),
