@@ -590,3 +590,26 @@ def test_a_current_lock_is_left_untouched_and_an_unwritable_one_is_named(tmp_pat
     assert unwritable.value.message == f"cannot write the lock {lock}: Read-only file system"
     assert "the output itself is in place" in unwritable.value.hint
     assert pl.read_parquet(tmp_path / "o" / "data").height == 6
+
+
+def test_two_files_of_one_name_in_the_data_dir_are_refused_not_picked_by_suffix(tmp_path):
+    """`dolly.json` left beside the `dolly.jsonl` made from it: the first by suffix order (.json) was read,
+    silently, whichever was meant. Sources and benchmarks alike."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_alpaca(data / "mine.jsonl", alpaca_rows(3))
+    (data / "mine.json").write_text(json.dumps(alpaca_rows(5)))
+    recipe = write_recipe(tmp_path, "name: r\nsources:\n  mine: {hub: org/mine, format: alpaca, take: all}\n")
+    with pytest.raises(MixerError) as refused:
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", data_dir=data), out=tmp_path / "o")
+    assert refused.value.message == (
+        f"source 'mine': {data} holds mine.json and mine.jsonl; which one to read is not clear"
+    )
+    assert refused.value.hint == "keep one of them there, or name the file in the recipe (`path:`)"
+
+    (data / "mine.json").unlink()
+    (data / "gsm8k.jsonl").write_text(json.dumps({"question": "How many legs do three spiders have?"}) + "\n")
+    pl.DataFrame({"question": ["What is two and two?"]}).write_parquet(data / "gsm8k.parquet")
+    recipe = _recipe_with_benchmarks(tmp_path, alpaca_rows(4), "[gsm8k]")
+    with pytest.raises(MixerError, match=r"^benchmark 'gsm8k': .* holds gsm8k.jsonl and gsm8k.parquet; which one"):
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache", data_dir=data), out=tmp_path / "o")

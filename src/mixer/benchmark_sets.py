@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.errors import MixerError
 from mixer.hashing import FileHashes
 from mixer.lock import locked_benchmark_revisions
@@ -26,6 +25,7 @@ from mixer.resolve import (
     Unsupplied,
     existing_data_dir,
     input_files,
+    named_in_data_dir,
     read_from_hub,
     unsupplied_at_once,
 )
@@ -142,11 +142,8 @@ def _local_file(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> t
                 f"benchmark {spec.name}: {path} does not exist", "check decontaminate: path (relative to the recipe)"
             )
         return path, label, "path"
-    if data_dir is not None:
-        for suffix in SUPPORTED_SUFFIXES:
-            candidate = data_dir / f"{spec.name}{suffix}"
-            if candidate.is_file():
-                return candidate, f"data-dir:{candidate.name}", "data_dir"
+    if data_dir is not None and (found := named_in_data_dir(spec.name, data_dir, "benchmark")) is not None:
+        return found, f"data-dir:{found.name}", "data_dir"
     return None
 
 

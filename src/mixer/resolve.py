@@ -120,9 +120,20 @@ def _from_data_dir(name: str, data_dir: Path) -> list[Path]:
     folder = data_dir / name
     if folder.is_dir():
         return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES))
-    return [data_dir / f"{name}{suffix}" for suffix in SUPPORTED_SUFFIXES if (data_dir / f"{name}{suffix}").is_file()][
-        :1
-    ]
+    found = named_in_data_dir(name, data_dir, "source")
+    return [found] if found is not None else []
+
+
+def named_in_data_dir(name: str, data_dir: Path, what: str) -> Path | None:
+    """The data dir's `<name>.jsonl` (or another supported suffix). Two of them (`dolly.json` left beside the
+    `dolly.jsonl` made from it) are refused: the first by suffix order was read, silently, whichever was meant."""
+    found = [data_dir / f"{name}{suffix}" for suffix in SUPPORTED_SUFFIXES if (data_dir / f"{name}{suffix}").is_file()]
+    if len(found) > 1:
+        raise MixerError(
+            f"{what} {name!r}: {data_dir} holds {' and '.join(p.name for p in found)}; which one to read is not clear",
+            "keep one of them there, or name the file in the recipe (`path:`)",
+        )
+    return found[0] if found else None
 
 
 def _offline() -> bool:
