@@ -536,3 +536,31 @@ def test_a_build_from_the_bundled_samples_is_named_in_a_diff(tmp_path):
     assert both["metrics"]["warnings"] == [
         "both sides were built from the bundled samples (--sample), not the sources' data"
     ]
+
+
+def test_a_run_holds_one_score_per_task_and_a_second_models_results_are_refused(shared_data, tmp_path):
+    """Attaching model_b's results to the run holding model_a's (or the same model's 3-shot beside its 0-shot)
+    left two scores of each task: `mixer diff` and `mixer runs` showed whichever file sorted last. `mixer
+    results add` refuses it; results put in by hand are compared with a warning naming the files."""
+    lm_eval = shared_data / "lm_eval"
+    run = tmp_path / "run"
+    run.mkdir()
+    add_results(run, [lm_eval / "model_a_0shot.json"])
+    for other in ("model_b_0shot.json", "model_a_3shot.json"):
+        with pytest.raises(MixerError) as refused:
+            add_results(run, [lm_eval / other])
+        assert refused.value.message.startswith(f"{run}: {other} scores ")
+        assert "which results/model_a_0shot.json of this run scores already" in refused.value.message
+        assert refused.value.hint.endswith(f"delete {run / 'results' / 'model_a_0shot.json'} first")
+    assert sorted(p.name for p in (run / "results").iterdir()) == ["model_a_0shot.json"]
+    add_results(run, [lm_eval / "model_a_0shot.json"])  # the same file again replaces itself
+
+    (run / "results" / "model_b_0shot.json").write_bytes((lm_eval / "model_b_0shot.json").read_bytes())
+    other = tmp_path / "other"
+    other.mkdir()
+    add_results(other, [lm_eval / "model_a_0shot.json"])
+    warnings = compare(load_side(str(run)), load_side(str(other))).metrics.warnings
+    assert (
+        f"{run}: results/model_a_0shot.json and results/model_b_0shot.json score the same tasks (creak_mc, "
+        "strategyqa_mc, gsm8k_local, ...): only model_b_0shot.json's are compared"
+    ) in warnings

@@ -19,7 +19,7 @@ from mixer.hashing import fingerprint
 from mixer.inherit import TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.redact import redacted
-from mixer.results import TRAINING_METRICS, Score, run_scores
+from mixer.results import TRAINING_METRICS, Score, run_scores, scored_twice
 
 TRAINING_TASK = "training (test split)"  # a run's own scores on held-out rows (mixture.eval, a stage's eval)
 COMPARABILITY_KEYS = (
@@ -154,7 +154,9 @@ def load_side(spec: str) -> Side:
     quality = quality_summary(manifest) if manifest else None
     sampled = bool(manifest and manifest.get("sample"))
     stages_known = run is not None  # a run records its recipe whole; a build, only what the mixture is made of
-    scores = run_scores(path) + (training_scores(run, manifest) if run else [])
+    benchmarks = run_scores(path)
+    warnings = [*warnings, *scored_twice(path, benchmarks)]
+    scores = benchmarks + (training_scores(run, manifest) if run else [])
     return Side(spec, recipe, counts, scores, run, quality, pools, warnings, sampled, stages_known)
 
 

@@ -293,6 +293,7 @@ def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> l
     stands for the one lm-eval results file inside it."""
     _require_dir(run_dir)
     parsed = [(f, parse_file(f, model)) for f in map(results_in, files)]
+    _refuse_second_scores(run_dir, parsed)
     target = run_dir / RESULTS_DIR
     target.mkdir(exist_ok=True)
     choices = _choices(target)
@@ -304,6 +305,43 @@ def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> l
     if choices:
         (target / CHOICES_FILE).write_text(json.dumps(choices, indent=2) + "\n", encoding="utf-8")
     return [s for _, scores in parsed for s in scores]
+
+
+def _refuse_second_scores(run_dir: Path, parsed: list[tuple[Path, list[Score]]]) -> None:
+    """A run holds one score per task and metric: another model's results (or the same model's with other
+    shots) attached to it replaced the first file's scores in `mixer diff` and `mixer runs`, by file name order.
+    A file of the same name replaces the one attached before."""
+    adding = {file.name for file, _ in parsed}
+    held = {(s.task, s.metric): s.source for s in run_scores(run_dir) if s.source not in adding}
+    for file, scores in parsed:
+        for score in scores:
+            if (score.task, score.metric) in held:
+                raise MixerError(
+                    f"{run_dir}: {file.name} scores {score.task} {score.metric}, which "
+                    f"{RESULTS_DIR}/{held[(score.task, score.metric)]} of this run scores already; a run holds one "
+                    "score per task and metric",
+                    "attach each model's (or each setting's: shots, harness) results to its own run folder; to "
+                    f"replace the results, delete {run_dir / RESULTS_DIR / held[(score.task, score.metric)]} first",
+                )
+        held.update({(s.task, s.metric): file.name for s in scores})
+
+
+def scored_twice(run_dir: Path, scores: list[Score]) -> list[str]:
+    """Results files of one run that score the same task and metric (put in its results folder by hand; `mixer
+    results add` refuses them): only one score of each is compared, which should be said."""
+    files: dict[tuple[str, str], list[str]] = {}
+    for score in scores:
+        files.setdefault((score.task, score.metric), []).append(score.source)
+    shared: dict[tuple[str, ...], list[str]] = {}
+    for (task, _), sources in files.items():
+        if len(set(sources)) > 1 and task not in shared.setdefault(tuple(sources), []):
+            shared[tuple(sources)].append(task)
+    return [
+        f"{run_dir}: {' and '.join(f'{RESULTS_DIR}/{name}' for name in sources)} score the same tasks "
+        f"({', '.join(tasks[:3])}{', ...' if len(tasks) > 3 else ''}): only {sources[-1]}'s are compared"
+        for sources, tasks in shared.items()
+        if tasks
+    ]
 
 
 def _require_dir(run_dir: Path) -> None:
