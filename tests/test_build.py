@@ -238,13 +238,13 @@ def test_take_more_than_available_is_located(tmp_path):
         build(recipe, QUIET, out=tmp_path / "o")
     (diag,) = info.value.diagnostics
     assert (diag.line, diag.col) == (6, 11)
-    assert diag.message == "a asks for 9 rows but only 5 are available after filters"
+    assert diag.message == "a asks for 9 rows but only 5 are available"
     assert diag.hint == "use take: all (its 5 rows) or a smaller take, or fraction: 1.8 to repeat its rows (about 9)"
     recipe.write_text("name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, weight: 0.8}\nmixture: {total: 10}\n")
     with pytest.raises(RecipeInvalid) as info:
         build(recipe, QUIET, out=tmp_path / "o")
     (diag,) = info.value.diagnostics
-    assert (diag.line, diag.col, diag.message) == (3, 46, "a asks for 8 rows but only 5 are available after filters")
+    assert (diag.line, diag.col, diag.message) == (3, 46, "a asks for 8 rows but only 5 are available")
     assert diag.hint == (
         "use a weight of at most 0.5 (or a smaller mixture.total), or fraction: 1.6 to repeat its rows (about 8)"
     )
@@ -253,10 +253,22 @@ def test_take_more_than_available_is_located(tmp_path):
     with pytest.raises(RecipeInvalid) as info:
         build(recipe, QUIET, out=tmp_path / "o")
     (diag,) = info.value.diagnostics
-    assert diag.message == "a asks for 1,500 rows but only 1 is available after filters"
+    assert diag.message == "a asks for 1,500 rows but only 1 is available"
     assert (
         diag.hint == "use take: all (its 1 row) or a smaller take, or fraction: 1500 to repeat its rows (about 1,500)"
     )
+    # rows removed before selection are named, as the card names them: "after filters" sent a user whose rows
+    # went to decontamination or dedup looking at the filters
+    (tmp_path / "a.jsonl").write_text(
+        '{"instruction": "q", "output": "x"}\n' * 3 + '{"instruction": "q", "output": ""}\n'
+    )
+    recipe.write_text(
+        "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: 3, on_error: skip}\nmixture: {dedup: exact}\n"
+    )
+    with pytest.raises(RecipeInvalid) as info:
+        build(recipe, QUIET, out=tmp_path / "o")
+    (diag,) = info.value.diagnostics
+    assert diag.message == "a asks for 3 rows but only 1 is available: read 4, malformed −1, dedup −2"
 
 
 MALFORMED = '{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": ""}\n{"instruction": "c"\n{"instruction": "d", "output": "4"}\n'

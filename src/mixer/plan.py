@@ -119,6 +119,15 @@ def _rows(n: int) -> str:
     return f"{n:,} row" + ("" if n == 1 else "s")
 
 
+def _removed_by(counts: dict[str, int]) -> str:
+    """What took a source's rows before selection (`: read 1,319, decontaminate −1,319`, as the dataset card
+    writes it): "after filters" sent a user whose rows went to decontamination or dedup looking at filters."""
+    removed = {step: n for step, n in counts.items() if step != "read" and n}
+    if not removed:
+        return ""
+    return f": read {counts.get('read', 0):,}" + "".join(f", {step} −{n:,}" for step, n in removed.items())
+
+
 def _too_few_hint(selector: Selector, n: int, have: int) -> str:
     """What to write instead, with the numbers: a user who asked for more rows than a source has either wants
     fewer or wants its rows repeated."""
@@ -128,7 +137,7 @@ def _too_few_hint(selector: Selector, n: int, have: int) -> str:
     else:
         fewer = f"take: all (its {_rows(have)}) or a smaller take"
     if have == 0:
-        return f"use {fewer}; check the source's filters and dedup, which left nothing"
+        return f"use {fewer}, or loosen what removed its rows"
     return f"use {fewer}, or fraction: {_three_digits(n / have)} to repeat its rows (about {n:,})"
 
 
@@ -233,7 +242,7 @@ def make_plan(
                 recipe.located.diag(
                     where,
                     f"{spec.name} asks for {_rows(n)} but only {have:,} {'is' if have == 1 else 'are'} available"
-                    " after filters",
+                    + _removed_by(pool.counts),
                     _too_few_hint(spec.selector, n, have),
                 )
                 if recipe.located
