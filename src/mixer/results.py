@@ -332,15 +332,14 @@ def scored_twice(run_dir: Path, scores: list[Score]) -> list[str]:
     files: dict[tuple[str, str], list[str]] = {}
     for score in scores:
         files.setdefault((score.task, score.metric), []).append(score.source)
-    shared: dict[tuple[str, ...], list[str]] = {}
+    shared: dict[tuple[str, ...], list[str]] = {}  # the files scoring a task twice, and those tasks
     for (task, _), sources in files.items():
-        if len(set(sources)) > 1 and task not in shared.setdefault(tuple(sources), []):
-            shared[tuple(sources)].append(task)
+        if len(set(sources)) > 1 and task not in (tasks := shared.setdefault(tuple(sources), [])):
+            tasks.append(task)
     return [
         f"{run_dir}: {' and '.join(f'{RESULTS_DIR}/{name}' for name in sources)} score the same tasks "
         f"({', '.join(tasks[:3])}{', ...' if len(tasks) > 3 else ''}): only {sources[-1]}'s are compared"
         for sources, tasks in shared.items()
-        if tasks
     ]
 
 
