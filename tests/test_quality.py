@@ -393,6 +393,46 @@ def test_near_duplicates_are_counted_across_sources_and_dropped_with_dedup_near(
     assert NEAR + " tonight" not in prompts and NEAR.replace("brave", "shy") in prompts and NEAR in prompts
 
 
+def test_a_source_that_adds_no_rows_takes_none_from_the_sources_after_it(tmp_path):
+    """`take: 0` keeps a source out of the mixture (an evolve block's seed pool, or one switched off), but its
+    rows still took rows from every later source by dedup: an evolved rewrite is a near duplicate of the seed it
+    came from, and dropped for a seed the mixture does not hold. They take none now, exact or near; the plan's
+    remembered counts follow the change of `take`."""
+    for dedup, step in (("exact", "dedup"), ("near", "dedup_near")):
+        recipe = _near_recipe(tmp_path, dedup)
+        if dedup == "exact":  # b repeats a's second row word for word
+            with (tmp_path / "b.jsonl").open("a") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "instruction": "Explain photosynthesis to a ten year old child in three short "
+                            "paragraphs please",
+                            "input": "",
+                            "output": "a answer 1",
+                        }
+                    )
+                    + "\n"
+                )
+        removed = 1  # what a takes from b when a is in the mixture
+        env = {"MIXER_CACHE_DIR": str(tmp_path / "cache")}
+        planned = json.loads(run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env=env).stdout)
+        assert [s["counts"].get(step, 0) for s in planned["sources"]] == [0, removed]
+        recipe.write_text(
+            recipe.read_text().replace(
+                "a: {path: a.jsonl, format: alpaca, take: all}", "a: {path: a.jsonl, format: alpaca, take: 0}"
+            )
+        )
+        planned = json.loads(run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env=env).stdout)
+        assert [s["counts"].get(step, 0) for s in planned["sources"]] == [0, 0], dedup
+        built = build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / f"out-{dedup}")
+        assert built.manifest["sources"]["b"]["counts"][step] == 0
+        assert (
+            built.manifest["totals"]["rows"]
+            == planned["total_rows"]
+            == len((tmp_path / "b.jsonl").read_text().splitlines())
+        )
+
+
 def test_a_changed_benchmark_file_makes_the_next_build_rebuild(tmp_path):
     recipe = _recipe(tmp_path, "remove")
     assert build(recipe, Options(progress=False), out=tmp_path / "out").status == "built"

@@ -36,6 +36,8 @@ def counts_key(recipe: Recipe, resolved: list[ResolvedSource], sample: bool, aux
                 "name": source.spec.name,
                 "spec": {k: v for k, v in spec.items() if k not in SELECTOR_KEYS},
                 "inputs": [f.sha256 for f in source.files],
+                # a source that adds no rows takes none from the sources after it by dedup: their counts differ
+                "adds_no_rows": source.spec.selector.takes_nothing,
             }
         )
     mixture = {k: v for k, v in (recipe.document.get("mixture") or {}).items() if k not in ("total", "shuffle")}

@@ -51,7 +51,9 @@ class Deduplicator:
     def __init__(self) -> None:
         self.seen = pl.DataFrame(schema={"h1": pl.UInt64, "h2": pl.UInt64})
 
-    def drop_seen(self, staged: Staged) -> None:
+    def drop_seen(self, staged: Staged, remember: bool = True) -> None:
+        """Drop the source's rows seen before; remember the rest unless `remember` is false: a source that adds
+        no row to the mixture (`take: 0`, an evolve block's seeds) must not take rows from the sources after it."""
         hashes = staged.keys.select("h1", "h2")
         if hashes["h1"].null_count() == hashes.height:  # preference rows: no conversation to compare
             staged.counts.setdefault("dedup", 0)
@@ -63,14 +65,19 @@ class Deduplicator:
         fresh = first.join(maybe_seen, on=["h1", "h2"], how="anti")["__i"]
         keep = marked(hashes.height, fresh)
         staged.drop("dedup", keep)
-        self.seen = pl.concat([self.seen, hashes.filter(keep)])
+        if remember:
+            self.seen = pl.concat([self.seen, hashes.filter(keep)])
 
 
-def near_dedup(staged: list[Staged], pairs: pl.DataFrame) -> None:
+def near_dedup(staged: list[Staged], pairs: pl.DataFrame, silent: frozenset[int] = frozenset()) -> None:
     """Drop rows whose first prompt is a near duplicate of an earlier row's (earlier source, then file order),
-    counted per source as `dedup_near`. `pairs`: (row, row_b) labels (`gram_store.label`, in `staged`'s order)."""
+    counted per source as `dedup_near`. `pairs`: (row, row_b) labels (`gram_store.label`, in `staged`'s order).
+    The rows of `silent` sources (indices into `staged`: sources that add no row to the mixture) take none from
+    later sources: an evolve block's rewrites are near duplicates of the seeds they came from."""
     from mixer.gram_store import source_and_position
 
+    earlier, _ = source_and_position(pl.col("row"))
+    pairs = pairs.filter(~earlier.is_in(list(silent))) if silent else pairs
     source, position = source_and_position(pl.col("row_b"))
     later = pairs.select(source.alias("source"), position.alias("__pos")).unique()
     for index, s in enumerate(staged):

@@ -138,7 +138,7 @@ class Cleaner:
         if self.decontam is not None:
             self.decontam.settle(staged)
         if self.dedup is not None:
-            self.dedup.drop_seen(staged)
+            self.dedup.drop_seen(staged, remember=not self._adds_no_rows(staged.name))
         staged.keys = staged.keys.drop("h1", "h2", strict=False)
         self.staged.append(staged)
         return staged
@@ -146,7 +146,12 @@ class Cleaner:
     def near_dedup(self, progress: Progress | None = None) -> None:
         """Near dedup over everything settled so far (earlier rows win, so rerunning it only drops new rows)."""
         if self.recipe.mixture.dedup == "near":
-            near_dedup(self.staged, self.near_pairs(progress))
+            silent = frozenset(i for i, s in enumerate(self.staged) if self._adds_no_rows(s.name))
+            near_dedup(self.staged, self.near_pairs(progress), silent)
+
+    def _adds_no_rows(self, name: str) -> bool:
+        """A `take: 0` source: its rows are not in the mixture, so they take none from other sources by dedup."""
+        return self.recipe.source(name).selector.takes_nothing
 
     def near_pairs(self, progress: Progress | None = None) -> pl.DataFrame:
         """(row, row_b) labels (`gram_store.label`, sources in settling order) of near-duplicate available rows."""

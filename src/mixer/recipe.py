@@ -26,6 +26,11 @@ class Selector:
     def describe(self) -> str:
         return "take: all" if self.mode == "all" else f"{self.mode}: {self.value}"
 
+    @property
+    def takes_nothing(self) -> bool:
+        """`take: 0`: a source kept out of the mixture (an evolve block's seed pool, or one switched off)."""
+        return self.mode == "take" and self.value == 0
+
 
 @dataclass(frozen=True)
 class Filters:
