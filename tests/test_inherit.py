@@ -94,6 +94,33 @@ def test_errors_are_reported_in_the_file_that_holds_them(tmp_path):
     assert f"{base}:5:11: error:" in result.stdout + result.stderr
 
 
+def test_a_source_a_variant_deletes_is_named_where_its_base_still_uses_it(tmp_path):
+    """A variant that drops the seed source of its base's evolve block (`alpaca: null`) got an error at the
+    base's `from:` line with no hint: the cause is a line of the variant, which the hint now names."""
+    write_recipe(
+        tmp_path,
+        """
+        name: base
+        sources:
+          seeds: {source: alpaca, take: 0}
+          evolved: {evolved: block, take: all}
+        evolve:
+          block: {from: seeds, teacher: {model: gpt-4o-mini}}
+        """,
+        name="base.yaml",
+    )
+    variant = write_recipe(
+        tmp_path, "extends: base.yaml\nname: variant\nsources:\n  seeds: null\n", name="variant.yaml"
+    )
+    (problem,) = validate_file(variant)
+    assert (Path(problem.file).name, problem.line, problem.message) == (
+        "base.yaml",
+        6,
+        "evolve block 'block' cannot start from 'seeds': no such source",
+    )
+    assert problem.hint == (f"{variant}:4:3 deletes it (`seeds: null`): keep the source, or start the block elsewhere")
+
+
 def test_cycles_and_missing_bases_are_errors_at_the_extends_line(tmp_path):
     one = write_recipe(
         tmp_path, "name: one\nextends: two.yaml\nsources: {d: {source: dolly, take: 1}}\n", name="one.yaml"

@@ -12,7 +12,7 @@ recipe being built.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,17 @@ def _merged_value(base: Any, over: Any) -> Any:
     return over
 
 
+def _deleted(base: Any, over: Any, path: Path_ = ()) -> Iterator[Path_]:
+    """The paths of `base` that `over` deletes with `null`."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return
+    for key, value in over.items():
+        if value is None and key in base:
+            yield (*path, key)
+        else:
+            yield from _deleted(base.get(key), value, (*path, key))
+
+
 def _merge(base: Located, child: Located) -> Located:
     """`child` over `base`; every node keeps the file and position of the document it came from."""
     del child.data["extends"]
@@ -149,6 +160,10 @@ def _merge(base: Located, child: Located) -> Located:
     child.value_pos.pop(("extends",), None)
     merged = Located(file=child.file, data=_merged_value(base.data, child.data))
     merged.problems = [*base.problems, *child.problems]
+    merged.removed = {
+        **base.removed,
+        **{path: (child.file, *child.key_pos.get(path, (1, 1))) for path in _deleted(base.data, child.data)},
+    }
 
     def place(value: Any, path: Path_, origin: Located) -> None:
         origin = child if origin is child and path in child.value_pos else base

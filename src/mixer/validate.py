@@ -96,6 +96,15 @@ def _closest_branch(error: ValidationError) -> ValidationError:
     return _closest_branch(closest) if closest.validator in ("anyOf", "oneOf") and closest.context else closest
 
 
+def _removed_hint(located: Located, path: tuple[str, ...], names: list[str]) -> str | None:
+    """For a name nothing defines: where a recipe extending its base deleted it (`name: null`), else the closest
+    name."""
+    if path in located.removed:
+        file, line, col = located.removed[path]
+        return f"{file}:{line}:{col} deletes it (`{path[-1]}: null`): keep the source, or start the block elsewhere"
+    return did_you_mean(path[-1], names)
+
+
 def _in_mapping(path: tuple[Any, ...]) -> str:
     """Where an unknown key sits: `in 'hub'`, or for an item of a list `in operators[0]` (not `in 0`)."""
     if not path:
@@ -541,7 +550,7 @@ def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnos
                     (*path, "from"),
                     f"evolve block {name!r} cannot start from {origin!r}"
                     + (": it is itself evolved" if evolved else ": no such source"),
-                    "use more rounds instead" if evolved else did_you_mean(origin, seedable),
+                    "use more rounds instead" if evolved else _removed_hint(located, ("sources", origin), seedable),
                 )
             )
         problems += _unkept_budget(located, path, block)

@@ -27,6 +27,8 @@ class Located:
     value_pos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     problems: list[Diagnostic] = field(default_factory=list)
     files: dict[Path_, str] = field(default_factory=dict)
+    # keys a recipe that extends another deleted with `null`, and where: what still names them is told so
+    removed: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[str, int, int]:
         """File and position of `path` (its key when `key`), else of the nearest enclosing node that has one."""
