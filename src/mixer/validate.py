@@ -96,9 +96,9 @@ def _closest_branch(error: ValidationError) -> ValidationError:
     return _closest_branch(closest) if closest.validator in ("anyOf", "oneOf") and closest.context else closest
 
 
-def _removed_hint(located: Located, path: tuple[str, ...], names: list[str]) -> str | None:
-    """For a name nothing defines: where a recipe extending its base deleted it (`name: null`), else the closest
-    name."""
+def _deleted_source_hint(located: Located, path: tuple[str, ...], names: list[str]) -> str | None:
+    """For a block's `from:` that names no source: where a recipe extending its base deleted it (`name: null`),
+    else the closest name."""
     if path in located.removed:
         file, line, col = located.removed[path]
         return f"{file}:{line}:{col} deletes it (`{path[-1]}: null`): keep the source, or start the block elsewhere"
@@ -550,7 +550,9 @@ def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnos
                     (*path, "from"),
                     f"evolve block {name!r} cannot start from {origin!r}"
                     + (": it is itself evolved" if evolved else ": no such source"),
-                    "use more rounds instead" if evolved else _removed_hint(located, ("sources", origin), seedable),
+                    "use more rounds instead"
+                    if evolved
+                    else _deleted_source_hint(located, ("sources", origin), seedable),
                 )
             )
         problems += _unkept_budget(located, path, block)
