@@ -612,3 +612,20 @@ def test_prompts_are_user_turns_without_replies_as_in_the_real_wizardlm_test_ins
         {"role": "user", "content": "Sum these.\n\n1 2"},
     ]
     assert frame["__reason"].to_list() == [None, "empty 'instruction'"]
+
+
+def test_a_field_inside_an_object_is_told_to_be_flattened_first(tmp_path):
+    """`fields: {instruction: data.q}` named a field inside an object, which `fields:` does not reach: the error
+    said only that the file has `data`."""
+    path = tmp_path / "nested.jsonl"
+    path.write_text(json.dumps({"data": {"q": "question", "a": "answer"}}) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, "alpaca", fields={"instruction": "data.q", "output": "data.a"})
+    assert info.value.message == (
+        f"{path}: no field 'data.q' for 'instruction' (the file has: data); `fields:` names the file's own fields, "
+        "and 'data' holds an object"
+    )
+    assert (
+        info.value.hint
+        == "flatten the records first, e.g. jq -c '{instruction: .data.q}' (with the other fields) into a new file"
+    )

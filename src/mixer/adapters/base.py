@@ -115,6 +115,13 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
             f"a file without a header row needs a headerless format ({headerless} for FLAN CoT TSVs: question, "
             f"answer, rationale), or add a header row naming the fields",
         )
+    head = native.split(".", 1)[0]
+    if "." in native and head in names and isinstance(raw.schema[head], pl.Struct):  # `data.question`
+        return MixerError(
+            f"{ctx.where}: {what} (the file has: {', '.join(names)}); `fields:` names the file's own fields, and "
+            f"{head!r} holds an object",
+            f"flatten the records first, e.g. jq -c '{{{name}: .{native}}}' (with the other fields) into a new file",
+        )
     return MixerError(f"{ctx.where}: {what} (the file has: {', '.join(names)})", _formats_or_mapping(raw, ctx, name))
 
 
