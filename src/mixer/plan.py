@@ -119,13 +119,19 @@ def _rows(n: int) -> str:
     return f"{n:,} row" + ("" if n == 1 else "s")
 
 
-def _removed_by(counts: dict[str, int]) -> str:
-    """What took a source's rows before selection (`: read 1,319, decontaminate −1,319`, as the dataset card
-    writes it): "after filters" sent a user whose rows went to decontamination or dedup looking at filters."""
-    removed = {step: n for step, n in counts.items() if step != "read" and n}
+def removed_steps(counts: dict[str, int]) -> dict[str, int]:
+    """The steps that took a source's rows before selection (malformed, filters, decontaminate, dedup), and how
+    many each took."""
+    return {step: n for step, n in counts.items() if step != "read" and n}
+
+
+def removal_text(counts: dict[str, int]) -> str | None:
+    """`read 1,319, decontaminate −1,319`, as the dataset card and a too-few-rows error write it; None when no
+    step removed a row."""
+    removed = removed_steps(counts)
     if not removed:
-        return ""
-    return f": read {counts.get('read', 0):,}" + "".join(f", {step} −{n:,}" for step, n in removed.items())
+        return None
+    return f"read {counts.get('read', 0):,}" + "".join(f", {step} −{n:,}" for step, n in removed.items())
 
 
 def _too_few_hint(selector: Selector, n: int, have: int) -> str:
@@ -242,7 +248,8 @@ def make_plan(
                 recipe.located.diag(
                     where,
                     f"{spec.name} asks for {_rows(n)} but only {have:,} {'is' if have == 1 else 'are'} available"
-                    + _removed_by(pool.counts),
+                    # what removed rows, named: "after filters" sent a user whose rows went to decontamination
+                    + (f": {removed}" if (removed := removal_text(pool.counts)) else ""),
                     _too_few_hint(spec.selector, n, have),
                 )
                 if recipe.located

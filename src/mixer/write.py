@@ -22,7 +22,7 @@ from mixer.claims import Claim, claim, clear_leftovers
 from mixer.errors import MixerError, disk_full
 from mixer.evolve.cost import usd_text
 from mixer.hashing import file_sha256
-from mixer.plan import Plan
+from mixer.plan import Plan, removal_text
 from mixer.threads import wait_for
 
 # shards written at once. The writer (parquet encoding and zstd, one core for a 100K-row shard) was the write
@@ -182,11 +182,7 @@ def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
         "",
     ]
     for s in plan.sources:
-        removed = {k: v for k, v in s.counts.items() if k != "read" and v}
-        lines.append(
-            f"- {s.name}: read {s.counts.get('read', 0):,}"
-            + ("".join(f", {k} −{v:,}" for k, v in removed.items()) if removed else ", nothing removed")
-        )
+        lines.append(f"- {s.name}: " + (removal_text(s.counts) or f"read {s.counts.get('read', 0):,}, nothing removed"))
     lines += evolve_section(manifest.get("evolve") or {})
     lines += [
         "",
