@@ -19,7 +19,7 @@ from mixer.hashing import fingerprint
 from mixer.inherit import TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.redact import redacted
-from mixer.results import TRAINING_METRICS, Score, run_scores, scored_twice
+from mixer.results import Score, held_out_scores, run_scores, scored_twice
 
 TRAINING_TASK = "training (test split)"  # a run's own scores on held-out rows (mixture.eval, a stage's eval)
 COMPARABILITY_KEYS = (
@@ -173,14 +173,13 @@ def training_scores(run: dict[str, Any], manifest: dict[str, Any] | None) -> lis
         Score(
             TRAINING_TASK,
             metric,
-            float(metrics[metric]),
+            value,
             n=metrics.get("eval_rows"),
             higher_is_better=higher,
             source="run.json",
             eval_config={"test_split": split},
         )
-        for metric, higher in TRAINING_METRICS
-        if isinstance(metrics.get(metric), int | float) and not isinstance(metrics.get(metric), bool)
+        for metric, (value, higher) in held_out_scores(metrics).items()
     ]
 
 

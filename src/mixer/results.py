@@ -26,6 +26,16 @@ CHOICES_FILE = "sources.json"  # which model row of a leaderboard belongs to thi
 TRAINING_METRICS = (("eval_loss", False), ("eval_rewards/accuracy", True))
 
 
+def held_out_scores(metrics: dict[str, Any] | None) -> dict[str, tuple[float, bool]]:
+    """The `TRAINING_METRICS` a run recorded as numbers: metric -> (value, higher is better)."""
+    found = metrics or {}
+    return {
+        metric: (float(value), higher)
+        for metric, higher in TRAINING_METRICS
+        if isinstance(value := found.get(metric), int | float) and not isinstance(value, bool)
+    }
+
+
 @dataclass(frozen=True)
 class Score:
     task: str

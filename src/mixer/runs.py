@@ -8,7 +8,7 @@ from typing import Any
 from mixer.errors import MixerError
 from mixer.hashing import fingerprint
 from mixer.outputs import read_manifest, read_run
-from mixer.results import TRAINING_METRICS, run_scores
+from mixer.results import held_out_scores, run_scores
 
 HEADLINE = 4
 
@@ -17,9 +17,7 @@ def _headline(folder: Path, trained: dict[str, Any] | None = None) -> dict[str, 
     """A run's scores on its held-out rows (`trained`: its run.json metrics), then the first metric of each
     (non-group) benchmark task, up to four in all: enough to tell runs apart in a list."""
     picked = {
-        f"test split {metric.removeprefix('eval_')}": float(value)
-        for metric, _ in TRAINING_METRICS
-        if isinstance(value := (trained or {}).get(metric), int | float) and not isinstance(value, bool)
+        f"test split {metric.removeprefix('eval_')}": value for metric, (value, _) in held_out_scores(trained).items()
     }
     for score in run_scores(folder):
         if not score.is_group and score.task not in {k.split(" ")[0] for k in picked} and len(picked) < HEADLINE:
