@@ -275,8 +275,8 @@ def make_plan(
             )
         )
     total = sum(p.selected for p in planned)
-    eval_rows = recipe.mixture.eval_count(total)
-    if sample and recipe.mixture.eval_rows:  # held-out rows shrink with the takes, as the samples are small
+    eval_rows = recipe.mixture.eval.count(total)
+    if sample and recipe.mixture.eval.rows:  # held-out rows shrink with the takes, as the samples are small
         full = sum(requested_counts(recipe, available, False).values())
         eval_rows = min(eval_rows, max(1, math.floor(eval_rows * total / full + 0.5))) if full else 0
     if eval_rows and eval_rows >= total:

@@ -72,27 +72,37 @@ class DecontamSpec:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """`eval: {rows: N}` or `{fraction: f}`: rows held out as a `test` split, of the mixture (`mixture.eval`)
+    or of a stage's own data. Empty (false) when the recipe asks for none."""
+
+    rows: int | None = None
+    fraction: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.rows is not None or self.fraction is not None
+
+    def count(self, total_rows: int) -> int:
+        """Rows of the split out of `total_rows` (a fraction rounds to the nearest row, at least 1)."""
+        if self.rows is not None:
+            return self.rows
+        if self.fraction is not None:
+            return max(1, math.floor(self.fraction * total_rows + 0.5)) if total_rows else 0
+        return 0
+
+
+def held_out(value: Any) -> HeldOut:
+    return HeldOut((value or {}).get("rows"), (value or {}).get("fraction"))
+
+
+@dataclass(frozen=True)
 class MixtureSpec:
     total: int | None = None
     shuffle: bool = True
     dedup: str = "none"
     drop_patterns: tuple[str, ...] = ()
     decontaminate: DecontamSpec | None = None
-    eval_rows: int | None = None  # held out as the `test` split: the last rows of the shuffled mixture
-    eval_fraction: float | None = None  # the same, as a share of the mixture's rows
-
-    def eval_count(self, total_rows: int) -> int:
-        return held_out_count(self.eval_rows, self.eval_fraction, total_rows)
-
-
-def held_out_count(rows: int | None, fraction: float | None, total_rows: int) -> int:
-    """Rows of a `test` split of `total_rows` (`eval: {rows}` or `{fraction}`; a fraction rounds to the nearest
-    row, at least 1)."""
-    if rows is not None:
-        return rows
-    if fraction is not None:
-        return max(1, math.floor(fraction * total_rows + 0.5)) if total_rows else 0
-    return 0
+    eval: HeldOut = field(default_factory=HeldOut)  # the `test` split: the last rows of the shuffle
 
 
 def decontam_spec(value: Any) -> DecontamSpec | None:
@@ -173,11 +183,7 @@ class StageSpec:
     reference: str = "model"
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     launcher: Launcher = field(default_factory=Launcher)
-    eval_rows: int | None = None  # of a source `data`, held out as the stage's test split (the mixture's: mixture.eval)
-    eval_fraction: float | None = None
-
-    def eval_count(self, total_rows: int) -> int:
-        return held_out_count(self.eval_rows, self.eval_fraction, total_rows)
+    eval: HeldOut = field(default_factory=HeldOut)  # of a source `data` (the mixture's: mixture.eval)
 
     @property
     def parent_stage(self) -> str | None:
@@ -403,8 +409,7 @@ def stage_spec(spec: dict[str, Any]) -> StageSpec:
         reference=spec.get("reference", "model"),
         hyperparameters=Hyperparameters(**hyper),
         launcher=Launcher(**(spec.get("launcher") or {})),
-        eval_rows=(spec.get("eval") or {}).get("rows"),
-        eval_fraction=(spec.get("eval") or {}).get("fraction"),
+        eval=held_out(spec.get("eval")),
     )
 
 
@@ -424,8 +429,7 @@ def build_recipe(path: Path, data: dict[str, Any], located: Located | None = Non
             dedup=mixture.get("dedup", "none"),
             drop_patterns=_as_tuple(mixture.get("drop_patterns")),
             decontaminate=decontam_spec(mixture.get("decontaminate")),
-            eval_rows=(mixture.get("eval") or {}).get("rows"),
-            eval_fraction=(mixture.get("eval") or {}).get("fraction"),
+            eval=held_out(mixture.get("eval")),
         ),
         stages=tuple(stage_spec(s) for s in data.get("stages") or []),
         evolve=tuple(evolve_spec(n, b) for n, b in (data.get("evolve") or {}).items()),

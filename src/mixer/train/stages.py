@@ -97,13 +97,13 @@ def _test_split(data_info: dict[str, Any], recipe: Recipe, dry_run: bool) -> lis
     """The mixture's held-out rows (mixture.eval), which an SFT stage scores at the end of every epoch."""
     data = Path(data_info["out_dir"]) / "data"
     if dry_run:
-        return [str(data / "test-*.parquet")] if recipe.mixture.eval_rows or recipe.mixture.eval_fraction else []
+        return [str(data / "test-*.parquet")] if recipe.mixture.eval else []
     return sorted(str(p) for p in data.glob("test-*.parquet"))
 
 
 def _own_test(stage: StageSpec, run_dir: Path) -> list[str]:
     """The stage's own test split (`eval` on a source's data), which it scores at the end of every epoch."""
-    return [str(run_dir / "data" / TEST_FILE)] if stage.eval_rows or stage.eval_fraction else []
+    return [str(run_dir / "data" / TEST_FILE)] if stage.eval else []
 
 
 def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Options, dry_run: bool):
@@ -148,7 +148,7 @@ def _source_data(recipe: Recipe, stage: StageSpec, run_dir: Path, options: Optio
 def _held_out(selected: pl.DataFrame, stage: StageSpec) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """(training rows, test rows or None) of a selection in selection order (with `__repeat`)."""
     distinct = selected.filter(pl.col("__repeat") == 0)
-    wanted = stage.eval_count(selected.height)
+    wanted = stage.eval.count(selected.height)
     if not wanted:
         return selected.drop("__repeat"), None
     if wanted >= distinct.height:
