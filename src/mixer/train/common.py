@@ -136,7 +136,8 @@ def train(
     eval_dataset: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Optimise `model` on `dataset`; returns the final metrics (also written to metrics.json). With
-    `eval_dataset`, its mean loss is logged as `eval_loss` at the end of every epoch (and of training)."""
+    `eval_dataset`, it is scored at the end of every epoch (and of training): `eval_loss` and the loss's other
+    statistics (`evaluate`)."""
     hp = hyperparameters(cfg)
     run_dir = Path(cfg.run_dir)
     if not dataset:

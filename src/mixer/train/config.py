@@ -35,7 +35,7 @@ class StageConfig:
     beta: float = 0.1
     reference: str = "model"  # model | precomputed
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-    eval_files: list[str] = field(default_factory=list)  # the mixture's test split (mixture.eval): eval loss
+    eval_files: list[str] = field(default_factory=list)  # held-out rows (mixture.eval, or the stage's eval)
     # the build whose shards `data_files` are: a stage prepared for a cluster runs later, by which time another
     # build may have replaced that folder
     mixture_manifest: str | None = None

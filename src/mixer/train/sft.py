@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     kept = [e for e in examples if e is not None]
     accelerator.print(f"{len(kept)} of {len(examples)} conversations keep assistant tokens after truncation")
     rows = pack(kept, cfg.max_seq_length) if cfg.packing else as_rows(kept)
-    # the mixture's test split (mixture.eval), scored unpacked at the end of every epoch
+    # held-out rows (the mixture's test split, or the stage's own `eval`), scored unpacked after every epoch
     held_out = read_rows(cfg, ["messages"], cfg.eval_files) if cfg.eval_files else []
     scored = [sft_example(tokenizer, row["messages"], cfg.max_seq_length) for row in held_out]
     model = load_model(cfg.model, hp)
