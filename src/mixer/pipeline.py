@@ -322,8 +322,15 @@ def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
 
 
 def manifest_for(
-    recipe: Recipe, plan: Plan, build_fp: str, shards: list[dict], written: dict[str, int], pools: list[Staged]
+    recipe: Recipe,
+    plan: Plan,
+    build_fp: str,
+    shards: list[dict],
+    written: dict[str, int],
+    pools: list[Staged],
+    copied: dict[str, int],
 ) -> dict[str, Any]:
+    """`copied`: per source, test rows that are copies of training rows (`held_out_copies_of_training_rows`)."""
     return {
         "mixer_version": __version__,
         "recipe": {"name": recipe.name, "path": str(recipe.path), "git": git_info(recipe.path)},
@@ -338,6 +345,8 @@ def manifest_for(
             "est_tokens": plan.est_tokens,
             "shards": len(shards),
             **({"eval_rows": plan.eval_rows} if plan.eval_rows else {}),  # the last rows, in the test split
+            # test rows whose twin (another copy of an upsampled row) trains: their loss is not held out
+            **({"eval_copies_of_train_rows": copied} if copied else {}),
         },
         "sources": {
             s.name: {
@@ -458,9 +467,7 @@ def materialise(
         written_shards = write_shards(ordered, temp / "data", measure)
         shutil.rmtree(staging, ignore_errors=True)
         write_rejects(temp / "rejects", pools, results)
-        manifest = manifest_for(recipe, plan, build_fp, written_shards, written, pools)
-        if copied:  # test rows whose twin (another copy of an upsampled row) trains: their loss is not held out
-            manifest["totals"]["eval_copies_of_train_rows"] = copied
+        manifest = manifest_for(recipe, plan, build_fp, written_shards, written, pools, copied)
         if results:
             manifest["evolve"] = {name: evolve_manifest(recipe.block(name), r) for name, r in results.items()}
         if decontam is not None:
