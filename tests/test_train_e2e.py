@@ -27,10 +27,16 @@ def metrics(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def train_to_end(recipe, runs, cwd, timeout=300):
+    """`mixer train RECIPE --runs-dir RUNS`, which must succeed; its output (the end of it shown if not)."""
+    result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=cwd, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def test_tiny_recipe_sft_then_dpo_on_two_processes(tmp_path):
     runs = tmp_path / "runs"
-    result = run_mixer("train", str(REPO / "recipes" / "tiny.yaml"), "--runs-dir", str(runs), cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = train_to_end(REPO / "recipes" / "tiny.yaml", runs, tmp_path, timeout=600)
 
     sft = json.loads((runs / "sft" / "run.json").read_text())
     assert sft["status"] == "done"
@@ -82,8 +88,7 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
             name=f"{reference}.yaml",
         )
         runs = tmp_path / f"runs-{reference}"
-        result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        train_to_end(recipe, runs, tmp_path)
         assert json.loads((runs / "dpo" / "stage.json").read_text())["reference"] == reference
         log = metrics(runs / "dpo" / "metrics.jsonl")
         losses[reference] = [step["loss"] for step in log if "loss" in step]
@@ -130,8 +135,7 @@ def test_training_settings_take_effect(tmp_path):
         """,
     )
     runs = tmp_path / "runs"
-    result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = train_to_end(recipe, runs, tmp_path)
     log = metrics(runs / "sft" / "metrics.jsonl")
     assert [row["step"] for row in log] == [2, 4, 6]
     # cosine from 1e-3 over 6 steps: 0.5 * (1 + cos(pi * k / 6)) after k steps (linear would give 2/3, 1/3, 0)
@@ -219,8 +223,7 @@ def test_the_test_split_is_scored_at_the_end_of_every_epoch_on_two_processes(tmp
         """,
     )
     runs = tmp_path / "runs"
-    result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = train_to_end(recipe, runs, tmp_path)
     run = json.loads((runs / "sft" / "run.json").read_text())
     trained = run["data"]["rows"]
     assert f"{trained} of {trained} conversations keep assistant tokens" in result.stdout
@@ -258,8 +261,7 @@ def test_a_dpo_stage_scores_its_own_held_out_pairs_each_epoch_on_two_processes(t
         """,
     )
     runs = tmp_path / "runs"
-    result = run_mixer("train", str(recipe), "--runs-dir", str(runs), cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = train_to_end(recipe, runs, tmp_path)
     train = pl.read_parquet(runs / "dpo" / "data" / "train.parquet")
     test = pl.read_parquet(runs / "dpo" / "data" / "test.parquet")
     assert (train.height, test.height) == (19, 5) and not set(train["id"]) & set(test["id"])
