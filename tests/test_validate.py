@@ -249,6 +249,35 @@ def test_error_classes(tmp_path, body, expected):
     assert any(d[0] == line and d[1] == col and d[2].startswith(text) for d in found), found
 
 
+def test_a_value_of_the_wrong_type_is_named_in_yaml_words_with_the_usual_slip(tmp_path):
+    """jsonschema said "None is not of type 'object'" for `mixture:` left with nothing under it: Python's and
+    JSON Schema's words, where the recipe's author wrote YAML and left a key empty."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        mixture:
+        sources:
+          a: {source: dolly, take: 1}
+        output: {dir: 3}
+        stages: {s: {kind: sft}}
+        """,
+    )
+    found = {(d.line, d.col): (d.message, d.hint) for d in validate_file(recipe)}
+    assert found == {
+        (2, 9): (
+            "mixture: is empty, not a mapping",
+            "a key with nothing after it holds null in YAML: write its value (indent a mapping's keys below it), "
+            "or delete the line",
+        ),
+        (5, 15): ("output.dir: is 3, a whole number, not text", 'quote it to make it text: "3"'),
+        (6, 9): (
+            'stages: is {"s": {"kind": "sft"}}, a mapping, not a list',
+            "a list's items each start with '- ' (or write [a, b])",
+        ),
+    }
+
+
 def test_keys_of_other_tools_and_relative_weights_get_hints_in_our_terms(tmp_path):
     """Users of axolotl or LLaMA-Factory write `type:`, `max_samples:` or relative weights (2:3:1); a
     spelling match ("did you mean 'fields'?" for `filters`) sent them the wrong way."""

@@ -207,8 +207,54 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
             ((key, value),) = error.instance.items()
             text = json.dumps(f"{key}: {value}" if value is not None else f"{key}:", ensure_ascii=False)
             hint = f"unquoted text with ': ' in it is read as a mapping: quote it, {text}"
+        if error.validator == "type":
+            message = _type_message(error.instance, error.validator_value)
+            hint = hint or _type_hint(error.instance, error.validator_value)
         problems.append(located.diag(path, f"{'.'.join(map(str, path)) or 'recipe'}: {message}", hint))
     return problems
+
+
+# YAML's words for JSON Schema's types: a recipe's author never wrote an 'object' or a Python None
+TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "text",
+    "number": "a number",
+    "integer": "a whole number",
+    "boolean": "true or false",
+    "null": "empty",
+}
+
+
+def _type_word(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{json.dumps(value)}, true or false"
+    kind = {dict: "a mapping", list: "a list", str: "text", int: "a whole number", float: "a number"}
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{shown}, {kind.get(type(value), type(value).__name__)}"
+
+
+def _type_message(value: Any, expected: str | list[str]) -> str:
+    wanted = " or ".join(TYPE_WORDS.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
+    return f"is {_type_word(value)}, not {wanted}"
+
+
+def _type_hint(value: Any, expected: str | list[str]) -> str | None:
+    """The two slips behind most wrong types: a key left with nothing under it, and a list written as a
+    mapping (or the other way round)."""
+    if value is None:
+        return (
+            "a key with nothing after it holds null in YAML: write its value (indent a mapping's keys below it), "
+            "or delete the line"
+        )
+    if expected == "array" and isinstance(value, dict):
+        return "a list's items each start with '- ' (or write [a, b])"
+    if expected == "string" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f'quote it to make it text: "{value}"'
+    return None
 
 
 def _mapping(value: Any) -> dict:
