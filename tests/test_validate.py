@@ -278,6 +278,26 @@ def test_a_value_of_the_wrong_type_is_named_in_yaml_words_with_the_usual_slip(tm
     }
 
 
+@pytest.mark.parametrize(
+    ("held_out", "message"),
+    [
+        ("5", "is 5, a whole number, not a mapping"),
+        ("{}", "is empty"),
+        ("{rows: 1, fraction: 0.1}", "names both rows and fraction"),
+    ],
+)
+def test_held_out_rows_of_the_wrong_shape_are_shown_both_shapes(tmp_path, held_out, message):
+    recipe = write_recipe(
+        tmp_path, f"name: t\nsources:\n  a: {{source: dolly, take: 1}}\nmixture:\n  eval: {held_out}\n"
+    )
+    ((diag,),) = [validate_file(recipe)]
+    assert (diag.line, diag.col, diag.message) == (5, 9, f"mixture.eval: {message}")
+    assert (
+        diag.hint
+        == "held-out rows are `eval: {rows: N}` (that many) or `eval: {fraction: f}` (that share), one of them"
+    )
+
+
 def test_keys_of_other_tools_and_relative_weights_get_hints_in_our_terms(tmp_path):
     """Users of axolotl or LLaMA-Factory write `type:`, `max_samples:` or relative weights (2:3:1); a
     spelling match ("did you mean 'fields'?" for `filters`) sent them the wrong way."""

@@ -210,9 +210,15 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
         if error.validator == "type":
             message = _type_message(error.instance, error.validator_value)
             hint = hint or _type_hint(error.instance, error.validator_value)
+        if path and path[-1] == "eval" and error.validator in ("type", "minProperties", "maxProperties"):
+            if error.validator != "type":
+                message = "names both rows and fraction" if error.instance else "is empty"
+            hint = HELD_OUT_HINT
         problems.append(located.diag(path, f"{'.'.join(map(str, path)) or 'recipe'}: {message}", hint))
     return problems
 
+
+HELD_OUT_HINT = "held-out rows are `eval: {rows: N}` (that many) or `eval: {fraction: f}` (that share), one of them"
 
 # YAML's words for JSON Schema's types: a recipe's author never wrote an 'object' or a Python None
 TYPE_WORDS = {
