@@ -2,7 +2,8 @@
 
 Answers are a pure function of the request, so two runs can be compared byte for byte. Words in an instruction
 steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
-TRIGGER_MUMBLE); `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
+TRIGGER_MUMBLE, TRIGGER_LONG); an answer longer than the request's `max_tokens` (one token a word here) is cut
+there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
 ("slow", seconds), ("garbage",), ("nochoices",). Every request is logged with its content key and outcome.
 """
 
@@ -61,6 +62,8 @@ def plain_answer(prompt: str) -> str:
             "In Python:\n```python\ndef solve(x):\n    return x + 1\n```\nAnd in Rust:\n```rust\nfn solve() {}\n```\n"
         )
     digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    if "TRIGGER_LONG" in prompt:
+        return f"A long answer ({digest}): " + " ".join(f"point {n}." for n in range(1, 201))
     return f"A careful answer ({digest}) to: {prompt[:60]} ... covering each point in turn, with an example."
 
 
@@ -169,6 +172,10 @@ class FakeTeacher:
                 if fault and fault[0] == "slow":
                     time.sleep(fault[1])
                 words = sum(len(m["content"].split()) for m in body["messages"])
+                limit = body.get("max_tokens")
+                finish = "length" if limit is not None and len(text.split()) > limit else "stop"
+                if finish == "length":
+                    text = " ".join(text.split()[:limit])
                 choices = (
                     []
                     if fault and fault[0] == "nochoices"
@@ -176,7 +183,7 @@ class FakeTeacher:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ]
                 )

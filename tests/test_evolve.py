@@ -52,8 +52,9 @@ def write_seeds(folder: Path, seeds=SEEDS) -> Path:
     return path
 
 
-def evolve_recipe(folder: Path, base_url: str, **block) -> Path:
-    write_seeds(folder)
+def evolve_recipe(folder: Path, base_url: str, seeds=SEEDS, **block) -> Path:
+    """A block over `seeds`; `eliminate=None` leaves the preset's default rules."""
+    write_seeds(folder, seeds)
     settings = {
         "sample": "all",
         "operators": "wizardcoder",
@@ -62,6 +63,8 @@ def evolve_recipe(folder: Path, base_url: str, **block) -> Path:
         "concurrency": 4,
         **block,
     }
+    if settings["eliminate"] is None:
+        del settings["eliminate"]
     teacher = {"model": "gpt-4o-mini", "base_url": base_url, "retry_base_seconds": 0.01, "timeout": 5}
     teacher.update(settings.pop("teacher", {}))
     block_lines = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in settings.items())
@@ -246,6 +249,38 @@ def test_build_evolves_eliminates_and_accounts_exactly(tmp_path, server):
     assert server.count("ok") == 24
     assert shard_bytes(out) == first
     assert json.loads((out / "manifest.json").read_text())["evolve"]["evol"]["usage"]["cached"] == 24
+
+
+def test_rewrites_and_answers_cut_off_at_max_tokens_are_eliminated_by_default(tmp_path, server):
+    """A completion the server stopped at max_tokens (finish_reason "length") was kept: half a question, or an
+    answer that teaches the model to stop mid-sentence. Alpaca's generator drops them; so do the presets now."""
+    long_instruction = "Explain " + " ".join(f"step {n} of the plan," for n in range(1, 13)) + " in order."
+    seeds = [("Write a haiku about rain.", ""), (long_instruction, ""), ("TRIGGER_LONG Describe the water cycle.", "")]
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=seeds, rounds=1, eliminate=None, teacher={"max_tokens": 40})
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert block["eliminate"] == [
+        "no_information_gain",
+        "refusal",
+        "punctuation_only",
+        "template_copy",
+        "truncated",
+        "code_syntax",
+    ]
+    assert (block["rounds"][0]["eliminated"], block["rows"]) == ({"truncated": 2}, 1)
+    rejects = {
+        r["instruction"].split()[0]: r["detail"]
+        for r in map(json.loads, (out / "rejects" / "evolve-evol.jsonl").read_text().splitlines())
+    }
+    assert rejects == {
+        "Explain": "instruction: cut off at max_tokens (40; finish_reason: length)",
+        "TRIGGER_LONG": "response: cut off at max_tokens (40; finish_reason: length)",
+    }
+    # the cut rewrite is neither judged nor answered: 1 call for it, 3 (rewrite, judge, answer) for the others
+    assert server.count("ok") == 7
+    (kept,) = read_rows(out).filter(pl.col("dataset") == "evolved")["messages"].to_list()
+    assert kept[0]["content"].startswith("Write a haiku about rain.")
 
 
 def test_keep_last_round_and_sample(tmp_path, server):

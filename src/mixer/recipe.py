@@ -344,8 +344,13 @@ OPERATOR_PRESETS = {
         "code_higher_complexity",
     ),
 }
-ELIMINATION_RULES = ("no_information_gain", "refusal", "punctuation_only", "template_copy", "code_syntax")
-DEFAULT_ELIMINATION = {"wizardlm": ELIMINATION_RULES[:4], "wizardcoder": ELIMINATION_RULES}
+WIZARDLM_RULES = ("no_information_gain", "refusal", "punctuation_only", "template_copy")
+# `truncated` joins WizardLM's four by default: a rewrite or answer cut off at max_tokens trains the model to stop
+# mid-sentence, and Alpaca's generator drops such completions too
+DEFAULT_ELIMINATION = {
+    "wizardlm": (*WIZARDLM_RULES, "truncated"),
+    "wizardcoder": (*WIZARDLM_RULES, "truncated", "code_syntax"),
+}
 
 
 def operator_choices(value: Any) -> tuple[OperatorChoice, ...]:

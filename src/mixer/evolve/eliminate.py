@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
+from mixer.evolve.cache import Completion
+
 # Phrases of the prompt frames that a failed evolution copies into its output.
 TEMPLATE_PHRASES = (
     "#given instruction#",
@@ -74,6 +76,14 @@ def refusal(response: str) -> str | None:
     words = len(response.split())
     if "sorry" in response.lower() and words < REFUSAL_WORD_LIMIT:
         return f"refusal: says sorry in {words} words (< {REFUSAL_WORD_LIMIT})"
+    return None
+
+
+def truncated(completion: Completion, max_tokens: int) -> str | None:
+    """A completion the server stopped at `max_tokens` ends mid-thought: as an instruction it asks half a
+    question, as an answer it teaches the model to stop mid-sentence."""
+    if completion.finish_reason == "length":
+        return f"cut off at max_tokens ({max_tokens}; finish_reason: length)"
     return None
 
 

@@ -126,13 +126,15 @@ class BlockRun:
         self.teacher = Teacher(spec.teacher, cache, self.budget, teacher_prices, semaphore, spec.name, rng)
         self.judge = Teacher(spec.judge, cache, self.budget, judge_prices, semaphore, spec.name, rng)
         self.rules = set(spec.eliminate)
+        self.max_tokens = spec.teacher.max_tokens
         self.code_blocks: Counter = Counter()
         self.judge_unparsable = 0
         self.report = report
 
     async def evolve_one(self, parent: Candidate, round_no: int) -> Outcome:
         operator = choose_operator(self.operators, self.seed, parent.id, round_no)
-        evolved = (await self.teacher.complete(operator.render(parent.instruction))).text.strip()
+        rewrite = await self.teacher.complete(operator.render(parent.instruction))
+        evolved = rewrite.text.strip()
         child = Candidate(
             f"{parent.id}/evol/{round_no}/{operator.name}", parent.root_id, evolved, parent.license, parent.lang
         )
@@ -142,6 +144,8 @@ class BlockRun:
 
         if not evolved:
             return out(rule="empty", detail="the teacher returned an empty instruction")
+        if "truncated" in self.rules and (detail := eliminate.truncated(rewrite, self.max_tokens)):
+            return out(rule="truncated", detail=f"instruction: {detail}")
         for rule in ("template_copy", "punctuation_only"):
             if rule in self.rules and (detail := getattr(eliminate, rule)(evolved)):
                 return out(rule=rule, detail=f"instruction: {detail}")
@@ -153,7 +157,10 @@ class BlockRun:
                 return out(rule="no_information_gain", detail=f"judge answer not understood: {answer[:80]!r}")
             if equal:
                 return out(rule="no_information_gain", detail="judge: Equal to its parent")
-        response = (await self.teacher.complete(evolved)).text
+        answer_call = await self.teacher.complete(evolved)
+        response = answer_call.text
+        if "truncated" in self.rules and (detail := eliminate.truncated(answer_call, self.max_tokens)):
+            return out(response, "truncated", f"response: {detail}")
         if "refusal" in self.rules and (detail := eliminate.refusal(response)):
             return out(response, "refusal", detail)
         if "punctuation_only" in self.rules and (detail := eliminate.punctuation_only(response)):
