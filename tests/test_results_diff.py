@@ -309,6 +309,40 @@ def _two_builds(tmp_path, shared_data):
     return out_a, out_b
 
 
+def test_a_recipe_is_diffed_with_its_build_and_results_while_its_output_holds_a_build_of_it(
+    tmp_path, shared_data, monkeypatch
+):
+    """`mixer diff recipes/a.yaml recipes/b.yaml` showed the recipes' text alone ("—" for every count, no
+    scores) with both built and scored in their output folders; a folder holding an older version's build must
+    not be shown as the recipe's."""
+    samples = REPO / "sources" / "samples"
+    monkeypatch.chdir(tmp_path)  # output.dir is relative to the current folder, as `mixer build` writes it
+    for name, take, model in (("a", 30, "model_a"), ("b", 20, "model_b")):
+        recipe = write_recipe(
+            tmp_path,
+            f"name: {name}\nsources:\n  alpaca: {{path: {samples}/alpaca.json, format: alpaca, take: {take}}}\n"
+            f"output: {{dir: built/{name}}}\nstages: [{{name: sft, kind: sft, model: m, data: mixture}}]\n",
+            f"{name}.yaml",
+        )
+        add_results(build(recipe, Options(progress=False)).out_dir, [shared_data / "lm_eval" / f"{model}_0shot.json"])
+
+    a, b = load_side("a.yaml"), load_side("b.yaml")
+    assert (a.label, b.label, a.stages_known, a.warnings) == ("a.yaml (built/a)", "b.yaml (built/b)", True, [])
+    comparison = compare(a, b)
+    (alpaca,) = comparison.composition.sources
+    assert (alpaca.a_rows, alpaca.b_rows, alpaca.changes) == (30, 20, ["take: 30 → 20"])
+    deltas = {(r.task, r.metric): round(r.delta, 4) for r in comparison.metrics.rows}
+    assert deltas[("strategyqa_mc", "acc_norm")] == -0.1067
+
+    write_recipe(tmp_path, (tmp_path / "a.yaml").read_text().replace("take: 30", "take: 25"), "a.yaml")
+    edited = load_side("a.yaml")
+    assert (edited.label, edited.counts, edited.scores) == ("a.yaml", None, [])
+    assert edited.warnings == [
+        "a.yaml: built/a holds a build of another version of this recipe, so its rows and results are not "
+        "shown: build the recipe again, or diff built/a itself"
+    ]
+
+
 def test_diff_of_mixes_without_results_says_so_instead_of_an_empty_table(tmp_path):
     out_a, out_b = _two_builds(tmp_path, None)
     terminal = run_mixer("diff", str(out_a), str(out_b))

@@ -136,12 +136,40 @@ def load_side(spec: str) -> Side:
         return _git_recipe(spec)
     path = Path(spec)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        return Side(spec, _recipe_data(path), None)
+        return _recipe_side(spec, path)
     if not path.is_dir():
         raise MixerError(
             f"{spec}: not a run directory, build output or recipe",
             "give runs/<recipe>/<stage>, out/<recipe>, recipes/x.yaml or recipes/x.yaml@REF",
         )
+    return _folder_side(spec, path)
+
+
+def _recipe_side(spec: str, path: Path) -> Side:
+    """A recipe in the working tree, with its build when its output folder (`output.dir`, from the current
+    folder as `mixer build` writes it) holds a build of this very recipe: `mixer diff recipes/a.yaml
+    recipes/b.yaml` then shows the rows written and the results attached, as a diff of the folders does."""
+    recipe = _recipe_data(path)
+    built = Path((recipe.get("output") or {}).get("dir") or f"out/{recipe['name']}")
+    manifest = _manifest_in(built) if built.is_dir() else None
+    if manifest is None:
+        return Side(spec, recipe, None)
+    if manifest.get("resolved_recipe") != {key: value for key, value in recipe.items() if key != "stages"}:
+        return Side(
+            spec,
+            recipe,
+            None,
+            warnings=[
+                f"{spec}: {built} holds a build of another version of this recipe, so its rows and results are "
+                f"not shown: build the recipe again, or diff {built} itself"
+            ],
+        )
+    side = _folder_side(f"{spec} ({built})", built)
+    side.recipe, side.stages_known = recipe, True  # the recipe file has its stages; a build's manifest does not
+    return side
+
+
+def _folder_side(spec: str, path: Path) -> Side:
     run = read_run(path) if (path / "run.json").is_file() else None
     manifest, warnings = run_mixture(path, run) if run else (_manifest_in(path), [])
     recipe = run["recipe"].get("document") if run else None  # the recipe as the run used it
