@@ -1321,7 +1321,7 @@ def test_eval_holds_out_the_last_rows_of_the_shuffled_mixture_as_a_test_split(tm
     [
         ("{eval: {rows: 23}}", "eval holds out 23 rows of a mixture of 23 rows, which leaves none to train on"),
         ("{shuffle: false, eval: {rows: 2}}", "`eval` holds out the last rows of the shuffled mixture, and this"),
-        ("{eval: {rows: 2, fraction: 0.1}}", "mixture.eval: {'rows': 2, 'fraction': 0.1} has too many properties"),
+        ("{eval: {rows: 2, fraction: 0.1}}", "mixture.eval: names both rows and fraction"),
     ],
 )
 def test_an_eval_split_that_cannot_be_held_out_is_refused(tmp_path, mixture, message):
