@@ -296,9 +296,9 @@ def test_a_hub_dataset_named_in_the_recipe_is_read_pinned_and_cached_as_a_regist
         build(recipe, Options(progress=False, cache_dir=tmp_path / "empty", sample=True), out=tmp_path / "s")
     assert unread.value.message.startswith("2 sources cannot be read")
     assert (unread.value.hint or "").endswith(
-        "put them in one folder as robots.jsonl, held_out.jsonl (.jsonl, .json, "
-        ".parquet, .csv or .tsv, text gzipped or not; or a folder of such files named after the source), then pass "
-        "--data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe"
+        "put them in one folder as robots.jsonl, held_out.jsonl (.jsonl, .json, .parquet, .arrow, .csv or .tsv, "
+        "text gzipped or not; or a folder of such files, or one `save_to_disk` wrote, named after the source), then "
+        "pass --data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe"
     )
     monkeypatch.delenv("HF_HUB_OFFLINE")
 

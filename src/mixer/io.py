@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -30,9 +30,13 @@ from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_arr
 from mixer.record_reader import NEWLINE_BYTE
 from mixer.shapes import Misshapen, TurnShape
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 NEWLINE = 10
 LINE_PROBE = 1 << 16  # bytes read past a block's nominal end to find where its last line ends
 UTF8_BOM = b"\xef\xbb\xbf"
+WHOLE = 1 << 62  # a chunk size no file reaches
 
 
 @dataclass
@@ -309,8 +313,9 @@ def read_chunks(
     if kind == "json" and path.is_file():
         yield from _array_chunks(path, chunk_bytes, on_read, shape, columns, keys)
         return
-    if kind == "parquet" and path.is_file():
-        for table in _parquet_chunks(path, chunk_bytes, on_read):
+    if kind in ("parquet", "arrow") and path.is_file():
+        chunks = _parquet_chunks if kind == "parquet" else _arrow_chunks
+        for table in chunks(path, chunk_bytes, on_read):
             yield table if shape is None else _columns_by_shape(table, shape)
         return
     if kind in ("csv", "tsv") and path.is_file():
@@ -443,6 +448,66 @@ def _parquet_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None]
             offset += frame.height
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
         raise _unreadable(path, "parquet", exc) from None
+
+
+def arrow_batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """An Arrow IPC file's schema and record batches, memory-mapped: the stream format `datasets` writes (its
+    cache files and `save_to_disk` folders), or the file format (Feather v2) other tools write."""
+    import pyarrow as pa
+
+    source = pa.memory_map(str(path))
+    try:
+        reader = pa.ipc.open_file(source)
+        return reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:  # no file footer: the stream format
+        source.seek(0)
+        stream = pa.ipc.open_stream(source)
+        return stream.schema, iter(stream)
+
+
+def _arrow_frame(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pl.DataFrame:
+    import pyarrow as pa
+
+    frame = pl.from_arrow(pa.Table.from_batches(batches, schema=schema.remove_metadata()))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _arrow_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] | None) -> Iterator[RawTable]:
+    """An Arrow file in tables of about `chunk_bytes`, gathered from its record batches (`datasets` writes
+    1,000 rows a batch) or cut from one larger than that (polars writes a frame as one batch), as parquet's
+    are. The file is memory-mapped, so a cut costs no copy."""
+    import pyarrow as pa
+
+    size, reported, offset = path.stat().st_size, 0, 0
+
+    def table(pieces: list[tuple[pa.RecordBatch, int]]) -> RawTable:
+        nonlocal reported, offset
+        frame = _arrow_frame(schema, [piece for piece, _ in pieces])
+        if on_read is not None:  # the batches' bytes stand for the file's: IPC stores them uncompressed
+            step = min(sum(nbytes for _, nbytes in pieces), size - reported)
+            on_read(step)
+            reported += step
+        offset += frame.height
+        return RawTable(path, frame.with_row_index("__row", offset=offset - frame.height), [])
+
+    try:
+        schema, batches = arrow_batches(path)
+        gathered: list[tuple[pa.RecordBatch, int]] = []  # (rows, their share of their batch's bytes)
+        for batch in batches:
+            step = max(1, batch.num_rows * chunk_bytes // max(1, batch.nbytes))
+            for start in range(0, batch.num_rows, step):
+                piece = batch.slice(start, step)
+                gathered.append((piece, batch.nbytes * piece.num_rows // batch.num_rows))
+                if sum(nbytes for _, nbytes in gathered) >= chunk_bytes:
+                    yield table(gathered)
+                    gathered = []
+        if gathered or offset == 0:  # a file of no rows still says, by its columns, what it holds
+            yield table(gathered)
+        if on_read is not None and size > reported:
+            on_read(size - reported)
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, "arrow", exc) from None
 
 
 def _csv_options(kind: str, header: bool) -> dict:
@@ -629,6 +694,9 @@ def read_table(
     try:
         if kind == "parquet":
             table = RawTable(path, pl.read_parquet(path).with_row_index("__row"), [])
+            table = table if shape is None else _columns_by_shape(table, shape)
+        elif kind == "arrow":
+            (table,) = _arrow_chunks(path, WHOLE, None)
             table = table if shape is None else _columns_by_shape(table, shape)
         elif kind in ("csv", "tsv"):
             frame = pl.read_csv(_read_bytes(path), **_csv_options(kind, header))

@@ -251,6 +251,8 @@ def _formats_fitting_first_record(path: Path, fmt: str) -> list[str]:
     try:
         if kind == "parquet":
             schema = pl.read_parquet_schema(path)
+        elif kind == "arrow":
+            schema = next(read_chunks(path, 1)).frame.drop("__row").schema
         else:
             record = first_array_record(path) if kind == "json" else None
             record = record or (first_record(path) if kind in ("json", "jsonl") else None)

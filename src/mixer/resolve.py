@@ -26,6 +26,7 @@ from mixer.hashing import FileHashes, file_sha256
 from mixer.lock import locked_revisions
 from mixer.recipe import Recipe, SourceSpec
 from mixer.registry import HubRef, RegistryEntry, load_registry
+from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
 from mixer.validate import expand_paths
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -119,7 +120,14 @@ def existing_data_dir(data_dir: Path | None) -> Path | None:
 def _from_data_dir(name: str, data_dir: Path) -> list[Path]:
     folder = data_dir / name
     if folder.is_dir():
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES))
+        if (splits := saved_splits(folder)) is not None:
+            raise MixerError(
+                f"source {name!r}: {folder} holds more than one split",
+                one_split_hint(splits, str(folder), in_recipe=True),
+            )
+        return saved_dataset_files(folder) or sorted(
+            p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES)
+        )
     found = named_in_data_dir(name, data_dir, "source")
     return [found] if found is not None else []
 
@@ -260,9 +268,9 @@ def offline_hint(files: list[str], sampled: bool = True) -> str:
     one = len(files) == 1
     where = f"put it at <data dir>/{files[0]}" if one else f"put them in one folder as {', '.join(files)}"
     return (
-        f"download {'it' if one else 'them'} elsewhere and {where} (.jsonl, .json, .parquet, .csv or .tsv, text "
-        f"gzipped or not; or a folder of such files named after the source), then pass --data-dir DIR or set "
-        f"MIXER_DATA_DIR; or give `path:` in the recipe"
+        f"download {'it' if one else 'them'} elsewhere and {where} (.jsonl, .json, .parquet, .arrow, .csv or "
+        f".tsv, text gzipped or not; or a folder of such files, or one `save_to_disk` wrote, named after the "
+        f"source), then pass --data-dir DIR or set MIXER_DATA_DIR; or give `path:` in the recipe"
         + (f"; or build with --sample to use the bundled sample{'' if one else 's'}" if sampled else "")
     )
 

@@ -27,6 +27,7 @@ from mixer.inherit import read_recipe_document
 from mixer.recipe import Recipe, build_recipe
 from mixer.registry import load_registry
 from mixer.resources import resource_dir
+from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
 from mixer.yamlpos import Located
 
 SELECTORS = ("take", "fraction", "weight")
@@ -503,7 +504,9 @@ def _missing_path(raw: str, base_dir: Path) -> tuple[str, str]:
     full = full_path(raw, base_dir)
     relative = "" if Path(os.path.expanduser(raw)).is_absolute() else f" (relative to {base_dir})"
     if full.is_dir():
-        return f"{raw!r} is a directory{relative}", f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
+        splits = saved_splits(full)
+        hint = one_split_hint(splits, raw) if splits else f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
+        return f"{raw!r} is a directory{relative}", hint
     message = f"no file matches {raw!r}{relative}"
     hint = "check the name" if relative == "" else "paths are relative to the recipe file; check the name"
     if glob.has_magic(str(full.parent)):
@@ -723,6 +726,8 @@ def expand_paths(raw: str, base_dir: Path) -> list[Path]:
     full = full_path(raw, base_dir)
     if full.is_file():  # a file whose name has glob characters (`shard[1].jsonl`) is itself, not a pattern
         return [full]
+    if full.is_dir():
+        return saved_dataset_files(full) or []
     if glob.has_magic(str(full)):
         return sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
     return []

@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # the input files a source may come in, whatever its record format
-SUPPORTED_SUFFIXES = (".json", ".jsonl", ".jsonl.gz", ".json.gz", ".parquet", ".csv", ".tsv", ".tsv.gz", ".csv.gz")
+SUPPORTED_SUFFIXES = (
+    ".json",
+    ".jsonl",
+    ".jsonl.gz",
+    ".json.gz",
+    ".parquet",
+    ".arrow",  # Arrow IPC, as `datasets` writes its cache files and `save_to_disk` folders
+    ".csv",
+    ".tsv",
+    ".tsv.gz",
+    ".csv.gz",
+)
 
 
 @dataclass(frozen=True)
