@@ -607,6 +607,10 @@ def test_missing_recipe_is_a_clean_error(tmp_path):
     assert result.returncode == 1
     assert f"{tmp_path / 'recipes'}: is a folder, not a recipe" in result.stderr
     assert "pass one of its recipe files (a.yaml)" in result.stderr
+    for name in ("b.yml", "c.yaml", "d.yaml", "e.yaml", "f.yaml", "notes.txt"):
+        (tmp_path / "recipes" / name).write_text("name: x\n")
+    result = run_mixer("build", str(tmp_path / "recipes"))  # .yml counts; six are not shown as five
+    assert "pass one of its recipe files (a.yaml, b.yml, c.yaml, d.yaml, e.yaml and 1 more)" in result.stderr
 
 
 def test_a_file_named_with_glob_characters_is_found_by_its_name(tmp_path):

@@ -56,8 +56,9 @@ def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) 
     git revision, for `mixer diff recipe.yaml@REF`)."""
     text = read_text(path)
     if text is None and path.is_dir():
-        shown = ", ".join(sorted(p.name for p in path.glob("*.yaml"))[:5]) or "none"
-        raise MixerError(f"{path}: is a folder, not a recipe", f"pass one of its recipe files ({shown})")
+        names = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise MixerError(f"{path}: is a folder, not a recipe", f"pass one of its recipe files ({shown or 'none'})")
     if text is None:
         raise MixerError(f"{path}: recipe not found")
     return _read(path, text, (), read_text)
