@@ -2,7 +2,7 @@
 
 Answers are a pure function of the request, so two runs can be compared byte for byte. Words in an instruction
 steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
-TRIGGER_MUMBLE, TRIGGER_LONG); an answer longer than the request's `max_tokens` (one token a word here) is cut
+TRIGGER_MUMBLE, TRIGGER_LONG; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
 ("slow", seconds), ("garbage",), ("nochoices",). Every request is logged with its content key and outcome.
 """
@@ -145,6 +145,8 @@ class FakeTeacher:
                 key = request_key(body)
                 prompt = body["messages"][-1]["content"]
                 kind, text = classify(prompt)
+                if "TRIGGER_THINK" in prompt:  # a reasoning model served without a reasoning parser
+                    text = "<think>\nThe user asks for something; let me weigh it step by step.\n</think>\n\n" + text
                 with teacher._lock:
                     teacher.authorizations.add(self.headers.get("Authorization", ""))
                     fault = teacher.faults.popleft() if teacher.faults else None

@@ -19,6 +19,7 @@ from mixer.errors import MixerError, RecipeInvalid
 from mixer.evolve import eliminate
 from mixer.evolve.cost import BudgetReached
 from mixer.evolve.operators import choose_operator, packaged_operators, resolve_operators
+from mixer.evolve.reasoning import without_reasoning
 from mixer.recipe import OPERATOR_PRESETS, OperatorChoice
 from mixer.validate import validate_file
 
@@ -281,6 +282,51 @@ def test_rewrites_and_answers_cut_off_at_max_tokens_are_eliminated_by_default(tm
     assert server.count("ok") == 7
     (kept,) = read_rows(out).filter(pl.col("dataset") == "evolved")["messages"].to_list()
     assert kept[0]["content"].startswith("Write a haiku about rain.")
+
+
+@pytest.mark.parametrize("reasoning", ["drop", "keep"])
+def test_a_reasoning_teachers_think_blocks_are_taken_out_of_rewrites_verdicts_and_answers(tmp_path, server, reasoning):
+    """A reasoning model served without a reasoning parser writes <think>...</think> before its text: it was
+    kept as the evolved instruction, made the judge's verdict unreadable (every row eliminated), and went into
+    the answers. Answers keep it only when the teacher says `reasoning: keep`."""
+    seeds = [("TRIGGER_THINK Name three rivers.", "")]
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=seeds, rounds=1, eliminate=None)
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)  # the judge's 8 tokens end inside its thinking: said so
+    (reject,) = map(json.loads, (out / "rejects" / "evolve-evol.jsonl").read_text().splitlines())
+    assert reject["detail"] == (
+        "judge answer not understood: still thinking at its max_tokens (8); a reasoning judge needs "
+        "judge.max_tokens raised"
+    )
+
+    judge, teacher = {"max_tokens": 200}, {"reasoning": reasoning}
+    recipe = evolve_recipe(
+        tmp_path, server.base_url, seeds=seeds, rounds=1, eliminate=None, teacher=teacher, judge=judge
+    )
+    build(recipe, options(tmp_path), out=out, force=True)
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert (block["rows"], block["judge_unparsable"]) == (1, 0)
+    assert block["reasoning_removed"] == (3 if reasoning == "drop" else 2)
+    ((prompt, answer),) = read_rows(out).filter(pl.col("dataset") == "evolved")["messages"].to_list()
+    assert re.fullmatch(
+        r"TRIGGER_THINK Name three rivers\. Justify each choice in \d numbered steps\.", prompt["content"]
+    )
+    assert answer["content"].startswith("<think>" if reasoning == "keep" else "A careful answer")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<think>\nhmm\n</think>\n\nAnswer.", ("Answer.", True)),
+        ("  <think>hmm</think>Answer.", ("Answer.", True)),
+        ("hmm, the template opened it\n</think>\nAnswer.", ("Answer.", True)),  # DeepSeek-R1's template
+        ("<think>\nstill thinking when max_tokens", ("", True)),
+        ("Use <think> and </think> tags like this.", ("Use <think> and </think> tags like this.", False)),
+        ("Plain answer.", ("Plain answer.", False)),
+    ],
+)
+def test_reasoning_is_the_block_before_the_answer_and_only_that(text, expected):
+    assert without_reasoning(text) == expected
 
 
 def test_keep_last_round_and_sample(tmp_path, server):

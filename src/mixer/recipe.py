@@ -203,6 +203,7 @@ class Endpoint:
     timeout: float = 120.0
     max_retries: int = 6
     retry_base_seconds: float = 1.0
+    reasoning: str = "drop"  # a <think> block in the teacher's answers: drop | keep (rewrites always drop it)
 
     def sampling(self) -> dict[str, Any]:
         """The parameters that shape a completion: part of every cache key."""

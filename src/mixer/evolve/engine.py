@@ -24,6 +24,7 @@ from mixer.evolve.cache import CallCache
 from mixer.evolve.client import Teacher
 from mixer.evolve.cost import Budget, Meter, prices_for
 from mixer.evolve.operators import Operator, choose_operator, resolve_operators
+from mixer.evolve.reasoning import without_reasoning
 from mixer.load import META
 from mixer.recipe import EvolveSpec
 
@@ -92,6 +93,7 @@ class EvolveResult:
     meter: Meter
     code_blocks: Counter
     judge_unparsable: int
+    reasoning_removed: int
     prices_known: bool
 
     def stats(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ class EvolveResult:
             "prices_known": self.prices_known,
             "code_blocks": dict(self.code_blocks),
             "judge_unparsable": self.judge_unparsable,
+            "reasoning_removed": self.reasoning_removed,
         }
 
 
@@ -129,12 +132,14 @@ class BlockRun:
         self.max_tokens = spec.teacher.max_tokens
         self.code_blocks: Counter = Counter()
         self.judge_unparsable = 0
+        self.reasoning_removed = 0  # completions whose <think> block was taken out (mixer.evolve.reasoning)
+        self.keep_reasoning = spec.teacher.reasoning == "keep"
         self.report = report
 
     async def evolve_one(self, parent: Candidate, round_no: int) -> Outcome:
         operator = choose_operator(self.operators, self.seed, parent.id, round_no)
         rewrite = await self.teacher.complete(operator.render(parent.instruction))
-        evolved = rewrite.text.strip()
+        evolved = self._reasoning_removed(rewrite.text).strip()
         child = Candidate(
             f"{parent.id}/evol/{round_no}/{operator.name}", parent.root_id, evolved, parent.license, parent.lang
         )
@@ -150,15 +155,22 @@ class BlockRun:
             if rule in self.rules and (detail := getattr(eliminate, rule)(evolved)):
                 return out(rule=rule, detail=f"instruction: {detail}")
         if "no_information_gain" in self.rules:
-            answer = (await self.judge.complete(eliminate.judge_prompt(parent.instruction, evolved))).text
+            verdict = await self.judge.complete(eliminate.judge_prompt(parent.instruction, evolved))
+            answer = self._reasoning_removed(verdict.text)
             equal = eliminate.parse_judgement(answer)
             if equal is None:
                 self.judge_unparsable += 1
+                if not answer and verdict.text.strip():  # a reasoning judge cut off before its verdict
+                    return out(
+                        rule="no_information_gain",
+                        detail=f"judge answer not understood: still thinking at its max_tokens "
+                        f"({self.spec.judge.max_tokens}); a reasoning judge needs judge.max_tokens raised",
+                    )
                 return out(rule="no_information_gain", detail=f"judge answer not understood: {answer[:80]!r}")
             if equal:
                 return out(rule="no_information_gain", detail="judge: Equal to its parent")
         answer_call = await self.teacher.complete(evolved)
-        response = answer_call.text
+        response = answer_call.text if self.keep_reasoning else self._reasoning_removed(answer_call.text)
         if "truncated" in self.rules and (detail := eliminate.truncated(answer_call, self.max_tokens)):
             return out(response, "truncated", f"response: {detail}")
         if "refusal" in self.rules and (detail := eliminate.refusal(response)):
@@ -171,6 +183,11 @@ class BlockRun:
             if check.reason:
                 return out(response, "code_syntax", check.reason)
         return out(response)
+
+    def _reasoning_removed(self, text: str) -> str:
+        kept, removed = without_reasoning(text)
+        self.reasoning_removed += removed
+        return kept
 
     async def run_round(self, parents: list[Candidate], round_no: int) -> tuple[list[Outcome], RoundStats]:
         stats = RoundStats(round_no, input=len(parents))
@@ -306,5 +323,6 @@ def run_block(
         meter=run.budget.spent,
         code_blocks=run.code_blocks,
         judge_unparsable=run.judge_unparsable,
+        reasoning_removed=run.reasoning_removed,
         prices_known=run.prices_known,
     )
