@@ -4,7 +4,8 @@ Answers are a pure function of the request, so two runs can be compared byte for
 steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
 TRIGGER_MUMBLE, TRIGGER_LONG; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
-("slow", seconds), ("garbage",), ("nochoices",). Every request is logged with its content key and outcome.
+("slow", seconds), ("garbage",), ("nochoices",), ("nocontent", finish_reason) (a message of null content, as a
+reasoning parser sends when max_tokens ran out while thinking). Every request is logged with its content key and outcome.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ class FakeTeacher:
                 if fault and fault[0] == "slow":
                     time.sleep(fault[1])
                 words = sum(len(m["content"].split()) for m in body["messages"])
+                nocontent = bool(fault and fault[0] == "nocontent")
                 limit = body.get("max_tokens")
                 finish = "length" if limit is not None and len(text.split()) > limit else "stop"
                 if finish == "length":
@@ -184,8 +186,8 @@ class FakeTeacher:
                     else [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": finish,
+                            "message": {"role": "assistant", "content": None if nocontent else text},
+                            "finish_reason": fault[1] if nocontent else finish,
                         }
                     ]
                 )

@@ -354,6 +354,31 @@ def test_retries_honour_retry_after_and_survive_garbage(tmp_path, server):
     assert block["usage"]["retries"] == 5 and block["usage"]["calls"] == 2 and block["rows"] == 1
 
 
+@pytest.mark.parametrize(
+    ("finish_reason", "retries", "detail"),
+    [
+        ("length", 0, "instruction: cut off at max_tokens (2048; finish_reason: length)"),
+        ("stop", 0, "the teacher returned an empty instruction"),
+        (None, 1, None),  # not finished: a fault, asked again (and answered)
+    ],
+)
+def test_a_message_without_content_that_finished_is_an_empty_answer_not_a_fault(
+    tmp_path, server, finish_reason, retries, detail
+):
+    """A reasoning model behind vLLM's reasoning parser that spends max_tokens thinking sends content null:
+    it was retried as a broken response, seven times, and then stopped the whole block."""
+    write_seeds(tmp_path, SEEDS[:1])
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, eliminate=None)
+    server.inject(("nocontent", finish_reason))
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert (block["usage"]["retries"], block["rows"]) == (retries, 0 if detail else 1)
+    if detail:
+        (reject,) = map(json.loads, (out / "rejects" / "evolve-evol.jsonl").read_text().splitlines())
+        assert reject["detail"] == detail and server.count("ok") == 0
+
+
 def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:

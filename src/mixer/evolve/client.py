@@ -1,7 +1,7 @@
 """The teacher: one chat-completions call = cache lookup, budget check, bounded concurrency, retries.
 
 Retries are ours, not the `openai` client's (`max_retries=0`): we also retry answers the client accepts but
-we cannot use (a body that is not JSON, no choices, empty content), we count every retry for the manifest,
+we cannot use (a body that is not JSON, no choices, no content that finished), we count every retry for the manifest,
 and we honour `Retry-After` exactly as the server sends it.
 """
 
@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import openai
 
@@ -58,6 +59,18 @@ def retry_after_seconds(error: Exception) -> float | None:
 def backoff_seconds(attempt: int, base: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter: uniform in [0, base·2^attempt], capped."""
     return rng.uniform(0, min(MAX_BACKOFF_SECONDS, base * 2**attempt))
+
+
+def answer_text(message: Any, finish_reason: str | None) -> str | None:
+    """A message's text; None when it has none to give, which is retried. A message without content that
+    finished is an answer of no text, not a fault: a reasoning model behind a reasoning parser that spent
+    max_tokens thinking, or a content filter; asking again would cost the same, and stop the block when the
+    retries ran out. OpenAI's refusals come as `refusal`, and are read as the text they are."""
+    if isinstance(message.content, str):
+        return message.content
+    if isinstance(getattr(message, "refusal", None), str):
+        return message.refusal
+    return "" if finish_reason in ("length", "stop", "content_filter") else None
 
 
 def _retryable(error: Exception) -> bool:
@@ -160,11 +173,14 @@ class Teacher:
     async def _call(self, messages: list[dict[str, str]], sampling: dict) -> Completion:
         response = await self.client.chat.completions.create(model=self.endpoint.model, messages=messages, **sampling)
         choices = getattr(response, "choices", None)
-        if not choices or choices[0].message is None or not isinstance(choices[0].message.content, str):
+        if not choices or choices[0].message is None:
+            raise UnusableAnswer("response has no message")
+        text = answer_text(choices[0].message, choices[0].finish_reason)
+        if text is None:
             raise UnusableAnswer("response has no message content")
         usage = response.usage
         return Completion(
-            text=choices[0].message.content,
+            text=text,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             finish_reason=choices[0].finish_reason,

@@ -147,10 +147,10 @@ class BlockRun:
         def out(response: str | None = None, rule: str | None = None, detail: str | None = None) -> Outcome:
             return Outcome(child, parent.id, round_no, operator.name, response, rule, detail)
 
+        if "truncated" in self.rules and (detail := eliminate.truncated(rewrite, self.max_tokens)):
+            return out(rule="truncated", detail=f"instruction: {detail}")  # empty too, when it ran out thinking
         if not evolved:
             return out(rule="empty", detail="the teacher returned an empty instruction")
-        if "truncated" in self.rules and (detail := eliminate.truncated(rewrite, self.max_tokens)):
-            return out(rule="truncated", detail=f"instruction: {detail}")
         for rule in ("template_copy", "punctuation_only"):
             if rule in self.rules and (detail := getattr(eliminate, rule)(evolved)):
                 return out(rule=rule, detail=f"instruction: {detail}")
