@@ -379,6 +379,15 @@ def test_a_message_without_content_that_finished_is_an_empty_answer_not_a_fault(
         assert reject["detail"] == detail and server.count("ok") == 0
 
 
+def test_an_empty_answer_is_never_a_row_even_with_no_rule_to_eliminate_it(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, eliminate=[])
+    server.inject(("slow", 0), ("nocontent", "stop"))  # the rewrite as usual, then an answer of no text
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert (block["rows"], block["rounds"][0]["eliminated"]) == (0, {"empty": 1})
+
+
 def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:
