@@ -312,6 +312,9 @@ def test_a_reasoning_teachers_think_blocks_are_taken_out_of_rewrites_verdicts_an
         r"TRIGGER_THINK Name three rivers\. Justify each choice in \d numbered steps\.", prompt["content"]
     )
     assert answer["content"].startswith("<think>" if reasoning == "keep" else "A careful answer")
+    card = (out / "README.md").read_text()
+    where = "rewrites and verdicts; answers keep it" if reasoning == "keep" else "rewrites, verdicts and answers"
+    assert f"block, taken out of {where}." in card
 
 
 @pytest.mark.parametrize(

@@ -390,7 +390,11 @@ def evolve_manifest(block: EvolveSpec, result: EvolveResult) -> dict[str, Any]:
     """Stats plus the endpoints (model, base URL: never a key)."""
     return {
         "from": block.source,
-        "teacher": {"model": block.teacher.model, "base_url": redacted(block.teacher.base_url)},
+        "teacher": {
+            "model": block.teacher.model,
+            "base_url": redacted(block.teacher.base_url),
+            "reasoning": block.teacher.reasoning,
+        },
         "judge": {"model": block.judge.model, "base_url": redacted(block.judge.base_url)},
         "operators": [op.name for op in block.operators],
         "eliminate": list(block.eliminate),

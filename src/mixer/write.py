@@ -117,6 +117,13 @@ def evolve_section(blocks: dict[str, dict[str, Any]]) -> list[str]:
             f"| **total** | {block['seeds']:,} seeds | {block['rejected']:,} rejected | {block['rows']:,} kept | "
             f"{usage['tokens']:,} | {usd_text(usage['usd'], block['prices_known'])} |"
         )
+        if block.get("reasoning_removed"):  # a build made before the count was kept has none
+            kept = block["teacher"].get("reasoning") == "keep"
+            lines += [
+                "",
+                f"{block['reasoning_removed']:,} completion(s) began with a reasoning model's `<think>` block, taken "
+                f"out of {'rewrites and verdicts; answers keep it' if kept else 'rewrites, verdicts and answers'}.",
+            ]
     return lines
 
 
