@@ -11,6 +11,7 @@ import pytest
 
 from mixer.adapters import FORMATS, get_adapter
 from mixer.adapters.base import Context
+from mixer.build import Options, build
 from mixer.errors import MixerError
 from mixer.io import read_chunks, read_table
 from mixer.registry import load_registry
@@ -185,6 +186,16 @@ def test_an_unknown_role_is_named(tmp_path):
     ]
     path.write_text(json.dumps({"messages": messages}) + "\n")
     assert convert(path, "messages")["__reason"].to_list() == ["unknown role 'tool'"]
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsources:\n  chats: {path: m.jsonl, format: messages, take: all}\n")
+    with pytest.raises(MixerError) as refused:  # the hint says why, where it only said "fix the data"
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "out")
+    assert refused.value.hint == (
+        "a row's turns are system, user and assistant; tool-use turns (tool, function, observation) have no place "
+        "in them: set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them to rejects/) on "
+        "source 'chats'"
+    )
 
 
 def test_oasst_flat_table_top1_and_all_paths():

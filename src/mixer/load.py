@@ -236,6 +236,11 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
         f"fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them "
         f"to rejects/) on source {name!r}"
     )
+    if malformed["reason"].str.starts_with("unknown role").any():
+        hint = (
+            "a row's turns are system, user and assistant; tool-use turns (tool, function, observation) have no "
+            f"place in them: {hint.removeprefix('fix the data, or ')}"
+        )
     fits = _formats_fitting_first_record(Path(malformed["file"][0]), source.format) if every else []
     if fits:
         hint = f"every record is malformed as {source.format}; the file's fields are those of {' or '.join(fits)}"
