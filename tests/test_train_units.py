@@ -619,6 +619,37 @@ def test_runs_are_diffed_on_their_test_split_loss_too(tmp_path):
     )
 
 
+def test_a_recipe_is_diffed_with_its_last_stage_run_while_that_run_is_of_this_recipe(tmp_path, monkeypatch):
+    """Results are attached to the trained model's run: `mixer diff recipes/a.yaml recipes/b.yaml` shows each
+    recipe's last stage run made from it (an earlier stage's when a later one has not run), and its build when
+    the run was made from another version of the recipe."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.diff import TRAINING_TASK, compare, load_side
+
+    monkeypatch.chdir(tmp_path)  # runs/<recipe>/<stage> and output.dir are relative to it, as mixer writes them
+    options = Options(progress=False, cache_dir=tmp_path / "cache")
+    for name, learning_rate, loss in (("a", "1.0e-3", 2.25), ("b", "2.0e-3", 2.0)):
+        recipe = _one_stage_recipe(tmp_path, take=20, learning_rate=learning_rate)
+        text = (
+            recipe.read_text().replace("name: one\n", f"name: {name}\n").replace(str(tmp_path / "out"), f"out/{name}")
+        )
+        (tmp_path / f"{name}.yaml").write_text(text.replace("output:", "mixture: {eval: {rows: 4}}\noutput:"))
+        stages.train_recipe(tmp_path / f"{name}.yaml", slurm=True, options=options)
+        record = tmp_path / "runs" / name / "sft" / "run.json"
+        finished = {"status": "done", "metrics": {"eval_loss": loss, "eval_rows": 4}}
+        record.write_text(json.dumps({**json.loads(record.read_text()), **finished}))
+
+    a, b = load_side("a.yaml"), load_side("b.yaml")
+    assert (a.label, b.label) == ("a.yaml (runs/a/sft)", "b.yaml (runs/b/sft)")
+    [row] = compare(a, b).metrics.rows
+    assert (row.task, row.a, row.b) == (TRAINING_TASK, 2.25, 2.0)
+
+    (tmp_path / "a.yaml").write_text((tmp_path / "a.yaml").read_text().replace("1.0e-3", "3.0e-3"))
+    edited = load_side("a.yaml")  # the stage changed: its run is of another version; the mixture is the same
+    assert (edited.label, edited.counts) == ("a.yaml (out/a)", {"a": 20})
+
+
 def test_a_dpo_stage_holds_out_unseen_pairs_and_runs_are_diffed_on_their_reward_accuracy(tmp_path):
     """A stage's `eval` takes the last distinct pairs of its selection as its test split; every copy of them
     (an upsampled source repeats pairs) leaves the training rows. `mixer diff` of two such runs shows the held-out

@@ -146,10 +146,17 @@ def load_side(spec: str) -> Side:
 
 
 def _recipe_side(spec: str, path: Path) -> Side:
-    """A recipe in the working tree, with its build when its output folder (`output.dir`, from the current
-    folder as `mixer build` writes it) holds a build of this very recipe: `mixer diff recipes/a.yaml
-    recipes/b.yaml` then shows the rows written and the results attached, as a diff of the folders does."""
+    """A recipe in the working tree, with what was made of this very recipe, from the current folder as
+    `mixer train` and `mixer build` write them: its last stage run (`runs/<name>/<stage>`; an earlier stage's
+    when a later one has not run), else its build (`output.dir`). `mixer diff recipes/a.yaml recipes/b.yaml`
+    then shows the rows written and the results attached, as a diff of those folders does."""
     recipe = _recipe_data(path)
+    for stage in reversed(_stages_by_name(recipe)):
+        run_dir = Path("runs") / str(recipe["name"]) / str(stage)
+        if (run_dir / "run.json").is_file() and read_run(run_dir)["recipe"].get("document") == recipe:
+            side = _folder_side(f"{spec} ({run_dir})", run_dir)
+            side.recipe = recipe
+            return side
     built = Path((recipe.get("output") or {}).get("dir") or f"out/{recipe['name']}")
     manifest = _manifest_in(built) if built.is_dir() else None
     if manifest is None:
