@@ -450,7 +450,7 @@ def _parquet_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None]
         raise _unreadable(path, "parquet", exc) from None
 
 
-def arrow_batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+def _arrow_batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """An Arrow IPC file's schema and record batches, memory-mapped: the stream format `datasets` writes (its
     cache files and `save_to_disk` folders), or the file format (Feather v2) other tools write."""
     import pyarrow as pa
@@ -492,7 +492,7 @@ def _arrow_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] |
         return RawTable(path, frame.with_row_index("__row", offset=offset - frame.height), [])
 
     try:
-        schema, batches = arrow_batches(path)
+        schema, batches = _arrow_batches(path)
         gathered: list[tuple[pa.RecordBatch, int]] = []  # (rows, their share of their batch's bytes)
         for batch in batches:
             step = max(1, batch.num_rows * chunk_bytes // max(1, batch.nbytes))

@@ -129,7 +129,6 @@ class BlockRun:
         self.teacher = Teacher(spec.teacher, cache, self.budget, teacher_prices, semaphore, spec.name, rng)
         self.judge = Teacher(spec.judge, cache, self.budget, judge_prices, semaphore, spec.name, rng)
         self.rules = set(spec.eliminate)
-        self.max_tokens = spec.teacher.max_tokens
         self.code_blocks: Counter = Counter()
         self.judge_unparsable = 0
         self.reasoning_removed = 0  # completions whose <think> block was taken out (mixer.evolve.reasoning)
@@ -147,7 +146,7 @@ class BlockRun:
         def out(response: str | None = None, rule: str | None = None, detail: str | None = None) -> Outcome:
             return Outcome(child, parent.id, round_no, operator.name, response, rule, detail)
 
-        if "truncated" in self.rules and (detail := eliminate.truncated(rewrite, self.max_tokens)):
+        if "truncated" in self.rules and (detail := eliminate.truncated(rewrite, self.spec.teacher.max_tokens)):
             return out(rule="truncated", detail=f"instruction: {detail}")  # empty too, when it ran out thinking
         if not evolved:
             return out(rule="empty", detail="the teacher returned an empty instruction")
@@ -171,7 +170,7 @@ class BlockRun:
                 return out(rule="no_information_gain", detail="judge: Equal to its parent")
         answer_call = await self.teacher.complete(evolved)
         response = answer_call.text if self.keep_reasoning else self._reasoning_removed(answer_call.text)
-        if "truncated" in self.rules and (detail := eliminate.truncated(answer_call, self.max_tokens)):
+        if "truncated" in self.rules and (detail := eliminate.truncated(answer_call, self.spec.teacher.max_tokens)):
             return out(response, "truncated", f"response: {detail}")
         if not response.strip():  # nothing to train on, whatever the rules
             return out(response, "empty", "the teacher returned an empty answer")
