@@ -94,3 +94,32 @@ def test_a_dataset_dict_folder_is_refused_with_its_splits_named(tmp_path):
     assert refused.value.hint.endswith(
         f"name one split's folder in the recipe, e.g. `path: {tmp_path / 'data' / 'pairs'}/train`"
     )
+
+
+def test_a_benchmark_saved_by_datasets_decontaminates_as_its_jsonl_does(shared_data, tmp_path):
+    """The real GSM8K test set, saved with `save_to_disk`, finds the 4 GSM8K train questions its JSON-lines file
+    finds; a benchmark kept in several Arrow files (it is read from one file) is told how to save it."""
+    test = shared_data / "gsm8k" / "test.jsonl"
+    saved = datasets.Dataset.from_list([json.loads(line) for line in test.read_text().splitlines()])
+    saved.save_to_disk(str(tmp_path / "gsm8k_test"))
+    saved.save_to_disk(str(tmp_path / "gsm8k_shards"), num_shards=2)
+    train = shared_data / "gsm8k" / "train.jsonl"
+    hits = {}
+    for benchmark in (test, "gsm8k_test"):
+        source = f"{{path: {train}, format: alpaca, fields: {{instruction: question, output: answer}}, take: all}}"
+        recipe = write_recipe(
+            tmp_path,
+            f"name: d\nsources:\n  gsm: {source}\n"
+            f"mixture: {{decontaminate: {{benchmarks: [{{name: gsm8k, path: {benchmark}}}], mode: remove}}}}\n",
+        )
+        manifest = build(
+            recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o", force=True
+        ).manifest
+        hits[str(benchmark)] = [(h["rows"], h["examples"]) for h in manifest["decontamination"]["hits"]]
+    assert hits[str(test)] == hits["gsm8k_test"] and hits[str(test)][0][0] == 4
+
+    recipe.write_text(recipe.read_text().replace("path: gsm8k_test}", "path: gsm8k_shards}"))
+    with pytest.raises(MixerError) as refused:
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "o", force=True)
+    assert refused.value.message == f"benchmark gsm8k: {tmp_path / 'gsm8k_shards'} is a folder, not a file"
+    assert refused.value.hint == "a benchmark is read from one file, and 2 hold this one: save it with num_shards=1"

@@ -29,6 +29,7 @@ from mixer.resolve import (
     read_from_hub,
     unsupplied_at_once,
 )
+from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
 from mixer.validate import did_you_mean
 
 
@@ -137,6 +138,8 @@ def _local_file(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> t
         path = Path(os.path.expanduser(spec.path))
         label = str(path) if path.is_absolute() else Path(spec.path).as_posix()
         path = path if path.is_absolute() else base_dir / path
+        if path.is_dir():
+            path = _file_of_folder(spec.name, path, spec.path)
         if not path.is_file():
             raise MixerError(
                 f"benchmark {spec.name}: {path} does not exist", "check decontaminate: path (relative to the recipe)"
@@ -145,6 +148,18 @@ def _local_file(spec: BenchmarkSpec, base_dir: Path, data_dir: Path | None) -> t
     if data_dir is not None and (found := named_in_data_dir(spec.name, data_dir, "benchmark")) is not None:
         return found, f"data-dir:{found.name}", "data_dir"
     return None
+
+
+def _file_of_folder(name: str, folder: Path, shown: str) -> Path:
+    """A benchmark is one file; a folder `datasets` saved it to holds it in one Arrow file, read as that file."""
+    files = saved_dataset_files(folder)
+    if files is not None and len(files) == 1:
+        return files[0]
+    splits = saved_splits(folder)
+    hint = one_split_hint(splits, shown) if splits else "name the file that holds the benchmark's prompts"
+    if files is not None:
+        hint = f"a benchmark is read from one file, and {len(files)} hold this one: save it with num_shards=1"
+    raise MixerError(f"benchmark {name}: {folder} is a folder, not a file", hint)
 
 
 def _hint(names: list[str]) -> str:
