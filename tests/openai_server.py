@@ -2,7 +2,7 @@
 
 Answers are a pure function of the request, so two runs can be compared byte for byte. Words in an instruction
 steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
-TRIGGER_MUMBLE, TRIGGER_LONG; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
+TRIGGER_MUMBLE, TRIGGER_LONG, TRIGGER_SPACED; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
 ("slow", seconds), ("garbage",), ("nochoices",), ("nocontent", finish_reason) (a message of null content, as a
 reasoning parser sends when max_tokens ran out while thinking). Every request is logged with its content key and outcome.
@@ -63,6 +63,8 @@ def plain_answer(prompt: str) -> str:
             "In Python:\n```python\ndef solve(x):\n    return x + 1\n```\nAnd in Rust:\n```rust\nfn solve() {}\n```\n"
         )
     digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    if "TRIGGER_SPACED" in prompt:  # as some servers (Ollama, LM Studio) send an answer
+        return f"\n\n  A spaced answer ({digest}).  \n"
     if "TRIGGER_LONG" in prompt:
         return f"A long answer ({digest}): " + " ".join(f"point {n}." for n in range(1, 201))
     return f"A careful answer ({digest}) to: {prompt[:60]} ... covering each point in turn, with an example."

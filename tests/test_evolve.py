@@ -382,6 +382,13 @@ def test_a_message_without_content_that_finished_is_an_empty_answer_not_a_fault(
         assert reject["detail"] == detail and server.count("ok") == 0
 
 
+def test_an_answer_is_kept_without_the_blank_lines_around_it(tmp_path, server):
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=[("TRIGGER_SPACED Name a river.", "")], rounds=1)
+    build(recipe, options(tmp_path), out=tmp_path / "out")
+    ((_, answer),) = read_rows(tmp_path / "out").filter(pl.col("dataset") == "evolved")["messages"].to_list()
+    assert re.fullmatch(r"A spaced answer \([0-9a-f]{8}\)\.", answer["content"])
+
+
 def test_an_empty_answer_is_never_a_row_even_with_no_rule_to_eliminate_it(tmp_path, server):
     recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, eliminate=[])
     server.inject(("slow", 0), ("nocontent", "stop"))  # the rewrite as usual, then an answer of no text

@@ -169,7 +169,8 @@ class BlockRun:
             if equal:
                 return out(rule="no_information_gain", detail="judge: Equal to its parent")
         answer_call = await self.teacher.complete(evolved)
-        response = answer_call.text if self.keep_reasoning else self._reasoning_removed(answer_call.text)
+        # without the blank lines some servers put around an answer, which would be trained on as its first tokens
+        response = (answer_call.text if self.keep_reasoning else self._reasoning_removed(answer_call.text)).strip()
         if "truncated" in self.rules and (detail := eliminate.truncated(answer_call, self.spec.teacher.max_tokens)):
             return out(response, "truncated", f"response: {detail}")
         if not response.strip():  # nothing to train on, whatever the rules
