@@ -44,6 +44,14 @@ def test_a_saved_dataset_reads_as_its_json_does_from_the_real_sharegpt_file(shar
     assert from_folder.select("id", "messages").equals(from_json.select("id", "messages"))
     assert from_data_dir.select("id", "messages").equals(from_json.select("id", "messages"))
 
+    (tmp_path / "data" / "chats" / "data-00001-of-00003.arrow").rename(tmp_path / "one_shard_moved.arrow")
+    recipe = write_recipe(tmp_path, "name: f\nsources:\n  chats: {path: data/chats, format: sharegpt, take: all}\n")
+    ((message, hint),) = [(d.message, d.hint) for d in validate_file(recipe)]
+    assert (message, hint) == (
+        f"'data/chats' is a directory (relative to {tmp_path})",
+        "its state.json names Arrow files that are not there, or none: save the dataset again",
+    )
+
     lock = json.loads((tmp_path / "folder.lock").read_text())
     assert [f["path"] for f in lock["sources"]["chats"]["files"]] == [
         f"data/chats/data-0000{i}-of-00003.arrow" for i in range(3)

@@ -506,6 +506,8 @@ def _missing_path(raw: str, base_dir: Path) -> tuple[str, str]:
     if full.is_dir():
         splits = saved_splits(full)
         hint = one_split_hint(splits, raw) if splits else f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
+        if (full / "state.json").is_file():  # saved by `datasets`, but not whole
+            hint = "its state.json names Arrow files that are not there, or none: save the dataset again"
         return f"{raw!r} is a directory{relative}", hint
     message = f"no file matches {raw!r}{relative}"
     hint = "check the name" if relative == "" else "paths are relative to the recipe file; check the name"
