@@ -611,6 +611,11 @@ def test_missing_recipe_is_a_clean_error(tmp_path):
         (tmp_path / "recipes" / name).write_text("name: x\n")
     result = run_mixer("build", str(tmp_path / "recipes"))  # .yml counts; six are not shown as five
     assert "pass one of its recipe files (a.yaml, b.yml, c.yaml, d.yaml, e.yaml and 1 more)" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = run_mixer("validate", str(tmp_path / "recipes"), str(tmp_path / "empty"))  # a folder: its recipes
+    assert result.returncode == 2 and result.stderr.count("error:") == 7, result.stderr
+    assert f"{tmp_path / 'recipes' / 'f.yaml'}:1:1: error: 'sources' is required" in result.stderr
+    assert f"{tmp_path / 'empty'}:1:1: error: is a folder, not a recipe\n  hint: it holds no recipe" in result.stderr
 
 
 def test_a_file_named_with_glob_characters_is_found_by_its_name(tmp_path):

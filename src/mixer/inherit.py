@@ -58,7 +58,8 @@ def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) 
     if text is None and path.is_dir():
         names = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        raise MixerError(f"{path}: is a folder, not a recipe", f"pass one of its recipe files ({shown or 'none'})")
+        hint = f"pass one of its recipe files ({shown})" if names else "it holds no recipe (.yaml or .yml file)"
+        raise MixerError(f"{path}: is a folder, not a recipe", hint)
     if text is None:
         raise MixerError(f"{path}: recipe not found")
     return _read(path, text, (), read_text)
