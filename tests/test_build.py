@@ -1342,3 +1342,55 @@ def test_eval_rows_shrink_with_the_takes_in_a_sample_build(tmp_path):
     result = build(write_recipe(tmp_path, text, "tulu2.yaml"), SAMPLE, out=tmp_path / "o")
     rows, held = result.manifest["totals"]["rows"], result.manifest["totals"]["eval_rows"]
     assert rows > 300 and 1 <= held <= 0.02 * rows
+
+
+def test_a_source_system_prompt_leads_conversations_that_have_none_and_counts_in_max_chars(tmp_path):
+    """axolotl's `system_prompt` and LLaMA-Factory's `default_system`, per source: a row's own system turn is
+    kept, and the added turn is text of the row for `max_chars` as it is in training."""
+    rows = [
+        {"instruction": "Name a river.", "input": "", "output": "The Nile."},
+        {"instruction": "Add 2 and 2.", "input": "", "output": "4", "system": "You are terse."},
+        {"instruction": "Say " + "hi " * 10, "input": "", "output": "Hi!"},  # 37 characters of its own
+    ]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    chats = [{"conversations": [{"from": "human", "value": "Hello"}, {"from": "gpt", "value": "Hi there"}]}]
+    (tmp_path / "c.json").write_text(json.dumps(chats))
+    system = "You are a helpful assistant."  # 28 characters
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: s
+        sources:
+          a: {{path: a.jsonl, format: alpaca, take: all, max_chars: 60, system: "{system}"}}
+          c: {{path: c.json, format: sharegpt, take: all, system: "{system}"}}
+        """,
+    )
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    messages = {r["id"]: r["messages"] for r in pl.read_parquet(tmp_path / "o" / "data").to_dicts()}
+    assert messages == {
+        "a/0": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "Name a river."},
+            {"role": "assistant", "content": "The Nile."},
+        ],
+        "a/1": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Add 2 and 2."},
+            {"role": "assistant", "content": "4"},
+        ],
+        "c/0": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi there"},
+        ],
+    }
+    assert result.manifest["sources"]["a"]["counts"]["max_chars"] == 1  # 37 + 28 > 60
+
+    for body, message in [
+        ("p: {source: ultrafeedback, take: 0, system: x}", "`system` puts a system turn in conversations; 'p' holds"),
+        ("p: {evolved: e, take: all, system: x}", "'system' does not apply to an evolved source"),
+    ]:
+        bad = write_recipe(tmp_path, f"name: s\nsources:\n  {body}\n", "bad.yaml")
+        with pytest.raises(RecipeInvalid) as refused:
+            build(bad, QUIET, out=tmp_path / "b")
+        assert any(d.message.startswith(message) for d in refused.value.diagnostics), refused.value

@@ -217,6 +217,14 @@ def unique_ids(ids: pl.DataFrame) -> pl.Series:
     return ids.select(renamed.otherwise(pl.col("id")).alias("id"), "kept").filter("kept")["id"]
 
 
+def with_system_turn(messages: pl.Expr, text: str) -> pl.Expr:
+    """`messages` with a system turn of `text` first where they have none (a recipe's `system:`, read before
+    filters and keys, so max_chars and token counts see it); a row's own system turn is kept."""
+    turn = pl.struct(pl.lit("system").alias("role"), pl.lit(text).alias("content"))
+    has_one = messages.list.first().struct.field("role") == "system"
+    return pl.when(has_one).then(messages).otherwise(pl.concat_list(turn.implode(), messages)).alias("messages")
+
+
 def _canonical(rows: pl.DataFrame, shared: Shared, payload: tuple[str, ...]) -> pl.DataFrame:
     return rows.select(
         "id",
@@ -465,6 +473,8 @@ def load_chunks(
         )
         order += rows.height
         rows = _canonical(rows, shared, payload).with_row_index("__i")
+        if source.spec.system is not None:
+            rows = rows.with_columns(with_system_turn(pl.col("messages"), source.spec.system))
         usable = rows["id"]
         rows = apply_filters(rows, filters, counts)
         ids = pl.DataFrame({"id": usable, "kept": marked(usable.len(), rows["__i"])})

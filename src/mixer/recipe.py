@@ -55,6 +55,7 @@ class SourceSpec:
     evolved: str | None = None  # name of the evolve block whose output this source mixes in
     hub: HubRef | None = None  # a hub dataset named in the recipe itself, not through the registry
     license: str | None = None  # the recipe's word for the source's license (a registry entry has its own)
+    system: str | None = None  # a system turn for the source's conversations that have none
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,7 @@ def source_spec(name: str, spec: dict[str, Any]) -> SourceSpec:
         evolved=spec.get("evolved"),
         hub=hub_ref(spec["hub"]) if spec.get("hub") else None,
         license=spec.get("license"),
+        system=spec.get("system"),
     )
 
 

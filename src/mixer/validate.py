@@ -446,6 +446,16 @@ def _check_source(
                     key=True,
                 )
             )
+        if "system" in spec and adapter.kind != "sft":
+            what = "preference pairs" if adapter.kind == "preference" else "prompts an evolve block rewrites"
+            problems.append(
+                located.diag(
+                    (*path, "system"),
+                    f"`system` puts a system turn in conversations; {name!r} holds {what}",
+                    "delete it here",
+                    key=True,
+                )
+            )
         if "lang" in spec and not adapter.has_lang:
             problems.append(
                 located.diag(
@@ -577,7 +587,7 @@ def _check_evolved_source(located: Located, name: str, spec: dict, path: tuple) 
                 did_you_mean(spec["evolved"], list(blocks)) or "define it under evolve:",
             )
         )
-    for key in ("source", "path", "hub", "format", "fields", "options", "lang", "license"):
+    for key in ("source", "path", "hub", "format", "fields", "options", "lang", "license", "system"):
         if key in spec:
             problems.append(
                 located.diag((*path, key), f"{key!r} does not apply to an evolved source", f"delete {key!r}", key=True)
