@@ -5,7 +5,8 @@ steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TR
 TRIGGER_MUMBLE, TRIGGER_LONG, TRIGGER_SPACED; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
 ("slow", seconds), ("garbage",), ("nochoices",), ("nocontent", finish_reason) (a message of null content, as a
-reasoning parser sends when max_tokens ran out while thinking). Every request is logged with its content key and outcome.
+reasoning parser sends when max_tokens ran out while thinking). With `reasoning_api`, it refuses `max_tokens`
+and a temperature other than 1 with HTTP 400, as OpenAI's reasoning models do. Every request is logged with its content key and outcome.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Logged:
     at: float
     key: str
     kind: str  # evolve | judge | answer | unknown
-    outcome: str  # ok | 429 | 500 | slow | garbage | nochoices | held
+    outcome: str  # ok | 400 | 429 | 500 | slow | garbage | nochoices | nocontent | held
 
 
 def request_key(body: dict) -> str:
@@ -78,6 +79,27 @@ def classify(prompt: str) -> tuple[str, str]:
     return "answer", plain_answer(prompt)
 
 
+def _reasoning_api_refusal(body: dict) -> dict | None:
+    """OpenAI's error for a request its reasoning models refuse (the wording of its API)."""
+    if "max_tokens" in body:
+        return {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    if body.get("temperature", 1) != 1:
+        return {
+            "message": f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+            "Only the default (1) value is supported.",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "unsupported_value",
+        }
+    return None
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default backlog of 5 resets connections at concurrency 64
@@ -90,6 +112,7 @@ class FakeTeacher:
         self.log: list[Logged] = []
         self.hold_after: int | None = None  # after this many successful answers, hang every request
         self.authorizations: set[str] = set()  # Authorization headers seen (to prove a key was sent)
+        self.reasoning_api = False  # refuse max_tokens and a temperature other than 1, as OpenAI's o-series do
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
@@ -150,14 +173,18 @@ class FakeTeacher:
                 kind, text = classify(prompt)
                 if "TRIGGER_THINK" in prompt:  # a reasoning model served without a reasoning parser
                     text = "<think>\nThe user asks for something; let me weigh it step by step.\n</think>\n\n" + text
+                refusal = _reasoning_api_refusal(body) if teacher.reasoning_api else None
                 with teacher._lock:
                     teacher.authorizations.add(self.headers.get("Authorization", ""))
                     fault = teacher.faults.popleft() if teacher.faults else None
                     held = teacher.hold_after is not None and (
                         sum(1 for e in teacher.log if e.outcome == "ok") >= teacher.hold_after
                     )
-                    outcome = "held" if held else (fault[0] if fault else "ok")
+                    outcome = "held" if held else "400" if refusal else (fault[0] if fault else "ok")
                     teacher.log.append(Logged(time.monotonic(), key, kind, outcome))
+                if refusal:
+                    self._send(400, json.dumps({"error": refusal}).encode())
+                    return
                 if held:
                     teacher._release.wait()
                     self._send(503, b'{"error": {"message": "shutting down"}}')
@@ -178,7 +205,7 @@ class FakeTeacher:
                     time.sleep(fault[1])
                 words = sum(len(m["content"].split()) for m in body["messages"])
                 nocontent = bool(fault and fault[0] == "nocontent")
-                limit = body.get("max_tokens")
+                limit = body.get("max_tokens", body.get("max_completion_tokens"))
                 finish = "length" if limit is not None and len(text.split()) > limit else "stop"
                 if finish == "length":
                     text = " ".join(text.split()[:limit])

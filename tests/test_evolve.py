@@ -398,6 +398,44 @@ def test_an_empty_answer_is_never_a_row_even_with_no_rule_to_eliminate_it(tmp_pa
     assert (block["rows"], block["rounds"][0]["eliminated"]) == (0, {"empty": 1})
 
 
+def test_a_model_that_takes_max_completion_tokens_is_told_how_and_then_keeps_its_cached_calls(tmp_path, server):
+    """OpenAI's reasoning models refuse `max_tokens` (and a temperature other than 1) with HTTP 400: the refusal
+    named the model, URL and key as what to check, none of which is wrong. The hint names the recipe's setting."""
+    server.reasoning_api = True
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1)
+    with pytest.raises(MixerError) as refused:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert "refused the request: HTTP 400: Unsupported parameter: 'max_tokens'" in refused.value.message
+    assert refused.value.hint == (
+        "this model takes max_completion_tokens: set `max_tokens_param: max_completion_tokens` on the teacher"
+    )
+    recipe = evolve_recipe(
+        tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, teacher={"max_tokens_param": "max_completion_tokens"}
+    )
+    with pytest.raises(MixerError) as refused:  # the rewrite passes; the judge asks for temperature 0
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert (
+        refused.value.hint
+        == "this model takes its default temperature only: set `temperature: 1` (the judge's default is 0)"
+    )
+    recipe = evolve_recipe(
+        tmp_path,
+        server.base_url,
+        seeds=SEEDS[:1],
+        rounds=1,
+        teacher={"max_tokens_param": "max_completion_tokens"},
+        judge={"temperature": 1},
+    )
+    build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["evolve"]["evol"]["rows"] == 1
+    calls = server.count("ok")
+
+    server.reasoning_api = False  # the same calls, asked with max_tokens: served from the cache
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, judge={"temperature": 1})
+    build(recipe, options(tmp_path), out=tmp_path / "out", force=True)
+    assert server.count("ok") == calls
+
+
 def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:

@@ -205,6 +205,15 @@ class Endpoint:
     max_retries: int = 6
     retry_base_seconds: float = 1.0
     reasoning: str = "drop"  # a <think> block in the teacher's answers: drop | keep (rewrites always drop it)
+    # the request's name for max_tokens: OpenAI's reasoning models refuse `max_tokens` and take this one
+    max_tokens_param: str = "max_tokens"
+
+    def request(self) -> dict[str, Any]:
+        """`sampling()` as the server is sent it: the token limit under the name it takes. The cache key keeps
+        `max_tokens`, so a recipe that renames it keeps its cached calls."""
+        params = self.sampling()
+        params[self.max_tokens_param] = params.pop("max_tokens")
+        return params
 
     def sampling(self) -> dict[str, Any]:
         """The parameters that shape a completion: part of every cache key."""

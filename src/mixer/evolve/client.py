@@ -81,9 +81,20 @@ def _retryable(error: Exception) -> bool:
     )
 
 
+def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
+    """What to change for a request the server refused. OpenAI's reasoning models refuse `max_tokens` (and a
+    temperature other than 1), which the recipe can say otherwise; the rest is the model, URL or key."""
+    said = str(error)
+    if "max_completion_tokens" in said and endpoint.max_tokens_param != "max_completion_tokens":
+        return "this model takes max_completion_tokens: set `max_tokens_param: max_completion_tokens` on the teacher"
+    if "temperature" in said:
+        return "this model takes its default temperature only: set `temperature: 1` (the judge's default is 0)"
+    return "check the model name, base_url and the key in $" + endpoint.api_key_env
+
+
 def _describe(error: Exception) -> str:
-    if isinstance(error, openai.APIStatusError):
-        return f"HTTP {error.status_code}: {error.message}"
+    if isinstance(error, openai.APIStatusError):  # the client's message repeats the status: "Error code: 400 - ..."
+        return f"HTTP {error.status_code}: {error.message.removeprefix(f'Error code: {error.status_code} - ')}"
     if isinstance(error, openai.APITimeoutError):
         return "timed out"
     if isinstance(error, openai.APIConnectionError):
@@ -125,7 +136,7 @@ class Teacher:
             return cached
         async with self.semaphore:
             self.budget.check(self.block)
-            completion = await self._call_with_retries(messages, sampling)
+            completion = await self._call_with_retries(messages, self.endpoint.request())
         self.cache.put(key, self.endpoint.model, completion)
         self._account(completion, cached=False)
         return completion
@@ -140,20 +151,20 @@ class Teacher:
         spent.completion_tokens += completion.completion_tokens
         spent.usd += self.prices.usd(completion.prompt_tokens, completion.completion_tokens)
 
-    async def _call_with_retries(self, messages: list[dict[str, str]], sampling: dict) -> Completion:
+    async def _call_with_retries(self, messages: list[dict[str, str]], request: dict) -> Completion:
         attempts = self.endpoint.max_retries + 1
         for attempt in range(attempts):
             if self.budget.halted is not None:  # another row hit the budget or a dead teacher meanwhile
                 raise self.budget.halted
             try:
-                return await self._call(messages, sampling)
+                return await self._call(messages, request)
             except Exception as error:
                 where = redact_url(self.endpoint.base_url or "api.openai.com")  # no credentials in messages
                 if not _retryable(error):
                     self.budget.halted = MixerError(
                         f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} refused the request: "
                         + redact_urls_in(_describe(error)),
-                        "check the model name, base_url and the key in $" + self.endpoint.api_key_env,
+                        _refusal_hint(error, self.endpoint),
                     )
                     raise self.budget.halted from None
                 if attempt == attempts - 1:
@@ -170,8 +181,8 @@ class Teacher:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _call(self, messages: list[dict[str, str]], sampling: dict) -> Completion:
-        response = await self.client.chat.completions.create(model=self.endpoint.model, messages=messages, **sampling)
+    async def _call(self, messages: list[dict[str, str]], request: dict) -> Completion:
+        response = await self.client.chat.completions.create(model=self.endpoint.model, messages=messages, **request)
         choices = getattr(response, "choices", None)
         if not choices or choices[0].message is None:
             raise UnusableAnswer("response has no message")
