@@ -553,8 +553,10 @@ def test_mixer_sources_lists_the_known_benchmarks_and_where_they_come_from():
     assert sorted(benchmarks) == ["alpaca_eval", "bbh", "gsm8k", "humaneval", "ifeval", "mbpp", "mmlu"]
     assert benchmarks["gsm8k"] == {"fields": ["question"], "hub": "openai/gsm8k@main (config main, split test)"}
     assert benchmarks["bbh"] == {"fields": ["input"], "hub": "lukaemon/bbh@main (27 configs, split test)"}
+    assert ".arrow" in json.loads(result.stdout)["file_suffixes"]
     table = run_mixer("sources", env={"COLUMNS": "200"}).stdout
     assert "│ humaneval   │ prompt      │ openai/openai_humaneval@main (split test)" in table
+    assert "files: .json, .jsonl, .jsonl.gz, .json.gz, .parquet, .arrow, .csv, .tsv, .tsv.gz, .csv.gz, and " in table
 
 
 def test_a_misspelt_benchmark_is_reported_before_any_download(tmp_path, monkeypatch):

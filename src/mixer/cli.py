@@ -549,6 +549,7 @@ def train(
 def sources(as_json: JsonFlag = False) -> None:
     """List the registry of known datasets (and the formats inline sources can use)."""
     from mixer.adapters import FORMATS, format_spec
+    from mixer.adapters.formats import SUPPORTED_SUFFIXES
     from mixer.benchmark_sets import KNOWN
     from mixer.registry import load_registry
 
@@ -569,6 +570,7 @@ def sources(as_json: JsonFlag = False) -> None:
                     for n, e in registry.items()
                 },
                 "formats": {f: format_spec(f).summary for f in FORMATS},
+                "file_suffixes": list(SUPPORTED_SUFFIXES),
             }
         )
         return
@@ -590,6 +592,7 @@ def sources(as_json: JsonFlag = False) -> None:
     for fmt in FORMATS:
         formats.add_row(fmt, format_spec(fmt).summary)
     out.print(formats)
+    out.print(f"files: {', '.join(SUPPORTED_SUFFIXES)}, and folders `datasets` wrote with save_to_disk", markup=False)
     known = Table(title="benchmarks for mixture.decontaminate (by name: --data-dir/<name>.jsonl, else the hub)")
     for column in ("name", "field", "hub"):
         known.add_column(column)
