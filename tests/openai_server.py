@@ -6,7 +6,8 @@ TRIGGER_MUMBLE, TRIGGER_LONG, TRIGGER_SPACED; TRIGGER_THINK puts a reasoning mod
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
 ("slow", seconds), ("garbage",), ("nochoices",), ("nocontent", finish_reason) (a message of null content, as a
 reasoning parser sends when max_tokens ran out while thinking). With `reasoning_api`, it refuses `max_tokens`
-and a temperature other than 1 with HTTP 400, as OpenAI's reasoning models do. Every request is logged with its content key and outcome.
+and a temperature other than 1 with HTTP 400, as OpenAI's reasoning models do; with `context_limit`, a request
+longer than that (in words, with its max_tokens) gets vLLM's context-length 400. Every request is logged with its content key and outcome.
 """
 
 from __future__ import annotations
@@ -100,6 +101,22 @@ def _reasoning_api_refusal(body: dict) -> dict | None:
     return None
 
 
+def _context_refusal(body: dict, limit: int | None) -> dict | None:
+    """vLLM's error for a prompt and completion longer than the model's context (one token a word here)."""
+    words = sum(len(m["content"].split()) for m in body["messages"])
+    completion = body.get("max_tokens", body.get("max_completion_tokens")) or 0
+    if limit is None or words + completion <= limit:
+        return None
+    return {
+        "message": f"This model's maximum context length is {limit} tokens. However, you requested "
+        f"{words + completion} tokens ({words} in the messages, {completion} in the completion). Please reduce the "
+        "length of the messages or completion.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default backlog of 5 resets connections at concurrency 64
@@ -113,6 +130,7 @@ class FakeTeacher:
         self.hold_after: int | None = None  # after this many successful answers, hang every request
         self.authorizations: set[str] = set()  # Authorization headers seen (to prove a key was sent)
         self.reasoning_api = False  # refuse max_tokens and a temperature other than 1, as OpenAI's o-series do
+        self.context_limit: int | None = None  # words of prompt + max_tokens past which a request is refused
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
@@ -174,6 +192,7 @@ class FakeTeacher:
                 if "TRIGGER_THINK" in prompt:  # a reasoning model served without a reasoning parser
                     text = "<think>\nThe user asks for something; let me weigh it step by step.\n</think>\n\n" + text
                 refusal = _reasoning_api_refusal(body) if teacher.reasoning_api else None
+                refusal = refusal or _context_refusal(body, teacher.context_limit)
                 with teacher._lock:
                     teacher.authorizations.add(self.headers.get("Authorization", ""))
                     fault = teacher.faults.popleft() if teacher.faults else None

@@ -436,6 +436,28 @@ def test_a_model_that_takes_max_completion_tokens_is_told_how_and_then_keeps_its
     assert server.count("ok") == calls
 
 
+def test_a_seed_longer_than_the_teachers_context_is_eliminated_not_the_end_of_the_block(tmp_path, server):
+    """vLLM refuses a prompt longer than the model's context with HTTP 400: one long seed stopped the whole
+    block, with a hint to check the model name and key. The row is eliminated (`too_long`) with the server's
+    words; the refusal is not cached, so a server restarted with a longer context is asked again."""
+    server.context_limit = 600
+    long_seed = "Summarise this: " + " ".join(f"word{n}" for n in range(700))
+    seeds = [("Write a haiku about rain.", ""), (long_seed, "")]
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=seeds, rounds=1, teacher={"max_tokens": 100})
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert (block["rows"], block["rounds"][0]["eliminated"]) == (1, {"too_long": 1})
+    (reject,) = map(json.loads, (out / "rejects" / "evolve-evol.jsonl").read_text().splitlines())
+    assert reject["detail"].startswith(
+        "rewrite prompt refused: HTTP 400: This model's maximum context length is 600 tokens. However, you requested"
+    )
+    assert (server.count("400"), server.count("ok")) == (1, 3)
+
+    build(recipe, options(tmp_path), out=out, force=True)
+    assert (server.count("400"), server.count("ok")) == (2, 3)  # the refusal asked again, the rest from the cache
+
+
 def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:

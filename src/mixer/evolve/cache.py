@@ -53,12 +53,16 @@ def shared_between_hosts(fstype: str | None) -> bool:
     return fstype is not None and (fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse."))
 
 
+TOO_LONG = "too_long"  # our finish_reason for a prompt the server refused as longer than the model's context
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
+    refusal: str | None = None  # the server's words, when finish_reason is TOO_LONG (never cached)
 
 
 LOOPBACK_HOSTS = ("localhost", "::1", "0.0.0.0")

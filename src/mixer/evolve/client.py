@@ -16,7 +16,7 @@ from typing import Any
 import openai
 
 from mixer.errors import MixerError
-from mixer.evolve.cache import CallCache, Completion, call_key, served_by
+from mixer.evolve.cache import TOO_LONG, CallCache, Completion, call_key, served_by
 from mixer.evolve.cost import Budget, Prices
 from mixer.recipe import Endpoint
 from mixer.redact import redact_url, redact_urls_in
@@ -81,6 +81,19 @@ def _retryable(error: Exception) -> bool:
     )
 
 
+# how servers word a prompt longer than the model's context: OpenAI and vLLM ("maximum context length",
+# context_length_exceeded), llama.cpp ("exceeds the available context size", exceed_context_size_error)
+CONTEXT_PHRASES = ("context length", "context_length", "context size", "context_size", "context window")
+
+
+def _context_exceeded(error: Exception) -> bool:
+    return (
+        isinstance(error, openai.APIStatusError)
+        and error.status_code in (400, 413)
+        and any(phrase in str(error).lower() for phrase in CONTEXT_PHRASES)
+    )
+
+
 def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
     """What to change for a request the server refused. OpenAI's reasoning models refuse `max_tokens` (and a
     temperature other than 1), which the recipe can say otherwise; the rest is the model, URL or key."""
@@ -137,7 +150,8 @@ class Teacher:
         async with self.semaphore:
             self.budget.check(self.block)
             completion = await self._call_with_retries(messages, self.endpoint.request())
-        self.cache.put(key, self.endpoint.model, completion)
+        if completion.finish_reason != TOO_LONG:  # asked again next run: the server's context may have grown
+            self.cache.put(key, self.endpoint.model, completion)
         self._account(completion, cached=False)
         return completion
 
@@ -160,6 +174,8 @@ class Teacher:
                 return await self._call(messages, request)
             except Exception as error:
                 where = redact_url(self.endpoint.base_url or "api.openai.com")  # no credentials in messages
+                if _context_exceeded(error):  # this row's prompt, not the teacher: the row is eliminated
+                    return Completion("", 0, 0, TOO_LONG, redact_urls_in(_describe(error)))
                 if not _retryable(error):
                     self.budget.halted = MixerError(
                         f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} refused the request: "

@@ -20,7 +20,7 @@ import polars as pl
 from mixer.adapters.base import first_content
 from mixer.errors import MixerError
 from mixer.evolve import eliminate
-from mixer.evolve.cache import CallCache
+from mixer.evolve.cache import TOO_LONG, CallCache
 from mixer.evolve.client import Teacher
 from mixer.evolve.cost import Budget, Meter, prices_for
 from mixer.evolve.operators import Operator, choose_operator, resolve_operators
@@ -146,6 +146,8 @@ class BlockRun:
         def out(response: str | None = None, rule: str | None = None, detail: str | None = None) -> Outcome:
             return Outcome(child, parent.id, round_no, operator.name, response, rule, detail)
 
+        if rewrite.finish_reason == TOO_LONG:  # one long seed must not stop the block: it is this row's failure
+            return out(rule="too_long", detail=f"rewrite prompt refused: {rewrite.refusal}")
         if "truncated" in self.rules and (detail := eliminate.truncated(rewrite, self.spec.teacher.max_tokens)):
             return out(rule="truncated", detail=f"instruction: {detail}")  # empty too, when it ran out thinking
         if not evolved:
@@ -155,6 +157,8 @@ class BlockRun:
                 return out(rule=rule, detail=f"instruction: {detail}")
         if "no_information_gain" in self.rules:
             verdict = await self.judge.complete(eliminate.judge_prompt(parent.instruction, evolved))
+            if verdict.finish_reason == TOO_LONG:
+                return out(rule="too_long", detail=f"judge prompt refused: {verdict.refusal}")
             answer = self._reasoning_removed(verdict.text)
             equal = eliminate.parse_judgement(answer)
             if equal is None:
@@ -169,6 +173,8 @@ class BlockRun:
             if equal:
                 return out(rule="no_information_gain", detail="judge: Equal to its parent")
         answer_call = await self.teacher.complete(evolved)
+        if answer_call.finish_reason == TOO_LONG:
+            return out(rule="too_long", detail=f"instruction refused: {answer_call.refusal}")
         # without the blank lines some servers put around an answer, which would be trained on as its first tokens
         response = (answer_call.text if self.keep_reasoning else self._reasoning_removed(answer_call.text)).strip()
         if "truncated" in self.rules and (detail := eliminate.truncated(answer_call, self.spec.teacher.max_tokens)):
