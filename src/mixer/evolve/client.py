@@ -61,7 +61,7 @@ def backoff_seconds(attempt: int, base: float, rng: random.Random) -> float:
     return rng.uniform(0, min(MAX_BACKOFF_SECONDS, base * 2**attempt))
 
 
-def answer_text(message: Any, finish_reason: str | None) -> str | None:
+def _answer_text(message: Any, finish_reason: str | None) -> str | None:
     """A message's text; None when it has none to give, which is retried. A message without content that
     finished is an answer of no text, not a fault: a reasoning model behind a reasoning parser that spent
     max_tokens thinking, or a content filter; asking again would cost the same, and stop the block when the
@@ -100,7 +100,7 @@ def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
     said = str(error)
     if "max_completion_tokens" in said and endpoint.max_tokens_param != "max_completion_tokens":
         return "this model takes max_completion_tokens: set `max_tokens_param: max_completion_tokens` on the teacher"
-    if "temperature" in said:
+    if "temperature" in said and "support" in said:  # "'temperature' does not support 0 with this model"
         return "this model takes its default temperature only: set `temperature: 1` (the judge's default is 0)"
     return "check the model name, base_url and the key in $" + endpoint.api_key_env
 
@@ -202,7 +202,7 @@ class Teacher:
         choices = getattr(response, "choices", None)
         if not choices or choices[0].message is None:
             raise UnusableAnswer("response has no message")
-        text = answer_text(choices[0].message, choices[0].finish_reason)
+        text = _answer_text(choices[0].message, choices[0].finish_reason)
         if text is None:
             raise UnusableAnswer("response has no message content")
         usage = response.usage
