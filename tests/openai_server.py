@@ -4,7 +4,7 @@ Answers are a pure function of the request, so two runs can be compared byte for
 steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
 TRIGGER_MUMBLE, TRIGGER_LONG, TRIGGER_SPACED; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
-("slow", seconds), ("garbage",), ("nochoices",), ("nocontent", finish_reason) (a message of null content, as a
+("slow", seconds), ("garbage",), ("nochoices",), ("quota",), ("nocontent", finish_reason) (a message of null content, as a
 reasoning parser sends when max_tokens ran out while thinking). With `reasoning_api`, it refuses `max_tokens`
 and a temperature other than 1 with HTTP 400, as OpenAI's reasoning models do; with `context_limit`, a request
 longer than that (in words, with its max_tokens) gets vLLM's context-length 400. Every request is logged with its content key and outcome.
@@ -213,6 +213,16 @@ class FakeTeacher:
                 if fault and fault[0] == "429":
                     error = {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}
                     self._send(429, json.dumps(error).encode(), {"Retry-After": str(fault[1])})
+                    return
+                if fault and fault[0] == "quota":  # OpenAI's words for an account with no credit left
+                    error = {
+                        "error": {
+                            "message": "You exceeded your current quota, please check your plan and billing details.",
+                            "type": "insufficient_quota",
+                            "code": "insufficient_quota",
+                        }
+                    }
+                    self._send(429, json.dumps(error).encode())
                     return
                 if fault and fault[0] == "500":
                     self._send(500, b'{"error": {"message": "internal error", "type": "server_error"}}')

@@ -458,6 +458,22 @@ def test_a_seed_longer_than_the_teachers_context_is_eliminated_not_the_end_of_th
     assert (server.count("400"), server.count("ok")) == (2, 3)  # the refusal asked again, the rest from the cache
 
 
+def test_an_account_out_of_quota_stops_at_once_with_what_to_do(tmp_path, server):
+    """OpenAI answers an account with no credit left with HTTP 429, as it does a rate limit: it was retried
+    seven times (about a minute of back-off) and then reported as a server that might be down."""
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, concurrency=1)
+    server.inject(("quota",))
+    with pytest.raises(MixerError) as stopped:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert stopped.value.message.endswith(
+        "refused the request: HTTP 429: You exceeded your current quota, please check your plan and billing details."
+    )
+    assert stopped.value.hint == (
+        "the account of the key in $OPENAI_API_KEY has no quota left: add credit, or use another key"
+    )
+    assert [e.outcome for e in server.log] == ["quota"]  # not asked again
+
+
 def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:

@@ -73,9 +73,18 @@ def _answer_text(message: Any, finish_reason: str | None) -> str | None:
     return "" if finish_reason in ("length", "stop", "content_filter") else None
 
 
+def _out_of_quota(error: Exception) -> bool:
+    """OpenAI's 429 for an account with no credit left: waiting does not end it, unlike a rate limit."""
+    return (
+        isinstance(error, openai.APIStatusError)
+        and error.status_code == 429
+        and "insufficient_quota" in (getattr(error, "code", None), getattr(error, "type", None))
+    )
+
+
 def _retryable(error: Exception) -> bool:
     if isinstance(error, openai.APIStatusError):
-        return error.status_code in RETRYABLE_STATUS or error.status_code >= 500
+        return not _out_of_quota(error) and (error.status_code in RETRYABLE_STATUS or error.status_code >= 500)
     return isinstance(
         error, openai.APIConnectionError | openai.APIResponseValidationError | UnusableAnswer | ValueError
     )
@@ -98,6 +107,8 @@ def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
     """What to change for a request the server refused. OpenAI's reasoning models refuse `max_tokens` (and a
     temperature other than 1), which the recipe can say otherwise; the rest is the model, URL or key."""
     said = str(error)
+    if _out_of_quota(error):
+        return f"the account of the key in ${endpoint.api_key_env} has no quota left: add credit, or use another key"
     if "max_completion_tokens" in said and endpoint.max_tokens_param != "max_completion_tokens":
         return "this model takes max_completion_tokens: set `max_tokens_param: max_completion_tokens` on the teacher"
     if "temperature" in said and "support" in said:  # "'temperature' does not support 0 with this model"
