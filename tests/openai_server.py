@@ -189,7 +189,8 @@ class FakeTeacher:
                 key = request_key(body)
                 prompt = body["messages"][-1]["content"]
                 kind, text = classify(prompt)
-                if "TRIGGER_THINK" in prompt:  # a reasoning model served without a reasoning parser
+                thinking = (body.get("chat_template_kwargs") or {}).get("enable_thinking", True)  # as vLLM takes it
+                if "TRIGGER_THINK" in prompt and thinking:  # a reasoning model served without a reasoning parser
                     text = "<think>\nThe user asks for something; let me weigh it step by step.\n</think>\n\n" + text
                 refusal = _reasoning_api_refusal(body) if teacher.reasoning_api else None
                 refusal = refusal or _context_refusal(body, teacher.context_limit)

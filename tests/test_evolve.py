@@ -317,6 +317,21 @@ def test_a_reasoning_teachers_think_blocks_are_taken_out_of_rewrites_verdicts_an
     assert f"block, taken out of {where}." in card
 
 
+def test_extra_body_reaches_the_server_and_keys_the_cache(tmp_path, server):
+    """vLLM turns a Qwen3 teacher's thinking off with `chat_template_kwargs`, a field OpenAI's API does not have:
+    the recipe passes it through, and calls made with and without it are cached apart."""
+    seeds = [("TRIGGER_THINK Name three rivers.", "")]
+    judge = {"max_tokens": 200}
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=seeds, rounds=1, judge=judge)
+    build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["evolve"]["evol"]["reasoning_removed"] == 3
+    quiet = {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=seeds, rounds=1, judge=judge, teacher=quiet)
+    build(recipe, options(tmp_path), out=tmp_path / "out", force=True)
+    block = json.loads((tmp_path / "out" / "manifest.json").read_text())["evolve"]["evol"]
+    assert (block["reasoning_removed"], block["usage"]["cached"], block["rows"]) == (0, 0, 1)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -207,6 +207,8 @@ class Endpoint:
     reasoning: str = "drop"  # a <think> block in the teacher's answers: drop | keep (rewrites always drop it)
     # the request's name for max_tokens: OpenAI's reasoning models refuse `max_tokens` and take this one
     max_tokens_param: str = "max_tokens"
+    # server-specific request fields, sent as they are (vLLM's chat_template_kwargs: {enable_thinking: false})
+    extra_body: dict[str, Any] | None = None
 
     def request(self) -> dict[str, Any]:
         """`sampling()` as the server is sent it: the token limit under the name it takes. The cache key keeps
@@ -220,6 +222,8 @@ class Endpoint:
         params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.top_p is not None:
             params["top_p"] = self.top_p
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
         return params
 
 
