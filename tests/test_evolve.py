@@ -331,6 +331,12 @@ def test_extra_body_reaches_the_server_and_keys_the_cache(tmp_path, server):
     block = json.loads((tmp_path / "out" / "manifest.json").read_text())["evolve"]["evol"]
     assert (block["reasoning_removed"], block["usage"]["cached"], block["rows"]) == (0, 0, 1)
 
+    secret = {"extra_body": {"metadata": {"token": "${SECRET_TOKEN}"}}}  # would be filled into the manifest
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=seeds, rounds=1, teacher=secret)
+    ((message, hint),) = [(d.message, d.hint) for d in validate_file(recipe)]
+    assert message == "extra_body takes no ${VAR}: its values are written into the manifest as the recipe's"
+    assert hint == "write the value itself; a key belongs in the variable named by api_key_env"
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),

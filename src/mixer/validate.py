@@ -75,6 +75,17 @@ def _interpolate(located: Located) -> list[Diagnostic]:
             return [walk(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
+        if (
+            "extra_body" in path
+        ):  # a recipe's values are written into the manifest: a variable here is a secret's way in
+            problems.append(
+                located.diag(
+                    path,
+                    "extra_body takes no ${VAR}: its values are written into the manifest as the recipe's",
+                    "write the value itself; a key belongs in the variable named by api_key_env",
+                )
+            )
+            return value
         text, unset = interpolate(value)
         problems.extend(unset_problems(located, path, unset))
         return text
