@@ -1385,6 +1385,8 @@ def test_a_source_system_prompt_leads_conversations_that_have_none_and_counts_in
         ],
     }
     assert result.manifest["sources"]["a"]["counts"]["max_chars"] == 1  # 37 + 28 > 60
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert f'had none of its own:\n\n- a: "{system}"\n- c: "{system}"\n' in card
 
     for body, message in [
         ("p: {source: ultrafeedback, take: 0, system: x}", "`system` puts a system turn in conversations; 'p' holds"),

@@ -90,6 +90,15 @@ def _size_category(n: int) -> str:
     return "1M<n<10M" if n < 10_000_000 else "n>10M"
 
 
+def system_section(sources: dict[str, Any]) -> list[str]:
+    """The system turns the recipe put in (a source's `system:`): text the sources themselves never had."""
+    systems = {name: spec["system"] for name, spec in sources.items() if isinstance(spec, dict) and spec.get("system")}
+    if not systems:
+        return []
+    lines = ["", "A system turn leads each conversation of these sources that had none of its own:", ""]
+    return lines + [f"- {name}: {json.dumps(text, ensure_ascii=False)}" for name, text in systems.items()]
+
+
 def evolve_section(blocks: dict[str, dict[str, Any]]) -> list[str]:
     """Per-round accounting of each Evol-Instruct block: what was evolved, what each rule removed, the cost."""
     lines = []
@@ -190,6 +199,7 @@ def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
     ]
     for s in plan.sources:
         lines.append(f"- {s.name}: " + (removal_text(s.counts) or f"read {s.counts.get('read', 0):,}, nothing removed"))
+    lines += system_section(manifest["resolved_recipe"].get("sources") or {})
     lines += evolve_section(manifest.get("evolve") or {})
     lines += [
         "",
