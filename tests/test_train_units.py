@@ -49,6 +49,26 @@ def test_only_assistant_tokens_carry_labels_multi_turn(tokenizer):
     assert all(label in (IGNORE, i) for i, label in zip(ids, labels, strict=True))
 
 
+def test_a_template_that_refuses_a_system_turn_is_named_with_the_fix_not_a_jinja_traceback(tokenizer):
+    """Gemma's template raises on a system turn: a recipe's `system:` then failed every worker with a jinja
+    traceback, and `mixer train` said the stage resumes from its checkpoints."""
+    before = tokenizer.chat_template
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{{ m['content'] + eos_token }}{% endfor %}"
+    )
+    try:
+        with pytest.raises(SystemExit) as refused:
+            sft_example(tokenizer, CONVERSATION, 64)
+    finally:
+        tokenizer.chat_template = before
+    assert str(refused.value) == (
+        "the chat template refused a conversation of turns system, user, assistant, user, assistant: System role not "
+        "supported; this model's template takes no system turn: drop `system:` from the recipe's sources (or the "
+        "rows that have one), or give the stage a chat_template that takes it"
+    )
+
+
 def test_truncation_that_drops_every_reply_skips_the_example(tokenizer):
     assert sft_example(tokenizer, CONVERSATION, max_len=8) is None
 

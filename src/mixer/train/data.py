@@ -36,7 +36,19 @@ def ensure_chat_template(tokenizer: Any, template: str | None) -> None:
 
 
 def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except TemplateError as exc:  # the template's own refusal: Gemma's and older Mistral's of a system turn
+        roles = ", ".join(str(m.get("role")) for m in messages)
+        fix = (
+            "this model's template takes no system turn: drop `system:` from the recipe's sources (or the rows that "
+            "have one), or give the stage a chat_template that takes it"
+            if "system" in str(exc).lower()
+            else "give the stage a chat_template that renders these turns"
+        )
+        raise SystemExit(f"the chat template refused a conversation of turns {roles}: {exc}; {fix}") from None
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
