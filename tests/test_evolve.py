@@ -391,7 +391,6 @@ def test_a_message_without_content_that_finished_is_an_empty_answer_not_a_fault(
 ):
     """A reasoning model behind vLLM's reasoning parser that spends max_tokens thinking sends content null:
     it was retried as a broken response, seven times, and then stopped the whole block."""
-    write_seeds(tmp_path, SEEDS[:1])
     recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, eliminate=None)
     server.inject(("nocontent", finish_reason))
     out = tmp_path / "out"
