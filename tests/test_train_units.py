@@ -69,6 +69,30 @@ def test_a_template_that_refuses_a_system_turn_is_named_with_the_fix_not_a_jinja
     )
 
 
+def test_mixer_train_stops_before_launching_when_the_template_refuses_a_conversation(tmp_path, monkeypatch):
+    """The same refusal, found before any worker starts: one conversation of each shape of turns is rendered in
+    the parent, so `mixer train` says it with a hint instead of every worker failing after loading the model."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.errors import MixerError
+
+    recipe = _one_stage_recipe(tmp_path)
+    refusing = "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    text = recipe.read_text().replace("format: alpaca, take: 10}", 'format: alpaca, take: 10, system: "Be brief."}')
+    recipe.write_text(text.replace("data: mixture,", f"data: mixture, chat_template: {json.dumps(refusing)},"))
+    launched = []
+    monkeypatch.setattr(stages, "run_to_end", lambda command: launched.append(command) or 0)
+    with pytest.raises(MixerError) as refused:
+        stages.train_recipe(
+            recipe, runs_dir=tmp_path / "runs", options=Options(progress=False, cache_dir=tmp_path / "c")
+        )
+    assert refused.value.message == (
+        "stage sft: the chat template refused a conversation of turns system, user, assistant: System role not supported"
+    )
+    assert refused.value.hint.startswith("this model's template takes no system turn: drop `system:`")
+    assert launched == [] and not (tmp_path / "runs" / "sft" / "run.json").exists()
+
+
 def test_truncation_that_drops_every_reply_skips_the_example(tokenizer):
     assert sft_example(tokenizer, CONVERSATION, max_len=8) is None
 

@@ -35,6 +35,15 @@ def ensure_chat_template(tokenizer: Any, template: str | None) -> None:
         tokenizer.chat_template = TULU_TEMPLATE
 
 
+class TemplateRefused(SystemExit):
+    """A chat template's own refusal of a conversation: a worker exits with its text; `mixer train` checks for it
+    before launching (mixer.train.preflight) and says it as an error with a hint."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem, self.fix = problem, fix
+
+
 def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
     from jinja2.exceptions import TemplateError
 
@@ -48,7 +57,7 @@ def render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = F
             if "system" in str(exc).lower()
             else "give the stage a chat_template that renders these turns"
         )
-        raise SystemExit(f"the chat template refused a conversation of turns {roles}: {exc}; {fix}") from None
+        raise TemplateRefused(f"the chat template refused a conversation of turns {roles}: {exc}", fix) from None
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
