@@ -20,12 +20,13 @@ from mixer.adapters.base import (
 )
 
 
-def convert(raw: pl.DataFrame, ctx: Context, reply: str | None = "output") -> pl.DataFrame:
-    """Alpaca records, or with `reply=None` their prompts alone (format `prompts`: an evolve block's seeds)."""
+def convert(raw: pl.DataFrame, ctx: Context, extra: str = "input", reply: str | None = "output") -> pl.DataFrame:
+    """Alpaca records, or with `reply=None` their prompts alone (format `prompts`: an evolve block's seeds), or
+    under Dolly's names (`extra="context"`, `reply="response"`; Dolly has no system field)."""
     instruction = column(raw, ctx, "instruction")
-    extra = column(raw, ctx, "input", required=False)
-    system = column(raw, ctx, "system") if ctx.fields["system"] in raw.columns else None
-    turns = [("user", instruction_turn(instruction, extra))]
+    addition = column(raw, ctx, extra, required=False)
+    system = column(raw, ctx, "system") if ctx.fields.get("system") in raw.columns else None
+    turns = [("user", instruction_turn(instruction, addition))]
     checks = [(blank(instruction), f"empty {ctx.fields['instruction']!r}")]
     if reply is not None:
         output = column(raw, ctx, reply)
