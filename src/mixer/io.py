@@ -473,37 +473,42 @@ def _arrow_frame(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pl.DataFra
     return frame
 
 
+def _arrow_pieces(batches: Iterator[pa.RecordBatch], chunk_bytes: int) -> Iterator[tuple[list[pa.RecordBatch], int]]:
+    """Record batches in groups of about `chunk_bytes` (their bytes with each group): gathered when small
+    (`datasets` writes 1,000 rows a batch), cut when larger (polars writes a frame as one batch). The batches are
+    memory-mapped, so a cut costs no copy."""
+    group: list[pa.RecordBatch] = []
+    group_bytes = 0
+    for batch in batches:
+        step = max(1, batch.num_rows * chunk_bytes // max(1, batch.nbytes))
+        for start in range(0, batch.num_rows, step):
+            piece = batch.slice(start, step)
+            group.append(piece)
+            group_bytes += batch.nbytes * piece.num_rows // batch.num_rows
+            if group_bytes >= chunk_bytes:
+                yield group, group_bytes
+                group, group_bytes = [], 0
+    if group:
+        yield group, group_bytes
+
+
 def _arrow_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] | None) -> Iterator[RawTable]:
-    """An Arrow file in tables of about `chunk_bytes`, gathered from its record batches (`datasets` writes
-    1,000 rows a batch) or cut from one larger than that (polars writes a frame as one batch), as parquet's
-    are. The file is memory-mapped, so a cut costs no copy."""
+    """An Arrow file in tables of about `chunk_bytes`, as parquet's are."""
     import pyarrow as pa
 
     size, reported, offset = path.stat().st_size, 0, 0
-
-    def table(pieces: list[tuple[pa.RecordBatch, int]]) -> RawTable:
-        nonlocal reported, offset
-        frame = _arrow_frame(schema, [piece for piece, _ in pieces])
-        if on_read is not None:  # the batches' bytes stand for the file's: IPC stores them uncompressed
-            step = min(sum(nbytes for _, nbytes in pieces), size - reported)
-            on_read(step)
-            reported += step
-        offset += frame.height
-        return RawTable(path, frame.with_row_index("__row", offset=offset - frame.height), [])
-
     try:
         schema, batches = _arrow_batches(path)
-        gathered: list[tuple[pa.RecordBatch, int]] = []  # (rows, their share of their batch's bytes)
-        for batch in batches:
-            step = max(1, batch.num_rows * chunk_bytes // max(1, batch.nbytes))
-            for start in range(0, batch.num_rows, step):
-                piece = batch.slice(start, step)
-                gathered.append((piece, batch.nbytes * piece.num_rows // batch.num_rows))
-                if sum(nbytes for _, nbytes in gathered) >= chunk_bytes:
-                    yield table(gathered)
-                    gathered = []
-        if gathered or offset == 0:  # a file of no rows still says, by its columns, what it holds
-            yield table(gathered)
+        for pieces, piece_bytes in _arrow_pieces(batches, chunk_bytes):
+            frame = _arrow_frame(schema, pieces)
+            if on_read is not None:  # the batches' bytes stand for the file's: IPC stores them uncompressed
+                step = min(piece_bytes, size - reported)
+                on_read(step)
+                reported += step
+            yield RawTable(path, frame.with_row_index("__row", offset=offset), [])
+            offset += frame.height
+        if offset == 0:  # a file of no rows still says, by its columns, what it holds
+            yield RawTable(path, _arrow_frame(schema, []).with_row_index("__row"), [])
         if on_read is not None and size > reported:
             on_read(size - reported)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
