@@ -157,21 +157,17 @@ def _print_quality(manifest: dict, out_dir: Path) -> None:
     out.print(f"report: {out_dir / 'report.html'}")
 
 
-def _recipes_in(path: Path) -> list[Path]:
-    """A folder's recipes (`mixer validate recipes/` in CI); a folder without any, or a file, as it is."""
-    found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")) if path.is_dir() else []
-    return found or [path]
-
-
 @app.command(cls=PlainFlagsCommand)
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Recipe files, or folders of them.")], as_json: JsonFlag = False
 ) -> None:
     """Check recipes against the schema and the semantic rules; report every problem as FILE:LINE:COL."""
     from mixer.errors import Diagnostic
+    from mixer.inherit import recipes_in
     from mixer.validate import validate_file
 
-    files = [recipe for file in files for recipe in _recipes_in(file)]
+    # a folder (`mixer validate recipes/` in CI) stands for its recipes; one without any is reported as a folder
+    files = [recipe for file in files for recipe in (recipes_in(file) if file.is_dir() else []) or [file]]
     problems = []
     for file in files:
         try:

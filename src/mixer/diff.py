@@ -16,7 +16,7 @@ from typing import Any
 
 from mixer.errors import MixerError, RecipeInvalid
 from mixer.hashing import fingerprint
-from mixer.inherit import TextReader, read_recipe_document, working_tree_text
+from mixer.inherit import RECIPE_SUFFIXES, TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.redact import redacted
 from mixer.results import Score, held_out_scores, run_scores, scored_twice
@@ -132,10 +132,10 @@ def _recipe_data(path: Path, read_text: TextReader = working_tree_text) -> dict[
 
 def load_side(spec: str) -> Side:
     """Resolve a command-line argument to a Side."""
-    if "@" in spec and spec.rsplit("@", 1)[0].endswith((".yaml", ".yml")):
+    if "@" in spec and spec.rsplit("@", 1)[0].endswith(RECIPE_SUFFIXES):
         return _git_recipe(spec)
     path = Path(spec)
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
+    if path.is_file() and path.suffix in RECIPE_SUFFIXES:
         return _recipe_side(spec, path)
     if not path.is_dir():
         raise MixerError(

@@ -51,12 +51,20 @@ def working_tree_text(path: Path) -> str | None:
         raise MixerError(f"{path}: cannot read recipe: {exc}") from None
 
 
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def recipes_in(folder: Path) -> list[Path]:
+    """The recipe files of a folder, sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES)
+
+
 def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) -> Located:
     """The recipe at `path` with every `extends:` chain merged in. `read_text` reads the files (those of a
     git revision, for `mixer diff recipe.yaml@REF`)."""
     text = read_text(path)
     if text is None and path.is_dir():
-        names = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        names = [p.name for p in recipes_in(path)]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         hint = f"pass one of its recipe files ({shown})" if names else "it holds no recipe (.yaml or .yml file)"
         raise MixerError(f"{path}: is a folder, not a recipe", hint)
