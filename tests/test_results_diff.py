@@ -334,6 +334,9 @@ def test_a_recipe_is_diffed_with_its_build_and_results_while_its_output_holds_a_
     deltas = {(r.task, r.metric): round(r.delta, 4) for r in comparison.metrics.rows}
     assert deltas[("strategyqa_mc", "acc_norm")] == -0.1067
 
+    nameless = write_recipe(tmp_path, "sources:\n  alpaca: {source: dolly, take: 1}\n", "nameless.yaml")
+    assert load_side(str(nameless)).counts is None  # a recipe without a name was a KeyError: its text is shown
+
     write_recipe(tmp_path, (tmp_path / "a.yaml").read_text().replace("take: 30", "take: 25"), "a.yaml")
     edited = load_side("a.yaml")
     assert (edited.label, edited.counts, edited.scores) == ("a.yaml", None, [])

@@ -18,6 +18,7 @@ from mixer.errors import MixerError, RecipeInvalid
 from mixer.hashing import fingerprint
 from mixer.inherit import RECIPE_SUFFIXES, TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
+from mixer.recipe import output_dir_of
 from mixer.redact import redacted
 from mixer.results import Score, held_out_scores, run_scores, scored_twice
 
@@ -151,13 +152,16 @@ def _recipe_side(spec: str, path: Path) -> Side:
     when a later one has not run), else its build (`output.dir`). `mixer diff recipes/a.yaml recipes/b.yaml`
     then shows the rows written and the results attached, as a diff of those folders does."""
     recipe = _recipe_data(path)
+    folder = output_dir_of(recipe)
+    if folder is None:  # no name: nothing can have been built or trained from it; its text is compared
+        return Side(spec, recipe, None)
     for stage in reversed(_stages_by_name(recipe)):
         run_dir = Path("runs") / str(recipe["name"]) / str(stage)
         if (run_dir / "run.json").is_file() and read_run(run_dir)["recipe"].get("document") == recipe:
             side = _folder_side(f"{spec} ({run_dir})", run_dir)
             side.recipe = recipe
             return side
-    built = Path((recipe.get("output") or {}).get("dir") or f"out/{recipe['name']}")
+    built = Path(folder)
     manifest = _manifest_in(built) if built.is_dir() else None
     if manifest is None:
         return Side(spec, recipe, None)

@@ -434,6 +434,15 @@ def stage_spec(spec: dict[str, Any]) -> StageSpec:
     )
 
 
+def output_dir_of(data: dict[str, Any]) -> str | None:
+    """Where a recipe's build goes, as written (`output.dir`, else `out/<name>`); None for a recipe without a
+    name, which validation refuses."""
+    output = data.get("output")
+    written = output.get("dir") if isinstance(output, dict) else None
+    name = data.get("name")
+    return written or (f"out/{name}" if isinstance(name, str) else None)
+
+
 def build_recipe(path: Path, data: dict[str, Any], located: Located | None = None) -> Recipe:
     sources = [source_spec(name, spec) for name, spec in data["sources"].items()]
     mixture = data.get("mixture") or {}
