@@ -464,7 +464,7 @@ def build_recipe(path: Path, data: dict[str, Any], located: Located | None = Non
         stages=tuple(stage_spec(s) for s in data.get("stages") or []),
         evolve=tuple(evolve_spec(n, b) for n, b in (data.get("evolve") or {}).items()),
         output=OutputSpec(
-            dir=output.get("dir", f"out/{data['name']}"),
+            dir=output_dir_of(data) or "",  # validated: a recipe has a name
             shard_rows=output.get("shard_rows", 100_000),
             tokenizer=output.get("tokenizer"),
         ),
