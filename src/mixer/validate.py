@@ -75,9 +75,8 @@ def _interpolate(located: Located) -> list[Diagnostic]:
             return [walk(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
-        if (
-            "extra_body" in path
-        ):  # a recipe's values are written into the manifest: a variable here is a secret's way in
+        # a recipe's values are written into the manifest: a variable in extra_body is a secret's way in
+        if "extra_body" in path:
             problems.append(
                 located.diag(
                     path,
@@ -525,10 +524,12 @@ def _missing_path(raw: str, base_dir: Path) -> tuple[str, str]:
     full = full_path(raw, base_dir)
     relative = "" if Path(os.path.expanduser(raw)).is_absolute() else f" (relative to {base_dir})"
     if full.is_dir():
-        splits = saved_splits(full)
-        hint = one_split_hint(splits, raw) if splits else f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
         if (full / "state.json").is_file():  # saved by `datasets`, but not whole
             hint = "its state.json names Arrow files that are not there, or none: save the dataset again"
+        elif splits := saved_splits(full):
+            hint = one_split_hint(splits, raw)
+        else:
+            hint = f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
         return f"{raw!r} is a directory{relative}", hint
     message = f"no file matches {raw!r}{relative}"
     hint = "check the name" if relative == "" else "paths are relative to the recipe file; check the name"
