@@ -179,7 +179,7 @@ class BlockRun:
         response = (answer_call.text if self.keep_reasoning else self._reasoning_removed(answer_call.text)).strip()
         if "truncated" in self.rules and (detail := eliminate.truncated(answer_call, self.spec.teacher.max_tokens)):
             return out(response, "truncated", f"response: {detail}")
-        if not response.strip():  # nothing to train on, whatever the rules
+        if not response:  # nothing to train on, whatever the rules
             return out(response, "empty", "the teacher returned an empty answer")
         if "refusal" in self.rules and (detail := eliminate.refusal(response)):
             return out(response, "refusal", detail)
