@@ -1204,6 +1204,12 @@ def test_a_double_star_in_a_path_reaches_every_folder_below_and_never_the_builds
     with pytest.raises(MixerError, match="the mixture would be read back in as input"):
         plan_recipe(recipe, QUIET)  # `mixer plan` of it too: its counts would include the output's rows
 
+    # a folder beside the output whose name begins with the output's is not in it
+    (tmp_path / "data" / "out-b").mkdir()
+    alpaca_file(tmp_path / "data" / "out-b" / "a.jsonl", 3)
+    text = f"name: beside\nsources:\n  s: {{path: 'data/out-b/*.jsonl', format: alpaca, take: all}}\noutput: {{dir: {out}}}\n"
+    assert build(write_recipe(tmp_path, text), QUIET, force=True).manifest["totals"]["rows"] == 3
+
 
 def test_where_no_lock_can_be_taken_a_build_runs_and_its_leftovers_are_never_cleared(tmp_path, monkeypatch):
     """Some filesystems refuse locks (ENOLCK): nothing there can tell a running build from a killed one."""

@@ -7,6 +7,7 @@ polars (a no-op rebuild is a fraction of a second); the steps themselves are seq
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,10 +142,12 @@ def _clear_killed_builds(out_dir: Path) -> None:
 def refuse_inputs_in_output(resolved: list[ResolvedSource], out_dir: Path) -> None:
     """A source whose path matches files in the output folder (`data/**/*.parquet` with `output.dir: data/out`)
     read the previous mixture as input: every rebuild mixed its own output in again and grew."""
-    inside = out_dir.resolve()
+    inside = os.path.join(out_dir.resolve(), "")  # with a trailing separator: out/a is not below out/ab
     for source in resolved:
         for file in source.files:
-            if inside in file.path.resolve().parents:  # below it (an output path that is a file is refused later)
+            # below it (an output path that is a file is refused later); strings, not Path.parents: a source of
+            # 1,000 files spent 0.04 s here on every build
+            if os.path.realpath(file.path).startswith(inside):
                 raise MixerError(
                     f"sources.{source.spec.name}: {file.path} is in the output folder {out_dir}, which this build "
                     "writes: the mixture would be read back in as input",
