@@ -2,6 +2,7 @@
 
     python benchmarks/run.py --rows 1000000 --repeats 3      # prints a table, writes benchmarks/results/build.json
     python benchmarks/run.py --only mixer_build,mixer_decontam --against HEAD~3 --repeats 4
+    python benchmarks/run.py --only 'mixer_*' --against HEAD~3 --repeats 3   # every mixer command, before a commit
 
 Each command runs as its own process; wall time, CPU time and peak RSS come from os.wait4. Runs alternate
 between commands and the table shows medians. The mixture takes 64% of every source (640K of 1M rows).
@@ -173,6 +174,29 @@ def many_arrays_recipe(work: Path, data: Path) -> Path:
     return _many_files_as(work, data, "json", ".json", as_array)
 
 
+def _matches(wanted: str, name: str) -> bool:
+    """`--only` names a command, or commands by prefix with a trailing `*` (`mixer_*`: every mixer command)."""
+    return name.startswith(wanted[:-1]) if wanted.endswith("*") else name == wanted
+
+
+# a command this much slower than at `--against` (and by at least SLOWER_SECONDS) is flagged: a change measured
+# on one command alone once slowed another (the 1,000-file no-op rebuild, 0.40 -> 0.53 s) unseen
+SLOWER_FRACTION, SLOWER_SECONDS = 0.05, 0.02
+
+
+def print_against(medians: dict[str, dict[str, float]], against: str) -> None:
+    """Each mixer command's median wall time against the same command at `against`, slower ones flagged."""
+    print(f"\nagainst {against}: wall s now / then")
+    for name, now in medians.items():
+        then = medians.get(f"{name}@{against}")
+        if then is None:
+            continue
+        ratio = now["wall_s"] / then["wall_s"]
+        slower = ratio > 1 + SLOWER_FRACTION and now["wall_s"] - then["wall_s"] >= SLOWER_SECONDS
+        flag = "  SLOWER" if slower else ""
+        print(f"  {name:<24} {now['wall_s']:>7.2f} / {then['wall_s']:<7.2f} {ratio:>5.2f}x{flag}")
+
+
 def byte_compile(src: Path) -> None:
     """Compile mixer's modules to bytecode before timing it, as `pip install` does for an installed package.
     An editable install is compiled on first import, unless PYTHONDONTWRITEBYTECODE is set (as on these
@@ -265,10 +289,11 @@ def main() -> None:
         # the audit without a build: benchmark hits, exact and near-duplicate overlap over every row
         commands["mixer_audit"] = [python, "-m", "mixer", "decontam", str(decontam), "--json"]
     if args.only:
-        unknown = sorted(set(args.only.split(",")) - set(commands))
+        wanted = args.only.split(",")
+        unknown = sorted(w for w in wanted if not any(_matches(w, name) for name in commands))
         if unknown:
             parser.error(f"--only: no command {', '.join(unknown)} here (commands: {', '.join(commands)})")
-        commands = {name: command for name, command in commands.items() if name in args.only.split(",")}
+        commands = {name: command for name, command in commands.items() if any(_matches(w, name) for w in wanted)}
     if any("oasst" in name for name in commands):
         oasst_inputs(work, args.rows)
     envs: dict[str, dict[str, str]] = {}
@@ -323,6 +348,8 @@ def main() -> None:
         name: medians[a][key] / medians[b][key] for name, (a, b, key) in pairs.items() if a in medians and b in medians
     }
     print("  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    if args.against:
+        print_against(medians, args.against)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "date": time.strftime("%Y-%m-%d"),
