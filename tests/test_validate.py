@@ -447,6 +447,42 @@ def test_a_yaml_alias_that_contains_itself_is_an_error_not_a_recursion(tmp_path)
     assert diag.message == "a recipe must be a mapping (name:, sources:, ...)"
 
 
+def test_yaml_merge_keys_share_settings_and_x_keys_hold_the_anchors(tmp_path):
+    """`<<: *defaults` is how teams share settings across entries (docker compose, CI files): it raised
+    PyYAML's ConstructorError as a traceback. Top-level `x-` keys hold the anchors and are not part of the
+    recipe; a value brought in by a merge is located where the anchor wrote it."""
+    from mixer.validate import load_recipe
+
+    samples = REPO / "sources" / "samples"
+    text = (
+        "name: shared\n"
+        "x-defaults: &defaults {format: alpaca, take: 3, max_chars: 5000}\n"
+        "x-dolly: &dolly {format: dolly, take: 1}\n"
+        "sources:\n"
+        f"  a: {{<<: *defaults, path: {samples / 'alpaca.json'}}}\n"
+        "  b:\n"
+        "    <<: [*defaults, *dolly]\n"
+        f"    path: {samples / 'code_alpaca.json'}\n"
+        "    take: 2\n"
+    )
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    a, b = recipe.sources
+    assert (a.format, a.selector.value, a.filters.max_chars) == ("alpaca", 3, 5000)
+    assert (b.format, b.selector.value, b.filters.max_chars) == ("alpaca", 2, 5000)  # the first listed wins
+    assert "x-defaults" not in recipe.document
+    assert validate_file(write_recipe(tmp_path, text + "x-notes: {anything: [1, 2]}\n", "b.yaml")) == []
+
+    [diag] = validate_file(write_recipe(tmp_path, text.replace("take: 3", "take: -3"), "c.yaml"))
+    assert (diag.line, diag.col, diag.message) == (2, 46, "sources.a.take: -3 is less than the minimum of 0")
+    broken = text.replace("[*defaults, *dolly]", "3").replace("    take: 2\n", "    take: 2\n    format: alpaca\n")
+    [diag] = validate_file(write_recipe(tmp_path, broken, "d.yaml"))
+    assert (diag.line, diag.col) == (7, 9)
+    assert (diag.message, diag.hint) == (
+        "a merge key (<<) takes a mapping or a list of mappings",
+        "name an anchored mapping: <<: *defaults, or <<: [*a, *b]",
+    )
+
+
 def test_every_adapter_option_has_a_rule_for_its_values():
     from mixer.adapters.formats import OPTION_VALUES, SPECS
 

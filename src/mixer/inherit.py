@@ -75,6 +75,8 @@ def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) 
 
 def _read(path: Path, text: str, chain: tuple[Path, ...], read_text: TextReader) -> Located:
     located = load_located(text, str(path))
+    if isinstance(located.data, dict):  # `x-` keys hold YAML anchors for the rest (as in docker compose files)
+        located.data = {k: v for k, v in located.data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     data = located.data
     if not isinstance(data, dict) or "extends" not in data:
         return located

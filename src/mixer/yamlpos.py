@@ -14,6 +14,7 @@ import yaml
 from mixer.errors import Diagnostic
 
 Path_ = tuple  # a path into the document: keys and list indexes
+MERGE_TAG = "tag:yaml.org,2002:merge"  # the `<<` key
 
 
 @dataclass
@@ -112,16 +113,51 @@ def load_located(text: str, file: str) -> Located:
                 inside.discard(id(n))
         return constructor.construct_object(n, deep=True)
 
+    def merged(merge_node: yaml.Node, path: Path_) -> dict[Any, Any]:
+        """What `<<: *anchor` (or `<<: [*a, *b]`) brings into the mapping at `path`, as PyYAML's loaders merge
+        it: of several mappings the first listed wins. Their keys are located where the anchor wrote them."""
+        sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
+        if not sources or not all(isinstance(m, yaml.MappingNode) for m in sources):
+            located.problems.append(
+                Diagnostic(
+                    file,
+                    *_mark(merge_node),
+                    "a merge key (<<) takes a mapping or a list of mappings",
+                    "name an anchored mapping: <<: *defaults, or <<: [*a, *b]",
+                )
+            )
+            return {}
+        out: dict[Any, Any] = {}
+        for mapping in reversed(sources):  # later ones first, so earlier ones override them in place
+            brought = build(mapping, path)
+            out.update(brought if isinstance(brought, dict) else {})
+        return out
+
     def build_collection(n: yaml.MappingNode | yaml.SequenceNode, path: Path_) -> Any:
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
+            merges = [value for key, value in n.value if key.tag == MERGE_TAG]
+            if merges:
+                here = located.value_pos[path]
+                for merge_node in merges:
+                    out.update(merged(merge_node, path))
+                located.value_pos[path] = here  # the merged mappings' own positions recorded over it
+            written: set[Any] = set()  # keys this mapping writes itself: they override merged ones
+            merge_keys = 0
             for key_node, value_node in n.value:
+                if key_node.tag == MERGE_TAG:
+                    merge_keys += 1
+                    if merge_keys > 1:
+                        located.problems.append(
+                            Diagnostic(file, *_mark(key_node), "duplicate merge key (<<)", "merge a list: <<: [*a, *b]")
+                        )
+                    continue
                 key = build(key_node, (*path, "<key>"))
                 located.value_pos.pop((*path, "<key>"), None)
                 if not isinstance(key, str | int | float | bool) and key is not None:
                     located.problems.append(Diagnostic(file, *_mark(key_node), "mapping keys must be plain scalars"))
                     continue
-                if key in out:
+                if key in written:
                     first = located.key_pos[(*path, key)]
                     located.problems.append(
                         Diagnostic(
@@ -132,6 +168,7 @@ def load_located(text: str, file: str) -> Located:
                         )
                     )
                     continue
+                written.add(key)
                 located.key_pos[(*path, key)] = _mark(key_node)
                 out[key] = build(value_node, (*path, key))
             return out
