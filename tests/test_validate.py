@@ -278,6 +278,40 @@ def test_a_value_of_the_wrong_type_is_named_in_yaml_words_with_the_usual_slip(tm
     }
 
 
+def test_what_yaml_reads_other_than_written_is_named_with_the_fix(tmp_path):
+    """A date, `no` (Norway's language code) and `on` are not text to YAML; another tool's tag (`!env`) and a
+    second document raised PyYAML's ConstructorError as a traceback or got the generic hint."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        description: 2024-01-01
+        seed: !!int abc
+        sources:
+          a: {source: oasst1, take: !env ROWS, lang: no}
+          b: {source: dolly, take: 1, license: on}
+        """,
+    )
+    found = {(d.line, d.col): (d.message, d.hint) for d in validate_file(recipe)}
+    yes_no = "quote it to make it text: YAML reads yes, no, on, off, true and false unquoted as true or false"
+    assert found == {
+        (2, 14): ('description: is "2024-01-01", date, not text', 'quote it to make it text: "2024-01-01"'),
+        (3, 7): ("'abc' cannot be read as !!int", "drop the tag, or write a valid int"),
+        (5, 29): (
+            "unknown YAML tag !env",
+            "recipes are plain YAML: drop the tag (for an environment variable, write ${NAME} inside a string)",
+        ),
+        (5, 46): ("sources.a.lang: is false, a boolean, not text", yes_no),
+        (6, 40): ("sources.b.license: is true, a boolean, not text", yes_no),
+    }
+    two = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1}\n---\nname: u\n", "two.yaml")
+    [diag] = validate_file(two)
+    assert (diag.line, diag.message) == (4, "invalid YAML: but found another document")
+    assert (
+        diag.hint == "a recipe is one YAML document: delete this `---` and what follows, or give it a file of its own"
+    )
+
+
 @pytest.mark.parametrize(
     ("held_out", "message"),
     [

@@ -6,6 +6,7 @@ a user fixes a recipe in one pass and editors can jump to each line.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import glob
 import json
@@ -247,7 +248,7 @@ def _type_word(value: Any) -> str:
     if value is None:
         return "empty"
     if isinstance(value, bool):
-        return f"{json.dumps(value)}, true or false"
+        return f"{json.dumps(value)}, a boolean"
     kind = {dict: "a mapping", list: "a list", str: "text", int: "a whole number", float: "a number"}
     shown = json.dumps(value, ensure_ascii=False, default=str)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -269,7 +270,9 @@ def _type_hint(value: Any, expected: str | list[str]) -> str | None:
         )
     if expected == "array" and isinstance(value, dict):
         return "a list's items each start with '- ' (or write [a, b])"
-    if expected == "string" and isinstance(value, int | float) and not isinstance(value, bool):
+    if expected == "string" and isinstance(value, bool):
+        return "quote it to make it text: YAML reads yes, no, on, off, true and false unquoted as true or false"
+    if expected == "string" and isinstance(value, int | float | datetime.date):
         return f'quote it to make it text: "{value}"'
     return None
 

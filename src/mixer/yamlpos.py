@@ -15,6 +15,7 @@ from mixer.errors import Diagnostic
 
 Path_ = tuple  # a path into the document: keys and list indexes
 MERGE_TAG = "tag:yaml.org,2002:merge"  # the `<<` key
+SCALAR_TAGS = {"str", "int", "float", "bool", "null", "timestamp", "binary"}  # YAML's own, as `!!int`
 
 
 @dataclass
@@ -69,6 +70,8 @@ def _syntax_hint(exc: yaml.MarkedYAMLError) -> str:
     end of the file), not where the brackets were opened."""
     if "'\\t'" in (exc.problem or ""):
         return "YAML indents with spaces, not tabs: replace the tab"
+    if (exc.problem or "").startswith("but found another document"):
+        return "a recipe is one YAML document: delete this `---` and what follows, or give it a file of its own"
     if (exc.problem or "").startswith("mapping values are not allowed"):
         return "a value with ': ' in it must be quoted, e.g. description: \"Tulu 2: the SFT mix\""
     opened = exc.context_mark
@@ -76,6 +79,18 @@ def _syntax_hint(exc: yaml.MarkedYAMLError) -> str:
         where = f"line {opened.line + 1}, column {opened.column + 1}"
         return f"in the brackets opened at {where}: a comma or the closing bracket is missing"
     return "check indentation and quoting here"
+
+
+def _tag_problem(node: yaml.Node) -> tuple[str, str]:
+    """Message and hint for a value its tag cannot make: PyYAML raised them as a traceback. `!env` and the like
+    are other tools' extensions; a recipe has `${VAR}` for what they are mostly used for."""
+    name = node.tag.removeprefix("tag:yaml.org,2002:")
+    if name in SCALAR_TAGS:
+        return f"{node.value!r} cannot be read as !!{name}", f"drop the tag, or write a valid {name}"
+    return (
+        f"unknown YAML tag {'!!' + name if name != node.tag else node.tag}",
+        "recipes are plain YAML: drop the tag (for an environment variable, write ${NAME} inside a string)",
+    )
 
 
 def load_located(text: str, file: str) -> Located:
@@ -111,7 +126,11 @@ def load_located(text: str, file: str) -> Located:
                 return build_collection(n, path)
             finally:
                 inside.discard(id(n))
-        return constructor.construct_object(n, deep=True)
+        try:
+            return constructor.construct_object(n, deep=True)
+        except (yaml.constructor.ConstructorError, ValueError, TypeError):
+            located.problems.append(Diagnostic(file, *_mark(n), *_tag_problem(n)))
+            return None
 
     def merged(merge_node: yaml.Node, path: Path_) -> dict[Any, Any]:
         """What `<<: *anchor` (or `<<: [*a, *b]`) brings into the mapping at `path`, as PyYAML's loaders merge
