@@ -174,6 +174,21 @@ def test_results_show_says_when_there_are_none_and_refuses_a_missing_folder(tmp_
     assert missing.returncode == 1 and f"error: {tmp_path / 'rnu'}: not a directory" in missing.stderr
 
 
+def test_a_recipe_or_a_mistyped_folder_given_where_a_build_belongs_is_told_which_folders_there_are(tmp_path):
+    """`mixer stats recipes/x.yaml` said "no manifest.json"; the folder a user means is the recipe's build."""
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(3)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    result = run_mixer("stats", "recipe.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "error: recipe.yaml: is a file, not a build\n  hint: it is a recipe: give out/t\n" in result.stderr
+    assert run_mixer("build", "recipe.yaml", cwd=tmp_path).returncode == 0
+    result = run_mixer("stats", "out/tt", cwd=tmp_path)
+    assert "error: out/tt: no such folder\n  hint: builds here: out/t\n" in result.stderr
+    result = run_mixer("results", "show", "recipe.yaml", cwd=tmp_path)
+    assert "error: recipe.yaml: not a directory\n  hint: it is a recipe: give out/t\n" in result.stderr
+
+
 def test_results_add_takes_an_lm_eval_output_folder_with_one_results_file(tmp_path, shared_data):
     """`lm_eval --output_path out` writes out/<model>/results_<time>.json; `out` is what gets passed."""
     out = tmp_path / "out"

@@ -351,6 +351,13 @@ def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_
         out.print(matrix)
 
 
+def _not_a_build(path: Path) -> MixerError:
+    from mixer.runs import instead_of
+
+    problem = "no manifest.json" if path.is_dir() else "is a file, not a build" if path.exists() else "no such folder"
+    return MixerError(f"{path}: {problem}", instead_of(path, builds_only=True) or "give the folder `mixer build` wrote")
+
+
 @app.command(cls=PlainFlagsCommand)
 def stats(
     out_dir: Path,
@@ -363,7 +370,7 @@ def stats(
     from mixer.stats import regenerate
 
     if not (out_dir / "manifest.json").is_file():
-        raise MixerError(f"{out_dir}: no manifest.json", "give the output directory of `mixer build`")
+        raise _not_a_build(out_dir)
     result = regenerate(out_dir, tokenizer)
     if as_json:
         _print_json(result)

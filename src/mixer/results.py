@@ -355,9 +355,10 @@ def scored_twice(run_dir: Path, scores: list[Score]) -> list[str]:
 
 def _require_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():
-        raise MixerError(
-            f"{run_dir}: not a directory", "give a run directory (runs/<recipe>/<stage>) or a build output"
-        )
+        from mixer.runs import instead_of  # runs reads scores through this module
+
+        hint = instead_of(run_dir) or "give a run directory (runs/<recipe>/<stage>) or a build output"
+        raise MixerError(f"{run_dir}: not a directory", hint)
 
 
 def run_scores(run_dir: Path, *, must_exist: bool = False) -> list[Score]:

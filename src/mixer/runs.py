@@ -72,3 +72,26 @@ def find_runs(roots: list[Path], depth: int = 3) -> list[dict[str, Any]]:
         if root.is_dir():
             walk(root, 0)
     return found
+
+
+def instead_of(path: Path, *, builds_only: bool = False) -> str | None:
+    """What to give where `path` is not a run or build folder: a recipe's own folders (its path is the usual
+    slip), else the folders under runs/ and out/; None when there are none."""
+    from mixer.inherit import RECIPE_SUFFIXES, read_recipe_document
+    from mixer.recipe import output_dir_of
+
+    roots = [Path("out")] if builds_only else [Path("runs"), Path("out")]
+    if path.is_file() and path.suffix in RECIPE_SUFFIXES:
+        try:
+            data = read_recipe_document(path).data
+        except MixerError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            build = output_dir_of(data)
+            runs = [] if builds_only else [r["path"] for r in find_runs([Path("runs") / data["name"]])]
+            return f"it is a recipe: give {' or '.join([*runs, str(build)])}"
+    found = [r["path"] for r in find_runs(roots) if not builds_only or r["kind"] == "build"]
+    if not found:
+        return None
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return f"{'builds' if builds_only else 'runs and builds'} here: {shown}"
