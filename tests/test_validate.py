@@ -517,6 +517,32 @@ def test_yaml_merge_keys_share_settings_and_x_keys_hold_the_anchors(tmp_path):
     )
 
 
+def test_a_file_mixer_wrote_given_as_the_recipe_names_the_recipe_it_came_from(tmp_path):
+    """A build folder, its manifest, a lock or a shard is a tab completion away from the recipe: the manifest
+    read as a recipe gave a dozen "unknown key" errors, a shard "save it as UTF-8"."""
+    from mixer.build import Options, build
+    from mixer.errors import MixerError
+    from mixer.inherit import read_recipe_document
+
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(3)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n", "t.yaml")
+    out = build(recipe, Options(progress=False), out=tmp_path / "out").out_dir
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"recipe": {"path": "t.yaml"}, "training_fingerprint": "f"}))
+    made_from = f"give the recipe it was made from: {recipe}"
+    for path, message, hint in [
+        (out, "is a build, not a recipe", made_from),
+        (out / "manifest.json", "is a build's manifest, not a recipe", made_from),
+        (tmp_path / "run", "is a training run, not a recipe", "give the recipe it was made from: t.yaml"),
+        (tmp_path / "t.lock", "is a lock file, not a recipe", f"give the recipe it locks: {recipe}"),
+        (out / "data" / "train-00000-of-00001.parquet", "is not a recipe (not text)", "a recipe is a .yaml file"),
+    ]:
+        with pytest.raises(MixerError) as refused:
+            read_recipe_document(path)
+        assert (refused.value.message, refused.value.hint) == (f"{path}: {message}", hint)
+
+
 def test_every_adapter_option_has_a_rule_for_its_values():
     from mixer.adapters.formats import OPTION_VALUES, SPECS
 

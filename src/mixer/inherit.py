@@ -46,6 +46,8 @@ def working_tree_text(path: Path) -> str | None:
                 f"{path}: the recipe is {encoding} (it starts with that byte-order mark); mixer reads UTF-8",
                 f"convert it first: {to_utf8_command(path, encoding)}",
             ) from None
+        if path.suffix not in RECIPE_SUFFIXES:
+            raise MixerError(f"{path}: is not a recipe (not text)", "a recipe is a .yaml file") from None
         raise MixerError(f"{path}: cannot read recipe: {exc}", "save it as UTF-8") from None
     except OSError as exc:
         raise MixerError(f"{path}: cannot read recipe: {exc}") from None
@@ -63,6 +65,9 @@ def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) 
     """The recipe at `path` with every `extends:` chain merged in. `read_text` reads the files (those of a
     git revision, for `mixer diff recipe.yaml@REF`)."""
     text = read_text(path)
+    for record, what in (("manifest.json", "a build"), ("run.json", "a training run")):
+        if text is None and (path / record).is_file():
+            raise MixerError(f"{path}: is {what}, not a recipe", _made_from(path / record))
     if text is None and path.is_dir():
         names = [p.name for p in recipes_in(path)]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
@@ -70,7 +75,43 @@ def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) 
         raise MixerError(f"{path}: is a folder, not a recipe", hint)
     if text is None:
         raise MixerError(f"{path}: recipe not found")
-    return _read(path, text, (), read_text)
+    located = _read(path, text, (), read_text)
+    if isinstance(located.data, dict) and (what := _written_by_mixer(located.data)):
+        raise MixerError(f"{path}: is {what}, not a recipe", _made_from(path))
+    return located
+
+
+def _written_by_mixer(data: dict[str, Any]) -> str | None:
+    """What a file mixer wrote is, when one is given as a recipe (a tab completion away from it): its keys read
+    as a recipe with a dozen unknown keys."""
+    if "build_fingerprint" in data and isinstance(data.get("recipe"), dict):
+        return "a build's manifest"
+    if "training_fingerprint" in data and isinstance(data.get("recipe"), dict):
+        return "a training run's record"
+    if "mixer_version" in data and isinstance(data.get("recipe"), str) and "sources" in data:
+        return "a lock file"
+    return None
+
+
+def _made_from(path: Path) -> str:
+    """The recipe a build's manifest, a run's record or a lock file was made from, as a hint."""
+    import json
+
+    import yaml
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            data = None
+    recipe = data.get("recipe") if isinstance(data, dict) else None
+    if isinstance(recipe, dict) and isinstance(recipe.get("path"), str):
+        return f"give the recipe it was made from: {recipe['path']}"
+    if isinstance(recipe, str):  # a lock file sits beside its recipe, under the recipe's file name
+        return f"give the recipe it locks: {path.with_suffix('.yaml')}"
+    return "give a recipe (.yaml)"
 
 
 def _read(path: Path, text: str, chain: tuple[Path, ...], read_text: TextReader) -> Located:
