@@ -186,6 +186,9 @@ class FakeTeacher:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                if self.path != "/v1/chat/completions":  # routed by path, as vLLM's FastAPI app answers
+                    self._send(404, b'{"detail": "Not Found"}')
+                    return
                 key = request_key(body)
                 prompt = body["messages"][-1]["content"]
                 kind, text = classify(prompt)
@@ -224,6 +227,9 @@ class FakeTeacher:
                         }
                     }
                     self._send(429, json.dumps(error).encode())
+                    return
+                if fault and fault[0] == "401":  # vLLM started with --api-key, given another key
+                    self._send(401, b'{"error": "Unauthorized"}')
                     return
                 if fault and fault[0] == "500":
                     self._send(500, b'{"error": {"message": "internal error", "type": "server_error"}}')

@@ -494,6 +494,25 @@ def test_an_account_out_of_quota_stops_at_once_with_what_to_do(tmp_path, server)
     assert [e.outcome for e in server.log] == ["quota"]  # not asked again
 
 
+def test_a_base_url_without_v1_and_a_refused_key_are_told_what_to_change(tmp_path, server):
+    """vLLM, llama.cpp and Ollama answer /chat/completions with 404 when base_url lacks /v1, and a key other
+    than `--api-key`'s with 401: both were told to "check the model name, base_url and the key"."""
+    recipe = evolve_recipe(tmp_path, server.base_url.removesuffix("/v1"), seeds=SEEDS[:1], rounds=1, concurrency=1)
+    with pytest.raises(MixerError) as stopped:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert stopped.value.message.endswith('refused the request: HTTP 404: {"detail": "Not Found"}')
+    assert stopped.value.hint == f"vLLM, llama.cpp and Ollama serve the API under /v1: base_url: {server.base_url}"
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, concurrency=1)
+    server.inject(("401",))
+    with pytest.raises(MixerError) as stopped:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert stopped.value.message.endswith("refused the request: HTTP 401: Unauthorized")
+    assert stopped.value.hint == (
+        "the server refused the key in $OPENAI_API_KEY: check it (vLLM takes the one given to --api-key)"
+    )
+    assert [e.outcome for e in server.log] == ["401"]  # not asked again
+
+
 def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:

@@ -8,6 +8,7 @@ and we honour `Retry-After` exactly as the server sends it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -113,12 +114,22 @@ def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
         return "this model takes max_completion_tokens: set `max_tokens_param: max_completion_tokens` on the teacher"
     if "temperature" in said and "support" in said:  # "'temperature' does not support 0 with this model"
         return "this model takes its default temperature only: set `temperature: 1` (the judge's default is 0)"
+    status = error.status_code if isinstance(error, openai.APIStatusError) else None
+    base = (endpoint.base_url or "").rstrip("/")
+    if status == 404 and base and not base.endswith("/v1"):
+        return f"vLLM, llama.cpp and Ollama serve the API under /v1: base_url: {redact_url(base)}/v1"
+    if status == 401:
+        key = endpoint.api_key_env
+        return f"the server refused the key in ${key}: check it (vLLM takes the one given to --api-key)"
     return "check the model name, base_url and the key in $" + endpoint.api_key_env
 
 
 def _describe(error: Exception) -> str:
     if isinstance(error, openai.APIStatusError):  # the client's message repeats the status: "Error code: 400 - ..."
-        return f"HTTP {error.status_code}: {error.message.removeprefix(f'Error code: {error.status_code} - ')}"
+        said = error.message.removeprefix(f"Error code: {error.status_code}").removeprefix(" - ")
+        if not said and error.body is not None:  # a body without "error" (FastAPI's {"detail": ...}) is left out
+            said = error.body if isinstance(error.body, str) else json.dumps(error.body, ensure_ascii=False)
+        return f"HTTP {error.status_code}: {said or 'no message'}"
     if isinstance(error, openai.APITimeoutError):
         return "timed out"
     if isinstance(error, openai.APIConnectionError):
