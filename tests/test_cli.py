@@ -240,3 +240,8 @@ def test_with_json_a_failure_is_json_on_stdout_too(tmp_path):
         "error": f"{tmp_path / 'nope.yaml'}: recipe not found",
         "hint": None,
     }
+    # and a success leads with "ok": true, so `jq -e .ok` tells the two apart; listings stay lists
+    good = write_recipe(tmp_path, "name: t\nsources:\n  a: {source: dolly, take: 1}\n", "good.yaml")
+    planned = json.loads(run_mixer("plan", str(good), "--sample", "--json").stdout)
+    assert next(iter(planned)) == "ok" and planned["ok"] is True
+    assert json.loads(run_mixer("runs", "--json", cwd=tmp_path).stdout) == []

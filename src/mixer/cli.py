@@ -90,6 +90,10 @@ def _options(
 
 
 def _print_json(value: object) -> None:
+    """A command's result: an object leads with "ok", as a failure's does (`_json_failure`), so a script can
+    test one key (`jq -e .ok`) whichever way the command ended. Listings (`runs`, `results show`) stay lists."""
+    if isinstance(value, dict) and "ok" not in value:
+        value = {"ok": True, **value}
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
