@@ -91,6 +91,12 @@ def test_mixer_train_stops_before_launching_when_the_template_refuses_a_conversa
     )
     assert refused.value.hint.startswith("this model's template takes no system turn: drop `system:`")
     assert launched == [] and not (tmp_path / "runs" / "sft" / "run.json").exists()
+    with pytest.raises(MixerError) as refused:  # and before an sbatch script is written for a cluster
+        stages.train_recipe(
+            recipe, runs_dir=tmp_path / "runs", slurm=True, options=Options(progress=False, cache_dir=tmp_path / "c")
+        )
+    assert refused.value.hint.startswith("this model's template takes no system turn: drop `system:`")
+    assert not (tmp_path / "runs" / "train.sbatch").exists()
 
 
 def test_truncation_that_drops_every_reply_skips_the_example(tokenizer):

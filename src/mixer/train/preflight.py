@@ -33,9 +33,11 @@ def conversations_of_each_shape(config: StageConfig) -> Iterator[list[dict[str, 
 
 
 def check_chat_template(config: StageConfig) -> None:
-    from mixer.train.common import load_tokenizer
-    from mixer.train.data import TemplateRefused, render
-
+    try:  # `--slurm` runs this where the training packages may not be installed
+        from mixer.train.common import load_tokenizer
+        from mixer.train.data import TemplateRefused, render
+    except ImportError:
+        return
     try:
         tokenizer = load_tokenizer(config)
     except Exception:  # not there yet, or not reachable from here: the workers load it and say why

@@ -399,6 +399,7 @@ def train_recipe(
             report.metrics[stage.name] = metrics
             continue
         if slurm:
+            check_chat_template(prepared.config)  # a job refused after hours in the queue is the costlier one
             write_stage_files(prepared, "prepared")
         else:
             report.metrics[stage.name] = run_stage(prepared)
