@@ -543,6 +543,39 @@ def test_a_file_mixer_wrote_given_as_the_recipe_names_the_recipe_it_came_from(tm
         assert (refused.value.message, refused.value.hint) == (f"{path}: {message}", hint)
 
 
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        (
+            "https://huggingface.co/datasets/tatsu-lab/alpaca/resolve/main/data/train-00000-of-00001.parquet",
+            'read it from the Hub instead of `path:`: hub: {id: tatsu-lab/alpaca, revision: "main", '
+            'data_files: "data/train-00000-of-00001.parquet"}',
+        ),
+        (
+            "hf://datasets/tatsu-lab/alpaca@refs%2Fconvert%2Fparquet/default/train/*.parquet",
+            'read it from the Hub instead of `path:`: hub: {id: tatsu-lab/alpaca, revision: "refs/convert/parquet", '
+            'data_files: "default/train/*.parquet"}',
+        ),
+        (
+            "https://example.com/a.jsonl",
+            "download it first and name the file, or put it in --data-dir as <source>.<ext>",
+        ),
+    ],
+)
+def test_a_url_as_a_path_is_told_how_to_read_it(tmp_path, url, hint):
+    """A Hub file's address pasted into `path:` read "no file matches ... there is no folder 'https:'"."""
+    recipe = write_recipe(tmp_path, f"name: t\nsources:\n  a: {{path: '{url}', format: alpaca, take: 1}}\n")
+    [diag] = validate_file(recipe)
+    assert (diag.line, diag.col, diag.message) == (3, 13, f"{url!r} is a URL: `path:` names files on this machine")
+    assert diag.hint == hint
+    if "hub:" in hint:  # and what it suggests is a valid recipe
+        suggested = hint.split("instead of `path:`: ")[1]
+        assert (
+            validate_file(write_recipe(tmp_path, f"name: t\nsources:\n  a: {{{suggested}, format: alpaca, take: 1}}\n"))
+            == []
+        )
+
+
 def test_every_adapter_option_has_a_rule_for_its_values():
     from mixer.adapters.formats import OPTION_VALUES, SPECS
 

@@ -16,6 +16,7 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
@@ -525,9 +526,31 @@ def _check_source(
     return problems
 
 
+# a Hub file's address, as copied from the browser or written for fsspec: org/name, revision, file in the repo
+HUB_URL = re.compile(
+    r"^(?:https?://huggingface\.co/datasets/([^/]+/[^/@]+)/(?:resolve|blob|tree)/([^/]+)"
+    r"|hf://datasets/([^/]+/[^/@]+?)(?:@([^/]+))?)(?:/(.*))?$"
+)
+
+
+def _url_hint(raw: str) -> str:
+    """A Hub address becomes the `hub:` entry that reads it (its revision pinned by the lock); any other URL is
+    downloaded first, since builds read no network but the Hub."""
+    found = HUB_URL.match(raw)
+    if found is None:
+        return "download it first and name the file, or put it in --data-dir as <source>.<ext>"
+    repo, revision, file = found[1] or found[3], found[2] or found[4], found[5]
+    fields = [f"id: {repo}"]
+    fields += [f"revision: {json.dumps(unquote(revision))}"] if revision else []  # refs%2Fconvert%2Fparquet
+    fields += [f"data_files: {json.dumps(file)}"] if file else []  # quoted: `*.parquet` alone is a YAML alias
+    return "read it from the Hub instead of `path:`: hub: {" + ", ".join(fields) + "}"
+
+
 def _missing_path(raw: str, base_dir: Path) -> tuple[str, str]:
     """Message and hint for a path that names no file. A typo in a long data path is the usual cause, so the
     hint names the closest file of that folder, or the first folder on the way that does not exist."""
+    if "://" in raw:
+        return f"{raw!r} is a URL: `path:` names files on this machine", _url_hint(raw)
     full = full_path(raw, base_dir)
     relative = "" if Path(os.path.expanduser(raw)).is_absolute() else f" (relative to {base_dir})"
     if full.is_dir():
