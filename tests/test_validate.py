@@ -576,6 +576,35 @@ def test_a_url_as_a_path_is_told_how_to_read_it(tmp_path, url, hint):
         )
 
 
+def test_numbers_written_as_people_write_them_are_given_back_as_yaml_numbers(tmp_path):
+    """`50%`, `10k`, `1,000`, a quoted `"0.2"` and `1e3` (YAML 1.1 reads an exponent without a dot as text) are
+    all text to YAML; each hint says the number to write."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        seed: 1e3
+        sources:
+          a: {source: dolly, fraction: 50%}
+          b: {source: dolly, take: 10k}
+          c: {source: dolly, take: "1,000"}
+          d: {source: dolly, take: 50%}
+          e: {source: dolly, take: lots}
+        mixture: {total: 1.5M}
+        """,
+    )
+    hints = {d.line: d.hint for d in validate_file(recipe)}
+    assert hints == {
+        2: "write it as a plain number: 1000",
+        4: "write it as a plain number: 0.5",
+        5: "write it as a plain number: take: 10000",
+        6: "write it as a plain number: take: 1000",
+        7: "a share of the source's rows is `fraction: 0.5`",
+        8: "take is a whole number of rows or `all`",
+        9: "write it as a plain number: 1500000",
+    }
+
+
 def test_every_adapter_option_has_a_rule_for_its_values():
     from mixer.adapters.formats import OPTION_VALUES, SPECS
 

@@ -269,6 +269,8 @@ def _type_hint(value: Any, expected: str | list[str]) -> str | None:
             "a key with nothing after it holds null in YAML: write its value (indent a mapping's keys below it), "
             "or delete the line"
         )
+    if expected in ("number", "integer") and isinstance(value, str) and (number := _as_number(value)) is not None:
+        return f"write it as a plain number: {number}"
     if expected == "array" and isinstance(value, dict):
         return "a list's items each start with '- ' (or write [a, b])"
     if expected == "string" and isinstance(value, bool):
@@ -305,10 +307,32 @@ def _selector_bound_hint(key: str, bound: str) -> str:
     return f"{meaning}; to leave the source out, delete it"
 
 
+NUMBER_SUFFIXES = {"%": 0.01, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}
+
+
+def _as_number(text: str) -> str | None:
+    """The number a text means, written as YAML reads a number: "50%" 0.5, "10k" 10000, "1e3" 1000 (YAML 1.1
+    reads an exponent without a dot as text), "1,000" 1000, "0.2" 0.2 (quoted). None when it means none."""
+    text = text.strip().replace(",", "").replace("_", "")
+    scale = NUMBER_SUFFIXES.get(text[-1:], 1) if text else 1
+    try:
+        value = float(text[:-1] if scale != 1 else text) * scale
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
 def _count_hint(key: str, value: Any) -> str:
     """`take`/`sample` are a whole number or `all`; what was written instead says which fix is meant."""
     if isinstance(value, str) and value.strip().isdigit():
         return f"write the number without quotes: {key}: {value.strip()}"
+    if isinstance(value, str) and (number := _as_number(value)) is not None:
+        if "." not in number:
+            return f"write it as a plain number: {key}: {number}"
+        if key == "take":  # "50%": a share
+            return f"a share of the source's rows is `fraction: {number}`"
     if isinstance(value, str):
         return did_you_mean(value, ["all"]) or f"{key} is a whole number of rows or `all`"
     share = " (a share of the source is `fraction: f`)" if key == "take" else ""
