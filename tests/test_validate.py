@@ -595,7 +595,7 @@ def test_numbers_written_as_people_write_them_are_given_back_as_yaml_numbers(tmp
     )
     hints = {d.line: d.hint for d in validate_file(recipe)}
     assert hints == {
-        2: "write it as a plain number: 1000",
+        2: "YAML reads an exponent without a dot as text: write 1000",
         4: "write it as a plain number: 0.5",
         5: "write it as a plain number: take: 10000",
         6: "write it as a plain number: take: 1000",
@@ -603,6 +603,13 @@ def test_numbers_written_as_people_write_them_are_given_back_as_yaml_numbers(tmp
         8: "take is a whole number of rows or `all`",
         9: "write it as a plain number: 1500000",
     }
+    # what the hint writes is a number to YAML: a learning rate of 2e-5 is text, 2.0e-05 is not
+    import yaml
+
+    from mixer.validate import _as_number
+
+    for text, value in [("2e-5", 2e-5), ("-5e-7", -5e-7), ("1e20", 1e20), ("50%", 0.5), ("1,000", 1000)]:
+        assert yaml.safe_load(f"x: {_as_number(text)}")["x"] == value
 
 
 def test_every_adapter_option_has_a_rule_for_its_values():

@@ -270,6 +270,8 @@ def _type_hint(value: Any, expected: str | list[str]) -> str | None:
             "or delete the line"
         )
     if expected in ("number", "integer") and isinstance(value, str) and (number := _as_number(value)) is not None:
+        if re.fullmatch(r"\s*[-+]?\d+[eE][-+]?\d+\s*", value):  # 2e-5, as Python and JSON write it
+            return f"YAML reads an exponent without a dot as text: write {number}"
         return f"write it as a plain number: {number}"
     if expected == "array" and isinstance(value, dict):
         return "a list's items each start with '- ' (or write [a, b])"
@@ -321,7 +323,10 @@ def _as_number(text: str) -> str | None:
         return None
     if not math.isfinite(value):
         return None
-    return str(int(value)) if value.is_integer() else f"{value:g}"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    mantissa, _, exponent = repr(value).partition("e")  # 2e-05: YAML 1.1 wants a dot, 2.0e-05
+    return mantissa if not exponent else f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
 
 
 def _count_hint(key: str, value: Any) -> str:
