@@ -264,6 +264,28 @@ def test_a_preference_pair_without_its_own_prompt_takes_the_chosen_conversations
         convert(path, "preference")
 
 
+def test_hh_rlhf_transcripts_are_read_as_turns(tmp_path):
+    """Anthropic's HH-RLHF pairs are two transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ...") and no prompt:
+    each was one assistant turn holding the whole dialogue, so every pair was "empty prompt". A prompt field that
+    ends in "Assistant:" (sets derived from it) gives its turns too; a plain reply beside it stays a reply."""
+    records = [
+        {
+            "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: 2+2?\n\nAssistant: 4.",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: 2+2?\n\nAssistant: 5.",
+        },
+        {"prompt": "\n\nHuman: Name a colour.\n\nAssistant:", "chosen": " Blue.", "rejected": "No."},
+    ]
+    path = tmp_path / "hh.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    frame = convert(path, "preference")
+    assert frame["__reason"].to_list() == [None, None]
+    turns = lambda column, row: [(m["role"], m["content"]) for m in frame[column][row]]  # noqa: E731
+    assert turns("prompt", 0) == [("user", "Hi"), ("assistant", "Hello!"), ("user", "2+2?")]
+    assert (turns("chosen", 0), turns("rejected", 0)) == ([("assistant", "4.")], [("assistant", "5.")])
+    assert turns("prompt", 1) == [("user", "Name a colour.")]
+    assert (turns("chosen", 1), turns("rejected", 1)) == ([("assistant", " Blue.")], [("assistant", "No.")])
+
+
 def test_field_mapping_and_input_joining(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"q": "Add 2 and 3.", "ctx": "numbers", "a": "5"}\n{"q": "Hi", "ctx": "", "a": ""}\n')

@@ -1,7 +1,8 @@
 """Preference pairs (UltraFeedback-binarized style): prompt / chosen / rejected.
 
-Each of the three may be plain text or a list of {role, content}. A chosen/rejected conversation that repeats
-the prompt is cut to the assistant turns after its last user turn, so the pair differs only in the reply.
+Each of the three may be plain text, a list of {role, content}, or an HH-RLHF transcript ("\n\nHuman: ...").
+A chosen/rejected conversation that repeats the prompt is cut to the assistant turns after its last user
+turn, so the pair differs only in the reply.
 """
 
 from __future__ import annotations
@@ -20,13 +21,31 @@ def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Ex
     if dtype == pl.Null:  # no record of the chunk gives one: as null in each record
         return pl.lit(None, dtype=MESSAGES)
     if dtype == pl.String:
-        return pl.concat_list([message(role, pl.col(native))])
+        text = pl.col(native)
+        plain = pl.concat_list([message(role, text)])
+        return pl.when(text.str.starts_with(TRANSCRIPT_START)).then(_transcript_turns(text)).otherwise(plain)
     if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
         keys = sorted(f.name for f in dtype.inner.fields)
         if not {"role", "content"} <= set(keys):
             raise MixerError(f"{ctx.where}: the turns of {native!r} have keys {keys}, expected 'role' and 'content'")
         return pl.col(native).list.eval(message(turn_text("role"), turn_text("content")))
     raise MixerError(f"{ctx.where}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
+
+
+TRANSCRIPT_START = "\n\nHuman:"
+# Anthropic's HH-RLHF writes each side of a pair as one transcript: "\n\nHuman: ...\n\nAssistant: ..." (and a
+# prompt field, where a derived set has one, ends in "\n\nAssistant:"); cut at the speaker marks
+SPEAKERS = {r"\n\nHuman: ?": "user", r"\n\nAssistant: ?": "assistant"}
+
+
+def _transcript_turns(text: pl.Expr) -> pl.Expr:
+    """An HH-RLHF transcript as turns: each speaker mark becomes a separator and the role it names; a turn with
+    no text (a prompt's closing "Assistant:") is left out."""
+    for mark, speaker in SPEAKERS.items():
+        text = text.str.replace_all(mark, f"\x1f{speaker}\x1e")
+    parts = text.str.split("\x1f").list.slice(1).list.eval(pl.element().str.split_exact("\x1e", 1))
+    turns = parts.list.eval(message(pl.element().struct.field("field_0"), pl.element().struct.field("field_1")))
+    return turns.list.eval(pl.element().filter(pl.element().struct.field("content").str.strip_chars() != ""))
 
 
 def _turns_through_last_user(conversation: pl.Expr) -> pl.Expr:
