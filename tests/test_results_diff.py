@@ -181,7 +181,10 @@ def test_a_recipe_or_a_mistyped_folder_given_where_a_build_belongs_is_told_which
     write_recipe(tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
     result = run_mixer("stats", "recipe.yaml", cwd=tmp_path)
     assert result.returncode == 1
-    assert "error: recipe.yaml: is a file, not a build\n  hint: it is a recipe: give out/t\n" in result.stderr
+    assert (
+        "error: recipe.yaml: is a file, not a build\n  hint: it is a recipe: build it (`mixer build recipe.yaml`), "
+        "then give out/t\n"
+    ) in result.stderr
     assert run_mixer("build", "recipe.yaml", cwd=tmp_path).returncode == 0
     result = run_mixer("stats", "out/tt", cwd=tmp_path)
     assert "error: out/tt: no such folder\n  hint: builds here: out/t\n" in result.stderr

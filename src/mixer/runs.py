@@ -87,9 +87,11 @@ def instead_of(path: Path, *, builds_only: bool = False) -> str | None:
         except MixerError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("name"), str):
-            build = output_dir_of(data)
+            build = str(output_dir_of(data))
             runs = [] if builds_only else [r["path"] for r in find_runs([Path("runs") / data["name"]])]
-            return f"it is a recipe: give {' or '.join([*runs, str(build)])}"
+            if not runs and not Path(build).is_dir():
+                return f"it is a recipe: build it (`mixer build {path}`), then give {build}"
+            return f"it is a recipe: give {' or '.join([*runs, build])}"
     found = [r["path"] for r in find_runs(roots) if not builds_only or r["kind"] == "build"]
     if not found:
         return None

@@ -133,8 +133,9 @@ def load_located(text: str, file: str) -> Located:
             return None
 
     def merged(merge_node: yaml.Node, path: Path_) -> dict[Any, Any]:
-        """What `<<: *anchor` (or `<<: [*a, *b]`) brings into the mapping at `path`, as PyYAML's loaders merge
-        it: of several mappings the first listed wins. Their keys are located where the anchor wrote them."""
+        """What `<<: *anchor` (or `<<: [*a, *b]`) brings into the mapping at `path`. Of several mappings the first
+        listed wins, as YAML's merge rule says (PyYAML 6 lets the last win). Their keys are located where the
+        anchor wrote them, so an error in a shared value points at the one place to fix it."""
         sources = merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
         if not sources or not all(isinstance(m, yaml.MappingNode) for m in sources):
             located.problems.append(
