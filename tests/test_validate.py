@@ -612,6 +612,47 @@ def test_numbers_written_as_people_write_them_are_given_back_as_yaml_numbers(tmp
         assert yaml.safe_load(f"x: {_as_number(text)}")["x"] == value
 
 
+def test_a_file_no_reader_takes_is_refused_by_validate_at_its_path_with_the_command_that_fixes_it(tmp_path):
+    """A `.jsonl.zst` shard (or a README caught by a glob) passed validation and stopped the build with
+    "unsupported file type"; it is an error at the source's path now, and a file compressed other than with gzip
+    is told the command that decompresses it."""
+    from mixer.build import Options, build
+    from mixer.errors import MixerError, RecipeInvalid
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl.zst").write_bytes(b"(compressed)")
+    (tmp_path / "data" / "notes.txt").write_text("not data\n")
+    recipe = write_recipe(
+        tmp_path,
+        "name: t\nsources:\n  a: {path: data/a.jsonl.zst, format: alpaca, take: all}\n"
+        "  b: {path: 'data/*.txt', format: alpaca, take: all}\n",
+    )
+    found = [(d.line, d.col, d.message, d.hint) for d in validate_file(recipe)]
+    assert found == [
+        (
+            3,
+            13,
+            "'data/a.jsonl.zst': zst-compressed files are not read",
+            f"mixer reads plain or gzip text: `zstd -d {tmp_path / 'data' / 'a.jsonl.zst'}` "
+            "(or recompress it with gzip)",
+        ),
+        (
+            4,
+            13,
+            "'data/*.txt' (its file notes.txt): unsupported file type",
+            "use one of .json, .jsonl, .jsonl.gz, .json.gz, .parquet, .arrow, .csv, .tsv, .tsv.gz, .csv.gz",
+        ),
+    ]
+    with pytest.raises(RecipeInvalid):  # the build stops there too, before reading a row
+        build(recipe, Options(progress=False), out=tmp_path / "out")
+    # and a file met by the reader itself (a data dir's, say) is told the same
+    from mixer.io import file_kind
+
+    with pytest.raises(MixerError) as refused:
+        file_kind(tmp_path / "data" / "a.jsonl.zst")
+    assert refused.value.message == f"{tmp_path / 'data' / 'a.jsonl.zst'}: zst-compressed files are not read"
+
+
 def test_every_adapter_option_has_a_rule_for_its_values():
     from mixer.adapters.formats import OPTION_VALUES, SPECS
 

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from mixer import borrowed_schema, record_reader
-from mixer.adapters.formats import SUPPORTED_SUFFIXES
+from mixer.adapters.formats import SUPPORTED_SUFFIXES, unsupported_file
 from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
@@ -73,10 +73,8 @@ def file_kind(path: Path) -> str:
     for suffix in SUPPORTED_SUFFIXES:
         if name.endswith(suffix):
             return suffix.removesuffix(".gz").lstrip(".")
-    raise MixerError(
-        f"{path}: unsupported file type",
-        f"use one of {', '.join(SUPPORTED_SUFFIXES)}",
-    )
+    message, hint = unsupported_file(str(path)) or ("unsupported file type", "")
+    raise MixerError(f"{path}: {message}", hint)
 
 
 def without_bom(path: Path, data: bytes) -> bytes:

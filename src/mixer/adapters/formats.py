@@ -20,6 +20,22 @@ SUPPORTED_SUFFIXES = (
     ".tsv.gz",
     ".csv.gz",
 )
+# the command that gives back a supported file from one compressed another way (a .jsonl.zst shard)
+DECOMPRESS = {".zst": "zstd -d", ".zstd": "zstd -d", ".bz2": "bunzip2 -k", ".xz": "unxz -k", ".lz4": "lz4 -d"}
+
+
+def unsupported_file(name: str) -> tuple[str, str] | None:
+    """Message and hint for a file name no reader takes, None for one that a reader takes."""
+    lower = name.lower()
+    if lower.endswith(SUPPORTED_SUFFIXES):
+        return None
+    for suffix, command in DECOMPRESS.items():
+        if lower.endswith(suffix) and lower.removesuffix(suffix).endswith(SUPPORTED_SUFFIXES):
+            return (
+                f"{suffix.lstrip('.')}-compressed files are not read",
+                f"mixer reads plain or gzip text: `{command} {name}` (or recompress it with gzip)",
+            )
+    return "unsupported file type", f"use one of {', '.join(SUPPORTED_SUFFIXES)}"
 
 
 @dataclass(frozen=True)
