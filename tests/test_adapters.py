@@ -286,6 +286,41 @@ def test_hh_rlhf_transcripts_are_read_as_turns(tmp_path):
     assert (turns("chosen", 1), turns("rejected", 1)) == ([("assistant", " Blue.")], [("assistant", "No.")])
 
 
+def test_llama_factory_history_is_the_conversation_before_the_instruction(tmp_path):
+    """LLaMA-Factory's alpaca format carries the exchanges before this one as `history`: left unread, a follow-up
+    question ("And the second?") was trained without what it follows. A history that is not pairs of texts is a
+    malformed record; one chunk of mixed shapes (polars types the field as text) reads as a uniform one does."""
+    good = {
+        "instruction": "And the second?",
+        "input": "",
+        "output": "Two.",
+        "system": "Be brief.",
+        "history": [["Count to one.", "One."], ["Good.", 2.0]],
+    }
+    records = [good, {"instruction": "Hi", "output": "Hello", "history": []}, {"instruction": "Q", "output": "A"}]
+    broken = [
+        {"instruction": "Q", "output": "A", "history": [["only one"]]},
+        {"instruction": "Q", "output": "A", "history": "x"},
+    ]
+    turns = [
+        ("system", "Be brief."),
+        ("user", "Count to one."),
+        ("assistant", "One."),
+        ("user", "Good."),
+        ("assistant", "2"),
+        ("user", "And the second?"),
+        ("assistant", "Two."),
+    ]
+    for name, written in [("uniform", records + broken[:1]), ("mixed", records + broken)]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in written))
+        frame = convert(path, "alpaca")
+        assert [(m["role"], m["content"]) for m in frame["messages"][0]] == turns, name
+        assert [len(m) for m in frame["messages"].to_list()[1:3]] == [2, 2]
+        wrong = "a 'history' entry is not [instruction, response]"
+        assert frame["__reason"].to_list() == [None, None, None, wrong, *([wrong] if name == "mixed" else [])]
+
+
 def test_field_mapping_and_input_joining(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"q": "Add 2 and 3.", "ctx": "numbers", "a": "5"}\n{"q": "Hi", "ctx": "", "a": ""}\n')

@@ -71,11 +71,11 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
             f"map {name!r} to a text field in the recipe: fields: {{{name}: <field>}}",
         )
     if dtype.is_float():
-        return _number_text(pl.col(native))
+        return number_text(pl.col(native))
     return pl.col(native).cast(pl.String)  # integers, booleans, nulls: their text
 
 
-def _number_text(value: pl.Expr) -> pl.Expr:
+def number_text(value: pl.Expr) -> pl.Expr:
     """A float column's values as text, as polars writes a number into a field it types as text: whole
     numbers without ".0", never an exponent (`shapes.value_text`). polars types a field as float for a chunk
     where any record has a fraction, so the id 49 was "49" in one chunk and "49.0" in the next (and an answer

@@ -77,8 +77,15 @@ SPECS = {
     for spec in (
         Format(
             name="alpaca",
-            summary="instruction / input / output (+ optional system, id)",
-            fields={"instruction": "instruction", "input": "input", "output": "output", "system": "system", "id": "id"},
+            summary="instruction / input / output (+ optional system, history, id)",
+            fields={
+                "instruction": "instruction",
+                "input": "input",
+                "output": "output",
+                "system": "system",
+                "history": "history",
+                "id": "id",
+            },
             required=("instruction", "output"),
         ),
         Format(
