@@ -58,8 +58,9 @@ def _history(raw: pl.DataFrame, ctx: Context) -> tuple[pl.Expr, pl.Expr] | None:
         return None
     unreadable = pl.lit(False)
     if dtype == pl.String:  # records of several shapes in one chunk: polars wrote each value as its JSON
-        pairs = pl.col(native).map_elements(_pairs, return_dtype=PAIRS, skip_nulls=True)
-        unreadable = pl.col(native).is_not_null() & pairs.is_null()
+        written = raw.get_column(native)
+        decoded = written.map_elements(_pairs, return_dtype=PAIRS, skip_nulls=True)  # once, not per use below
+        pairs, unreadable = pl.lit(decoded), pl.lit(written.is_not_null() & decoded.is_null())
     elif isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.List | pl.Null):
         inner = dtype.inner.inner if isinstance(dtype.inner, pl.List) else pl.Null
         said = number_text(pl.element()) if inner.is_float() else pl.element().cast(pl.String)  # 2.0 is "2"
