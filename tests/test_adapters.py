@@ -321,6 +321,17 @@ def test_llama_factory_history_is_the_conversation_before_the_instruction(tmp_pa
         assert frame["__reason"].to_list() == [None, None, None, wrong, *([wrong] if name == "mixed" else [])]
 
 
+def test_openais_developer_role_is_the_system_turn(tmp_path):
+    """OpenAI's chat format names the system turn `developer` for its o1 and later models; such rows were
+    refused for an unknown role, and chat templates know only `system`."""
+    turns = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"messages": [*turns, {"role": "assistant", "content": "Hello"}]}) + "\n")
+    frame = convert(path, "messages")
+    assert [m["role"] for m in frame["messages"][0]] == ["system", "user", "assistant"]
+    assert frame["__reason"].to_list() == [None]
+
+
 def test_field_mapping_and_input_joining(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"q": "Add 2 and 3.", "ctx": "numbers", "a": "5"}\n{"q": "Hi", "ctx": "", "a": ""}\n')

@@ -6,6 +6,9 @@ import polars as pl
 
 from mixer.adapters.base import Context, adapter, column, message, missing_field, sft_frame, turn_text, wrong_type
 
+# OpenAI's chat format since its o1 models names the system turn `developer`; chat templates know `system`
+ROLE_NAMES = {"developer": "system"}
+
 
 def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     name = ctx.fields["messages"]
@@ -14,7 +17,8 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         raise missing_field(raw, ctx, "messages")
     if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
         raise wrong_type(raw, ctx, "messages", "a list of {role, content}")
-    messages = pl.col(name).list.eval(message(turn_text("role"), turn_text("content")))
+    role = turn_text("role").replace(ROLE_NAMES)
+    messages = pl.col(name).list.eval(message(role, turn_text("content")))
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
