@@ -515,6 +515,11 @@ def test_yaml_merge_keys_share_settings_and_x_keys_hold_the_anchors(tmp_path):
         "a merge key (<<) takes a mapping or a list of mappings",
         "name an anchored mapping: <<: *defaults, or <<: [*a, *b]",
     )
+    # anchors are a file's own: a variant cannot merge its base's
+    variant = write_recipe(tmp_path, "extends: recipe.yaml\nsources:\n  c: {<<: *defaults, take: 1}\n", "v.yaml")
+    [diag] = validate_file(variant)
+    assert (diag.line, diag.message) == (3, "invalid YAML: found undefined alias 'defaults'")
+    assert diag.hint.startswith("an alias (*name) needs its anchor (&name) earlier in the same file")
 
 
 def test_a_file_mixer_wrote_given_as_the_recipe_names_the_recipe_it_came_from(tmp_path):

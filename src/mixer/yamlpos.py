@@ -70,6 +70,11 @@ def _syntax_hint(exc: yaml.MarkedYAMLError) -> str:
     end of the file), not where the brackets were opened."""
     if "'\\t'" in (exc.problem or ""):
         return "YAML indents with spaces, not tabs: replace the tab"
+    if (exc.problem or "").startswith("found undefined alias"):
+        return (
+            "an alias (*name) needs its anchor (&name) earlier in the same file: a base recipe's anchors are not "
+            "seen by the recipes that extend it"
+        )
     if (exc.problem or "").startswith("but found another document"):
         return "a recipe is one YAML document: delete this `---` and what follows, or give it a file of its own"
     if (exc.problem or "").startswith("mapping values are not allowed"):
