@@ -56,3 +56,9 @@ def disk_full(exc: BaseException) -> bool:
     """Whether `exc` reports a full disk. Python and pyarrow set errno; polars (Rust) raises OSError or
     ComputeError without one, and only its message says "(os error 28)"."""
     return getattr(exc, "errno", None) == errno.ENOSPC or f"(os error {errno.ENOSPC})" in str(exc)
+
+
+def first_of(names: list[str], shown: int = 5) -> str:
+    """`names` for a message that must stay one line: the first `shown`, then how many more there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

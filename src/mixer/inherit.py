@@ -18,7 +18,7 @@ from typing import Any
 
 from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.envvars import interpolate, unset_problems
-from mixer.errors import MixerError
+from mixer.errors import MixerError, first_of
 from mixer.yamlpos import Located, Path_, load_located
 
 MAX_DEPTH = 8
@@ -70,7 +70,7 @@ def read_recipe_document(path: Path, read_text: TextReader = working_tree_text) 
             raise MixerError(f"{path}: is {what}, not a recipe", _made_from(path / record))
     if text is None and path.is_dir():
         names = [p.name for p in recipes_in(path)]
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        shown = first_of(names)
         hint = f"pass one of its recipe files ({shown})" if names else "it holds no recipe (.yaml or .yml file)"
         raise MixerError(f"{path}: is a folder, not a recipe", hint)
     if text is None:

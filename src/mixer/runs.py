@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mixer.errors import MixerError
+from mixer.errors import MixerError, first_of
 from mixer.hashing import fingerprint
 from mixer.outputs import read_manifest, read_run
 from mixer.results import held_out_scores, run_scores
@@ -95,5 +95,4 @@ def instead_of(path: Path, *, builds_only: bool = False) -> str | None:
     found = [r["path"] for r in find_runs(roots) if not builds_only or r["kind"] == "build"]
     if not found:
         return None
-    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-    return f"{'builds' if builds_only else 'runs and builds'} here: {shown}"
+    return f"{'builds' if builds_only else 'runs and builds'} here: {first_of(found)}"

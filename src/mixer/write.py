@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from mixer.claims import Claim, claim, clear_leftovers
-from mixer.errors import MixerError, disk_full
+from mixer.errors import MixerError, disk_full, first_of
 from mixer.evolve.cost import usd_text
 from mixer.hashing import file_sha256
 from mixer.plan import Plan, removal_text
@@ -244,7 +244,7 @@ def check_replaceable(out_dir: Path, own: frozenset[str]) -> None:
     mine = own | FOLDER_VIEW_FILES
     foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if p.name not in mine)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        shown = first_of(foreign)
         results = (
             " (results/ holds scores of the mix being replaced: keep them with it)" if "results/" in foreign else ""
         )
