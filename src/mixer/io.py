@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from mixer import borrowed_schema, record_reader
-from mixer.adapters.formats import SUPPORTED_SUFFIXES, unsupported_file
+from mixer.adapters.formats import SUPPORTED_SUFFIXES, unreadable_file
 from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
@@ -73,7 +73,7 @@ def file_kind(path: Path) -> str:
     for suffix in SUPPORTED_SUFFIXES:
         if name.endswith(suffix):
             return suffix.removesuffix(".gz").lstrip(".")
-    message, hint = unsupported_file(str(path)) or ("unsupported file type", "")
+    message, hint = unreadable_file(str(path))
     raise MixerError(f"{path}: {message}", hint)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mixer.adapters.formats import SUPPORTED_SUFFIXES
+from mixer.adapters.formats import SUPPORTED_SUFFIXES, readable
 from mixer.errors import MixerError
 from mixer.files import replacing, write_cache_file
 from mixer.hashing import FileHashes, file_sha256
@@ -125,9 +125,7 @@ def _from_data_dir(name: str, data_dir: Path) -> list[Path]:
                 f"source {name!r}: {folder} holds more than one split",
                 one_split_hint(splits, str(folder), in_recipe=True),
             )
-        return saved_dataset_files(folder) or sorted(
-            p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES)
-        )
+        return saved_dataset_files(folder) or sorted(p for p in folder.iterdir() if p.is_file() and readable(p.name))
     found = named_in_data_dir(name, data_dir, "source")
     return [found] if found is not None else []
 

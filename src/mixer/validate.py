@@ -22,7 +22,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from mixer.adapters import FORMATS, format_spec
-from mixer.adapters.formats import OPTION_VALUES, unsupported_file
+from mixer.adapters.formats import OPTION_VALUES, readable, unreadable_file
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
@@ -537,8 +537,8 @@ def _check_source(
         files = expand_paths(raw, base_dir)
         if not files:
             problems.append(located.diag(where, *_missing_path(raw, base_dir)))
-        if (unread := next((f for f in files if unsupported_file(f.name)), None)) is not None:
-            message, hint = unsupported_file(_shown_path(unread)) or ("", "")  # what the build would stop at
+        if (unread := next((f for f in files if not readable(f.name)), None)) is not None:
+            message, hint = unreadable_file(_shown_path(unread))  # what the build would stop at
             named = repr(raw) if unread.name == Path(raw).name else f"{raw!r} (its file {unread.name})"
             problems.append(located.diag(where, f"{named}: {message}", hint))
         if len(entries) < 2:  # one pattern matches each file once; resolving 1,000 files is 0.1 s of a no-op

@@ -24,11 +24,15 @@ SUPPORTED_SUFFIXES = (
 DECOMPRESS = {".zst": "zstd -d", ".zstd": "zstd -d", ".bz2": "bunzip2 -k", ".xz": "unxz -k", ".lz4": "lz4 -d"}
 
 
-def unsupported_file(name: str) -> tuple[str, str] | None:
-    """Message and hint for a file name no reader takes, None for one that a reader takes."""
+def readable(name: str) -> bool:
+    """Whether some reader takes a file of this name."""
+    return name.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def unreadable_file(name: str) -> tuple[str, str]:
+    """Message and hint for a file name no reader takes (`readable` is false): a supported file compressed some
+    other way than gzip is told the command that decompresses it."""
     lower = name.lower()
-    if lower.endswith(SUPPORTED_SUFFIXES):
-        return None
     for suffix, command in DECOMPRESS.items():
         if lower.endswith(suffix) and lower.removesuffix(suffix).endswith(SUPPORTED_SUFFIXES):
             return (
