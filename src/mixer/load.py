@@ -15,7 +15,16 @@ from pathlib import Path
 import polars as pl
 
 from mixer.adapters import get_adapter
-from mixer.adapters.base import Adapter, Context, content_chars, content_text, fitting_formats
+from mixer.adapters.base import (
+    UNKNOWN_ROLE,
+    Adapter,
+    Context,
+    content_chars,
+    content_text,
+    fitting_formats,
+    leads_with_system,
+    message,
+)
 from mixer.adapters.formats import SUPPORTED_SUFFIXES
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
@@ -220,9 +229,9 @@ def unique_ids(ids: pl.DataFrame) -> pl.Series:
 def with_system_turn(messages: pl.Expr, text: str) -> pl.Expr:
     """`messages` with a system turn of `text` first where they have none (a recipe's `system:`, read before
     filters and keys, so max_chars and token counts see it); a row's own system turn is kept."""
-    turn = pl.struct(pl.lit("system").alias("role"), pl.lit(text).alias("content"))
-    has_one = messages.list.first().struct.field("role") == "system"
-    return pl.when(has_one).then(messages).otherwise(pl.concat_list(turn.implode(), messages)).alias("messages")
+    turn = message("system", pl.lit(text))
+    led = pl.when(leads_with_system(messages)).then(messages).otherwise(pl.concat_list(turn.implode(), messages))
+    return led.alias("messages")
 
 
 def _canonical(rows: pl.DataFrame, shared: Shared, payload: tuple[str, ...]) -> pl.DataFrame:
@@ -244,7 +253,7 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
         f"fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them "
         f"to rejects/) on source {name!r}"
     )
-    if malformed["reason"].str.starts_with("unknown role").any():
+    if malformed["reason"].str.starts_with(UNKNOWN_ROLE).any():
         hint = (
             "a row's turns are system, user and assistant; tool-use turns (tool, function, observation) have no "
             f"place in them: {hint.removeprefix('fix the data, or ')}"

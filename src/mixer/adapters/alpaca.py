@@ -18,6 +18,7 @@ from mixer.adapters.base import (
     column,
     first_reason,
     instruction_turn,
+    leads_with_system,
     message,
     number_text,
     sft_frame,
@@ -42,7 +43,7 @@ def convert(raw: pl.DataFrame, ctx: Context, extra: str = "input", reply: str | 
     messages = turn_messages(raw, turns, system)
     if (history := _history(raw, ctx)) is not None:  # earlier exchanges go between the system turn and these
         earlier, wrong = history
-        leading = (messages.list.first().struct.field("role") == "system").cast(pl.Int64)
+        leading = leads_with_system(messages).cast(pl.Int64)
         messages = pl.concat_list([messages.list.head(leading), earlier, messages.list.slice(leading)])
         checks.append((wrong, f"a {ctx.fields['history']!r} entry is not [instruction, response]"))
     return sft_frame(raw, messages, first_reason(*checks), column(raw, ctx, "id", required=False))

@@ -189,6 +189,11 @@ def message(role: str | pl.Expr, content: pl.Expr) -> pl.Expr:
     return pl.struct(role=role_expr, content=content)
 
 
+def leads_with_system(messages: pl.Expr) -> pl.Expr:
+    """Whether a conversation's first turn is a system turn."""
+    return messages.list.first().struct.field("role") == "system"
+
+
 def turn_messages(raw: pl.DataFrame, turns: list[tuple[str, pl.Expr]], system: pl.Expr | None = None) -> pl.Expr:
     """Fixed turns (+ a leading system turn where `system` is not blank) as a list of {role, content}.
 
