@@ -18,7 +18,7 @@ from mixer.errors import MixerError, RecipeInvalid
 from mixer.hashing import fingerprint
 from mixer.inherit import RECIPE_SUFFIXES, TextReader, read_recipe_document, working_tree_text
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
-from mixer.recipe import output_dir_of
+from mixer.recipe import mixture_part, output_dir_of
 from mixer.redact import redacted
 from mixer.results import Score, held_out_scores, run_scores, scored_twice
 
@@ -165,7 +165,7 @@ def _recipe_side(spec: str, path: Path) -> Side:
     manifest = _manifest_in(built) if built.is_dir() else None
     if manifest is None:
         return Side(spec, recipe, None)
-    if manifest.get("resolved_recipe") != {key: value for key, value in recipe.items() if key != "stages"}:
+    if manifest.get("resolved_recipe") != mixture_part(recipe):
         return Side(
             spec,
             recipe,

@@ -282,9 +282,7 @@ class Recipe:
 
     @property
     def mixture_document(self) -> dict[str, Any]:
-        """The recipe without its training stages: all a build's output depends on. A learning rate edited
-        between runs leaves the mixture as it is, and `mixer train` does not build it again."""
-        return {key: value for key, value in self.document.items() if key != "stages"}
+        return mixture_part(self.document)
 
 
 def selector_of(spec: dict[str, Any]) -> Selector:
@@ -432,6 +430,12 @@ def stage_spec(spec: dict[str, Any]) -> StageSpec:
         launcher=Launcher(**(spec.get("launcher") or {})),
         eval=held_out(spec.get("eval")),
     )
+
+
+def mixture_part(document: dict[str, Any]) -> dict[str, Any]:
+    """A recipe without its training stages: all a build's output depends on. A learning rate edited between
+    runs leaves the mixture as it is, and `mixer train` does not build it again."""
+    return {key: value for key, value in document.items() if key != "stages"}
 
 
 def output_dir_of(data: dict[str, Any]) -> str | None:
