@@ -378,6 +378,56 @@ def test_retries_honour_retry_after_and_survive_garbage(tmp_path, server):
     assert block["usage"]["retries"] == 5 and block["usage"]["calls"] == 2 and block["rows"] == 1
 
 
+def test_without_a_terminal_a_block_logs_its_progress_and_the_failure_it_retries(tmp_path, server, capsys):
+    """Under nohup or Slurm stderr is a file and no live line is drawn: a block retrying a teacher that was down
+    or rate-limiting printed nothing until it gave up or ended, hours later for a real block."""
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=2, eliminate=[])
+    server.inject(("500",), ("500",))
+    build(recipe, options(tmp_path), out=tmp_path / "out")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evolve ")]
+    shown = [re.sub(r"[\d.]+ calls/s · [\d,]+ tokens · \$[\d.]+", "…", line) for line in lines]
+    assert shown == [  # the first failure at once (the second within 30 s is not), then each round's end
+        "evolve evol round 1/2 · 0 eliminated · … · 1 retry (retrying: HTTP 500: internal error) · 0/1 rows",
+        "evolve evol round 1/2 · 0 eliminated · … · 2 retries · 1/1 rows",
+        "evolve evol round 2/2 · 0 eliminated · … · 2 retries · 1/1 rows",
+    ]
+
+
+def test_a_blocks_log_line_comes_every_30_seconds_and_the_live_line_cuts_long_failures(tmp_path):
+    from io import StringIO
+
+    from mixer.evolve.cost import Meter
+    from mixer.evolve.engine import RoundStats
+    from mixer.evolve.progress import evolve_reporter
+    from mixer.progress import make_progress
+    from mixer.validate import load_recipe
+
+    block = load_recipe(evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", rounds=1, budget={"usd": 5})).block("evol")
+    now = [0.0]
+    log = StringIO()
+    report = evolve_reporter(make_progress(False), block, log=log, clock=lambda: now[0])
+    stats, meter = RoundStats(1, input=100), Meter(calls=10)
+    for second in (10, 29.9, 30, 45, 60.5):
+        now[0] = second
+        report(stats, meter, int(second))
+    assert [line.rsplit(" · ", 1)[1] for line in log.getvalue().splitlines()] == ["30/100 rows", "60/100 rows"]
+
+    live = make_progress(False)
+    live.disable = False  # as in a terminal, without drawing one
+    stats.retrying = "HTTP 503: " + "<html>" * 30
+    now[0] = 0.0
+    report = evolve_reporter(live, block, clock=lambda: now[0])
+    now[0] = 5.0
+    report(stats, meter, 3)
+    [task] = live.tasks
+    assert task.description == (
+        "evolve evol round 1/1 · 0 eliminated · 2.0 calls/s · 0 tokens · $0.0000 / $5 (retrying: HTTP 503: "
+        + "<html>" * 8
+        + "<…)"
+    )
+    assert task.completed == 3
+
+
 @pytest.mark.parametrize(
     ("finish_reason", "retries", "detail"),
     [

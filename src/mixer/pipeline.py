@@ -236,7 +236,7 @@ def run_evolve(
             seeds[block.name],
             seed=recipe.seed,
             cache_path=evolve_cache_path(options),
-            report=evolve_reporter(progress, block, seeds[block.name].height),
+            report=evolve_reporter(progress, block),
         )
         for block in blocks
     }

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,7 @@ class Teacher:
     semaphore: asyncio.Semaphore
     block: str
     rng: random.Random = field(default_factory=random.Random)
+    on_retry: Callable[[str], None] | None = None  # told each failure it is about to retry
     _client: openai.AsyncOpenAI | None = None
 
     @property
@@ -213,6 +215,8 @@ class Teacher:
                     )
                     raise self.budget.halted from None
                 self.budget.spent.retries += 1
+                if self.on_retry is not None:
+                    self.on_retry(redact_urls_in(_describe(error)))
                 delay = retry_after_seconds(error)
                 if delay is None:
                     delay = backoff_seconds(attempt, self.endpoint.retry_base_seconds, self.rng)

@@ -70,6 +70,8 @@ class RoundStats:
     surviving: int = 0
     tokens: int = 0
     usd: float = 0.0
+    # the last failure being retried, shown live until a row completes; not part of the manifest
+    retrying: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +136,19 @@ class BlockRun:
         self.reasoning_removed = 0  # completions whose <think> block was taken out (mixer.evolve.reasoning)
         self.keep_reasoning = spec.teacher.reasoning == "keep"
         self.report = report
+        self._round: RoundStats | None = None  # the round running, for the report a retry sends
+        self._done = 0
+        self.teacher.on_retry = self.judge.on_retry = self._retrying
+
+    def _report(self) -> None:
+        if self.report and self._round is not None:
+            self.report(self._round, self.budget.spent, self._done)
+
+    def _retrying(self, failure: str) -> None:
+        """Shown as it happens: a teacher down or rate-limited otherwise looks like a block that hangs."""
+        if self._round is not None:
+            self._round.retrying = failure
+        self._report()
 
     async def evolve_one(self, parent: Candidate, round_no: int) -> Outcome:
         operator = choose_operator(self.operators, self.seed, parent.id, round_no)
@@ -200,16 +215,15 @@ class BlockRun:
     async def run_round(self, parents: list[Candidate], round_no: int) -> tuple[list[Outcome], RoundStats]:
         stats = RoundStats(round_no, input=len(parents))
         before = Meter(**vars(self.budget.spent))
-        done = 0
+        self._round, self._done = stats, 0
 
         async def tracked(parent: Candidate) -> Outcome:
-            nonlocal done
             result = await self.evolve_one(parent, round_no)
-            done += 1
+            self._done += 1
+            stats.retrying = None  # a call went through
             if result.rule:
                 stats.eliminated[result.rule] += 1
-            if self.report:
-                self.report(stats, self.budget.spent, done)
+            self._report()
             return result
 
         results = await asyncio.gather(*(tracked(p) for p in parents), return_exceptions=True)
