@@ -4,7 +4,7 @@ Answers are a pure function of the request, so two runs can be compared byte for
 steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
 TRIGGER_MUMBLE, TRIGGER_LONG, TRIGGER_SPACED; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
-("slow", seconds), ("garbage",), ("nochoices",), ("quota",), ("nocontent", finish_reason) (a message of null content, as a
+("slow", seconds), ("garbage",), ("nochoices",), ("quota",), ("toolarge",), ("nocontent", finish_reason) (a message of null content, as a
 reasoning parser sends when max_tokens ran out while thinking). With `reasoning_api`, it refuses `max_tokens`
 and a temperature other than 1 with HTTP 400, as OpenAI's reasoning models do; with `context_limit`, a request
 longer than that (in words, with its max_tokens) gets vLLM's context-length 400. Every request is logged with its content key and outcome.
@@ -226,6 +226,14 @@ class FakeTeacher:
                             "code": "insufficient_quota",
                         }
                     }
+                    self._send(429, json.dumps(error).encode())
+                    return
+                if fault and fault[0] == "toolarge":  # one request above the account's tokens per minute
+                    message = (
+                        "Request too large for gpt-4o in organization org-test on tokens per min (TPM): Limit 30000,"
+                        " Requested 30601. The input or output tokens must be reduced in order to run successfully."
+                    )
+                    error = {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}
                     self._send(429, json.dumps(error).encode())
                     return
                 if fault and fault[0] == "401":  # vLLM started with --api-key, given another key

@@ -544,6 +544,44 @@ def test_an_account_out_of_quota_stops_at_once_with_what_to_do(tmp_path, server)
     assert [e.outcome for e in server.log] == ["quota"]  # not asked again
 
 
+def test_rate_limits_are_waited_out_while_the_teacher_answers_and_stop_the_block_once_it_does_not(
+    tmp_path, server, monkeypatch
+):
+    """Under a tokens-per-minute limit with many rows in flight, one row can meet max_retries + 1 rate limits in
+    a row: that stopped a block that was making progress, with "is the server up?"."""
+    from mixer.evolve import client
+
+    recipe = evolve_recipe(
+        tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, eliminate=[], teacher={"max_retries": 1}
+    )
+    server.inject(("429", 0), ("429", 0), ("429", 0))
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    assert [e.outcome for e in server.log] == ["429", "429", "429", "ok", "ok"]  # rewrite, then answer
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert (block["usage"]["retries"], block["rows"]) == (3, 1)
+
+    monkeypatch.setattr(client, "RATE_LIMIT_PATIENCE_SECONDS", 0.0)  # no call answered for "too long"
+    server.inject(("429", 0), ("429", 0), ("429", 0))
+    with pytest.raises(MixerError) as stopped:
+        build(recipe, options(tmp_path / "again"), out=tmp_path / "out2")
+    assert stopped.value.message.endswith("gave up after 2 attempt(s); last: HTTP 429: Rate limit reached")
+    assert stopped.value.hint.startswith("the teacher answered no call for 0 s of rate limits: lower the block's")
+
+
+def test_a_request_above_the_accounts_tokens_per_minute_is_the_rows_failure_not_the_blocks(tmp_path, server):
+    """OpenAI refuses one request larger than the account's tokens-per-minute limit with a 429 that no wait
+    passes: it was retried seven times and then stopped the block."""
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:2], rounds=1, eliminate=[], concurrency=1)
+    server.inject(("toolarge",))
+    out = tmp_path / "out"
+    build(recipe, options(tmp_path), out=out)
+    block = json.loads((out / "manifest.json").read_text())["evolve"]["evol"]
+    assert (block["usage"]["retries"], block["rows"], block["rounds"][0]["eliminated"]) == (0, 1, {"too_long": 1})
+    [reject] = pl.read_ndjson(out / "rejects" / "evolve-evol.jsonl").to_dicts()
+    assert reject["detail"].startswith("rewrite prompt refused: HTTP 429: Request too large for gpt-4o")
+
+
 def test_a_base_url_without_v1_and_a_refused_key_are_told_what_to_change(tmp_path, server):
     """vLLM, llama.cpp and Ollama answer /chat/completions with 404 when base_url lacks /v1, and a key other
     than `--api-key`'s with 401: both were told to "check the model name, base_url and the key"."""

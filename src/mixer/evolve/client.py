@@ -8,9 +8,11 @@ and we honour `Retry-After` exactly as the server sends it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,8 @@ from mixer.recipe import Endpoint
 from mixer.redact import redact_url, redact_urls_in
 
 MAX_BACKOFF_SECONDS = 60.0
+RATE_LIMIT_PATIENCE_SECONDS = 600.0  # how long rate limits are waited out with no call of the block answered
+MAX_RATE_LIMITED_TRIES = 100  # one call's tries, however the others fare
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
@@ -95,14 +99,23 @@ def _retryable(error: Exception) -> bool:
 # how servers word a prompt longer than the model's context: OpenAI and vLLM ("maximum context length",
 # context_length_exceeded), llama.cpp ("exceeds the available context size", exceed_context_size_error)
 CONTEXT_PHRASES = ("context length", "context_length", "context size", "context_size", "context window")
+# OpenAI's 429 for one request larger than the account's tokens-per-minute limit ("Request too large for gpt-4o
+# ... on tokens per min (TPM): Limit 30000, Requested 30601. The input or output tokens must be reduced ..."):
+# no wait makes it pass
+TOO_LARGE_PHRASES = ("request too large", "must be reduced")
 
 
 def _context_exceeded(error: Exception) -> bool:
-    return (
-        isinstance(error, openai.APIStatusError)
-        and error.status_code in (400, 413)
-        and any(phrase in str(error).lower() for phrase in CONTEXT_PHRASES)
-    )
+    if not isinstance(error, openai.APIStatusError):
+        return False
+    said = str(error).lower()
+    if error.status_code == 429:
+        return any(phrase in said for phrase in TOO_LARGE_PHRASES)
+    return error.status_code in (400, 413) and any(phrase in said for phrase in CONTEXT_PHRASES)
+
+
+def _rate_limited(error: Exception) -> bool:
+    return isinstance(error, openai.APIStatusError) and error.status_code == 429 and not _out_of_quota(error)
 
 
 def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
@@ -123,6 +136,16 @@ def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
         key = endpoint.api_key_env
         return f"the server refused the key in ${key}: check it (vLLM takes the one given to --api-key)"
     return "check the model name, base_url and the key in $" + endpoint.api_key_env
+
+
+def _gave_up_hint(error: Exception) -> str:
+    resume = "completed calls are cached: run again to resume"
+    if _rate_limited(error):
+        return (
+            f"the teacher answered no call for {RATE_LIMIT_PATIENCE_SECONDS:g} s of rate limits: lower the block's "
+            f"`concurrency`, or wait for the account's limit to reset; {resume}"
+        )
+    return f"is the server up? {resume}"
 
 
 def _describe(error: Exception) -> str:
@@ -190,12 +213,19 @@ class Teacher:
         spent.usd += self.prices.usd(completion.prompt_tokens, completion.completion_tokens)
 
     async def _call_with_retries(self, messages: list[dict[str, str]], request: dict) -> Completion:
+        """Failures count against `max_retries`, but a rate limit does not while the teacher is answering:
+        under a tokens-per-minute limit with 32 rows in flight, one row can meet seven 429s in a row and would
+        stop a block that is making progress. A rate limit counts once no call of the block has been answered
+        for RATE_LIMIT_PATIENCE_SECONDS (an account blocked for the day), and after MAX_RATE_LIMITED_TRIES."""
         attempts = self.endpoint.max_retries + 1
-        for attempt in range(attempts):
+        failures = 0
+        for tries in itertools.count(1):
             if self.budget.halted is not None:  # another row hit the budget or a dead teacher meanwhile
                 raise self.budget.halted
             try:
-                return await self._call(messages, request)
+                completion = await self._call(messages, request)
+                self.budget.answered_at = time.monotonic()
+                return completion
             except Exception as error:
                 where = redact_url(self.endpoint.base_url or "api.openai.com")  # no credentials in messages
                 if _context_exceeded(error):  # this row's prompt, not the teacher: the row is eliminated
@@ -207,11 +237,17 @@ class Teacher:
                         _refusal_hint(error, self.endpoint),
                     )
                     raise self.budget.halted from None
-                if attempt == attempts - 1:
+                waited_out = (
+                    _rate_limited(error)
+                    and time.monotonic() - self.budget.answered_at < RATE_LIMIT_PATIENCE_SECONDS
+                    and tries < MAX_RATE_LIMITED_TRIES
+                )
+                failures += 0 if waited_out else 1
+                if failures == attempts:
                     self.budget.halted = MixerError(
-                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} gave up after {attempts}"
+                        f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} gave up after {tries}"
                         f" attempt(s); last: {redact_urls_in(_describe(error))}",
-                        "is the server up? completed calls are cached: run again to resume",
+                        _gave_up_hint(error),
                     )
                     raise self.budget.halted from None
                 self.budget.spent.retries += 1
@@ -219,7 +255,7 @@ class Teacher:
                     self.on_retry(redact_urls_in(_describe(error)))
                 delay = retry_after_seconds(error)
                 if delay is None:
-                    delay = backoff_seconds(attempt, self.endpoint.retry_base_seconds, self.rng)
+                    delay = backoff_seconds(min(tries - 1, 16), self.endpoint.retry_base_seconds, self.rng)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib.resources import files
@@ -75,6 +76,7 @@ class Budget:
     tokens: int | None = None
     spent: Meter = field(default_factory=Meter)
     halted: MixerError | None = None
+    answered_at: float = field(default_factory=time.monotonic)  # the block's last answered call, or its start
 
     def check(self, block: str) -> None:
         """Raise before a new (uncached) call once the block has used its budget or has been halted."""
