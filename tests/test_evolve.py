@@ -582,6 +582,22 @@ def test_a_request_above_the_accounts_tokens_per_minute_is_the_rows_failure_not_
     assert reject["detail"].startswith("rewrite prompt refused: HTTP 429: Request too large for gpt-4o")
 
 
+def test_a_teacher_that_times_out_is_told_of_server_slots_and_concurrency(tmp_path, server):
+    """A llama.cpp server with one slot queues the block's 32 requests, and the last ones time out: the block
+    stopped with "is the server up?" while the server was up and busy."""
+    recipe = evolve_recipe(
+        tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, teacher={"max_retries": 1, "timeout": 0.3}
+    )
+    server.inject(("slow", 1), ("slow", 1))
+    with pytest.raises(MixerError) as stopped:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert stopped.value.message.endswith("gave up after 2 attempt(s); last: timed out")
+    assert stopped.value.hint.startswith(
+        "no answer within teacher.timeout (0.3 s): a server running fewer requests at once than the block's "
+        "`concurrency` (llama.cpp's --parallel, vLLM's --max-num-seqs) queues the rest"
+    )
+
+
 def test_a_base_url_without_v1_and_a_refused_key_are_told_what_to_change(tmp_path, server):
     """vLLM, llama.cpp and Ollama answer /chat/completions with 404 when base_url lacks /v1, and a key other
     than `--api-key`'s with 401: both were told to "check the model name, base_url and the key"."""

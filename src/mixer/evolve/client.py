@@ -138,12 +138,18 @@ def _refusal_hint(error: Exception, endpoint: Endpoint) -> str:
     return "check the model name, base_url and the key in $" + endpoint.api_key_env
 
 
-def _gave_up_hint(error: Exception) -> str:
+def _gave_up_hint(error: Exception, endpoint: Endpoint) -> str:
     resume = "completed calls are cached: run again to resume"
     if _rate_limited(error):
         return (
             f"the teacher answered no call for {RATE_LIMIT_PATIENCE_SECONDS:g} s of rate limits: lower the block's "
             f"`concurrency`, or wait for the account's limit to reset; {resume}"
+        )
+    if isinstance(error, openai.APITimeoutError):  # a local server queues what its slots cannot take
+        return (
+            f"no answer within teacher.timeout ({endpoint.timeout:g} s): a server running fewer requests at once "
+            "than the block's `concurrency` (llama.cpp's --parallel, vLLM's --max-num-seqs) queues the rest; "
+            f"lower `concurrency` or raise `timeout`; {resume}"
         )
     return f"is the server up? {resume}"
 
@@ -247,7 +253,7 @@ class Teacher:
                     self.budget.halted = MixerError(
                         f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} gave up after {tries}"
                         f" attempt(s); last: {redact_urls_in(_describe(error))}",
-                        _gave_up_hint(error),
+                        _gave_up_hint(error, self.endpoint),
                     )
                     raise self.budget.halted from None
                 self.budget.spent.retries += 1
