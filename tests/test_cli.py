@@ -245,3 +245,10 @@ def test_with_json_a_failure_is_json_on_stdout_too(tmp_path):
     planned = json.loads(run_mixer("plan", str(good), "--sample", "--json").stdout)
     assert next(iter(planned)) == "ok" and planned["ok"] is True
     assert json.loads(run_mixer("runs", "--json", cwd=tmp_path).stdout) == []
+
+
+def test_mixer_train_summary_shows_losses_to_four_digits():
+    """The summary printed `loss 6.709479331970215 -> 5.393017768859863`: a float32's noise, in full."""
+    from mixer.cli import _figure
+
+    assert [_figure(v) for v in (6.709479331970215, 0.22123552858829498, 12, None)] == ["6.709", "0.2212", "12", "n/a"]

@@ -540,9 +540,10 @@ def train(
             held_out = f", test split loss {metrics['eval_loss']:.4g}" if metrics.get("eval_loss") is not None else ""
             if (accuracy := metrics.get("eval_rewards/accuracy")) is not None:
                 held_out += f", reward accuracy {accuracy:.1%}"
+            first, final = (_figure(metrics.get(name)) for name in ("first_loss", "final_loss"))
             out.print(
-                f"stage {prepared.spec.name}: {metrics.get('steps')} steps, loss "
-                f"{metrics.get('first_loss')} -> {metrics.get('final_loss')}{held_out} ({prepared.run_dir})",
+                f"stage {prepared.spec.name}: {metrics.get('steps')} steps, loss {first} -> {final}{held_out} "
+                f"({prepared.run_dir})",
                 markup=False,
             )
     if report.slurm_text is not None:
@@ -550,6 +551,11 @@ def train(
             out.print(report.slurm_text, markup=False)
         else:
             out.print(f"wrote {report.slurm_script}: submit with `sbatch {report.slurm_script}`", markup=False)
+
+
+def _figure(value: object) -> str:
+    """A metric as the summary shows it: four significant digits, as a float32 loss has no more to give."""
+    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
 
 
 @app.command(cls=PlainFlagsCommand)
