@@ -1016,6 +1016,22 @@ def test_only_a_full_disk_counts_as_one():
     assert not disk_full(ValueError("row 28 is bad"))
 
 
+@pytest.mark.parametrize("bundled", ["tulu1.yaml", "tulu2.yaml", "wizardcoder.yaml"])
+def test_the_bundled_recipes_code_alpaca_entry_reads_the_real_file(tmp_path, shared_data, bundled):
+    """The real Code Alpaca has rows with an empty output (2 of the 2K subset): `mixer build recipes/tulu2.yaml
+    --data-dir DIR` stopped at them. Each bundled recipe's entry, as written, plans the real file."""
+    import yaml
+
+    entry = yaml.safe_load((REPO / "recipes" / bundled).read_text())["sources"]["code_alpaca"]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "code_alpaca.json").symlink_to(shared_data / "code_alpaca" / "code_alpaca_2k.json")
+    recipe = write_recipe(tmp_path, f"name: one\nseed: 1\nsources:\n  code_alpaca: {json.dumps(entry)}\n")
+    _, plan = plan_recipe(recipe, Options(data_dir=data, cache_dir=tmp_path / "cache", progress=False))
+    [source] = plan.sources
+    assert (source.counts["read"], source.counts["malformed"], source.available) == (2017, 2, 2015)
+
+
 def test_real_files_recipe(tmp_path, shared_data):
     from datasets import load_dataset
 
