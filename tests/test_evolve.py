@@ -700,6 +700,28 @@ def test_a_dollar_budget_for_a_model_without_a_price_is_refused_before_any_call(
         assert validate_file(evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", **fine)) == []
 
 
+def test_a_model_is_priced_as_listed_or_as_a_dated_snapshot_of_a_listed_one_only():
+    """Prices went to the longest listed name a model starts with: gpt-4.5-preview cost what gpt-4 does ($30
+    per million prompt tokens against $75), o3-pro what o3 does, gpt-5.4 what gpt-5 does, so a USD budget let
+    them spend several times over. They have no price now, and a USD budget asks for `prices:`."""
+    from mixer.evolve.cost import prices_for
+
+    def per_million(model: str) -> tuple[float, float] | None:
+        prices = prices_for(model, None)
+        return (
+            (round(prices.prompt_per_1k * 1000, 4), round(prices.completion_per_1k * 1000, 4)) if prices.known else None
+        )
+
+    assert {m: per_million(m) for m in ("gpt-4o-mini-2024-07-18", "gpt-4-0613", "o3-2025-04-16", "gpt-5-mini")} == {
+        "gpt-4o-mini-2024-07-18": (0.15, 0.6),
+        "gpt-4-0613": (30.0, 60.0),
+        "o3-2025-04-16": (2.0, 8.0),
+        "gpt-5-mini": (0.25, 2.0),
+    }
+    assert [per_million(m) for m in ("gpt-4.5-preview", "o3-pro", "gpt-5.4", "gpt-4o-audio-preview")] == [None] * 4
+    assert prices_for("o3-pro", {"prompt_per_1k": 0.02, "completion_per_1k": 0.08}).known
+
+
 def test_plan_estimates_cost_without_calling(tmp_path, server):
     recipe = evolve_recipe(tmp_path, server.base_url, budget={"usd": 1})
     result = run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env={"MIXER_CACHE_DIR": str(tmp_path / "c")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -32,15 +33,21 @@ def price_table() -> dict[str, tuple[float, float]]:
     return load_packaged((files("mixer.evolve") / "prices.yaml").read_text(encoding="utf-8"))
 
 
+# a dated snapshot of a model costs what the model does: gpt-4o-mini-2024-07-18, gpt-4-0613
+SNAPSHOT = re.compile(r"(.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})")
+
+
 def prices_for(model: str, override: dict[str, float] | None) -> Prices:
+    """A listed model, or a dated snapshot of one; not every model whose name a listed one starts: that priced
+    gpt-4.5-preview as gpt-4 and o3-pro as o3, far below their prices, and a USD budget let them overspend."""
     if override:
         return Prices(override["prompt_per_1k"], override["completion_per_1k"])
     table = price_table()
-    # "gpt-4o-mini-2024-07-18" is priced as "gpt-4o-mini": longest listed prefix wins
-    match = max((name for name in table if model.startswith(name)), key=len, default=None)
-    if match is None:
+    snapshot = SNAPSHOT.fullmatch(model)
+    listed = model if model in table else snapshot.group(1) if snapshot else None
+    if listed not in table:
         return Prices(0.0, 0.0, known=False)
-    return Prices(*table[match])
+    return Prices(*table[listed])
 
 
 @dataclass
