@@ -1019,7 +1019,8 @@ def test_only_a_full_disk_counts_as_one():
 @pytest.mark.parametrize("bundled", ["tulu1.yaml", "tulu2.yaml", "wizardcoder.yaml"])
 def test_the_bundled_recipes_code_alpaca_entry_reads_the_real_file(tmp_path, shared_data, bundled):
     """The real Code Alpaca has rows with an empty output (2 of the 2K subset): `mixer build recipes/tulu2.yaml
-    --data-dir DIR` stopped at them. Each bundled recipe's entry, as written, plans the real file."""
+    --data-dir DIR` stopped at them. Each bundled recipe's entry, as written, plans the real file (the registry
+    entry skips and counts them)."""
     import yaml
 
     entry = yaml.safe_load((REPO / "recipes" / bundled).read_text())["sources"]["code_alpaca"]
