@@ -566,7 +566,7 @@ def test_rate_limits_are_waited_out_while_the_teacher_answers_and_stop_the_block
     with pytest.raises(MixerError) as stopped:
         build(recipe, options(tmp_path / "again"), out=tmp_path / "out2")
     assert stopped.value.message.endswith("gave up after 2 attempt(s); last: HTTP 429: Rate limit reached")
-    assert stopped.value.hint.startswith("the teacher answered no call for 0 s of rate limits: lower the block's")
+    assert stopped.value.hint.startswith("the teacher kept answering with rate limits (HTTP 429): lower the block's")
 
 
 def test_a_request_above_the_accounts_tokens_per_minute_is_the_rows_failure_not_the_blocks(tmp_path, server):

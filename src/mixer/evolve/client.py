@@ -142,8 +142,8 @@ def _gave_up_hint(error: Exception, endpoint: Endpoint) -> str:
     resume = "completed calls are cached: run again to resume"
     if _rate_limited(error):
         return (
-            f"the teacher answered no call for {RATE_LIMIT_PATIENCE_SECONDS:g} s of rate limits: lower the block's "
-            f"`concurrency`, or wait for the account's limit to reset; {resume}"
+            "the teacher kept answering with rate limits (HTTP 429): lower the block's `concurrency`, or wait for "
+            f"the account's limit to reset; {resume}"
         )
     if isinstance(error, openai.APITimeoutError):  # a local server queues what its slots cannot take
         return (

@@ -38,8 +38,9 @@ SNAPSHOT = re.compile(r"(.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})")
 
 
 def prices_for(model: str, override: dict[str, float] | None) -> Prices:
-    """A listed model, or a dated snapshot of one; not every model whose name a listed one starts: that priced
-    gpt-4.5-preview as gpt-4 and o3-pro as o3, far below their prices, and a USD budget let them overspend."""
+    """A listed model, or a dated snapshot of one; not any model whose name merely begins with a listed one:
+    that priced gpt-4.5-preview as gpt-4 and o3-pro as o3, far below their prices, and a USD budget let them
+    overspend."""
     if override:
         return Prices(override["prompt_per_1k"], override["completion_per_1k"])
     table = price_table()
