@@ -346,30 +346,19 @@ def _count_hint(key: str, value: Any) -> str:
 
 def _check_fields_options(located: Located, path: tuple, spec: dict, fmt: str) -> list[Diagnostic]:
     adapter = format_spec(fmt)
-    problems = []
-    for key in _mapping(spec.get("fields")):
-        if key not in adapter.fields:
-            problems.append(
-                located.diag(
-                    (*path, "fields", key),
-                    f"format {fmt!r} has no field {key!r}",
-                    did_you_mean(key, list(adapter.fields))
-                    or f"fields of {fmt}: {', '.join(adapter.fields) or 'none'}",
-                    key=True,
-                )
-            )
+    problems = [
+        located.diag(
+            (*path, f"{kind}s", key),
+            f"format {fmt!r} has no {kind} {key!r}",
+            did_you_mean(key, list(known)) or f"{kind}s of {fmt}: {', '.join(known) or 'none'}",
+            key=True,
+        )
+        for kind, known in (("field", adapter.fields), ("option", adapter.options))
+        for key in _mapping(spec.get(f"{kind}s"))
+        if key not in known
+    ]
     for key, value in _mapping(spec.get("options")).items():
-        if key not in adapter.options:
-            problems.append(
-                located.diag(
-                    (*path, "options", key),
-                    f"format {fmt!r} has no option {key!r}",
-                    did_you_mean(key, list(adapter.options))
-                    or f"options of {fmt}: {', '.join(adapter.options) or 'none'}",
-                    key=True,
-                )
-            )
-        elif key in OPTION_VALUES and not OPTION_VALUES[key][1](value):
+        if key in adapter.options and key in OPTION_VALUES and not OPTION_VALUES[key][1](value):
             problems.append(
                 located.diag((*path, "options", key), f"option {key!r} must be {OPTION_VALUES[key][0]}, not {value!r}")
             )
