@@ -284,6 +284,36 @@ def test_rewrites_and_answers_cut_off_at_max_tokens_are_eliminated_by_default(tm
     assert kept[0]["content"].startswith("Write a haiku about rain.")
 
 
+def test_a_block_that_lost_much_of_its_work_to_a_setting_is_told_which(tmp_path, server):
+    """A reasoning teacher given max_tokens too low has most answers cut off: the table said "truncated 2" and
+    nothing of the setting, after the calls were paid for."""
+    long_instruction = "Explain " + " ".join(f"step {n} of the plan," for n in range(1, 13)) + " in order."
+    seeds = [("Write a haiku about rain.", ""), (long_instruction, ""), ("TRIGGER_LONG Describe the water cycle.", "")]
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=seeds, rounds=1, eliminate=None, teacher={"max_tokens": 40})
+    env = {"MIXER_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_mixer("build", str(recipe), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: evolve.")]
+    assert notes == [
+        "note: evolve.evol: 2 of 3 evolutions cut off at the teacher's max_tokens: raise `teacher.max_tokens` "
+        "(a reasoning teacher spends it thinking before it answers)"
+    ]
+    ordinary = tmp_path / "ordinary"
+    ordinary.mkdir()
+    result = run_mixer("build", str(evolve_recipe(ordinary, server.base_url, rounds=1)), cwd=ordinary, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "│ 8 seeds │ 6 rejected " in result.stdout and "note: evolve." not in result.stdout  # the rules' work
+
+    mumbled = tmp_path / "mumbled"
+    mumbled.mkdir()
+    recipe = evolve_recipe(mumbled, server.base_url, seeds=[("TRIGGER_MUMBLE Describe a cat.", "")], rounds=1)
+    result = run_mixer("build", str(recipe), cwd=mumbled, env=env)
+    assert [line for line in result.stdout.splitlines() if line.startswith("note: evolve.")] == [
+        "note: evolve.evol: 1 of 1 judge verdicts were neither 'Equal' nor 'Not Equal' (each eliminated): a "
+        "reasoning judge needs `judge.max_tokens` well above its default of 8; the rejects file has each answer"
+    ]
+
+
 @pytest.mark.parametrize("reasoning", ["drop", "keep"])
 def test_a_reasoning_teachers_think_blocks_are_taken_out_of_rewrites_verdicts_and_answers(tmp_path, server, reasoning):
     """A reasoning model served without a reasoning parser writes <think>...</think> before its text: it was

@@ -325,6 +325,41 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
     return table
 
 
+# what most often eliminates a block's evolutions because of a setting, and the setting to change; a note is
+# printed when it took at least NOTE_SHARE of them (a few rules firing is the filter doing its work)
+ELIMINATION_FIXES = {
+    "truncated": "cut off at the teacher's max_tokens: raise `teacher.max_tokens` (a reasoning teacher spends it "
+    "thinking before it answers)",
+    "too_long": "refused as longer than the teacher's context (or than the account's tokens per minute): a model "
+    "with a longer context, or shorter seeds",
+    "empty": "answered with no text: a reasoning teacher that ran out of max_tokens while thinking sends none; "
+    "raise `teacher.max_tokens`",
+}
+NOTE_SHARE = 0.2
+
+
+def _print_evolve(stats: dict[str, dict]) -> None:
+    """The block table, then a note for each block that lost much of its work to a setting: the table counts
+    rows by rule, and a team that set a reasoning teacher's max_tokens too low saw only "truncated 1,204"."""
+    out.print(_evolve_table(stats))
+    for name, block in stats.items():
+        evolved = sum(r["evolved"] for r in block["rounds"])
+        if not evolved:
+            continue
+        for rule, fix in ELIMINATION_FIXES.items():
+            n = sum(r["eliminated"].get(rule, 0) for r in block["rounds"])
+            if n / evolved >= NOTE_SHARE:
+                out.print(f"note: evolve.{name}: {n:,} of {evolved:,} evolutions {fix}", style="yellow", markup=False)
+        if (unread := block.get("judge_unparsable", 0)) / evolved >= NOTE_SHARE:
+            out.print(
+                f"note: evolve.{name}: {unread:,} of {evolved:,} judge verdicts were neither 'Equal' nor 'Not Equal' "
+                "(each eliminated): a reasoning judge needs `judge.max_tokens` well above its default of 8; the "
+                "rejects file has each answer",
+                style="yellow",
+                markup=False,
+            )
+
+
 @app.command(cls=PlainFlagsCommand)
 def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Audit every available row without building: benchmark hits, exact and near-duplicate overlap; writes nothing."""
@@ -404,7 +439,7 @@ def evolve(
     if as_json:
         _print_json({"out_dir": str(root), "evolve": stats})
         return
-    out.print(_evolve_table(stats))
+    _print_evolve(stats)
     out.print(f"wrote {', '.join(str(root / name) for name in stats)}")
 
 
@@ -458,7 +493,7 @@ def build(
     _print_weights_note(result.manifest["resolved_recipe"], result.manifest["totals"]["rows"])
     _print_empty_sources(result.plan)
     if "evolve" in result.manifest:
-        out.print(_evolve_table(result.manifest["evolve"]))
+        _print_evolve(result.manifest["evolve"])
     held_out = result.manifest["totals"].get("eval_rows")
     out.print(
         f"wrote {result.manifest['totals']['rows']:,} rows in {result.manifest['totals']['shards']} "
