@@ -182,6 +182,31 @@ def test_sequence_logps_sums_labelled_next_token_logprobs():
     assert sequence_logps(logits, labels).item() == pytest.approx(math.log(0.25) + math.log(0.1), abs=1e-6)
 
 
+def test_a_deepspeed_stage_clips_gradients_at_its_own_max_grad_norm():
+    """deepspeed.json said `gradient_clipping: "auto"`, which accelerate fills with 1.0 whatever the stage's
+    max_grad_norm; DeepSpeed clips inside its engine and accelerate's clip_grad_norm_ does nothing under it, so
+    `max_grad_norm: 0.3` trained at 1.0. The config goes through accelerate's own filling here, as at launch."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(Launcher(backend="deepspeed", zero_stage=3), 0.3))
+    filled_at_prepare = {  # what Accelerator._prepare_deepspeed passes (its gradient_clipping default among them)
+        "gradient_clipping": 1.0,
+        "train_micro_batch_size_per_gpu": 1,
+        "train_batch_size": 16,
+        "gradient_accumulation_steps": 16,
+        "bf16.enabled": True,
+        "fp16.enabled": False,
+        "zero_optimization.reduce_bucket_size": 4096,
+        "zero_optimization.stage3_prefetch_bucket_size": 4096,
+        "zero_optimization.stage3_param_persistence_threshold": 640,
+    }
+    plugin.deepspeed_config_process(must_match=False, **filled_at_prepare)
+    assert (plugin.deepspeed_config["gradient_clipping"], plugin.deepspeed_config["gradient_accumulation_steps"]) == (
+        0.3,
+        16,
+    )
+
+
 def test_launcher_configs():
     ddp = accelerate_config(Launcher(num_processes=2, mixed_precision="no"))
     assert (ddp["distributed_type"], ddp["num_processes"], ddp["num_machines"]) == ("MULTI_GPU", 2, 1)
@@ -191,11 +216,11 @@ def test_launcher_configs():
     config = accelerate_config(zero3, "/runs/x/deepspeed.json")
     assert (config["distributed_type"], config["num_processes"], config["num_machines"]) == ("DEEPSPEED", 32, 4)
     assert config["deepspeed_config"] == {"deepspeed_config_file": "/runs/x/deepspeed.json", "zero3_init_flag": True}
-    ds = deepspeed_config(zero3)
+    ds = deepspeed_config(zero3, 1.0)
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}
     assert ds["train_micro_batch_size_per_gpu"] == "auto"
-    zero2 = deepspeed_config(Launcher(backend="deepspeed", zero_stage=2))
+    zero2 = deepspeed_config(Launcher(backend="deepspeed", zero_stage=2), 1.0)
     assert zero2["zero_optimization"]["stage"] == 2
     assert not any(k.startswith("stage3") for k in zero2["zero_optimization"])
     fsdp = accelerate_config(Launcher(num_processes=8, backend="fsdp", offload=True))

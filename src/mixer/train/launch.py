@@ -13,8 +13,10 @@ from typing import Any
 from mixer.recipe import Launcher
 
 
-def deepspeed_config(launcher: Launcher) -> dict[str, Any]:
-    """ZeRO 2/3 with "auto" values that accelerate fills from the stage's batch size and accumulation."""
+def deepspeed_config(launcher: Launcher, max_grad_norm: float) -> dict[str, Any]:
+    """ZeRO 2/3 with "auto" values that accelerate fills from the stage's batch size and accumulation. Gradient
+    clipping is written out: DeepSpeed clips inside its engine (accelerate's clip_grad_norm_ does nothing under
+    it), and accelerate fills an "auto" there with 1.0 whatever the stage's max_grad_norm."""
     zero: dict[str, Any] = {
         "stage": launcher.zero_stage or 3,
         "overlap_comm": True,
@@ -40,7 +42,7 @@ def deepspeed_config(launcher: Launcher) -> dict[str, Any]:
         "fp16": {"enabled": "auto"},
         "zero_optimization": zero,
         "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
+        "gradient_clipping": max_grad_norm,
         "train_batch_size": "auto",
         "train_micro_batch_size_per_gpu": "auto",
         "steps_per_print": 1_000_000,

@@ -221,7 +221,9 @@ def prepare_stage(
     ds_file = None
     if stage.launcher.backend == "deepspeed":
         ds_file = str(run_dir / "deepspeed.json")
-        files["deepspeed.json"] = json.dumps(deepspeed_config(stage.launcher), indent=2) + "\n"
+        files["deepspeed.json"] = (
+            json.dumps(deepspeed_config(stage.launcher, stage.hyperparameters.max_grad_norm), indent=2) + "\n"
+        )
     accel = accelerate_config(stage.launcher, ds_file)
     files["accelerate.yaml"] = yaml.safe_dump(accel, sort_keys=True)
     files["stage.json"] = json.dumps(asdict(config), indent=2) + "\n"
