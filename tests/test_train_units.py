@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch", reason="training tests need torch (pip install torch==2.13.0)")
 
@@ -180,6 +181,35 @@ def test_sequence_logps_sums_labelled_next_token_logprobs():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]]))
     labels = torch.tensor([[-100, 1, 2]])  # predict token 1 from position 0, token 2 from position 1
     assert sequence_logps(logits, labels).item() == pytest.approx(math.log(0.25) + math.log(0.1), abs=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "no"])
+def test_a_deepspeed_stage_starts_under_accelerate_launch_in_its_precision(tmp_path, monkeypatch, precision):
+    """accelerate.yaml carried `mixed_precision` beside its DeepSpeed config file, which accelerate refuses: every
+    DeepSpeed stage stopped in `Accelerator()` with "When using `deepspeed_config_file`, the following accelerate
+    config variables will be ignored". The files go through accelerate's own launch-time reading here, and the
+    plugin is made from the environment it gives the training processes, as `Accelerator()` makes it."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    launcher = Launcher(num_processes=8, backend="deepspeed", zero_stage=3, mixed_precision=precision)
+    (tmp_path / "deepspeed.json").write_text(json.dumps(deepspeed_config(launcher, 1.0)))
+    config = accelerate_config(launcher, str(tmp_path / "deepspeed.json"))
+    (tmp_path / "accelerate.yaml").write_text(yaml.safe_dump(config))
+    parsed = launch_command_parser().parse_args(["--config_file", str(tmp_path / "accelerate.yaml"), "-m", "m"])
+    args, defaults, precision_from_config = _validate_launch_command(parsed)
+    fields = [*defaults.deepspeed_config, *(["mixed_precision"] if precision_from_config else [])]
+    args.deepspeed_fields_from_accelerate_config = ",".join(fields)  # as accelerate's launch_command sets it
+    _, env = prepare_deepspeed_cmd_env(args)
+    for name, value in env.items():
+        if name.startswith("ACCELERATE_"):
+            monkeypatch.setenv(name, value)
+    plugin = DeepSpeedPlugin()
+    assert (plugin.deepspeed_config["bf16"], plugin.deepspeed_config["fp16"]) == (
+        {"enabled": precision == "bf16"},
+        {"enabled": precision == "fp16"},
+    )
 
 
 def test_a_deepspeed_stage_clips_gradients_at_its_own_max_grad_norm():

@@ -14,9 +14,11 @@ from mixer.recipe import Launcher
 
 
 def deepspeed_config(launcher: Launcher, max_grad_norm: float) -> dict[str, Any]:
-    """ZeRO 2/3 with "auto" values that accelerate fills from the stage's batch size and accumulation. Gradient
-    clipping is written out: DeepSpeed clips inside its engine (accelerate's clip_grad_norm_ does nothing under
-    it), and accelerate fills an "auto" there with 1.0 whatever the stage's max_grad_norm."""
+    """ZeRO 2/3 with "auto" values that accelerate fills from the stage's batch size and accumulation. Precision
+    and gradient clipping are written out. With a DeepSpeed config file accelerate refuses a `mixed_precision` in
+    its own config (accelerate_config leaves it out), and would fill `bf16.enabled: "auto"` from that absent
+    setting, as fp32. DeepSpeed clips inside its engine (accelerate's clip_grad_norm_ does nothing under it), and
+    accelerate fills an "auto" there with 1.0 whatever the stage's max_grad_norm."""
     zero: dict[str, Any] = {
         "stage": launcher.zero_stage or 3,
         "overlap_comm": True,
@@ -38,8 +40,8 @@ def deepspeed_config(launcher: Launcher, max_grad_norm: float) -> dict[str, Any]
         if zero["stage"] == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
-        "bf16": {"enabled": "auto"},
-        "fp16": {"enabled": "auto"},
+        "bf16": {"enabled": launcher.mixed_precision == "bf16"},
+        "fp16": {"enabled": launcher.mixed_precision == "fp16"},
         "zero_optimization": zero,
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": max_grad_norm,
@@ -65,6 +67,7 @@ def accelerate_config(launcher: Launcher, deepspeed_file: str | None = None) -> 
         "downcast_bf16": "no",
     }
     if launcher.backend == "deepspeed":
+        del config["mixed_precision"]  # deepspeed.json's bf16/fp16; accelerate refuses it beside a config file
         config["distributed_type"] = "DEEPSPEED"
         config["deepspeed_config"] = {
             "deepspeed_config_file": deepspeed_file,
