@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -181,6 +183,61 @@ def test_sequence_logps_sums_labelled_next_token_logprobs():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]]))
     labels = torch.tensor([[-100, 1, 2]])  # predict token 1 from position 0, token 2 from position 1
     assert sequence_logps(logits, labels).item() == pytest.approx(math.log(0.25) + math.log(0.1), abs=1e-6)
+
+
+ZERO3_REFERENCE_PROBE = """
+import json, os, sys, torch, torch.distributed as dist
+from accelerate.utils import DeepSpeedPlugin
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.integrations import is_deepspeed_zero3_enabled
+from mixer.recipe import Launcher
+from mixer.train.dpo import loading_whole
+from mixer.train.launch import deepspeed_config
+
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+LlamaForCausalLM(config).save_pretrained(sys.argv[1])
+saved = AutoModelForCausalLM.from_pretrained(sys.argv[1]).state_dict()
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=0, world_size=1)
+ds = deepspeed_config(Launcher(backend="deepspeed", zero_stage=3, mixed_precision="no"), 1.0)
+ds.update(train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=1)
+ds["zero_optimization"].update(reduce_bucket_size=1000, stage3_prefetch_bucket_size=1000, stage3_param_persistence_threshold=1000)
+plugin = DeepSpeedPlugin(hf_ds_config=ds, zero3_init_flag=True)
+plugin.set_deepspeed_weakref()  # as Accelerator() does under a ZeRO-3 launch
+plain = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+with loading_whole(plugin):
+    whole = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+print(json.dumps({
+    "plain_elements": sum(p.numel() for p in plain.parameters()),
+    "whole_is_the_model": all(torch.equal(whole.state_dict()[k], v) for k, v in saved.items()),
+    "zero3_after": is_deepspeed_zero3_enabled(),
+}))
+"""
+
+
+@pytest.mark.skipif(find_spec("deepspeed") is None, reason="needs DeepSpeed installed (not a dependency of mixer)")
+def test_the_dpo_reference_is_loaded_whole_under_deepspeed_zero3(tmp_path):
+    """Under ZeRO-3 transformers shards every model it loads, and only the policy goes through
+    accelerator.prepare: the DPO reference was a model of empty parameters, whose first forward failed ("'weight'
+    must be 2-D"). Real DeepSpeed, accelerate and transformers code on one CPU process (gloo)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    script = tmp_path / "probe.py"
+    script.write_text(ZERO3_REFERENCE_PROBE)
+    env = {**os.environ, "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1"}  # as a launcher sets them
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "model"), port],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"plain_elements": 0, "whole_is_the_model": True, "zero3_after": True}
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "no"])

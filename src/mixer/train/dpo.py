@@ -9,9 +9,16 @@ and their margin.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 
+from mixer.recipe import Hyperparameters
 from mixer.train.common import (
     config_from_argv,
     hyperparameters,
@@ -66,6 +73,34 @@ def forward_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
     return sequence_logps(model(**inputs).logits.float(), batch["labels"])
 
 
+@contextmanager
+def loading_whole(deepspeed_plugin: Any | None) -> Iterator[None]:
+    """Models loaded in here are whole on every process. Under DeepSpeed ZeRO-3 transformers shards each model it
+    loads (zero.Init, from the config accelerate registers with it), and under FSDP with cpu_ram_efficient_loading
+    only local rank 0 reads the weights, the others waiting for FSDP's broadcast. `accelerator.prepare` gathers
+    or broadcasts for the policy; a frozen reference never goes through it, and its forward failed (ZeRO-3) or
+    ran on unread weights on every rank but the first (FSDP)."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    ram_efficient = os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
+    if deepspeed_plugin is not None:
+        unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if ram_efficient is not None:
+            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = ram_efficient
+        if deepspeed_plugin is not None:
+            deepspeed_plugin.set_deepspeed_weakref()
+
+
+def load_reference(path: str, hp: Hyperparameters, accelerator: Accelerator) -> torch.nn.Module:
+    """The frozen starting model on this process's device, whole (a copy per device, as under DDP)."""
+    with loading_whole(accelerator.state.deepspeed_plugin):
+        model = load_model(path, hp)
+    return model.to(accelerator.device).eval().requires_grad_(False)
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = config_from_argv(argv)
     hp = hyperparameters(cfg)
@@ -86,18 +121,17 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.print(f"loaded model from {cfg.model}")
     pad = tokenizer.pad_token_id
 
-    reference = None
-    if cfg.reference == "precomputed":
-        policy.eval()
+    reference: torch.nn.Module | None = load_reference(cfg.model, hp, accelerator)
+    if cfg.reference == "precomputed":  # scored once, then the copy goes: one model in memory while training
         with torch.no_grad():
             scored = pairs + held_out  # the same pair objects: their reference log-probs are set in place
             for start in range(0, len(scored), hp.per_device_batch_size):
                 chunk = scored[start : start + hp.per_device_batch_size]
-                logps = forward_logps(policy, pair_batch(chunk, pad)).tolist()
+                batch = {k: v.to(accelerator.device) for k, v in pair_batch(chunk, pad).items()}
+                logps = forward_logps(reference, batch).tolist()
                 for k, pair in enumerate(chunk):
                     pair["ref"] = (logps[k], logps[k + len(chunk)])
-    else:
-        reference = load_model(cfg.model, hp).to(accelerator.device).eval().requires_grad_(False)
+        reference = None
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logps = forward_logps(model, batch)
