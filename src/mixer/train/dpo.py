@@ -77,9 +77,9 @@ def forward_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
 def loading_whole(deepspeed_plugin: Any | None) -> Iterator[None]:
     """Models loaded in here are whole on every process. Under DeepSpeed ZeRO-3 transformers shards each model it
     loads (zero.Init, from the config accelerate registers with it), and under FSDP with cpu_ram_efficient_loading
-    only local rank 0 reads the weights, the others waiting for FSDP's broadcast. `accelerator.prepare` gathers
-    or broadcasts for the policy; a frozen reference never goes through it, and its forward failed (ZeRO-3) or
-    ran on unread weights on every rank but the first (FSDP)."""
+    transformers 4.x reads the weights on local rank 0 only, the others waiting for FSDP's broadcast.
+    `accelerator.prepare` gathers or broadcasts for the policy; a frozen reference never goes through it, and its
+    forward failed (ZeRO-3: empty parameters) or ran on uninitialised weights on every rank but the first."""
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     ram_efficient = os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
