@@ -269,6 +269,28 @@ def test_a_deepspeed_stage_starts_under_accelerate_launch_in_its_precision(tmp_p
     )
 
 
+def test_a_multi_node_deepspeed_stage_starts_one_node_per_launch_as_the_sbatch_script_runs_it(tmp_path):
+    """The sbatch script runs `accelerate launch --machine_rank $SLURM_PROCID` on each node; accelerate's default
+    for DeepSpeed on several machines (pdsh) instead runs `deepspeed --hostfile /job/hostfile --launcher pdsh` from
+    every node, to reach all of them over ssh through a hostfile no one wrote."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    launcher = Launcher(num_processes=8, num_machines=2, backend="deepspeed", zero_stage=3)
+    (tmp_path / "deepspeed.json").write_text(json.dumps(deepspeed_config(launcher, 1.0)))
+    (tmp_path / "accelerate.yaml").write_text(
+        yaml.safe_dump(accelerate_config(launcher, str(tmp_path / "deepspeed.json")))
+    )
+    node = ["--machine_rank", "1", "--main_process_ip", "10.0.0.1", "--main_process_port", "29500"]
+    parsed = launch_command_parser().parse_args(["--config_file", str(tmp_path / "accelerate.yaml"), *node, "-m", "m"])
+    args, defaults, _ = _validate_launch_command(parsed)
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+    command, _ = prepare_deepspeed_cmd_env(args)
+    assert command is None  # no `deepspeed --hostfile ...`: torch's launcher starts this node's 8 processes
+    where = getattr(args, "master_addr", None) or args.rdzv_endpoint.split(":")[0]
+    assert (args.nnodes, args.node_rank, args.nproc_per_node, where) == ("2", 1, "8", "10.0.0.1")
+
+
 def test_a_deepspeed_stage_clips_gradients_at_its_own_max_grad_norm():
     """deepspeed.json said `gradient_clipping: "auto"`, which accelerate fills with 1.0 whatever the stage's
     max_grad_norm; DeepSpeed clips inside its engine and accelerate's clip_grad_norm_ does nothing under it, so
@@ -302,7 +324,11 @@ def test_launcher_configs():
     zero3 = Launcher(num_processes=8, num_machines=4, backend="deepspeed", zero_stage=3, offload=True)
     config = accelerate_config(zero3, "/runs/x/deepspeed.json")
     assert (config["distributed_type"], config["num_processes"], config["num_machines"]) == ("DEEPSPEED", 32, 4)
-    assert config["deepspeed_config"] == {"deepspeed_config_file": "/runs/x/deepspeed.json", "zero3_init_flag": True}
+    assert config["deepspeed_config"] == {
+        "deepspeed_config_file": "/runs/x/deepspeed.json",
+        "zero3_init_flag": True,
+        "deepspeed_multinode_launcher": "standard",
+    }
     ds = deepspeed_config(zero3, 1.0)
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}

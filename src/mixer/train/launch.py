@@ -72,6 +72,9 @@ def accelerate_config(launcher: Launcher, deepspeed_file: str | None = None) -> 
         config["deepspeed_config"] = {
             "deepspeed_config_file": deepspeed_file,
             "zero3_init_flag": (launcher.zero_stage or 3) == 3,
+            # one `accelerate launch` per node (the sbatch script's srun) starts that node's processes; accelerate's
+            # default, pdsh, runs DeepSpeed's own launcher to reach every node from each, through a hostfile
+            "deepspeed_multinode_launcher": "standard",
         }
     elif launcher.backend == "fsdp":
         config["distributed_type"] = "FSDP"
