@@ -316,6 +316,39 @@ def test_a_deepspeed_stage_clips_gradients_at_its_own_max_grad_norm():
     )
 
 
+def test_a_deepspeed_stage_without_a_gpu_says_it_trains_without_deepspeed():
+    """On a CPU-only machine accelerate trains a DeepSpeed stage as plain multi-process CPU training (what
+    `cpu=True` gives); it said nothing, so a smoke test on a laptop passed for a DeepSpeed run."""
+    from mixer.train.common import cpu_fallback_warning
+
+    assert cpu_fallback_warning({"ACCELERATE_USE_DEEPSPEED": "true"}, cuda=False) == (
+        "warning: no GPU here: this DeepSpeed stage runs as plain multi-process training on the CPU, without "
+        "DeepSpeed (its sharding and precision settings take effect on GPUs)"
+    )
+    assert cpu_fallback_warning({"ACCELERATE_USE_DEEPSPEED": "true"}, cuda=True) is None
+    assert cpu_fallback_warning({"ACCELERATE_USE_FSDP": "true"}, cuda=False) is None  # refused before launch
+
+
+def test_an_fsdp_stage_on_a_machine_without_gpus_is_refused_before_any_work(tmp_path, monkeypatch):
+    """accelerate's FSDP plugin stops every process with "There are currently no available devices found", after
+    the mixture was built and the stage launched."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.errors import MixerError
+
+    monkeypatch.setattr(stages, "_has_gpu", lambda: False)
+    monkeypatch.setattr(stages, "build", lambda *a, **k: pytest.fail("nothing may be built"))
+    (tmp_path / "sources").symlink_to(REPO / "sources")  # the recipe's ../sources/samples/... paths
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "tiny.yaml"
+    recipe.write_text((REPO / "recipes" / "tiny.yaml").read_text().replace("backend: ddp", "backend: fsdp"))
+    options = Options(progress=False)
+    with pytest.raises(MixerError, match=r"^stages\.sft\.launcher\.backend: fsdp needs GPUs, and this machine"):
+        stages.train_recipe(recipe, runs_dir=tmp_path / "runs", options=options)
+    report = stages.train_recipe(recipe, dry_run=True, runs_dir=tmp_path / "runs", options=options)
+    assert [p.spec.name for p in report.stages] == ["sft", "dpo"]  # prepared for a machine with GPUs
+
+
 def test_launcher_configs():
     ddp = accelerate_config(Launcher(num_processes=2, mixed_precision="no"))
     assert (ddp["distributed_type"], ddp["num_processes"], ddp["num_machines"]) == ("MULTI_GPU", 2, 1)

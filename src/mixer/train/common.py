@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -52,8 +53,22 @@ def make_accelerator(cfg: StageConfig, hp: Hyperparameters) -> Accelerator:
         accelerator.init_trackers(f"mixer-{cfg.name}", config={"stage": cfg.name, **cfg.hyperparameters})
     for missing in sorted(set(hp.report_to) - set(trackers)):  # accelerate would skip it without a word
         accelerator.print(f"warning: report_to {missing}: not installed, so this run does not report to it")
+    if warning := cpu_fallback_warning(dict(os.environ), torch.cuda.is_available()):
+        accelerator.print(warning)
     set_seed(hp.seed)
     return accelerator
+
+
+def cpu_fallback_warning(environ: dict[str, str], cuda: bool) -> str | None:
+    """Without a GPU accelerate runs a DeepSpeed stage as plain multi-process CPU training (cpu=True is what gives
+    it gloo), without a word: a smoke test on a laptop would pass for a DeepSpeed run. (FSDP stops instead, and
+    `mixer train` refuses it on such a machine before launching.)"""
+    if cuda or environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return None
+    return (
+        "warning: no GPU here: this DeepSpeed stage runs as plain multi-process training on the CPU, without "
+        "DeepSpeed (its sharding and precision settings take effect on GPUs)"
+    )
 
 
 def load_tokenizer(cfg: StageConfig) -> Any:

@@ -344,8 +344,9 @@ def require_training_packages(needed_for: str, packages: tuple[str, ...] = TRAIN
 
 
 def _check_backends(stages: list[StageSpec]) -> None:
-    """A DeepSpeed stage launched where DeepSpeed is not installed fails in accelerate with an ImportError, after
-    the mixture is built: say so before any work."""
+    """A DeepSpeed stage launched where DeepSpeed is not installed fails in accelerate with an ImportError, and an
+    FSDP stage on a machine without GPUs with "There are currently no available devices found", after the
+    mixture is built: say so before any work."""
     for stage in stages:
         if stage.launcher.backend == "deepspeed" and find_spec("deepspeed") is None:
             raise MixerError(
@@ -353,6 +354,19 @@ def _check_backends(stages: list[StageSpec]) -> None:
                 "pip install deepspeed on the machines that train; `mixer train --slurm` or `--dry-run` prepares the "
                 "stages without running them",
             )
+        if stage.launcher.backend == "fsdp" and not _has_gpu():
+            raise MixerError(
+                f"stages.{stage.name}.launcher.backend: fsdp needs GPUs, and this machine has none (accelerate "
+                "stops at 'There are currently no available devices found')",
+                "train it where the GPUs are (`mixer train --slurm` or `--dry-run` prepares it here), or give a CPU "
+                "smoke run `backend: ddp`",
+            )
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def selected_stages(recipe: Recipe, only: str | None) -> list[StageSpec]:
