@@ -63,10 +63,11 @@ def test_tiny_recipe_sft_then_dpo_on_two_processes(tmp_path):
 
 def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(tmp_path):
     """`reference: precomputed` scores every pair with the starting model once, then keeps one model in memory;
-    the losses must be those of the frozen copy, step by step."""
+    the losses must be those of the frozen copy, step by step. Two processes: each scores its share of the pairs
+    and gets the other's scores."""
     samples = REPO / "sources" / "samples"
     losses, held_out = {}, {}
-    for reference in ("model", "precomputed"):
+    for reference, port in (("model", 29533), ("precomputed", 29534)):
         recipe = write_recipe(
             tmp_path,
             f"""
@@ -83,7 +84,7 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
                 max_seq_length: 256
                 hyperparameters: {{learning_rate: 1.0e-3, max_steps: 6, per_device_batch_size: 2,
                                   gradient_accumulation_steps: 1, warmup_ratio: 0.0, seed: 1}}
-                launcher: {{num_processes: 1, mixed_precision: "no"}}
+                launcher: {{num_processes: 2, mixed_precision: "no", main_process_port: {port}}}
             """,
             name=f"{reference}.yaml",
         )
@@ -98,7 +99,10 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_frozen_copy(t
     assert len(losses["model"]) == 6 and losses["model"][0] == pytest.approx(math.log(2), abs=1e-5)
     assert losses["precomputed"] == pytest.approx(losses["model"], abs=1e-5)
     # the held-out pairs are scored against the same reference, precomputed for them too
-    assert len(held_out["model"]) == 1 and held_out["precomputed"][0] == pytest.approx(held_out["model"][0], abs=1e-5)
+    assert len(held_out["model"]) == 2  # at the end of the first epoch (shorter with two processes) and of training
+    assert [list(scores) for scores in held_out["precomputed"]] == [
+        pytest.approx(list(scores), abs=1e-5) for scores in held_out["model"]
+    ]
     assert losses["model"][-1] < losses["model"][0]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 
 from mixer.recipe import Hyperparameters
 from mixer.train.common import (
@@ -101,6 +102,25 @@ def load_reference(path: str, hp: Hyperparameters, accelerator: Accelerator) -> 
     return model.to(accelerator.device).eval().requires_grad_(False)
 
 
+def score_with_reference(
+    reference: torch.nn.Module, pairs: list[dict], batch_size: int, pad: int, accelerator: Accelerator
+) -> None:
+    """Set each pair's `ref` (chosen and rejected log-probs under the reference), in place. Each process scores
+    every num_processes-th pair and all of them get every score: each process scoring all pairs took as long on
+    eight GPUs as on one (hours for UltraFeedback's 61K pairs and a 7B model)."""
+    share = list(range(accelerator.process_index, len(pairs), accelerator.num_processes))
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(share), batch_size):
+            indices = share[start : start + batch_size]
+            chunk = [pairs[i] for i in indices]
+            batch = {k: v.to(accelerator.device) for k, v in pair_batch(chunk, pad).items()}
+            logps = forward_logps(reference, batch).tolist()
+            scores += [(i, logps[k], logps[k + len(chunk)]) for k, i in enumerate(indices)]
+    for i, chosen, rejected in gather_object(scores):
+        pairs[i]["ref"] = (chosen, rejected)
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = config_from_argv(argv)
     hp = hyperparameters(cfg)
@@ -123,14 +143,7 @@ def main(argv: list[str] | None = None) -> None:
 
     reference: torch.nn.Module | None = load_reference(cfg.model, hp, accelerator)
     if cfg.reference == "precomputed":  # scored once, then the copy goes: one model in memory while training
-        with torch.no_grad():
-            scored = pairs + held_out  # the same pair objects: their reference log-probs are set in place
-            for start in range(0, len(scored), hp.per_device_batch_size):
-                chunk = scored[start : start + hp.per_device_batch_size]
-                batch = {k: v.to(accelerator.device) for k, v in pair_batch(chunk, pad).items()}
-                logps = forward_logps(reference, batch).tolist()
-                for k, pair in enumerate(chunk):
-                    pair["ref"] = (logps[k], logps[k + len(chunk)])
+        score_with_reference(reference, pairs + held_out, hp.per_device_batch_size, pad, accelerator)
         reference = None
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
