@@ -161,18 +161,16 @@ def load_located(text: str, file: str) -> Located:
     def build_collection(n: yaml.MappingNode | yaml.SequenceNode, path: Path_) -> Any:
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
-            merges = [value for key, value in n.value if key.tag == MERGE_TAG]
+            merges = [(key, value) for key, value in n.value if key.tag == MERGE_TAG]
             if merges:
                 here = located.value_pos[path]
-                for merge_node in merges:
+                for _, merge_node in merges:
                     out.update(merged(merge_node, path))
                 located.value_pos[path] = here  # the merged mappings' own positions recorded over it
             written: set[Any] = set()  # keys this mapping writes itself: they override merged ones
-            merge_keys = 0
             for key_node, value_node in n.value:
                 if key_node.tag == MERGE_TAG:
-                    merge_keys += 1
-                    if merge_keys > 1:
+                    if key_node is not merges[0][0]:
                         located.problems.append(
                             Diagnostic(file, *_mark(key_node), "duplicate merge key (<<)", "merge a list: <<: [*a, *b]")
                         )
