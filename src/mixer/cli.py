@@ -572,7 +572,9 @@ def train(
             )
         elif prepared.spec.name in report.metrics:
             metrics = report.metrics[prepared.spec.name]
-            held_out = f", test split loss {metrics['eval_loss']:.4g}" if metrics.get("eval_loss") is not None else ""
+            held_out = (
+                f", test split loss {_figure(metrics['eval_loss'])}" if metrics.get("eval_loss") is not None else ""
+            )
             if (accuracy := metrics.get("eval_rewards/accuracy")) is not None:
                 held_out += f", reward accuracy {accuracy:.1%}"
             first, final = (_figure(metrics.get(name)) for name in ("first_loss", "final_loss"))
