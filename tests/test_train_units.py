@@ -11,6 +11,7 @@ import sys
 import time
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -240,25 +241,33 @@ def test_the_dpo_reference_is_loaded_whole_under_deepspeed_zero3(tmp_path):
     assert outcome == {"plain_elements": 0, "whole_is_the_model": True, "zero3_after": True}
 
 
+def launched_by_accelerate(folder: Path, launcher: Launcher, *node: str) -> tuple[Any, list[str] | None, dict]:
+    """What `accelerate launch --config_file accelerate.yaml [node...] -m m` makes of the files `mixer train`
+    writes for `launcher`, through accelerate's own launch code: the parsed arguments, and the command and
+    environment its DeepSpeed launcher gives the training processes (the fields as its launch_command sets them)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    (folder / "deepspeed.json").write_text(json.dumps(deepspeed_config(launcher, 1.0)))
+    (folder / "accelerate.yaml").write_text(yaml.safe_dump(accelerate_config(launcher, str(folder / "deepspeed.json"))))
+    parsed = launch_command_parser().parse_args(["--config_file", str(folder / "accelerate.yaml"), *node, "-m", "m"])
+    args, defaults, precision_from_config = _validate_launch_command(parsed)
+    fields = [*defaults.deepspeed_config, *(["mixed_precision"] if precision_from_config else [])]
+    args.deepspeed_fields_from_accelerate_config = ",".join(fields)
+    command, env = prepare_deepspeed_cmd_env(args)
+    return args, command, env
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "no"])
 def test_a_deepspeed_stage_starts_under_accelerate_launch_in_its_precision(tmp_path, monkeypatch, precision):
     """accelerate.yaml carried `mixed_precision` beside its DeepSpeed config file, which accelerate refuses: every
     DeepSpeed stage stopped in `Accelerator()` with "When using `deepspeed_config_file`, the following accelerate
     config variables will be ignored". The files go through accelerate's own launch-time reading here, and the
     plugin is made from the environment it gives the training processes, as `Accelerator()` makes it."""
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils import DeepSpeedPlugin
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env
 
     launcher = Launcher(num_processes=8, backend="deepspeed", zero_stage=3, mixed_precision=precision)
-    (tmp_path / "deepspeed.json").write_text(json.dumps(deepspeed_config(launcher, 1.0)))
-    config = accelerate_config(launcher, str(tmp_path / "deepspeed.json"))
-    (tmp_path / "accelerate.yaml").write_text(yaml.safe_dump(config))
-    parsed = launch_command_parser().parse_args(["--config_file", str(tmp_path / "accelerate.yaml"), "-m", "m"])
-    args, defaults, precision_from_config = _validate_launch_command(parsed)
-    fields = [*defaults.deepspeed_config, *(["mixed_precision"] if precision_from_config else [])]
-    args.deepspeed_fields_from_accelerate_config = ",".join(fields)  # as accelerate's launch_command sets it
-    _, env = prepare_deepspeed_cmd_env(args)
+    _, _, env = launched_by_accelerate(tmp_path, launcher)
     for name, value in env.items():
         if name.startswith("ACCELERATE_"):
             monkeypatch.setenv(name, value)
@@ -273,19 +282,9 @@ def test_a_multi_node_deepspeed_stage_starts_one_node_per_launch_as_the_sbatch_s
     """The sbatch script runs `accelerate launch --machine_rank $SLURM_PROCID` on each node; accelerate's default
     for DeepSpeed on several machines (pdsh) instead runs `deepspeed --hostfile /job/hostfile --launcher pdsh` from
     every node, to reach all of them over ssh through a hostfile no one wrote."""
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env
-
     launcher = Launcher(num_processes=8, num_machines=2, backend="deepspeed", zero_stage=3)
-    (tmp_path / "deepspeed.json").write_text(json.dumps(deepspeed_config(launcher, 1.0)))
-    (tmp_path / "accelerate.yaml").write_text(
-        yaml.safe_dump(accelerate_config(launcher, str(tmp_path / "deepspeed.json")))
-    )
     node = ["--machine_rank", "1", "--main_process_ip", "10.0.0.1", "--main_process_port", "29500"]
-    parsed = launch_command_parser().parse_args(["--config_file", str(tmp_path / "accelerate.yaml"), *node, "-m", "m"])
-    args, defaults, _ = _validate_launch_command(parsed)
-    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
-    command, _ = prepare_deepspeed_cmd_env(args)
+    args, command, _ = launched_by_accelerate(tmp_path, launcher, *node)
     assert command is None  # no `deepspeed --hostfile ...`: torch's launcher starts this node's 8 processes
     where = getattr(args, "master_addr", None) or args.rdzv_endpoint.split(":")[0]
     assert (args.nnodes, args.node_rank, args.nproc_per_node, where) == ("2", 1, "8", "10.0.0.1")
