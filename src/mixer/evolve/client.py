@@ -105,7 +105,9 @@ CONTEXT_PHRASES = ("context length", "context_length", "context size", "context_
 TOO_LARGE_PHRASES = ("request too large", "must be reduced")
 
 
-def _context_exceeded(error: Exception) -> bool:
+def _too_long_for_teacher(error: Exception) -> bool:
+    """The server refused this request for its size (over the model's context, or over the account's tokens per
+    minute): the row's failure, never the teacher's."""
     if not isinstance(error, openai.APIStatusError):
         return False
     said = str(error).lower()
@@ -234,7 +236,7 @@ class Teacher:
                 return completion
             except Exception as error:
                 where = redact_url(self.endpoint.base_url or "api.openai.com")  # no credentials in messages
-                if _context_exceeded(error):  # this row's prompt, not the teacher: the row is eliminated
+                if _too_long_for_teacher(error):  # this row's prompt, not the teacher: the row is eliminated
                     return Completion("", 0, 0, TOO_LONG, redact_urls_in(_describe(error)))
                 if not _retryable(error):
                     self.budget.halted = MixerError(
