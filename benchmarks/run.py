@@ -67,15 +67,15 @@ def measure(command: list[str], cwd: Path, extra_env: dict[str, str] | None = No
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False, near: bool = False) -> Path:
-    name = "bench-decontam" if decontaminate else "bench-near" if near else "bench"
+def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False, dedup: str = "none") -> Path:
+    name = "bench-decontam" if decontaminate else f"bench-{dedup}" if dedup != "none" else "bench"
     lines = [f"name: {name}", "seed: 42", "sources:"]
     for source, n in counts.items():
         lines.append(f"  {source}: {{path: data/{source}.jsonl, format: {FORMATS[source]}, take: {n}}}")
     lines.append("mixture:")
     lines.append("  shuffle: true")
-    if near:
-        lines.append("  dedup: near")
+    if dedup != "none":
+        lines.append(f"  dedup: {dedup}")
     if decontaminate:
         benchmarks = ", ".join(f"{{name: {b}, path: {p}}}" for b, p in DECONTAM.items())
         lines.append(f"  decontaminate: {{benchmarks: [{benchmarks}], mode: remove}}")
@@ -272,7 +272,8 @@ def main() -> None:
         "mixer_noop": [python, "-m", "mixer", "build", str(recipe)],
         "mixer_plan": [python, "-m", "mixer", "plan", str(recipe), "--json"],
         "mixer_plan_cold": [python, "-m", "mixer", "plan", str(recipe), "--json", COLD],
-        "mixer_near": [python, "-m", "mixer", "build", str(write_recipe(work, counts, near=True)), "--force"],
+        "mixer_exact": [python, "-m", "mixer", "build", str(write_recipe(work, counts, dedup="exact")), "--force"],
+        "mixer_near": [python, "-m", "mixer", "build", str(write_recipe(work, counts, dedup="near")), "--force"],
         "mixer_one_source": [python, "-m", "mixer", "build", str(one_source_recipe(work, counts)), "--force"],
         "mixer_many_files": [python, "-m", "mixer", "build", str(many_files_recipe(work, data)), "--force"],
         # after mixer_many_files: resolving, hashing (remembered) and checking 1,000 files with nothing to build
