@@ -17,8 +17,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from mixer.adapters import get_adapter
+from mixer.adapters.base import MESSAGES, Context
 from mixer.build import Options, build
 from mixer.errors import MixerError, RecipeInvalid
+from mixer.io import read_table
 from mixer.pipeline import plan_recipe
 
 from conftest import REPO, run_mixer, write_recipe
@@ -156,6 +159,61 @@ def test_exact_dedup_across_sources_is_counted(tmp_path):
     counts = {name: src["counts"] for name, src in result.manifest["sources"].items()}
     assert (counts["a"]["dedup"], counts["a"]["written"]) == (0, 10)
     assert (counts["b"]["read"], counts["b"]["dedup"], counts["b"]["written"]) == (11, 6, 5)
+
+
+def _normalised(conversations: list[list[dict] | None]) -> list[str | None]:
+    from mixer.mix import normalised_text
+
+    frame = pl.DataFrame({"messages": conversations}, schema={"messages": MESSAGES})
+    return frame.select(normalised_text(pl.col("messages"))).to_series().to_list()
+
+
+def test_exact_dedup_compares_text_with_every_unicode_space_as_one_space():
+    """The ASCII spaces and the others are replaced on two paths (the others only in rows beyond ASCII)."""
+    wide = "\u00a0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000\x85"
+    conversations = [
+        [{"role": "user", "content": f"Héllo{wide}World\t!"}, {"role": "assistant", "content": "A\r\n\x0b\x0cB "}],
+        [{"role": "user", "content": "Plain  ASCII\n\nhere"}, {"role": "assistant", "content": " ok\t"}],
+        [{"role": "user", "content": "日本\u3000語"}, {"role": "assistant", "content": "x\u00a0\u00a0y"}],
+        None,
+    ]
+    assert _normalised(conversations) == [
+        "user: héllo world ! assistant: a b",
+        "user: plain ascii here assistant: ok",
+        "user: 日本 語 assistant: x y",
+        None,
+    ]
+
+
+def test_exact_dedup_text_of_real_conversations_is_that_of_one_whitespace_regex(shared_data):
+    """OpenAssistant's conversations (Spanish, Russian, Chinese... beside English), GSM8K's and Code Alpaca's
+    (a few with no-break or thin spaces) against the plain definition: lower case, every run of White_Space
+    (the regex `\\s`) one space, no space at either end."""
+    from mixer.mix import OTHER_WHITESPACE, normalised_text
+
+    def conversations(path: Path, fmt: str, fields: dict[str, str]) -> pl.DataFrame:
+        adapter = get_adapter(fmt)
+        ctx = Context({**adapter.fields, **fields}, dict(adapter.options), str(path))
+        return adapter.convert(read_table(path).frame, ctx).filter(pl.col("__reason").is_null()).select("messages")
+
+    frame = pl.concat(
+        [
+            conversations(shared_data / "oasst" / "oasst2_filtered.trees.jsonl", "oasst", {}),
+            conversations(
+                shared_data / "gsm8k" / "train.jsonl", "alpaca", {"instruction": "question", "output": "answer"}
+            ),
+            conversations(shared_data / "code_alpaca" / "code_alpaca_2k.json", "alpaca", {}),
+        ]
+    )
+    turns = pl.col("messages").list.eval(
+        pl.concat_str([pl.element().struct.field("role"), pl.lit(": "), pl.element().struct.field("content")])
+    )
+    plain = turns.list.join("\n").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+    texts = frame.select(normalised_text(pl.col("messages")).alias("fast"), plain.alias("plain"), turns.list.join(""))
+    beyond_ascii = texts.filter(pl.col("plain").str.len_bytes() != pl.col("plain").str.len_chars()).height
+    wide_spaces = texts.filter(pl.col("messages").str.contains_any(OTHER_WHITESPACE)).height
+    assert (texts.height, wide_spaces) == (511 + 7473 + 2015, 6) and beyond_ascii > 100  # both paths are taken
+    assert texts["fast"].to_list() == texts["plain"].to_list()
 
 
 def test_exact_dedup_compares_both_hashes_of_a_row_seen_before():
