@@ -164,24 +164,27 @@ def test_exact_dedup_across_sources_is_counted(tmp_path):
 def _normalised(conversations: list[list[dict] | None]) -> list[str | None]:
     from mixer.mix import normalised_text
 
-    frame = pl.DataFrame({"messages": conversations}, schema={"messages": MESSAGES})
-    return frame.select(normalised_text(pl.col("messages"))).to_series().to_list()
+    return normalised_text(pl.DataFrame({"messages": conversations}, schema={"messages": MESSAGES})).to_list()
 
 
-def test_exact_dedup_compares_text_with_every_unicode_space_as_one_space():
-    """The ASCII spaces and the others are replaced on two paths (the others only in rows beyond ASCII)."""
+@pytest.mark.parametrize("ascii_rows", [0, 5])
+def test_exact_dedup_compares_text_with_every_unicode_space_as_one_space(ascii_rows):
+    """White_Space beyond ASCII is replaced in all rows at once when most rows go beyond ASCII (two of three
+    here), and only in those rows otherwise (`ascii_rows` more rows of ASCII alone, and one with no messages)."""
     wide = "\u00a0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000\x85"
     conversations = [
         [{"role": "user", "content": f"Héllo{wide}World\t!"}, {"role": "assistant", "content": "A\r\n\x0b\x0cB "}],
-        [{"role": "user", "content": "Plain  ASCII\n\nhere"}, {"role": "assistant", "content": " ok\t"}],
         [{"role": "user", "content": "日本\u3000語"}, {"role": "assistant", "content": "x\u00a0\u00a0y"}],
-        None,
+        [{"role": "user", "content": "Plain  ASCII\n\nhere"}, {"role": "assistant", "content": " ok\t"}],
     ]
-    assert _normalised(conversations) == [
+    padding = [
+        [{"role": "user", "content": f"Q{i}\n"}, {"role": "assistant", "content": "A"}] for i in range(ascii_rows)
+    ]
+    assert _normalised(conversations + ([None, *padding] if ascii_rows else [])) == [
         "user: héllo world ! assistant: a b",
-        "user: plain ascii here assistant: ok",
         "user: 日本 語 assistant: x y",
-        None,
+        "user: plain ascii here assistant: ok",
+        *([None, *(f"user: q{i} assistant: a" for i in range(ascii_rows))] if ascii_rows else []),
     ]
 
 
@@ -209,7 +212,7 @@ def test_exact_dedup_text_of_real_conversations_is_that_of_one_whitespace_regex(
         pl.concat_str([pl.element().struct.field("role"), pl.lit(": "), pl.element().struct.field("content")])
     )
     plain = turns.list.join("\n").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
-    texts = frame.select(normalised_text(pl.col("messages")).alias("fast"), plain.alias("plain"), turns.list.join(""))
+    texts = frame.select(normalised_text(frame).alias("fast"), plain.alias("plain"), turns.list.join(""))
     beyond_ascii = texts.filter(pl.col("plain").str.len_bytes() != pl.col("plain").str.len_chars()).height
     wide_spaces = texts.filter(pl.col("messages").str.contains_any(OTHER_WHITESPACE)).height
     assert (texts.height, wide_spaces) == (511 + 7473 + 2015, 6) and beyond_ascii > 100  # both paths are taken

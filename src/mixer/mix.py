@@ -23,33 +23,42 @@ if TYPE_CHECKING:
     from mixer.stage import Staged
 
 
-# Unicode White_Space (what the regex `\s` matches) besides the space and the ASCII ones (`normalised_text`)
+# Unicode White_Space (what the regex `\s` matches) besides the space: the ASCII ones and the others (`_spaced`)
+ASCII_WHITESPACE = ["\t", "\n", "\x0b", "\x0c", "\r"]
 OTHER_WHITESPACE = ["\x85", "\xa0", "\u1680", *map(chr, range(0x2000, 0x200B)), "\u2028", "\u2029", "\u202f"]
 OTHER_WHITESPACE += ["\u205f", "\u3000"]
 
 
-def normalised_text(messages: pl.Expr) -> pl.Expr:
-    """Role-tagged, lower-cased, whitespace-collapsed conversation text: the identity exact dedup uses.
+def normalised_text(rows: pl.DataFrame) -> pl.Series:
+    """Role-tagged, lower-cased, whitespace-collapsed text of each row's `messages`: the identity exact dedup uses.
 
-    Every White_Space character becomes a space, then runs of spaces one. A multi-pattern replace of all 24
-    took 1.3 s of a 1M-row build's 2.5 s here (`dedup: exact`): the ASCII ones go by a regex of one byte class
-    (~5x faster), the others only in the rows that have a character beyond ASCII (`_other_whitespace`). The
-    regex `\\s+` does it all in one step, but 4x slower than the multi-pattern replace on long conversations."""
-    turns = messages.list.eval(
+    Every White_Space character becomes a space, then runs of spaces one (`\\s+` does both in one step, but 4x
+    slower than a multi-pattern replace on long conversations). Each step is a frame's select, which polars
+    spreads over both cores (a Series method runs on one)."""
+    turns = pl.col("messages").list.eval(
         pl.concat_str([pl.element().struct.field("role"), pl.lit(": "), pl.element().struct.field("content")])
-    ).list.join("\n")
-    spaced = turns.str.to_lowercase().str.replace_all(r"[\t\n\x0b\x0c\r]", " ")
-    spaced = spaced.map_batches(_other_whitespace, return_dtype=pl.String)
-    return spaced.str.replace_all(" {2,}", " ").str.strip_chars()
+    )
+    text = rows.select(turns.list.join("\n").str.to_lowercase())
+    return _spaced(text).select(pl.all().str.replace_all(" {2,}", " ").str.strip_chars()).to_series()
 
 
-def _other_whitespace(texts: pl.Series) -> pl.Series:
-    """`texts` with OTHER_WHITESPACE as spaces. Only a text with more bytes than characters can hold one."""
-    beyond_ascii = texts.str.len_bytes() != texts.str.len_chars()
-    if not beyond_ascii.any():
-        return texts
+def _spaced(text: pl.DataFrame) -> pl.DataFrame:
+    """`text` (one column) with every White_Space character as a space. A multi-pattern replace of all 24 took
+    1.3 s of a 1M-row build's 2.5 s here (`dedup: exact`); a regex of the 5 ASCII ones, one byte class, takes a
+    fifth of that, and the others can only be in a text with more bytes than characters. When most texts
+    are such, the multi-pattern replace does them all at once."""
+    ascii_spaces = pl.all().str.replace_all(r"[\t\n\x0b\x0c\r]", " ")
+    beyond_ascii = text.select(pl.all().str.len_bytes() != pl.all().str.len_chars()).to_series()
+    count = beyond_ascii.sum()
+    if count > text.height // 2:
+        every = ASCII_WHITESPACE + OTHER_WHITESPACE
+        return text.select(pl.all().str.replace_many(every, [" "] * len(every)))
+    text = text.select(ascii_spaces)
+    if count == 0:
+        return text
     rows = beyond_ascii.arg_true()
-    return texts.scatter(rows, texts.gather(rows).str.replace_many(OTHER_WHITESPACE, [" "] * len(OTHER_WHITESPACE)))
+    others = pl.all().str.replace_many(OTHER_WHITESPACE, [" "] * len(OTHER_WHITESPACE))
+    return text.to_series().scatter(rows, text[rows].select(others).to_series()).to_frame()
 
 
 def marked(length: int, positions: pl.Series) -> pl.Series:

@@ -31,7 +31,7 @@ MIN_PART_BYTES = 8 << 20  # smaller chunks (of small files) share a part: each p
 PAYLOAD_COLUMNS = ("messages", "prompt", "chosen", "rejected")
 # two independently seeded 64-bit hashes of the normalised text stand for the text in exact dedup: equal
 # texts always collide, and two different texts share both with probability ~2^-128
-DEDUP_SEEDS = (0x6D69786572, 0x6465647570)
+DEDUP_SEEDS = {"h1": 0x6D69786572, "h2": 0x6465647570}
 
 
 @dataclass
@@ -142,10 +142,11 @@ def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool
     h1/h2 of the normalised conversation (a third of the work here, so only when asked), the prompt itself on
     request."""
     payload = [c for c in PAYLOAD_COLUMNS if c in rows.columns]
-    extra = []
+    extra: list[pl.Expr | pl.Series] = []
     if dedup:
-        text = normalised_text(pl.col("messages")) if "messages" in rows.columns else pl.lit(None, dtype=pl.String)
-        extra = [text.hash(DEDUP_SEEDS[0]).alias("h1"), text.hash(DEDUP_SEEDS[1]).alias("h2")]
+        text = normalised_text(rows) if "messages" in rows.columns else pl.Series([None] * rows.height, dtype=pl.String)
+        hashes = text.to_frame("text").select(pl.col("text").hash(seed).alias(h) for h, seed in DEDUP_SEEDS.items())
+        extra = list(hashes)
     if overlap or keep_prompts:
         extra.append(first_prompt(rows).alias("prompt"))
     keys = rows.select(
