@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import polars as pl
@@ -24,6 +25,7 @@ from mixer.threads import wait_for
 BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of ShareGPT-like rows)
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.parquet"
 FILL_WORKERS = 2
+SELECT_WORKERS = 2
 
 
 @dataclass
@@ -52,18 +54,23 @@ class Selection:
 
 
 def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
-    """Each source's `counts` rows in selection order with their ids and sort keys. Afterwards each source's
-    keys hold only what the overlap matrix reads: the rest was for selection (and dedup) alone."""
-    selections, offset = [], 0
-    for s in staged:
+    """Each source's `counts` rows in selection order with their ids and sort keys, two sources at a time (the
+    hashing is numpy's and the sorting polars', both without the GIL). Afterwards each source's keys hold
+    only what the overlap matrix reads: the rest was for selection (and dedup) alone."""
+    offsets = list(accumulate((counts[s.name] for s in staged), initial=0))[:-1]  # rows of the sources before
+
+    def one(s: Staged, offset: int) -> Selection:
         chosen = select_keys(s.keys["id"], counts[s.name], seed, s.name)
         rows = chosen.select(s.keys["__pos"].gather(chosen["__index"]), "__index", "__repeat")
         rows = rows.with_columns(s.keys["id"].gather(chosen["__index"]))
         rows = rows.with_columns(order_keys(rows, seed, shuffle, offset))
-        selections.append(Selection(s, rows, int(s.keys["chars"].gather(chosen["__index"]).sum() or 0)))
-        selections[-1].keep_keys("__pos", "prompt_hash")  # what the overlap matrix reads
-        offset += rows.height
-    return selections
+        selection = Selection(s, rows, int(s.keys["chars"].gather(chosen["__index"]).sum() or 0))
+        selection.keep_keys("__pos", "prompt_hash")  # what the overlap matrix reads
+        return selection
+
+    with ThreadPoolExecutor(max_workers=SELECT_WORKERS) as workers:
+        jobs = [workers.submit(one, s, offset) for s, offset in zip(staged, offsets, strict=True)]
+        return [wait_for(job) for job in jobs]
 
 
 def _bucket_of(total: int, shuffle: bool) -> tuple[int, pl.Expr]:
