@@ -31,6 +31,18 @@ def test_vectorised_equals_scalar_reference():
     ]
 
 
+@pytest.mark.parametrize("size", [1, 7, 1 << 18])
+def test_strings_are_keyed_the_same_whatever_the_slices_they_are_hashed_in(monkeypatch, size):
+    """`stable_hash` keys HASH_SLICE strings at a time, to bound its memory: a slice's end never shows."""
+    import mixer.hashing
+
+    monkeypatch.setattr(mixer.hashing, "HASH_SLICE", size)
+    words = [f"r{i}" * (i % 7) for i in range(40)] + ["ünïcode ✓", "x" * 300, None, "", "sharegpt/sg_001#2"]
+    keys = stable_hash(pl.Series(words, dtype=pl.String), "s")
+    assert keys.to_list() == [reference(w or "", "s") for w in words]
+    assert keys.n_chunks() == 1 and stable_hash(pl.Series([], dtype=pl.String), "s").len() == 0
+
+
 def test_slices_and_nulls():
     series = pl.Series([f"id/{i}" for i in range(1000)])
     full = stable_hash(series, "s")
