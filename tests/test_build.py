@@ -241,6 +241,24 @@ def test_exact_dedup_compares_both_hashes_of_a_row_seen_before():
     assert second.keys["__pos"].to_list() == [1, 3, 5] and second.counts == {"dedup": 3}
 
 
+def test_exact_dedup_leaves_rows_without_a_conversation():
+    """Preference pairs have no `messages`: their keys' hashes are null, which dedup leaves alone (a hash of no
+    text would make every pair a copy of the first)."""
+    from mixer.mix import Deduplicator
+    from mixer.stage import Staged, row_keys
+
+    turn = [{"role": "user", "content": "x"}]
+    rows = pl.DataFrame(
+        {"id": ["a", "b", "c"], "prompt": [turn] * 3, "chosen": [turn] * 3, "rejected": [turn] * 3},
+        schema_overrides={"prompt": MESSAGES, "chosen": MESSAGES, "rejected": MESSAGES},
+    )
+    keys = row_keys(rows, 0, keep_prompts=False, dedup=True, overlap=False)
+    assert keys["h1"].null_count() == keys["h2"].null_count() == 3
+    staged = Staged(None, [], [], keys, {})  # type: ignore[arg-type]
+    Deduplicator().drop_seen(staged)
+    assert staged.available == 3 and staged.counts == {"dedup": 0}
+
+
 def test_filters_count_their_removals(tmp_path):
     rows = [
         {"instruction": "short", "output": "ok"},

@@ -143,10 +143,11 @@ def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool
     request."""
     payload = [c for c in PAYLOAD_COLUMNS if c in rows.columns]
     extra: list[pl.Expr | pl.Series] = []
-    if dedup:
-        text = normalised_text(rows) if "messages" in rows.columns else pl.Series([None] * rows.height, dtype=pl.String)
-        hashes = text.to_frame("text").select(pl.col("text").hash(seed).alias(h) for h, seed in DEDUP_SEEDS.items())
-        extra = list(hashes)
+    if dedup and "messages" in rows.columns:
+        text = normalised_text(rows).to_frame("text")
+        extra = list(text.select(pl.col("text").hash(seed).alias(h) for h, seed in DEDUP_SEEDS.items()))
+    elif dedup:  # preference pairs: no conversation to compare, which `Deduplicator` tells by null hashes
+        extra = [pl.lit(None, dtype=pl.UInt64).alias(h) for h in DEDUP_SEEDS]
     if overlap or keep_prompts:
         extra.append(first_prompt(rows).alias("prompt"))
     keys = rows.select(
