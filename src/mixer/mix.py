@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 # Unicode White_Space (what the regex `\s` matches) besides the space: the ASCII ones and the others (`_spaced`)
 ASCII_WHITESPACE = ["\t", "\n", "\x0b", "\x0c", "\r"]
+ASCII_WHITESPACE_CLASS = "[" + "".join(f"\\x{ord(c):02x}" for c in ASCII_WHITESPACE) + "]"  # one regex byte class
 OTHER_WHITESPACE = ["\x85", "\xa0", "\u1680", *map(chr, range(0x2000, 0x200B)), "\u2028", "\u2029", "\u202f"]
 OTHER_WHITESPACE += ["\u205f", "\u3000"]
 
@@ -52,7 +53,7 @@ def _spaced(text: pl.DataFrame) -> pl.DataFrame:
     if count > text.height // 2:
         every = ASCII_WHITESPACE + OTHER_WHITESPACE
         return text.select(pl.all().str.replace_many(every, [" "] * len(every)))
-    text = text.select(pl.all().str.replace_all(r"[\t\n\x0b\x0c\r]", " "))
+    text = text.select(pl.all().str.replace_all(ASCII_WHITESPACE_CLASS, " "))
     if count == 0:
         return text
     rows = beyond_ascii.arg_true()
