@@ -328,13 +328,17 @@ def _evolve_table(stats: dict[str, dict]) -> Table:
 # what most often eliminates a block's evolutions because of a setting, and the setting to change; a note is
 # printed when it took at least NOTE_SHARE of them (a few rules firing is the filter doing its work)
 ELIMINATION_FIXES = {
-    "truncated": "cut off at the teacher's max_tokens: raise `teacher.max_tokens` (a reasoning teacher spends it "
-    "thinking before it answers)",
-    "too_long": "refused as longer than the teacher's context (or than the account's tokens per minute): a model "
-    "with a longer context, or shorter seeds",
-    "empty": "answered with no text: a reasoning teacher that ran out of max_tokens while thinking sends none; "
-    "raise `teacher.max_tokens`",
+    "truncated": "evolutions cut off at the teacher's max_tokens: raise `teacher.max_tokens` (a reasoning teacher "
+    "spends it thinking before it answers)",
+    "too_long": "evolutions refused as longer than the teacher's context (or than the account's tokens per "
+    "minute): a model with a longer context, or shorter seeds",
+    "empty": "evolutions answered with no text: a reasoning teacher that ran out of max_tokens while thinking "
+    "sends none; raise `teacher.max_tokens`",
 }
+JUDGE_FIX = (
+    "judge verdicts were neither 'Equal' nor 'Not Equal' (each eliminated): a reasoning judge needs "
+    "`judge.max_tokens` well above its default of 8; the rejects file has each answer"
+)
 NOTE_SHARE = 0.2
 
 
@@ -344,20 +348,13 @@ def _print_evolve(stats: dict[str, dict]) -> None:
     out.print(_evolve_table(stats))
     for name, block in stats.items():
         evolved = sum(r["evolved"] for r in block["rounds"])
-        if not evolved:
-            continue
-        for rule, fix in ELIMINATION_FIXES.items():
-            n = sum(r["eliminated"].get(rule, 0) for r in block["rounds"])
-            if n / evolved >= NOTE_SHARE:
-                out.print(f"note: evolve.{name}: {n:,} of {evolved:,} evolutions {fix}", style="yellow", markup=False)
-        if (unread := block.get("judge_unparsable", 0)) / evolved >= NOTE_SHARE:
-            out.print(
-                f"note: evolve.{name}: {unread:,} of {evolved:,} judge verdicts were neither 'Equal' nor 'Not Equal' "
-                "(each eliminated): a reasoning judge needs `judge.max_tokens` well above its default of 8; the "
-                "rejects file has each answer",
-                style="yellow",
-                markup=False,
-            )
+        lost = [
+            (sum(r["eliminated"].get(rule, 0) for r in block["rounds"]), fix) for rule, fix in ELIMINATION_FIXES.items()
+        ]
+        lost.append((block.get("judge_unparsable", 0), JUDGE_FIX))
+        for n, fix in lost:
+            if evolved and n / evolved >= NOTE_SHARE:
+                out.print(f"note: evolve.{name}: {n:,} of {evolved:,} {fix}", style="yellow", markup=False)
 
 
 @app.command(cls=PlainFlagsCommand)
