@@ -45,6 +45,19 @@ def test_help_shows_value_types_for_options_that_take_values_and_none_for_flags(
     assert build["--force"].split()[2] == "Rebuild"  # the help text comes straight after the flag
 
 
+def test_a_noop_rebuild_through_the_command_line_imports_neither_polars_nor_pydantic(tmp_path):
+    """Start-up is most of a no-op rebuild: typer 0.29 imported pydantic for every command (~0.1 s, a third of
+    it), and polars would add more. The module list is Python's own (-X importtime), of the real command."""
+    (tmp_path / "a.jsonl").write_text('{"instruction": "q", "input": "", "output": "a"}\n')
+    write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
+    assert run_mixer("build", "recipe.yaml", cwd=tmp_path).returncode == 0
+    again = run_mixer("build", "recipe.yaml", "--json", cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert json.loads(again.stdout)["status"] == "up-to-date", again.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in again.stderr.splitlines() if line.startswith("import time:")}
+    assert {"typer", "mixer.build"} <= imported  # the list is the command's
+    assert not {m.split(".")[0] for m in imported} & {"polars", "pydantic"}
+
+
 def test_version_is_printed_without_a_command():
     from mixer import __version__
 
