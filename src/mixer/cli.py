@@ -15,34 +15,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperCommand, TyperGroup
 
 from mixer.errors import MixerError, RecipeInvalid, disk_full
 from mixer.interrupts import INTERRUPTS, Interrupts, Terminated
 
-
-class _FlagsWithoutType:
-    """typer 0.29 prints a value type after flags in --help (`--force <bool>`, even `--help <bool>`), which
-    reads as if they took a value; an empty metavar leaves that column blank for them."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
-        for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-        return params
-
-
-class PlainFlagsCommand(_FlagsWithoutType, TyperCommand):
-    pass
-
-
-class PlainFlagsGroup(_FlagsWithoutType, TyperGroup):
-    pass
-
-
 app = typer.Typer(
-    cls=PlainFlagsGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -161,7 +138,7 @@ def _print_quality(manifest: dict, out_dir: Path) -> None:
     out.print(f"report: {out_dir / 'report.html'}")
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Recipe files, or folders of them.")], as_json: JsonFlag = False
 ) -> None:
@@ -244,7 +221,7 @@ def _print_empty_sources(plan) -> None:
         err.print(f"note: source {s.name!r} contributes no rows{why}", style="yellow", markup=False)
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
     from mixer.build import Options
@@ -357,7 +334,7 @@ def _print_evolve(stats: dict[str, dict]) -> None:
                 out.print(f"note: evolve.{name}: {n:,} of {evolved:,} {fix}", style="yellow", markup=False)
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Audit every available row without building: benchmark hits, exact and near-duplicate overlap; writes nothing."""
     from mixer.build import Options
@@ -394,7 +371,7 @@ def _not_a_build(path: Path) -> MixerError:
     return MixerError(f"{path}: {problem}", instead_of(path, builds_only=True) or "give the folder `mixer build` wrote")
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def stats(
     out_dir: Path,
     tokenizer: Annotated[
@@ -417,7 +394,7 @@ def stats(
     )
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def evolve(
     recipe: Path,
     block: Annotated[str | None, typer.Option("--block", help="Run only this evolve block.")] = None,
@@ -440,7 +417,7 @@ def evolve(
     out.print(f"wrote {', '.join(str(root / name) for name in stats)}")
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def build(
     recipe: Path,
     data_dir: DataDir = None,
@@ -513,7 +490,7 @@ def build(
         )
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def train(
     recipe: Path,
     stage: Annotated[str | None, typer.Option("--stage", help="Run only this stage.")] = None,
@@ -592,7 +569,7 @@ def _figure(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "n/a"
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def sources(as_json: JsonFlag = False) -> None:
     """List the registry of known datasets (and the formats inline sources can use)."""
     from mixer.adapters import FORMATS, format_spec
@@ -648,13 +625,11 @@ def sources(as_json: JsonFlag = False) -> None:
     out.print(known)
 
 
-results_app = typer.Typer(
-    cls=PlainFlagsGroup, no_args_is_help=True, help="Attach evaluation results to a run or build directory."
-)
+results_app = typer.Typer(no_args_is_help=True, help="Attach evaluation results to a run or build directory.")
 app.add_typer(results_app, name="results")
 
 
-@results_app.command("add", cls=PlainFlagsCommand)
+@results_app.command("add")
 def results_add(
     run_dir: Path,
     files: Annotated[list[Path], typer.Argument(help="lm-eval results JSON, AlpacaEval CSV/JSON, plain JSON/YAML.")],
@@ -671,7 +646,7 @@ def results_add(
     out.print(f"added {len(scores)} score(s) from {len(files)} file(s) to {run_dir / 'results'}")
 
 
-@results_app.command("show", cls=PlainFlagsCommand)
+@results_app.command("show")
 def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
     """The normalised score table of a run directory."""
     from mixer.results import run_scores
@@ -700,7 +675,7 @@ def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
     out.print(table)
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def runs(
     dirs: Annotated[list[Path] | None, typer.Argument(help="Where to look (default: runs/ and out/).")] = None,
     as_json: JsonFlag = False,
@@ -738,7 +713,7 @@ def runs(
     out.print(table)
 
 
-@app.command(cls=PlainFlagsCommand)
+@app.command()
 def diff(
     sides: Annotated[list[str], typer.Argument(help="Run dirs, build outputs or recipes (PATH or PATH@GITREF).")],
     baseline: Annotated[str | None, typer.Option("--baseline", help="Compare every other side to this one.")] = None,
