@@ -243,8 +243,8 @@ def first_content(messages: pl.Expr, role: str) -> pl.Expr:
 
 
 def blank(expr: pl.Expr) -> pl.Expr:
-    """True for null or whitespace-only text."""
-    return expr.is_null() | (expr.str.strip_chars().str.len_chars() == 0)
+    """True for null or whitespace-only text (what is left has no bytes: counting characters cost a pass)."""
+    return expr.is_null() | (expr.str.strip_chars().str.len_bytes() == 0)
 
 
 def instruction_turn(instruction: pl.Expr, extra: pl.Expr) -> pl.Expr:
