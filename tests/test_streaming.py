@@ -554,6 +554,28 @@ def test_shard_bytes_do_not_depend_on_thread_count(tmp_path):
     assert digests[0] == digests[1] and len(digests[0]) == 1
 
 
+def test_shard_bytes_do_not_depend_on_how_many_sources_stage_at_once(tmp_path, monkeypatch):
+    """Sources stage LOAD_WORKERS at a time, largest first, and finish in any order; exact dedup must still
+    settle them in recipe order (the earlier source keeps a shared row), so one at a time gives the same bytes."""
+    shared = [{"instruction": f"shared {i}", "input": "", "output": f"answer {i}"} for i in range(30)]
+    text = "name: w\nseed: 5\nsources:\n"
+    for name, own in (("small", 20), ("large", 400), ("middle", 120), ("tiny", 5)):
+        rows = shared + [{"instruction": f"{name} {i}", "input": "", "output": "x " * 50} for i in range(own)]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        text += f"  {name}: {{path: {name}.jsonl, format: alpaca, take: all}}\n"
+    recipe = write_recipe(tmp_path, text + "mixture: {shuffle: true, dedup: exact}\n")
+    monkeypatch.setattr(mixer.load, "CHUNK_BYTES", 2000)  # several chunks each, so the threads interleave
+    built = {}
+    for workers in (1, 3):
+        monkeypatch.setattr(mixer.pipeline, "LOAD_WORKERS", workers)
+        out = build(recipe, QUIET, out=tmp_path / f"out{workers}", force=True).out_dir
+        manifest = json.loads((out / "manifest.json").read_text())
+        shards = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "data").glob("*.parquet")}
+        built[workers] = (shards, {name: s["counts"].get("dedup", 0) for name, s in manifest["sources"].items()})
+    assert built[1] == built[3]
+    assert built[3][1] == {"small": 0, "large": 30, "middle": 30, "tiny": 30}
+
+
 def test_gzip_and_crlf_files_read_in_chunks_like_plain_ones(tmp_path):
     import gzip
 

@@ -44,7 +44,7 @@ PREFIX_ROWS = 4_000_000  # prefix n-grams gathered before they are cut to each r
 
 class GramStore:
     """Each staged source's distinct prompt n-grams, under `folder`, by source and hash partition. `add` is
-    safe from two staging threads as long as they stage different sources."""
+    safe from several staging threads as long as they stage different sources."""
 
     def __init__(self, folder: Path, n: int = NEAR_N) -> None:
         self.folder = folder

@@ -59,7 +59,10 @@ if TYPE_CHECKING:  # evolve pulls in the openai client: imported only when a rec
     from mixer.evolve.engine import EvolveResult
 
 
-LOAD_WORKERS = 2
+# sources staged at once. Two kept ~1.6 of the 2 cores busy all through staging, though the GIL is held little
+# of it; with three ~1.75, and the 1M benchmark builds 4-6% faster, for ~70 MB more peak at 10M rows and ~90 MB
+# more in a cold `mixer plan` (benchmarks/HISTORY.md, "Nineteenth session")
+LOAD_WORKERS = 3
 MEGABYTE = 1e6
 
 
@@ -101,7 +104,7 @@ class Cleaner:
         self.stopped = threading.Event()  # set on Ctrl-C or an error: loading threads stop at their next chunk
 
     def stage(self, source: ResolvedSource, chunks: Iterable[Pool]) -> Staged:
-        """The heavy part (convert, hash, find benchmark hits, write): safe to run for two sources at once."""
+        """The heavy part (convert, hash, find benchmark hits, write): safe to run for several sources at once."""
         tag = source.spec.name.encode("utf-8").hex()  # a file name whatever the source is called
         drop_patterns = self.recipe.mixture.drop_patterns
         known = self.decontam.known_hits(source, drop_patterns) if self.decontam is not None else None
@@ -160,8 +163,8 @@ class Cleaner:
 
 
 def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Progress, cleaner: Cleaner) -> list[Staged]:
-    """Load and stage every file-backed source, two at a time (polars releases the GIL, and one file rarely
-    keeps both cores busy); settle each in recipe order as soon as it and the ones before it are staged."""
+    """Load and stage every file-backed source, LOAD_WORKERS at a time (polars releases the GIL, and one file
+    rarely keeps both cores busy); settle each in recipe order as soon as it and the ones before it are staged."""
     megabytes = {source.spec.name: sum(f.bytes for f in source.files) / MEGABYTE for source in resolved}
     task = progress.add_task("reading inputs (MB)", total=sum(megabytes.values()))
     unfinished = len(resolved)  # sources loading or waiting to: fewer than the workers leave a core idle
