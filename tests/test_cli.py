@@ -47,7 +47,7 @@ def test_help_shows_value_types_for_options_that_take_values_and_none_for_flags(
 
 def test_a_noop_rebuild_through_the_command_line_imports_neither_polars_nor_pydantic(tmp_path):
     """Start-up is most of a no-op rebuild: typer 0.29 imported pydantic for every command (~0.1 s, a third of
-    it), and polars would add more. The module list is Python's own (-X importtime), of the real command."""
+    it), and polars would add more. The module list is Python's own (PYTHONPROFILEIMPORTTIME), of the real command."""
     (tmp_path / "a.jsonl").write_text('{"instruction": "q", "input": "", "output": "a"}\n')
     write_recipe(tmp_path, "name: r\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\n")
     assert run_mixer("build", "recipe.yaml", cwd=tmp_path).returncode == 0

@@ -167,7 +167,7 @@ def stage_sources(recipe: Recipe, resolved: list[ResolvedSource], progress: Prog
     rarely keeps both cores busy); settle each in recipe order as soon as it and the ones before it are staged."""
     megabytes = {source.spec.name: sum(f.bytes for f in source.files) / MEGABYTE for source in resolved}
     task = progress.add_task("reading inputs (MB)", total=sum(megabytes.values()))
-    unfinished = len(resolved)  # sources loading or waiting to: fewer than the workers leave a core idle
+    unfinished = len(resolved)  # sources loading or waiting to: once fewer than the workers, each reads ahead
     finishing = threading.Lock()
 
     def core_to_spare() -> bool:
