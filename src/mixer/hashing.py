@@ -20,6 +20,7 @@ from mixer.files import write_cache_file
 if TYPE_CHECKING:  # numpy, pyarrow and polars load lazily: a no-op rebuild only hashes files
     import numpy as np
     import polars as pl
+    import pyarrow as pa
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
@@ -53,15 +54,22 @@ def stable_hash(strings: pl.Series, salt: str) -> pl.Series:
     return pl.concat([_stable_hash(strings.slice(start, HASH_SLICE), salt) for start in slices], rechunk=True)
 
 
-def _stable_hash(strings: pl.Series, salt: str) -> pl.Series:
-    import numpy as np
+def large_strings(strings: pl.Series) -> pa.LargeStringArray:
+    """`strings` as one Arrow array of 64-bit offsets and bytes, which numpy reads in place: polars' export at its
+    oldest level has no string views, so no cast is needed (pyarrow.compute, which a cast loads, took 40-70 ms of
+    the GIL to import in the middle of selection)."""
     import polars as pl
     import pyarrow as pa
 
-    # offsets and bytes (no string views), without pyarrow.compute: importing it took 40-70 ms of selection
     arrow = strings.cast(pl.String).to_arrow(compat_level=pl.CompatLevel.oldest())
-    if isinstance(arrow, pa.ChunkedArray):
-        arrow = arrow.combine_chunks()
+    return arrow.combine_chunks() if isinstance(arrow, pa.ChunkedArray) else arrow
+
+
+def _stable_hash(strings: pl.Series, salt: str) -> pl.Series:
+    import numpy as np
+    import polars as pl
+
+    arrow = large_strings(strings)
     n = len(arrow)
     h = np.full(n, np.uint64(_fnv_scalar(salt.encode("utf-8") + b"\x1f")), dtype=np.uint64)
     if n:

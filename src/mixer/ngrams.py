@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
+
+from mixer.hashing import large_strings
 
 WORD_BASE = 0x9E3779B97F4A7C15  # spreads a word's length over its hash, so a NUL byte cannot stand for a shorter word
 LONG_WORD = 64  # longer words are hashed one by one (see `_word_hashes`)
@@ -68,11 +69,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def _joined_bytes(texts: pl.Series) -> np.ndarray:
     """The texts joined by single spaces, as bytes (one polars pass, no per-row work)."""
-    array = texts.str.join(" ").to_arrow()
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if array.type != pa.large_string():
-        array = array.cast(pa.large_string())
+    array = large_strings(texts.str.join(" "))
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + 2]
     values = array.buffers()[2]
     if values is None:
