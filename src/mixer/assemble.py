@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from mixer.mix import order_keys, select_keys
-from mixer.stage import Staged
+from mixer.stage import Staged, read_mapped
 from mixer.threads import wait_for
 
 BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of ShareGPT-like rows)
@@ -139,8 +139,8 @@ def _buckets(folder: Path, buckets: int, staged: list[Staged]) -> Iterator[tuple
         if not target.is_dir():
             continue
         files = sorted(target.iterdir())
-        rows = pl.concat([staged[int(f.stem)].complete(pl.read_ipc_stream(f)) for f in files]).rechunk()
-        shutil.rmtree(target)
+        rows = pl.concat([staged[int(f.stem)].complete(read_mapped(f, stream=True)) for f in files]).rechunk()
+        shutil.rmtree(target, ignore_errors=True)  # Windows keeps a mapped file until the build's end
         order = rows.select(pl.arg_sort_by("__sort", "id", "__repeat").cast(pl.Int64)).to_series()
         yield rows.select(c for c in rows.columns if not c.startswith("__")), order
 
