@@ -252,7 +252,7 @@ def test_exact_dedup_leaves_rows_without_a_conversation():
         {"id": ["a", "b", "c"], "prompt": [turn] * 3, "chosen": [turn] * 3, "rejected": [turn] * 3},
         schema_overrides={"prompt": MESSAGES, "chosen": MESSAGES, "rejected": MESSAGES},
     )
-    keys = row_keys(rows, 0, keep_prompts=False, dedup=True)
+    keys = row_keys(rows, 0, keep_prompts=False, dedup=True, overlap=False)
     assert keys["h1"].null_count() == keys["h2"].null_count() == 3
     staged = Staged(None, [], [], keys, {})  # type: ignore[arg-type]
     Deduplicator().drop_seen(staged)
@@ -744,7 +744,7 @@ def test_copies_across_the_cut_are_counted_as_a_full_sort_would_cut_even_when_ke
         frame = pl.DataFrame(
             rows, schema={"__index": pl.UInt32, "__repeat": pl.Int32, "id": pl.String, "__sort": pl.UInt64}
         )
-        selections.append(Selection(SimpleNamespace(name=name), frame, 0, pl.DataFrame()))
+        selections.append(Selection(SimpleNamespace(name=name), frame, 0))
     everything = pl.concat([s.rows.with_columns(pl.lit(s.staged.name).alias("source")) for s in selections])
     for eval_rows in (1, 7, 25, 60):
         test = everything.sort("__sort", "id", "__repeat").tail(eval_rows)

@@ -1079,7 +1079,7 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
     def recording_select(staged, *args):
         seen["staged"] = staged[0].keys.columns
         selections = select(staged, *args)
-        seen["selected"] = selections[0].staged.keys.height  # its rows' prompt hashes are in the selection
+        seen["selected"] = selections[0].staged.keys.columns
         return selections
 
     def recording_fill(tag, selection, *args):
@@ -1091,7 +1091,7 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
     out = build(recipe, QUIET, out=tmp_path / "out").out_dir
     assert seen == {
         "staged": ["__pos", "id", "chars", "prompt_hash", "grams"],
-        "selected": 0,
+        "selected": ["__pos", "prompt_hash"],
         "filling": (0, ["__pos", "__index", "__repeat", "id", "__sort"]),
     }
     manifest = json.loads((out / "manifest.json").read_text())

@@ -32,33 +32,31 @@ SELECT_WORKERS = 2
 class Selection:
     """The rows a source contributes, in selection order: (__pos, __index into the source's keys, __repeat,
     id, __sort), and their characters, repeats included (how long filling buckets with them takes). The ids
-    are the selected rows' own (a repeat shares its id's text), so the source's keys need not keep any.
-    `prompts` holds (__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out), by
-    position: what the overlap matrix compares."""
+    are the selected rows' own (a repeat shares its id's text), so the source's keys need not keep any."""
 
     staged: Staged
     rows: pl.DataFrame
     chars: int
-    prompts: pl.DataFrame
 
     def release(self) -> None:
-        """Free the selection once its rows are in buckets (its source's keys went when it was made)."""
+        """Free the selection once its rows are in buckets (its source's keys went before filling)."""
         self.rows = self.rows.clear()
 
+    def keep_keys(self, *columns: str) -> None:
+        """Free the source's other keys: each step after selection reads fewer, and a large build peaks in
+        them (at 10M input rows each 8-byte column is 80 MB). With no columns, free them all."""
+        self.staged.keys = self.staged.keys.select(columns) if columns else self.staged.keys.clear()
 
-def _distinct_prompts(staged: Staged, chosen: pl.DataFrame) -> pl.DataFrame:
-    """(__pos, prompt_hash) of the chosen rows (`select_keys`' __index, __repeat), each once, by position: from
-    the keys when staging hashed the prompts (near dedup normalised them anyway), else from the staged rows."""
-    first = chosen.select(pl.col("__index").filter(pl.col("__repeat") == 0).sort())  # not a copy of every column
-    if "prompt_hash" in staged.keys.columns:
-        return staged.keys.select("__pos", "prompt_hash")[first["__index"]]
-    return staged.prompt_hashes(staged.keys["__pos"].gather(first["__index"]))
+    def distinct(self) -> pl.DataFrame:
+        """(__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out)."""
+        chosen = self.rows.select(pl.col("__index").filter(pl.col("__repeat") == 0))  # not a copy of every column
+        return self.staged.keys.select("__pos", "prompt_hash")[chosen["__index"]]
 
 
 def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
-    """Each source's `counts` rows in selection order with their ids and sort keys, and its selected rows'
-    prompt hashes, two sources at a time (the hashing is numpy's, the sorting and normalising polars', without
-    the GIL). Afterwards the sources' keys are freed: they were for selection (and dedup) alone."""
+    """Each source's `counts` rows in selection order with their ids and sort keys, two sources at a time (the
+    hashing is numpy's and the sorting polars', both without the GIL). Afterwards each source's keys hold
+    only what the overlap matrix reads: the rest was for selection (and dedup) alone."""
     offsets = list(accumulate((counts[s.name] for s in staged), initial=0))[:-1]  # rows of the sources before
 
     def one(s: Staged, offset: int) -> Selection:
@@ -66,9 +64,8 @@ def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: boo
         rows = chosen.select(s.keys["__pos"].gather(chosen["__index"]), "__index", "__repeat")
         rows = rows.with_columns(s.keys["id"].gather(chosen["__index"]))
         rows = rows.with_columns(order_keys(rows, seed, shuffle, offset))
-        chars = int(s.keys["chars"].gather(chosen["__index"]).sum() or 0)
-        selection = Selection(s, rows, chars, _distinct_prompts(s, chosen))
-        s.keys = s.keys.clear()  # a large build peaks in them: at 10M input rows each 8-byte column is 80 MB
+        selection = Selection(s, rows, int(s.keys["chars"].gather(chosen["__index"]).sum() or 0))
+        selection.keep_keys("__pos", "prompt_hash")  # what the overlap matrix reads
         return selection
 
     with ThreadPoolExecutor(max_workers=SELECT_WORKERS) as workers:
@@ -94,6 +91,8 @@ def _fill_buckets(
     own), so two parts are in memory at a time. The largest go first, so the last to finish is a small one
     and both threads stay busy to the end."""
     by_size = sorted(enumerate(selections), key=lambda tagged: -tagged[1].chars)
+    for selection in selections:
+        selection.keep_keys()  # filling reads the selections alone
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
         jobs = [workers.submit(_fill_source, tag, s, folder, bucket, on_filled) for tag, s in by_size]
         for job in jobs:
@@ -218,7 +217,7 @@ def shards(
     eval_rows: int = 0,
 ) -> Iterator[tuple[str, pl.DataFrame]]:
     """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed. The
-    selections are freed once the buckets are filled (the sources' keys went at selection). `on_filled` hears
+    sources' keys are freed before the buckets fill, the selections once they are filled. `on_filled` hears
     how many rows each staged part put into buckets, for progress. The last `eval_rows` rows of the order go
     to `test` shards."""
     total = sum(s.rows.height for s in selections)

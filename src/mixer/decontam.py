@@ -67,13 +67,9 @@ def row_text(rows: pl.DataFrame) -> pl.Expr:
     return pl.concat_str([content_text(pl.col(c)) for c in columns], separator="\n")
 
 
-def prompt_column(rows: pl.DataFrame) -> str:
-    """Where a row's first prompt is: its conversation, or a preference pair's prompt."""
-    return "messages" if "messages" in rows.columns else "prompt"
-
-
 def first_prompt(rows: pl.DataFrame) -> pl.Expr:
-    return normalise(first_content(pl.col(prompt_column(rows)), "user"))
+    column = "messages" if "messages" in rows.columns else "prompt"
+    return normalise(first_content(pl.col(column), "user"))
 
 
 class Index:

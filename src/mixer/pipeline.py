@@ -408,7 +408,7 @@ def evolve_manifest(block: EvolveSpec, result: EvolveResult) -> dict[str, Any]:
 
 def selected_keys(selections: list[Selection]) -> dict[str, pl.DataFrame]:
     """(__pos, prompt_hash) of every distinct selected row, per source: what the overlap matrix compares."""
-    return {s.staged.name: s.prompts for s in selections}
+    return {s.staged.name: s.distinct() for s in selections}
 
 
 def prompt_reader(pools: list[Staged]) -> Callable[[str, pl.Series], list[str]]:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from mixer.adapters.base import content_chars, first_content
-from mixer.decontam import first_prompt, normalise, prompt_column
+from mixer.adapters.base import content_chars
+from mixer.decontam import first_prompt
 from mixer.load import Pool, Shared, add_counts, unique_ids
 from mixer.mix import normalised_text, with_repeat
 from mixer.resolve import ResolvedSource
@@ -32,16 +32,15 @@ PAYLOAD_COLUMNS = ("messages", "prompt", "chosen", "rejected")
 # two independently seeded 64-bit hashes of the normalised text stand for the text in exact dedup: equal
 # texts always collide, and two different texts share both with probability ~2^-128
 DEDUP_SEEDS = {"h1": 0x6D69786572, "h2": 0x6465647570}
-PROMPT_SEED = 0x70726F6D7074
 
 
 @dataclass
 class Staged:
     """A cleaned source: its rows in `parts` on disk (part i holds positions starts[i]..); `keys` has one row
-    per row still available, in file order: __pos, id, chars, the dedup hashes h1/h2 until dedup has run (when
-    the recipe deduplicates), and when near dedup or the near-overlap audit needs them the prompt's count of
-    distinct n-grams (`grams`; the n-grams themselves are in a `GramStore`) and its `prompt_hash`. Selection
-    then frees them (mixer.assemble).
+    per row still available, in file order: __pos, id, chars, prompt_hash, the dedup hashes h1/h2 until
+    dedup has run (when the recipe deduplicates), and the prompt's count of distinct n-grams (`grams`) when near
+    dedup or the near-overlap audit needs it (the n-grams themselves are in a `GramStore`).
+    Selection then trims them to what the steps after it read (mixer.assemble).
 
     Rows read from files are staged without the columns all of them share (`shared`: `dataset` and most of
     `meta`), with their `__lang`; `complete` gives them back. Staged parts of the 1M benchmark: 862 → 731 MB;
@@ -84,36 +83,17 @@ class Staged:
             part.unlink(missing_ok=True)
         self.parts, self.starts = [], []
 
-    def _by_part(self, wanted: pl.DataFrame) -> Iterator[tuple[pl.DataFrame, pl.Series, pl.DataFrame]]:
-        """For each part holding some of `wanted`'s `__pos`: the part, those rows' places in it and their rows
-        of `wanted` (without `__pos`), in `wanted`'s order. One part is in memory at a time."""
-        starts = pl.Series("starts", self.starts, dtype=pl.Int64)
-        part_of = (starts.search_sorted(wanted["__pos"].cast(pl.Int64), side="right") - 1).alias("__part")
-        for (index,), mine in wanted.with_columns(part_of).partition_by("__part", as_dict=True).items():
-            yield self.read_part(index), mine["__pos"].cast(pl.Int64) - self.starts[index], mine.drop("__part")
-
     def gather_parts(self, wanted: pl.DataFrame) -> Iterator[pl.DataFrame]:
         """For each part holding some of `wanted`'s `__pos`, its rows at those positions, in `wanted`'s order
         (repeats allowed), with `wanted`'s other columns: those the rows have (`id`: staged as read, final in
         `wanted`) replace theirs in place, the others are added. One part is in memory at a time."""
-        for part, places, mine in self._by_part(wanted):
-            rows = part.gather(places)
-            extra = mine.drop("__pos")
+        starts = pl.Series("starts", self.starts, dtype=pl.Int64)
+        part_of = (starts.search_sorted(wanted["__pos"].cast(pl.Int64), side="right") - 1).alias("__part")
+        for (index,), mine in wanted.with_columns(part_of).partition_by("__part", as_dict=True).items():
+            rows = self.read_part(index).gather(mine["__pos"].cast(pl.Int64) - self.starts[index])
+            extra = mine.drop("__pos", "__part")
             rows = rows.with_columns(extra.select(c for c in extra.columns if c in rows.columns))
             yield pl.concat([rows, extra.select(c for c in extra.columns if c not in rows.columns)], how="horizontal")
-
-    def prompt_hashes(self, positions: pl.Series) -> pl.DataFrame:
-        """(__pos, prompt_hash) of the rows at `positions` (sorted), read back from the parts: what the overlap
-        matrix compares. A build asks for the rows it selected, once selection has run, instead of hashing every
-        row while staging: normalising the prompts is most of the cost, and a mixture takes only part of its
-        inputs (the 1M benchmark, 64%; benchmarks/HISTORY.md, twentieth session)."""
-        wanted = pl.DataFrame({"__pos": positions.cast(pl.UInt32)}).sort("__pos")
-        found = [pl.DataFrame(schema={"__pos": pl.UInt32, "prompt_hash": pl.UInt64})]
-        for part, places, mine in self._by_part(wanted):
-            firsts = part.select(first_content(pl.col(prompt_column(part)), "user")).to_series().gather(places)
-            prompts = pl.DataFrame({"__pos": mine["__pos"], "prompt": firsts})
-            found.append(prompts.select("__pos", prompt_hash(normalise(pl.col("prompt")))))
-        return pl.concat(found)
 
     def rows_at(self, positions: pl.Series) -> pl.DataFrame:
         """The rows at `positions` (positions of available rows), in that order, with their ids as read (the
@@ -158,16 +138,11 @@ def read_mapped(path: Path, *, stream: bool = False) -> pl.DataFrame:
         return pl.from_arrow(reader.read_all())  # type: ignore[return-value]
 
 
-def prompt_hash(prompt: pl.Expr) -> pl.Expr:
-    """The hash of a normalised first prompt, null when there is none: equal prompts, equal hashes."""
-    return pl.when(prompt.is_not_null() & (prompt != "")).then(prompt.hash(PROMPT_SEED)).alias("prompt_hash")
-
-
-def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool) -> pl.DataFrame:
-    """The per-row facts mixing needs: position, id, characters (token estimates), with `dedup` the hashes
-    h1/h2 of the normalised conversation (a third of the work here, so only when asked), with `keep_prompts`
-    the normalised first prompt (near dedup's n-grams are made of it) and its `prompt_hash`. Without it a build
-    hashes only the prompts of the rows it selects (`Staged.prompt_hashes`)."""
+def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool, overlap: bool = True) -> pl.DataFrame:
+    """The per-row facts mixing needs: position, id, characters (token estimates), with `overlap` the hash of
+    the normalised first prompt (overlap between sources; null when there is none), with `dedup` the hashes
+    h1/h2 of the normalised conversation (a third of the work here, so only when asked), the prompt itself on
+    request."""
     payload = [c for c in PAYLOAD_COLUMNS if c in rows.columns]
     extra: list[pl.Expr | pl.Series] = []
     if dedup and "messages" in rows.columns:
@@ -175,7 +150,7 @@ def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool
         extra = list(text.select(pl.col("text").hash(seed).alias(h) for h, seed in DEDUP_SEEDS.items()))
     elif dedup:  # preference pairs: no conversation to compare, which `Deduplicator` tells by null hashes
         extra = [pl.lit(None, dtype=pl.UInt64).alias(h) for h in DEDUP_SEEDS]
-    if keep_prompts:
+    if overlap or keep_prompts:
         extra.append(first_prompt(rows).alias("prompt"))
     keys = rows.select(
         pl.int_range(offset, offset + pl.len(), dtype=pl.UInt32).alias("__pos"),
@@ -183,7 +158,12 @@ def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool
         pl.sum_horizontal(content_chars(pl.col(c)) for c in payload).cast(pl.Int64).alias("chars"),
         *extra,
     )
-    return keys.with_columns(prompt_hash(pl.col("prompt"))) if keep_prompts else keys
+    if overlap:
+        prompt = pl.col("prompt")
+        keys = keys.with_columns(
+            pl.when(prompt.is_not_null() & (prompt != "")).then(prompt.hash(0x70726F6D7074)).alias("prompt_hash")
+        )
+    return keys if keep_prompts else keys.drop("prompt", strict=False)
 
 
 def stage_chunks(
@@ -237,7 +217,7 @@ def stage_chunks(
         if index is not None:  # keyed by position: the final ids are known only once the source is read
             hits.append(index.hits(rows.with_columns(positions.cast(pl.String).alias("id"))))
         near = grams is not None
-        chunk_keys = row_keys(rows, source_rows, keep_prompts=near, dedup=dedup)
+        chunk_keys = row_keys(rows, source_rows, keep_prompts=near, dedup=dedup, overlap=folder is not None)
         if grams is not None:  # the prompts' n-grams go to disk, their counts stay
             chunk_keys = chunk_keys.with_columns(grams.add(source.spec.name, source_rows, chunk_keys["prompt"]))
             chunk_keys = chunk_keys.drop("prompt")
