@@ -129,6 +129,38 @@ def test_report_mode_keeps_rows_and_overlap_matrix_counts_shared_prompts(tmp_pat
     )
 
 
+def test_the_builds_overlap_compares_normalised_prompts_of_the_selected_rows_once_each(tmp_path):
+    """A build hashes the prompts of the rows it selected (not every available row): prompts equal once
+    lower-cased, with punctuation and runs of spaces made one space, are shared; an upsampled row counts once;
+    a row the mixture did not take shares nothing."""
+
+    def alpaca(name: str, prompts: list[str]) -> None:
+        lines = [json.dumps({"instruction": p, "input": "", "output": f"{name}{i}"}) for i, p in enumerate(prompts)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+
+    alpaca("a", [f"Describe item {i}." for i in range(5)] + ["Only in a."])
+    alpaca("b", ["DESCRIBE item 0!!", "  describe\titem   1 ", "Describe item 9."])
+    alpaca("c", ["describe item 2", "describe item 3", "describe item 4"])
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: overlap
+        sources:
+          a: {path: a.jsonl, format: alpaca, take: all}
+          b: {path: b.jsonl, format: alpaca, fraction: 2.0}
+          c: {path: c.jsonl, format: alpaca, take: 1}
+        output: {dir: out}
+        """,
+    )
+    build(recipe, Options(progress=False), out=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["totals"]["rows"] == 6 + 6 + 1
+    assert manifest["overlap"]["matrix"] == [[None, 2, 1], [2, None, 0], [1, 0, None]]
+    assert manifest["overlap"]["rows_in_several_sources"] == {"a": 3, "b": 2, "c": 1}
+    first = manifest["overlap"]["examples"][0]
+    assert (first["a"], first["b"], first["prompts"]) == ("a", "b", ["describe item 0", "describe item 1"])
+
+
 def test_build_output_names_hits_removed_rows_overlap_and_the_report(tmp_path):
     result = run_mixer("build", str(_recipe(tmp_path, "remove")), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
