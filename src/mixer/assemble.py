@@ -140,7 +140,7 @@ def _buckets(folder: Path, buckets: int, staged: list[Staged]) -> Iterator[tuple
             continue
         files = sorted(target.iterdir())
         rows = pl.concat([staged[int(f.stem)].complete(read_mapped(f, stream=True)) for f in files]).rechunk()
-        shutil.rmtree(target, ignore_errors=True)  # Windows keeps a mapped file until the build's end
+        shutil.rmtree(target)  # the frame maps its files: their pages are freed with it
         order = rows.select(pl.arg_sort_by("__sort", "id", "__repeat").cast(pl.Int64)).to_series()
         yield rows.select(c for c in rows.columns if not c.startswith("__")), order
 
