@@ -130,9 +130,9 @@ def test_report_mode_keeps_rows_and_overlap_matrix_counts_shared_prompts(tmp_pat
 
 
 def test_the_builds_overlap_compares_normalised_prompts_of_the_selected_rows_once_each(tmp_path):
-    """A build hashes the prompts of the rows it selected (not every available row): prompts equal once
-    lower-cased, with punctuation and runs of spaces made one space, are shared; an upsampled row counts once;
-    a row the mixture did not take shares nothing."""
+    """A build's overlap compares the first prompts of the rows it selected (not every available row): prompts
+    equal once lower-cased, with punctuation and runs of spaces made one space, are shared; an upsampled row
+    counts once; a row the mixture did not take shares nothing."""
 
     def alpaca(name: str, prompts: list[str]) -> None:
         lines = [json.dumps({"instruction": p, "input": "", "output": f"{name}{i}"}) for i, p in enumerate(prompts)]
