@@ -8,9 +8,9 @@ of it. CPU time is the whole process's (every thread), so a phase's CPU over its
 it kept busy. Inputs are those of `run.py` (generated once into --work); medians over --repeats builds.
 
 The process's resident memory is sampled every 0.1 s; a phase's peak is the highest sample while it ran, in the
-first build only (later ones start from what the allocator kept of the runs before). Filling the buckets runs
-inside writing the shards, so the writing phase's peak covers both. The largest is where a build peaks, which is
-how `--rows 10000000 --repeats 1` shows what to trim for the 10M memory target.
+first build only (later ones start from what the allocator kept of the runs before). In revisions before the
+twenty-first session filling the buckets ran inside writing the shards, whose peak then covers both. The largest
+is where a build peaks, which is how `--rows 10000000 --repeats 1` shows what to trim for the 10M memory target.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ import mixer.assemble  # noqa: E402
 import mixer.pipeline  # noqa: E402
 from mixer.build import Options, build  # noqa: E402
 
-# (module, function): the steps of `pipeline.materialise`, in the order they run; filling the buckets runs
-# inside writing the shards (on its first shard), so its time is taken out of writing's
+# (module, function): the steps of `pipeline.materialise`, in the order they run. Before the twenty-first
+# session filling the buckets ran inside writing the shards (on its first shard), after the overlap matrix; a
+# build of such a revision (`PYTHONPATH`) has the fill's time taken out of writing's
 STEPS = {
     "load, convert, key, stage": (mixer.pipeline, "stage_sources"),
     "select": (mixer.pipeline, "select"),
-    "overlap matrix": (mixer.pipeline, "overlap_matrix"),
     "fill sort buckets": (mixer.assemble, "_fill_buckets"),
+    "overlap matrix": (mixer.pipeline, "overlap_matrix"),
     "sort buckets, write shards": (mixer.pipeline, "write_shards"),
     "statistics and report": (mixer.pipeline, "write_stats"),
 }
@@ -123,8 +124,10 @@ def one_build(recipe: Path, out: Path) -> tuple[dict[str, list[float]], dict[str
     finally:
         for step, (module, name) in STEPS.items():
             setattr(module, name, originals[step])
-    writing, filling = record["sort buckets, write shards"], record["fill sort buckets"]
-    record["sort buckets, write shards"] = [writing[0] - filling[0], writing[1] - filling[1]]
+    started = {step: start for step, start, _ in spans}
+    if started.get("fill sort buckets", 0.0) > started.get("sort buckets, write shards", float("inf")):
+        writing, filling = record["sort buckets, write shards"], record["fill sort buckets"]
+        record["sort buckets, write shards"] = [writing[0] - filling[0], writing[1] - filling[1]]
     named = [record[s] for s in STEPS]
     record["other (validate, plan, hash inputs, manifest)"] = [
         record["whole build"][k] - sum(step[k] for step in named) for k in (0, 1)

@@ -1079,7 +1079,7 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
     def recording_select(staged, *args):
         seen["staged"] = staged[0].keys.columns
         selections = select(staged, *args)
-        seen["selected"] = selections[0].staged.keys.columns
+        seen["selected"] = selections[0].staged.keys.height
         return selections
 
     def recording_fill(tag, selection, *args):
@@ -1090,8 +1090,8 @@ def test_each_step_after_selection_holds_only_the_keys_it_reads(tmp_path, monkey
     monkeypatch.setattr(mixer.assemble, "_fill_source", recording_fill)
     out = build(recipe, QUIET, out=tmp_path / "out").out_dir
     assert seen == {
-        "staged": ["__pos", "id", "chars", "prompt_hash", "grams"],
-        "selected": ["__pos", "prompt_hash"],
+        "staged": ["__pos", "id", "chars", "grams"],  # prompts are hashed for the selected rows alone, in the fill
+        "selected": 0,
         "filling": (0, ["__pos", "__index", "__repeat", "id", "__sort"]),
     }
     manifest = json.loads((out / "manifest.json").read_text())

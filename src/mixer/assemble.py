@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from mixer.mix import order_keys, select_keys
-from mixer.stage import Staged, read_mapped
+from mixer.stage import Staged, prompt_hashes, read_mapped
 from mixer.threads import wait_for
 
 BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of ShareGPT-like rows)
@@ -42,21 +42,16 @@ class Selection:
         """Free the selection once its rows are in buckets (its source's keys went before filling)."""
         self.rows = self.rows.clear()
 
-    def keep_keys(self, *columns: str) -> None:
-        """Free the source's other keys: each step after selection reads fewer, and a large build peaks in
-        them (at 10M input rows each 8-byte column is 80 MB). With no columns, free them all."""
-        self.staged.keys = self.staged.keys.select(columns) if columns else self.staged.keys.clear()
-
-    def distinct(self) -> pl.DataFrame:
-        """(__pos, prompt_hash) of each selected row once (repeats of upsampled rows left out)."""
-        chosen = self.rows.select(pl.col("__index").filter(pl.col("__repeat") == 0))  # not a copy of every column
-        return self.staged.keys.select("__pos", "prompt_hash")[chosen["__index"]]
+    def free_keys(self) -> None:
+        """Free the source's keys: the steps after selection read the selection alone, and a large build peaks
+        in the keys (at 10M input rows each 8-byte column is 80 MB)."""
+        self.staged.keys = self.staged.keys.clear()
 
 
 def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: bool) -> list[Selection]:
     """Each source's `counts` rows in selection order with their ids and sort keys, two sources at a time (the
-    hashing is numpy's and the sorting polars', both without the GIL). Afterwards each source's keys hold
-    only what the overlap matrix reads: the rest was for selection (and dedup) alone."""
+    hashing is numpy's and the sorting polars', both without the GIL). Afterwards each source's keys are
+    freed: they were for selection (and dedup) alone."""
     offsets = list(accumulate((counts[s.name] for s in staged), initial=0))[:-1]  # rows of the sources before
 
     def one(s: Staged, offset: int) -> Selection:
@@ -65,7 +60,7 @@ def select(staged: list[Staged], counts: dict[str, int], seed: int, shuffle: boo
         rows = rows.with_columns(s.keys["id"].gather(chosen["__index"]))
         rows = rows.with_columns(order_keys(rows, seed, shuffle, offset))
         selection = Selection(s, rows, int(s.keys["chars"].gather(chosen["__index"]).sum() or 0))
-        selection.keep_keys("__pos", "prompt_hash")  # what the overlap matrix reads
+        selection.free_keys()
         return selection
 
     with ThreadPoolExecutor(max_workers=SELECT_WORKERS) as workers:
@@ -84,36 +79,36 @@ def _bucket_of(total: int, shuffle: bool) -> tuple[int, pl.Expr]:
 
 def _fill_buckets(
     selections: list[Selection], folder: Path, bucket: pl.Expr, on_filled: Callable[[int], None] | None = None
-) -> None:
+) -> list[pl.DataFrame]:
     """Every selected row into its bucket: staged parts are read one at a time, their selected rows gathered
     (repeats included) and appended as record batches to one Arrow IPC stream per source and bucket, so the
     files grow with the data, not their number. Two sources are filled at once (their streams are their
     own), so two parts are in memory at a time. The largest go first, so the last to finish is a small one
-    and both threads stay busy to the end."""
+    and both threads stay busy to the end. Returns each source's `prompt_hashes`, found on the rows while
+    they are in memory."""
     by_size = sorted(enumerate(selections), key=lambda tagged: -tagged[1].chars)
-    for selection in selections:
-        selection.keep_keys()  # filling reads the selections alone
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
-        jobs = [workers.submit(_fill_source, tag, s, folder, bucket, on_filled) for tag, s in by_size]
-        for job in jobs:
-            wait_for(job)  # re-raises a failure
+        jobs = {tag: workers.submit(_fill_source, tag, s, folder, bucket, on_filled) for tag, s in by_size}
+        return [wait_for(jobs[tag]) for tag in range(len(selections))]  # re-raises a failure
 
 
 def _fill_source(
     tag: int, selection: Selection, folder: Path, bucket: pl.Expr, on_filled: Callable[[int], None] | None
-) -> None:
+) -> pl.DataFrame:
     import pyarrow as pa
 
     # in bucket order, so each part's rows are gathered straight into it (gathering, then sorting, copied twice)
-    wanted = selection.rows.select("__pos", "id", "__repeat", "__sort", bucket.alias("__bucket")).sort(
-        "__bucket", maintain_order=True
-    )
+    wanted = selection.rows.select(
+        "__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"), pl.col("__pos").alias("__row")
+    ).sort("__bucket", maintain_order=True)
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    hashes = [pl.DataFrame(schema={"__row": pl.UInt32, "prompt_hash": pl.UInt64})]
     try:
         for rows in selection.staged.gather_parts(wanted):  # completed when the bucket is read (`_buckets`)
+            hashes.append(prompt_hashes(rows, "__row"))
             spans = rows.group_by("__bucket", maintain_order=True).len()
             # one conversion per part; each bucket's rows are then a zero-copy slice of it
-            table = rows.drop("__bucket").to_arrow()
+            table = rows.drop("__bucket", "__row").to_arrow()
             offset = 0
             for index, length in spans.iter_rows():
                 if index not in writers:
@@ -127,7 +122,7 @@ def _fill_source(
     finally:
         for writer in writers.values():
             writer.close()
-    selection.staged.discard_parts()
+    return pl.concat(hashes).rename({"__row": "__pos"})
 
 
 def _buckets(folder: Path, buckets: int, staged: list[Staged]) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
@@ -208,31 +203,43 @@ def shard_plan(total: int, eval_rows: int, shard_rows: int) -> list[tuple[str, i
     return planned
 
 
-def shards(
-    selections: list[Selection],
-    folder: Path,
-    shard_rows: int,
-    shuffle: bool,
-    on_filled: Callable[[int], None] | None = None,
-    eval_rows: int = 0,
-) -> Iterator[tuple[str, pl.DataFrame]]:
-    """(file name, rows) of each shard in order; `folder` holds the buckets while they are needed. The
-    sources' keys are freed before the buckets fill, the selections once they are filled. `on_filled` hears
-    how many rows each staged part put into buckets, for progress. The last `eval_rows` rows of the order go
-    to `test` shards."""
+@dataclass
+class Buckets:
+    """The selected rows filed into sort buckets (`fill_buckets`), with what was learnt while filing them."""
+
+    folder: Path
+    count: int
+    rows: int
+    staged: list[Staged]
+    empty: pl.DataFrame | None  # an empty mixture's one shard (the schema), read while the staged parts exist
+    prompts: dict[str, pl.DataFrame]  # (__pos, prompt_hash) of each distinct selected row, per source
+
+
+def fill_buckets(
+    selections: list[Selection], folder: Path, shuffle: bool, on_filled: Callable[[int], None] | None = None
+) -> Buckets:
+    """Every selected row into the sort bucket of its key, under `folder`, and each distinct selected row's
+    prompt hash (what the overlap matrix compares). The staged parts stay: the overlap's examples are read
+    from them. `on_filled` hears how many rows each staged part put into buckets, for progress."""
     total = sum(s.rows.height for s in selections)
-    # an empty mixture still gets one shard with the schema, read before filling deletes the staged parts
     first = selections[0].staged if selections and not total else None
     empty = first.complete(first.read_part(0).clear()) if first is not None else None
-    buckets, bucket = _bucket_of(total, shuffle)
-    _fill_buckets(selections, folder, bucket, on_filled)
+    count, bucket = _bucket_of(total, shuffle)
+    prompts = _fill_buckets(selections, folder, bucket, on_filled)
     for selection in selections:  # from here on only bucket files and shards are in play
         selection.release()
-    wanted = iter(shard_plan(total, eval_rows, shard_rows))
+    names = [s.staged.name for s in selections]
+    return Buckets(folder, count, total, [s.staged for s in selections], empty, dict(zip(names, prompts, strict=True)))
+
+
+def shards(buckets: Buckets, shard_rows: int, eval_rows: int = 0) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(file name, rows) of each shard in order, read bucket by bucket; the buckets go as they are read. The
+    last `eval_rows` rows of the order go to `test` shards."""
+    wanted = iter(shard_plan(buckets.rows, eval_rows, shard_rows))
     name, size = next(wanted)
     pending: list[tuple[pl.DataFrame, pl.Series]] = []
     held = 0
-    for rows, order in _buckets(folder, buckets, [s.staged for s in selections]):
+    for rows, order in _buckets(buckets.folder, buckets.count, buckets.staged):
         pending.append((rows, order))
         held += order.len()
         while size and held >= size:
@@ -241,8 +248,8 @@ def shards(
             held -= size
             name, size = next(wanted, ("", 0))
     if name:  # the empty mixture's one shard, with the schema
-        if not pending and empty is not None:
-            pending = [(empty, pl.Series([], dtype=pl.Int64))]
+        if not pending and buckets.empty is not None:
+            pending = [(buckets.empty, pl.Series([], dtype=pl.Int64))]
         shard, _ = _take(pending, 0)
         yield name, shard
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(buckets.folder, ignore_errors=True)

@@ -67,9 +67,13 @@ def row_text(rows: pl.DataFrame) -> pl.Expr:
     return pl.concat_str([content_text(pl.col(c)) for c in columns], separator="\n")
 
 
+def first_turn(rows: pl.DataFrame) -> pl.Expr:
+    """The content of each row's first user turn, as written."""
+    return first_content(pl.col("messages" if "messages" in rows.columns else "prompt"), "user")
+
+
 def first_prompt(rows: pl.DataFrame) -> pl.Expr:
-    column = "messages" if "messages" in rows.columns else "prompt"
-    return normalise(first_content(pl.col(column), "user"))
+    return normalise(first_turn(rows))
 
 
 class Index:

@@ -17,7 +17,7 @@ import polars as pl
 from rich.progress import Progress
 
 from mixer import __version__, counts_cache
-from mixer.assemble import Selection, held_out_copies_of_training_rows, select, shards
+from mixer.assemble import fill_buckets, held_out_copies_of_training_rows, select, shards
 from mixer.build import (
     Options,
     auxiliary_inputs,
@@ -85,10 +85,14 @@ class Cleaner:
         decontam: Decontamination | None,
         near_audit: bool = False,
         scratch: Path | None = None,
+        hash_prompts: bool = False,
     ) -> None:
         """`folder` holds the staged rows; None when only counts are wanted (`mixer plan` without evolve).
-        Near dedup and the near-overlap audit (`near_audit`) keep prompt n-grams under `scratch` (or `folder`)."""
+        Near dedup and the near-overlap audit (`near_audit`) keep prompt n-grams under `scratch` (or `folder`).
+        `hash_prompts`: each row's prompt hash while staging, for an overlap matrix of every available row (`mixer
+        decontam`; a build hashes its selected rows' alone, while filling its sort buckets)."""
         self.recipe = recipe
+        self.hash_prompts = hash_prompts
         self.folder = folder
         self.decontam = decontam
         self.dedup = Deduplicator() if recipe.mixture.dedup in ("exact", "near") else None
@@ -117,6 +121,7 @@ class Cleaner:
             dedup=self.dedup is not None,
             index=self.decontam.index if self.decontam is not None and known is None else None,
             known_hits=known,
+            hash_prompts=self.hash_prompts,
         )
         for input_file in source.files:  # before anything is cached under its hash
             input_file.check_unchanged()
@@ -406,11 +411,6 @@ def evolve_manifest(block: EvolveSpec, result: EvolveResult) -> dict[str, Any]:
     }
 
 
-def selected_keys(selections: list[Selection]) -> dict[str, pl.DataFrame]:
-    """(__pos, prompt_hash) of every distinct selected row, per source: what the overlap matrix compares."""
-    return {s.staged.name: s.distinct() for s in selections}
-
-
 def prompt_reader(pools: list[Staged]) -> Callable[[str, pl.Series], list[str]]:
     """Read normalised first prompts back from staged rows, for the overlap report's examples."""
     by_name = {p.name: p for p in pools}
@@ -454,24 +454,26 @@ def materialise(
         selections = select(pools, {s.name: s.selected for s in plan.sources}, recipe.seed, recipe.mixture.shuffle)
         written = {s.staged.name: s.rows.height for s in selections if s.rows.height}
         copied = held_out_copies_of_training_rows(selections, plan.eval_rows)
-        overlap = overlap_matrix(selected_keys(selections), prompt_reader(pools))
-        features: list[pl.DataFrame] = []
         sorting = progress.add_task("sorting rows into buckets", total=plan.total_rows)
+        buckets = fill_buckets(
+            selections, staging / "buckets", recipe.mixture.shuffle, lambda rows: progress.advance(sorting, rows)
+        )
+        overlap = overlap_matrix(buckets.prompts, prompt_reader(pools))
+        features: list[pl.DataFrame] = []
         task = progress.add_task("writing shards", total=plan.total_rows)
 
         def measure(frame: pl.DataFrame) -> None:
             features.append(row_features(frame, loaded))
             progress.advance(task, frame.height)
 
-        ordered = shards(
-            selections,
-            staging / "buckets",
-            recipe.output.shard_rows,
-            recipe.mixture.shuffle,
-            on_filled=lambda rows: progress.advance(sorting, rows),
-            eval_rows=plan.eval_rows,
-        )
-        written_shards = write_shards(ordered, temp / "data", measure)
+        # the staged parts go while the shards are written: deleting the 1M benchmark's 0.7 GB of them took
+        # ~0.2 s of waiting on the disk (little CPU) when the build did nothing else
+        with ThreadPoolExecutor(max_workers=1) as deleting:
+            deleted = [deleting.submit(pool.discard_parts) for pool in pools]
+            ordered = shards(buckets, recipe.output.shard_rows, eval_rows=plan.eval_rows)
+            written_shards = write_shards(ordered, temp / "data", measure)
+            for done in deleted:
+                wait_for(done)  # re-raises a failure
         shutil.rmtree(staging, ignore_errors=True)
         write_rejects(temp / "rejects", pools, results)
         manifest = manifest_for(recipe, plan, build_fp, written_shards, written, pools, copied)
@@ -531,7 +533,7 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
         spec = replace(recipe.mixture.decontaminate, mode="report")
         decontam = Decontamination(spec, resolve_benchmark_inputs(recipe, options), options.cache)
     with make_progress(options.progress) as progress, scratch_dir("mixer-audit-") as folder:
-        cleaner = Cleaner(recipe, folder, decontam, near_audit=True)
+        cleaner = Cleaner(recipe, folder, decontam, near_audit=True, hash_prompts=True)
         pools = stage_sources(recipe, resolved, progress, cleaner)
         near = cleaner.near_pairs(progress)
         overlap = overlap_matrix({p.name: p.keys for p in pools}, prompt_reader(pools), near=near)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from mixer.adapters.base import content_chars
-from mixer.decontam import first_prompt
+from mixer.decontam import first_prompt, first_turn, normalise
 from mixer.load import Pool, Shared, add_counts, unique_ids
 from mixer.mix import normalised_text, with_repeat
 from mixer.resolve import ResolvedSource
@@ -77,8 +77,8 @@ class Staged:
         self.counts[step] = self.counts.get(step, 0) + before - self.keys.height
 
     def discard_parts(self) -> None:
-        """Delete the staged rows once their selected rows are in buckets: the disk is free before shards are
-        written, and the filling threads do the deleting instead of one pass at the end of the build."""
+        """Delete the staged rows once their selected rows are in buckets and the overlap's examples are read:
+        the disk is free before shards are written."""
         for part in self.parts:
             part.unlink(missing_ok=True)
         self.parts, self.starts = [], []
@@ -138,7 +138,7 @@ def read_mapped(path: Path, *, stream: bool = False) -> pl.DataFrame:
         return pl.from_arrow(reader.read_all())  # type: ignore[return-value]
 
 
-def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool, overlap: bool = True) -> pl.DataFrame:
+def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool, overlap: bool) -> pl.DataFrame:
     """The per-row facts mixing needs: position, id, characters (token estimates), with `overlap` the hash of
     the normalised first prompt (overlap between sources; null when there is none), with `dedup` the hashes
     h1/h2 of the normalised conversation (a third of the work here, so only when asked), the prompt itself on
@@ -159,11 +159,24 @@ def row_keys(rows: pl.DataFrame, offset: int, *, keep_prompts: bool, dedup: bool
         *extra,
     )
     if overlap:
-        prompt = pl.col("prompt")
-        keys = keys.with_columns(
-            pl.when(prompt.is_not_null() & (prompt != "")).then(prompt.hash(0x70726F6D7074)).alias("prompt_hash")
-        )
+        keys = keys.with_columns(_prompt_hash(pl.col("prompt")))
     return keys if keep_prompts else keys.drop("prompt", strict=False)
+
+
+def _prompt_hash(prompt: pl.Expr) -> pl.Expr:
+    """`prompt_hash` of a column of normalised prompts (null for none or an empty one). A column, not the
+    expression that normalises: polars evaluates an expression once per use, so each use here would normalise
+    again (2.23 against 0.83 s for FLAN's prompts)."""
+    return pl.when(prompt.is_not_null() & (prompt != "")).then(prompt.hash(0x70726F6D7074)).alias("prompt_hash")
+
+
+def prompt_hashes(rows: pl.DataFrame, position: str) -> pl.DataFrame:
+    """(`position`, prompt_hash) of the rows that are not repeats (`__repeat` 0): the overlap matrix counts
+    each selected row once. Their first turns are found before the filter, which would otherwise copy whole
+    conversations, and normalised after it, so a repeat costs no normalising."""
+    firsts = rows.select(position, "__repeat", first_turn(rows).alias("prompt")).filter(pl.col("__repeat") == 0)
+    prompts = firsts.select(position, normalise(pl.col("prompt")).alias("prompt"))
+    return prompts.select(position, _prompt_hash(pl.col("prompt")))
 
 
 def stage_chunks(
@@ -176,12 +189,15 @@ def stage_chunks(
     dedup: bool = False,
     index: Index | None = None,
     known_hits: pl.DataFrame | None = None,
+    hash_prompts: bool = False,
 ) -> Staged:
     """Write each chunk's rows to `folder` as it comes (chunks of small files together, in parts of at least
     MIN_PART_BYTES; at least one part, so the schema is always on disk) and keep its keys. Benchmark hits
     are found here too, while the rows are in memory, unless they are already known from an earlier build
     (`known_hits`: __pos, benchmark, item, span). Without a `folder` only counts and keys are kept (`mixer
-    plan`: no rows to read back, no overlap to measure). With `grams`, every prompt's n-grams go there."""
+    plan`: no rows to read back). With `grams`, every prompt's n-grams go there. With `hash_prompts` the keys
+    have each row's `prompt_hash`, for `mixer decontam`'s overlap matrix of every row; a build hashes its
+    selected rows' prompts alone, while it fills its sort buckets (mixer.assemble)."""
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
@@ -217,7 +233,7 @@ def stage_chunks(
         if index is not None:  # keyed by position: the final ids are known only once the source is read
             hits.append(index.hits(rows.with_columns(positions.cast(pl.String).alias("id"))))
         near = grams is not None
-        chunk_keys = row_keys(rows, source_rows, keep_prompts=near, dedup=dedup, overlap=folder is not None)
+        chunk_keys = row_keys(rows, source_rows, keep_prompts=near, dedup=dedup, overlap=hash_prompts)
         if grams is not None:  # the prompts' n-grams go to disk, their counts stay
             chunk_keys = chunk_keys.with_columns(grams.add(source.spec.name, source_rows, chunk_keys["prompt"]))
             chunk_keys = chunk_keys.drop("prompt")
