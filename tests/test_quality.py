@@ -132,7 +132,7 @@ def test_report_mode_keeps_rows_and_overlap_matrix_counts_shared_prompts(tmp_pat
 def test_the_builds_overlap_compares_normalised_prompts_of_the_selected_rows_once_each(tmp_path):
     """A build's overlap compares the first prompts of the rows it selected (not every available row): prompts
     equal once lower-cased, with punctuation and runs of spaces made one space, are shared; an upsampled row
-    counts once; a row the mixture did not take shares nothing."""
+    counts once, and is quoted once among the examples; a row the mixture did not take shares nothing."""
 
     def alpaca(name: str, prompts: list[str]) -> None:
         lines = [json.dumps({"instruction": p, "input": "", "output": f"{name}{i}"}) for i, p in enumerate(prompts)]
@@ -146,7 +146,7 @@ def test_the_builds_overlap_compares_normalised_prompts_of_the_selected_rows_onc
         """
         name: overlap
         sources:
-          a: {path: a.jsonl, format: alpaca, take: all}
+          a: {path: a.jsonl, format: alpaca, fraction: 2.0}
           b: {path: b.jsonl, format: alpaca, fraction: 2.0}
           c: {path: c.jsonl, format: alpaca, take: 1}
         output: {dir: out}
@@ -154,7 +154,7 @@ def test_the_builds_overlap_compares_normalised_prompts_of_the_selected_rows_onc
     )
     build(recipe, Options(progress=False), out=tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["totals"]["rows"] == 6 + 6 + 1
+    assert manifest["totals"]["rows"] == 12 + 6 + 1
     assert manifest["overlap"]["matrix"] == [[None, 2, 1], [2, None, 0], [1, 0, None]]
     assert manifest["overlap"]["rows_in_several_sources"] == {"a": 3, "b": 2, "c": 1}
     first = manifest["overlap"]["examples"][0]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mixer.decontam import first_prompt
 from mixer.mix import order_keys, select_keys
 from mixer.stage import Staged, prompt_hashes, read_mapped
 from mixer.threads import wait_for
@@ -97,7 +98,8 @@ def _fill_source(
 ) -> pl.DataFrame:
     import pyarrow as pa
 
-    # in bucket order, so each part's rows are gathered straight into it (gathering, then sorting, copied twice)
+    # in bucket order, so each part's rows are gathered straight into it (gathering, then sorting, copied twice);
+    # `__row` keeps each row's position in the bucket files, where the overlap's examples are found
     wanted = selection.rows.select(
         "__pos", "id", "__repeat", "__sort", bucket.alias("__bucket"), pl.col("__pos").alias("__row")
     ).sort("__bucket", maintain_order=True)
@@ -108,7 +110,7 @@ def _fill_source(
             hashes.append(prompt_hashes(rows, "__row"))
             spans = rows.group_by("__bucket", maintain_order=True).len()
             # one conversion per part; each bucket's rows are then a zero-copy slice of it
-            table = rows.drop("__bucket", "__row").to_arrow()
+            table = rows.drop("__bucket").to_arrow()
             offset = 0
             for index, length in spans.iter_rows():
                 if index not in writers:
@@ -122,6 +124,7 @@ def _fill_source(
     finally:
         for writer in writers.values():
             writer.close()
+    selection.staged.discard_parts()
     return pl.concat(hashes).rename({"__row": "__pos"})
 
 
@@ -214,13 +217,27 @@ class Buckets:
     empty: pl.DataFrame | None  # an empty mixture's one shard (the schema), read while the staged parts exist
     prompts: dict[str, pl.DataFrame]  # (__pos, prompt_hash) of each distinct selected row, per source
 
+    def prompt_text(self, source: str, positions: pl.Series) -> list[str]:
+        """The normalised first prompts of the source's selected rows at `positions`, in that order, read from
+        its bucket files (the overlap's examples: the staged parts are gone once the buckets are filled)."""
+        tag = [s.name for s in self.staged].index(source)
+        wanted = pl.DataFrame({"__row": positions.cast(pl.UInt32)}).with_row_index("__at")
+        found = [
+            read_mapped(path, stream=True).filter(pl.col("__repeat") == 0).join(wanted, on="__row")
+            for path in sorted(self.folder.glob(f"*/{tag:04d}.arrows"))
+        ]
+        if not found:
+            return []
+        rows = pl.concat(found).sort("__at")
+        return rows.select(first_prompt(rows)).to_series().to_list()
+
 
 def fill_buckets(
     selections: list[Selection], folder: Path, shuffle: bool, on_filled: Callable[[int], None] | None = None
 ) -> Buckets:
     """Every selected row into the sort bucket of its key, under `folder`, and each distinct selected row's
-    prompt hash (what the overlap matrix compares). The staged parts stay: the overlap's examples are read
-    from them. `on_filled` hears how many rows each staged part put into buckets, for progress."""
+    prompt hash (what the overlap matrix compares); each source's staged parts are deleted once its rows are
+    filed. `on_filled` hears how many rows each staged part put into buckets, for progress."""
     total = sum(s.rows.height for s in selections)
     first = selections[0].staged if selections and not total else None
     empty = first.complete(first.read_part(0).clear()) if first is not None else None

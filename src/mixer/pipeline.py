@@ -458,7 +458,7 @@ def materialise(
         buckets = fill_buckets(
             selections, staging / "buckets", recipe.mixture.shuffle, lambda rows: progress.advance(sorting, rows)
         )
-        overlap = overlap_matrix(buckets.prompts, prompt_reader(pools))
+        overlap = overlap_matrix(buckets.prompts, buckets.prompt_text)
         features: list[pl.DataFrame] = []
         task = progress.add_task("writing shards", total=plan.total_rows)
 
@@ -466,14 +466,8 @@ def materialise(
             features.append(row_features(frame, loaded))
             progress.advance(task, frame.height)
 
-        # the staged parts go while the shards are written: deleting the 1M benchmark's 0.7 GB of them took
-        # ~0.2 s of waiting on the disk (little CPU) when the build did nothing else
-        with ThreadPoolExecutor(max_workers=1) as deleting:
-            deleted = [deleting.submit(pool.discard_parts) for pool in pools]
-            ordered = shards(buckets, recipe.output.shard_rows, eval_rows=plan.eval_rows)
-            written_shards = write_shards(ordered, temp / "data", measure)
-            for done in deleted:
-                wait_for(done)  # re-raises a failure
+        ordered = shards(buckets, recipe.output.shard_rows, eval_rows=plan.eval_rows)
+        written_shards = write_shards(ordered, temp / "data", measure)
         shutil.rmtree(staging, ignore_errors=True)
         write_rejects(temp / "rejects", pools, results)
         manifest = manifest_for(recipe, plan, build_fp, written_shards, written, pools, copied)

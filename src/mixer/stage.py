@@ -77,8 +77,8 @@ class Staged:
         self.counts[step] = self.counts.get(step, 0) + before - self.keys.height
 
     def discard_parts(self) -> None:
-        """Delete the staged rows once their selected rows are in buckets and the overlap's examples are read:
-        the disk is free before shards are written."""
+        """Delete the staged rows once their selected rows are in buckets: the disk is free before shards are
+        written, and the filling threads do the deleting instead of one pass at the end of the build."""
         for part in self.parts:
             part.unlink(missing_ok=True)
         self.parts, self.starts = [], []
