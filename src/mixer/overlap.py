@@ -180,7 +180,7 @@ def overlap_matrix(
     in_sources = shared.select("prompt_hash", pl.col("source").alias("other")).unique()
     pairs = shared.join(in_sources, on="prompt_hash").filter(pl.col("source") != pl.col("other"))
     counts = {(a, b): n for a, b, n in pairs.group_by("source", "other").agg(pl.col("__pos").n_unique()).iter_rows()}
-    examples = []
+    quoted: dict[tuple[str, str], list[int]] = {}  # the positions each pair quotes, in order
     for a, b in sorted(counts):
         if a < b:
             first = (
@@ -188,7 +188,13 @@ def overlap_matrix(
                 .sort("__pos")
                 .unique("prompt_hash", keep="first", maintain_order=True)
             )
-            examples.append({"a": a, "b": b, "prompts": prompt_text(a, first["__pos"].head(EXAMPLES))})
+            quoted[(a, b)] = first["__pos"].head(EXAMPLES).to_list()
+    # each source's examples read in one call, whatever the number of its pairs: a read costs a pass over files
+    texts: dict[str, dict[int, str]] = {}
+    for a in sorted({a for a, _ in quoted}):
+        positions = sorted({p for (source, _), found in quoted.items() if source == a for p in found})
+        texts[a] = dict(zip(positions, prompt_text(a, pl.Series(positions, dtype=pl.UInt32)), strict=True))
+    examples = [{"a": a, "b": b, "prompts": [texts[a][p] for p in found]} for (a, b), found in quoted.items()]
     report = {
         "sources": names,
         "matrix": [[counts.get((a, b), 0) if a != b else None for b in names] for a in names],
