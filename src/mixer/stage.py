@@ -39,10 +39,10 @@ DEDUP_SEEDS = {"h1": 0x6D69786572, "h2": 0x6465647570}
 @dataclass
 class Staged:
     """A cleaned source: its rows in `parts` on disk (part i holds positions starts[i]..); `keys` has one row
-    per row still available, in file order: __pos, id, chars, prompt_hash, the dedup hashes h1/h2 until
-    dedup has run (when the recipe deduplicates), and the prompt's count of distinct n-grams (`grams`) when near
-    dedup or the near-overlap audit needs it (the n-grams themselves are in a `GramStore`).
-    Selection then trims them to what the steps after it read (mixer.assemble).
+    per row still available, in file order: __pos, id, chars, for `mixer decontam` prompt_hash, the dedup hashes
+    h1/h2 until dedup has run (when the recipe deduplicates), and the prompt's count of distinct n-grams
+    (`grams`) when near dedup or the near-overlap audit needs it (the n-grams themselves are in a `GramStore`).
+    Selection then frees them (mixer.assemble).
 
     Rows read from files are staged without the columns all of them share (`shared`: `dataset` and most of
     `meta`), with their `__lang`; `complete` gives them back. Staged parts of the 1M benchmark: 862 → 731 MB;
