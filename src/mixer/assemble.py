@@ -9,6 +9,7 @@ shard bytes are those of sorting everything at once.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,14 +84,15 @@ def _fill_buckets(
     folder: Path,
     bucket: pl.Expr,
     on_filled: Callable[[int], None] | None,
-    discard: Callable[[Staged], None],
+    discard: Callable[[Callable[[], object]], None],
 ) -> list[pl.DataFrame]:
     """Every selected row into its bucket: staged parts are read one at a time, their selected rows gathered
     (repeats included) and appended as record batches to one Arrow IPC stream per source and bucket, so the
     files grow with the data, not their number. Two sources are filled at once (their streams are their
     own), so two parts are in memory at a time. The largest go first, so the last to finish is a small one
-    and both threads stay busy to the end. Each source's staged parts are handed to `discard` once its rows are
-    filed. Returns each source's `prompt_hashes`, found on the rows while they are in memory."""
+    and both threads stay busy to the end. Each staged part is handed to `discard` (as the deleting to do) once
+    its rows are filed, and a source's other parts once all of its are. Returns each source's `prompt_hashes`,
+    found on the rows while they are in memory."""
     by_size = sorted(enumerate(selections), key=lambda tagged: -tagged[1].chars)
     with ThreadPoolExecutor(max_workers=FILL_WORKERS) as workers:
         jobs = {tag: workers.submit(_fill_source, tag, s, folder, bucket, on_filled, discard) for tag, s in by_size}
@@ -103,7 +105,7 @@ def _fill_source(
     folder: Path,
     bucket: pl.Expr,
     on_filled: Callable[[int], None] | None,
-    discard: Callable[[Staged], None],
+    discard: Callable[[Callable[[], object]], None],
 ) -> pl.DataFrame:
     import pyarrow as pa
 
@@ -115,7 +117,8 @@ def _fill_source(
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     hashes = [pl.DataFrame(schema={"__row": pl.UInt32, "__bucket": pl.UInt32, "prompt_hash": pl.UInt64})]
     try:
-        for rows in selection.staged.gather_parts(wanted):  # completed when the bucket is read (`_buckets`)
+        filed = functools.partial(_unlink_later, discard)
+        for rows in selection.staged.gather_parts(wanted, filed):  # completed when the bucket is read (`_buckets`)
             hashes.append(prompt_hashes(rows, "__row", "__bucket"))
             spans = rows.group_by("__bucket", maintain_order=True).len()
             # one conversion per part; each bucket's rows are then a zero-copy slice of it
@@ -133,8 +136,12 @@ def _fill_source(
     finally:
         for writer in writers.values():
             writer.close()
-    discard(selection.staged)
+    discard(selection.staged.discard_parts)  # those no selected row is in, and the lists
     return pl.concat(hashes).rename({"__row": "__pos"})
+
+
+def _unlink_later(discard: Callable[[Callable[[], object]], None], path: Path) -> None:
+    discard(functools.partial(path.unlink, missing_ok=True))
 
 
 def _buckets(folder: Path, buckets: int, staged: list[Staged]) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
@@ -226,7 +233,7 @@ class Buckets:
     empty: pl.DataFrame | None  # an empty mixture's one shard (the schema), read while the staged parts exist
     # (__pos, __bucket, prompt_hash) of each distinct selected row, per source: what the overlap matrix compares
     prompts: dict[str, pl.DataFrame]
-    # the staged parts, deleted in a thread of their own as each source's rows are filed: unlinking the 1M
+    # the staged parts, deleted in a thread of their own as each one's rows are filed: unlinking the 1M
     # benchmark's 0.7 GB is ~0.2 s of waiting on the disk, which held up the filling threads when they did it
     deleted: list[Future[None]]
 
@@ -264,8 +271,8 @@ def fill_buckets(
     count, bucket = _bucket_of(total, shuffle)
     deleting, deleted = ThreadPoolExecutor(max_workers=1), []
 
-    def discard(staged: Staged) -> None:
-        deleted.append(deleting.submit(staged.discard_parts))
+    def discard(delete: Callable[[], object]) -> None:
+        deleted.append(deleting.submit(delete))
 
     try:
         prompts = _fill_buckets(selections, folder, bucket, on_filled, discard)

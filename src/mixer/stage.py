@@ -9,7 +9,7 @@ then follows the chunks being loaded, not the sum of all inputs. The parts go aw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,10 +85,11 @@ class Staged:
             part.unlink(missing_ok=True)
         self.parts, self.starts = [], []
 
-    def gather_parts(self, wanted: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    def gather_parts(self, wanted: pl.DataFrame, read: Callable[[Path], None] | None = None) -> Iterator[pl.DataFrame]:
         """For each part holding some of `wanted`'s `__pos`, its rows at those positions, in `wanted`'s order
         (repeats allowed), with `wanted`'s other columns: those the rows have (`id`: staged as read, final in
-        `wanted`) replace theirs in place, the others are added. One part is in memory at a time."""
+        `wanted`) replace theirs in place, the others are added. One part is in memory at a time. `read` hears
+        each part's path once its rows are taken (the fill deletes it then)."""
         starts = pl.Series("starts", self.starts, dtype=pl.Int64)
         part_of = (starts.search_sorted(wanted["__pos"].cast(pl.Int64), side="right") - 1).alias("__part")
         for (index,), mine in wanted.with_columns(part_of).partition_by("__part", as_dict=True).items():
@@ -96,6 +97,8 @@ class Staged:
             extra = mine.drop("__pos", "__part")
             rows = rows.with_columns(extra.select(c for c in extra.columns if c in rows.columns))
             yield pl.concat([rows, extra.select(c for c in extra.columns if c not in rows.columns)], how="horizontal")
+            if read is not None:
+                read(self.parts[index])
 
     def rows_at(self, positions: pl.Series) -> pl.DataFrame:
         """The rows at `positions` (positions of available rows), in that order, with their ids as read (the
