@@ -133,6 +133,7 @@ def _fill_source(
                 offset += length
             if on_filled is not None:
                 on_filled(rows.height)
+            del rows, table  # unmapped before the part is deleted, so the deleting thread frees its pages
     finally:
         for writer in writers.values():
             writer.close()

@@ -97,6 +97,7 @@ class Staged:
             extra = mine.drop("__pos", "__part")
             rows = rows.with_columns(extra.select(c for c in extra.columns if c in rows.columns))
             yield pl.concat([rows, extra.select(c for c in extra.columns if c not in rows.columns)], how="horizontal")
+            del rows  # the part's map goes with the last frame using it, before `read` may delete the file
             if read is not None:
                 read(self.parts[index])
 
