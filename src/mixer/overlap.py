@@ -189,7 +189,7 @@ def overlap_matrix(
                 .unique("prompt_hash", keep="first", maintain_order=True)
             )
             quoted[(a, b)] = first["__pos"].head(EXAMPLES).to_list()
-    # each source's examples read in one call, whatever the number of its pairs: a read costs a pass over files
+    # each source's examples read in one call, whatever the number of its pairs: each read opens files of its own
     texts: dict[str, dict[int, str]] = {}
     for a in sorted({a for a, _ in quoted}):
         positions = sorted({p for (source, _), found in quoted.items() if source == a for p in found})

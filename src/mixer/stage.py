@@ -97,7 +97,7 @@ class Staged:
             extra = mine.drop("__pos", "__part")
             rows = rows.with_columns(extra.select(c for c in extra.columns if c in rows.columns))
             yield pl.concat([rows, extra.select(c for c in extra.columns if c not in rows.columns)], how="horizontal")
-            del rows  # the part's map goes with the last frame using it, before `read` may delete the file
+            del rows  # it maps the part, and a file deleted while mapped is freed by whoever unmaps it last
             if read is not None:
                 read(self.parts[index])
 
