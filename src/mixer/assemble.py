@@ -28,6 +28,7 @@ BUCKET_ROWS = 100_000  # rows sorted at once when shards are cut (~70 MB of Shar
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.parquet"
 FILL_WORKERS = 2
 SELECT_WORKERS = 2
+Discard = Callable[[Callable[[], object]], None]  # takes a deleting to do, done in a thread of its own
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _fill_buckets(
     folder: Path,
     bucket: pl.Expr,
     on_filled: Callable[[int], None] | None,
-    discard: Callable[[Callable[[], object]], None],
+    discard: Discard,
 ) -> list[pl.DataFrame]:
     """Every selected row into its bucket: staged parts are read one at a time, their selected rows gathered
     (repeats included) and appended as record batches to one Arrow IPC stream per source and bucket, so the
@@ -105,7 +106,7 @@ def _fill_source(
     folder: Path,
     bucket: pl.Expr,
     on_filled: Callable[[int], None] | None,
-    discard: Callable[[Callable[[], object]], None],
+    discard: Discard,
 ) -> pl.DataFrame:
     import pyarrow as pa
 
@@ -141,7 +142,7 @@ def _fill_source(
     return pl.concat(hashes).rename({"__row": "__pos"})
 
 
-def _unlink_later(discard: Callable[[Callable[[], object]], None], path: Path) -> None:
+def _unlink_later(discard: Discard, path: Path) -> None:
     discard(functools.partial(path.unlink, missing_ok=True))
 
 
