@@ -253,8 +253,8 @@ class Buckets:
             keys = pl.DataFrame(pl.from_arrow(table.select(["__row", "__repeat"]))).with_row_index("__i")
             keys = keys.join(mine, on="__row").filter(pl.col("__repeat") == 0)
             # only these rows become polars', each a slice: `take` on the file's batches took ~10 ms a file
-            rows = pa.concat_tables([table.slice(i, 1) for i in keys["__i"]])
-            found.append(pl.DataFrame(pl.from_arrow(rows)).with_columns(keys["__at"]))
+            picked = pa.concat_tables([table.slice(i, 1) for i in keys["__i"]])
+            found.append(pl.DataFrame(pl.from_arrow(picked)).with_columns(keys["__at"]))
         if not found:
             return []
         rows = pl.concat(found).sort("__at")
@@ -265,8 +265,8 @@ def fill_buckets(
     selections: list[Selection], folder: Path, shuffle: bool, on_filled: Callable[[int], None] | None = None
 ) -> Buckets:
     """Every selected row into the sort bucket of its key, under `folder`, and each distinct selected row's
-    prompt hash (what the overlap matrix compares); each source's staged parts are deleted once its rows are
-    filed. `on_filled` hears how many rows each staged part put into buckets, for progress."""
+    prompt hash (what the overlap matrix compares); each staged part is deleted, by a thread of its own, once
+    its rows are filed. `on_filled` hears how many rows each staged part put into buckets, for progress."""
     total = sum(s.rows.height for s in selections)
     first = selections[0].staged if selections and not total else None
     empty = first.complete(first.read_part(0).clear()) if first is not None else None
