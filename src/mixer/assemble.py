@@ -127,9 +127,8 @@ def _fill_source(
             offset = 0
             for index, length in spans.iter_rows():
                 if index not in writers:
-                    target = folder / f"{index:06d}"
-                    target.mkdir(parents=True, exist_ok=True)
-                    writers[index] = pa.ipc.new_stream(str(target / f"{tag:04d}.arrows"), table.schema)
+                    _bucket_dir(folder, index).mkdir(parents=True, exist_ok=True)
+                    writers[index] = pa.ipc.new_stream(str(_bucket_file(folder, index, tag)), table.schema)
                 writers[index].write_table(table.slice(offset, length))
                 offset += length
             if on_filled is not None:
@@ -146,12 +145,21 @@ def _unlink_later(discard: Discard, path: Path) -> None:
     discard(functools.partial(path.unlink, missing_ok=True))
 
 
+def _bucket_dir(folder: Path, index: int) -> Path:
+    return folder / f"{index:06d}"
+
+
+def _bucket_file(folder: Path, index: int, tag: int) -> Path:
+    """Where source `tag`'s rows of bucket `index` are filed (`_buckets` reads the tag back off the name)."""
+    return _bucket_dir(folder, index) / f"{tag:04d}.arrows"
+
+
 def _buckets(folder: Path, buckets: int, staged: list[Staged]) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
     """Each bucket's rows, completed (`Staged.complete`: file `tag` holds rows of `staged[tag]`), in one
     chunk (views of the filed batches: ~4 ms), and the order that sorts them (by key, then id and repeat: a
     total order, so the same rows always sort the same way)."""
     for index in range(buckets):
-        target = folder / f"{index:06d}"
+        target = _bucket_dir(folder, index)
         if not target.is_dir():
             continue
         files = sorted(target.iterdir())
@@ -249,7 +257,7 @@ class Buckets:
         wanted = wanted.join(self.prompts[source].select(pl.col("__pos").alias("__row"), "__bucket"), on="__row")
         found = []
         for (index,), mine in wanted.partition_by("__bucket", as_dict=True).items():
-            table = mapped_table(self.folder / f"{index:06d}" / f"{tag:04d}.arrows", stream=True)
+            table = mapped_table(_bucket_file(self.folder, index, tag), stream=True)
             keys = pl.DataFrame(pl.from_arrow(table.select(["__row", "__repeat"]))).with_row_index("__i")
             keys = keys.join(mine, on="__row").filter(pl.col("__repeat") == 0)
             # only these rows become polars', each a slice: `take` on the file's batches took ~10 ms a file
