@@ -249,6 +249,64 @@ def test_error_classes(tmp_path, body, expected):
     assert any(d[0] == line and d[1] == col and d[2].startswith(text) for d in found), found
 
 
+def test_an_inline_source_named_after_a_registry_entry_is_pointed_to_it(tmp_path):
+    """`code_alpaca: {path: ..., take: 500}` was told only the ten formats: a source named after a registry
+    entry most likely holds that entry's files, and `source:` reads them with its fields and license. A hub
+    source cannot also take `source:`, so it is told the entry's format; any other name, the formats."""
+    (tmp_path / "x.json").write_text("[]")
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          code_alpaca: {path: x.json, take: 5}
+          sharegpt: {hub: org/name, take: 5}
+          mine: {path: x.json, take: 5}
+        """,
+    )
+    found = {d.line: (d.message, d.hint) for d in validate_file(recipe)}
+    formats = "one of: alpaca, cot, dolly, flan, messages, oasst, preference, prompts, sharegpt, turns"
+    assert found == {
+        3: (
+            "inline source 'code_alpaca' needs `format:`",
+            f"`source: code_alpaca` reads them as the registry's entry (alpaca); or give `format:`, {formats}",
+        ),
+        4: ("inline source 'sharegpt' needs `format:`", f"the registry's 'sharegpt' is `format: sharegpt`; {formats}"),
+        5: ("inline source 'mine' needs `format:`", formats),
+    }
+
+
+def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
+    """A folder of FLAN's CoT TSVs was told "e.g. 'cot/*.jsonl'", a pattern that matches none of its files.
+    The hint now takes the readable suffix most of its files have (a tie goes to the one SUPPORTED_SUFFIXES
+    lists first, whatever order the filesystem lists them in); a folder with none says so."""
+    for name in ("cot/a.tsv", "cot/b.tsv", "cot/notes.json", "cot/README.md", "mixed/a.jsonl.gz", "mixed/b.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "README.md").write_text("")
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {path: cot/, format: cot, take: 5}
+          b: {path: mixed, format: alpaca, take: 5}
+          c: {path: docs, format: alpaca, take: 5}
+        """,
+    )
+    hints = {
+        d.line: d.hint
+        for d in validate_file(recipe)
+        if d.message.endswith("is a directory" + f" (relative to {tmp_path})")
+    }
+    assert hints == {
+        3: "name its files, e.g. 'cot/*.tsv'",
+        4: "name its files, e.g. 'mixed/*.json'",
+        5: "name its files, e.g. 'docs/*.jsonl'; it holds none that mixer reads",
+    }
+
+
 def test_a_value_of_the_wrong_type_is_named_in_yaml_words_with_the_usual_slip(tmp_path):
     """jsonschema said "None is not of type 'object'" for `mixture:` left with nothing under it: Python's and
     JSON Schema's words, where the recipe's author wrote YAML and left a key empty."""

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from mixer.adapters import FORMATS, format_spec
-from mixer.adapters.formats import OPTION_VALUES, readable, unreadable_file
+from mixer.adapters.formats import OPTION_VALUES, SUPPORTED_SUFFIXES, readable, unreadable_file
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
@@ -451,7 +452,7 @@ def _check_source(
     ):
         problems.append(
             located.diag(
-                (*path, inline), f"inline source {name!r} needs `format:`", f"one of: {', '.join(FORMATS)}", key=True
+                (*path, inline), f"inline source {name!r} needs `format:`", _format_hint(name, inline), key=True
             )
         )
     if fmt:
@@ -548,6 +549,34 @@ def _check_source(
     return problems
 
 
+def _format_hint(name: str, inline: str) -> str:
+    """A source named after a registry entry but given only `path:` most likely holds that entry's files:
+    `source:` reads them with the entry's format, field names, options and license, which `format:` alone
+    would not bring. A `hub:` source cannot take `source:` too, so it is told the entry's format."""
+    formats = f"one of: {', '.join(FORMATS)}"
+    entry = load_registry().get(name)
+    if entry is None:
+        return formats
+    if inline == "path":
+        return f"`source: {name}` reads them as the registry's entry ({entry.format}); or give `format:`, {formats}"
+    return f"the registry's {name!r} is `format: {entry.format}`; {formats}"
+
+
+def _directory_hint(raw: str, folder: Path) -> str:
+    """Name the folder's files by the readable suffix most of them have (a folder of FLAN's TSVs was told
+    `*.jsonl`); ties go to the suffix listed first in SUPPORTED_SUFFIXES, so the hint never depends on the
+    order the filesystem lists files in."""
+    found = Counter(
+        max((s for s in SUPPORTED_SUFFIXES if child.name.lower().endswith(s)), key=len)
+        for child in folder.iterdir()
+        if child.is_file() and readable(child.name)
+    )
+    if not found:
+        return f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}; it holds none that mixer reads"
+    suffix = max(found, key=lambda s: (found[s], -SUPPORTED_SUFFIXES.index(s)))
+    return f"name its files, e.g. {raw.rstrip('/') + '/*' + suffix!r}"
+
+
 def _shown_path(path: Path) -> str:
     """`path` as a command typed here would name it: relative to the working directory when below it."""
     relative = os.path.relpath(path)
@@ -587,7 +616,7 @@ def _missing_path(raw: str, base_dir: Path) -> tuple[str, str]:
         elif splits := saved_splits(full):
             hint = one_split_hint(splits, raw)
         else:
-            hint = f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}"
+            hint = _directory_hint(raw, full)
         return f"{raw!r} is a directory{relative}", hint
     message = f"no file matches {raw!r}{relative}"
     hint = "check the name" if relative == "" else "paths are relative to the recipe file; check the name"
