@@ -276,6 +276,44 @@ def test_an_inline_source_named_after_a_registry_entry_is_pointed_to_it(tmp_path
     }
 
 
+def test_a_source_with_nowhere_to_read_from_is_told_the_likely_slip(tmp_path):
+    """A variant's `code_alpacca: {take: 10}` (one letter off the base's source) adds a new source with nowhere
+    to read from, and said only that it needs `source:`, `path:` or `hub:`. It is now told the inherited name
+    and where it is written; a registry entry's name, that `source:` reads it; any other, where the registry is
+    listed. A source the recipe itself writes is not suggested: two of its own may well look alike."""
+    write_recipe(
+        tmp_path,
+        """
+        name: base
+        sources:
+          code_alpaca: {source: code_alpaca, take: 5}
+        """,
+        name="base.yaml",
+    )
+    recipe = write_recipe(
+        tmp_path,
+        """
+        extends: base.yaml
+        name: variant
+        sources:
+          code_alpacca: {take: 10}
+          dolly: {take: 5}
+          dolly_2: {take: 5}
+        """,
+    )
+    found = {d.line: (d.message, d.hint) for d in validate_file(recipe) if d.message.endswith("+ `format:`")}
+    needs = "needs `source:` (a registry entry), `path:` + `format:` or `hub:` + `format:`"
+    assert found == {
+        4: (
+            f"source 'code_alpacca' {needs}",
+            f"did you mean 'code_alpaca' ({tmp_path / 'base.yaml'}:3)? A recipe that extends another changes a "
+            "source by its exact name; another name adds a source",
+        ),
+        5: (f"source 'dolly' {needs}", "`source: dolly` reads the registry's entry"),
+        6: (f"source 'dolly_2' {needs}", "run `mixer sources` to list the registry"),
+    }
+
+
 def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
     """A folder of FLAN's CoT TSVs was told "e.g. 'cot/*.jsonl'", a pattern that matches none of its files.
     The hint now takes the readable suffix most of its files have (a tie goes to the one SUPPORTED_SUFFIXES

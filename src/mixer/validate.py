@@ -422,6 +422,7 @@ def _check_source(
             located.diag(
                 path,
                 f"source {name!r} needs `source:` (a registry entry), `path:` + `format:` or `hub:` + `format:`",
+                _unplaced_source_hint(located, name, path),
                 key=True,
             )
         )
@@ -547,6 +548,27 @@ def _check_source(
             )
         matched_by.update((r, raw) for _, r in resolved if r not in matched_by)
     return problems
+
+
+def _unplaced_source_hint(located: Located, name: str, path: tuple) -> str:
+    """A source with only a selector is most often a recipe's change to an inherited source under a misspelt
+    name (which adds a new source, with nowhere to read from), or a registry entry named without `source:`."""
+    sources = _mapping(located.data).get("sources")
+    if path == ("sources", name) and isinstance(sources, dict):
+        inherited = {}  # name -> the first of its keys that a recipe this one extends wrote
+        for place in located.files:
+            if place[:1] == ("sources",) and len(place) > 2 and located.file_of(place) != located.file:
+                inherited.setdefault(place[1], place)
+        close = difflib.get_close_matches(name, [n for n in inherited if n != name], n=1, cutoff=0.6)
+        if close:
+            file, line, _ = located.where(inherited[close[0]], key=True)
+            return (
+                f"did you mean {close[0]!r} ({file}:{line})? A recipe that extends another changes a source by "
+                "its exact name; another name adds a source"
+            )
+    if name in load_registry():
+        return f"`source: {name}` reads the registry's entry"
+    return "run `mixer sources` to list the registry"
 
 
 def _format_hint(name: str, inline: str) -> str:
