@@ -316,13 +316,14 @@ def test_a_source_with_nowhere_to_read_from_is_told_the_likely_slip(tmp_path):
 
 def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
     """A folder of FLAN's CoT TSVs was told "e.g. 'cot/*.jsonl'", a pattern that matches none of its files.
-    The hint now takes the readable suffix most of its files have (a tie goes to the one SUPPORTED_SUFFIXES
-    lists first, whatever order the filesystem lists them in); a folder with none says so."""
-    for name in ("cot/a.tsv", "cot/b.tsv", "cot/notes.json", "cot/README.md", "mixed/a.jsonl.gz", "mixed/b.json"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
+    The hint now takes the readable suffix most of its files have, as written (a tie goes to the one
+    SUPPORTED_SUFFIXES lists first, whatever order the filesystem lists them in); files only in subfolders
+    are named with `**/`; a folder with none says so."""
+    files = ["cot/a.tsv", "cot/b.tsv", "cot/notes.json", "cot/README.md", "mixed/a.jsonl.gz", "mixed/b.json"]
+    files += ["upper/A.JSONL", "splits/train/a.parquet", "splits/README.md", "docs/README.md"]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "README.md").write_text("")
     recipe = write_recipe(
         tmp_path,
         """
@@ -330,18 +331,19 @@ def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
         sources:
           a: {path: cot/, format: cot, take: 5}
           b: {path: mixed, format: alpaca, take: 5}
-          c: {path: docs, format: alpaca, take: 5}
+          c: {path: upper, format: alpaca, take: 5}
+          d: {path: splits, format: alpaca, take: 5}
+          e: {path: docs, format: alpaca, take: 5}
         """,
     )
-    hints = {
-        d.line: d.hint
-        for d in validate_file(recipe)
-        if d.message.endswith("is a directory" + f" (relative to {tmp_path})")
-    }
+    directory = f"is a directory (relative to {tmp_path})"
+    hints = {d.line: d.hint for d in validate_file(recipe) if d.message.endswith(directory)}
     assert hints == {
         3: "name its files, e.g. 'cot/*.tsv'",
         4: "name its files, e.g. 'mixed/*.json'",
-        5: "name its files, e.g. 'docs/*.jsonl'; it holds none that mixer reads",
+        5: "name its files, e.g. 'upper/*.JSONL'",
+        6: "name its files, e.g. 'splits/**/*.parquet'",
+        7: "name its files, e.g. 'docs/*.jsonl'; it holds none that mixer reads",
     }
 
 

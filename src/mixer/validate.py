@@ -14,7 +14,9 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -585,18 +587,27 @@ def _format_hint(name: str, inline: str) -> str:
 
 
 def _directory_hint(raw: str, folder: Path) -> str:
-    """Name the folder's files by the readable suffix most of them have (a folder of FLAN's TSVs was told
-    `*.jsonl`); ties go to the suffix listed first in SUPPORTED_SUFFIXES, so the hint never depends on the
-    order the filesystem lists files in."""
-    found = Counter(
-        max((s for s in SUPPORTED_SUFFIXES if child.name.lower().endswith(s)), key=len)
-        for child in folder.iterdir()
-        if child.is_file() and readable(child.name)
-    )
+    """Name the folder's files by the readable suffix most of them have, as written (a folder of FLAN's TSVs
+    was told `*.jsonl`); ties go to the suffix SUPPORTED_SUFFIXES lists first, so the hint never depends on
+    the order the filesystem lists files in. Files only in subfolders are named with `**/`."""
+    stem = raw.rstrip("/")
+    try:
+        found = _readable_suffixes(folder.iterdir())
+        if not found:
+            found = _readable_suffixes(islice(folder.rglob("*"), 10_000))
+            stem += "/**" if found else ""
+    except OSError:  # a folder we may not list: the usual example
+        return f"name its files, e.g. {stem + '/*.jsonl'!r}"
     if not found:
-        return f"name its files, e.g. {raw.rstrip('/') + '/*.jsonl'!r}; it holds none that mixer reads"
-    suffix = max(found, key=lambda s: (found[s], -SUPPORTED_SUFFIXES.index(s)))
-    return f"name its files, e.g. {raw.rstrip('/') + '/*' + suffix!r}"
+        return f"name its files, e.g. {stem + '/*.jsonl'!r}; it holds none that mixer reads"
+    suffix = max(found, key=lambda s: (found[s], -SUPPORTED_SUFFIXES.index(s.lower())))
+    return f"name its files, e.g. {stem + '/*' + suffix!r}"
+
+
+def _readable_suffixes(paths: Iterable[Path]) -> Counter[str]:
+    """How many of `paths` are files of each readable suffix (the longest that fits, in the file's own case)."""
+    names = [p.name for p in paths if readable(p.name) and p.is_file()]
+    return Counter(n[-max(len(s) for s in SUPPORTED_SUFFIXES if n.lower().endswith(s)) :] for n in names)
 
 
 def _shown_path(path: Path) -> str:
