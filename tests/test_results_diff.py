@@ -120,6 +120,11 @@ def test_lm_eval_0_3_results_are_read_and_a_file_with_no_scores_is_refused(tmp_p
     (tmp_path / "flat.json").write_text(json.dumps({"results": {"gsm8k": 0.5}}))
     with pytest.raises(MixerError, match=r"^flat\.json: results\.gsm8k must map metric names to numbers, not float"):
         parse_file(tmp_path / "flat.json")
+    # any other JSON object is read as plain {task: {metric: value}}: one that is not is told the forms read
+    (tmp_path / "other.json").write_text(json.dumps({"model": "x", "scores": [0.5]}))
+    with pytest.raises(MixerError, match=r"^other\.json: task 'model' must map metric names to numbers") as raised:
+        parse_file(tmp_path / "other.json")
+    assert raised.value.hint.startswith("results are read from lm-evaluation-harness JSON")
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(MixerError, match="no scores"):

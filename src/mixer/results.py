@@ -202,12 +202,18 @@ def _alpaca_rows(path: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
+FORMATS_HINT = (
+    "results are read from lm-evaluation-harness JSON ({results: {task: {'acc,none': 0.5}}}), AlpacaEval "
+    "leaderboards (win_rate) and plain {task: {metric: value}} JSON/YAML"
+)
+
+
 def parse_plain(data: dict[str, Any], source: str) -> list[Score]:
     """{task: {metric: value, metric_stderr: value, n: N}}."""
     scores = []
     for task, metrics in data.items():
         if not isinstance(metrics, dict):
-            raise MixerError(f"{source}: task {task!r} must map metric names to numbers")
+            raise MixerError(f"{source}: task {task!r} must map metric names to numbers", FORMATS_HINT)
         n = _number(metrics.get("n"))
         for key, value in metrics.items():
             number = _number(value)
@@ -266,8 +272,7 @@ def parse_file(path: Path, model: str | None = None) -> list[Score]:
     if not scores:
         raise MixerError(
             f"{path}: no scores in this file",
-            "results are read from lm-evaluation-harness JSON ({results: {task: {'acc,none': 0.5}}}), AlpacaEval "
-            "leaderboards (win_rate) and plain {task: {metric: value}} JSON/YAML",
+            FORMATS_HINT,
         )
     return scores
 
