@@ -480,6 +480,21 @@ def test_a_missing_field_names_no_format_when_none_fits_and_never_the_sources_ow
     assert info.value.hint == "map it in the recipe: fields: {messages: <one of the file's fields>}"
 
 
+def test_a_missing_field_the_file_has_in_another_case_is_named_in_the_hint(tmp_path):
+    """WizardLM's test set writes `Instruction`: the hint names that field instead of a placeholder. Only a
+    match but for case is named; a field that merely looks alike is not guessed."""
+    path = tmp_path / "f.jsonl"
+    path.write_text(json.dumps({"idx": 1, "Skill": "Math", "Instruction": "q"}) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, "prompts")
+    assert info.value.message == f"{path}: no field 'instruction' (the file has: idx, Skill, Instruction)"
+    assert info.value.hint == "map it in the recipe: fields: {instruction: Instruction}"
+    path.write_text(json.dumps({"instructions": "q", "output": "a"}) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, "alpaca")
+    assert info.value.hint == "map it in the recipe: fields: {instruction: <one of the file's fields>}"
+
+
 def test_every_input_file_type(tmp_path):
     rows = pl.DataFrame({"instruction": ["a", "b"], "input": ["", "x"], "output": ["1", "2"]})
     rows.write_ndjson(tmp_path / "d.jsonl")

@@ -314,6 +314,29 @@ def test_a_source_with_nowhere_to_read_from_is_told_the_likely_slip(tmp_path):
     }
 
 
+def test_an_evolve_block_key_from_other_tools_is_told_its_name_here(tmp_path):
+    """`rows: 5` in an evolve block was told "did you mean 'rounds'?", the wrong key: the number of seeds is
+    `sample`. Keys WizardLM's scripts and other tools use are told their name here; others, the closest key."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {source: dolly, take: 5}
+          e: {evolved: b, take: all}
+        evolve:
+          b: {from: a, rows: 5, iterations: 2, model: gpt-4o-mini, roundz: 1, teacher: {model: m}}
+        """,
+    )
+    found = {d.message: d.hint for d in validate_file(recipe) if d.message.startswith("unknown key")}
+    assert found == {
+        "unknown key 'rows' in 'b'": "the number of seed rows is `sample: N` (or `sample: all`)",
+        "unknown key 'iterations' in 'b'": "the number of rounds is `rounds: M`",
+        "unknown key 'model' in 'b'": "the model is the teacher's: `teacher: {model: ..., base_url: ...}`",
+        "unknown key 'roundz' in 'b'": "did you mean 'rounds'?",
+    }
+
+
 def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
     """A folder of FLAN's CoT TSVs was told "e.g. 'cot/*.jsonl'", a pattern that matches none of its files.
     The hint now takes the readable suffix most of its files have, as written (a tie goes to the one

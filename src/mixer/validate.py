@@ -61,12 +61,22 @@ KEY_HINTS = {
 KEY_HINTS["filter"] = KEY_HINTS["filters"]
 
 
+# keys an evolve block's author may bring from WizardLM's scripts or other tools
+_SEED_COUNT = "the number of seed rows is `sample: N` (or `sample: all`)"
+EVOLVE_KEY_HINTS = dict.fromkeys(
+    ["rows", "num_rows", "n", "seeds", "num_seeds", "num_samples", "max_samples"], _SEED_COUNT
+)
+EVOLVE_KEY_HINTS |= dict.fromkeys(["source", "seed_source", "input", "dataset"], "the seed source is `from: <source>`")
+EVOLVE_KEY_HINTS |= dict.fromkeys(
+    ["iterations", "epochs", "generations", "depth"], "the number of rounds is `rounds: M`"
+)
+EVOLVE_KEY_HINTS["model"] = "the model is the teacher's: `teacher: {model: ..., base_url: ...}`"
+
+
 def _key_hint(key: str, allowed: list[str]) -> str:
     """Where a key that is not allowed here may have been meant, or the keys that are."""
-    known = KEY_HINTS.get(key)
-    if known is not None and "format" in allowed:  # these hints are about a source
-        return known
-    return did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
+    hints = KEY_HINTS if "format" in allowed else EVOLVE_KEY_HINTS if "operators" in allowed else {}
+    return hints.get(key) or did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
 
 
 def _interpolate(located: Located) -> list[Diagnostic]:

@@ -138,7 +138,12 @@ KIND_NOTES = {"preference": " (the data of a dpo stage)", "prompts": " (no repli
 
 
 def _formats_or_mapping(raw: pl.DataFrame, ctx: Context, name: str) -> str:
-    mapping = f"map it in the recipe: fields: {{{name}: <one of the file's fields>}}"
+    """The formats the file fits, or the `fields:` mapping that reads it: with the file's field of that name
+    in another case when it has one (WizardLM's test set writes `Instruction`), else a placeholder."""
+    native = ctx.fields[name].lower()
+    cased = next((c for c in raw.columns if c.lower() == native and c != ctx.fields[name]), None)
+    column = cased or "<one of the file's fields>"
+    mapping = f"map it in the recipe: fields: {{{name}: {column}}}"
     fits = [
         f"format: {f}" + KIND_NOTES.get(SPECS[f].kind, "") for f in fitting_formats(raw.schema, leave_out=ctx.format)
     ]
