@@ -565,8 +565,7 @@ def _check_source(
 def _unplaced_source_hint(located: Located, name: str, path: tuple) -> str:
     """A source with only a selector is most often a recipe's change to an inherited source under a misspelt
     name (which adds a new source, with nowhere to read from), or a registry entry named without `source:`."""
-    sources = _mapping(located.data).get("sources")
-    if path == ("sources", name) and isinstance(sources, dict):
+    if path == ("sources", name):  # a mixture's source, not a stage's data
         inherited = {}  # name -> the first of its keys that a recipe this one extends wrote
         for place in located.files:
             if place[:1] == ("sources",) and len(place) > 2 and located.file_of(place) != located.file:
