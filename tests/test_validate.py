@@ -337,6 +337,39 @@ def test_an_evolve_block_key_from_other_tools_is_told_its_name_here(tmp_path):
     }
 
 
+def test_a_config_in_another_tools_words_is_told_a_recipes(tmp_path):
+    """axolotl's `datasets:` (a list of `- path:` items) and open-instruct's `dataset_mixer:` were told only the
+    allowed keys, and a `sources:` list that it is not a mapping: each is told how a recipe says it."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        dataset_mixer: {allenai/tulu-v2-sft-mixture: 1.0}
+        base_model: m
+        output_dir: out
+        sources:
+          - {path: x.json, type: alpaca}
+        """,
+    )
+    found = {d.line: (d.message, d.hint) for d in validate_file(recipe)}
+    assert found == {
+        2: (
+            "unknown key 'dataset_mixer'",
+            "a recipe's datasets are `sources:`, a mapping of names to {source: <registry entry>} or "
+            "{path: ..., format: ...}, each with take, fraction or weight",
+        ),
+        3: (
+            "unknown key 'base_model'",
+            "training settings belong to a stage: `stages: [{name: sft, kind: sft, model: ..., data: mixture, ...}]`",
+        ),
+        4: ("unknown key 'output_dir'", "the mixture's folder is `output: {dir: ...}`"),
+        6: (
+            'sources: is [{"path": "x.json", "type": "alpaca"}], a list, not a mapping',
+            "`sources:` maps names to entries: write each item as `<name>: {...}` below it, without '- '",
+        ),
+    }
+
+
 def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
     """A folder of FLAN's CoT TSVs was told "e.g. 'cot/*.jsonl'", a pattern that matches none of its files.
     The hint now takes the readable suffix most of its files have, as written (a tie goes to the one

@@ -73,9 +73,25 @@ EVOLVE_KEY_HINTS |= dict.fromkeys(
 EVOLVE_KEY_HINTS["model"] = "the model is the teacher's: `teacher: {model: ..., base_url: ...}`"
 
 
+# a recipe's top-level keys as axolotl, open-instruct and LLaMA-Factory configs write them
+_SOURCES = (
+    "a recipe's datasets are `sources:`, a mapping of names to {source: <registry entry>} or {path: ..., format: ...}, "
+    "each with take, fraction or weight"
+)
+_STAGE = "training settings belong to a stage: `stages: [{name: sft, kind: sft, model: ..., data: mixture, ...}]`"
+RECIPE_KEY_HINTS = dict.fromkeys(["datasets", "dataset", "dataset_mixer", "dataset_mixer_list", "data"], _SOURCES)
+RECIPE_KEY_HINTS |= dict.fromkeys(
+    ["base_model", "model", "model_name_or_path", "learning_rate", "num_epochs", "num_train_epochs", "sequence_len"],
+    _STAGE,
+)
+RECIPE_KEY_HINTS["output_dir"] = "the mixture's folder is `output: {dir: ...}`"
+# which hints fit a mapping, told apart by a key only it allows
+KEY_HINTS_BY_MAPPING = (("format", KEY_HINTS), ("operators", EVOLVE_KEY_HINTS), ("sources", RECIPE_KEY_HINTS))
+
+
 def _key_hint(key: str, allowed: list[str]) -> str:
     """Where a key that is not allowed here may have been meant, or the keys that are."""
-    hints = KEY_HINTS if "format" in allowed else EVOLVE_KEY_HINTS if "operators" in allowed else {}
+    hints = next((h for marker, h in KEY_HINTS_BY_MAPPING if marker in allowed), {})
     return hints.get(key) or did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
 
 
@@ -219,6 +235,9 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
             message = f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
         elif error.validator == "type" and path and path[-1] in ("take", "sample"):
             hint = _count_hint(str(path[-1]), error.instance)
+        elif error.validator == "type" and path in (("sources",), ("evolve",)) and isinstance(error.instance, list):
+            # axolotl's `datasets:` is a list of `- path: ...` items
+            hint = f"`{path[0]}:` maps names to entries: write each item as `<name>: {{...}}` below it, without '- '"
         elif error.validator in ("minimum", "maximum", *EXCLUSIVE_BOUNDS):
             if error.validator in EXCLUSIVE_BOUNDS:
                 message = f"{error.instance!r} {EXCLUSIVE_BOUNDS[error.validator]} {error.validator_value!r}"
