@@ -370,6 +370,39 @@ def test_a_config_in_another_tools_words_is_told_a_recipes(tmp_path):
     }
 
 
+def test_a_stage_in_another_tools_words_is_told_a_recipes(tmp_path):
+    """axolotl's `sequence_len` and `num_epochs` on the stage, TrainingArguments' `lr` and
+    `per_device_train_batch_size` in its hyperparameters: each is told its name and place here; a slip of
+    spelling still gets `did you mean`."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {source: dolly, take: 5}
+        stages:
+          - name: sft
+            kind: sft
+            model: m
+            data: mixture
+            sequence_len: 2048
+            num_epochs: 3
+            bf16: true
+            hyperparameters: {lr: 1.0e-5, per_device_train_batch_size: 2, warmup_steps: 10, learning_rat: 1.0e-5}
+        """,
+    )
+    found = {d.message: d.hint for d in validate_file(recipe)}
+    assert found == {
+        "unknown key 'sequence_len' in stages[0]": "the sequence length is the stage's `max_seq_length`",
+        "unknown key 'num_epochs' in stages[0]": "training settings go in the stage's `hyperparameters: {epochs: N}`",
+        "unknown key 'bf16' in stages[0]": "how the stage runs is its `launcher: {mixed_precision: bf16}`",
+        "unknown key 'lr' in 'hyperparameters'": "here it is `learning_rate`",
+        "unknown key 'per_device_train_batch_size' in 'hyperparameters'": "here it is `per_device_batch_size`",
+        "unknown key 'warmup_steps' in 'hyperparameters'": "here it is `warmup_ratio` (a share of the steps)",
+        "unknown key 'learning_rat' in 'hyperparameters'": "did you mean 'learning_rate'?",
+    }
+
+
 def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
     """A folder of FLAN's CoT TSVs was told "e.g. 'cot/*.jsonl'", a pattern that matches none of its files.
     The hint now takes the readable suffix most of its files have, as written (a tie goes to the one

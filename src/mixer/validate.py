@@ -29,6 +29,7 @@ from mixer.adapters.formats import OPTION_VALUES, SUPPORTED_SUFFIXES, readable, 
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
+from mixer.key_hints import other_tools_hint
 from mixer.recipe import Recipe, build_recipe
 from mixer.registry import load_registry
 from mixer.resources import resource_dir
@@ -48,51 +49,9 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
-# keys other tools use for what a recipe says another way (axolotl's `type`, LLaMA-Factory's `max_samples`)
-KEY_HINTS = {
-    "filters": "filters are keys of the source itself: `lang: [en]`, `max_chars: 20000`, `min_turns`, `max_turns`, "
-    "`drop_patterns`",
-    "type": "the record format is `format:` (alpaca, sharegpt, messages, ...)",
-    "data_files": "local files are `path:` (a file, a glob or a list)",
-    "max_samples": "a number of rows is `take: N`",
-    "num_samples": "a number of rows is `take: N`",
-    "ratio": "a share of the source's rows is `fraction: f`; a share of mixture.total is `weight: w`",
-}
-KEY_HINTS["filter"] = KEY_HINTS["filters"]
-
-
-# keys an evolve block's author may bring from WizardLM's scripts or other tools
-_SEED_COUNT = "the number of seed rows is `sample: N` (or `sample: all`)"
-EVOLVE_KEY_HINTS = dict.fromkeys(
-    ["rows", "num_rows", "n", "seeds", "num_seeds", "num_samples", "max_samples"], _SEED_COUNT
-)
-EVOLVE_KEY_HINTS |= dict.fromkeys(["source", "seed_source", "input", "dataset"], "the seed source is `from: <source>`")
-EVOLVE_KEY_HINTS |= dict.fromkeys(
-    ["iterations", "epochs", "generations", "depth"], "the number of rounds is `rounds: M`"
-)
-EVOLVE_KEY_HINTS["model"] = "the model is the teacher's: `teacher: {model: ..., base_url: ...}`"
-
-
-# a recipe's top-level keys as axolotl, open-instruct and LLaMA-Factory configs write them
-_SOURCES = (
-    "a recipe's datasets are `sources:`, a mapping of names to {source: <registry entry>} or {path: ..., format: ...}, "
-    "each with take, fraction or weight"
-)
-_STAGE = "training settings belong to a stage: `stages: [{name: sft, kind: sft, model: ..., data: mixture, ...}]`"
-RECIPE_KEY_HINTS = dict.fromkeys(["datasets", "dataset", "dataset_mixer", "dataset_mixer_list", "data"], _SOURCES)
-RECIPE_KEY_HINTS |= dict.fromkeys(
-    ["base_model", "model", "model_name_or_path", "learning_rate", "num_epochs", "num_train_epochs", "sequence_len"],
-    _STAGE,
-)
-RECIPE_KEY_HINTS["output_dir"] = "the mixture's folder is `output: {dir: ...}`"
-# which hints fit a mapping, told apart by a key only it allows
-KEY_HINTS_BY_MAPPING = (("format", KEY_HINTS), ("operators", EVOLVE_KEY_HINTS), ("sources", RECIPE_KEY_HINTS))
-
-
 def _key_hint(key: str, allowed: list[str]) -> str:
     """Where a key that is not allowed here may have been meant, or the keys that are."""
-    hints = next((h for marker, h in KEY_HINTS_BY_MAPPING if marker in allowed), {})
-    return hints.get(key) or did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
+    return other_tools_hint(key, allowed) or did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
 
 
 def _interpolate(located: Located) -> list[Diagnostic]:
