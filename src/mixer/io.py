@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from mixer import borrowed_schema, record_reader
-from mixer.adapters.formats import SUPPORTED_SUFFIXES, unreadable_file
+from mixer.adapters.formats import supported_suffix, unreadable_file
 from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
@@ -69,10 +69,9 @@ class RawTable:
 
 
 def file_kind(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in SUPPORTED_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix.removesuffix(".gz").lstrip(".")
+    suffix = supported_suffix(path.name)
+    if suffix is not None:
+        return suffix.removesuffix(".gz").lstrip(".")
     message, hint = unreadable_file(str(path))
     raise MixerError(f"{path}: {message}", hint)
 

@@ -25,7 +25,7 @@ from mixer.adapters.base import (
     leads_with_system,
     message,
 )
-from mixer.adapters.formats import SUPPORTED_SUFFIXES
+from mixer.adapters.formats import supported_suffix
 from mixer.batches import Member, batches
 from mixer.errors import MixerError
 from mixer.io import (
@@ -297,7 +297,7 @@ def file_id_prefixes(paths: list[Path]) -> dict[Path, str]:
     prefixes = {}
     for path in paths:
         relative = path.relative_to(shared).as_posix()
-        suffix = next((s for s in SUPPORTED_SUFFIXES if relative.lower().endswith(s)), "")
+        suffix = supported_suffix(relative) or ""
         prefixes[path] = f"{relative[: len(relative) - len(suffix)]}/"
     return prefixes
 

@@ -25,7 +25,13 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from mixer.adapters import FORMATS, format_spec
-from mixer.adapters.formats import OPTION_VALUES, SUPPORTED_SUFFIXES, readable, unreadable_file
+from mixer.adapters.formats import (
+    OPTION_VALUES,
+    SUPPORTED_SUFFIXES,
+    readable,
+    supported_suffix,
+    unreadable_file,
+)
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
@@ -592,9 +598,13 @@ def _directory_hint(raw: str, folder: Path) -> str:
 
 
 def _readable_suffixes(paths: Iterable[Path]) -> Counter[str]:
-    """How many of `paths` are files of each readable suffix (the longest that fits, in the file's own case)."""
-    names = [p.name for p in paths if readable(p.name) and p.is_file()]
-    return Counter(n[-max(len(s) for s in SUPPORTED_SUFFIXES if n.lower().endswith(s)) :] for n in names)
+    """How many of `paths` are files of each readable suffix, in the file's own case."""
+    found: Counter[str] = Counter()
+    for path in paths:
+        suffix = supported_suffix(path.name)
+        if suffix is not None and path.is_file():
+            found[path.name[-len(suffix) :]] += 1
+    return found
 
 
 def _shown_path(path: Path) -> str:

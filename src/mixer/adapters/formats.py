@@ -29,6 +29,13 @@ def readable(name: str) -> bool:
     return name.lower().endswith(SUPPORTED_SUFFIXES)
 
 
+def supported_suffix(name: str) -> str | None:
+    """The supported suffix `name` ends with, in any case (returned lower-cased). None ends another (`.json`
+    does not end `.json.gz`), so at most one fits."""
+    lower = name.lower()
+    return next((s for s in SUPPORTED_SUFFIXES if lower.endswith(s)), None)
+
+
 def unreadable_file(name: str) -> tuple[str, str]:
     """Message and hint for a file name no reader takes (`readable` is false): a supported file compressed some
     other way than gzip is told the command that decompresses it."""
