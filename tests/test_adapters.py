@@ -495,6 +495,21 @@ def test_a_missing_field_the_file_has_in_another_case_is_named_in_the_hint(tmp_p
     assert info.value.hint == "map it in the recipe: fields: {instruction: <one of the file's fields>}"
 
 
+def test_a_file_without_replies_read_with_a_mapped_instruction_is_told_it_fits_prompts(tmp_path):
+    """WizardLM's test set, read as alpaca with `fields: {instruction: Instruction}`, has no reply: the formats it
+    fits are found with the source's own mapping, so the hint names `prompts` (seeds of an evolve block). By
+    default names alone nothing fits, and the hint offered only a placeholder for `output`."""
+    path = tmp_path / "f.jsonl"
+    path.write_text(json.dumps({"idx": 1, "Skill": "Math", "Instruction": "q"}) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, "alpaca", fields={"instruction": "Instruction"})
+    assert info.value.message == f"{path}: no field 'output' (the file has: idx, Skill, Instruction)"
+    assert info.value.hint == (
+        "its fields are those of format: prompts (no replies: seeds of an evolve block); "
+        "or map it in the recipe: fields: {output: <one of the file's fields>}"
+    )
+
+
 def test_every_input_file_type(tmp_path):
     rows = pl.DataFrame({"instruction": ["a", "b"], "input": ["", "x"], "output": ["1", "2"]})
     rows.write_ndjson(tmp_path / "d.jsonl")

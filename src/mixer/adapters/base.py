@@ -144,20 +144,22 @@ def _formats_or_mapping(raw: pl.DataFrame, ctx: Context, name: str) -> str:
     cased = next((c for c in raw.columns if c.lower() == native and c != ctx.fields[name]), None)
     column = cased or "<one of the file's fields>"
     mapping = f"map it in the recipe: fields: {{{name}: {column}}}"
-    fits = [
-        f"format: {f}" + KIND_NOTES.get(SPECS[f].kind, "") for f in fitting_formats(raw.schema, leave_out=ctx.format)
-    ]
+    fitting = fitting_formats(raw.schema, leave_out=ctx.format, mapping=ctx.fields)
+    fits = [f"format: {f}" + KIND_NOTES.get(SPECS[f].kind, "") for f in fitting]
     return f"its fields are those of {' or '.join(fits)}; or {mapping}" if fits else mapping
 
 
-def fitting_formats(schema: pl.Schema, leave_out: str = "") -> list[str]:
-    """Formats whose required fields (by their default names) a file has, with conversations of the kind the
-    format reads: a list of turn objects, of texts (LIMA), or text where a preference pair allows it."""
+def fitting_formats(schema: pl.Schema, leave_out: str = "", mapping: dict[str, str] | None = None) -> list[str]:
+    """Formats whose required fields a file has, with conversations of the kind the format reads: a list of
+    turn objects, of texts (LIMA), or text where a preference pair allows it. A field is looked for by its
+    default name, or by the source's `mapping` where that names the same canonical field: a file of WizardLM's
+    `Instruction`s read as alpaca with `fields: {instruction: Instruction}` fits `prompts` as mapped."""
+    mapping = mapping or {}
     fits = []
     for spec in SPECS.values():
         if spec.name == leave_out or spec.headerless or not spec.required:
             continue
-        if all(_fits(spec, name, schema.get(spec.fields[name])) for name in spec.required):
+        if all(_fits(spec, name, schema.get(mapping.get(name, spec.fields[name]))) for name in spec.required):
             fits.append(spec.name)
     # every file with an instruction has what `prompts` needs: it is the fit only when nothing with replies is
     with_replies = [f for f in fits if SPECS[f].kind != "prompts"]
