@@ -550,6 +550,8 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, sig):
     if sig != signal.SIGKILL:
         assert not list(tmp_path.glob(".o.tmp-*")), "Ctrl-C and SIGTERM must remove the temp dir"
         assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
+        said = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[sig]  # typer's exit 130 said nothing
+        assert proc.stderr.read().decode().endswith(f"{said}: the previous output, if any, is unchanged\n")
     again = build(recipe, QUIET, out=out)  # the next build clears a killed build's leftovers, its lock too
     assert again.status == "built" and not list(tmp_path.glob(".o.*"))
     assert shard_bytes(out) != before

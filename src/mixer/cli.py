@@ -758,11 +758,29 @@ def _json_failure(detail: dict[str, Any]) -> None:
         _print_json({"ok": False, **detail})
 
 
+def _ctrl_c_behind(stop: SystemExit) -> KeyboardInterrupt | None:
+    """typer ends a command stopped by Ctrl-C with a silent exit 130 (an Exit raised from the KeyboardInterrupt),
+    so the message below was never printed: the interruption is found on the exit's chain."""
+    seen: BaseException | None = stop
+    chain: set[int] = set()
+    while seen is not None and id(seen) not in chain:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        chain.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _run(interrupts: Interrupts) -> None:
     """The app, with every error a user can act on printed as one message and an exit code."""
     try:
         try:
             app()
+        except SystemExit as exc:
+            ctrl_c = _ctrl_c_behind(exc)
+            if ctrl_c is None:
+                raise
+            raise ctrl_c from None
         except Exception as exc:
             if interrupts.received:  # a signal's exception that came out of a polars call as another error
                 raise interrupts.received from exc
