@@ -901,6 +901,46 @@ def test_kill_mid_run_resumes_with_zero_repeated_calls(tmp_path, server):
             assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_block_says_how_many_of_its_calls_are_cached(tmp_path, server, sig):
+    """Ctrl-C (or a scheduler's SIGTERM) in the middle of a block says that the calls paid for are kept and a
+    new run resumes from them. typer ended a Ctrl-C'd command with a silent exit 130, so nothing at all was
+    printed, neither mixer's message nor the block's."""
+    recipe = evolve_recipe(tmp_path, server.base_url, concurrency=2)
+    env = {**os.environ, "MIXER_CACHE_DIR": str(tmp_path / "cache"), "OPENAI_API_KEY": "sk-test"}
+    said = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[sig]
+    for hold_after, new, cached in ((10, 10, 0), (15, 5, 10)):  # the second run reads the first's 10 calls
+        server.hold_after = hold_after
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mixer", "build", str(recipe)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+        )
+        held_before = server.count("held")
+        try:
+            deadline = time.monotonic() + 60
+            while server.count("held") == held_before and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            assert server.count("held") > held_before, "the build never reached the hold point"
+            time.sleep(0.5)  # the answered calls are written to the cache
+            proc.send_signal(sig)
+            stderr = proc.communicate(timeout=30)[1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 128 + sig
+        assert stderr.endswith(
+            f"{said}: the previous output, if any, is unchanged\n"
+            f"  evolve.evol: {new} teacher call(s) made in this run are cached ({cached} more were read from the "
+            "cache): run again to resume without asking them again\n"
+        ), stderr
+    assert not (tmp_path / "out").exists()
+
+
 # --- validation ----------------------------------------------------------------------------------------------
 
 

@@ -520,6 +520,31 @@ def test_a_failed_launch_is_recorded_and_reported_with_where_it_resumes(tmp_path
         selected_stages(recipe, "sfft")
 
 
+def test_an_interrupted_stage_is_recorded_and_says_where_it_resumes(tmp_path, monkeypatch):
+    """Ctrl-C in a stage printed only "interrupted: the previous output, if any, is unchanged", which says
+    nothing of the checkpoints a stage leaves: the stage adds where the next `mixer train` resumes."""
+    import mixer.train.stages as stages
+    from mixer.build import Options
+    from mixer.validate import load_recipe
+
+    def stopped(command: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stages, "run_to_end", stopped)
+    recipe = load_recipe(REPO / "recipes" / "tiny.yaml")
+    stage = stages.selected_stages(recipe, "sft")[0]
+    prepared = stages.prepare_stage(recipe, stage, tmp_path / "runs", Options(progress=False), dry_run=True)
+    prepared.run_dir.mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        stages.run_stage(prepared)
+    assert interrupted.value.__notes__ == [
+        f"stage sft: run `mixer train` again to resume from its last checkpoint in {prepared.run_dir}/checkpoints,"
+        " if one was saved (--restart starts over)"
+    ]
+    assert json.loads((prepared.run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
 def test_a_deepspeed_stage_where_deepspeed_is_missing_is_refused_before_any_work(tmp_path, monkeypatch):
     """accelerate fails with an ImportError, after the mixture is built; --dry-run and --slurm prepare stages
     for another machine, so they go on."""

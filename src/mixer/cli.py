@@ -758,9 +758,15 @@ def _json_failure(detail: dict[str, Any]) -> None:
         _print_json({"ok": False, **detail})
 
 
+def _notes(exc: BaseException) -> list[str]:
+    """What the step that was stopped added on the way out (an evolve block: its calls are cached)."""
+    return list(getattr(exc, "__notes__", ()))
+
+
 def _ctrl_c_behind(stop: SystemExit) -> KeyboardInterrupt | None:
     """typer ends a command stopped by Ctrl-C with a silent exit 130 (an Exit raised from the KeyboardInterrupt),
-    so the message below was never printed: the interruption is found on the exit's chain."""
+    so the message below, and what the stopped step noted, were never printed: the interruption is found on the
+    exit's chain."""
     seen: BaseException | None = stop
     chain: set[int] = set()
     while seen is not None and id(seen) not in chain:
@@ -794,11 +800,11 @@ def _run(interrupts: Interrupts) -> None:
         err.print(f"error: {exc}", markup=False)
         _json_failure({"error": exc.message, "hint": exc.hint})
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("interrupted: the previous output, if any, is unchanged")
+    except KeyboardInterrupt as exc:
+        err.print("interrupted: the previous output, if any, is unchanged", *_notes(exc), sep="\n  ", markup=False)
         sys.exit(130)
-    except Terminated:
-        err.print("terminated: the previous output, if any, is unchanged")
+    except Terminated as exc:
+        err.print("terminated: the previous output, if any, is unchanged", *_notes(exc), sep="\n  ", markup=False)
         sys.exit(128 + signal.SIGTERM)
     except Exception as exc:  # a full disk outside the build's own folders (the cache, a lock file)
         if not disk_full(exc):

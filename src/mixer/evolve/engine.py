@@ -25,6 +25,7 @@ from mixer.evolve.client import Teacher
 from mixer.evolve.cost import Budget, Meter, prices_for
 from mixer.evolve.operators import Operator, choose_operator, resolve_operators
 from mixer.evolve.reasoning import without_reasoning
+from mixer.interrupts import Terminated
 from mixer.load import META
 from mixer.recipe import EvolveSpec
 
@@ -333,7 +334,11 @@ def run_block(
     try:
         run = BlockRun(spec, seed, cache, report)
         candidates = seed_candidates(seeds)
-        kept, rejected, rounds = asyncio.run(run.run(candidates))
+        try:
+            kept, rejected, rounds = asyncio.run(run.run(candidates))
+        except (KeyboardInterrupt, Terminated) as stop:
+            stop.add_note(resume_note(spec.name, run.budget.spent))
+            raise
     finally:
         cache.close()
     return EvolveResult(
@@ -347,4 +352,13 @@ def run_block(
         judge_unparsable=run.judge_unparsable,
         reasoning_removed=run.reasoning_removed,
         prices_known=run.prices_known,
+    )
+
+
+def resume_note(block: str, spent: Meter) -> str:
+    """What a block stopped by Ctrl-C or SIGTERM leaves: hours of paid calls are not lost, and saying so spares a
+    user the guess (or a look into the cache) before running it again."""
+    return (
+        f"evolve.{block}: {spent.calls:,} teacher call(s) made in this run are cached ({spent.cached:,} more were read"
+        " from the cache): run again to resume without asking them again"
     )

@@ -288,8 +288,12 @@ def run_stage(prepared: PreparedStage) -> dict[str, Any]:
     write_stage_files(prepared, "running")
     try:
         returncode = run_to_end(prepared.command)
-    except BaseException:
+    except BaseException as stop:
         write_stage_files(prepared, "interrupted", _metrics(prepared))
+        stop.add_note(
+            f"stage {prepared.spec.name}: run `mixer train` again to resume from its last checkpoint in "
+            f"{prepared.run_dir}/checkpoints, if one was saved (--restart starts over)"
+        )
         raise
     metrics = _metrics(prepared)
     if returncode != 0:
