@@ -456,6 +456,11 @@ def test_a_blocks_log_line_comes_every_30_seconds_and_the_live_line_cuts_long_fa
         + "<…)"
     )
     assert task.completed == 3
+    stats.retrying, meter.cached = None, 1_200  # resumed: the calls a stopped run made are read back
+    report(stats, meter, 40)
+    assert task.description == (
+        "evolve evol round 1/1 · 0 eliminated · 2.0 calls/s · 1,200 from the cache · 0 tokens · $0.0000 / $5"
+    )
 
 
 @pytest.mark.parametrize(

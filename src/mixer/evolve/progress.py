@@ -36,9 +36,12 @@ def evolve_reporter(
 
     def describe(stats: RoundStats, meter: Meter, failure_chars: int | None) -> str:
         elapsed = max(clock() - started, 1e-9)
+        # a resumed block answers from the cache first, at "0.0 calls/s": the count shows it is not stuck
+        cached = f" · {meter.cached:,} from the cache" if meter.cached else ""
         text = (
             f"evolve {block.name} round {stats.round}/{block.rounds} · {sum(stats.eliminated.values())} "
-            f"eliminated · {meter.calls / elapsed:.1f} calls/s · {meter.tokens:,} tokens · ${meter.usd:.4f}{budget}"
+            f"eliminated · {meter.calls / elapsed:.1f} calls/s{cached} · {meter.tokens:,} tokens · "
+            f"${meter.usd:.4f}{budget}"
         )
         if meter.retries:
             text += f" · {meter.retries:,} {'retry' if meter.retries == 1 else 'retries'}"
