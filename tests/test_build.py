@@ -382,6 +382,27 @@ def test_malformed_rows_policy(tmp_path, policy):
         assert json.loads(quarantined[0]["record"]) == {"instruction": "b", "output": ""}
 
 
+def test_malformed_records_are_listed_in_file_order_whatever_made_them_malformed(tmp_path):
+    """A broken line (found by the reader) before a record with an empty output (found by the adapter): the
+    error and rejects/ listed the adapter's first, row 3 above row 2. Python's json says "Unterminated string
+    starting at", which read "starting at at column" in the reason."""
+    lines = ['{"instruction": "a", "output": "1"}', '{"instruction": "b', '{"instruction": "c", "output": ""}']
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    recipe = write_recipe(tmp_path, "name: m\nsources:\n  m: {path: m.jsonl, format: alpaca, take: all}\n")
+    with pytest.raises(MixerError) as info:
+        build(recipe, QUIET, out=tmp_path / "o")
+    path = tmp_path / "m.jsonl"
+    assert info.value.message == (
+        "sources.m: 2 malformed record(s):\n"
+        f"  {path}: row 2: line 2: invalid JSON: Unterminated string starting at column 17\n"
+        f"  {path}: row 3: empty 'output'"
+    )
+    write_recipe(tmp_path, "name: m\nsources:\n  m: {path: m.jsonl, format: alpaca, take: all, on_error: quarantine}\n")
+    result = build(recipe, QUIET, out=tmp_path / "o")
+    quarantined = [json.loads(line) for line in (result.out_dir / "rejects" / "m.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in quarantined] == [2, 3]
+
+
 def test_a_line_that_is_not_utf8_is_malformed_and_unicode_line_separators_stay_inside_records(tmp_path):
     """Once one bad line sends a file down the line-by-line path, every line there must split only at line
     feeds: JSON strings may hold U+2028 and NEL unescaped, and a record holding them is one good record.

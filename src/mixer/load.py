@@ -176,9 +176,9 @@ def _malformed(
             )
         )
         parts.append(part)
-    if misshapen:  # records too, in file order among the others
+    if misshapen:
         rows = [(source.spec.name, file, index + 1, reason, text) for index, reason, text in misshapen]
-        parts = [pl.concat([*parts, pl.DataFrame(rows, schema=REJECT_SCHEMA, orient="row")]).sort("row")]
+        parts.append(pl.DataFrame(rows, schema=REJECT_SCHEMA, orient="row"))
     if unparsable:
         parts.append(
             pl.DataFrame(
@@ -195,7 +195,8 @@ def _malformed(
                 schema=REJECT_SCHEMA,
             )
         )
-    return pl.concat(parts) if parts else pl.DataFrame(schema=REJECT_SCHEMA)
+    # in file order, as the error lists them and rejects/ keeps them: the three kinds were listed kind by kind
+    return pl.concat(parts).sort("row", maintain_order=True) if parts else pl.DataFrame(schema=REJECT_SCHEMA)
 
 
 def apply_filters(rows: pl.DataFrame, filters: list[tuple[str, pl.Expr]], counts: dict[str, int]) -> pl.DataFrame:

@@ -39,7 +39,8 @@ def _python_record(raw: bytes) -> tuple[dict | None, tuple[str, str] | None]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        return None, (f"invalid JSON: {exc.msg} at column {exc.colno}", line[:2000])
+        # json ends some messages with "at" for its own ": line 1 column 5" ("Unterminated string starting at")
+        return None, (f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", line[:2000])
     except RecursionError:
         return None, ("nested more deeply than Python's json reads (about 1,000 levels)", line[:2000])
     if not isinstance(record, dict):
