@@ -612,6 +612,19 @@ def test_real_gsm8k_through_field_mapping(shared_data):
             True,
             "line 3: 3 fields, where the first row has 2",
         ),
+        # polars' error quoted the field, to the end of the file: "could not parse `"q2, a2"
+        (
+            "d.csv",
+            b'instruction,output\nq1,a1\n"q2,a2\nq3,a3\n',
+            True,
+            "line 3: a quoted field starts here and is never closed",
+        ),
+        (
+            "e.csv",
+            b'instruction,output\nq1,a1\n"q2" more,a2\n',
+            True,
+            "line 3: text after a quoted field's closing quote",
+        ),
     ],
 )
 def test_a_table_polars_cannot_read_is_reported_at_its_first_bad_line(tmp_path, name, data, header, reason):

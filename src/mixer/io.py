@@ -680,6 +680,22 @@ def _first_bad_line(path: Path, separator: str | None) -> str | None:
                 width = len(fields)
             elif width is not None and len(fields) > width:
                 return f"line {reader.line_num}: {len(fields)} fields, where the first row has {width}"
+    return None if quoting == csv.QUOTE_NONE else _bad_quote(path, separator)
+
+
+def _bad_quote(path: Path, separator: str) -> str | None:
+    """A quote polars could not read: one never closed (the rest of the file read as one field), or text after
+    a closing quote. polars quotes the field in its error, newlines and all, and names no line."""
+    with _open_binary(path) as fh, io.TextIOWrapper(fh, encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text, delimiter=separator, strict=True)
+        starts = 1
+        try:
+            for _ in reader:
+                starts = reader.line_num + 1
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                return f"line {starts}: a quoted field starts here and is never closed"
+            return f"line {reader.line_num}: text after a quoted field's closing quote"
     return None
 
 
