@@ -495,19 +495,29 @@ def test_a_missing_field_the_file_has_in_another_case_is_named_in_the_hint(tmp_p
     assert info.value.hint == "map it in the recipe: fields: {instruction: <one of the file's fields>}"
 
 
-def test_a_file_without_replies_read_with_a_mapped_instruction_is_told_it_fits_prompts(tmp_path):
-    """WizardLM's test set, read as alpaca with `fields: {instruction: Instruction}`, has no reply: the formats it
-    fits are found with the source's own mapping, so the hint names `prompts` (seeds of an evolve block). By
-    default names alone nothing fits, and the hint offered only a placeholder for `output`."""
+def test_a_seed_file_without_replies_read_with_a_mapped_instruction_is_told_it_fits_prompts(tmp_path):
+    """WizardLM's test set as an evolve block's seeds (`take: 0`), read as alpaca with `fields: {instruction:
+    Instruction}`, has no reply: the formats it fits are found with the source's own mapping, so the hint names
+    `prompts`. By default names alone nothing fits, and the hint offered only a placeholder for `output`. A
+    source that adds rows is never told `prompts`, which only seeds blocks: validation refused it after the
+    user followed the hint."""
     path = tmp_path / "f.jsonl"
     path.write_text(json.dumps({"idx": 1, "Skill": "Math", "Instruction": "q"}) + "\n")
+    adapter = get_adapter("alpaca")
+    placeholder = "map it in the recipe: fields: {output: <one of the file's fields>}"
+    for adds_rows, hint in (
+        (False, f"its fields are those of format: prompts (no replies: seeds of an evolve block); or {placeholder}"),
+        (True, placeholder),
+    ):
+        ctx = Context({**adapter.fields, "instruction": "Instruction"}, {}, str(path), adds_rows=adds_rows)
+        with pytest.raises(MixerError) as info:
+            adapter.convert(read_table(path).frame, ctx)
+        assert info.value.message == f"{path}: no field 'output' (the file has: idx, Skill, Instruction)"
+        assert info.value.hint == hint
+    path.write_text(json.dumps({"instruction": "q", "source": "s"}) + "\n")  # by default names too
     with pytest.raises(MixerError) as info:
-        convert(path, "alpaca", fields={"instruction": "Instruction"})
-    assert info.value.message == f"{path}: no field 'output' (the file has: idx, Skill, Instruction)"
-    assert info.value.hint == (
-        "its fields are those of format: prompts (no replies: seeds of an evolve block); "
-        "or map it in the recipe: fields: {output: <one of the file's fields>}"
-    )
+        convert(path, "alpaca")
+    assert info.value.hint == placeholder
 
 
 def test_every_input_file_type(tmp_path):

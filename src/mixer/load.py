@@ -365,6 +365,7 @@ def load_chunks(
             file=str(path),
             format=adapter.name,
             source=name,
+            adds_rows=not source.spec.selector.takes_nothing,
         )
 
     def read_file(input_file: InputFile) -> Iterator[Member]:

@@ -34,6 +34,7 @@ class Context:
     seen: set[str] = field(default_factory=set)
     format: str = ""  # the source's format, left out when a missing field's hint names formats that fit
     source: str = ""  # the recipe's name for it: two sources may read one file with other `fields:`
+    adds_rows: bool = True  # False for `take: 0`, an evolve block's seed pool, which may be instructions alone
 
     @property
     def where(self) -> str:
@@ -139,12 +140,17 @@ KIND_NOTES = {"preference": " (the data of a dpo stage)", "prompts": " (no repli
 
 def _formats_or_mapping(raw: pl.DataFrame, ctx: Context, name: str) -> str:
     """The formats the file fits, or the `fields:` mapping that reads it: with the file's field of that name
-    in another case when it has one (WizardLM's test set writes `Instruction`), else a placeholder."""
+    in another case when it has one (WizardLM's test set writes `Instruction`), else a placeholder. `prompts`
+    is named only for a seed pool, the one place it may be, and there the source's own mapping counts: a seed
+    file of WizardLM's `Instruction`s read as alpaca has no `output`, and needs none."""
     native = ctx.fields[name].lower()
     cased = next((c for c in raw.columns if c.lower() == native and c != ctx.fields[name]), None)
     column = cased or "<one of the file's fields>"
     mapping = f"map it in the recipe: fields: {{{name}: {column}}}"
-    fitting = fitting_formats(raw.schema, leave_out=ctx.format, mapping=ctx.fields)
+    if ctx.adds_rows:
+        fitting = [f for f in fitting_formats(raw.schema, leave_out=ctx.format) if SPECS[f].kind != "prompts"]
+    else:
+        fitting = fitting_formats(raw.schema, leave_out=ctx.format, mapping=ctx.fields)
     fits = [f"format: {f}" + KIND_NOTES.get(SPECS[f].kind, "") for f in fitting]
     return f"its fields are those of {' or '.join(fits)}; or {mapping}" if fits else mapping
 
