@@ -53,10 +53,10 @@ EXPECTED_REJECTS = [
 ]
 
 
-def _source(tmp_path, file: str, fmt: str = "sharegpt", on_error: str = "quarantine"):
+def _source(tmp_path, file: str, fmt: str = "sharegpt", on_error: str = "quarantine", take: str = "all"):
     recipe = load_recipe(
         write_recipe(
-            tmp_path, f"name: s\nsources:\n  s: {{path: {file}, format: {fmt}, take: all, on_error: {on_error}}}\n"
+            tmp_path, f"name: s\nsources:\n  s: {{path: {file}, format: {fmt}, take: {take}, on_error: {on_error}}}\n"
         )
     )
     [source] = resolve_recipe(recipe, data_dir=None, sample=False, cache_dir=tmp_path / "cache")
@@ -236,6 +236,21 @@ def test_a_source_whose_every_record_is_malformed_is_told_the_format_its_fields_
     with pytest.raises(MixerError) as refused:
         list(load_chunks(_source(tmp_path, "c.jsonl", fmt=fmt, on_error="error")))
     assert refused.value.hint.startswith("fix the data, or set `on_error: skip`")
+
+
+def test_a_file_of_empty_replies_is_told_it_fits_prompts_only_as_a_seed_pool(tmp_path):
+    """Every output empty: as an evolve block's seeds (`take: 0`) the file is prompts; a source that adds rows
+    was told so too, and validation then refused `format: prompts` there (prompts only seed blocks)."""
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"q{i}", "output": ""}) + "\n" for i in range(3))
+    )
+    for take, hint in (
+        ("0", "every record is malformed as alpaca; the file's fields are those of format: prompts"),
+        ("all", "fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them"),
+    ):
+        with pytest.raises(MixerError) as refused:
+            list(load_chunks(_source(tmp_path, "a.jsonl", fmt="alpaca", on_error="error", take=take)))
+        assert refused.value.hint.startswith(hint), take
 
 
 @pytest.mark.parametrize("chunk_bytes", [1 << 30, 120])

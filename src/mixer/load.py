@@ -259,13 +259,13 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
             "a row's turns are system, user and assistant; tool-use turns (tool, function, observation) have no "
             f"place in them: {hint.removeprefix('fix the data, or ')}"
         )
-    fits = _formats_fitting_first_record(Path(malformed["file"][0]), source.format) if every else []
+    fits = _formats_fitting_first_record(Path(malformed["file"][0]), source) if every else []
     if fits:
         hint = f"every record is malformed as {source.format}; the file's fields are those of {' or '.join(fits)}"
     return MixerError(f"sources.{name}: {malformed.height} malformed record(s):\n{shown}{more}", hint)
 
 
-def _formats_fitting_first_record(path: Path, fmt: str) -> list[str]:
+def _formats_fitting_first_record(path: Path, source: ResolvedSource) -> list[str]:
     """The formats a file's first record fits (LIMA's texts read as ShareGPT turns make every record malformed,
     not a missing field): JSON lines, a JSON array, or parquet's schema. CSV and TSV hold no conversations."""
     if not path.is_file():
@@ -284,7 +284,9 @@ def _formats_fitting_first_record(path: Path, fmt: str) -> list[str]:
             schema = pl.DataFrame([record]).schema
     except (pl.exceptions.PolarsError, OSError, TypeError, ValueError, OverflowError):
         return []
-    return [f"format: {f}" for f in fitting_formats(pl.Schema(schema), leave_out=fmt)]
+    adds_rows = not source.spec.selector.takes_nothing
+    fits = fitting_formats(pl.Schema(schema), leave_out=source.format, adds_rows=adds_rows, mapping=source.fields)
+    return [f"format: {f}" for f in fits]
 
 
 def file_id_prefixes(paths: list[Path]) -> dict[Path, str]:

@@ -140,34 +140,34 @@ KIND_NOTES = {"preference": " (the data of a dpo stage)", "prompts": " (no repli
 
 def _formats_or_mapping(raw: pl.DataFrame, ctx: Context, name: str) -> str:
     """The formats the file fits, or the `fields:` mapping that reads it: with the file's field of that name
-    in another case when it has one (WizardLM's test set writes `Instruction`), else a placeholder. `prompts`
-    is named only for a seed pool, the one place it may be, and there the source's own mapping counts: a seed
-    file of WizardLM's `Instruction`s read as alpaca has no `output`, and needs none."""
+    in another case when it has one (WizardLM's test set writes `Instruction`), else a placeholder."""
     native = ctx.fields[name].lower()
     cased = next((c for c in raw.columns if c.lower() == native and c != ctx.fields[name]), None)
     column = cased or "<one of the file's fields>"
     mapping = f"map it in the recipe: fields: {{{name}: {column}}}"
-    if ctx.adds_rows:
-        fitting = [f for f in fitting_formats(raw.schema, leave_out=ctx.format) if SPECS[f].kind != "prompts"]
-    else:
-        fitting = fitting_formats(raw.schema, leave_out=ctx.format, mapping=ctx.fields)
+    fitting = fitting_formats(raw.schema, leave_out=ctx.format, adds_rows=ctx.adds_rows, mapping=ctx.fields)
     fits = [f"format: {f}" + KIND_NOTES.get(SPECS[f].kind, "") for f in fitting]
     return f"its fields are those of {' or '.join(fits)}; or {mapping}" if fits else mapping
 
 
-def fitting_formats(schema: pl.Schema, leave_out: str = "", mapping: dict[str, str] | None = None) -> list[str]:
+def fitting_formats(
+    schema: pl.Schema, leave_out: str = "", *, adds_rows: bool = True, mapping: dict[str, str] | None = None
+) -> list[str]:
     """Formats whose required fields a file has, with conversations of the kind the format reads: a list of
     turn objects, of texts (LIMA), or text where a preference pair allows it. A field is looked for by its
-    default name, or by the source's `mapping` where that names the same canonical field: a file of WizardLM's
-    `Instruction`s read as alpaca with `fields: {instruction: Instruction}` fits `prompts` as mapped."""
+    default name, or by the source's `mapping` where that names the same canonical field: a seed file of
+    WizardLM's `Instruction`s read as alpaca with `fields: {instruction: Instruction}` fits `prompts` as mapped.
+    `prompts` is left out for a source that `adds_rows` (prompts may only seed an evolve block: validation
+    refuses them elsewhere), and is the fit only when no format with replies is."""
     mapping = mapping or {}
     fits = []
     for spec in SPECS.values():
         if spec.name == leave_out or spec.headerless or not spec.required:
             continue
+        if spec.kind == "prompts" and adds_rows:
+            continue
         if all(_fits(spec, name, schema.get(mapping.get(name, spec.fields[name]))) for name in spec.required):
             fits.append(spec.name)
-    # every file with an instruction has what `prompts` needs: it is the fit only when nothing with replies is
     with_replies = [f for f in fits if SPECS[f].kind != "prompts"]
     return with_replies or fits
 
