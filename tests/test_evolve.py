@@ -917,10 +917,10 @@ def test_a_stopped_block_says_how_many_of_its_calls_are_cached(tmp_path, server,
     for hold_after, new, cached in ((10, 10, 0), (15, 5, 10)):  # the second run reads the first's 10 calls
         server.hold_after = hold_after
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mixer", "build", str(recipe)],
+            [sys.executable, "-m", "mixer", "build", str(recipe), "--json"],
             cwd=tmp_path,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
@@ -933,16 +933,18 @@ def test_a_stopped_block_says_how_many_of_its_calls_are_cached(tmp_path, server,
             assert server.count("held") > held_before, "the build never reached the hold point"
             time.sleep(0.5)  # the answered calls are written to the cache
             proc.send_signal(sig)
-            stderr = proc.communicate(timeout=30)[1]
+            stdout, stderr = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == 128 + sig
-        assert stderr.endswith(
-            f"{said}: the previous output, if any, is unchanged\n"
-            f"  evolve.evol: {new} teacher call(s) made in this run are cached ({cached} more were read from the "
-            "cache): run again to resume without asking them again\n"
-        ), stderr
+        message = f"{said}: the previous output, if any, is unchanged"
+        note = (
+            f"evolve.evol: {new} teacher call(s) made in this run are cached ({cached} more were read from the "
+            "cache): run again to resume without asking them again"
+        )
+        assert stderr.endswith(f"{message}\n  {note}\n"), stderr
+        assert json.loads(stdout) == {"ok": False, "error": message, "notes": [note]}  # --json: one shape
     assert not (tmp_path / "out").exists()
 
 

@@ -800,12 +800,12 @@ def _run(interrupts: Interrupts) -> None:
         err.print(f"error: {exc}", markup=False)
         _json_failure({"error": exc.message, "hint": exc.hint})
         sys.exit(1)
-    except KeyboardInterrupt as exc:
-        err.print("interrupted: the previous output, if any, is unchanged", *_notes(exc), sep="\n  ", markup=False)
-        sys.exit(130)
-    except Terminated as exc:
-        err.print("terminated: the previous output, if any, is unchanged", *_notes(exc), sep="\n  ", markup=False)
-        sys.exit(128 + signal.SIGTERM)
+    except (KeyboardInterrupt, Terminated) as exc:
+        terminated = isinstance(exc, Terminated)
+        message = f"{'terminated' if terminated else 'interrupted'}: the previous output, if any, is unchanged"
+        err.print(message, *_notes(exc), sep="\n  ", markup=False)
+        _json_failure({"error": message, "notes": _notes(exc)})
+        sys.exit(128 + signal.SIGTERM if terminated else 130)
     except Exception as exc:  # a full disk outside the build's own folders (the cache, a lock file)
         if not disk_full(exc):
             raise
