@@ -652,6 +652,41 @@ def test_a_base_url_without_v1_and_a_refused_key_are_told_what_to_change(tmp_pat
     assert [e.outcome for e in server.log] == ["401"]  # not asked again
 
 
+def test_openais_api_needs_a_key_even_when_named_as_base_url(monkeypatch):
+    """The bundled recipes write `base_url: "${OPENAI_BASE_URL:-https://api.openai.com/v1}"`: with no key set,
+    a base_url counted as a local server (which takes any key) and the first call to OpenAI came back 401."""
+    from mixer.evolve.client import api_key
+    from mixer.recipe import Endpoint
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for base_url in (None, "https://api.openai.com/v1", "https://API.openai.com/v1/"):
+        with pytest.raises(MixerError) as refused:
+            api_key(Endpoint("gpt-4o-mini", base_url))
+        assert refused.value.message == "no API key: $OPENAI_API_KEY is not set for model 'gpt-4o-mini'"
+    assert api_key(Endpoint("qwen", "http://127.0.0.1:8000/v1")) == "EMPTY"  # vLLM, llama.cpp: any key
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert api_key(Endpoint("gpt-4o-mini", "https://api.openai.com/v1")) == "sk-test"
+
+
+def test_a_missing_key_is_told_as_it_is_not_as_a_refused_request(tmp_path, server, monkeypatch):
+    """The client is made at the first call, inside the retry loop, which reported the missing key as "teacher
+    ... refused the request: MixerError: no API key ..." with a second hint to check base_url and the key."""
+    import mixer.evolve.client as client
+
+    def no_key(endpoint):
+        raise MixerError("no API key: $OPENAI_API_KEY is not set for model 'gpt-4o-mini'", "export OPENAI_API_KEY=...")
+
+    monkeypatch.setattr(client, "api_key", no_key)  # as for OpenAI's API, without asking it
+    recipe = evolve_recipe(tmp_path, server.base_url, seeds=SEEDS[:1], rounds=1, concurrency=1)
+    with pytest.raises(MixerError) as stopped:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert (stopped.value.message, stopped.value.hint) == (
+        "no API key: $OPENAI_API_KEY is not set for model 'gpt-4o-mini'",
+        "export OPENAI_API_KEY=...",
+    )
+    assert server.log == []
+
+
 def test_dead_endpoint_fails_clearly_and_writes_nothing(tmp_path):
     recipe = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", teacher={"max_retries": 2, "timeout": 1})
     with pytest.raises(MixerError) as info:

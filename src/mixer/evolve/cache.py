@@ -66,13 +66,14 @@ class Completion:
 
 
 LOOPBACK_HOSTS = ("localhost", "::1", "0.0.0.0")
+OPENAI_API_HOST = "api.openai.com"
 
 
 def served_by(base_url: str | None) -> str:
     """Who answers an endpoint's calls: the OpenAI API (no base_url), this machine (any loopback address, so
     `localhost` and `127.0.0.1` share a cache), or another host by its name; never the port or path."""
     if not base_url:
-        return "api.openai.com"
+        return OPENAI_API_HOST
     host = (urlsplit(base_url).hostname or base_url).lower()
     return "localhost" if host in LOOPBACK_HOSTS or host.startswith("127.") else host
 

@@ -20,7 +20,7 @@ from typing import Any
 import openai
 
 from mixer.errors import MixerError
-from mixer.evolve.cache import TOO_LONG, CallCache, Completion, call_key, served_by
+from mixer.evolve.cache import OPENAI_API_HOST, TOO_LONG, CallCache, Completion, call_key, served_by
 from mixer.evolve.cost import Budget, Prices
 from mixer.recipe import Endpoint
 from mixer.redact import redact_url, redact_urls_in
@@ -39,7 +39,9 @@ def api_key(endpoint: Endpoint) -> str:
     key = os.environ.get(endpoint.api_key_env)
     if key:
         return key
-    if endpoint.base_url:  # vLLM and llama.cpp servers accept any key
+    # vLLM and llama.cpp servers accept any key; OpenAI's API named as base_url (the bundled recipes' default
+    # for ${OPENAI_BASE_URL}) does not, and without this check answered the first call with a 401
+    if endpoint.base_url and served_by(endpoint.base_url) != OPENAI_API_HOST:
         return "EMPTY"
     raise MixerError(
         f"no API key: ${endpoint.api_key_env} is not set for model {endpoint.model!r}",
@@ -234,6 +236,8 @@ class Teacher:
                 completion = await self._call(messages, request)
                 self.budget.answered_at = time.monotonic()
                 return completion
+            except MixerError:  # no key (the client is made at the first call): said as it is, not as a refusal
+                raise
             except Exception as error:
                 where = redact_url(self.endpoint.base_url or "api.openai.com")  # no credentials in messages
                 if _too_long_for_teacher(error):  # this row's prompt, not the teacher: the row is eliminated
