@@ -668,6 +668,27 @@ def test_openais_api_needs_a_key_even_when_named_as_base_url(monkeypatch):
     assert api_key(Endpoint("gpt-4o-mini", "https://api.openai.com/v1")) == "sk-test"
 
 
+def test_plan_says_when_a_block_for_openais_api_has_no_key(tmp_path, monkeypatch):
+    """A build loads every source before the block's first call, which then stops for the key: `mixer plan`,
+    run before spending, says so. A local server needs no key and is not mentioned. No call is made."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    env = {"MIXER_CACHE_DIR": str(tmp_path / "c")}
+    recipe = evolve_recipe(tmp_path, "https://api.openai.com/v1", seeds=SEEDS[:2], rounds=1)
+    shown = run_mixer("plan", str(recipe), cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    note = (
+        "note: evolve.evol calls OpenAI's API and $OPENAI_API_KEY is not set: a build stops at the block's first "
+        "call not in the cache (export OPENAI_API_KEY=...)"
+    )
+    assert note in shown.stdout.splitlines()
+    as_json = run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env=env)
+    assert json.loads(as_json.stdout)["evolve"][0]["unset_keys"] == ["OPENAI_API_KEY"]
+    keyed = run_mixer("plan", str(recipe), "--json", cwd=tmp_path, env={**env, "OPENAI_API_KEY": "sk-test"})
+    assert json.loads(keyed.stdout)["evolve"][0]["unset_keys"] == []
+    local = evolve_recipe(tmp_path, "http://127.0.0.1:9/v1", seeds=SEEDS[:2], rounds=1)
+    assert "note: evolve" not in run_mixer("plan", str(local), cwd=tmp_path, env=env).stdout
+
+
 def test_a_missing_key_is_told_as_it_is_not_as_a_refused_request(tmp_path, server, monkeypatch):
     """The client is made at the first call, inside the retry loop, which reported the missing key as "teacher
     ... refused the request: MixerError: no API key ..." with a second hint to check base_url and the key."""

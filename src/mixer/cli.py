@@ -241,6 +241,13 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
     _print_empty_sources(result)
     if result.evolve:
         out.print(_evolve_estimate_table(result.evolve))
+        for e in result.evolve:
+            for key in e["unset_keys"]:
+                out.print(
+                    f"note: evolve.{e['block']} calls OpenAI's API and ${key} is not set: a build stops at the "
+                    f"block's first call not in the cache (export {key}=...)",
+                    markup=False,
+                )
     out.print(f"plan fingerprint: {result.fingerprint}")
 
 

@@ -35,18 +35,24 @@ class UnusableAnswer(Exception):
     """A 200 response we cannot use; retried like a 5xx."""
 
 
-def api_key(endpoint: Endpoint) -> str:
-    key = os.environ.get(endpoint.api_key_env)
-    if key:
-        return key
-    # vLLM and llama.cpp servers accept any key; OpenAI's API named as base_url (the bundled recipes' default
-    # for ${OPENAI_BASE_URL}) does not, and without this check answered the first call with a 401
+def unset_key(endpoint: Endpoint) -> str | None:
+    """The variable the endpoint's key must be in, when it is needed and not set. vLLM and llama.cpp servers
+    accept any key; OpenAI's API does not, also when named as base_url (the bundled recipes' default for
+    ${OPENAI_BASE_URL}), which had counted as a local server and answered the first call with a 401."""
+    if os.environ.get(endpoint.api_key_env):
+        return None
     if endpoint.base_url and served_by(endpoint.base_url) != OPENAI_API_HOST:
-        return "EMPTY"
-    raise MixerError(
-        f"no API key: ${endpoint.api_key_env} is not set for model {endpoint.model!r}",
-        f"export {endpoint.api_key_env}=... (keys are read from the environment only, never from the recipe)",
-    )
+        return None
+    return endpoint.api_key_env
+
+
+def api_key(endpoint: Endpoint) -> str:
+    if unset_key(endpoint) is not None:
+        raise MixerError(
+            f"no API key: ${endpoint.api_key_env} is not set for model {endpoint.model!r}",
+            f"export {endpoint.api_key_env}=... (keys are read from the environment only, never from the recipe)",
+        )
+    return os.environ.get(endpoint.api_key_env) or "EMPTY"
 
 
 def retry_after_seconds(error: Exception) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from mixer.adapters.base import first_content
+from mixer.evolve.client import unset_key
 from mixer.evolve.cost import prices_for
 from mixer.evolve.engine import EvolveResult
 from mixer.evolve.operators import resolve_operators
@@ -88,6 +89,8 @@ def estimate(spec: EvolveSpec, seeds: pl.DataFrame) -> dict:
         "budget_tokens": spec.budget_tokens,
         "fits_budget": (spec.budget_usd is None or usd <= spec.budget_usd)
         and (spec.budget_tokens is None or tokens <= spec.budget_tokens),
+        # told before the build, which would load every source and then stop at the block's first new call
+        "unset_keys": sorted({key for key in (unset_key(spec.teacher), unset_key(spec.judge)) if key}),
     }
 
 
