@@ -27,6 +27,7 @@ from mixer.build import Options, build
 from mixer.errors import MixerError
 from mixer.files import replacing, write_atomic_file
 from mixer.hashing import fingerprint
+from mixer.interrupts import Terminated
 from mixer.load import load_pool
 from mixer.mix import select_rows
 from mixer.outputs import MIXTURE_MANIFEST
@@ -290,10 +291,11 @@ def run_stage(prepared: PreparedStage) -> dict[str, Any]:
         returncode = run_to_end(prepared.command)
     except BaseException as stop:
         write_stage_files(prepared, "interrupted", _metrics(prepared))
-        stop.add_note(
-            f"stage {prepared.spec.name}: run `mixer train` again to resume from its last checkpoint in "
-            f"{prepared.run_dir}/checkpoints, if one was saved (--restart starts over)"
-        )
+        if isinstance(stop, KeyboardInterrupt | Terminated):  # printed under "interrupted" (mixer.cli)
+            stop.add_note(
+                f"stage {prepared.spec.name}: run `mixer train` again to resume from its last checkpoint in "
+                f"{prepared.run_dir}/checkpoints, if one was saved (--restart starts over)"
+            )
         raise
     metrics = _metrics(prepared)
     if returncode != 0:
