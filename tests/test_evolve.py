@@ -1037,6 +1037,36 @@ def test_evolve_validation_errors_point_at_lines(tmp_path):
         build(recipe, Options(progress=False))
 
 
+def test_operator_weights_written_as_a_mapping_are_told_the_list_that_says_them(tmp_path):
+    """`operators: {deepening: 2, in_breadth: 1}` is how one would guess weights are written: it was told only
+    "{'deepening': 2, 'in_breadth': 1} is not one of wizardlm, wizardcoder"."""
+    write_seeds(tmp_path)
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: w
+        sources:
+          seeds: {path: seeds.jsonl, format: alpaca, take: 0}
+          evolved: {evolved: evol, take: all}
+        evolve:
+          evol:
+            from: seeds
+            operators: {deepening: 2, in_breadth: 1, concretizing: 1, complicate_input: 1}
+            teacher: {model: gpt-4o-mini}
+        """,
+    )
+    [problem] = validate_file(recipe)
+    assert (problem.line, problem.col) == (8, 16)
+    assert problem.message == (
+        'evolve.evol.operators: is {"deepening": 2, "in_breadth": 1, "concretizing": 1, "com..., a mapping, not a '
+        "preset name or a list"
+    )
+    assert problem.hint == (
+        "operators are a preset (wizardlm, wizardcoder) or a list, weights given per item: operators: "
+        "[{name: deepening, weight: 2}, {name: in_breadth, weight: 1}, {name: concretizing, weight: 1}, ...]"
+    )
+
+
 def test_bundled_evolve_recipes_validate():
     for name in ("wizardlm.yaml", "wizardcoder.yaml"):
         assert validate_file(REPO / "recipes" / name) == []

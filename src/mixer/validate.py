@@ -220,6 +220,9 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
         if error.validator == "type":
             message = _type_message(error.instance, error.validator_value)
             hint = hint or _type_hint(error.instance, error.validator_value)
+        if len(path) == 3 and path[0] == "evolve" and path[2] == "operators" and isinstance(error.instance, dict):
+            message = f"is {_type_word(error.instance)}, not a preset name or a list"
+            hint = _operator_weights_hint(error.instance)
         if path and path[-1] == "eval" and error.validator in ("type", "minProperties", "maxProperties"):
             if error.validator != "type":
                 message = "names both rows and fraction" if error.instance else "is empty"
@@ -324,6 +327,21 @@ def _as_number(text: str) -> str | None:
         return str(int(value))
     mantissa, _, exponent = repr(value).partition("e")  # 2e-05: YAML 1.1 wants a dot, 2.0e-05
     return mantissa if not exponent else f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
+
+
+def _operator_weights_hint(written: dict) -> str:
+    """`operators: {deepening: 2, in_breadth: 1}` reads as weights by name: a list says them."""
+    items = [
+        f"{{name: {name}, weight: {weight}}}"
+        if isinstance(weight, int | float) and not isinstance(weight, bool)
+        else str(name)
+        for name, weight in list(written.items())[:3]
+    ]
+    more = ", ..." if len(written) > 3 else ""
+    return (
+        f"operators are a preset (wizardlm, wizardcoder) or a list, weights given per item: "
+        f"operators: [{', '.join(items)}{more}]"
+    )
 
 
 def _count_hint(key: str, value: Any) -> str:
