@@ -79,6 +79,30 @@ def test_bundled_recipes_are_valid():
     assert result.returncode == 0, result.stderr
 
 
+def test_bundled_recipes_pass_the_schema_as_an_editor_reads_them():
+    """docs/recipes.md points editors' YAML language servers at the schema, and a whole recipe names it in its
+    first line. An editor checks the file as written, before ${VAR} is read: the wizard recipes' base_url
+    `${OPENAI_BASE_URL:-https://api.openai.com/v1}` was marked as an error. A variant (`extends:`) is a change
+    to a recipe, whose `null`s delete keys, so it names no schema."""
+    import jsonschema
+    import yaml
+
+    schema = json.loads((REPO / "schemas" / "recipe.schema.json").read_text(encoding="utf-8"))
+    modeline = "# yaml-language-server: $schema=../schemas/recipe.schema.json"
+    whole = []
+    for path in sorted((REPO / "recipes").glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        document = yaml.safe_load(text)
+        if "extends" in document:
+            assert modeline not in text, path.name
+            continue
+        whole.append(path.name)
+        assert text.splitlines()[0] == modeline, path.name
+        errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(document)]
+        assert errors == [], path.name
+    assert {"wizardlm.yaml", "wizardcoder.yaml", "tulu2.yaml"} <= set(whole)
+
+
 def test_every_key_of_the_recipe_schema_is_in_the_recipe_reference():
     """docs/recipes.md is the reference "every key with an example": a key added to the schema without a line
     there (a source's `license`, until this test) is one a user cannot find."""
