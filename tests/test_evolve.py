@@ -1065,6 +1065,11 @@ def test_operator_weights_written_as_a_mapping_are_told_the_list_that_says_them(
         "operators are a preset (wizardlm, wizardcoder) or a list, weights given per item: operators: "
         "[{name: deepening, weight: 2}, {name: in_breadth, weight: 1}, {name: concretizing, weight: 1}, ...]"
     )
+    recipe.write_text(
+        recipe.read_text().replace("{deepening: 2, in_breadth: 1, concretizing: 1, complicate_input: 1}", "{}")
+    )
+    [problem] = validate_file(recipe)
+    assert problem.hint == "operators are a preset (wizardlm, wizardcoder) or a list of operator names"
 
 
 def test_bundled_evolve_recipes_validate():

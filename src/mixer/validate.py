@@ -337,6 +337,8 @@ def _operator_weights_hint(written: dict) -> str:
         else str(name)
         for name, weight in list(written.items())[:3]
     ]
+    if not items:
+        return "operators are a preset (wizardlm, wizardcoder) or a list of operator names"
     more = ", ..." if len(written) > 3 else ""
     return (
         f"operators are a preset (wizardlm, wizardcoder) or a list, weights given per item: "
