@@ -87,6 +87,32 @@ def test_an_error_after_ctrl_c_is_reported_as_the_interruption(monkeypatch, caps
     assert capsys.readouterr().err == "terminated: the previous output, if any, is unchanged\n"
 
 
+def test_typers_silent_exit_130_after_ctrl_c_is_reported_and_other_exits_are_left_alone(monkeypatch, capsys):
+    """typer turns a KeyboardInterrupt into `Exit(130)` raised from it, and then a bare SystemExit: mixer's line
+    was never printed. An exit with another code (a command's own, even inside an `except KeyboardInterrupt`)
+    is passed on as it is."""
+
+    def exits(code: int):
+        def app() -> None:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                sys.exit(code)
+
+        return app
+
+    monkeypatch.setattr(cli, "app", exits(130))
+    with pytest.raises(SystemExit) as exit_:
+        cli._run(Interrupts())
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "interrupted: the previous output, if any, is unchanged\n"
+    monkeypatch.setattr(cli, "app", exits(0))
+    with pytest.raises(SystemExit) as exit_:
+        cli._run(Interrupts())
+    assert exit_.value.code == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_signal_is_recorded_and_raised_as_its_exception():
     interrupts = Interrupts()
     with pytest.raises(KeyboardInterrupt):

@@ -773,7 +773,9 @@ def _notes(exc: BaseException) -> list[str]:
 def _ctrl_c_behind(stop: SystemExit) -> KeyboardInterrupt | None:
     """typer ends a command stopped by Ctrl-C with a silent exit 130 (an Exit raised from the KeyboardInterrupt),
     so the message below, and what the stopped step noted, were never printed: the interruption is found on the
-    exit's chain."""
+    exit's chain (typer's code, 130, alone: an exit with another code is the command's own)."""
+    if stop.code != 130:
+        return None
     seen: BaseException | None = stop
     chain: set[int] = set()
     while seen is not None and id(seen) not in chain:
