@@ -475,9 +475,11 @@ def build(
     _print_empty_sources(result.plan)
     if "evolve" in result.manifest:
         _print_evolve(result.manifest["evolve"])
+    from mixer.plan import rows_text
+
     held_out = result.manifest["totals"].get("eval_rows")
     out.print(
-        f"wrote {result.manifest['totals']['rows']:,} rows in {result.manifest['totals']['shards']} "
+        f"wrote {rows_text(result.manifest['totals']['rows'])} in {result.manifest['totals']['shards']} "
         f"shard(s) to {result.out_dir}" + (f", the last {held_out:,} as the test split" if held_out else "")
     )
     if copied := result.manifest["totals"].get("eval_copies_of_train_rows"):

@@ -115,7 +115,7 @@ def _three_digits(value: float) -> str:
     return format(Decimal(f"{value:.3g}"), "f")
 
 
-def _rows(n: int) -> str:
+def rows_text(n: int) -> str:
     return f"{n:,} row" + ("" if n == 1 else "s")
 
 
@@ -141,7 +141,7 @@ def _too_few_hint(selector: Selector, n: int, have: int) -> str:
         most = math.floor(float(selector.value) * have / n * 1000) / 1000
         fewer = f"a weight of at most {most:g} (or a smaller mixture.total)"
     else:
-        fewer = f"take: all (its {_rows(have)}) or a smaller take"
+        fewer = f"take: all (its {rows_text(have)}) or a smaller take"
     if have == 0:
         return f"use {fewer}, or loosen what removed its rows"
     return f"use {fewer}, or fraction: {_three_digits(n / have)} to repeat its rows (about {n:,})"
@@ -247,7 +247,7 @@ def make_plan(
             problems.append(
                 recipe.located.diag(
                     where,
-                    f"{spec.name} asks for {_rows(n)} but only {have:,} {'is' if have == 1 else 'are'} available"
+                    f"{spec.name} asks for {rows_text(n)} but only {have:,} {'is' if have == 1 else 'are'} available"
                     # what removed rows, named: "after filters" sent a user whose rows went to decontamination
                     + (f": {removed}" if (removed := removal_text(pool.counts)) else ""),
                     _too_few_hint(spec.selector, n, have),
@@ -283,7 +283,8 @@ def make_plan(
         problems.append(
             recipe.located.diag(
                 ("mixture", "eval"),
-                f"eval holds out {_rows(eval_rows)} of a mixture of {_rows(total)}, which leaves none to train on",
+                f"eval holds out {rows_text(eval_rows)} of a mixture of {rows_text(total)}, which leaves none to "
+                "train on",
                 "hold out fewer rows (eval: {rows: N} below the mixture's size, or a fraction under 1)",
             )
             if recipe.located
