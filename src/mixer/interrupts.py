@@ -78,6 +78,16 @@ def _remove(finder: _AfterImport) -> None:
         sys.meta_path.remove(finder)
 
 
+def add_note(stop: BaseException, note: str) -> None:
+    """What a stopped step leaves, printed under "interrupted" (mixer.cli). `BaseException.add_note` is Python
+    3.11's; this keeps the same `__notes__` list on 3.10 too, where the method is missing."""
+    notes = getattr(stop, "__notes__", None)
+    if notes is None:
+        notes = []
+        stop.__notes__ = notes
+    notes.append(note)
+
+
 class Terminated(BaseException):
     """SIGTERM (a scheduler's cancel or timeout, `docker stop`, `kill`), raised in the main thread so that a
     build unwinds as on Ctrl-C: staged rows and temp dirs, gigabytes at scale, are removed on the way out."""

@@ -25,7 +25,7 @@ from mixer.evolve.client import Teacher
 from mixer.evolve.cost import Budget, Meter, prices_for
 from mixer.evolve.operators import Operator, choose_operator, resolve_operators
 from mixer.evolve.reasoning import without_reasoning
-from mixer.interrupts import Terminated
+from mixer.interrupts import Terminated, add_note
 from mixer.load import META
 from mixer.recipe import EvolveSpec
 
@@ -337,7 +337,7 @@ def run_block(
         try:
             kept, rejected, rounds = asyncio.run(run.run(candidates))
         except (KeyboardInterrupt, Terminated) as stop:
-            stop.add_note(resume_note(spec.name, run.budget.spent))
+            add_note(stop, resume_note(spec.name, run.budget.spent))
             raise
     finally:
         cache.close()

@@ -27,7 +27,7 @@ from mixer.build import Options, build
 from mixer.errors import MixerError
 from mixer.files import replacing, write_atomic_file
 from mixer.hashing import fingerprint
-from mixer.interrupts import Terminated
+from mixer.interrupts import Terminated, add_note
 from mixer.load import load_pool
 from mixer.mix import select_rows
 from mixer.outputs import MIXTURE_MANIFEST
@@ -292,9 +292,10 @@ def run_stage(prepared: PreparedStage) -> dict[str, Any]:
     except BaseException as stop:
         write_stage_files(prepared, "interrupted", _metrics(prepared))
         if isinstance(stop, KeyboardInterrupt | Terminated):  # printed under "interrupted" (mixer.cli)
-            stop.add_note(
+            add_note(
+                stop,
                 f"stage {prepared.spec.name}: run `mixer train` again to resume from its last checkpoint in "
-                f"{prepared.run_dir}/checkpoints, if one was saved (--restart starts over)"
+                f"{prepared.run_dir}/checkpoints, if one was saved (--restart starts over)",
             )
         raise
     metrics = _metrics(prepared)
