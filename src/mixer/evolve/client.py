@@ -245,7 +245,7 @@ class Teacher:
             except MixerError:  # no key (the client is made at the first call): said as it is, not as a refusal
                 raise
             except Exception as error:
-                where = redact_url(self.endpoint.base_url or "api.openai.com")  # no credentials in messages
+                where = redact_url(self.endpoint.base_url or OPENAI_API_HOST)  # no credentials in messages
                 if _too_long_for_teacher(error):  # this row's prompt, not the teacher: the row is eliminated
                     return Completion("", 0, 0, TOO_LONG, redact_urls_in(_describe(error)))
                 if not _retryable(error):
