@@ -36,7 +36,7 @@ from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
 from mixer.key_hints import other_tools_hint
-from mixer.recipe import Recipe, build_recipe
+from mixer.recipe import OPERATOR_PRESETS, Recipe, build_recipe
 from mixer.registry import load_registry
 from mixer.resources import resource_dir
 from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
@@ -337,13 +337,11 @@ def _operator_weights_hint(written: dict) -> str:
         else str(name)
         for name, weight in list(written.items())[:3]
     ]
+    presets = f"operators are a preset ({', '.join(OPERATOR_PRESETS)})"
     if not items:
-        return "operators are a preset (wizardlm, wizardcoder) or a list of operator names"
+        return f"{presets} or a list of operator names"
     more = ", ..." if len(written) > 3 else ""
-    return (
-        f"operators are a preset (wizardlm, wizardcoder) or a list, weights given per item: "
-        f"operators: [{', '.join(items)}{more}]"
-    )
+    return f"{presets} or a list, weights given per item: operators: [{', '.join(items)}{more}]"
 
 
 def _count_hint(key: str, value: Any) -> str:
