@@ -814,8 +814,9 @@ def _run(interrupts: Interrupts) -> None:
     except (KeyboardInterrupt, Terminated) as exc:
         terminated = isinstance(exc, Terminated)
         message = f"{'terminated' if terminated else 'interrupted'}: the previous output, if any, is unchanged"
-        err.print(message, *_notes(exc), sep="\n  ", markup=False)
-        _json_failure({"error": message, "notes": _notes(exc)})
+        notes = _notes(exc)
+        err.print(message, *notes, sep="\n  ", markup=False)
+        _json_failure({"error": message, "notes": notes})
         sys.exit(128 + signal.SIGTERM if terminated else 130)
     except Exception as exc:  # a full disk outside the build's own folders (the cache, a lock file)
         if not disk_full(exc):
