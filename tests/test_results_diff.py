@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from mixer.build import Options, build
-from mixer.diff import Side, compare, compare_metrics, load_side, significance
+from mixer.diff import OWN_UNITS, POINTS, Side, compare, compare_metrics, load_side, significance
 from mixer.errors import MixerError
 from mixer.results import Score, add_results, parse_file, run_scores
 
@@ -38,6 +38,7 @@ def test_lm_eval_real_file(shared_data):
     creak = scores[("creak_mc", "acc")]
     assert (creak.value, creak.stderr, creak.n, creak.group) == (0.52, 0.02889260474058464, 300, "cot_yesno")
     assert creak.eval_config["harness_version"] == "0.4.13" and creak.eval_config["shots"] == 0
+    assert {s.unit for s in scores.values()} == {"proportion"}  # acc, acc_norm, exact_match: shares of items
     assert scores[("cot_yesno", "acc")].is_group and scores[("cot_yesno", "acc")].n == 600
     three = {s.task: s for s in parse_file(shared_data / "lm_eval" / "model_a_3shot.json")}
     assert three["creak_mc"].eval_config["shots"] == 3
@@ -53,6 +54,8 @@ def test_lm_eval_filters_na_stderr_and_lower_is_better(tmp_path):
                 "exact_match_stderr,flexible-extract": "N/A",
             },
             "wikitext": {"word_perplexity,none": 12.5, "word_perplexity_stderr,none": "N/A"},
+            "ifeval": {"prompt_level_strict_acc,none": 0.41, "inst_level_loose_acc,none": 0.52},
+            "truthfulqa_gen": {"bleu_max,none": 20.3, "bleu_acc,none": 0.35, "rouge1_max,none": 45.1},
         },
         "versions": {"gsm8k": 3, "wikitext": 2},
         "n-shot": {"gsm8k": 5, "wikitext": 0},
@@ -66,6 +69,16 @@ def test_lm_eval_filters_na_stderr_and_lower_is_better(tmp_path):
     assert scores[("gsm8k", "exact_match[flexible-extract]")].stderr is None
     assert scores[("wikitext", "word_perplexity")].higher_is_better is False
     assert scores[("gsm8k", "exact_match[strict-match]")].eval_config["limit"] == 100
+    # which scores are shares of items, which a diff's mean reads in percentage points
+    proportions = {key for key, s in scores.items() if s.unit == "proportion"}
+    assert proportions == {
+        ("gsm8k", "exact_match[strict-match]"),
+        ("gsm8k", "exact_match[flexible-extract]"),
+        ("ifeval", "prompt_level_strict_acc"),
+        ("ifeval", "inst_level_loose_acc"),
+        ("truthfulqa_gen", "bleu_acc"),
+    }
+    assert {s.unit for s in scores.values()} == {"proportion", None}
 
 
 def test_alpaca_eval_csv_needs_a_model_and_reads_its_row(shared_data, tmp_path):
@@ -276,10 +289,67 @@ def test_direction_aware_rows_and_aggregate():
     assert rows[("ppl", "ppl")].direction == "better" and rows[("ppl", "ppl")].significant
     assert rows[("qa", "acc")].direction == "worse" and rows[("qa", "acc")].significant
     assert rows[("qa", "f1")].significant is False  # 0.02 < 2·√2·0.01
-    # per task first (ppl: +1.0 oriented; qa: mean(-0.05, -0.02)), then over tasks
+    # per task first (ppl: +1.0 oriented; qa: mean(-0.05, -0.02)), then over tasks; no scale is known for these
+    # hand-made scores, so the mean is in their own units
     assert diff.mean_delta == pytest.approx((1.0 + (-0.05 - 0.02) / 2) / 2)
+    assert (diff.mean_unit, diff.left_out) == (OWN_UNITS, [])
     assert (diff.tasks, diff.tasks_better, diff.tasks_worse) == (2, 1, 1)
     assert diff.only_a == [("gone", "acc")] and diff.only_b == [("new", "acc")]
+
+
+def test_the_mean_reads_accuracies_and_win_rates_in_percentage_points(shared_data, tmp_path):
+    """lm-eval's accuracies are 0-1 and AlpacaEval's win rates 0-100: averaged as they were, the win rate's
+    +3.9 drowned two accuracies that fell by 4 and 10.7 points, and the mean said B was better (+0.91)."""
+    lm_eval, board = shared_data / "lm_eval", shared_data / "alpaca_eval" / "alpaca_eval_gpt4_leaderboard.csv"
+    a = Side("a", None, None, parse_file(lm_eval / "model_a_0shot.json") + parse_file(board, "tulu-2-dpo-7b"))
+    b = Side("b", None, None, parse_file(lm_eval / "model_b_0shot.json") + parse_file(board, "tulu-2-dpo-13b"))
+    diff = compare_metrics(a, b)
+    # alpaca_eval: win_rate, length_controlled_winrate and discrete_win_rate, already in percent
+    alpaca = ((88.12189054726367 - 84.22360248447205) * 2 + (81.235850076993 - 77.85355333126851)) / 3
+    creak = (0 + (0.48 - 0.52) * 100) / 2  # acc unchanged, acc_norm fell
+    strategy = (0 + (0.44666666666666666 - 0.5533333333333333) * 100) / 2
+    assert diff.mean_delta == pytest.approx((alpaca + creak + 0 + strategy) / 4)  # gsm8k_local: 0 on both sides
+    assert diff.mean_delta < 0
+    assert (diff.mean_unit, diff.tasks, diff.tasks_better, diff.tasks_worse, diff.left_out) == (POINTS, 4, 1, 2, [])
+    rows = {(r.task, r.metric): r for r in diff.rows}
+    assert (rows[("creak_mc", "acc_norm")].unit, rows[("alpaca_eval", "win_rate")].unit) == ("proportion", "percent")
+    assert rows[("creak_mc", "acc_norm")].delta_points == pytest.approx(-4.0)
+
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    for out, creak_norm, mt_bench in ((out_a, 0.52, 7.0), (out_b, 0.48, 7.5)):
+        (out / "results").mkdir(parents=True)
+        plain = {"creak_mc": {"acc_norm": creak_norm}, "mt_bench": {"score": mt_bench}}
+        (out / "results" / "scores.json").write_text(json.dumps(plain))
+    shown = run_mixer("diff", str(out_a), str(out_b), "--format", "markdown")
+    assert shown.returncode == 0, shown.stderr
+    # plain files say no scale: with no task of a known scale, the mean is in the scores' own units
+    mean = "Mean Δ over 2 task(s), direction-aware, in the scores' own units: +0.23 (1 better, 1 worse)."
+    assert mean in shown.stdout
+
+
+def test_a_task_of_unknown_scale_is_left_out_of_a_mean_in_points():
+    known = [Score("qa", "acc", 0.5, unit="proportion"), Score("board", "win_rate", 50.0, unit="percent")]
+    a = Side("a", None, None, [*known, Score("mt_bench", "score", 6.0), Score("qa", "bleu", 20.0)])
+    b = Side(
+        "b",
+        None,
+        None,
+        [
+            Score("qa", "acc", 0.55, unit="proportion"),
+            Score("board", "win_rate", 48.0, unit="percent"),
+            Score("mt_bench", "score", 8.0),
+            Score("qa", "bleu", 30.0),
+        ],
+    )
+    diff = compare_metrics(a, b)
+    assert diff.mean_delta == pytest.approx((5.0 - 2.0) / 2)  # qa's bleu and mt_bench's score: no known scale
+    assert (diff.mean_unit, diff.tasks, diff.left_out) == (POINTS, 2, ["mt_bench"])
+    from mixer.report import mean_sentence
+
+    assert mean_sentence(diff) == (
+        "mean Δ over 2 task(s), direction-aware, in percentage points: +1.5 (1 better, 1 worse); "
+        "left out, their scale not known: mt_bench"
+    )
 
 
 def test_real_lm_eval_diff_and_comparability_warnings(shared_data, tmp_path):

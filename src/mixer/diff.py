@@ -20,7 +20,7 @@ from mixer.inherit import RECIPE_SUFFIXES, TextReader, read_recipe_document, wor
 from mixer.outputs import MIXTURE_MANIFEST, read_manifest, read_run
 from mixer.recipe import mixture_part, output_dir_of
 from mixer.redact import redacted
-from mixer.results import Score, held_out_scores, run_scores, scored_twice
+from mixer.results import UNITS, Score, held_out_scores, run_scores, scored_twice
 
 TRAINING_TASK = "training (test split)"  # a run's own scores on held-out rows (mixture.eval, a stage's eval)
 COMPARABILITY_KEYS = (
@@ -410,6 +410,12 @@ class MetricRow:
     higher_is_better: bool
     is_group: bool
     incomparable: list[str]  # eval-config keys that differ
+    unit: str | None = None  # both sides' (results.UNITS), None when either's scale is not known
+
+    @property
+    def delta_points(self) -> float | None:
+        """Δ in percentage points, None when the scale is not known."""
+        return None if self.unit is None else self.delta * UNITS[self.unit]
 
 
 def significance(delta: float, se_a: float | None, se_b: float | None) -> tuple[float | None, bool]:
@@ -431,10 +437,36 @@ class MetricDiff:
     only_a: list[tuple[str, str]]
     only_b: list[tuple[str, str]]
     mean_delta: float | None  # direction-aware: positive means B is better, averaged per task then over tasks
+    mean_unit: str | None  # POINTS, or OWN_UNITS when no task's scale is known
     tasks: int
     tasks_better: int
     tasks_worse: int
+    left_out: list[str]  # tasks of unknown scale, beside tasks in percentage points
     warnings: list[str]
+
+
+POINTS = "percentage points"
+OWN_UNITS = "the scores' own units"
+
+
+def _task_means(rows: list[MetricRow]) -> tuple[list[float], str | None, list[str]]:
+    """(each task's mean direction-aware Δ, their unit, tasks left out). Benchmarks mix scales (lm-eval's
+    accuracies are 0-1, AlpacaEval's win rates 0-100), so tasks are averaged in percentage points; a task of
+    unknown scale is left out of that mean, which uses the scores' own units only when no scale is known at
+    all. A run's own loss is never in it: a loss's scale is not a benchmark's."""
+    in_points: dict[str, list[float]] = {}
+    own_units: dict[str, list[float]] = {}
+    for row in rows:
+        if row.is_group or row.task == TRAINING_TASK:
+            continue
+        sign = 1.0 if row.higher_is_better else -1.0
+        if (points := row.delta_points) is not None:
+            in_points.setdefault(row.task, []).append(sign * points)
+        else:
+            own_units.setdefault(row.task, []).append(sign * row.delta)
+    if not in_points:
+        return [sum(v) / len(v) for v in own_units.values()], OWN_UNITS if own_units else None, []
+    return [sum(v) / len(v) for v in in_points.values()], POINTS, sorted(set(own_units) - set(in_points))
 
 
 def compare_metrics(a: Side, b: Side) -> MetricDiff:
@@ -462,13 +494,10 @@ def compare_metrics(a: Side, b: Side) -> MetricDiff:
                 sa.higher_is_better,
                 sa.is_group,
                 _incomparable(sa, sb),
+                sa.unit if sa.unit == sb.unit else None,
             )
         )
-    by_task: dict[str, list[float]] = {}
-    for row in rows:
-        if not row.is_group and row.task != TRAINING_TASK:  # a loss's scale is not a benchmark's: kept out of the mean
-            by_task.setdefault(row.task, []).append(row.delta if row.higher_is_better else -row.delta)
-    task_means = [sum(v) / len(v) for v in by_task.values()]
+    task_means, mean_unit, left_out = _task_means(rows)
     seen = set()
     for row in rows:
         for key in row.incomparable:
@@ -485,9 +514,11 @@ def compare_metrics(a: Side, b: Side) -> MetricDiff:
         only_a=sorted(set(index_a) - set(index_b)),
         only_b=sorted(set(index_b) - set(index_a)),
         mean_delta=sum(task_means) / len(task_means) if task_means else None,
+        mean_unit=mean_unit,
         tasks=len(task_means),
         tasks_better=sum(1 for m in task_means if m > 0),
         tasks_worse=sum(1 for m in task_means if m < 0),
+        left_out=left_out,
         warnings=warnings,
     )
 

@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mixer.diff import Comparison, MetricRow
+from mixer.diff import Comparison, MetricDiff, MetricRow
 from mixer.markup import html_table
+from mixer.results import UNITS
 
 
 def _rows(value: int | None) -> str:
@@ -35,6 +36,18 @@ def verdict(row: MetricRow) -> str:
     if not row.significant:
         return "n.s."
     return "significant ↑" if row.direction == "better" else "significant ↓"
+
+
+def mean_sentence(m: MetricDiff) -> str | None:
+    """The aggregate line, the same in every format: over how many tasks, in which unit, and what it left out."""
+    if m.mean_delta is None:
+        return None
+    unchanged = m.tasks - m.tasks_better - m.tasks_worse
+    counts = f"{m.tasks_better} better, {m.tasks_worse} worse" + (f", {unchanged} unchanged" if unchanged else "")
+    sentence = f"mean Δ over {m.tasks} task(s), direction-aware, in {m.mean_unit}: {m.mean_delta:+.4g} ({counts})"
+    if m.left_out:
+        sentence += f"; left out, their scale not known: {', '.join(m.left_out)}"
+    return sentence
 
 
 NO_RESULTS = "metrics: neither side has benchmark results (attach them with `mixer results add DIR FILE`)"
@@ -93,12 +106,8 @@ def render_terminal(comparisons: list[Comparison], console: Console) -> None:
         if comp.metrics.rows:  # with results on one side only, the lists below say which
             console.print(metrics)
         m = comp.metrics
-        if m.mean_delta is not None:
-            console.print(
-                f"mean Δ over {m.tasks_better + m.tasks_worse} changed task(s), direction-aware: "
-                f"{m.mean_delta:+.4g} ({m.tasks_better} better, {m.tasks_worse} worse)",
-                markup=False,
-            )
+        if mean := mean_sentence(m):
+            console.print(mean, markup=False)
         for line in _only_lines(comp):
             console.print(line, markup=False)
         for warning in m.warnings:
@@ -136,12 +145,8 @@ def render_markdown(comparisons: list[Comparison]) -> str:
                 f"{' ⚠ not comparable' if r.incomparable else ''} |"
             )
         m = comp.metrics
-        if m.mean_delta is not None:
-            out += [
-                "",
-                f"Mean Δ (direction-aware, per task): **{m.mean_delta:+.4g}** "
-                f"({m.tasks_better} better, {m.tasks_worse} worse).",
-            ]
+        if mean := mean_sentence(m):
+            out += ["", mean[0].upper() + mean[1:] + "."]
         out += [f"- {line}" for line in _only_lines(comp)]
         out += [f"> ⚠ {w}" for w in m.warnings] + [""]
     return "\n".join(out)
@@ -159,20 +164,25 @@ def delta_chart_svg(comp: Comparison) -> str:
     from matplotlib import pyplot as plt
 
     rows = comp.metrics.rows
-    labels = [f"{r.task} · {r.metric}" for r in rows]
+    # in percentage points where the scale is known, so a 0-1 accuracy's bar is not a sliver beside a win rate's
+    scales = [1.0 if r.unit is None else UNITS[r.unit] for r in rows]
+    mixed = any(r.unit is None for r in rows) and any(r.unit is not None for r in rows)
+    labels = [f"{r.task} · {r.metric}" + (" (own units)" if mixed and r.unit is None else "") for r in rows]
     figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
     colours = [
         "#2e7d32" if r.direction == "better" else "#c62828" if r.direction == "worse" else "#757575" for r in rows
     ]
-    errors = [2 * r.se_delta if r.se_delta else 0 for r in rows]
-    bars = axis.barh(range(len(rows)), [r.delta for r in rows], xerr=errors, color=colours, capsize=3)
+    errors = [2 * r.se_delta * scale if r.se_delta else 0 for r, scale in zip(rows, scales, strict=True)]
+    deltas = [r.delta * scale for r, scale in zip(rows, scales, strict=True)]
+    bars = axis.barh(range(len(rows)), deltas, xerr=errors, color=colours, capsize=3)
     for bar, row in zip(bars, rows, strict=True):
         bar.set_alpha(1.0 if row.significant else 0.45)
         bar.set_gid(f"bar-{row.task}-{row.metric}")
     axis.set_yticks(range(len(rows)), labels)
     axis.axvline(0, color="black", linewidth=0.8)
     axis.invert_yaxis()
-    axis.set_xlabel("Δ (B − A), error bars ±2·se")
+    unit = "percentage points" if all(r.unit for r in rows) else "points where the scale is known" if mixed else ""
+    axis.set_xlabel("Δ (B − A)" + (f" in {unit}" if unit else "") + ", error bars ±2·se")
     axis.set_title(f"{comp.b} vs {comp.a}")
     figure.tight_layout()
     buffer = io.StringIO()
@@ -226,13 +236,13 @@ def render_html(comparisons: list[Comparison]) -> str:
         settings = "".join(f"<li>{html.escape(s)}</li>" for s in comp.composition.settings)
         warnings = "".join(f"<li>{html.escape(line)}</li>" for line in _only_lines(comp))
         warnings += "".join(f'<li class="warn">{html.escape(w)}</li>' for w in comp.metrics.warnings)
-        mean = comp.metrics.mean_delta
+        mean = mean_sentence(comp.metrics)
         sections.append(
             f"<section><h2>{html.escape(comp.a)} → {html.escape(comp.b)}</h2>"
             f'<figure id="delta-chart-{i}">{chart}</figure>'
             f"<h3>Composition</h3>{composition}<ul>{settings}</ul>"
             f"<h3>Metrics</h3>{metrics}"
-            + (f"<p>Mean Δ (direction-aware): {mean:+.4g}</p>" if mean is not None else "")
+            + (f"<p>{html.escape(mean)}</p>" if mean else "")
             + f"<ul>{warnings}</ul></section>"
         )
     style = (

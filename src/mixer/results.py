@@ -48,9 +48,24 @@ class Score:
     is_group: bool = False
     source: str = ""
     eval_config: dict[str, Any] = field(default_factory=dict)
+    unit: str | None = None  # "proportion" (0-1) or "percent" (0-100) where the format says so; see UNITS
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# percentage points per unit: what lets `mixer diff` average an lm-eval accuracy (0.52) with an AlpacaEval win
+# rate (84.2) without the win rate's scale drowning the accuracy's
+UNITS = {"proportion": 100.0, "percent": 1.0}
+
+# lm-eval metrics that are a share of items, 0-1 (IFEval's `*_acc` and `pass@k` too); bleu, chrf and the
+# perplexities have other scales
+LM_EVAL_PROPORTIONS = frozenset({"acc", "acc_norm", "acc_mutual_info", "exact_match", "em", "f1", "mc1", "mc2"})
+
+
+def _lm_eval_unit(base: str, value: float) -> str | None:
+    share = base in LM_EVAL_PROPORTIONS or base.endswith("_acc") or base.startswith("pass@")
+    return "proportion" if share and 0.0 <= value <= 1.0 else None
 
 
 def _number(value: Any) -> float | None:
@@ -142,6 +157,7 @@ def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
                     is_group=task in groups,
                     source=source,
                     eval_config=eval_config,
+                    unit=_lm_eval_unit(base, number),
                 )
             )
     return scores
@@ -185,6 +201,7 @@ def parse_alpaca_row(row: dict[str, Any], source: str) -> list[Score]:
                     n=int(n) if n else None,
                     source=source,
                     eval_config=eval_config,
+                    unit="percent" if 0.0 <= value <= 100.0 else None,
                 )
             )
     return scores
