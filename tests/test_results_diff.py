@@ -694,3 +694,28 @@ def test_a_run_holds_one_score_per_task_and_a_second_models_results_are_refused(
         f"{run}: results/model_a_0shot.json and results/model_b_0shot.json score the same tasks (creak_mc, "
         "strategyqa_mc, gsm8k_local, ...): only model_b_0shot.json's are compared"
     ) in warnings
+
+
+def test_a_list_of_patterns_or_benchmarks_that_differs_by_items_says_which():
+    """One pattern taken out of five read as both lists whole, one after the other."""
+    patterns = [r"(?i)\bOpenAI\b", r"(?i)\bChatGPT\b", r"(?i)\bClaude\b"]
+    base = {"name": "r", "sources": {"a": {"source": "dolly", "take": 5}}}
+    a = {**base, "mixture": {"drop_patterns": patterns, "decontaminate": {"benchmarks": ["gsm8k", "humaneval"]}}}
+    b = {
+        **base,
+        "mixture": {
+            "drop_patterns": [patterns[0], patterns[1], r"(?i)\bGemini\b"],
+            "decontaminate": {"benchmarks": ["gsm8k", "humaneval", {"name": "mbpp", "path": "mbpp.jsonl"}]},
+        },
+    }
+    assert compare(Side("A", a, None), Side("B", b, None)).composition.settings == [
+        "mixture.decontaminate.benchmarks: ['gsm8k', 'humaneval'] → ['gsm8k', 'humaneval', "
+        "{'name': 'mbpp', 'path': 'mbpp.jsonl'}]",  # not plain values: both lists, as before
+        r"mixture.drop_patterns: added '(?i)\bGemini\b'; removed '(?i)\bClaude\b'",
+    ]
+    reordered = {**base, "mixture": {"drop_patterns": list(reversed(patterns))}}
+    assert compare(
+        Side("A", {**base, "mixture": {"drop_patterns": patterns}}, None), Side("B", reordered, None)
+    ).composition.settings == [
+        f"mixture.drop_patterns: {patterns} → {list(reversed(patterns))}"  # the same items: order is the change
+    ]

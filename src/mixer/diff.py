@@ -334,8 +334,25 @@ def _changes(a: Any, b: Any, prefix: str = "", at: tuple[str, ...] | None = None
     for key in sorted(set(set_a) | set(set_b)):
         (was, shown_was), (now, shown_now) = effective(set_a, key), effective(set_b, key)
         if was != now:
-            lines.append(f"{key}: {shown_was} → {shown_now}")
+            lines.append(f"{key}: {_items_changed(was, now) or f'{shown_was} → {shown_now}'}")
     return lines
+
+
+def _items_changed(was: Any, now: Any) -> str | None:
+    """`added 'x'; removed 'y'` for two lists of plain values (drop patterns, benchmarks, operators) that differ
+    by items: both lists whole, one after the other, hid a one-pattern edit in a list of five. None when the
+    lists differ only in order or repeats, or are not lists of plain values."""
+    if not (isinstance(was, list) and isinstance(now, list)):
+        return None
+    if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in [*was, *now]):
+        return None
+
+    def shown(values: list[Any]) -> str:
+        return ", ".join(f"'{v}'" if isinstance(v, str) else str(v) for v in values)
+
+    added, removed = [v for v in now if v not in was], [v for v in was if v not in now]
+    parts = ([f"added {shown(added)}"] if added else []) + ([f"removed {shown(removed)}"] if removed else [])
+    return "; ".join(parts) or None
 
 
 def _stages_by_name(recipe: dict[str, Any] | None) -> dict[str, Any]:
