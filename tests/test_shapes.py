@@ -290,3 +290,79 @@ def test_a_broken_line_beside_records_of_another_shape(tmp_path, chunk_bytes):
     by_id = dict(zip(pool.rows["id"].to_list(), pool.rows["messages"].to_list(), strict=True))
     assert by_id["s/c7"][1] == {"role": "assistant", "content": "from parts"}
     assert len(by_id) == 11
+
+
+def flat_records(fmt: str) -> tuple[list[dict], str]:
+    """14 records of a flat format, one reply a list; (records, the reply field's name)."""
+    names = {"alpaca": ("instruction", "output"), "dolly": ("instruction", "response"), "flan": ("inputs", "targets")}
+    ask, reply = names[fmt]
+    records = [{ask: f"question {i}", reply: f"answer {i}"} for i in range(14)]
+    records[5][reply] = ["first answer", "second answer"]
+    records[9][reply] = "[1, 2, 3]"  # a text that looks like a list, as Code-Alpaca's do
+    records[11][reply] = 'print({"output": [1]})'  # a text holding the field's name before a bracket
+    return records, reply
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 200])
+@pytest.mark.parametrize("layout", ["jsonl", "json"])
+@pytest.mark.parametrize("fmt", ["alpaca", "dolly", "flan"])
+def test_a_list_in_a_text_field_is_a_malformed_row_not_its_json_in_the_text(tmp_path, fmt, layout, chunk_bytes):
+    """polars types a field that is text in most records and a list in one as text, and wrote the list's JSON
+    (`["first answer", "second answer"]`) as the reply that was trained on."""
+    records, reply = flat_records(fmt)
+    path = tmp_path / f"f.{layout}"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) if layout == "jsonl" else json.dumps(records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, path.name, fmt=fmt), chunk_bytes=chunk_bytes)))
+    assert pool.counts == {"read": 14, "malformed": 1}
+    assert pool.rejects.select("row", "reason").rows() == [(6, f"field {reply!r} is a list, expected text")]
+    assert json.loads(pool.rejects["record"][0]) == records[5]
+    replies = [m[-1]["content"] for m in pool.rows.sort("id")["messages"].to_list()]
+    assert sorted(replies) == sorted(r[reply] for i, r in enumerate(records) if i != 5)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 200])
+def test_lists_outside_the_text_fields_and_texts_that_look_like_lists_keep_polars_path(tmp_path, chunk_bytes):
+    """A list in another field (LLaMA-Factory's `history`, tags) or a text that looks like a list is no list
+    in a text field: no record is set aside, and every text is as written."""
+    records = [
+        {"instruction": f"q {i}", "output": f"a {i}", "tags": ["x"], "history": [["hi", "hello"]]} for i in range(10)
+    ]
+    records[3]["output"] = '[{"output": ["not a field"]}]'
+    records[6]["input"] = "[Verse 1]"
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "a.jsonl", fmt="alpaca"), chunk_bytes=chunk_bytes)))
+    assert pool.counts == {"read": 10, "malformed": 0}
+    by_id = dict(zip(pool.rows["id"].to_list(), pool.rows["messages"].to_list(), strict=True))
+    assert by_id["s/3"][-1]["content"] == '[{"output": ["not a field"]}]'
+    assert by_id["s/6"][-2]["content"] == "q 6\n\n[Verse 1]"
+
+
+def test_a_mapped_text_field_is_checked_under_its_own_name(tmp_path):
+    records = [{"prompt": f"q {i}", "completion": f"a {i}"} for i in range(6)]
+    records[2]["completion"] = ["a", "list"]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    recipe = write_recipe(
+        tmp_path,
+        "name: s\nsources:\n  s: {path: m.jsonl, format: alpaca, take: all, on_error: quarantine,\n"
+        "      fields: {instruction: prompt, output: completion}}\n",
+    )
+    [source] = resolve_recipe(load_recipe(recipe), data_dir=None, sample=False, cache_dir=tmp_path / "cache")
+    pool = merge_chunks(list(load_chunks(source)))
+    assert pool.counts == {"read": 6, "malformed": 1}
+    assert pool.rejects.select("row", "reason").rows() == [(3, "field 'completion' is a list, expected text")]
+
+
+def test_a_list_in_a_text_field_of_one_small_file_among_many(tmp_path):
+    """Small files are parsed as one text with the first one's schema (mixer.io.read_small_files), where
+    polars writes a later file's list as text too."""
+    (tmp_path / "parts").mkdir()
+    for n in range(4):
+        records = [{"instruction": f"q {n}.{i}", "output": f"a {n}.{i}"} for i in range(3)]
+        if n == 2:
+            records[1]["output"] = ["a", "list"]
+        (tmp_path / "parts" / f"p{n}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "'parts/*.jsonl'", fmt="alpaca"))))
+    assert pool.counts == {"read": 12, "malformed": 1}
+    assert pool.rejects.select("file", "row", "reason").rows() == [
+        (str(tmp_path / "parts" / "p2.jsonl"), 2, "field 'output' is a list, expected text")
+    ]

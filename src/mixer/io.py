@@ -28,7 +28,7 @@ from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
 from mixer.record_reader import NEWLINE_BYTE
-from mixer.shapes import Misshapen, TurnShape
+from mixer.shapes import Misshapen, RecordShape
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -105,7 +105,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _jsonl_slow(
-    path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: TurnShape | None = None
+    path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: RecordShape | None = None
 ) -> tuple[RawTable, int]:
     """Parse line by line: polars names no line when it fails. Returns the table and the number of records
     (parsable or not) it spans. With `shape`, records are sorted by it when the frame is suspect."""
@@ -131,13 +131,13 @@ def _record_objects(path: Path, data: bytes, first_row: int = 0, first_line: int
 
 def _from_records(
     path: Path,
-    shape: TurnShape | None,
+    shape: RecordShape | None,
     records: list[dict],
     indexes: list[int],
     unparsable: list[tuple[int, str, str]],
 ) -> RawTable:
     """A chunk from the records Python's json parsed; with `shape`, those of another shape set aside
-    (`TurnShape.sort`), since polars' typing of the chunk may have hidden them (`TurnShape.suspect`)."""
+    (`RecordShape.sort`), since polars' typing of the chunk may have hidden them (`RecordShape.suspect`)."""
     if shape is None:
         return RawTable(path, record_reader.records_frame(records, indexes), unparsable)
     good, kept, misshapen = shape.sort(records, indexes)
@@ -146,13 +146,13 @@ def _from_records(
     return RawTable(path, record_reader.records_frame(good, kept), unparsable, misshapen=misshapen, originals=originals)
 
 
-def _as_parsed(frame: pl.DataFrame | None, shape: TurnShape | None) -> bool:
-    """Whether polars parsed a chunk (`frame` is not None) into a frame that can be taken as it is: no
-    conversation in it may have been mistyped (mixer.shapes)."""
-    return frame is not None and (shape is None or not shape.suspect(frame))
+def _as_parsed(frame: pl.DataFrame | None, shape: RecordShape | None, text: bytes | None = None) -> bool:
+    """Whether polars parsed a chunk (`frame` is not None, from the JSON `text`) into a frame that can be taken
+    as it is: no conversation or text field in it may have been mistyped (mixer.shapes)."""
+    return frame is not None and (shape is None or not shape.suspect(frame, text=text))
 
 
-def _columns_by_shape(table: RawTable, shape: TurnShape) -> RawTable:
+def _columns_by_shape(table: RawTable, shape: RecordShape) -> RawTable:
     """A parquet table holds no JSON text and one type per column: only its conversation columns are rebuilt
     (content parts joined), so the other columns keep their types."""
     frame = table.frame
@@ -200,7 +200,7 @@ def first_array_record(path: Path, limit: int = 4 << 20) -> dict | None:
 
 
 def _json_lines(
-    path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: TurnShape | None = None
+    path: Path, data: bytes, first_row: int = 0, first_line: int = 0, shape: RecordShape | None = None
 ) -> tuple[RawTable, int]:
     """JSON lines through polars' parser, or line by line when it fails (polars names no line) or when
     `shape` suspects its typing (mixer.shapes). Returns the table and the number of records it spans."""
@@ -208,7 +208,7 @@ def _json_lines(
         frame = pl.read_ndjson(data, infer_schema_length=None)
     except Exception:
         frame = None
-    if _as_parsed(frame, shape):
+    if _as_parsed(frame, shape, data):
         return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
     if frame is None:  # a broken line, or a field of no one type: polars names neither
         return _jsonl_slow(path, data, first_row, first_line, shape)
@@ -223,7 +223,7 @@ def _chunk_table(
     schema: pl.Schema | None,
     columns: Collection[str],
     keys: Collection[str],
-    shape: TurnShape | None,
+    shape: RecordShape | None,
     fresh: Callable[[], tuple[RawTable, int]],
     *,
     array: bool = False,
@@ -232,7 +232,7 @@ def _chunk_table(
     (mixer.borrowed_schema) and its conversations do not look mistyped, else by `fresh`; with the records it
     spans and the schema the next chunk may borrow (none after a chunk with broken or misshapen records)."""
     frame = borrowed_schema.parse_like(text, schema, columns, keys, array=array) if schema is not None else None
-    if _as_parsed(frame, shape):
+    if _as_parsed(frame, shape, text):
         return (
             RawTable(path, frame.with_row_index("__row", offset=first_row), [], text, array=array),
             frame.height,
@@ -296,7 +296,7 @@ def read_chunks(
     keys: Collection[str] = (),
     on_read: Callable[[int], None] | None = None,
     objects: bool = False,
-    shape: TurnShape | None = None,
+    shape: RecordShape | None = None,
 ) -> Iterator[RawTable]:
     """A JSON-lines file (plain or gzip) as tables of about `chunk_bytes` of text each, cut at line ends, with
     `__row` and line numbers counted from the start of the file: a large file never sits in memory whole.
@@ -356,7 +356,7 @@ def read_small_files(
     array: bool = False,
     columns: Collection[str] = (),
     keys: Collection[str] = (),
-    shape: TurnShape | None = None,
+    shape: RecordShape | None = None,
 ) -> list[RawTable] | None:
     """Small JSON-lines files (with `array`, small JSON arrays) parsed as one text with the `schema` of the
     file before them, then split back into a table per file; None when that could lose something (the caller
@@ -386,7 +386,7 @@ def read_small_files(
         joined = b"".join(text if text.endswith(NEWLINE_BYTE) else text + NEWLINE_BYTE for text in texts)
     frame = borrowed_schema.parse_like(joined, schema, columns, keys, array=array)
     if (
-        not _as_parsed(frame, shape)
+        not _as_parsed(frame, shape, joined)
         or frame.height != sum(counts)
         or not _every_field_in_every_file(frame, counts, keys)
     ):
@@ -581,7 +581,7 @@ def _array_chunks(
     path: Path,
     chunk_bytes: int,
     on_read: Callable[[int], None] | None,
-    shape: TurnShape | None = None,
+    shape: RecordShape | None = None,
     columns: Collection[str] = (),
     keys: Collection[str] = (),
 ) -> Iterator[RawTable]:
@@ -624,7 +624,7 @@ def _array_chunks(
         raise _unreadable(path, "json", exc) from None
 
 
-def _array_table(path: Path, text: bytes, first_row: int, shape: TurnShape | None) -> tuple[RawTable, int]:
+def _array_table(path: Path, text: bytes, first_row: int, shape: RecordShape | None) -> tuple[RawTable, int]:
     """A JSON array's elements parsed by polars, or by Python's json when `shape` suspects polars' typing or
     polars finds no one type for a field (it refuses such arrays where it types lines as text). Returns the
     table and the number of elements."""
@@ -632,7 +632,7 @@ def _array_table(path: Path, text: bytes, first_row: int, shape: TurnShape | Non
         frame = pl.read_json(text, infer_schema_length=None)
     except pl.exceptions.PolarsError:
         frame = None
-    if _as_parsed(frame, shape):
+    if _as_parsed(frame, shape, text):
         return RawTable(path, frame.with_row_index("__row", offset=first_row), []), frame.height
     try:
         records = json.loads(text)
@@ -700,7 +700,7 @@ def _bad_quote(path: Path, separator: str) -> str | None:
 
 
 def read_table(
-    path: Path, *, header: bool = True, on_read: Callable[[int], None] | None = None, shape: TurnShape | None = None
+    path: Path, *, header: bool = True, on_read: Callable[[int], None] | None = None, shape: RecordShape | None = None
 ) -> RawTable:
     """Load one file. `header=False` is for headerless TSVs such as the FLAN CoT files; `shape` as in
     `read_chunks`."""

@@ -41,7 +41,7 @@ from mixer.io import (
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import InputFile, ResolvedSource
-from mixer.shapes import Misshapen, TurnShape
+from mixer.shapes import Misshapen, RecordShape
 from mixer.threads import one_ahead
 
 META = pl.Struct(
@@ -311,16 +311,17 @@ def _read_fields(ctx: Context) -> tuple[set[str], set[str]]:
     return set(ctx.fields.values()), {v for v in ctx.options.values() if isinstance(v, str)}
 
 
-def _turn_shape(adapter: Adapter, ctx: Context) -> TurnShape | None:
-    """Where the format keeps conversations in this source's records (its field mapping and keys)."""
-    if not adapter.turn_fields:
+def _record_shape(adapter: Adapter, ctx: Context) -> RecordShape | None:
+    """Where the format keeps conversations and text in this source's records (its field mapping and keys)."""
+    if not (adapter.turn_fields or adapter.text_fields):
         return None
     text = adapter.turns_are_text
-    return TurnShape(
+    return RecordShape(
         fields=tuple(ctx.fields[name] for name in adapter.turn_fields),
         role_key=None if text else ctx.options.get("role_key", "role"),
         content_key=None if text else ctx.options.get("content_key", "content"),
         text_roles={ctx.fields[name]: role for name, role in adapter.text_turn_roles.items()},
+        texts=tuple(ctx.fields[name] for name in adapter.text_fields),
     )
 
 
@@ -385,7 +386,7 @@ def load_chunks(
                 keys=keys,
                 on_read=on_read,
                 objects=objects,
-                shape=_turn_shape(adapter, ctx),
+                shape=_record_shape(adapter, ctx),
             )
             if adapter.row_local or objects
             else [read_table(path, header=header, on_read=on_read)]
@@ -430,7 +431,7 @@ def load_chunks(
                 schema = record_schema(first[0].table.frame)
                 paths = [f.path for f in rest]
                 array = file_kind(paths[0]) == "json"
-                shape = _turn_shape(adapter, ctx)
+                shape = _record_shape(adapter, ctx)
                 together = read_small_files(paths, schema, array=array, columns=columns, keys=keys, shape=shape)
             if together is None:
                 for input_file in rest:

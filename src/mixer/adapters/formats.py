@@ -68,6 +68,9 @@ class Format:
     turn_fields: tuple[str, ...] = ()
     text_turn_roles: dict[str, str] = field(default_factory=dict)  # those that may be text instead: its role
     turns_are_text: bool = False  # a turn is its text (LIMA), not an object
+    # canonical flat fields that are trained as text: a list in one record of a chunk is a malformed record,
+    # which polars would otherwise write into the text as its JSON (mixer.shapes)
+    text_fields: tuple[str, ...] = ()
 
 
 def _top_k(value: Any) -> bool:
@@ -98,6 +101,7 @@ SPECS = {
                 "id": "id",
             },
             required=("instruction", "output"),
+            text_fields=("instruction", "input", "output", "system"),
         ),
         Format(
             name="cot",
@@ -111,12 +115,14 @@ SPECS = {
             summary="instruction / context / response / category",
             fields={"instruction": "instruction", "context": "context", "response": "response", "id": "id"},
             required=("instruction", "response"),
+            text_fields=("instruction", "context", "response"),
         ),
         Format(
             name="flan",
             summary="inputs / targets (FLAN v2 jsonl)",
             fields={"inputs": "inputs", "targets": "targets", "id": "id"},
             required=("inputs", "targets"),
+            text_fields=("inputs", "targets"),
         ),
         Format(
             name="messages",
@@ -150,6 +156,7 @@ SPECS = {
             fields={"instruction": "instruction", "input": "input", "system": "system", "id": "id"},
             required=("instruction",),
             kind="prompts",
+            text_fields=("instruction", "input", "system"),
         ),
         Format(
             name="sharegpt",
@@ -158,6 +165,7 @@ SPECS = {
             required=("conversations",),
             options={"role_key": "from", "content_key": "value", "trim_trailing_user": True},
             turn_fields=("conversations",),
+            text_fields=("system",),
         ),
         Format(
             name="turns",
