@@ -75,11 +75,11 @@ class RecordShape:
         return json_text and any(_parses_as_json_container(text) for text in texts)
 
     def _list_in_texts(self, frame: pl.DataFrame, text: bytes) -> bool:
-        """Whether a flat text field of some record in `text` is a list, which polars wrote as its JSON. Only
-        a chunk where such a field has a text starting with "[" has its JSON searched: ~0.7 ms per MB, holding
-        the GIL, against ~0.25 ms for the vectorised look."""
+        """Whether a flat text field of some record in `text` is a list, which polars wrote as its JSON. A
+        chunk with no "[" at all has none (~0.05 ms per MB); else only one where such a field has a text
+        starting with "[" (~0.17 ms per MB) has its JSON searched (~0.7 ms per MB, holding the GIL)."""
         names = [name for name in self.texts if frame.schema.get(name) == pl.String]
-        if not names:
+        if not names or b"[" not in text:
             return False
         bracketed = frame.select(pl.any_horizontal(pl.col(name).str.starts_with("[") for name in names).any())
         return bool(bracketed.item()) and _list_value(tuple(names)).search(text) is not None
