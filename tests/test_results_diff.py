@@ -107,23 +107,40 @@ def test_alpaca_eval_json_and_plain_formats(tmp_path):
     )
     (scored,) = [s for s in parse_file(tmp_path / "lb.json") if s.metric == "win_rate"]
     assert (scored.value, scored.stderr, scored.n) == (12.5, 1.1, 805)
-    (tmp_path / "plain.yaml").write_text("mmlu:\n  acc: 0.61\n  acc_stderr: 0.004\n  n: 14042\nbbh:\n  em: 0.4\n")
+    (tmp_path / "plain.yaml").write_text(
+        "mmlu:\n  acc: 0.61\n  acc_stderr: 0.004\n  n: 14042\nbbh:\n  em: 0.4\nheld_out:\n  perplexity: 6.1\n"
+        "  val_loss: 1.8\n"
+    )
     plain = {(s.task, s.metric): s for s in parse_file(tmp_path / "plain.yaml")}
     assert (plain[("mmlu", "acc")].stderr, plain[("mmlu", "acc")].n) == (0.004, 14042)
     assert plain[("bbh", "em")].stderr is None
+    directions = {key: score.higher_is_better for key, score in plain.items()}
+    assert directions == {
+        ("mmlu", "acc"): True,
+        ("bbh", "em"): True,
+        ("held_out", "perplexity"): False,
+        ("held_out", "val_loss"): False,
+    }
 
 
 def test_lm_eval_0_3_results_are_read_and_a_file_with_no_scores_is_refused(tmp_path):
     """lm-eval 0.3 wrote bare metric names (`acc`, `acc_stderr`) and the shots in `config`; older papers and
     leaderboards still publish that form, which gave no scores at all, and `results add` said "added 0"."""
     old = {
-        "results": {"hellaswag": {"acc": 0.5, "acc_stderr": 0.01, "acc_norm": 0.6}, "arc_easy": {"acc": 0.7}},
-        "versions": {"hellaswag": 0, "arc_easy": 0},
+        "results": {
+            "hellaswag": {"acc": 0.5, "acc_stderr": 0.01, "acc_norm": 0.6},
+            "arc_easy": {"acc": 0.7},
+            "wikitext": {"word_perplexity": 12.5, "byte_perplexity": 1.6, "bits_per_byte": 0.68},
+        },
+        "versions": {"hellaswag": 0, "arc_easy": 0, "wikitext": 1},
         "config": {"model": "hf-causal", "num_fewshot": 5, "limit": None},
     }
     (tmp_path / "v03.json").write_text(json.dumps(old))
     scores = {(s.task, s.metric): s for s in parse_file(tmp_path / "v03.json")}
-    assert sorted(scores) == [("arc_easy", "acc"), ("hellaswag", "acc"), ("hellaswag", "acc_norm")]
+    assert sorted(scores)[:3] == [("arc_easy", "acc"), ("hellaswag", "acc"), ("hellaswag", "acc_norm")]
+    # 0.3 wrote no higher_is_better: a perplexity read as higher-is-better had a fall called worse
+    lower = {key for key, score in scores.items() if not score.higher_is_better}
+    assert lower == {("wikitext", "word_perplexity"), ("wikitext", "byte_perplexity"), ("wikitext", "bits_per_byte")}
     assert (scores[("hellaswag", "acc")].value, scores[("hellaswag", "acc")].stderr) == (0.5, 0.01)
     assert scores[("hellaswag", "acc_norm")].stderr is None
     assert scores[("arc_easy", "acc")].eval_config["shots"] == 5

@@ -63,6 +63,18 @@ UNITS = {"proportion": 100.0, "percent": 1.0}
 LM_EVAL_PROPORTIONS = frozenset({"acc", "acc_norm", "acc_mutual_info", "exact_match", "em", "f1", "mc1", "mc2"})
 
 
+# metrics where lower is better (lm-eval's own, and a loss), for files that do not say: lm-eval 0.3 wrote no
+# `higher_is_better`, plain files have none, and a perplexity read as higher-is-better has its Δ called worse
+LOWER_IS_BETTER = frozenset(
+    {"perplexity", "ppl", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter", "brier_score", "loss"}
+)
+
+
+def higher_is_better(metric: str) -> bool:
+    """The direction of a metric whose file does not give it."""
+    return not (metric in LOWER_IS_BETTER or metric.endswith(("_perplexity", "_loss")))
+
+
 def _lm_eval_unit(base: str, value: float) -> str | None:
     share = base in LM_EVAL_PROPORTIONS or base.endswith("_acc") or base.startswith("pass@")
     return "proportion" if share and 0.0 <= value <= 1.0 else None
@@ -152,7 +164,7 @@ def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
                     value=number,
                     stderr=_number(metrics.get(stderr_key)),
                     n=n,
-                    higher_is_better=bool(better.get(base, True)),
+                    higher_is_better=bool(better.get(base, higher_is_better(base))),
                     group=parent.get(task),
                     is_group=task in groups,
                     source=source,
@@ -243,6 +255,7 @@ def parse_plain(data: dict[str, Any], source: str) -> list[Score]:
                     value=number,
                     stderr=_number(metrics.get(f"{key}_stderr")),
                     n=int(n) if n else None,
+                    higher_is_better=higher_is_better(key),
                     source=source,
                     eval_config={"harness": "plain", "shots": None, "judge": None},
                 )
