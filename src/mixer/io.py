@@ -229,8 +229,9 @@ def _chunk_table(
     array: bool = False,
 ) -> tuple[RawTable, int, pl.Schema | None]:
     """A chunk of JSON lines (or of an array) parsed with the schema of the chunk before when that is safe
-    (mixer.borrowed_schema) and its conversations do not look mistyped, else by `fresh`; with the records it
-    spans and the schema the next chunk may borrow (none after a chunk with broken or misshapen records)."""
+    (mixer.borrowed_schema) and its conversations and texts do not look mistyped, else by `fresh`; with the
+    records it spans and the schema the next chunk may borrow (none after a chunk with broken or misshapen
+    records)."""
     frame = borrowed_schema.parse_like(text, schema, columns, keys, array=array) if schema is not None else None
     if _as_parsed(frame, shape, text):
         return (
