@@ -462,8 +462,9 @@ class MetricDiff:
     warnings: list[str]
 
 
-POINTS = "percentage points"
-OWN_UNITS = "the scores' own units"
+# the mean's unit, as `--json` gives it (the other formats say it in words: report.MEAN_UNITS)
+POINTS = "points"
+OWN_UNITS = "own_units"
 
 
 def _task_means(rows: list[MetricRow]) -> tuple[list[float], str | None, list[str]]:

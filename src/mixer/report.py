@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mixer.diff import Comparison, MetricDiff, MetricRow
+from mixer.diff import OWN_UNITS, POINTS, Comparison, MetricDiff, MetricRow
 from mixer.markup import html_table
 from mixer.results import UNITS
 
@@ -38,13 +38,17 @@ def verdict(row: MetricRow) -> str:
     return "significant ↑" if row.direction == "better" else "significant ↓"
 
 
+MEAN_UNITS = {POINTS: "percentage points", OWN_UNITS: "the scores' own units"}
+
+
 def mean_sentence(m: MetricDiff) -> str | None:
     """The aggregate line, the same in every format: over how many tasks, in which unit, and what it left out."""
     if m.mean_delta is None:
         return None
     unchanged = m.tasks - m.tasks_better - m.tasks_worse
     counts = f"{m.tasks_better} better, {m.tasks_worse} worse" + (f", {unchanged} unchanged" if unchanged else "")
-    sentence = f"mean Δ over {m.tasks} task(s), direction-aware, in {m.mean_unit}: {m.mean_delta:+.4g} ({counts})"
+    unit = MEAN_UNITS[m.mean_unit]
+    sentence = f"mean Δ over {m.tasks} task(s), direction-aware, in {unit}: {m.mean_delta:+.4g} ({counts})"
     if m.left_out:
         sentence += f"; left out, their scale not known: {', '.join(m.left_out)}"
     return sentence
