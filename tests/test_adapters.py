@@ -537,12 +537,14 @@ def test_every_input_file_type(tmp_path):
 
 def test_broken_jsonl_lines_are_located(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": \n[1, 2]\n')
+    path.write_text('{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": \n[1, 2]\nnull\n"a"\n')
     table = read_table(path)
     assert table.frame.height == 1
     assert [(line, reason.split(":")[0]) for line, reason, _ in table.unparsable] == [
         (2, "invalid JSON"),
-        (3, "expected a JSON object, got list"),
+        (3, "expected a JSON object, got a list"),  # a JSON value's kind in words, not Python's "list"
+        (4, "expected a JSON object, got null"),  # which Python called "NoneType"
+        (5, "expected a JSON object, got text"),
     ]
 
 

@@ -1315,8 +1315,8 @@ def test_records_read_by_orjson_equal_pythons_json_and_what_it_refuses_goes_to_j
     assert indexes == [0, 1, 2, 3, 4] and spanned == 11
     assert [reason.split(":")[0] for _, reason, _ in bad] == [
         "invalid JSON",
-        "expected a JSON object, got list",
-        "expected a JSON object, got str",
+        "expected a JSON object, got a list",
+        "expected a JSON object, got text",
         "invalid JSON",
         "nested more deeply than Python's json reads (about 1,000 levels)",
         "not UTF-8",

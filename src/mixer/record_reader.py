@@ -9,7 +9,7 @@ import json
 import orjson
 import polars as pl
 
-from mixer.shapes import value_text
+from mixer.shapes import json_kind, value_text
 
 NEWLINE_BYTE = b"\n"
 
@@ -44,7 +44,7 @@ def _python_record(raw: bytes) -> tuple[dict | None, tuple[str, str] | None]:
     except RecursionError:
         return None, ("nested more deeply than Python's json reads (about 1,000 levels)", line[:2000])
     if not isinstance(record, dict):
-        return None, (f"expected a JSON object, got {type(record).__name__}", line[:2000])
+        return None, (f"expected a JSON object, got {json_kind(record)}", line[:2000])
     return record, None
 
 

@@ -114,19 +114,19 @@ class RecordShape:
         if isinstance(value, (str, int, float)) and name in self.text_roles:  # a number is text, as polars reads it
             return [{self.role_key: self.text_roles[name], self.content_key: value_text(value)}], None
         if not isinstance(value, list):
-            return value, f"field {name!r} is {_kind(value)}, expected {expected}"
+            return value, f"field {name!r} is {json_kind(value)}, expected {expected}"
         if self.role_key is None:
             for number, turn in enumerate(value, start=1):
                 if isinstance(turn, (list, dict)):
-                    return value, f"turn {number} of {name!r} is {_kind(turn)}, expected text"
+                    return value, f"turn {number} of {name!r} is {json_kind(turn)}, expected text"
             return [value_text(turn) for turn in value], None
         turns = []
         for number, turn in enumerate(value, start=1):
             if not isinstance(turn, dict):
-                return value, f"turn {number} of {name!r} is {_kind(turn)}, expected an object"
+                return value, f"turn {number} of {name!r} is {json_kind(turn)}, expected an object"
             role = turn.get(self.role_key)
             if isinstance(role, (list, dict)):
-                return value, f"turn {number} of {name!r}: {self.role_key!r} is {_kind(role)}, expected text"
+                return value, f"turn {number} of {name!r}: {self.role_key!r} is {json_kind(role)}, expected text"
             content, reason = _content_text(turn.get(self.content_key))
             if reason is not None:
                 return value, f"turn {number} of {name!r}: {reason}"
@@ -153,7 +153,7 @@ def _content_text(content: Any) -> tuple[Any, str | None]:
     texts = []
     for number, part in enumerate(content, start=1):
         if not isinstance(part, dict):
-            return None, f"content part {number} is {_kind(part)}, expected an object"
+            return None, f"content part {number} is {json_kind(part)}, expected an object"
         kind = part.get("type")
         if kind != "text":
             return None, f"content part {number} is of type {kind!r}; a text mixture takes only 'text' parts"
@@ -197,7 +197,8 @@ def _parses_as_json_container(texts: pl.Series) -> bool:
     return False
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """A JSON value's kind in words, for reasons a user reads ("a list", not Python's "list")."""
     if isinstance(value, str):
         return "text"
     if isinstance(value, bool):
