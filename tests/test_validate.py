@@ -928,6 +928,10 @@ def test_yaml_syntax_error_is_located(tmp_path):
             (3, 25),
             "in the brackets opened at line 3, column 6: a comma or the closing bracket is missing",
         ),
+        # an unquoted glob starting with * is an alias to YAML, and was told to check its indentation
+        ("name: t\nsources:\n  a:\n    path: *.jsonl\n", (4, 12), "a value starting with * is read as a YAML alias"),
+        ("name: t\nsources:\n  a: {path: **/*.jsonl}\n", (3, 14), "a value starting with * is read as a YAML alias"),
+        ("name: t\nsources:\n  a: {path: &x.jsonl}\n", (3, 15), "a value starting with & is read as a YAML anchor"),
     ],
 )
 def test_yaml_mistakes_get_a_hint_naming_the_usual_cause(tmp_path, text, where, hint):

@@ -65,11 +65,16 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 def _syntax_hint(exc: yaml.MarkedYAMLError) -> str:
-    """The usual causes, named: a tab (YAML indents with spaces only), an unquoted value holding ': ', and a
-    comma or closing bracket missing in `{...}` or `[...]`, which PyYAML reports where it gave up (often the
-    end of the file), not where the brackets were opened."""
+    """The usual causes, named: a tab (YAML indents with spaces only), an unquoted glob starting with `*` (an
+    alias to YAML), an unquoted value holding ': ', and a comma or closing bracket missing in `{...}` or
+    `[...]`, which PyYAML reports where it gave up (often the end of the file), not where the brackets were
+    opened."""
     if "'\\t'" in (exc.problem or ""):
         return "YAML indents with spaces, not tabs: replace the tab"
+    if exc.context == "while scanning an alias":
+        return 'a value starting with * is read as a YAML alias: quote a glob, e.g. path: "*.jsonl" or "**/*.jsonl"'
+    if exc.context == "while scanning an anchor":
+        return "a value starting with & is read as a YAML anchor: quote it"
     if (exc.problem or "").startswith("found undefined alias"):
         return (
             "an alias (*name) needs its anchor (&name) earlier in the same file: a base recipe's anchors are not "
