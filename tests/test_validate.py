@@ -828,6 +828,36 @@ def test_numbers_written_as_people_write_them_are_given_back_as_yaml_numbers(tmp
         assert yaml.safe_load(f"x: {_as_number(text)}")["x"] == value
 
 
+def test_a_count_written_with_a_decimal_point_is_told_to_drop_it(tmp_path):
+    """JSON Schema takes 100000.0 for a whole number; mixer carried it as a float (`take: 100000.0` in the plan,
+    another fingerprint than `take: 100000`) and past the check of a registry entry's rows."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        seed: 42.0
+        sources:
+          a: {source: dolly, take: 1.0e+5}
+          b: {source: dolly, take: 0.5}
+          c: {source: dolly, fraction: 2.0}
+        output: {shard_rows: 1000.0}
+        """,
+    )
+    found = {d.line: (d.message, d.hint) for d in validate_file(recipe)}
+    assert found == {
+        2: ("seed: is 42.0, a number, not a whole number", "write it without a decimal point: 42"),
+        4: (
+            "sources.a.take: is 100000.0, a number, not a whole number",
+            "write it without a decimal point: take: 100000",
+        ),
+        5: (
+            "sources.b.take: is 0.5, a number, not a whole number",
+            "take is a whole number of rows or `all` (a share of the source is `fraction: f`)",
+        ),
+        7: ("output.shard_rows: is 1000.0, a number, not a whole number", "write it without a decimal point: 1000"),
+    }  # a fraction is a number: 2.0 is one
+
+
 def test_a_file_no_reader_takes_is_refused_by_validate_at_its_path_with_the_command_that_fixes_it(tmp_path):
     """A `.jsonl.zst` shard (or a README caught by a glob) passed validation and stopped the build with
     "unsupported file type"; it is an error at the source's path now, and a file compressed other than with gzip

@@ -154,8 +154,21 @@ PATTERN_WORDS = {
 }
 
 
+def _whole_number(checker: Any, instance: Any) -> bool:
+    """A count is written as a whole number. JSON Schema takes 100000.0 for one, which mixer then carried as a
+    float: `take: 100000.0` in the plan, another fingerprint than `take: 100000`, and past the check of a
+    registry entry's rows, which reads whole numbers."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+@cache
+def _validator_class() -> type:
+    draft = jsonschema.Draft202012Validator
+    return jsonschema.validators.extend(draft, type_checker=draft.TYPE_CHECKER.redefine("integer", _whole_number))
+
+
 def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagnostic]:
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator_class()(schema)
     problems = []
     for found in validator.iter_errors(located.data):
         # a value that fits no branch of a oneOf is told what is wrong in the branch it comes closest to
@@ -273,6 +286,8 @@ def _type_hint(value: Any, expected: str | list[str]) -> str | None:
         if re.fullmatch(r"\s*[-+]?\d+[eE][-+]?\d+\s*", value):  # 2e-5, as Python and JSON write it
             return f"YAML reads an exponent without a dot as text: write {number}"
         return f"write it as a plain number: {number}"
+    if expected == "integer" and isinstance(value, float) and value.is_integer():
+        return f"write it without a decimal point: {int(value)}"
     if expected == "array" and isinstance(value, dict):
         return "a list's items each start with '- ' (or write [a, b])"
     if expected == "string" and isinstance(value, bool):
@@ -355,6 +370,8 @@ def _count_hint(key: str, value: Any) -> str:
             return f"a share of the source's rows is `fraction: {number}`"
     if isinstance(value, str):
         return did_you_mean(value, ["all"]) or f"{key} is a whole number of rows or `all`"
+    if isinstance(value, float) and value.is_integer():
+        return f"write it without a decimal point: {key}: {int(value)}"
     share = " (a share of the source is `fraction: f`)" if key == "take" else ""
     return f"{key} is a whole number of rows or `all`{share}"
 
