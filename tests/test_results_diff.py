@@ -99,6 +99,10 @@ def test_alpaca_eval_csv_needs_a_model_and_reads_its_row(shared_data, tmp_path):
     }
     assert v2["win_rate"].task == "alpaca_eval_2"
     assert v2["length_controlled_winrate"].value == pytest.approx(21.238610038371124)
+    # a mistyped model is told the nearest names (its case aside), not the board's first eight
+    with pytest.raises(MixerError, match="no model 'Tulu-2-DPO-7' in the leaderboard") as mistyped:
+        parse_file(board, "Tulu-2-DPO-7")
+    assert mistyped.value.hint == "did you mean 'tulu-2-dpo-7b', 'tulu-2-dpo-70b', 'tulu-2-dpo-13b'? (--model NAME)"
 
 
 def test_alpaca_eval_json_and_plain_formats(tmp_path):

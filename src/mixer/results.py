@@ -7,6 +7,7 @@ task versions, sample limit. `mixer diff` warns when those differ instead of com
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 import shutil
@@ -273,6 +274,15 @@ def is_alpaca(path: Path) -> bool:
     return bool(rows) and all(isinstance(r, dict) and "win_rate" in r for r in rows)
 
 
+def _model_hint(model: str | None, names: list[str]) -> str:
+    """The leaderboard's names nearest to a mistyped `--model` (case aside), else a few of them."""
+    by_folded = {name.casefold(): name for name in names}
+    close = difflib.get_close_matches(model.casefold(), list(by_folded), n=3, cutoff=0.6) if model else []
+    if close:
+        return f"did you mean {', '.join(repr(by_folded[c]) for c in close)}? (--model NAME)"
+    return f"pass --model NAME (e.g. {', '.join(names[:8])}, ...)"
+
+
 def parse_file(path: Path, model: str | None = None) -> list[Score]:
     """Scores in one results file; `model` picks the row of a multi-model leaderboard."""
     source = path.name
@@ -284,12 +294,11 @@ def parse_file(path: Path, model: str | None = None) -> list[Score]:
             if model is None and len(rows) == 1:
                 model = next(iter(rows))
             if model is None or model not in rows:
-                known = ", ".join(list(rows)[:8])
                 raise MixerError(
                     f"{path}: a leaderboard with {len(rows)} models; which one is this run?"
                     if model is None
                     else f"{path}: no model {model!r} in the leaderboard",
-                    f"pass --model NAME (e.g. {known}, ...)",
+                    _model_hint(model, list(rows)),
                 )
             return parse_alpaca_row(rows[model], source)
         text = path.read_text(encoding="utf-8")
