@@ -366,3 +366,30 @@ def test_a_list_in_a_text_field_of_one_small_file_among_many(tmp_path):
     assert pool.rejects.select("file", "row", "reason").rows() == [
         (str(tmp_path / "parts" / "p2.jsonl"), 2, "field 'output' is a list, expected text")
     ]
+
+
+def test_a_chunk_whose_every_text_field_is_a_list_is_malformed_record_by_record(tmp_path):
+    """polars types such a chunk's field as a list, which the adapter refused for the whole source, with
+    `on_error: quarantine` set and ten good records before it."""
+    records = [{"instruction": f"q {i}", "output": f"a {i}"} for i in range(10)]
+    records += [{"instruction": f"q {i}", "output": ["x", "y"]} for i in range(10, 20)]
+    (tmp_path / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "two.jsonl", fmt="alpaca"), chunk_bytes=300)))
+    assert pool.counts == {"read": 20, "malformed": 10}
+    assert pool.rejects.select("row", "reason").rows() == [
+        (row, "field 'output' is a list, expected text") for row in range(11, 21)
+    ]
+
+
+@pytest.mark.parametrize("on_error", ["skip", "quarantine"])
+def test_a_source_whose_every_record_is_set_aside_says_so(tmp_path, on_error):
+    """It said "no records in all.jsonl" of a file of three records, all malformed."""
+    records = [{"instruction": f"q {i}", "output": ["x", "y"]} for i in range(3)]
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(MixerError) as refused:
+        list(load_chunks(_source(tmp_path, "all.jsonl", fmt="alpaca", on_error=on_error)))
+    assert str(refused.value).startswith("sources.s: 3 malformed record(s):\n")
+    assert f"{tmp_path / 'all.jsonl'}: row 1: field 'output' is a list, expected text" in str(refused.value)
+    assert refused.value.hint == (
+        f"`on_error: {on_error}` set them all aside, which leaves the source no row: fix the data"
+    )

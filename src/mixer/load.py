@@ -250,14 +250,17 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
     name = source.spec.name
     shown = "\n".join(f"  {r['file']}: row {r['row']}: {r['reason']}" for r in malformed.head(MAX_REPORTED).to_dicts())
     more = f"\n  ... and {malformed.height - MAX_REPORTED} more" if malformed.height > MAX_REPORTED else ""
-    hint = (
-        f"fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them "
-        f"to rejects/) on source {name!r}"
+    fix = (
+        f"set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them to rejects/) on source "
+        f"{name!r}"
+        if source.on_error == "error"
+        else f"`on_error: {source.on_error}` set them all aside, which leaves the source no row: fix the data"
     )
+    hint = f"fix the data, or {fix}" if source.on_error == "error" else fix
     if malformed["reason"].str.starts_with(UNKNOWN_ROLE).any():
         hint = (
             "a row's turns are system, user and assistant; tool-use turns (tool, function, observation) have no "
-            f"place in them: {hint.removeprefix('fix the data, or ')}"
+            f"place in them: {fix}"
         )
     fits = _formats_fitting_first_record(Path(malformed["file"][0]), source) if every else []
     if fits:
@@ -498,6 +501,8 @@ def load_chunks(
         last_rows = rows
     if failures:
         raise _malformed_error(source, pl.concat(failures), every=sum(f.height for f in failures) == records_read)
+    if not converted_any and held_rejects and sum(r.height for r in held_rejects):
+        raise _malformed_error(source, pl.concat(held_rejects), every=True)  # on_error skip or quarantine
     if not converted_any:
         raise MixerError(f"sources.{name}: no records in {', '.join(str(f.path) for f in source.files)}")
     if held_counts and last_rows is not None:  # the last tables held no record: a pool of no rows reports them

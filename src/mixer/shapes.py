@@ -78,7 +78,10 @@ class RecordShape:
         """Whether a flat text field of some record in `text` is a list, which polars wrote as its JSON. A
         chunk with no "[" at all has none (~0.05 ms per MB); else only one where such a field has a text
         starting with "[" (~0.17 ms per MB) has its JSON searched (~0.7 ms per MB, holding the GIL)."""
-        names = [name for name in self.texts if frame.schema.get(name) == pl.String]
+        schema = frame.schema
+        if any(isinstance(schema.get(name), pl.List) for name in self.texts):
+            return True  # a list in every record of the chunk: each is malformed, as one among texts would be
+        names = [name for name in self.texts if schema.get(name) == pl.String]
         if not names or b"[" not in text:
             return False
         bracketed = frame.select(pl.any_horizontal(pl.col(name).str.starts_with("[") for name in names).any())
