@@ -571,6 +571,30 @@ def test_keys_of_other_tools_and_relative_weights_get_hints_in_our_terms(tmp_pat
     )
 
 
+def test_a_llama_factory_dataset_entry_is_told_a_sources_keys(tmp_path):
+    """dataset_info.json's `formatting`, `columns` and `file_name`, and axolotl's `split` and `field_*`, got a
+    spelling match at best (`formatting`) or the list of allowed keys."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {file_name: d.jsonl, formatting: alpaca, columns: {prompt: q, response: a}, take: 5}
+          b: {source: dolly, take: 5, split: train, field_instruction: q}
+        """,
+    )
+    hints = {d.message: d.hint for d in validate_file(recipe)}
+    assert (
+        hints["unknown key 'formatting' in 'a'"] == "the record format is `format:` (alpaca, sharegpt, messages, ...)"
+    )
+    assert hints["unknown key 'file_name' in 'a'"] == "local files are `path:` (a file, a glob or a list)"
+    fields = hints["unknown key 'columns' in 'a'"]
+    assert fields.startswith("a file's own field names are `fields: {canonical: field in the file}`")
+    assert "LLaMA-Factory's prompt, query and response are instruction, input and output" in fields
+    assert hints["unknown key 'field_instruction' in 'b'"] == fields
+    assert hints["unknown key 'split' in 'b'"].startswith("a hub dataset's split and config: `hub: {id: org/name")
+
+
 def test_all_errors_reported_at_once(tmp_path):
     recipe = write_recipe(
         tmp_path,

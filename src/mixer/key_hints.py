@@ -15,6 +15,24 @@ SOURCE_KEY_HINTS = {
     "ratio": "a share of the source's rows is `fraction: f`; a share of mixture.total is `weight: w`",
 }
 SOURCE_KEY_HINTS["filter"] = SOURCE_KEY_HINTS["filters"]
+# LLaMA-Factory's dataset_info.json entries and axolotl's dataset keys
+_FIELDS = (
+    "a file's own field names are `fields: {canonical: field in the file}` (instruction, input, output, system, "
+    "history; LLaMA-Factory's prompt, query and response are instruction, input and output)"
+)
+SOURCE_KEY_HINTS |= dict.fromkeys(
+    ["columns", "field_instruction", "field_input", "field_output", "field_system", "field_messages"], _FIELDS
+)
+SOURCE_KEY_HINTS |= dict.fromkeys(["file_name", "ds_type"], "local files are `path:` (a file, a glob or a list)")
+SOURCE_KEY_HINTS["formatting"] = "the record format is `format:` (alpaca, sharegpt, messages, ...)"
+SOURCE_KEY_HINTS |= dict.fromkeys(["hf_hub_url", "ms_hub_url"], "a Hugging Face Hub dataset is `hub: org/name`")
+SOURCE_KEY_HINTS |= dict.fromkeys(
+    ["split", "subset", "name"], "a hub dataset's split and config: `hub: {id: org/name, split: train, config: c}`"
+)
+SOURCE_KEY_HINTS["tags"] = (
+    "a turn's keys are options: `options: {role_key: from, content_key: value}` (role names human/user, "
+    "gpt/assistant and system are read as they are)"
+)
 
 
 # an evolve block's keys (WizardLM's scripts)
