@@ -748,6 +748,25 @@ def test_prompts_are_user_turns_without_replies_as_in_the_real_wizardlm_test_ins
     assert frame["__reason"].to_list() == [None, "empty 'instruction'"]
 
 
+@pytest.mark.parametrize("name", ["squad.json", "export.jsonl"])
+def test_records_wrapped_in_one_object_are_told_how_to_take_them_out(tmp_path, name):
+    """`{"version": 1, "data": [...]}` (SQuAD's layout, and `datasets`' `field="data"`) was told to map
+    `instruction` to `version` or `data`."""
+    path = tmp_path / name
+    path.write_text(json.dumps({"version": 1, "data": [{"instruction": "q", "output": "a"}]}))
+    with pytest.raises(MixerError) as info:
+        convert(path, "alpaca")
+    assert info.value.message == (
+        f"{path}: no field 'instruction'; the records are in the list 'data' of the file's top-level object "
+        "(the file has: version, data)"
+    )
+    stem = name.split(".")[0]
+    assert info.value.hint == (
+        "mixer reads a JSON array or JSON lines of records: take the list out and read that file, e.g. python -c "
+        f"\"import json; json.dump(json.load(open('{name}'))['data'], open('{stem}.records.json', 'w'))\""
+    )
+
+
 def test_a_field_inside_an_object_is_told_to_be_flattened_first(tmp_path):
     """`fields: {instruction: data.q}` named a field inside an object, which `fields:` does not reach: the error
     said only that the file has `data`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from pathlib import PurePath
 from typing import Any
 
 import polars as pl
@@ -123,7 +124,29 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
             f"{head!r} holds an object",
             f"flatten the records first, e.g. jq -c '{{{name}: .{native}}}' (with the other fields) into a new file",
         )
+    if (wrapper := _records_inside(raw, names, native)) is not None:
+        file = PurePath(ctx.file)
+        unwrapped = file.with_name(f"{file.name.split('.')[0]}.records.json").name
+        return MixerError(
+            f"{ctx.where}: {what}; the records are in the list {wrapper!r} of the file's top-level object "
+            f"(the file has: {', '.join(names)})",
+            "mixer reads a JSON array or JSON lines of records: take the list out and read that file, e.g. "
+            f"python -c \"import json; json.dump(json.load(open('{file.name}'))['{wrapper}'], open('{unwrapped}', "
+            "'w'))\"",
+        )
     return MixerError(f"{ctx.where}: {what} (the file has: {', '.join(names)})", _formats_or_mapping(raw, ctx, name))
+
+
+def _records_inside(raw: pl.DataFrame, names: list[str], native: str) -> str | None:
+    """The field holding a list of records with `native` in them: a file written as one object around its
+    records (`{"version": ..., "data": [...]}`, as SQuAD and some exports are), which `datasets` reads with
+    `field="data"`."""
+    for name in names:
+        dtype = raw.schema[name]
+        inner = dtype.inner if isinstance(dtype, pl.List) else None
+        if isinstance(inner, pl.Struct) and native in {f.name for f in inner.fields}:
+            return name
+    return None
 
 
 def wrong_type(raw: pl.DataFrame, ctx: Context, name: str, expected: str) -> MixerError:
