@@ -393,3 +393,63 @@ def test_a_source_whose_every_record_is_set_aside_says_so(tmp_path, on_error):
     assert refused.value.hint == (
         f"`on_error: {on_error}` set them all aside, which leaves the source no row: fix the data"
     )
+
+
+def _csv(path, header, rows):
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 200])
+def test_conversations_written_as_json_text_in_a_csv_are_read_as_turns(tmp_path, chunk_bytes):
+    """A CSV can hold no list, so an export writes each conversation as its JSON: the source was refused
+    ("field 'messages' is String") with a hint to map `messages` to another field."""
+    turns = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(4)]
+    rows = [[i, json.dumps(t)] for i, t in enumerate(turns)]
+    rows[2][1] = "not a conversation"
+    _csv(tmp_path / "m.csv", ["id", "messages"], rows)
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "m.csv", fmt="messages"), chunk_bytes=chunk_bytes)))
+    assert pool.counts == {"read": 4, "malformed": 1}
+    assert pool.rejects.select("row", "reason").rows() == [
+        (3, "field 'messages' is text, expected a list of {role, content}")
+    ]
+    by_id = dict(zip(pool.rows["id"].to_list(), pool.rows["messages"].to_list(), strict=True))
+    assert by_id == {f"s/{i}": turns[i] for i in (0, 1, 3)}
+
+
+def test_preference_replies_written_as_json_turns_are_turns_and_json_replies_stay_text(tmp_path):
+    """Pairs exported to CSV write each reply's turns as JSON, which was read as one assistant reply holding
+    that JSON. A reply that is JSON of something else is a reply."""
+
+    def turns(text):
+        return json.dumps([{"role": "assistant", "content": text}])
+
+    rows = [["q1", turns("good"), turns("bad")], ["q2", '{"answer": 4}', "[1, 2]"]]
+    _csv(tmp_path / "pairs.csv", ["prompt", "chosen", "rejected"], rows)
+    source = dataclasses.replace(_source(tmp_path, "pairs.csv", fmt="messages"), format="preference")  # a DPO stage's
+    pool = merge_chunks(list(load_chunks(source)))
+    assert pool.counts == {"read": 2, "malformed": 0}
+    pairs = {r["prompt"][0]["content"]: r for r in pool.rows.to_dicts()}
+    assert (pairs["q1"]["chosen"], pairs["q1"]["rejected"]) == (
+        [{"role": "assistant", "content": "good"}],
+        [{"role": "assistant", "content": "bad"}],
+    )
+    assert (pairs["q2"]["chosen"], pairs["q2"]["rejected"]) == (
+        [{"role": "assistant", "content": '{"answer": 4}'}],
+        [{"role": "assistant", "content": "[1, 2]"}],
+    )
+
+
+def test_a_conversation_encoded_twice_in_json_lines_is_read(tmp_path):
+    records = [{"id": f"c{i}", "conversations": json.dumps(pair(i))} for i in range(3)]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    pool = merge_chunks(list(load_chunks(_source(tmp_path, "s.jsonl"))))
+    assert pool.counts == {"read": 3, "malformed": 0}
+    assert pool.rows.sort("id")["messages"][0].to_list() == [
+        {"role": "user", "content": "question 0"},
+        {"role": "assistant", "content": "answer 0"},
+    ]

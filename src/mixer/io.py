@@ -153,8 +153,8 @@ def _as_parsed(frame: pl.DataFrame | None, shape: RecordShape | None, text: byte
 
 
 def _columns_by_shape(table: RawTable, shape: RecordShape) -> RawTable:
-    """A parquet table holds no JSON text and one type per column: only its conversation columns are rebuilt
-    (content parts joined), so the other columns keep their types."""
+    """A parquet, Arrow, CSV or TSV table has one type per column: only its conversation columns are rebuilt
+    (content parts joined, conversations written as JSON text read), so the other columns keep their types."""
     frame = table.frame
     if not shape.suspect(frame, json_text=False):
         return table
@@ -317,7 +317,8 @@ def read_chunks(
             yield table if shape is None else _columns_by_shape(table, shape)
         return
     if kind in ("csv", "tsv") and path.is_file():
-        yield from _delimited_chunks(path, kind, header, chunk_bytes, on_read)
+        for table in _delimited_chunks(path, kind, header, chunk_bytes, on_read):
+            yield table if shape is None else _columns_by_shape(table, shape)
         return
     if kind != "jsonl":
         yield read_table(path, header=header, on_read=on_read, shape=shape)
@@ -719,7 +720,8 @@ def read_table(
             table = table if shape is None else _columns_by_shape(table, shape)
         elif kind in ("csv", "tsv"):
             frame = pl.read_csv(_read_bytes(path), **_csv_options(kind, header))
-            table = RawTable(path, _named(frame, header), [])
+            table = RawTable(path, _named(frame, header).with_row_index("__row"), [])
+            table = table if shape is None else _columns_by_shape(table, shape)
         elif kind == "jsonl":
             table, _ = _json_lines(path, _read_bytes(path), shape=shape)
         else:  # json: an array of objects (Alpaca, ShareGPT exports) or JSON lines misnamed .json

@@ -60,8 +60,8 @@ class RecordShape:
         dtype = column.dtype
         if dtype == pl.Null:
             return False
-        if dtype == pl.String:
-            return column.name not in self.text_roles or (json_text and _parses_as_json_container(column))
+        if dtype == pl.String:  # a conversation written as its JSON (CSV holds no lists) is one a text may be
+            return column.name not in self.text_roles or _parses_as_json_container(column)
         if self.role_key is None and isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Null):
             return json_text and _parses_as_json_container(column.explode())
         if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)) or self.role_key is None:
@@ -107,6 +107,22 @@ class RecordShape:
                 misshapen.append((index, reason, json.dumps(record, ensure_ascii=False)))
         return good, kept, misshapen
 
+    def _written_turns(self, name: str, text: str) -> list | None:
+        """The list a conversation written as its JSON text holds: CSV can hold no list, and some exports encode
+        conversations twice. Where a text is allowed (a preference reply), only a list of turn objects is taken
+        for one: a reply may be JSON."""
+        if not text.lstrip().startswith("["):
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(value, list):
+            return None
+        if name in self.text_roles and not (value and all(isinstance(t, dict) and self.role_key in t for t in value)):
+            return None
+        return value
+
     def _reshaped(self, name: str, value: Any) -> tuple[Any, str | None]:
         """The field's value as a list of turns, or why it cannot be one. A text where text is allowed becomes
         the one turn it stands for, as the adapter reads it, so a chunk mixing both is typed as lists."""
@@ -114,6 +130,8 @@ class RecordShape:
         expected = f"a list of {turn_kind}" + (" or text" if name in self.text_roles else "")
         if value is None:
             return value, None
+        if isinstance(value, str) and (turns := self._written_turns(name, value)) is not None:
+            value = turns
         if isinstance(value, (str, int, float)) and name in self.text_roles:  # a number is text, as polars reads it
             return [{self.role_key: self.text_roles[name], self.content_key: value_text(value)}], None
         if not isinstance(value, list):
