@@ -126,7 +126,7 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
         )
     if (wrapper := _records_inside(raw, names, native)) is not None:
         file = PurePath(ctx.file)
-        unwrapped = file.with_name(f"{file.name.split('.')[0]}.records.json").name
+        unwrapped = f"{file.name.split('.')[0]}.records.json"
         return MixerError(
             f"{ctx.where}: {what}; the records are in the list {wrapper!r} of the file's top-level object "
             f"(the file has: {', '.join(names)})",
