@@ -379,8 +379,8 @@ def test_a_config_in_another_tools_words_is_told_a_recipes(tmp_path):
     assert found == {
         2: (
             "unknown key 'dataset_mixer'",
-            "a recipe's datasets are `sources:`, a mapping of names to {source: <registry entry>} or "
-            "{path: ..., format: ...}, each with take, fraction or weight",
+            "open-instruct's dataset_mixer is `sources:` here: sources: {tulu-v2-sft-mixture: "
+            "{hub: allenai/tulu-v2-sft-mixture, format: messages, take: all}}",
         ),
         3: (
             "unknown key 'base_model'",
@@ -392,6 +392,30 @@ def test_a_config_in_another_tools_words_is_told_a_recipes(tmp_path):
             "`sources:` maps names to entries: write each item as `<name>: {...}` below it, without '- '",
         ),
     }
+
+
+def test_an_open_instruct_mixer_is_written_out_as_the_sources_that_say_it(tmp_path):
+    """open-instruct reads n <= 1 as a fraction and a larger n as rows; the hint's sources are a recipe's own,
+    so pasting them validates."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        dataset_mixer_list: [allenai/tulu-3-sft-mixture, 0.25, data/mine.jsonl, 2000, org/a, 1, org/b, 1, org/c, 1]
+        dataset_mixer: {not: [a list]}
+        """,
+    )
+    hints = {d.message: d.hint for d in validate_file(recipe)}
+    assert hints["unknown key 'dataset_mixer_list'"] == (
+        "open-instruct's dataset_mixer_list is `sources:` here: sources: {tulu-3-sft-mixture: "
+        "{hub: allenai/tulu-3-sft-mixture, format: messages, fraction: 0.25}, mine: {path: data/mine.jsonl, "
+        "format: messages, take: 2000}, a: {hub: org/a, format: messages, take: all}, ...}"
+    )
+    assert hints["unknown key 'dataset_mixer'"].startswith("a recipe's datasets are `sources:`")  # not numbers
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.jsonl").write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
+    sources = hints["unknown key 'dataset_mixer_list'"].split("here: ", 1)[1].replace(", ...}", "}")
+    assert validate_file(write_recipe(tmp_path, f"name: t\n{sources}\n", "pasted.yaml")) == []
 
 
 def test_a_stage_in_another_tools_words_is_told_a_recipes(tmp_path):

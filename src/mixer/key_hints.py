@@ -97,3 +97,33 @@ def other_tools_hint(key: str, allowed: list[str]) -> str | None:
     """The hint for `key` in the mapping whose allowed keys are `allowed`, if another tool uses it."""
     hints = next((h for marker, h in KEY_HINTS_BY_MAPPING if marker in allowed), {})
     return hints.get(key)
+
+
+_LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".gz", ".arrow")
+
+
+def dataset_mixer_hint(key: str, value: object) -> str | None:
+    """open-instruct's `dataset_mixer` ({dataset: n}) or `dataset_mixer_list` ([dataset, n, ...]) written out
+    as the `sources:` that say it: its datasets are in `messages` form, and n is a fraction up to 1, else a
+    count of rows (open-instruct's own reading). None for anything else."""
+    if key == "dataset_mixer" and isinstance(value, dict):
+        pairs = list(value.items())
+    elif key == "dataset_mixer_list" and isinstance(value, list) and len(value) % 2 == 0:
+        pairs = list(zip(value[::2], value[1::2], strict=True))
+    else:
+        return None
+    entries = []
+    for dataset, n in pairs:
+        if not isinstance(dataset, str) or isinstance(n, bool) or not isinstance(n, int | float):
+            return None
+        local = dataset.lower().endswith(_LOCAL_SUFFIXES)
+        base = dataset.rstrip("/").rsplit("/", 1)[-1]
+        base = base.split(".", 1)[0] if local else base
+        name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base)
+        amount = "take: all" if n == 1 else f"fraction: {n}" if n < 1 else f"take: {int(n)}"
+        where = "path" if local else "hub"
+        entries.append(f"{name}: {{{where}: {dataset}, format: messages, {amount}}}")
+    if not entries:
+        return None
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    return f"open-instruct's {key} is `sources:` here: sources: {{{shown}}}"

@@ -35,7 +35,7 @@ from mixer.adapters.formats import (
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
-from mixer.key_hints import other_tools_hint
+from mixer.key_hints import dataset_mixer_hint, other_tools_hint
 from mixer.recipe import OPERATOR_PRESETS, Recipe, build_recipe
 from mixer.registry import load_registry
 from mixer.resources import resource_dir
@@ -182,7 +182,7 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                         located.diag(
                             (*path, key),
                             f"unknown key {key!r}{_in_mapping(path)}",
-                            _key_hint(str(key), allowed),
+                            dataset_mixer_hint(str(key), error.instance[key]) or _key_hint(str(key), allowed),
                             key=True,
                         )
                     )
