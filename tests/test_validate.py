@@ -412,6 +412,16 @@ def test_an_open_instruct_mixer_is_written_out_as_the_sources_that_say_it(tmp_pa
         "format: messages, take: 2000}, a: {hub: org/a, format: messages, take: all}, ...}"
     )
     assert hints["unknown key 'dataset_mixer'"].startswith("a recipe's datasets are `sources:`")  # not numbers
+    axolotl = write_recipe(
+        tmp_path,
+        "name: t\ndatasets:\n  - {path: data/mine.jsonl, type: chat_template}\n  - {path: org/chats, type: sharegpt}\n",
+        "axolotl.yaml",
+    )
+    (datasets,) = [d.hint for d in validate_file(axolotl) if d.message == "unknown key 'datasets'"]
+    assert datasets == (
+        "axolotl's datasets is `sources:` here: sources: {mine: {path: data/mine.jsonl, format: messages, take: all}, "
+        "chats: {hub: org/chats, format: sharegpt, take: all}}"
+    )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mine.jsonl").write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
     sources = hints["unknown key 'dataset_mixer_list'"].split("here: ", 1)[1].replace(", ...}", "}")

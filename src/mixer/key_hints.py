@@ -102,28 +102,48 @@ def other_tools_hint(key: str, allowed: list[str]) -> str | None:
 _LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".gz", ".arrow")
 
 
+# axolotl's dataset `type`s that are a format here
+AXOLOTL_TYPES = {"alpaca": "alpaca", "sharegpt": "sharegpt", "chat_template": "messages", "alpaca_chat": "alpaca"}
+
+
+def _source_entry(dataset: str, fmt: str, amount: str) -> str:
+    """`name: {path|hub: dataset, format: fmt, amount}`, named after the dataset's last part."""
+    local = dataset.lower().endswith(_LOCAL_SUFFIXES)
+    base = dataset.rstrip("/").rsplit("/", 1)[-1]
+    base = base.split(".", 1)[0] if local else base
+    name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base)
+    return f"{name}: {{{'path' if local else 'hub'}: {dataset}, format: {fmt}, {amount}}}"
+
+
 def dataset_mixer_hint(key: str, value: object) -> str | None:
-    """open-instruct's `dataset_mixer` ({dataset: n}) or `dataset_mixer_list` ([dataset, n, ...]) written out
-    as the `sources:` that say it: its datasets are in `messages` form, and n is a fraction up to 1, else a
-    count of rows (open-instruct's own reading). None for anything else."""
-    if key == "dataset_mixer" and isinstance(value, dict):
-        pairs = list(value.items())
-    elif key == "dataset_mixer_list" and isinstance(value, list) and len(value) % 2 == 0:
-        pairs = list(zip(value[::2], value[1::2], strict=True))
-    else:
-        return None
-    entries = []
-    for dataset, n in pairs:
-        if not isinstance(dataset, str) or isinstance(n, bool) or not isinstance(n, int | float):
+    """Another tool's list of datasets written out as the `sources:` that say it, ready to paste: open-instruct's
+    `dataset_mixer` ({dataset: n}) or `dataset_mixer_list` ([dataset, n, ...]), whose datasets are in
+    `messages` form and whose n is a fraction up to 1, else rows (its own reading); axolotl's `datasets` ([{path,
+    type}], every row of each). None for anything else."""
+    entries, tool = [], ""
+    if key in ("dataset_mixer", "dataset_mixer_list"):
+        if isinstance(value, dict):
+            pairs = list(value.items())
+        elif isinstance(value, list) and len(value) % 2 == 0:
+            pairs = list(zip(value[::2], value[1::2], strict=True))
+        else:
             return None
-        local = dataset.lower().endswith(_LOCAL_SUFFIXES)
-        base = dataset.rstrip("/").rsplit("/", 1)[-1]
-        base = base.split(".", 1)[0] if local else base
-        name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base)
-        amount = "take: all" if n == 1 else f"fraction: {n}" if n < 1 else f"take: {int(n)}"
-        where = "path" if local else "hub"
-        entries.append(f"{name}: {{{where}: {dataset}, format: messages, {amount}}}")
+        for dataset, n in pairs:
+            if not isinstance(dataset, str) or isinstance(n, bool) or not isinstance(n, int | float):
+                return None
+            amount = "take: all" if n == 1 else f"fraction: {n}" if n < 1 else f"take: {int(n)}"
+            entries.append(_source_entry(dataset, "messages", amount))
+        tool = "open-instruct's"
+    elif key == "datasets" and isinstance(value, list):
+        for item in value:
+            if not (isinstance(item, dict) and isinstance(item.get("path"), str)):
+                return None
+            fmt = AXOLOTL_TYPES.get(item.get("type"))
+            if fmt is None:
+                return None
+            entries.append(_source_entry(item["path"], fmt, "take: all"))
+        tool = "axolotl's"
     if not entries:
         return None
     shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-    return f"open-instruct's {key} is `sources:` here: sources: {{{shown}}}"
+    return f"{tool} {key} is `sources:` here: sources: {{{shown}}}"
