@@ -461,6 +461,26 @@ def test_a_stage_in_another_tools_words_is_told_a_recipes(tmp_path):
     }
 
 
+@pytest.mark.parametrize(("template", "refused"), [("chatml", True), ("llama3", True), ("tulu", False)])
+def test_a_chat_template_name_from_another_tool_is_refused(tmp_path, template, refused):
+    """axolotl names its templates (`chat_template: chatml`); here the value is the template's text, so "chatml"
+    rendered every conversation as the word chatml, and no token was trained on."""
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: t
+        sources:
+          a: {{source: dolly, take: 5}}
+        stages:
+          - {{name: sft, kind: sft, model: m, data: mixture, chat_template: {template}}}
+          - {{name: sft2, kind: sft, model: m, data: mixture, chat_template: "{{{{ messages[0]['content'] }}}}"}}
+        """,
+    )
+    found = [(d.line, d.message) for d in validate_file(recipe)]
+    expected = f"chat_template {template!r} is not a Jinja template: it would be every conversation's whole text"
+    assert found == ([(5, expected)] if refused else [])
+
+
 def test_a_folder_given_as_path_is_told_the_suffix_its_files_have(tmp_path):
     """A folder of FLAN's CoT TSVs was told "e.g. 'cot/*.jsonl'", a pattern that matches none of its files.
     The hint now takes the readable suffix most of its files have, as written (a tie goes to the one

@@ -1023,6 +1023,17 @@ def _check_stages(located: Located, stages: list, base_dir: Path) -> list[Diagno
                     key=True,
                 )
             )
+        template = stage.get("chat_template")
+        if isinstance(template, str) and template != "tulu" and "{{" not in template and "{%" not in template:
+            problems.append(
+                located.diag(
+                    (*path, "chat_template"),
+                    f"chat_template {template!r} is not a Jinja template: it would be every conversation's whole text",
+                    "give the template's text ({% for message in messages %}...), or 'tulu', or leave chat_template "
+                    "out for the tokenizer's own; a template's name from another tool (axolotl's chatml, llama3) is "
+                    "not read here",
+                )
+            )
         for key, only in (("beta", "dpo"), ("reference", "dpo"), ("packing", "sft")):
             if key in stage and kind != only:
                 problems.append(located.diag((*path, key), f"{key!r} applies to {only} stages only", key=True))
