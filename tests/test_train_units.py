@@ -973,3 +973,38 @@ def test_metrics_cut_short_do_not_hide_why_a_stage_stopped(tmp_path):
     assert _metrics(prepared) is None
     (tmp_path / "metrics.json").write_text('{"steps": 3}')
     assert _metrics(prepared) == {"steps": 3}
+
+
+def test_a_hub_model_neither_cached_nor_reachable_stops_before_any_worker(tmp_path, monkeypatch):
+    """Each worker retried every file of an unreachable model for ~25 s and `mixer train` ended in a launcher
+    traceback 1.5 minutes later; now it stops at once. Offline mode stands in for no network (no request is
+    made); a model in the cache, a local folder, or a stage's `final/` path are not asked about."""
+    import huggingface_hub.constants
+
+    from mixer.errors import MixerError
+    from mixer.train.config import StageConfig
+    from mixer.train.preflight import check_hub_models
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def stage(model, tokenizer=None):
+        return StageConfig("sft", "sft", model, [], str(tmp_path / "run"), tokenizer=tokenizer)
+
+    with pytest.raises(MixerError) as stopped:
+        check_hub_models(stage("org/not-here"))
+    assert str(stopped.value).startswith(
+        "stage sft: model 'org/not-here' is not in this machine's Hugging Face cache, and the Hub cannot be "
+        "reached (OfflineModeIsEnabled: "
+    )
+    assert stopped.value.hint.startswith("download it where there is a network (hf download org/not-here)")
+    with pytest.raises(MixerError, match="stage sft: tokenizer 'org/tok' is not in this machine's"):
+        check_hub_models(stage(str(tmp_path), tokenizer="org/tok"))
+
+    snapshot = tmp_path / "hub" / "models--org--cached" / "snapshots" / "abc123"  # the cache's own layout
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--org--cached" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--cached" / "refs" / "main").write_text("abc123")
+    check_hub_models(stage("org/cached"))
+    check_hub_models(stage(str(tmp_path / "runs" / "sft" / "final")))  # written by the stage before it

@@ -1,11 +1,15 @@
-"""A stage's conversations, one of each shape of turns, rendered through its chat template before any worker
-starts: a template that refuses a turn (Gemma's, a system turn) then stops `mixer train` at once, where every
-worker stopped after loading the model.
+"""Checks before any worker starts, so a stage that cannot run stops `mixer train` at once, with its reason:
+its conversations, one of each shape of turns, rendered through its chat template (a template that refuses a
+turn, Gemma's of a system turn, stopped every worker after loading the model), and a hub model that is neither
+in this machine's Hugging Face cache nor reachable (each worker retried every file for ~25 s, and the reason
+ended up above a launcher traceback).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -47,3 +51,42 @@ def check_chat_template(config: StageConfig) -> None:
             render(tokenizer, messages)
         except TemplateRefused as refused:
             raise MixerError(f"stage {config.name}: {refused.problem}", refused.fix) from None
+
+
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `org/name`; a path elsewhere on disk is not one
+
+
+def check_hub_models(config: StageConfig) -> None:
+    """The stage's model and tokenizer, when they are hub ids: in the Hugging Face cache, or on a hub that
+    answers. One request, ~0.2 s; nothing when the cache has them."""
+    for what, repo, marker in (("model", config.model, "config.json"), ("tokenizer", config.tokenizer, None)):
+        if not repo or not HUB_ID.fullmatch(repo) or Path(repo).exists():
+            continue
+        if (problem := _hub_problem(repo, marker or "tokenizer_config.json")) is not None:
+            raise MixerError(f"stage {config.name}: {what} {repo!r} {problem[0]}", problem[1])
+
+
+def _hub_problem(repo: str, marker: str) -> tuple[str, str] | None:
+    """(what is wrong, what to do) for a hub repository this machine cannot load, None when it can."""
+    try:
+        from huggingface_hub import HfApi, try_to_load_from_cache
+        from huggingface_hub.errors import RepositoryNotFoundError
+    except ImportError:
+        return None
+    if isinstance(try_to_load_from_cache(repo, marker), str):
+        return None
+    try:
+        HfApi().model_info(repo, timeout=10)
+    except RepositoryNotFoundError:
+        return (
+            "is not on the Hugging Face Hub (or is private to others)",
+            "check the id (org/name), log in for a private one (hf auth login, or HF_TOKEN), or give a local folder",
+        )
+    except Exception as exc:  # offline mode, no route, a proxy's refusal: what the worker would have met
+        return (
+            f"is not in this machine's Hugging Face cache, and the Hub cannot be reached ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})",
+            f"download it where there is a network (hf download {repo}) into this machine's cache "
+            "($HF_HOME), or give the model's local folder",
+        )
+    return None
