@@ -246,7 +246,8 @@ def test_a_file_of_empty_replies_is_told_it_fits_prompts_only_as_a_seed_pool(tmp
     )
     for take, hint in (
         ("0", "every record is malformed as alpaca; the file's fields are those of format: prompts"),
-        ("all", "fix the data, or set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them"),
+        # setting every record aside would leave no row: the hint is the data, or the format and fields
+        ("all", "every record is malformed as alpaca: fix the data, or check that the source's `format:` and"),
     ):
         with pytest.raises(MixerError) as refused:
             list(load_chunks(_source(tmp_path, "a.jsonl", fmt="alpaca", on_error="error", take=take)))
@@ -391,7 +392,8 @@ def test_a_source_whose_every_record_is_set_aside_says_so(tmp_path, on_error):
     assert str(refused.value).startswith("sources.s: 3 malformed record(s):\n")
     assert f"{tmp_path / 'all.jsonl'}: row 1: field 'output' is a list, expected text" in str(refused.value)
     assert refused.value.hint == (
-        f"`on_error: {on_error}` set them all aside, which leaves the source no row: fix the data"
+        f"`on_error: {on_error}` set them all aside, which leaves the source no row: fix the data, or check that "
+        "the source's `format:` and `fields:` fit it"
     )
 
 
