@@ -60,7 +60,7 @@ class RecordShape:
         dtype = column.dtype
         if dtype == pl.Null:
             return False
-        if dtype == pl.String:  # a conversation written as its JSON (CSV holds no lists) is one a text may be
+        if dtype == pl.String:  # text may be turns written as JSON (a CSV holds no list): records decide
             return column.name not in self.text_roles or _parses_as_json_container(column)
         if self.role_key is None and isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Null):
             return json_text and _parses_as_json_container(column.explode())

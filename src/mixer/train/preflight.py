@@ -59,10 +59,11 @@ HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `org/name`; a path elsew
 def check_hub_models(config: StageConfig) -> None:
     """The stage's model and tokenizer, when they are hub ids: in the Hugging Face cache, or on a hub that
     answers. One request, ~0.2 s; nothing when the cache has them."""
-    for what, repo, marker in (("model", config.model, "config.json"), ("tokenizer", config.tokenizer, None)):
+    checked = (("model", config.model, "config.json"), ("tokenizer", config.tokenizer, "tokenizer_config.json"))
+    for what, repo, marker in checked:
         if not repo or not HUB_ID.fullmatch(repo) or Path(repo).exists():
             continue
-        if (problem := _hub_problem(repo, marker or "tokenizer_config.json")) is not None:
+        if (problem := _hub_problem(repo, marker)) is not None:
             raise MixerError(f"stage {config.name}: {what} {repo!r} {problem[0]}", problem[1])
 
 
