@@ -256,23 +256,21 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
         if source.on_error == "error"
         else f"`on_error: {source.on_error}` set them all aside, which leaves the source no row: fix the data"
     )
-    hint = f"fix the data, or {fix}" if source.on_error == "error" else fix
-    roles = bool(malformed["reason"].str.starts_with(UNKNOWN_ROLE).any())
-    if roles:
+    fits = _formats_fitting_first_record(Path(malformed["file"][0]), source) if every else []
+    check = "check that the source's `format:` and `fields:` fit it"  # set aside, every record leaves no row
+    if fits:
+        hint = f"every record is malformed as {source.format}; the file's fields are those of {' or '.join(fits)}"
+    elif malformed["reason"].str.starts_with(UNKNOWN_ROLE).any():
         hint = (
             "a row's turns are system, user and assistant; tool-use turns (tool, function, observation) have no "
             f"place in them: {fix}"
         )
-    fits = _formats_fitting_first_record(Path(malformed["file"][0]), source) if every else []
-    if fits:
-        hint = f"every record is malformed as {source.format}; the file's fields are those of {' or '.join(fits)}"
-    elif every and not roles:  # setting records aside would leave the source no row
-        check = "check that the source's `format:` and `fields:` fit it"
-        hint = (
-            f"{fix}, or {check}"
-            if source.on_error != "error"
-            else f"every record is malformed as {source.format}: fix the data, or {check}"
-        )
+    elif every and source.on_error == "error":
+        hint = f"every record is malformed as {source.format}: fix the data, or {check}"
+    elif every:
+        hint = f"{fix}, or {check}"
+    else:
+        hint = f"fix the data, or {fix}" if source.on_error == "error" else fix
     return MixerError(f"sources.{name}: {malformed.height} malformed record(s):\n{shown}{more}", hint)
 
 
