@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from mixer.errors import MixerError
+from mixer.resolve import why_hub_cannot_be_asked
 from mixer.train.config import StageConfig
 
 SHAPES_CHECKED = 64  # distinct sequences of roles rendered; real mixtures have a handful
@@ -58,7 +59,7 @@ HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `org/name`; a path elsew
 
 def check_hub_models(config: StageConfig) -> None:
     """The stage's model and tokenizer, when they are hub ids: in the Hugging Face cache, or on a hub that
-    answers. One request, ~0.2 s; nothing when the cache has them."""
+    answers. A connection and one request; nothing when the cache has them."""
     checked = (("model", config.model, "config.json"), ("tokenizer", config.tokenizer, "tokenizer_config.json"))
     for what, repo, marker in checked:
         if not repo or not HUB_ID.fullmatch(repo) or Path(repo).exists():
@@ -68,7 +69,9 @@ def check_hub_models(config: StageConfig) -> None:
 
 
 def _hub_problem(repo: str, marker: str) -> tuple[str, str] | None:
-    """(what is wrong, what to do) for a hub repository this machine cannot load, None when it can."""
+    """(what is wrong, what to do) for a hub repository this machine cannot load, None when it can. Offline
+    mode and no connection are told by `resolve.why_hub_cannot_be_asked`, as for hub sources (a proxy, a
+    mirror in HF_ENDPOINT); the repository itself by one request."""
     try:
         from huggingface_hub import HfApi, try_to_load_from_cache
         from huggingface_hub.errors import RepositoryNotFoundError
@@ -76,18 +79,22 @@ def _hub_problem(repo: str, marker: str) -> tuple[str, str] | None:
         return None
     if isinstance(try_to_load_from_cache(repo, marker), str):
         return None
-    try:
-        HfApi().model_info(repo, timeout=10)
-    except RepositoryNotFoundError:
-        return (
-            "is not on the Hugging Face Hub (or is private to others)",
-            "check the id (org/name), log in for a private one (hf auth login, or HF_TOKEN), or give a local folder",
-        )
-    except Exception as exc:  # offline mode, no route, a proxy's refusal: what the worker would have met
-        return (
-            f"is not in this machine's Hugging Face cache, and the Hub cannot be reached ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})",
-            f"download it where there is a network (hf download {repo}) into this machine's cache "
-            "($HF_HOME), or give the model's local folder",
-        )
-    return None
+    why = why_hub_cannot_be_asked()
+    if why is None:
+        try:
+            HfApi().model_info(repo, timeout=10)
+        except RepositoryNotFoundError:
+            return (
+                "is not on the Hugging Face Hub (or is private to others)",
+                "check the id (org/name), log in for a private one (hf auth login, or HF_TOKEN), or give a local "
+                "folder",
+            )
+        except Exception as exc:  # a proxy's refusal, a timeout: what the worker would have met
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}"
+    if why is None:
+        return None
+    return (
+        f"is not in this machine's Hugging Face cache, and the Hub cannot be reached ({why})",
+        f"download it where there is a network (hf download {repo}) into this machine's cache ($HF_HOME), or give "
+        "the model's local folder",
+    )
