@@ -4,6 +4,8 @@ sends `rows:` to `rounds` and `lr:` nowhere, so each such key is told its name h
 
 from __future__ import annotations
 
+from mixer.adapters.formats import supported_suffix
+
 # a source's keys (axolotl's `type`, LLaMA-Factory's `max_samples`)
 SOURCE_KEY_HINTS = {
     "filters": "filters are keys of the source itself: `lang: [en]`, `max_chars: 20000`, `min_turns`, `max_turns`, "
@@ -99,16 +101,13 @@ def other_tools_hint(key: str, allowed: list[str]) -> str | None:
     return hints.get(key)
 
 
-_LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".gz", ".arrow")
-
-
 # axolotl's dataset `type`s that are a format here
 AXOLOTL_TYPES = {"alpaca": "alpaca", "sharegpt": "sharegpt", "chat_template": "messages", "alpaca_chat": "alpaca"}
 
 
 def _source_entry(dataset: str, fmt: str, amount: str) -> str:
     """`name: {path|hub: dataset, format: fmt, amount}`, named after the dataset's last part."""
-    local = dataset.lower().endswith(_LOCAL_SUFFIXES)
+    local = supported_suffix(dataset) is not None  # a file mixer reads, else a hub id
     base = dataset.rstrip("/").rsplit("/", 1)[-1]
     base = base.split(".", 1)[0] if local else base
     name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base)
