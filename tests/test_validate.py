@@ -625,6 +625,27 @@ def test_keys_of_other_tools_and_relative_weights_get_hints_in_our_terms(tmp_pat
     )
 
 
+def test_a_registry_name_as_a_format_is_told_the_source_and_its_format(tmp_path):
+    """`format: code_alpaca` is what a user writes for Code-Alpaca's file; "did you mean 'alpaca'?" hid that the
+    registry entry reads it too."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          a: {path: ca.json, format: code_alpaca, take: 5}
+          b: {path: ca.json, format: alpacaa, take: 5}
+        """,
+    )
+    (tmp_path / "ca.json").write_text("[]")
+    hints = {(d.line, d.col, d.message): d.hint for d in validate_file(recipe)}
+    assert hints[(3, 30, "unknown format 'code_alpaca'")] == (
+        "'code_alpaca' is a source in the registry, not a format: write `source: code_alpaca` (a `path:` beside it "
+        "reads your copy), or `format: alpaca`, the format its rows are in"
+    )
+    assert hints[(4, 30, "unknown format 'alpacaa'")] == "did you mean 'alpaca'?"
+
+
 def test_a_llama_factory_dataset_entry_is_told_a_sources_keys(tmp_path):
     """dataset_info.json's `formatting`, `columns` and `file_name`, and axolotl's `split` and `field_*`, got a
     spelling match at best (`formatting`) or the list of allowed keys."""

@@ -473,7 +473,7 @@ def _check_source(
             located.diag(
                 (*path, "format"),
                 f"unknown format {spec['format']!r}",
-                did_you_mean(spec["format"], FORMATS) or f"formats: {', '.join(FORMATS)}",
+                _unknown_format_hint(spec["format"]),
             )
         )
         fmt = None
@@ -599,6 +599,17 @@ def _unplaced_source_hint(located: Located, name: str, path: tuple) -> str:
     if name in load_registry():
         return f"`source: {name}` reads the registry's entry"
     return "run `mixer sources` to list the registry"
+
+
+def _unknown_format_hint(fmt: object) -> str:
+    """A registry name in `format:` is a common slip (Code-Alpaca's rows are in Alpaca's format); say which is which."""
+    entry = load_registry().get(fmt) if isinstance(fmt, str) else None
+    if entry is not None:
+        return (
+            f"{fmt!r} is a source in the registry, not a format: write `source: {fmt}` (a `path:` beside it "
+            f"reads your copy), or `format: {entry.format}`, the format its rows are in"
+        )
+    return did_you_mean(fmt, FORMATS) or f"formats: {', '.join(FORMATS)}"
 
 
 def _format_hint(name: str, inline: str) -> str:
