@@ -517,8 +517,12 @@ def evolve_only(
 
 def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
     """`mixer decontam`: the data-quality audit without a build. Benchmark hits (report mode, when the recipe
-    has mixture.decontaminate) and exact + near-duplicate overlap over every available row; nothing is written."""
+    has mixture.decontaminate) and exact + near-duplicate overlap over every available row; nothing is written.
+
+    The rows are those before the recipe's dedup: `dedup: near` would remove every near pair the audit is
+    there to show (its near matrix was all zeros while the build dropped thousands of rows as copies)."""
     recipe = load_rows_recipe(recipe_path)
+    recipe = replace(recipe, mixture=replace(recipe.mixture, dedup="none"))
     resolved = resolve_inputs(recipe, options)
     decontam = None
     if recipe.mixture.decontaminate is not None:
