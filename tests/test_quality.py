@@ -425,7 +425,6 @@ def test_near_duplicates_are_counted_across_sources_and_dropped_with_dedup_near(
     assert NEAR + " tonight" not in prompts and NEAR.replace("brave", "shy") in prompts and NEAR in prompts
 
 
-
 def test_the_audit_counts_the_copies_the_recipes_dedup_would_remove(tmp_path):
     """With `dedup: near` (or `exact`) in the recipe, the audit deduplicated first and then looked for copies:
     its near matrix was all zeros on the real FLAN CoT and GSM8K files, while a build dropped 7,469 GSM8K rows as
@@ -440,7 +439,16 @@ def test_the_audit_counts_the_copies_the_recipes_dedup_would_remove(tmp_path):
     assert overlap["near"]["matrix"] == [[None, 1], [2, None]]  # b's copy and its "... tonight"
     manifest_of = build(recipe, Options(progress=False), out=tmp_path / "out").manifest
     counts = manifest_of["sources"]["b"]["counts"]
-    assert counts == {"read": 4, "malformed": 0, "dedup": 1, "dedup_near": 1, "available": 2, "selected": 2, "written": 2}
+    assert counts == {
+        "read": 4,
+        "malformed": 0,
+        "dedup": 1,
+        "dedup_near": 1,
+        "available": 2,
+        "selected": 2,
+        "written": 2,
+    }
+
 
 def test_a_source_that_adds_no_rows_takes_none_from_the_sources_after_it(tmp_path):
     """`take: 0` keeps a source out of the mixture (an evolve block's seed pool, or one switched off), but its
