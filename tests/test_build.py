@@ -348,6 +348,11 @@ def test_take_more_than_available_is_located(tmp_path):
         build(recipe, QUIET, out=tmp_path / "o")
     (diag,) = info.value.diagnostics
     assert diag.message == "a asks for 3 rows but only 1 is available: read 4, malformed −1, dedup −2"
+    assert diag.hint == (  # "dedup −2" alone: whose copies? (FLAN CoT's GSM8K took 7,469 of GSM8K's rows)
+        "use take: all (its 1 row) or a smaller take, or fraction: 3 to repeat its rows (about 3); dedup keeps each "
+        f"copy in the source listed first (or the first copy in its own file); `mixer decontam {recipe}` shows "
+        "which sources share its rows"
+    )
 
 
 MALFORMED = '{"instruction": "a", "output": "1"}\n{"instruction": "b", "output": ""}\n{"instruction": "c"\n{"instruction": "d", "output": "4"}\n'

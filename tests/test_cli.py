@@ -208,11 +208,18 @@ def test_a_source_left_with_no_rows_is_named_with_the_step_that_took_them(tmp_pa
           short: {path: a.jsonl, format: alpaca, take: all, max_chars: 5}
           kept: {path: a.jsonl, format: alpaca, take: all}
           seeds_only: {path: a.jsonl, format: alpaca, take: 0}
+          copy: {path: a.jsonl, format: alpaca, take: all}
+        mixture: {dedup: exact}
         """,
     )
     result = run_mixer("plan", str(recipe))
     assert result.returncode == 0, result.stderr
-    assert "note: source 'short' contributes no rows: 3 read, removed by max_chars 3" in result.stderr
+    assert "note: source 'short' contributes no rows: 3 read, removed by max_chars 3\n" in result.stderr
+    assert (  # rows taken by dedup are copies of another source's: which is the audit's to say
+        "note: source 'copy' contributes no rows: 3 read, removed by dedup 3; dedup keeps each copy in the source "
+        f"listed first (or the first copy in its own file); `mixer decontam {recipe}` shows which sources share "
+        "its rows"
+    ) in " ".join(result.stderr.split())
     assert "'kept'" not in result.stderr
     assert "'seeds_only'" not in result.stderr  # `take: 0` asks for none (an evolve block's seed pool): no news
 

@@ -211,13 +211,15 @@ def _print_weights_note(document: dict, rows: int) -> None:
 def _print_empty_sources(plan) -> None:
     """A source that contributes nothing is most often a filter that matches nothing (`lang: [EN]`), which a
     table row of zeros hides among the others: say which step took its rows."""
-    from mixer.plan import removed_steps
+    from mixer.plan import dedup_took_text, removed_steps
 
     for s in plan.sources:
         if s.selected or s.selector == "take: 0":  # a seed pool for an evolve block gives no rows by design
             continue
         removed = [f"{step} {n:,}" for step, n in removed_steps(s.counts).items()]
         why = f": {s.counts.get('read', 0):,} read, removed by " + ", ".join(removed) if removed else ""
+        if took := dedup_took_text(s.counts, plan.recipe_path):
+            why += f"; {took}"
         err.print(f"note: source {s.name!r} contributes no rows{why}", style="yellow", markup=False)
 
 

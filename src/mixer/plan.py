@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from mixer import __version__
 from mixer.errors import Diagnostic, RecipeInvalid
@@ -17,6 +18,9 @@ from mixer.mix import upsample_count
 from mixer.recipe import Recipe, Selector, SourceSpec
 from mixer.resolve import ResolvedSource
 from mixer.stage import Staged
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,18 @@ def removal_text(counts: dict[str, int]) -> str | None:
     return f"read {counts.get('read', 0):,}" + "".join(f", {step} −{n:,}" for step, n in removed.items())
 
 
-def _too_few_hint(selector: Selector, n: int, have: int) -> str:
+def dedup_took_text(counts: dict[str, int], recipe_path: str | Path) -> str | None:
+    """Where rows that dedup took went: the count alone ("dedup_near −7,469") sent users looking for a bug, when
+    another source listed earlier held the same rows (FLAN CoT's GSM8K and GSM8K itself)."""
+    if not (counts.get("dedup") or counts.get("dedup_near")):
+        return None
+    return (
+        "dedup keeps each copy in the source listed first (or the first copy in its own file); "
+        f"`mixer decontam {recipe_path}` shows which sources share its rows"
+    )
+
+
+def _too_few_hint(selector: Selector, n: int, have: int, counts: dict[str, int], recipe_path: str | Path) -> str:
     """What to write instead, with the numbers: a user who asked for more rows than a source has either wants
     fewer or wants its rows repeated."""
     if selector.mode == "weight":
@@ -142,9 +157,12 @@ def _too_few_hint(selector: Selector, n: int, have: int) -> str:
         fewer = f"a weight of at most {most:g} (or a smaller mixture.total)"
     else:
         fewer = f"take: all (its {rows_text(have)}) or a smaller take"
-    if have == 0:
-        return f"use {fewer}, or loosen what removed its rows"
-    return f"use {fewer}, or fraction: {_three_digits(n / have)} to repeat its rows (about {n:,})"
+    hint = (
+        f"use {fewer}, or loosen what removed its rows"
+        if have == 0
+        else f"use {fewer}, or fraction: {_three_digits(n / have)} to repeat its rows (about {n:,})"
+    )
+    return hint + (f"; {took}" if (took := dedup_took_text(counts, recipe_path)) else "")
 
 
 def selector_count(selector: Selector, available: int) -> int:
@@ -250,7 +268,7 @@ def make_plan(
                     f"{spec.name} asks for {rows_text(n)} but only {have:,} {'is' if have == 1 else 'are'} available"
                     # what removed rows, named: "after filters" sent a user whose rows went to decontamination
                     + (f": {removed}" if (removed := removal_text(pool.counts)) else ""),
-                    _too_few_hint(spec.selector, n, have),
+                    _too_few_hint(spec.selector, n, have, pool.counts, recipe.path),
                 )
                 if recipe.located
                 else Diagnostic(str(recipe.path), 1, 1, f"{spec.name}: {n} > {have} available")
