@@ -371,6 +371,16 @@ def _pool_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return changes + _changes(labelled(a), labelled(b), "built")
 
 
+def _order_change(sources_a: dict[str, Any], sources_b: dict[str, Any]) -> list[str]:
+    """The shared sources' order, when it changed: dedup keeps the copy of the source listed first, so moving
+    GSM8K above FLAN CoT turns 7,469 of its rows from dropped to kept, and no source's settings show why."""
+    shared_a = [n for n in sources_a if n in sources_b]
+    shared_b = [n for n in sources_b if n in sources_a]
+    if shared_a == shared_b:
+        return []
+    return [f"source order: {', '.join(shared_a)} → {', '.join(shared_b)}"]
+
+
 def compare_composition(a: Side, b: Side) -> Composition:
     sources_a = (a.recipe or {}).get("sources") or {}
     sources_b = (b.recipe or {}).get("sources") or {}
@@ -397,7 +407,7 @@ def compare_composition(a: Side, b: Side) -> Composition:
                 changes,
             )
         )
-    settings = []
+    settings = _order_change(sources_a, sources_b)
     for key in ("seed", "mixture", "output", "evolve"):
         settings += _changes({key: (a.recipe or {}).get(key)}, {key: (b.recipe or {}).get(key)}, at=())
     if a.quality is not None and b.quality is not None:
