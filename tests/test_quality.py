@@ -243,10 +243,10 @@ def test_every_build_writes_stats_and_a_report_that_regenerates(tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows"] == 28 and {n: s["rows"] for n, s in stats["sources"].items()} == {"a": 21, "b": 6, "c": 1}
     assert sum(h["rows"] for h in stats["sources"]["a"]["length_histogram"]) == 21
-    assert stats["top_instruction_verbs"][0] == {"verb": "task", "rows": 25}
+    assert stats["top_first_words"][0] == {"word": "task", "rows": 25}
     page = _Collect()
     page.feed((out / "report.html").read_text())
-    assert page.tables == ["sources", "verbs", "decontamination", "overlap"] and page.svgs == 2
+    assert page.tables == ["sources", "first_words", "decontamination", "overlap"] and page.svgs == 2
     before = (out / "stats.json").read_bytes()
     (out / "stats.json").unlink()
     result = run_mixer("stats", str(out))
@@ -254,7 +254,7 @@ def test_every_build_writes_stats_and_a_report_that_regenerates(tmp_path):
     assert (out / "stats.json").read_bytes() == before
 
 
-def test_the_instruction_verb_is_the_first_word_after_leading_whitespace():
+def test_the_first_word_is_taken_after_leading_whitespace():
     from mixer.load import META
     from mixer.stats import row_features
 
@@ -267,7 +267,14 @@ def test_the_instruction_verb_is_the_first_word_after_leading_whitespace():
         },
         schema_overrides={"meta": META},
     )
-    assert row_features(rows)["verb"].cast(pl.String).to_list() == ["write", "summarise", "translate", None, None, None]
+    assert row_features(rows)["first_word"].cast(pl.String).to_list() == [
+        "write",
+        "summarise",
+        "translate",
+        None,
+        None,
+        None,
+    ]
 
 
 def test_decontam_command_reports_without_writing(tmp_path):

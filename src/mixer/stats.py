@@ -18,7 +18,7 @@ from mixer.files import write_atomic_file
 from mixer.markup import bar_chart, html_table
 from mixer.outputs import read_manifest
 
-TOP_VERBS = 15
+TOP_FIRST_WORDS = 15
 LONGEST = 10**12  # the last bin's upper edge: every row lands in some bin
 HISTOGRAM_BINS = [0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, LONGEST]
 
@@ -61,7 +61,7 @@ def row_features(rows: pl.DataFrame, tokenizer: Any = None) -> pl.DataFrame:
         first_content(pl.col(payload), "user")
         .str.extract(r"^\s*([A-Za-z]+)")  # the leading word after any whitespace, without copying each prompt
         .str.to_lowercase()
-        .alias("verb"),
+        .alias("first_word"),
         pl.col("meta").struct.field("round").alias("round"),
         pl.col("meta").struct.field("operator").alias("operator"),
         pl.col("meta").struct.field("lang").alias("lang"),
@@ -72,7 +72,7 @@ def row_features(rows: pl.DataFrame, tokenizer: Any = None) -> pl.DataFrame:
         frame = frame.with_columns((pl.col("chars") // 4).alias("tokens"))
     # compact types: a build keeps these for every row of the mixture until the statistics are made
     return frame.with_columns(
-        pl.col("dataset", "verb", "operator", "lang").cast(pl.Categorical),
+        pl.col("dataset", "first_word", "operator", "lang").cast(pl.Categorical),
         pl.col("chars", "tokens", "turns").cast(pl.Int32),
         pl.col("round").cast(pl.Int16),
     )
@@ -117,8 +117,14 @@ def mixture_stats(frame: pl.DataFrame, method: str) -> dict[str, Any]:
                 {"up_to_chars": b, "rows": int(c)} for b, c in hist.select("breakpoint", "count").iter_rows()
             ],
         }
-    verbs = (
-        frame.drop_nulls("verb").group_by("verb").len().sort(["len", "verb"], descending=[True, False]).head(TOP_VERBS)
+    # the first word, not the verb Self-Instruct's parser finds: questions open with "what", and a verb list of
+    # our own would misname the rest; this says which openings dominate, which is what the table is read for
+    first_words = (
+        frame.drop_nulls("first_word")
+        .group_by("first_word")
+        .len()
+        .sort(["len", "first_word"], descending=[True, False])
+        .head(TOP_FIRST_WORDS)
     )
     lineage = frame.drop_nulls("operator").group_by("round", "operator").len().sort("round", "operator")
     langs = frame.drop_nulls("lang").group_by("lang").len().sort(["len", "lang"], descending=[True, False])
@@ -127,7 +133,7 @@ def mixture_stats(frame: pl.DataFrame, method: str) -> dict[str, Any]:
         "est_tokens": total_tokens,
         "tokens_method": method,
         "sources": sources,
-        "top_instruction_verbs": [{"verb": v, "rows": n} for v, n in verbs.iter_rows()],
+        "top_first_words": [{"word": w, "rows": n} for w, n in first_words.iter_rows()],
         "languages": [{"lang": lang, "rows": n} for lang, n in langs.iter_rows()],
         "evolve_lineage": [{"round": r, "operator": op, "rows": n} for r, op, n in lineage.iter_rows()],
     }
@@ -178,8 +184,8 @@ def render_report(name: str, stats: dict[str, Any], manifest: dict[str, Any]) ->
         *charts(stats),
     ]
     parts += [
-        "<h2>Top instruction verbs</h2>",
-        html_table("verbs", ["verb", "rows"], [[v["verb"], v["rows"]] for v in stats["top_instruction_verbs"]]),
+        "<h2>Top first words of the prompts</h2>",
+        html_table("first_words", ["word", "rows"], [[w["word"], w["rows"]] for w in stats["top_first_words"]]),
     ]
     if stats["languages"]:
         parts += [
