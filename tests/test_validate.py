@@ -730,13 +730,21 @@ def test_a_bad_name_is_pointed_at_and_explained(tmp_path):
           - {kind: sft, name: s 1, model: m, data: mixture}
         """,
     )
-    rule = "a name starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"
-    found = [(d.line, d.col, d.message, d.hint.startswith(rule)) for d in validate_file(recipe)]
+    rule = (
+        "a name starts with an ASCII letter or digit and holds only ASCII letters, digits, '_', '.' and '-' (names "
+        "become file names and columns)"
+    )
+    found = [(d.line, d.col, d.message, d.hint) for d in validate_file(recipe)]
     assert found == [
-        (1, 7, "name: invalid name 'my mix'", True),
-        (3, 3, "sources: invalid name 'a b'", True),
-        (5, 23, "stages.0.name: invalid name 's 1'", True),
+        (1, 7, "name: invalid name 'my mix'", f"{rule}: my-mix"),
+        (3, 3, "sources: invalid name 'a b'", f"{rule}: a-b"),
+        (5, 23, "stages.0.name: invalid name 's 1'", f"{rule}: s-1"),
     ]
+    # "letters" read as any letter: 'ü' is one, and was refused with no name to write instead
+    recipe.write_text(
+        "name: ü mix\nsources:\n  _alpaca-ü: {source: dolly, take: 1}\n  '日本': {source: dolly, take: 1}\n"
+    )
+    assert [d.hint.removeprefix(rule) for d in validate_file(recipe)] == [": u-mix", ": alpaca-u", ""]
 
 
 def test_a_count_that_is_not_a_whole_number_gets_the_fix_it_needs(tmp_path):

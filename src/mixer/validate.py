@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from functools import cache
@@ -200,8 +201,8 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                 located.diag(
                     (*path, error.instance) if is_key else path,
                     f"{'.'.join(map(str, path))}: invalid name {error.instance!r}",
-                    "a name starts with a letter or digit and holds only letters, digits, '_', '.' and '-' "
-                    "(names become file names and columns)",
+                    "a name starts with an ASCII letter or digit and holds only ASCII letters, digits, '_', '.' "
+                    "and '-' (names become file names and columns)" + _name_suggestion(error.instance),
                     key=is_key,
                 )
             )
@@ -599,6 +600,15 @@ def _unplaced_source_hint(located: Located, name: str, path: tuple) -> str:
     if name in load_registry():
         return f"`source: {name}` reads the registry's entry"
     return "run `mixer sources` to list the registry"
+
+
+def _name_suggestion(name: object) -> str:
+    """A valid name made from an invalid one ('ü mix' → 'u-mix'), or nothing when none is left of it."""
+    if not isinstance(name, str):
+        return ""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    made = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name).lstrip("_.-").rstrip("-")
+    return f": {made}" if made else ""
 
 
 def _unknown_format_hint(fmt: object) -> str:
