@@ -753,3 +753,21 @@ def test_sources_listed_in_another_order_say_so():
     ]
     removed = {"name": "r", "sources": {"cot": cot, "gsm8k": gsm8k}}
     assert compare(Side("A", a, None), Side("B", removed, None)).composition.settings == []
+
+
+def test_a_block_or_stage_only_one_side_has_is_one_line():
+    """A removed evolve block was each of its settings as `value → —`, fifteen lines for one fact."""
+    block = {"from": "a", "operators": "wizardcoder", "rounds": 2, "teacher": {"model": "gpt-4o-mini"}}
+    stage = {"name": "sft", "kind": "sft", "model": "m", "data": "mixture"}
+    base = {"name": "r", "sources": {"a": {"source": "dolly", "take": 5}}}
+    a = {**base, "evolve": {"ev": block}, "stages": [stage]}
+    b = {**base, "evolve": {"ev": {**block, "rounds": 3}, "more": block}, "stages": [{**stage, "name": "dpo"}]}
+    assert compare(
+        Side("A", a, None, stages_known=True), Side("B", b, None, stages_known=True)
+    ).composition.settings == [
+        "evolve.ev.rounds: 2 → 3",
+        "evolve.more: added (from: a, operators: wizardcoder, rounds: 2, teacher.model: gpt-4o-mini)",
+        "stages.sft: removed",
+        "stages.dpo: added (kind: sft, model: m, data: mixture)",
+    ]
+    assert "evolve.more: removed" in compare(Side("A", b, None), Side("B", a, None)).composition.settings

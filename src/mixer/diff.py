@@ -408,15 +408,32 @@ def compare_composition(a: Side, b: Side) -> Composition:
             )
         )
     settings = _order_change(sources_a, sources_b)
-    for key in ("seed", "mixture", "output", "evolve"):
+    for key in ("seed", "mixture", "output"):
         settings += _changes({key: (a.recipe or {}).get(key)}, {key: (b.recipe or {}).get(key)}, at=())
+    blocks_a, blocks_b = ((side.recipe or {}).get("evolve") or {} for side in (a, b))
+    settings += _entries_changed("evolve", blocks_a, blocks_b, ("evolve", "*"))
     if a.quality is not None and b.quality is not None:
         settings += _changes({"built": a.quality}, {"built": b.quality})
     if a.stages_known and b.stages_known:
-        stages_a, stages_b = _stages_by_name(a.recipe), _stages_by_name(b.recipe)
-        for name in list(stages_a) + [n for n in stages_b if n not in stages_a]:
-            settings += _changes(stages_a.get(name), stages_b.get(name), f"stages.{name}", at=("stages", "*"))
+        settings += _entries_changed("stages", _stages_by_name(a.recipe), _stages_by_name(b.recipe), ("stages", "*"))
     return Composition(rows, settings)
+
+
+def _entries_changed(
+    label: str, entries_a: dict[str, Any], entries_b: dict[str, Any], at: tuple[str, ...]
+) -> list[str]:
+    """Settings changed in the evolve blocks or stages both sides have; one line for a block or stage only one
+    side has (its settings one by one, each `— → value`, were fifteen lines for a removed block)."""
+    lines = []
+    for name in list(entries_a) + [n for n in entries_b if n not in entries_a]:
+        if name not in entries_b:
+            lines.append(f"{label}.{name}: removed")
+        elif name not in entries_a:
+            settings = {k: v for k, v in _flatten(entries_b[name] or {}).items() if k != "name"}  # a stage's
+            lines.append(f"{label}.{name}: added ({', '.join(f'{k}: {v}' for k, v in settings.items())})")
+        else:
+            lines += _changes(entries_a[name], entries_b[name], f"{label}.{name}", at=at)
+    return lines
 
 
 # ---- metrics ----
