@@ -1008,3 +1008,28 @@ def test_a_hub_model_neither_cached_nor_reachable_stops_before_any_worker(tmp_pa
     (tmp_path / "hub" / "models--org--cached" / "refs" / "main").write_text("abc123")
     check_hub_models(stage("org/cached"))
     check_hub_models(stage(str(tmp_path / "runs" / "sft" / "final")))  # written by the stage before it
+
+
+def test_a_recipe_without_sources_prepares_its_dpo_stage(tmp_path):
+    """No mixture to build: the stage reads its own preference rows (a real run trained in 6 steps)."""
+    from mixer.build import Options
+    from mixer.train import stages
+
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        name: dpo-only
+        stages:
+          - name: dpo
+            kind: dpo
+            model: org/sft-model
+            data: {{path: {REPO}/sources/samples/ultrafeedback.jsonl, format: preference, take: 10}}
+        """,
+    )
+    report = stages.train_recipe(recipe, dry_run=True, runs_dir=tmp_path / "runs", options=Options(progress=False))
+    (prepared,) = report.stages
+    assert prepared.config.model == "org/sft-model" and prepared.config.kind == "dpo"
+    assert prepared.config.data_files == [str(tmp_path / "runs" / "dpo" / "data" / "train.parquet")]
+    assert prepared.command[1:3] == ["-m", "accelerate.commands.launch"]  # `accelerate launch`, this Python's
+    assert prepared.command[-4:] == ["-m", "mixer.train.dpo", "--config", str(tmp_path / "runs" / "dpo" / "stage.json")]
+    assert not (tmp_path / "out").exists()  # nothing built

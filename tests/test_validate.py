@@ -1191,3 +1191,26 @@ def test_a_file_named_with_glob_characters_is_found_by_its_name(tmp_path):
     assert expand_paths("shard[0-9].jsonl", tmp_path) == [tmp_path / "shard1.jsonl"]  # a pattern all the same
     recipe = write_recipe(tmp_path, "name: t\nsources:\n  a: {path: 'shard[1].jsonl', format: alpaca, take: 1}\n")
     assert messages(recipe) == []
+
+
+def test_a_recipe_of_training_stages_alone_needs_no_sources(tmp_path):
+    """DPO of a model trained elsewhere has no mixture; `sources:` was required, so such a recipe needed a
+    made-up source to pass. Without sources, a stage on the mixture, or no stage at all, is refused."""
+    dpo = "  - {name: dpo, kind: dpo, model: m, data: {source: ultrafeedback, take: all}}\n"
+    recipe = write_recipe(tmp_path, "name: t\nstages:\n" + dpo)
+    assert validate_file(recipe) == []
+    recipe.write_text("name: t\nstages:\n" + dpo + "  - {name: sft, kind: sft, model: m, data: mixture}\n")
+    (diag,) = validate_file(recipe)
+    message = "stage 'sft' trains on the mixture, and the recipe has no `sources:`"
+    assert (diag.line, diag.col, diag.message) == (4, 44, message)  # at `mixture`
+    assert diag.hint == "add the mixture's `sources:`, or give the stage its own data: data: {source: ..., take: ...}"
+    recipe.write_text("name: t\ndescription: nothing in it\n")
+    (diag,) = validate_file(recipe)
+    assert (diag.line, diag.col, diag.message) == (1, 1, "'sources' is required")
+    assert diag.hint == "a recipe is a mixture (`sources:`), training stages on data of their own (`stages:`), or both"
+    for command in ("plan", "build", "decontam"):  # a command about the mixture says there is none
+        recipe.write_text("name: t\nstages:\n" + dpo)
+        result = run_mixer(command, str(recipe))
+        assert result.returncode == 1
+        assert f"error: {recipe}: no `sources:`, so no mixture to " in result.stderr
+        assert f"hint: `mixer train {recipe}` runs its stages" in " ".join(result.stderr.split())

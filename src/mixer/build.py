@@ -156,6 +156,17 @@ def refuse_inputs_in_output(resolved: list[ResolvedSource], out_dir: Path) -> No
                 )
 
 
+def load_mixture_recipe(recipe_path: Path, command: str) -> Recipe:
+    """`load_recipe` for a command about the mixture, which a recipe of training stages alone does not have."""
+    recipe = load_recipe(recipe_path)
+    if not recipe.sources:
+        raise MixerError(
+            f"{recipe_path}: no `sources:`, so no mixture to {command}",
+            f"`mixer train {recipe_path}` runs its stages, which read data of their own; add `sources:` for a mixture",
+        )
+    return recipe
+
+
 def output_dir(recipe: Recipe) -> Path:
     return Path(recipe.output.dir) if Path(recipe.output.dir).is_absolute() else Path.cwd() / recipe.output.dir
 
@@ -174,7 +185,7 @@ def build(
             "--locked checks the inputs against recipe.lock; --sample builds the bundled samples, which no lock"
             " records: pick one",
         )
-    recipe = load_recipe(recipe_path)
+    recipe = load_mixture_recipe(recipe_path, "build")
     resolved = resolve_inputs(recipe, options)
     out_dir = out or output_dir(recipe)
     refuse_inputs_in_output(resolved, out_dir)

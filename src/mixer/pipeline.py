@@ -22,6 +22,7 @@ from mixer.build import (
     Options,
     auxiliary_inputs,
     input_fingerprint,
+    load_mixture_recipe,
     output_dir,
     refuse_inputs_in_output,
     resolve_benchmark_inputs,
@@ -276,9 +277,10 @@ def check_filter_patterns(recipe: Recipe) -> None:
         raise RecipeInvalid(problems)
 
 
-def load_rows_recipe(recipe_path: Path) -> Recipe:
-    """`load_recipe` for a command that reads rows: with its drop patterns checked against the row filter."""
-    recipe = load_recipe(recipe_path)
+def load_rows_recipe(recipe_path: Path, command: str | None = None) -> Recipe:
+    """`load_recipe` for a command that reads rows: with its drop patterns checked against the row filter. A
+    `command` about the mixture (plan, decontam, evolve) refuses a recipe that has none."""
+    recipe = load_mixture_recipe(recipe_path, command) if command else load_recipe(recipe_path)
     check_filter_patterns(recipe)
     return recipe
 
@@ -286,7 +288,7 @@ def load_rows_recipe(recipe_path: Path) -> Recipe:
 def plan_recipe(recipe_path: Path, options: Options) -> tuple[Recipe, Plan]:
     """Plan without any teacher call: evolve blocks are shown as estimates (upper bounds). Per-source counts
     come from the counts cache when only selectors changed since the data was last read."""
-    recipe = load_rows_recipe(recipe_path)
+    recipe = load_rows_recipe(recipe_path, "plan")
     resolved = resolve_inputs(recipe, options)
     refuse_inputs_in_output(resolved, output_dir(recipe))  # as the build will: a plan of it is no plan
     benchmarks = resolve_benchmark_inputs(recipe, options)
@@ -487,7 +489,7 @@ def evolve_only(
 ) -> tuple[Path, dict[str, dict[str, Any]]]:
     """`mixer evolve`: run evolve blocks (all, or one) without mixing; each block's rows, rejects and stats
     go to OUT/<block>/ atomically. A later `mixer build` reuses every call from the cache."""
-    recipe = load_rows_recipe(recipe_path)
+    recipe = load_rows_recipe(recipe_path, "evolve from")
     if block is not None and block not in {b.name for b in recipe.evolve}:
         from mixer.validate import did_you_mean
 
@@ -521,7 +523,7 @@ def decontam_only(recipe_path: Path, options: Options) -> dict[str, Any]:
 
     The rows are those before the recipe's dedup: `dedup: near` would remove every near pair the audit is
     there to show (its near matrix was all zeros while the build dropped thousands of rows as copies)."""
-    recipe = load_rows_recipe(recipe_path)
+    recipe = load_rows_recipe(recipe_path, "audit")
     recipe = replace(recipe, mixture=replace(recipe.mixture, dedup="none"))
     resolved = resolve_inputs(recipe, options)
     decontam = None

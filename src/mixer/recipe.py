@@ -448,7 +448,7 @@ def output_dir_of(data: dict[str, Any]) -> str | None:
 
 
 def build_recipe(path: Path, data: dict[str, Any], located: Located | None = None) -> Recipe:
-    sources = [source_spec(name, spec) for name, spec in data["sources"].items()]
+    sources = [source_spec(name, spec) for name, spec in (data.get("sources") or {}).items()]
     mixture = data.get("mixture") or {}
     output = data.get("output") or {}
     return Recipe(

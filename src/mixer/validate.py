@@ -986,7 +986,31 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
     problems += _check_evolve(located, blocks, sources)
     stages = data.get("stages") if isinstance(data.get("stages"), list) else []
     problems += _check_stages(located, stages, base_dir)
+    if "sources" not in data and "extends" not in data:  # `extends` is left only when its base could not be read
+        problems += _check_without_sources(located, stages)
     return problems
+
+
+def _check_without_sources(located: Located, stages: list) -> list[Diagnostic]:
+    """A recipe without `sources:` has no mixture: fine for stages that read their own data (DPO of a model
+    trained elsewhere), not for one that trains on the mixture, nor for a recipe with no stages either."""
+    if not stages:
+        return [
+            located.diag(
+                (),
+                "'sources' is required",
+                "a recipe is a mixture (`sources:`), training stages on data of their own (`stages:`), or both",
+            )
+        ]
+    return [
+        located.diag(
+            ("stages", i, "data"),
+            f"stage {stage.get('name')!r} trains on the mixture, and the recipe has no `sources:`",
+            "add the mixture's `sources:`, or give the stage its own data: data: {source: ..., take: ...}",
+        )
+        for i, stage in enumerate(stages)
+        if isinstance(stage, dict) and stage.get("data") == "mixture"
+    ]
 
 
 def _check_stages(located: Located, stages: list, base_dir: Path) -> list[Diagnostic]:
