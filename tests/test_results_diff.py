@@ -771,3 +771,25 @@ def test_a_block_or_stage_only_one_side_has_is_one_line():
         "stages.dpo: added (kind: sft, model: m, data: mixture)",
     ]
     assert "evolve.more: removed" in compare(Side("A", b, None), Side("B", a, None)).composition.settings
+
+
+def test_what_a_build_counted_is_written_with_thousands_separators():
+    """`built.available: 33333 → 25865` beside a table of `3,000`; a recipe's own values stay as written."""
+    recipe = {"name": "r", "sources": {"gsm8k": {"path": "g.jsonl", "format": "alpaca", "take": "all"}}}
+    before = {"read": 7473, "available": 0, "dedup_near": 7469}
+    after = {"read": 7473, "available": 7468, "dedup_near": 1}
+    a = Side("A", recipe, {"gsm8k": 0}, pools={"gsm8k": before}, quality={"est_tokens": 340786})
+    b = Side(
+        "B",
+        {**recipe, "sources": {"gsm8k": {**recipe["sources"]["gsm8k"], "max_chars": 20000}}},
+        {"gsm8k": 7468},
+        pools={"gsm8k": after},
+        quality={"est_tokens": 1274315},
+    )
+    composition = compare(a, b).composition
+    assert composition.sources[0].changes == [
+        "max_chars: — → 20000",
+        "built.available: 0 → 7,468",
+        "built.removed.dedup_near: 7,469 → 1",
+    ]
+    assert composition.settings == ["built.est_tokens: 340,786 → 1,274,315"]

@@ -315,17 +315,21 @@ def schema_default(path: tuple[str, ...]) -> Any:
     return _NO_DEFAULT if node is None else node.get("default", _NO_DEFAULT)
 
 
-def _changes(a: Any, b: Any, prefix: str = "", at: tuple[str, ...] | None = None) -> list[str]:
+def _changes(a: Any, b: Any, prefix: str = "", at: tuple[str, ...] | None = None, counted: bool = False) -> list[str]:
     """`key: was → now` for every setting that differs. With `at` (where these settings sit in the recipe
     schema), a setting one side leaves out counts as the schema's default: leaving out `shuffle` and writing
-    `shuffle: true` is no change, and `shuffle: — → False` reads `True (default) → False`."""
+    `shuffle: true` is no change, and `shuffle: — → False` reads `True (default) → False`. `counted`: the values
+    are what a build counted, written with thousands separators as the tables write rows (a recipe's own
+    values are shown as written)."""
     flat_a, flat_b = _flatten(a or {}, prefix), _flatten(b or {}, prefix)
     set_a = {k: v for k, v in flat_a.items() if v is not None}  # null and absent both mean "not set"
     set_b = {k: v for k, v in flat_b.items() if v is not None}
 
     def effective(values: dict[str, Any], key: str) -> tuple[Any, str]:
         if key in values:
-            return values[key], str(values[key])
+            value = values[key]
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            return value, f"{value:,}" if counted and whole else str(value)
         relative = key.removeprefix(prefix).removeprefix(".") if prefix else key
         default = _NO_DEFAULT if at is None else schema_default((*at, *relative.split(".")))
         return (default, f"{default} (default)") if default is not _NO_DEFAULT else (_NO_DEFAULT, "—")
@@ -368,7 +372,7 @@ def _pool_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     def labelled(facts: dict[str, Any]) -> dict[str, Any]:
         return {k if k in ("read", "available") else f"removed.{k}": facts.get(k, 0) for k in steps}
 
-    return changes + _changes(labelled(a), labelled(b), "built")
+    return changes + _changes(labelled(a), labelled(b), "built", counted=True)
 
 
 def _order_change(sources_a: dict[str, Any], sources_b: dict[str, Any]) -> list[str]:
@@ -413,7 +417,7 @@ def compare_composition(a: Side, b: Side) -> Composition:
     blocks_a, blocks_b = ((side.recipe or {}).get("evolve") or {} for side in (a, b))
     settings += _entries_changed("evolve", blocks_a, blocks_b, ("evolve", "*"))
     if a.quality is not None and b.quality is not None:
-        settings += _changes({"built": a.quality}, {"built": b.quality})
+        settings += _changes({"built": a.quality}, {"built": b.quality}, counted=True)
     if a.stages_known and b.stages_known:
         settings += _entries_changed("stages", _stages_by_name(a.recipe), _stages_by_name(b.recipe), ("stages", "*"))
     return Composition(rows, settings)
