@@ -557,6 +557,7 @@ def test_mixer_sources_lists_the_known_benchmarks_and_where_they_come_from():
     table = run_mixer("sources", env={"COLUMNS": "200"}).stdout
     assert "│ humaneval   │ prompt      │ openai/openai_humaneval@main (split test)" in table
     assert "files: .json, .jsonl, .jsonl.gz, .json.gz, .parquet, .arrow, .csv, .tsv, .tsv.gz, .csv.gz, and " in table
+    assert "│ turns      │ conversations: [user, assistant, user, ...] as plain strings (LIMA)" in table  # not a tag
 
 
 def test_a_misspelt_benchmark_is_reported_before_any_download(tmp_path, monkeypatch):

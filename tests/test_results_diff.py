@@ -793,3 +793,18 @@ def test_what_a_build_counted_is_written_with_thousands_separators():
         "built.removed.dedup_near: 7,469 → 1",
     ]
     assert composition.settings == ["built.est_tokens: 340,786 → 1,274,315"]
+
+
+def test_brackets_in_what_is_printed_are_text_not_style_tags(tmp_path):
+    """A drop pattern `[/]x` made `mixer diff` fail with rich's MarkupError, and `[Aa]s an AI` lost its `[Aa]`."""
+    (tmp_path / "a.yaml").write_text(
+        "name: p\nsources:\n  a: {source: dolly, take: 5}\nmixture: {drop_patterns: ['[Aa]s an AI']}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "name: p\nsources:\n  a: {source: dolly, take: 5, drop_patterns: ['[/]x', '[bold]y']}\n"
+        "mixture: {drop_patterns: ['[Aa]s an AI', '[Ll]anguage model']}\n"
+    )
+    result = run_mixer("diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "drop_patterns: — → ['[/]x', '[bold]y']" in result.stdout
+    assert "mixture.drop_patterns: added '[Ll]anguage model'" in result.stdout

@@ -28,10 +28,15 @@ app = typer.Typer(
 # Piped into a file or a CI log, rich would assume 80 columns and cut source names in tables ("wizar…"); a
 # wider page keeps them whole. A terminal's own width and an explicit $COLUMNS still win.
 LOG_WIDTH = 160
+# markup=False: what mixer prints holds the user's text (drop patterns like `[Aa]s an AI`, paths, task names),
+# which rich would read as style tags, dropping it or failing on `[/]`; styles are given as `style=` instead
 out = Console(
-    highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else LOG_WIDTH
+    highlight=False,
+    soft_wrap=True,
+    markup=False,
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else LOG_WIDTH,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 DataDir = Annotated[
@@ -160,7 +165,7 @@ def validate(
         _print_json({"ok": not problems, "diagnostics": [p.to_json() for p in problems]})
     else:
         for problem in problems:
-            err.print(problem.format(), markup=False)
+            err.print(problem.format())
         if not problems:
             out.print(f"ok: {len(files)} recipe(s) valid")
     raise typer.Exit(2 if problems else 0)
@@ -205,7 +210,7 @@ def _print_weights_note(document: dict, rows: int) -> None:
 
     for note in (weights_short_of_total(document), total_is_not_the_mixture(document, rows)):
         if note:
-            err.print(f"note: {note}", style="yellow", markup=False)
+            err.print(f"note: {note}", style="yellow")
 
 
 def _print_empty_sources(plan) -> None:
@@ -220,7 +225,7 @@ def _print_empty_sources(plan) -> None:
         why = f": {s.counts.get('read', 0):,} read, removed by " + ", ".join(removed) if removed else ""
         if took := dedup_took_text(s.counts, plan.recipe_path):
             why += f"; {took}"
-        err.print(f"note: source {s.name!r} contributes no rows{why}", style="yellow", markup=False)
+        err.print(f"note: source {s.name!r} contributes no rows{why}", style="yellow")
 
 
 @app.command()
@@ -248,7 +253,6 @@ def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json
                 out.print(
                     f"note: evolve.{e['block']} calls OpenAI's API and ${key} is not set: a build stops at the "
                     f"block's first call not in the cache (export {key}=...)",
-                    markup=False,
                 )
     out.print(f"plan fingerprint: {result.fingerprint}")
 
@@ -340,7 +344,7 @@ def _print_evolve(stats: dict[str, dict]) -> None:
         lost.append((block.get("judge_unparsable", 0), JUDGE_FIX))
         for n, fix in lost:
             if evolved and n / evolved >= NOTE_SHARE:
-                out.print(f"note: evolve.{name}: {n:,} of {evolved:,} {fix}", style="yellow", markup=False)
+                out.print(f"note: evolve.{name}: {n:,} of {evolved:,} {fix}", style="yellow")
 
 
 @app.command()
@@ -489,7 +493,6 @@ def build(
             f"⚠ {sum(copied.values()):,} of the test split's {held_out:,} rows are copies of rows the train split "
             f"also holds ({', '.join(f'{k:,} of {n}' for n, k in copied.items())}, upsampled with fraction > 1): "
             "their loss is not a held-out loss. A `take` of at most the source's rows holds out only unseen rows",
-            markup=False,
         )
     _print_quality(result.manifest, result.out_dir)
     if result.lock:
@@ -545,15 +548,14 @@ def train(
         return
     for prepared in report.stages:
         if dry_run:
-            out.print(f"# stage {prepared.spec.name} ({prepared.spec.kind}) -> {prepared.run_dir}", markup=False)
+            out.print(f"# stage {prepared.spec.name} ({prepared.spec.kind}) -> {prepared.run_dir}")
             for name, content in prepared.files.items():
-                out.print(f"## {prepared.run_dir / name}\n{content.rstrip()}", markup=False)
-            out.print(f"$ {display(prepared.command)}\n", markup=False)
+                out.print(f"## {prepared.run_dir / name}\n{content.rstrip()}")
+            out.print(f"$ {display(prepared.command)}\n")
         elif prepared.spec.name in report.finished:
             out.print(
                 f"stage {prepared.spec.name}: trained before from the same inputs ({prepared.run_dir}), nothing to "
                 "do; --restart trains it again",
-                markup=False,
             )
         elif prepared.spec.name in report.metrics:
             metrics = report.metrics[prepared.spec.name]
@@ -566,13 +568,12 @@ def train(
             out.print(
                 f"stage {prepared.spec.name}: {metrics.get('steps')} steps, loss {first} -> {final}{held_out} "
                 f"({prepared.run_dir})",
-                markup=False,
             )
     if report.slurm_text is not None:
         if dry_run:
-            out.print(report.slurm_text, markup=False)
+            out.print(report.slurm_text)
         else:
-            out.print(f"wrote {report.slurm_script}: submit with `sbatch {report.slurm_script}`", markup=False)
+            out.print(f"wrote {report.slurm_script}: submit with `sbatch {report.slurm_script}`")
 
 
 def _figure(value: object) -> str:
@@ -627,7 +628,7 @@ def sources(as_json: JsonFlag = False) -> None:
     for fmt in FORMATS:
         formats.add_row(fmt, format_spec(fmt).summary)
     out.print(formats)
-    out.print(f"files: {', '.join(SUPPORTED_SUFFIXES)}, and folders `datasets` wrote with save_to_disk", markup=False)
+    out.print(f"files: {', '.join(SUPPORTED_SUFFIXES)}, and folders `datasets` wrote with save_to_disk")
     known = Table(title="benchmarks for mixture.decontaminate (by name: --data-dir/<name>.jsonl, else the hub)")
     for column in ("name", "field", "hub"):
         known.add_column(column)
@@ -667,7 +668,7 @@ def results_show(run_dir: Path, as_json: JsonFlag = False) -> None:
         _print_json([s.to_json() for s in scores])
         return
     if not scores:
-        err.print(f"no results in {run_dir}: attach them with `mixer results add {run_dir} FILE`", markup=False)
+        err.print(f"no results in {run_dir}: attach them with `mixer results add {run_dir} FILE`")
         return
     table = Table(title=str(run_dir))
     for column in ("task", "metric", "value", "stderr", "n", "shots", "judge", "source"):
@@ -747,7 +748,7 @@ def diff(
     loaded = [load_side(spec) for spec in specs]
     comparisons = [compare(loaded[0], other) for other in loaded[1:]]
     if fmt == "table":
-        console = Console(file=output.open("w", encoding="utf-8"), width=160) if output else out
+        console = Console(file=output.open("w", encoding="utf-8"), width=160, markup=False) if output else out
         report.render_terminal(comparisons, console)
         return
     text = {"markdown": report.render_markdown, "json": report.render_json, "html": report.render_html}[fmt](
@@ -806,25 +807,25 @@ def _run(interrupts: Interrupts) -> None:
             raise
     except RecipeInvalid as exc:
         for diagnostic in exc.diagnostics:
-            err.print(diagnostic.format(), markup=False)
+            err.print(diagnostic.format())
         _json_failure({"diagnostics": [d.to_json() for d in exc.diagnostics]})
         sys.exit(2)
     except MixerError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}")
         _json_failure({"error": exc.message, "hint": exc.hint})
         sys.exit(1)
     except (KeyboardInterrupt, Terminated) as exc:
         terminated = isinstance(exc, Terminated)
         message = f"{'terminated' if terminated else 'interrupted'}: the previous output, if any, is unchanged"
         notes = _notes(exc)
-        err.print(message, *notes, sep="\n  ", markup=False)
+        err.print(message, *notes, sep="\n  ")
         _json_failure({"error": message, "notes": notes})
         sys.exit(128 + signal.SIGTERM if terminated else 130)
     except Exception as exc:  # a full disk outside the build's own folders (the cache, a lock file)
         if not disk_full(exc):
             raise
         where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
-        err.print(f"error: no space left on device{where}\n  hint: free some space and run it again", markup=False)
+        err.print(f"error: no space left on device{where}\n  hint: free some space and run it again")
         sys.exit(1)
 
 

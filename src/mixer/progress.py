@@ -9,7 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def make_progress(enabled: bool = True) -> Progress:
     console = Console(stderr=True)
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        # not markup: a description holds names and a teacher's error text, which may hold `[...]`
+        TextColumn("{task.description}", markup=False, style="bold"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -87,9 +87,9 @@ def render_terminal(comparisons: list[Comparison], console: Console) -> None:
             )
         console.print(table)
         for line in comp.composition.settings:
-            console.print(f"  {line}", markup=False)
+            console.print(f"  {line}")
         if _no_results(comp):
-            console.print(NO_RESULTS, markup=False)
+            console.print(NO_RESULTS)
             continue
         metrics = Table(title="metrics (Δ = B − A; significant when |Δ| > 2·√(seA² + seB²))", title_justify="left")
         for column in ("task", "metric", "A", "B", "Δ", "±2se", "verdict"):
@@ -111,9 +111,9 @@ def render_terminal(comparisons: list[Comparison], console: Console) -> None:
             console.print(metrics)
         m = comp.metrics
         if mean := mean_sentence(m):
-            console.print(mean, markup=False)
+            console.print(mean)
         for line in _only_lines(comp):
-            console.print(line, markup=False)
+            console.print(line)
         for warning in m.warnings:
             console.print(Text(f"warning: {warning}", style="yellow"))
 
