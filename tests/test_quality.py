@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -364,7 +365,9 @@ def test_stats_count_tokens_with_a_given_tokenizer(tmp_path):
     built = pl.read_parquet(tmp_path / "out" / "data")
     texts = built["messages"].list.eval(pl.element().struct.field("content")).list.join("\n").to_list()
     expected = sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
-    assert stats["tokens_method"] == "tokenizer tokenizer.json"
+    sha = hashlib.sha256((tmp_path / "tokenizer.json").read_bytes()).hexdigest()
+    # which tokenizer: "tokenizer tokenizer.json" named none (its folder names the model), the sha256 the file
+    assert stats["tokens_method"] == f"tokenizer {tmp_path.name}/tokenizer.json (sha256 {sha[:12]})"
     assert stats["est_tokens"] == expected == sum(s["est_tokens"] for s in stats["sources"].values())
     assert expected != sum(len(t) for t in texts) // 4  # really counted, not the chars/4 estimate
 

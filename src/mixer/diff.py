@@ -57,6 +57,7 @@ def quality_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if "stats" in manifest:
         summary["est_tokens"] = manifest["stats"]["est_tokens"]
+        summary["tokens_method"] = manifest["stats"]["tokens_method"]  # counts by two tokenizers do not compare
     if "decontamination" in manifest:
         report = manifest["decontamination"]
         summary["contaminated_rows_found"] = sum(h["rows"] for h in report["hits"])

@@ -15,6 +15,7 @@ import polars as pl
 from mixer.adapters.base import content_chars, content_text, first_content
 from mixer.errors import MixerError
 from mixer.files import write_atomic_file
+from mixer.hashing import file_sha256
 from mixer.markup import bar_chart, html_table
 from mixer.outputs import read_manifest
 
@@ -79,7 +80,14 @@ def row_features(rows: pl.DataFrame, tokenizer: Any = None) -> pl.DataFrame:
 
 
 def tokens_method(tokenizer: Path | None) -> str:
-    return f"tokenizer {tokenizer.name}" if tokenizer is not None else "characters / 4"
+    """Which tokenizer counted, so two builds' token counts can be told comparable or not: its file (with the
+    folder a `tokenizer.json` sits in, which names the model) and the start of its sha256. The bare name said
+    `tokenizer final` for a model's `final/` folder and `tokenizer tokenizer.json` for every file."""
+    if tokenizer is None:
+        return "characters / 4"
+    file = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+    shown = f"{file.parent.name}/{file.name}" if file.name == "tokenizer.json" and file.parent.name else file.name
+    return f"tokenizer {shown} (sha256 {file_sha256(file)[:12]})"
 
 
 def mixture_stats(frame: pl.DataFrame, method: str) -> dict[str, Any]:
