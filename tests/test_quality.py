@@ -350,6 +350,9 @@ def test_diff_shows_what_the_builds_measured(tmp_path):
 
 
 def test_stats_count_tokens_with_a_given_tokenizer(tmp_path):
+    pytest.importorskip(
+        "tokenizers", reason="counting with a tokenizer needs the training extras (pip install -e '.[train]')"
+    )
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     recipe = _recipe(tmp_path, "report")
