@@ -434,7 +434,8 @@ def _entries_changed(
         if name not in entries_b:
             lines.append(f"{label}.{name}: removed")
         elif name not in entries_a:
-            settings = {k: v for k, v in _flatten(entries_b[name] or {}).items() if k != "name"}  # a stage's
+            # a stage's `name` is already the line's label
+            settings = {k: v for k, v in _flatten(entries_b[name] or {}).items() if k != "name"}
             lines.append(f"{label}.{name}: added ({', '.join(f'{k}: {v}' for k, v in settings.items())})")
         else:
             lines += _changes(entries_a[name], entries_b[name], f"{label}.{name}", at=at)
