@@ -450,8 +450,7 @@ def test_the_audit_counts_the_copies_the_recipes_dedup_would_remove(tmp_path):
     overlap = json.loads(audit.stdout)["overlap"]
     assert overlap["matrix"] == [[None, 1], [1, None]]
     assert overlap["near"]["matrix"] == [[None, 1], [2, None]]  # b's copy and its "... tonight"
-    manifest_of = build(recipe, Options(progress=False), out=tmp_path / "out").manifest
-    counts = manifest_of["sources"]["b"]["counts"]
+    counts = build(recipe, Options(progress=False), out=tmp_path / "out").manifest["sources"]["b"]["counts"]
     assert counts == {
         "read": 4,
         "malformed": 0,

@@ -762,9 +762,7 @@ def test_a_block_or_stage_only_one_side_has_is_one_line():
     base = {"name": "r", "sources": {"a": {"source": "dolly", "take": 5}}}
     a = {**base, "evolve": {"ev": block}, "stages": [stage]}
     b = {**base, "evolve": {"ev": {**block, "rounds": 3}, "more": block}, "stages": [{**stage, "name": "dpo"}]}
-    assert compare(
-        Side("A", a, None, stages_known=True), Side("B", b, None, stages_known=True)
-    ).composition.settings == [
+    assert compare(Side("A", a, None), Side("B", b, None)).composition.settings == [
         "evolve.ev.rounds: 2 → 3",
         "evolve.more: added (from: a, operators: wizardcoder, rounds: 2, teacher.model: gpt-4o-mini)",
         "stages.sft: removed",

@@ -1208,8 +1208,8 @@ def test_a_recipe_of_training_stages_alone_needs_no_sources(tmp_path):
     (diag,) = validate_file(recipe)
     assert (diag.line, diag.col, diag.message) == (1, 1, "'sources' is required")
     assert diag.hint == "a recipe is a mixture (`sources:`), training stages on data of their own (`stages:`), or both"
+    recipe.write_text("name: t\nstages:\n" + dpo)
     for command in ("plan", "build", "decontam"):  # a command about the mixture says there is none
-        recipe.write_text("name: t\nstages:\n" + dpo)
         result = run_mixer(command, str(recipe))
         assert result.returncode == 1
         assert f"error: {recipe}: no `sources:`, so no mixture to " in result.stderr
