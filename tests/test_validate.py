@@ -1214,3 +1214,37 @@ def test_a_recipe_of_training_stages_alone_needs_no_sources(tmp_path):
         assert result.returncode == 1
         assert f"error: {recipe}: no `sources:`, so no mixture to " in result.stderr
         assert f"hint: `mixer train {recipe}` runs its stages" in " ".join(result.stderr.split())
+
+
+def test_a_base_url_that_ends_with_the_endpoint_path_is_told_its_root(tmp_path):
+    """A URL pasted from a server's docs (`.../v1/chat/completions`) had the client ask
+    `.../chat/completions/chat/completions`; the 404's hint then said to append /v1 to it."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: t
+        sources:
+          s: {source: dolly, take: 0}
+          e: {evolved: b, take: all}
+        evolve:
+          b:
+            from: s
+            teacher: {model: m, base_url: "http://127.0.0.1:8000/v1/chat/completions", prices: {}}
+            judge: {model: m, base_url: "http://user:secret@gateway/v1/completions/"}
+        """,
+    )
+    found = [(d.line, d.col, d.message, d.hint) for d in validate_file(recipe)]
+    assert [f for f in found if "base_url ends" in f[2]] == [
+        (
+            8,
+            35,
+            "base_url ends with /chat/completions, which the client adds to it",
+            "give the API's root: base_url: http://127.0.0.1:8000/v1",
+        ),
+        (
+            9,
+            33,
+            "base_url ends with /completions, which the client adds to it",
+            "give the API's root: base_url: http://***@gateway/v1",
+        ),  # credentials stay out of messages
+    ]

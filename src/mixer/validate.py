@@ -38,6 +38,7 @@ from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
 from mixer.key_hints import dataset_mixer_hint, other_tools_hint
 from mixer.recipe import OPERATOR_PRESETS, Recipe, build_recipe
+from mixer.redact import redact_url
 from mixer.registry import load_registry
 from mixer.resources import resource_dir
 from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
@@ -808,6 +809,7 @@ def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnos
                 )
             )
         problems += _unkept_budget(located, path, block)
+        problems += _endpoint_paths(located, path, block)
         operators = block.get("operators")
         for i, item in enumerate(operators if isinstance(operators, list) else []):
             op = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
@@ -822,6 +824,30 @@ def _check_evolve(located: Located, blocks: dict, sources: dict) -> list[Diagnos
                         or "give a template: with {instruction} to define a new one",
                     )
                 )
+    return problems
+
+
+# what the OpenAI client appends to base_url itself: a URL pasted from a server's docs often ends with it
+ENDPOINT_SUFFIXES = ("/chat/completions", "/completions")
+
+
+def _endpoint_paths(located: Located, path: tuple, block: dict) -> list[Diagnostic]:
+    """A base_url that ends with the endpoint's own path: the client asks `.../chat/completions/chat/completions`,
+    the server answers 404, and the 404's hint (add /v1) only made it longer."""
+    problems = []
+    for role in ("teacher", "judge"):
+        endpoint = block.get(role)
+        url = endpoint.get("base_url") if isinstance(endpoint, dict) else None
+        suffix = next((x for x in ENDPOINT_SUFFIXES if isinstance(url, str) and url.rstrip("/").endswith(x)), None)
+        if suffix is not None:
+            root = redact_url(url.rstrip("/").removesuffix(suffix))
+            problems.append(
+                located.diag(
+                    (*path, role, "base_url"),
+                    f"base_url ends with {suffix}, which the client adds to it",
+                    f"give the API's root: base_url: {root}",
+                )
+            )
     return problems
 
 
