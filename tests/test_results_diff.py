@@ -806,3 +806,15 @@ def test_brackets_in_what_is_printed_are_text_not_style_tags(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "drop_patterns: — → ['[/]x', '[bold]y']" in result.stdout
     assert "mixture.drop_patterns: added '[Ll]anguage model'" in result.stdout
+
+
+def test_a_pipe_in_a_markdown_table_cell_is_escaped(tmp_path):
+    """`(chatgpt|openai)` in a changes cell ended the cell: the row had one column too many."""
+    (tmp_path / "a.yaml").write_text("name: p\nsources:\n  a: {source: dolly, take: 5}\n")
+    (tmp_path / "b.yaml").write_text(
+        "name: p\nsources:\n  a: {source: dolly, take: 5, drop_patterns: ['(?i)(chatgpt|openai)']}\n"
+    )
+    result = run_mixer("diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "--format", "markdown")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| a |"))
+    assert row == "| a | changed | — | — | — | — | drop_patterns: — → ['(?i)(chatgpt\\|openai)'] |"

@@ -118,6 +118,11 @@ def render_terminal(comparisons: list[Comparison], console: Console) -> None:
             console.print(Text(f"warning: {warning}", style="yellow"))
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a `|` (a drop pattern's `(chatgpt|openai)`) would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def render_markdown(comparisons: list[Comparison]) -> str:
     out: list[str] = []
     for comp in comparisons:
@@ -131,8 +136,8 @@ def render_markdown(comparisons: list[Comparison]) -> str:
         ]
         for r in comp.composition.sources:
             out.append(
-                f"| {r.name} | {r.status} | {_rows(r.a_rows)} | {_rows(r.b_rows)} | {_share(r.a_share)} | "
-                f"{_share(r.b_share)} | {'; '.join(r.changes)} |"
+                f"| {_cell(r.name)} | {r.status} | {_rows(r.a_rows)} | {_rows(r.b_rows)} | {_share(r.a_share)} | "
+                f"{_share(r.b_share)} | {_cell('; '.join(r.changes))} |"
             )
         out += [""] + [f"- {line}" for line in comp.composition.settings]
         if _no_results(comp):
@@ -144,8 +149,8 @@ def render_markdown(comparisons: list[Comparison]) -> str:
         for r in comp.metrics.rows:
             delta = f"**{r.delta:+.4g}**" if r.significant else f"{r.delta:+.4g}"
             out.append(
-                f"| {r.task}{' (group)' if r.is_group else ''} | {r.metric} | {_num(r.a)} | {_num(r.b)} | "
-                f"{delta} | {_num(2 * r.se_delta) if r.se_delta else '—'} | {verdict(r)}"
+                f"| {_cell(r.task)}{' (group)' if r.is_group else ''} | {_cell(r.metric)} | {_num(r.a)} | "
+                f"{_num(r.b)} | {delta} | {_num(2 * r.se_delta) if r.se_delta else '—'} | {verdict(r)}"
                 f"{' ⚠ not comparable' if r.incomparable else ''} |"
             )
         m = comp.metrics
