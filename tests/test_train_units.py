@@ -751,7 +751,8 @@ def test_a_stage_folder_resumes_only_the_training_its_checkpoints_are_of(tmp_pat
         f"stage sft: {sft} holds a training from other inputs (hyperparameters.learning_rate: 0.001 → 0.002); "
         "resuming its checkpoints would mix the two"
     )
-    assert refused.value.hint.startswith("train it from the start with `mixer train RECIPE --stage sft --restart`")
+    recipe = tmp_path / "one.yaml"  # the command to run, with the recipe's path: it said `mixer train RECIPE`
+    assert refused.value.hint.startswith(f"train it from the start with `mixer train {recipe} --stage sft --restart`")
     with pytest.raises(MixerError, match=r"\(data.content: .* data.rows: 12 → 20\)"):
         prepare(take=20)
     assert checkpoint.is_dir()  # a refusal deletes nothing

@@ -74,7 +74,7 @@ def _remove(run_dir: Path, names: list[str]) -> None:
         shutil.rmtree(target) if target.is_dir() else target.unlink()
 
 
-def claim_run_dir(run_dir: Path, stage: str, inputs: dict[str, Any], restart: bool) -> None:
+def claim_run_dir(run_dir: Path, stage: str, inputs: dict[str, Any], restart: bool, recipe: Path) -> None:
     """A stage's folder holds one training: its checkpoints resume only the training they were made by. With
     other settings, data or starting model, it is refused (before a random model is made for the new data),
     or, with `restart`, emptied of the old training. A random starting model made for other inputs, with
@@ -96,7 +96,7 @@ def claim_run_dir(run_dir: Path, stage: str, inputs: dict[str, Any], restart: bo
     raise MixerError(
         f"stage {stage}: {run_dir} holds a training from other inputs ({shown}); resuming its checkpoints would "
         "mix the two",
-        f"train it from the start with `mixer train RECIPE --stage {stage} --restart` (its checkpoints and final "
+        f"train it from the start with `mixer train {recipe} --stage {stage} --restart` (its checkpoints and final "
         "model are deleted; without --stage every stage trains again), or keep them and give this training "
         "another folder with --runs-dir",
     )

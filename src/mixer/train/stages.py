@@ -197,7 +197,7 @@ def prepare_stage(
         data_files, data_info = _source_data(recipe, stage, run_dir, options, dry_run)
     inputs = training_inputs(recipe, stage, data_info, root)
     if not dry_run:
-        claim_run_dir(run_dir, stage.name, inputs, restart)
+        claim_run_dir(run_dir, stage.name, inputs, restart, recipe.path)
     model = _model(stage, root, run_dir, data_files, stage.hyperparameters.seed, dry_run)
     hyper = asdict(stage.hyperparameters)
     hyper["report_to"] = list(hyper["report_to"])
