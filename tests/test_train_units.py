@@ -508,7 +508,9 @@ def test_a_failed_launch_is_recorded_and_reported_with_where_it_resumes(tmp_path
     recipe = load_recipe(REPO / "recipes" / "tiny.yaml")
     stage = selected_stages(recipe, "sft")[0]
     prepared = prepare_stage(recipe, stage, tmp_path / "runs", Options(progress=False), dry_run=True)
-    prepared.run_dir.mkdir(parents=True)  # a dry run writes nothing; a real one has made it by now
+    made = Path(prepared.config.model)  # a dry run writes nothing; a real one has made the starting model by now
+    made.mkdir(parents=True)
+    (made / "config.json").write_text("{}")
     failing = dataclasses.replace(prepared, command=[sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(MixerError) as failed:
         run_stage(failing)
@@ -535,7 +537,9 @@ def test_an_interrupted_stage_is_recorded_and_says_where_it_resumes(tmp_path, mo
     recipe = load_recipe(REPO / "recipes" / "tiny.yaml")
     stage = stages.selected_stages(recipe, "sft")[0]
     prepared = stages.prepare_stage(recipe, stage, tmp_path / "runs", Options(progress=False), dry_run=True)
-    prepared.run_dir.mkdir(parents=True)
+    made = Path(prepared.config.model)  # the starting model a real prepare makes
+    made.mkdir(parents=True)
+    (made / "config.json").write_text("{}")
     with pytest.raises(KeyboardInterrupt) as interrupted:
         stages.run_stage(prepared)
     assert interrupted.value.__notes__ == [
@@ -984,7 +988,7 @@ def test_a_hub_model_neither_cached_nor_reachable_stops_before_any_worker(tmp_pa
 
     from mixer.errors import MixerError
     from mixer.train.config import StageConfig
-    from mixer.train.preflight import check_hub_models
+    from mixer.train.preflight import check_models
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read by resolve.why_hub_cannot_be_asked, as for hub sources
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -993,22 +997,60 @@ def test_a_hub_model_neither_cached_nor_reachable_stops_before_any_worker(tmp_pa
         return StageConfig("sft", "sft", model, [], str(tmp_path / "run"), tokenizer=tokenizer)
 
     with pytest.raises(MixerError) as stopped:
-        check_hub_models(stage("org/not-here"))
+        check_models(stage("org/not-here"))
     assert stopped.value.message == (
         "stage sft: model 'org/not-here' is not in this machine's Hugging Face cache, and the Hub cannot be "
         "reached (offline mode (HF_HUB_OFFLINE=1))"
     )
     assert stopped.value.hint.startswith("download it where there is a network (hf download org/not-here)")
+    final = tmp_path / "runs" / "sft" / "final"  # a stage's model, written by the stage before this one
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
     with pytest.raises(MixerError, match="stage sft: tokenizer 'org/tok' is not in this machine's"):
-        check_hub_models(stage(str(tmp_path), tokenizer="org/tok"))
+        check_models(stage(str(final), tokenizer="org/tok"))
 
     snapshot = tmp_path / "hub" / "models--org--cached" / "snapshots" / "abc123"  # the cache's own layout
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
     (tmp_path / "hub" / "models--org--cached" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--cached" / "refs" / "main").write_text("abc123")
-    check_hub_models(stage("org/cached"))
-    check_hub_models(stage(str(tmp_path / "runs" / "sft" / "final")))  # written by the stage before it
+    check_models(stage("org/cached"))
+    check_models(stage(str(final)))
+
+
+def test_a_local_model_folder_that_cannot_be_loaded_stops_before_any_worker(tmp_path, monkeypatch):
+    """A typo in a stage's model path (`runs/x/sft/finall`) went to every worker, which took it for a hub id:
+    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" in a launcher traceback, and a hint to
+    resume from checkpoints."""
+    from mixer.errors import MixerError
+    from mixer.train.config import StageConfig
+    from mixer.train.preflight import check_models
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("runs/x/sft/final", "runs/x/sft/init"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "config.json").write_text("{}")
+
+    def refusal(model: str, tokenizer: str | None = None) -> tuple[str, str]:
+        with pytest.raises(MixerError) as stopped:
+            check_models(StageConfig("dpo", "dpo", model, [], str(tmp_path / "run"), tokenizer=tokenizer))
+        return stopped.value.message, stopped.value.hint
+
+    assert refusal("runs/x/sft/finall") == (
+        "stage dpo: model 'runs/x/sft/finall' is no folder here, and not a hub id (org/name)",
+        "did you mean runs/x/sft/final?",
+    )
+    assert refusal("runs/x") == (  # `org/name`-shaped, but a folder here: read as the folder
+        "stage dpo: model 'runs/x' has no config.json",
+        "give the folder holding it: runs/x/sft/final, runs/x/sft/init",
+    )
+    (tmp_path / "model.safetensors").write_text("")
+    assert refusal("model.safetensors")[0] == "stage dpo: model 'model.safetensors' is a file"
+    assert refusal("runs/x/sft/final", tokenizer="runs/x/sft/init")[0] == (
+        "stage dpo: tokenizer 'runs/x/sft/init' has no tokenizer_config.json"
+    )
+    (tmp_path / "runs/x/sft/init/tokenizer.json").write_text("{}")  # a fast tokenizer's one file is enough
+    check_models(StageConfig("dpo", "dpo", "runs/x/sft/final", [], str(tmp_path / "run"), tokenizer="runs/x/sft/init"))
 
 
 def test_a_recipe_without_sources_prepares_its_dpo_stage(tmp_path):

@@ -7,6 +7,7 @@ ended up above a launcher traceback).
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,15 +58,44 @@ def check_chat_template(config: StageConfig) -> None:
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `org/name`; a path elsewhere on disk is not one
 
 
-def check_hub_models(config: StageConfig) -> None:
-    """The stage's model and tokenizer, when they are hub ids: in the Hugging Face cache, or on a hub that
-    answers. A connection and one request; nothing when the cache has them."""
-    checked = (("model", config.model, "config.json"), ("tokenizer", config.tokenizer, "tokenizer_config.json"))
-    for what, repo, marker in checked:
-        if not repo or not HUB_ID.fullmatch(repo) or Path(repo).exists():
+def check_models(config: StageConfig) -> None:
+    """The stage's model and tokenizer, checked where they are. A local folder must hold the model (a typo in
+    `runs/.../final` went to every worker, which took it for a hub id and failed in a traceback). A hub id must
+    be in the Hugging Face cache or on a hub that answers: a connection and one request, nothing when the cache
+    has it. Called as the stage starts, when the stages before it have written their models."""
+    checked = (("model", config.model, ("config.json",)), ("tokenizer", config.tokenizer, TOKENIZER_FILES))
+    for what, repo, markers in checked:
+        if not repo:
             continue
-        if (problem := _hub_problem(repo, marker)) is not None:
+        local = Path(repo).expanduser().exists() or not HUB_ID.fullmatch(repo)
+        problem = _folder_problem(Path(repo).expanduser(), markers) if local else _hub_problem(repo, markers[0])
+        if problem is not None:
             raise MixerError(f"stage {config.name}: {what} {repo!r} {problem[0]}", problem[1])
+
+
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+MODEL_HINT = "give the folder holding the model's config.json (a stage's own model is in runs/RECIPE/STAGE/final)"
+
+
+def _folder_problem(folder: Path, markers: tuple[str, ...]) -> tuple[str, str] | None:
+    """(what is wrong, what to do) for a local model or tokenizer folder that cannot be loaded, None when it can."""
+    if not folder.exists():
+        parent = folder.parent
+        names = [c.name for c in parent.iterdir() if c.is_dir()] if parent.is_dir() else []
+        close = difflib.get_close_matches(folder.name, names, n=1)
+        return (
+            "is no folder here, and not a hub id (org/name)",
+            f"did you mean {parent / close[0]}?" if close else MODEL_HINT,
+        )
+    if not folder.is_dir():
+        return "is a file", MODEL_HINT
+    if any((folder / marker).is_file() for marker in markers):
+        return None
+    inside = sorted({str(f.parent) for pattern in ("*/", "*/*/", "*/*/*/") for f in folder.glob(pattern + markers[0])})
+    return (
+        f"has no {markers[0]}",
+        f"give the folder holding it: {', '.join(inside[:3])}" if inside else MODEL_HINT,
+    )
 
 
 def _hub_problem(repo: str, marker: str) -> tuple[str, str] | None:

@@ -38,7 +38,7 @@ from mixer.redact import redacted
 from mixer.resolve import resolve_source
 from mixer.train.config import StageConfig, final_model, mixture_content
 from mixer.train.launch import accelerate_config, deepspeed_config, display, launch_command, slurm_script
-from mixer.train.preflight import check_chat_template, check_hub_models
+from mixer.train.preflight import check_chat_template, check_models
 from mixer.train.run_dir import claim_run_dir, done_before, json_object, training_inputs
 
 TEST_FILE = "test.parquet"  # beside data/train.parquet: a stage's own held-out rows
@@ -285,7 +285,7 @@ def _metrics(prepared: PreparedStage) -> dict[str, Any] | None:
 
 
 def run_stage(prepared: PreparedStage) -> dict[str, Any]:
-    check_hub_models(prepared.config)  # before any worker loads the model
+    check_models(prepared.config)  # before any worker loads the model
     check_chat_template(prepared.config)
     write_stage_files(prepared, "running")
     try:
