@@ -1248,3 +1248,14 @@ def test_a_base_url_that_ends_with_the_endpoint_path_is_told_its_root(tmp_path):
             "give the API's root: base_url: http://***@gateway/v1",
         ),  # credentials stay out of messages
     ]
+
+
+def test_a_recipe_that_is_not_utf8_is_told_where(tmp_path):
+    """A Latin-1 `é` was "1:1: cannot read recipe: 'utf-8' codec can't decode byte 0xe9 in position 25"."""
+    recipe = tmp_path / "latin.yaml"
+    recipe.write_bytes("name: l1\ndescription: café\nsources:\n  a: {source: dolly, take: 5}\n".encode("latin-1"))
+    result = run_mixer("validate", str(recipe), "--json")
+    assert result.returncode == 2
+    (diag,) = json.loads(result.stdout)["diagnostics"]
+    assert (diag["line"], diag["col"], diag["message"]) == (2, 17, "not UTF-8 (byte 0xe9)")
+    assert diag["hint"] == "save the recipe as UTF-8 (your editor's encoding setting, or iconv -t utf-8)"

@@ -158,6 +158,8 @@ def validate(
     for file in files:
         try:
             problems += validate_file(file)
+        except RecipeInvalid as exc:  # unreadable at a place in it (a byte that is not UTF-8)
+            problems += exc.diagnostics
         except MixerError as exc:  # a file that is missing or unreadable: one more problem, the others still checked
             message = exc.message.removeprefix(f"{file}: ")
             problems.append(Diagnostic(str(file), 1, 1, message, exc.hint))

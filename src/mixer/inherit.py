@@ -18,7 +18,7 @@ from typing import Any
 
 from mixer.encodings import to_utf8_command, wide_encoding
 from mixer.envvars import interpolate, unset_problems
-from mixer.errors import MixerError, first_of
+from mixer.errors import Diagnostic, MixerError, RecipeInvalid, first_of
 from mixer.yamlpos import Located, Path_, load_located
 
 MAX_DEPTH = 8
@@ -48,7 +48,12 @@ def working_tree_text(path: Path) -> str | None:
             ) from None
         if path.suffix not in RECIPE_SUFFIXES:
             raise MixerError(f"{path}: is not a recipe (not text)", "a recipe is a .yaml file") from None
-        raise MixerError(f"{path}: cannot read recipe: {exc}", "save it as UTF-8") from None
+        data = path.read_bytes()
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)  # bytes, from 1
+        problem = f"not UTF-8 (byte 0x{data[exc.start]:02x})"
+        hint = "save the recipe as UTF-8 (your editor's encoding setting, or iconv -t utf-8)"
+        raise RecipeInvalid([Diagnostic(str(path), line, column, problem, hint)]) from None
     except OSError as exc:
         raise MixerError(f"{path}: cannot read recipe: {exc}") from None
 
