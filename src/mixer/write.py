@@ -22,6 +22,7 @@ from mixer.claims import Claim, claim, clear_leftovers
 from mixer.errors import MixerError, disk_full, first_of
 from mixer.evolve.cost import usd_text
 from mixer.hashing import file_sha256
+from mixer.hub_licenses import card_licenses
 from mixer.plan import Plan, removal_text
 from mixer.threads import wait_for
 
@@ -138,10 +139,10 @@ def evolve_section(blocks: dict[str, dict[str, Any]]) -> list[str]:
 
 def dataset_card(plan: Plan, manifest: dict[str, Any], description: str) -> str:
     """A Hugging Face dataset card: YAML header (license, size, data files) and the composition table."""
-    licenses = sorted({s.license for s in plan.sources})
+    licenses = card_licenses([s.license for s in plan.sources if s.selected])
     header = [
         "---",
-        f"license: {licenses[0] if len(licenses) == 1 else 'other'}",
+        *([f"license: {licenses[0]}"] if len(licenses) == 1 else ["license:", *(f"- {x}" for x in licenses)]),
         f"pretty_name: {plan.recipe}",
         "task_categories:",
         "- text-generation",
