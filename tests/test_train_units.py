@@ -1045,7 +1045,13 @@ def test_a_local_model_folder_that_cannot_be_loaded_stops_before_any_worker(tmp_
         "give the folder holding it: runs/x/sft/final, runs/x/sft/init",
     )
     (tmp_path / "model.safetensors").write_text("")
-    assert refusal("model.safetensors")[0] == "stage dpo: model 'model.safetensors' is a file"
+    assert refusal("model.safetensors") == (
+        "stage dpo: model 'model.safetensors' is a file",
+        "give the folder holding the model's config.json (a stage's own is in runs/RECIPE/STAGE/final)",
+    )
+    assert refusal("runs/x/sft/final", tokenizer="model.safetensors")[1] == (
+        "give the folder holding the tokenizer's files (tokenizer_config.json or tokenizer.json)"
+    )
     assert refusal("runs/x/sft/final", tokenizer="runs/x/sft/init")[0] == (
         "stage dpo: tokenizer 'runs/x/sft/init' has no tokenizer_config.json"
     )

@@ -74,7 +74,10 @@ def check_models(config: StageConfig) -> None:
 
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
-MODEL_HINT = "give the folder holding the model's config.json (a stage's own model is in runs/RECIPE/STAGE/final)"
+FOLDER_HINTS = {  # by the file that marks the folder
+    "config.json": "give the folder holding the model's config.json (a stage's own is in runs/RECIPE/STAGE/final)",
+    "tokenizer_config.json": "give the folder holding the tokenizer's files (tokenizer_config.json or tokenizer.json)",
+}
 
 
 def _folder_problem(folder: Path, markers: tuple[str, ...]) -> tuple[str, str] | None:
@@ -85,16 +88,16 @@ def _folder_problem(folder: Path, markers: tuple[str, ...]) -> tuple[str, str] |
         close = difflib.get_close_matches(folder.name, names, n=1)
         return (
             "is no folder here, and not a hub id (org/name)",
-            f"did you mean {parent / close[0]}?" if close else MODEL_HINT,
+            f"did you mean {parent / close[0]}?" if close else FOLDER_HINTS[markers[0]],
         )
     if not folder.is_dir():
-        return "is a file", MODEL_HINT
+        return "is a file", FOLDER_HINTS[markers[0]]
     if any((folder / marker).is_file() for marker in markers):
         return None
     inside = sorted({str(f.parent) for pattern in ("*/", "*/*/", "*/*/*/") for f in folder.glob(pattern + markers[0])})
     return (
         f"has no {markers[0]}",
-        f"give the folder holding it: {', '.join(inside[:3])}" if inside else MODEL_HINT,
+        f"give the folder holding it: {', '.join(inside[:3])}" if inside else FOLDER_HINTS[markers[0]],
     )
 
 
