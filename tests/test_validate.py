@@ -1259,3 +1259,15 @@ def test_a_recipe_that_is_not_utf8_is_told_where(tmp_path):
     (diag,) = json.loads(result.stdout)["diagnostics"]
     assert (diag["line"], diag["col"], diag["message"]) == (2, 17, "not UTF-8 (byte 0xe9)")
     assert diag["hint"] == "save the recipe as UTF-8 (your editor's encoding setting, or iconv -t utf-8)"
+
+
+def test_names_made_for_other_tools_datasets_are_valid_names():
+    """The names written for open-instruct's and axolotl's datasets were made by their own rule: `données_fr`
+    kept its `é` and `_mine v2.jsonl` its leading `_`, both names the pasted recipe then refused."""
+    from mixer.key_hints import dataset_mixer_hint
+
+    hint = dataset_mixer_hint("dataset_mixer", {"org/données_fr": 1.0, "data/_mine v2.jsonl": 2000})
+    assert hint == (
+        "open-instruct's dataset_mixer is `sources:` here: sources: {donnees_fr: {hub: org/données_fr, format: "
+        "messages, take: all}, mine_v2: {path: data/_mine v2.jsonl, format: messages, take: 2000}}"
+    )

@@ -4,6 +4,9 @@ sends `rows:` to `rounds` and `lr:` nowhere, so each such key is told its name h
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 from mixer.adapters.formats import supported_suffix
 
 # a source's keys (axolotl's `type`, LLaMA-Factory's `max_samples`)
@@ -105,12 +108,20 @@ def other_tools_hint(key: str, allowed: list[str]) -> str | None:
 AXOLOTL_TYPES = {"alpaca": "alpaca", "sharegpt": "sharegpt", "chat_template": "messages", "alpaca_chat": "alpaca"}
 
 
+def valid_name(text: str, fill: str = "-") -> str:
+    """A recipe, source, block or stage name made from any text ('ü mix' → 'u-mix'): accents dropped, every
+    other run of characters a name cannot hold one `fill`, starting with a letter or digit; "" when nothing is
+    left. The schema's rule: ASCII letters, digits, '_', '.' and '-', a letter or digit first."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9_.-]+", fill, ascii_text).lstrip("_.-").rstrip(fill)
+
+
 def _source_entry(dataset: str, fmt: str, amount: str) -> str:
     """`name: {path|hub: dataset, format: fmt, amount}`, named after the dataset's last part."""
     local = supported_suffix(dataset) is not None  # a file mixer reads, else a hub id
     base = dataset.rstrip("/").rsplit("/", 1)[-1]
     base = base.split(".", 1)[0] if local else base
-    name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base)
+    name = valid_name(base, fill="_") or "data"
     return f"{name}: {{{'path' if local else 'hub'}: {dataset}, format: {fmt}, {amount}}}"
 
 

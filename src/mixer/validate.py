@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from functools import cache
@@ -36,7 +35,7 @@ from mixer.adapters.formats import (
 from mixer.envvars import interpolate, unset_problems
 from mixer.errors import Diagnostic, RecipeInvalid
 from mixer.inherit import read_recipe_document
-from mixer.key_hints import dataset_mixer_hint, other_tools_hint
+from mixer.key_hints import dataset_mixer_hint, other_tools_hint, valid_name
 from mixer.recipe import OPERATOR_PRESETS, Recipe, build_recipe
 from mixer.redact import redact_url
 from mixer.registry import load_registry
@@ -605,10 +604,7 @@ def _unplaced_source_hint(located: Located, name: str, path: tuple) -> str:
 
 def _name_suggestion(name: object) -> str:
     """A valid name made from an invalid one ('ü mix' → 'u-mix'), or nothing when none is left of it."""
-    if not isinstance(name, str):
-        return ""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    made = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name).lstrip("_.-").rstrip("-")
+    made = valid_name(name) if isinstance(name, str) else ""
     return f": {made}" if made else ""
 
 
