@@ -24,9 +24,14 @@ LONGEST = 10**12  # the last bin's upper edge: every row lands in some bin
 HISTOGRAM_BINS = [0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, LONGEST]
 
 
+def _tokenizer_file(path: Path) -> Path:
+    """`output.tokenizer` and `--tokenizer` name a tokenizer.json or a folder holding one."""
+    return path / "tokenizer.json" if path.is_dir() else path
+
+
 def load_tokenizer(path: Path) -> Any:
     """A `tokenizers.Tokenizer` from a tokenizer.json or a folder holding one (never from the hub)."""
-    file = path / "tokenizer.json" if path.is_dir() else path
+    file = _tokenizer_file(path)
     if not file.is_file():
         raise MixerError(f"tokenizer {path}: no tokenizer.json there", "give the tokenizer.json of your model")
     try:
@@ -85,7 +90,7 @@ def tokens_method(tokenizer: Path | None) -> str:
     `tokenizer final` for a model's `final/` folder and `tokenizer tokenizer.json` for every file."""
     if tokenizer is None:
         return "characters / 4"
-    file = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+    file = _tokenizer_file(tokenizer)
     shown = f"{file.parent.name}/{file.name}" if file.name == "tokenizer.json" and file.parent.name else file.name
     return f"tokenizer {shown} (sha256 {file_sha256(file)[:12]})"
 

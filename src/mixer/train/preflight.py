@@ -67,8 +67,9 @@ def check_models(config: StageConfig) -> None:
     for what, repo, markers in checked:
         if not repo:
             continue
-        local = Path(repo).expanduser().exists() or not HUB_ID.fullmatch(repo)
-        problem = _folder_problem(Path(repo).expanduser(), markers) if local else _hub_problem(repo, markers[0])
+        folder = Path(repo).expanduser()
+        local = folder.exists() or not HUB_ID.fullmatch(repo)
+        problem = _folder_problem(folder, markers) if local else _hub_problem(repo, markers[0])
         if problem is not None:
             raise MixerError(f"stage {config.name}: {what} {repo!r} {problem[0]}", problem[1])
 
