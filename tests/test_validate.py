@@ -838,6 +838,12 @@ def test_yaml_merge_keys_share_settings_and_x_keys_hold_the_anchors(tmp_path):
     [diag] = validate_file(variant)
     assert (diag.line, diag.message) == (3, "invalid YAML: found undefined alias 'defaults'")
     assert diag.hint.startswith("an alias (*name) needs its anchor (&name) earlier in the same file")
+    # anchors written under a key of their own name are told where such a block goes
+    [diag] = validate_file(write_recipe(tmp_path, text.replace("x-defaults:", "defaults:"), "e.yaml"))
+    assert (diag.line, diag.col, diag.message) == (2, 1, "unknown key 'defaults'")
+    assert diag.hint.endswith("; a block of shared settings for anchors goes under a key starting with x- (x-defaults)")
+    [diag] = validate_file(write_recipe(tmp_path, text + "epochs: 3\n", "f.yaml"))
+    assert "x-" not in diag.hint  # a value, not a block
 
 
 def test_a_file_mixer_wrote_given_as_the_recipe_names_the_recipe_it_came_from(tmp_path):

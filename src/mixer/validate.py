@@ -56,9 +56,15 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
-def _key_hint(key: str, allowed: list[str]) -> str:
-    """Where a key that is not allowed here may have been meant, or the keys that are."""
-    return other_tools_hint(key, allowed) or did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}"
+def _key_hint(key: str, allowed: list[str], *, block: bool = False) -> str:
+    """Where a key that is not allowed here may have been meant, or the keys that are. An unknown top-level key
+    holding a block (`block`) is most often there for YAML anchors (`defaults: &d {...}`), which have a place of
+    their own."""
+    found = other_tools_hint(key, allowed) or did_you_mean(key, allowed)
+    if found:
+        return found
+    anchors = f"; a block of shared settings for anchors goes under a key starting with x- (x-{key})" if block else ""
+    return f"allowed keys: {', '.join(allowed)}{anchors}"
 
 
 def _interpolate(located: Located) -> list[Diagnostic]:
@@ -183,7 +189,10 @@ def _schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagno
                         located.diag(
                             (*path, key),
                             f"unknown key {key!r}{_in_mapping(path)}",
-                            dataset_mixer_hint(str(key), error.instance[key]) or _key_hint(str(key), allowed),
+                            dataset_mixer_hint(str(key), error.instance[key])
+                            or _key_hint(
+                                str(key), allowed, block=not path and isinstance(error.instance[key], dict | list)
+                            ),
                             key=True,
                         )
                     )
