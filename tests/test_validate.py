@@ -935,7 +935,7 @@ def test_numbers_written_as_people_write_them_are_given_back_as_yaml_numbers(tmp
     # what the hint writes is a number to YAML: a learning rate of 2e-5 is text, 2.0e-05 is not
     import yaml
 
-    from mixer.validate import _as_number
+    from mixer.validate_schema import _as_number
 
     for text, value in [("2e-5", 2e-5), ("-5e-7", -5e-7), ("1e20", 1e20), ("50%", 0.5), ("1,000", 1000)]:
         assert yaml.safe_load(f"x: {_as_number(text)}")["x"] == value
@@ -1189,7 +1189,7 @@ def test_missing_recipe_is_a_clean_error(tmp_path):
 
 def test_a_file_named_with_glob_characters_is_found_by_its_name(tmp_path):
     """`shard[1].jsonl` as a pattern matches `shard1.jsonl` only: the file itself would be "not found"."""
-    from mixer.validate import expand_paths
+    from mixer.validate_sources import expand_paths
 
     (tmp_path / "shard[1].jsonl").write_text('{"instruction": "a", "output": "b"}\n')
     (tmp_path / "shard1.jsonl").write_text('{"instruction": "c", "output": "d"}\n')

@@ -16,6 +16,7 @@ from typing import Any
 
 from mixer.errors import MixerError
 from mixer.hashing import FileHashes
+from mixer.key_hints import did_you_mean
 from mixer.lock import locked_benchmark_revisions
 from mixer.recipe import BenchmarkSpec, Recipe
 from mixer.registry import HubRef
@@ -30,7 +31,6 @@ from mixer.resolve import (
     unsupplied_at_once,
 )
 from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
-from mixer.validate import did_you_mean
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,7 @@ _NO_DEFAULT = object()
 def schema_default(path: tuple[str, ...]) -> Any:
     """The recipe schema's default for a setting (`("mixture", "shuffle")`; a name not in the schema is an entry
     of a map such as sources or evolve blocks, and `*` any item of a list such as stages), or _NO_DEFAULT."""
-    from mixer.validate import recipe_schema
+    from mixer.validate_schema import recipe_schema
 
     schema = recipe_schema()
 

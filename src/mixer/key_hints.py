@@ -4,10 +4,18 @@ sends `rows:` to `rounds` and `lr:` nowhere, so each such key is told its name h
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 
 from mixer.adapters.formats import supported_suffix
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    """The one close spelling, or None: a hint that guesses wrong is worse than the list of choices."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
 
 # a source's keys (axolotl's `type`, LLaMA-Factory's `max_samples`)
 SOURCE_KEY_HINTS = {

@@ -491,7 +491,7 @@ def evolve_only(
     go to OUT/<block>/ atomically. A later `mixer build` reuses every call from the cache."""
     recipe = load_rows_recipe(recipe_path, "evolve from")
     if block is not None and block not in {b.name for b in recipe.evolve}:
-        from mixer.validate import did_you_mean
+        from mixer.key_hints import did_you_mean
 
         raise MixerError(
             f"{recipe_path}: no evolve block {block!r}",

@@ -27,7 +27,7 @@ from mixer.lock import locked_revisions
 from mixer.recipe import Recipe, SourceSpec
 from mixer.registry import HubRef, RegistryEntry, load_registry
 from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
-from mixer.validate import expand_paths
+from mixer.validate_sources import expand_paths
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
 # how `datasets` refuses a split or config the dataset lacks (its message lists the ones it has)
