@@ -633,6 +633,34 @@ def test_a_teacher_that_times_out_is_told_of_server_slots_and_concurrency(tmp_pa
     )
 
 
+@pytest.mark.parametrize(
+    ("client_message", "body", "said"),
+    [
+        # openai 1.55's message (the body's Python repr) and a newer client's, for the same JSON error
+        ("Error code: 500 - {'error': {'message': 'internal error'}}", {"message": "internal error"}, "internal error"),
+        ("internal error", {"message": "internal error", "type": "server_error"}, "internal error"),
+        ("Error code: 404 - {'detail': 'Not Found'}", {"detail": "Not Found"}, '{"detail": "Not Found"}'),
+        ("", {"detail": "Not Found"}, '{"detail": "Not Found"}'),
+        ("Error code: 502", "Bad Gateway\n", "Bad Gateway"),
+        ("Error code: 503", None, "no message"),
+    ],
+)
+def test_a_servers_error_is_said_in_its_own_words_whatever_the_client_version(client_message, body, said):
+    """What a retry line or a refusal shows comes from the error's body, not the client's message, whose form
+    changed between openai releases (1.55, which the version floor admits, printed the body's Python repr)."""
+    from types import SimpleNamespace
+
+    import openai
+
+    from mixer.evolve.client import _describe
+
+    status = {"internal error": 500, '{"detail": "Not Found"}': 404, "Bad Gateway": 502}.get(said, 503)
+    # what the error reads of a response (openai 3 sends with httpx2, earlier releases with httpx)
+    response = SimpleNamespace(status_code=status, request=None, headers={})
+    error = openai.APIStatusError(client_message, response=response, body=body)
+    assert _describe(error) == f"HTTP {status}: {said}"
+
+
 def test_a_base_url_without_v1_and_a_refused_key_are_told_what_to_change(tmp_path, server):
     """vLLM, llama.cpp and Ollama answer /chat/completions with 404 when base_url lacks /v1, and a key other
     than `--api-key`'s with 401: both were told to "check the model name, base_url and the key"."""

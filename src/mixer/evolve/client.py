@@ -165,10 +165,17 @@ def _gave_up_hint(error: Exception, endpoint: Endpoint) -> str:
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, openai.APIStatusError):  # the client's message repeats the status: "Error code: 400 - ..."
-        said = error.message.removeprefix(f"Error code: {error.status_code}").removeprefix(" - ")
-        if not said and error.body is not None:  # a body without "error" (FastAPI's {"detail": ...}) is left out
-            said = error.body if isinstance(error.body, str) else json.dumps(error.body, ensure_ascii=False)
+    if isinstance(error, openai.APIStatusError):
+        # said from the body (the server's JSON `error` object, or its text): the client's `message` repeats the
+        # status ("Error code: 400 - ...") and older clients (openai 1.55) put the whole body's Python repr there
+        body = error.body
+        if isinstance(body, dict):  # {"message": ...}; another shape (FastAPI's {"detail": ...}) as JSON
+            message = body.get("message")
+            said = message if isinstance(message, str) and message else json.dumps(body, ensure_ascii=False)
+        elif isinstance(body, str) and body.strip():
+            said = body.strip()
+        else:
+            said = error.message.removeprefix(f"Error code: {error.status_code}").removeprefix(" - ")
         return f"HTTP {error.status_code}: {said or 'no message'}"
     if isinstance(error, openai.APITimeoutError):
         return "timed out"
