@@ -63,14 +63,14 @@ class RecordShape:
         if dtype == pl.String:  # text may be turns written as JSON (a CSV holds no list): records decide
             return column.name not in self.text_roles or _parses_as_json_container(column)
         if self.role_key is None and isinstance(dtype, pl.List) and dtype.inner in (pl.String, pl.Null):
-            return json_text and _parses_as_json_container(column.explode())
+            return json_text and _parses_as_json_container(column.explode(empty_as_null=True))
         if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)) or self.role_key is None:
             return True
         keys = {f.name: f.dtype for f in dtype.inner.fields}
         for key in (self.role_key, self.content_key):
             if keys.get(key, pl.Null) not in (pl.String, pl.Null):
                 return True
-        turns = column.explode()
+        turns = column.explode(empty_as_null=True)
         texts = [turns.struct.field(key) for key in (self.role_key, self.content_key) if keys.get(key) == pl.String]
         return json_text and any(_parses_as_json_container(text) for text in texts)
 
