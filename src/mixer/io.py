@@ -415,7 +415,11 @@ def _every_field_in_every_file(frame: pl.DataFrame, counts: list[int], keys: Col
             ]
     if not held:
         return True
-    files = pl.Series("__file", range(len(counts)), dtype=pl.UInt32).repeat_by(pl.Series(counts)).explode(empty_as_null=True)
+    files = (
+        pl.Series("__file", range(len(counts)), dtype=pl.UInt32)
+        .repeat_by(pl.Series(counts))
+        .explode(empty_as_null=True)
+    )
     found = frame.select(*held).with_columns(files).group_by("__file").agg(pl.exclude("__file").any())
     return bool(found.drop("__file").select(pl.all_horizontal(pl.all().all())).item())
 

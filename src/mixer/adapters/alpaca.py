@@ -73,7 +73,11 @@ def _history(raw: pl.DataFrame, ctx: Context) -> tuple[pl.Expr, pl.Expr] | None:
         )
     said = lambda i: pl.element().list.get(i, null_on_oob=True)  # noqa: E731
     exchange = pl.concat_list([message("user", said(0)), message("assistant", said(1))])
-    turns = pairs.list.eval(exchange).list.eval(pl.element().explode(empty_as_null=False)).fill_null(pl.lit([], dtype=MESSAGES))
+    turns = (
+        pairs.list.eval(exchange)
+        .list.eval(pl.element().explode(empty_as_null=False))
+        .fill_null(pl.lit([], dtype=MESSAGES))
+    )
     wrong = pairs.list.eval((pl.element().list.len() != 2) | blank(said(0)) | blank(said(1))).list.any()
     return turns, unreadable | wrong.fill_null(False)
 
