@@ -634,18 +634,23 @@ def test_a_teacher_that_times_out_is_told_of_server_slots_and_concurrency(tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("client_message", "body", "said"),
+    ("status", "client_message", "body", "said"),
     [
         # openai 1.55's message (the body's Python repr) and a newer client's, for the same JSON error
-        ("Error code: 500 - {'error': {'message': 'internal error'}}", {"message": "internal error"}, "internal error"),
-        ("internal error", {"message": "internal error", "type": "server_error"}, "internal error"),
-        ("Error code: 404 - {'detail': 'Not Found'}", {"detail": "Not Found"}, '{"detail": "Not Found"}'),
-        ("", {"detail": "Not Found"}, '{"detail": "Not Found"}'),
-        ("Error code: 502", "Bad Gateway\n", "Bad Gateway"),
-        ("Error code: 503", None, "no message"),
+        (
+            500,
+            "Error code: 500 - {'error': {'message': 'internal error'}}",
+            {"message": "internal error"},
+            "internal error",
+        ),
+        (500, "internal error", {"message": "internal error", "type": "server_error"}, "internal error"),
+        (404, "Error code: 404 - {'detail': 'Not Found'}", {"detail": "Not Found"}, '{"detail": "Not Found"}'),
+        (404, "", {"detail": "Not Found"}, '{"detail": "Not Found"}'),
+        (502, "Error code: 502", "Bad Gateway\n", "Bad Gateway"),
+        (503, "Error code: 503", None, "no message"),
     ],
 )
-def test_a_servers_error_is_said_in_its_own_words_whatever_the_client_version(client_message, body, said):
+def test_a_servers_error_is_said_in_its_own_words_whatever_the_client_version(status, client_message, body, said):
     """What a retry line or a refusal shows comes from the error's body, not the client's message, whose form
     changed between openai releases (1.55, which the version floor admits, printed the body's Python repr)."""
     from types import SimpleNamespace
@@ -654,7 +659,6 @@ def test_a_servers_error_is_said_in_its_own_words_whatever_the_client_version(cl
 
     from mixer.evolve.client import _describe
 
-    status = {"internal error": 500, '{"detail": "Not Found"}': 404, "Bad Gateway": 502}.get(said, 503)
     # what the error reads of a response (openai 3 sends with httpx2, earlier releases with httpx)
     response = SimpleNamespace(status_code=status, request=None, headers={})
     error = openai.APIStatusError(client_message, response=response, body=body)
