@@ -112,6 +112,8 @@ def test_training_settings_take_effect(tmp_path):
     installed is named rather than skipped in silence."""
     from importlib.util import find_spec
 
+    from transformers import AutoTokenizer
+
     samples = REPO / "sources" / "samples"
     template = (
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% if m['role'] == 'assistant' %}"
@@ -145,7 +147,9 @@ def test_training_settings_take_effect(tmp_path):
     # cosine from 1e-3 over 6 steps: 0.5 * (1 + cos(pi * k / 6)) after k steps (linear would give 2/3, 1/3, 0)
     assert [row["lr"] for row in log] == pytest.approx([7.5e-4, 2.5e-4, 0.0])
     assert sorted(p.name for p in (runs / "sft" / "checkpoints").iterdir()) == ["step-0000004", "step-0000006"]
-    assert (runs / "sft" / "final" / "chat_template.jinja").read_text() == template
+    # the model ships its template: transformers 4.45 writes it into tokenizer_config.json, newer releases into
+    # chat_template.jinja
+    assert AutoTokenizer.from_pretrained(runs / "sft" / "final").chat_template == template
     if find_spec("wandb") is None:
         assert "warning: report_to wandb: not installed, so this run does not report to it" in result.stdout
     assert "gradient_checkpointing_enable` is deprecated" not in result.stdout + result.stderr
