@@ -18,6 +18,8 @@ import yaml
 
 torch = pytest.importorskip("torch", reason="training tests need torch (pip install torch==2.13.0)")
 
+from transformers import AutoTokenizer  # noqa: E402
+
 from mixer.recipe import Launcher  # noqa: E402
 from mixer.train.data import IGNORE, as_rows, collate, pack, preference_example, sft_example  # noqa: E402
 from mixer.train.dpo import dpo_loss, sequence_logps  # noqa: E402
@@ -40,6 +42,13 @@ CONVERSATION = [
 def tokenizer():
     texts = [m["content"] for m in CONVERSATION] * 20 + ["the quick brown fox jumps over the lazy dog"] * 20
     return train_tokenizer(texts, vocab_size=300)
+
+
+def test_the_random_models_tokenizer_decodes_text_as_written_in_every_transformers_release(tokenizer, tmp_path):
+    text = "Sum it : 2 , 3 . Done ! Isn't it ?"
+    tokenizer.save_pretrained(tmp_path)
+    for loaded in (tokenizer, AutoTokenizer.from_pretrained(tmp_path)):
+        assert loaded.decode(loaded(text)["input_ids"]) == text
 
 
 def test_only_assistant_tokens_carry_labels_multi_turn(tokenizer):

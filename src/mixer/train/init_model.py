@@ -44,6 +44,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         pad_token="<pad>",
         unk_token="<unk>",
         additional_special_tokens=ROLE_TOKENS,
+        # said, not left to the release: transformers 4.45 defaults to True (and warns), so "a . b" would decode as
+        # "a. b" there and as written in newer releases
+        clean_up_tokenization_spaces=False,
     )
     fast.chat_template = TULU_TEMPLATE
     return fast
