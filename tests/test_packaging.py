@@ -10,15 +10,18 @@ import pytest
 
 from conftest import REPO
 
+UNPINNED = {"torch"}  # one CPU wheel (2.13) on the machines the suite runs on: its floor cannot be run
+
 
 def _floors() -> dict[str, str]:
     tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     floors = {}
-    for requirement in project["dependencies"]:
+    for requirement in project["dependencies"] + project["optional-dependencies"]["train"]:
         found = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9][0-9A-Za-z.]*)(?:,<[0-9.]+)?", requirement.replace(" ", ""))
-        assert found, f"{requirement!r}: every core dependency has a floor (>=X, optionally ,<Y)"
-        floors[found[1].lower()] = found[2]
+        assert found, f"{requirement!r}: every dependency has a floor (>=X, optionally ,<Y)"
+        if found[1].lower() not in UNPINNED:
+            floors[found[1].lower()] = found[2]
     return floors
 
 
@@ -40,7 +43,7 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def test_each_core_dependency_floor_is_the_version_the_minimum_run_pins():
+def test_each_dependency_floor_is_the_version_the_minimum_run_pins():
     floors, pins = _floors(), _pins()
     assert sorted(floors) == sorted(pins)
     assert {name: _release(v) for name, v in floors.items()} == {name: _release(v) for name, v in pins.items()}
