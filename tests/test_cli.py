@@ -160,6 +160,23 @@ def test_a_ctrl_c_that_polars_swallowed_is_raised_at_the_next_wait(monkeypatch):
         threads.wait_for(done)
 
 
+def test_an_output_path_with_a_name_too_long_is_one_error_line_not_a_traceback(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": "q", "input": "", "output": "a"}\n')
+    long = "o" * 300
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: r\nsources:\n  a: {{path: a.jsonl, format: alpaca, take: all}}\noutput: {{dir: {long}}}\n"
+    )
+    hint = "shorten it: most file systems allow 255 bytes in one file or folder name"
+    for extra in (["--out", str(tmp_path / long / "x")], []):
+        result = run_mixer("build", str(recipe), *extra, "--json", cwd=tmp_path)
+        assert result.returncode == 1
+        message = f"a name in this path is longer than the file system allows: {tmp_path / long}"
+        assert result.stderr.startswith(f"error: {message}") and result.stderr.endswith(f"\n  hint: {hint}\n")
+        failure = json.loads(result.stdout)
+        assert failure["ok"] is False and failure["error"].startswith(message) and failure["hint"] == hint
+
+
 def test_a_full_disk_anywhere_else_is_one_error_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     data = tmp_path / "a.jsonl"
     data.write_text('{"instruction": "q", "input": "", "output": "a"}\n')
@@ -176,9 +193,15 @@ def test_a_full_disk_anywhere_else_is_one_error_line_not_a_traceback(tmp_path, m
         cli.main()
     assert exit_.value.code == 1
     assert signal.getsignal(signal.SIGTERM) is sigterm  # main() in-process leaves the handler as it was
-    assert capsys.readouterr().err == (
+    captured = capsys.readouterr()
+    assert captured.err == (
         f"error: no space left on device writing {tmp_path / 'r.lock'}\n  hint: free some space and run it again\n"
     )
+    assert json.loads(captured.out) == {
+        "ok": False,
+        "error": f"no space left on device writing {tmp_path / 'r.lock'}",
+        "hint": "free some space and run it again",
+    }
     monkeypatch.undo()  # space freed: running it again writes the lock, although the output is up to date
     monkeypatch.setattr(sys, "argv", ["mixer", "build", str(recipe), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit) as exit_:

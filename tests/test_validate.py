@@ -717,6 +717,19 @@ def test_a_path_that_names_no_file_gets_the_likely_fix(tmp_path):
     }
 
 
+def test_a_name_longer_than_the_file_system_allows_is_a_located_error_not_a_traceback(tmp_path):
+    """Python's Path.is_file() raises for such a name (ENAMETOOLONG) where it returns False for a missing one."""
+    long = "a" * 300
+    recipe = write_recipe(tmp_path, f"name: t\nsources:\n  a: {{path: {long}.jsonl, format: alpaca, take: 1}}\n")
+    [found] = validate_file(recipe)
+    assert (found.line, found.col) == (3, 13)
+    assert found.message == f"'{long}.jsonl' has a name longer than the file system allows (relative to {tmp_path})"
+    assert found.hint == "shorten it: most file systems allow 255 bytes in one file or folder name"
+    result = run_mixer("validate", str(recipe), str(tmp_path / f"{long}.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{tmp_path / long}.yaml:1:1: error: cannot read recipe: [Errno 36] File name too long" in result.stderr
+
+
 def test_a_bad_name_is_pointed_at_and_explained(tmp_path):
     """jsonschema reports a bad key as its `propertyNames` pattern, located at the whole mapping and worded as
     a regex; a user needs the name itself and the rule in words."""

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mixer.errors import MixerError, RecipeInvalid, disk_full
+from mixer.errors import TOO_LONG_HINT, MixerError, RecipeInvalid, disk_full, name_too_long
 from mixer.interrupts import INTERRUPTS, Interrupts, Terminated
 
 app = typer.Typer(
@@ -153,7 +153,7 @@ def validate(
     from mixer.validate import validate_file
 
     # a folder (`mixer validate recipes/` in CI) stands for its recipes; one without any is reported as a folder
-    files = [recipe for file in files for recipe in (recipes_in(file) if file.is_dir() else []) or [file]]
+    files = [recipe for file in files for recipe in (recipes_in(file) if os.path.isdir(file) else []) or [file]]
     problems = []
     for file in files:
         try:
@@ -823,11 +823,16 @@ def _run(interrupts: Interrupts) -> None:
         err.print(message, *notes, sep="\n  ")
         _json_failure({"error": message, "notes": notes})
         sys.exit(128 + signal.SIGTERM if terminated else 130)
-    except Exception as exc:  # a full disk outside the build's own folders (the cache, a lock file)
-        if not disk_full(exc):
+    except Exception as exc:
+        if name_too_long(exc):  # a recipe, --out or output.dir path the file system refuses
+            message, hint = f"a name in this path is longer than the file system allows: {exc.filename}", TOO_LONG_HINT
+        elif disk_full(exc):  # outside the build's own folders (the cache, a lock file)
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            message, hint = f"no space left on device{where}", "free some space and run it again"
+        else:
             raise
-        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
-        err.print(f"error: no space left on device{where}\n  hint: free some space and run it again")
+        err.print(f"error: {message}\n  hint: {hint}")
+        _json_failure({"error": message, "hint": hint})
         sys.exit(1)
 
 

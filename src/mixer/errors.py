@@ -58,6 +58,14 @@ def disk_full(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) == errno.ENOSPC or f"(os error {errno.ENOSPC})" in str(exc)
 
 
+def name_too_long(exc: BaseException) -> bool:
+    """Whether `exc` reports a path with a file or folder name longer than the file system allows."""
+    return getattr(exc, "errno", None) == errno.ENAMETOOLONG
+
+
+TOO_LONG_HINT = "shorten it: most file systems allow 255 bytes in one file or folder name"
+
+
 def first_of(names: list[str], shown: int = 5) -> str:
     """`names` for a message that must stay one line: the first `shown`, then how many more there are."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""

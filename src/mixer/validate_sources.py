@@ -27,7 +27,7 @@ from mixer.adapters.formats import (
     supported_suffix,
     unreadable_file,
 )
-from mixer.errors import Diagnostic
+from mixer.errors import TOO_LONG_HINT, Diagnostic, name_too_long
 from mixer.key_hints import did_you_mean
 from mixer.registry import load_registry
 from mixer.saved_dataset import one_split_hint, saved_dataset_files, saved_splits
@@ -356,6 +356,11 @@ def _missing_path(raw: str, base_dir: Path) -> tuple[str, str]:
         return f"{raw!r} is a URL: `path:` names files on this machine", _url_hint(raw)
     full = full_path(raw, base_dir)
     relative = "" if Path(os.path.expanduser(raw)).is_absolute() else f" (relative to {base_dir})"
+    try:
+        os.stat(full)
+    except OSError as exc:
+        if name_too_long(exc):
+            return f"{raw!r} has a name longer than the file system allows{relative}", TOO_LONG_HINT
     if full.is_dir():
         if (full / "state.json").is_file():  # saved by `datasets`, but not whole
             hint = "its state.json names Arrow files that are not there, or none: save the dataset again"
@@ -450,9 +455,10 @@ def full_path(raw: str, base_dir: Path) -> Path:
 def expand_paths(raw: str, base_dir: Path) -> list[Path]:
     """A path or glob relative to the recipe directory → existing files, sorted for determinism."""
     full = full_path(raw, base_dir)
-    if full.is_file():  # a file whose name has glob characters (`shard[1].jsonl`) is itself, not a pattern
+    # os.path's checks, not Path's: a name longer than the file system allows is no file (Path raises there)
+    if os.path.isfile(full):  # a file whose name has glob characters (`shard[1].jsonl`) is itself, not a pattern
         return [full]
-    if full.is_dir():
+    if os.path.isdir(full):
         return saved_dataset_files(full) or []
     if glob.has_magic(str(full)):
         return sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
