@@ -204,6 +204,14 @@ def test_json_output(tmp_path):
             "sources:\n  a: {source: dolly, take: 1}\nmixture: {dedup: fuzzy}\n",
             (4, 18, "mixture.dedup: 'fuzzy' is not one of none, exact"),
         ),
+        (  # JSON Schema's `minimum` lets .nan through: the plan failed on it in a traceback
+            "sources:\n  a: {source: dolly, fraction: .nan}\n",
+            (3, 32, "sources.a.fraction: is .nan, YAML's not-a-number, not a finite number"),
+        ),
+        (
+            "sources:\n  a: {source: dolly, weight: .inf}\nmixture: {total: 10}\n",
+            (3, 30, "sources.a.weight: is .inf, YAML's infinity, not a finite number"),
+        ),
         (
             "sources:\n  a: {path: '${MIXER_TEST_UNSET_VAR}', format: alpaca, take: 1}\n",
             (3, 13, "environment variable MIXER_TEST_UNSET_VAR is not set"),

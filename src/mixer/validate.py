@@ -236,7 +236,10 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
     weights = {
         str(name): s["weight"]
         for name, s in sources.items()
-        if isinstance(s, dict) and isinstance(s.get("weight"), int | float) and not isinstance(s["weight"], bool)
+        if isinstance(s, dict)
+        and isinstance(s.get("weight"), int | float)
+        and not isinstance(s["weight"], bool)
+        and math.isfinite(s["weight"])  # .nan and .inf are the schema's to report
     }
     if total is not None and sum(weights.values()) > 1 + 1e-9:
         problems.append(

@@ -105,10 +105,17 @@ def _whole_number(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _finite_number(checker: Any, instance: Any) -> bool:
+    """YAML's .nan and .inf are floats, and JSON Schema's bounds let .nan through (every comparison with it is
+    false): `fraction: .nan` reached the plan and failed there in a traceback."""
+    return isinstance(instance, int | float) and not isinstance(instance, bool) and math.isfinite(instance)
+
+
 @cache
 def _validator_class() -> type:
     draft = jsonschema.Draft202012Validator
-    return jsonschema.validators.extend(draft, type_checker=draft.TYPE_CHECKER.redefine("integer", _whole_number))
+    types = draft.TYPE_CHECKER.redefine_many({"integer": _whole_number, "number": _finite_number})
+    return jsonschema.validators.extend(draft, type_checker=types)
 
 
 def schema_diagnostics(located: Located, schema: dict[str, Any]) -> list[Diagnostic]:
@@ -211,6 +218,8 @@ def _type_word(value: Any) -> str:
         return "empty"
     if isinstance(value, bool):
         return f"{json.dumps(value)}, a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan, YAML's not-a-number" if math.isnan(value) else f"{'-' if value < 0 else ''}.inf, YAML's infinity"
     kind = {dict: "a mapping", list: "a list", str: "text", int: "a whole number", float: "a number"}
     shown = json.dumps(value, ensure_ascii=False, default=str)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -219,6 +228,8 @@ def _type_word(value: Any) -> str:
 
 def _type_message(value: Any, expected: str | list[str]) -> str:
     wanted = " or ".join(TYPE_WORDS.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
+    if isinstance(value, float) and not math.isfinite(value):
+        wanted = wanted.replace("a number", "a finite number")
     return f"is {_type_word(value)}, not {wanted}"
 
 
