@@ -473,7 +473,7 @@ def significance(delta: float, se_a: float | None, se_b: float | None) -> tuple[
     reports 0 for all-right/all-wrong tasks, which is not certainty."""
     if not se_a or not se_b:
         return None, False
-    se = math.sqrt(se_a**2 + se_b**2)
+    se = math.hypot(se_a, se_b)  # √(a² + b²) without squaring: a stderr of 1e200 overflowed
     return se, abs(delta) > 2 * se
 
 
