@@ -127,6 +127,41 @@ def test_alpaca_eval_json_and_plain_formats(tmp_path):
     }
 
 
+def test_a_score_written_but_not_as_a_number_is_left_out_and_said(tmp_path):
+    """A score of "abc" or NaN was dropped in silence: a leaderboard row whose win_rate was unreadable was added
+    with its other two scores, and the diff compared those alone. An empty cell is no score (older models' rows
+    have no length-controlled win rate) and is not said."""
+    (tmp_path / "lb.csv").write_text(
+        ",win_rate,standard_error,n_total,discrete_win_rate,length_controlled_winrate\n"
+        "mine,abc,0.5,805,51.2,\nother,50.0,0.5,805,50.0,49.0\n"
+    )
+    (tmp_path / "lm.json").write_text(
+        '{"results": {"gsm8k": {"exact_match,strict-match": NaN, "exact_match_stderr,strict-match": "N/A", '
+        '"exact_match,flexible-extract": 0.25, "alias": "gsm8k"}}}'
+    )
+    (tmp_path / "plain.yaml").write_text("mmlu:\n  acc: n/a\n  acc_stderr: n/a\n  acc_norm: 0.6\n  n: 100\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    unread: list[str] = []
+    for file, model in (("lb.csv", "mine"), ("lm.json", None), ("plain.yaml", None)):
+        scores = add_results(run, [tmp_path / file], model, unread)
+        assert len(scores) == 1
+    assert unread == [
+        'lb.csv: alpaca_eval win_rate is "abc"',
+        "lm.json: gsm8k exact_match[strict-match] is NaN",
+        'plain.yaml: mmlu acc is "n/a"',
+    ]
+    result = run_mixer("results", "add", str(tmp_path / "run2"), str(tmp_path / "lb.csv"), "--model", "mine")
+    assert result.returncode == 1  # no run folder: nothing to say about the file before that
+    (tmp_path / "run2").mkdir()
+    result = run_mixer("results", "add", str(tmp_path / "run2"), str(tmp_path / "lb.csv"), "--model", "mine")
+    assert result.returncode == 0
+    assert result.stderr == 'warning: lb.csv: alpaca_eval win_rate is "abc", not a number: left out\n'
+    (tmp_path / "none.csv").write_text(",win_rate,discrete_win_rate\nmine,abc,\n")
+    with pytest.raises(MixerError, match=r'none\.csv: no scores in this file \(alpaca_eval win_rate is "abc": not'):
+        add_results(run, [tmp_path / "none.csv"], "mine")
+
+
 def test_lm_eval_0_3_results_are_read_and_a_file_with_no_scores_is_refused(tmp_path):
     """lm-eval 0.3 wrote bare metric names (`acc`, `acc_stderr`) and the shots in `config`; older papers and
     leaderboards still publish that form, which gave no scores at all, and `results add` said "added 0"."""

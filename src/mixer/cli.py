@@ -653,7 +653,10 @@ def results_add(
     """Check and copy results files into RUN_DIR/results/."""
     from mixer.results import add_results
 
-    scores = add_results(run_dir, files, model)
+    unread: list[str] = []
+    scores = add_results(run_dir, files, model, unread)
+    for entry in unread:
+        err.print(f"warning: {entry}, not a number: left out")
     if as_json:
         _print_json([s.to_json() for s in scores])
         return

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from mixer.errors import MixerError
+from mixer.errors import MixerError, first_of
 
 RESULTS_DIR = "results"
 CHOICES_FILE = "sources.json"  # which model row of a leaderboard belongs to this run
@@ -91,6 +91,14 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _note_unread(unread: list[str] | None, where: str, value: Any) -> None:
+    """A score written but not as a number (`"abc"`, NaN) is left out; `unread` collects it so `mixer results add`
+    can say so. An empty cell or null is no score at all (older models' rows of a leaderboard have fewer)."""
+    if unread is not None and value is not None and not (isinstance(value, str) and not value.strip()):
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+        unread.append(f"{where} is {shown if len(shown) <= 40 else shown[:37] + '...'}")
+
+
 def _section(data: Any, key: str, names: bool = False) -> dict[str, Any]:
     """`data[key]` when it is a mapping, else empty: a results file edited by hand or written by another tool
     may hold anything there, and a missing section only means less eval-config detail, not a crash. With
@@ -117,7 +125,7 @@ def _lm_eval_metric(key: str) -> tuple[str, str]:
     return name, name if filt == "none" else f"{name}[{filt}]"
 
 
-def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
+def parse_lm_eval(data: dict[str, Any], source: str, unread: list[str] | None = None) -> list[Score]:
     """lm-evaluation-harness results JSON: v0.4 (`results`, `groups`, `n-shot`, `configs`, `config`, metric keys
     `acc,none`) and v0.3 (`results`, `versions`, `config.num_fewshot`, metric keys `acc`), which older papers
     and leaderboards still publish."""
@@ -156,6 +164,8 @@ def parse_lm_eval(data: dict[str, Any], source: str) -> list[Score]:
             base, metric = _lm_eval_metric(key)
             number = _number(value)
             if base.endswith("_stderr") or number is None:
+                if not base.endswith("_stderr"):
+                    _note_unread(unread, f"{task} {metric}", value)
                 continue
             stderr_key = f"{base}_stderr" + key[len(base) :]
             scores.append(
@@ -189,7 +199,7 @@ def _alpaca_task(source: str) -> tuple[str, str]:
     return ("alpaca_eval_2" if "gpt4_turbo" in judge else "alpaca_eval"), judge
 
 
-def parse_alpaca_row(row: dict[str, Any], source: str) -> list[Score]:
+def parse_alpaca_row(row: dict[str, Any], source: str, unread: list[str] | None = None) -> list[Score]:
     task, judge = _alpaca_task(source)
     n = _number(row.get("n_total"))
     eval_config = {
@@ -204,7 +214,9 @@ def parse_alpaca_row(row: dict[str, Any], source: str) -> list[Score]:
     scores = []
     for metric, stderr in ALPACA_METRICS:
         value = _number(row.get(metric))
-        if value is not None:
+        if value is None:
+            _note_unread(unread, f"{task} {metric}", row.get(metric))
+        else:
             scores.append(
                 Score(
                     task=task,
@@ -238,7 +250,7 @@ FORMATS_HINT = (
 )
 
 
-def parse_plain(data: dict[str, Any], source: str) -> list[Score]:
+def parse_plain(data: dict[str, Any], source: str, unread: list[str] | None = None) -> list[Score]:
     """{task: {metric: value, metric_stderr: value, n: N}}."""
     scores = []
     for task, metrics in data.items():
@@ -248,6 +260,8 @@ def parse_plain(data: dict[str, Any], source: str) -> list[Score]:
         for key, value in metrics.items():
             number = _number(value)
             if key == "n" or key.endswith("_stderr") or number is None:
+                if key != "n" and not key.endswith("_stderr"):
+                    _note_unread(unread, f"{task} {key}", value)
                 continue
             scores.append(
                 Score(
@@ -283,8 +297,20 @@ def _model_hint(model: str | None, names: list[str]) -> str:
     return f"pass --model NAME (e.g. {', '.join(names[:8])}, ...)"
 
 
-def parse_file(path: Path, model: str | None = None) -> list[Score]:
-    """Scores in one results file; `model` picks the row of a multi-model leaderboard."""
+def parse_file(path: Path, model: str | None = None, unread: list[str] | None = None) -> list[Score]:
+    """Scores in one results file; `model` picks the row of a multi-model leaderboard. Scores written but not
+    as numbers are left out, and said in `unread` when it is given."""
+    found: list[str] = []
+    scores = _parse_file(path, model, found)
+    if not scores:
+        not_numbers = f" ({first_of(found, 3)}: not numbers)" if found else ""
+        raise MixerError(f"{path}: no scores in this file{not_numbers}", FORMATS_HINT)
+    if unread is not None:
+        unread += found
+    return scores
+
+
+def _parse_file(path: Path, model: str | None, unread: list[str]) -> list[Score]:
     source = path.name
     if not path.is_file():
         raise MixerError(f"{path}: results file not found")
@@ -300,20 +326,16 @@ def parse_file(path: Path, model: str | None = None) -> list[Score]:
                     else f"{path}: no model {model!r} in the leaderboard",
                     _model_hint(model, list(rows)),
                 )
-            return parse_alpaca_row(rows[model], source)
+            return parse_alpaca_row(rows[model], source, unread)
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise MixerError(f"{path}: not a results file ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict):
         raise MixerError(f"{path}: expected a JSON/YAML object")
-    scores = parse_lm_eval(data, source) if isinstance(data.get("results"), dict) else parse_plain(data, source)
-    if not scores:
-        raise MixerError(
-            f"{path}: no scores in this file",
-            FORMATS_HINT,
-        )
-    return scores
+    if isinstance(data.get("results"), dict):
+        return parse_lm_eval(data, source, unread)
+    return parse_plain(data, source, unread)
 
 
 def _choices(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -342,11 +364,19 @@ def _listed(files: list[Path], folder: Path, most: int = 5) -> str:
     return ", ".join(str(f.relative_to(folder)) for f in files[:most]) + (" ..." if len(files) > most else "")
 
 
-def add_results(run_dir: Path, files: list[Path], model: str | None = None) -> list[Score]:
+def add_results(
+    run_dir: Path, files: list[Path], model: str | None = None, unread: list[str] | None = None
+) -> list[Score]:
     """Check each file parses, then copy it into RUN_DIR/results/ (remembering the leaderboard model). A folder
-    stands for the one lm-eval results file inside it."""
+    stands for the one lm-eval results file inside it. Scores left out as not numbers go to `unread`, each
+    after its file's name."""
     _require_dir(run_dir)
-    parsed = [(f, parse_file(f, model)) for f in map(results_in, files)]
+    parsed = []
+    for file in map(results_in, files):
+        found: list[str] = []
+        parsed.append((file, parse_file(file, model, found)))
+        if unread is not None:
+            unread += [f"{file.name}: {entry}" for entry in found]
     _refuse_second_scores(run_dir, parsed)
     target = run_dir / RESULTS_DIR
     target.mkdir(exist_ok=True)
