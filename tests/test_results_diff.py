@@ -654,6 +654,37 @@ def test_a_manifest_edited_or_cut_short_is_named_never_a_traceback(tmp_path):
         assert json.loads((broken / "manifest.json").read_text())["totals"]["rows"] == 5
 
 
+def test_stats_of_a_folder_with_a_shard_missing_cut_short_or_damaged_is_refused_and_named(tmp_path):
+    """`mixer stats` read every data/*.parquet: a shard deleted or cut short (an rsync stopped halfway) ended in
+    a polars traceback, and a stray parquet file's rows were counted as the mixture's."""
+    from mixer.build import Options, build
+
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"q{i}", "output": "a"}) + "\n" for i in range(40))
+    )
+    recipe = write_recipe(
+        tmp_path, "name: t\nsources:\n  a: {path: a.jsonl, format: alpaca, take: all}\noutput: {shard_rows: 25}\n"
+    )
+    out = tmp_path / "out"
+    build(recipe, Options(progress=False), out=out)
+    first, second = sorted((out / "data").glob("*.parquet"))
+    (out / "data" / "stray.parquet").write_bytes(second.read_bytes())
+    assert json.loads(run_mixer("stats", str(out), "--json").stdout)["rows"] == 40
+    whole = second.read_bytes()
+    hint = "\n  hint: build it again with `mixer build`\n"
+    for damage, problem in (
+        (lambda: second.unlink(), "listed in manifest.json, and not there"),
+        (lambda: second.write_bytes(whole[:100]), f"100 bytes, where the build wrote {len(whole):,}"),
+        (lambda: second.write_bytes(b"x" * len(whole)), "cannot be read as parquet ("),
+    ):
+        damage()
+        result = run_mixer("stats", str(out))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: {second}: {problem}") and result.stderr.endswith(hint)
+        second.write_bytes(whole)
+    assert run_mixer("stats", str(first.parent.parent)).returncode == 0
+
+
 def test_runs_with_nothing_to_list_says_where_it_looked(tmp_path):
     result = run_mixer("runs", cwd=tmp_path)
     assert result.returncode == 0

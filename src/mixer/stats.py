@@ -254,10 +254,37 @@ def write_stats(folder: Path, features: pl.DataFrame, manifest: dict[str, Any], 
     return stats
 
 
+REBUILD = "build it again with `mixer build`"
+
+
 def regenerate(out_dir: Path, tokenizer: Path | None = None) -> dict[str, Any]:
     """`mixer stats OUT_DIR`: rebuild stats.json and report.html from the shards (one at a time) and the manifest."""
     manifest = read_manifest(out_dir)
     loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
-    shards = sorted((out_dir / "data").glob("*.parquet"))
-    features = pl.concat([row_features(pl.read_parquet(shard), loaded) for shard in shards])
+    features = pl.concat([row_features(_read_shard(shard), loaded) for shard in listed_shards(out_dir, manifest)])
     return write_stats(out_dir, features, manifest, tokens_method(tokenizer))
+
+
+def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The shards the manifest lists, each there at the size it was written. A folder copied in part (an rsync
+    cut short) or a shard deleted gave the statistics of the rows left, or a traceback from polars."""
+    listed = manifest.get("shards")
+    if not isinstance(listed, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in listed):
+        raise MixerError(f"{out_dir / 'manifest.json'}: not as mixer writes it (no list of shards)", REBUILD)
+    paths = []
+    for shard in listed:
+        path = out_dir / shard["file"]
+        if not path.is_file():
+            raise MixerError(f"{path}: listed in manifest.json, and not there", REBUILD)
+        size = path.stat().st_size
+        if shard.get("bytes") is not None and size != shard["bytes"]:
+            raise MixerError(f"{path}: {size:,} bytes, where the build wrote {shard['bytes']:,}", REBUILD)
+        paths.append(path)
+    return paths
+
+
+def _read_shard(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.ComputeError) as exc:  # the right size, and damaged
+        raise MixerError(f"{path}: cannot be read as parquet ({exc})", REBUILD) from None
