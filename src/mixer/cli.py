@@ -827,10 +827,12 @@ def _run(interrupts: Interrupts) -> None:
         _json_failure({"error": message, "notes": notes})
         sys.exit(128 + signal.SIGTERM if terminated else 130)
     except Exception as exc:
+        filename = getattr(exc, "filename", None)
         if name_too_long(exc):  # a recipe, --out or output.dir path the file system refuses
-            message, hint = f"a name in this path is longer than the file system allows: {exc.filename}", TOO_LONG_HINT
+            where = f": {filename}" if filename else ""
+            message, hint = f"a name in this path is longer than the file system allows{where}", TOO_LONG_HINT
         elif disk_full(exc):  # outside the build's own folders (the cache, a lock file)
-            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            where = f" writing {filename}" if filename else ""
             message, hint = f"no space left on device{where}", "free some space and run it again"
         else:
             raise

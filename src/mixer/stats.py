@@ -277,7 +277,7 @@ def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
         if not path.is_file():
             raise MixerError(f"{path}: listed in manifest.json, and not there", REBUILD)
         size = path.stat().st_size
-        if shard.get("bytes") is not None and size != shard["bytes"]:
+        if isinstance(shard.get("bytes"), int) and size != shard["bytes"]:
             raise MixerError(f"{path}: {size:,} bytes, where the build wrote {shard['bytes']:,}", REBUILD)
         paths.append(path)
     return paths
