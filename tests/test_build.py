@@ -488,8 +488,14 @@ def test_a_locked_build_names_a_missing_or_broken_lock_and_sources_added_or_remo
     build(recipe, QUIET, out=tmp_path / "o")
     locked = lock.read_text()
     lock.write_text(locked[:-20])
-    with pytest.raises(MixerError, match=rf"^{re.escape(str(lock))}: not valid JSON"):
+    with pytest.raises(MixerError, match=rf"^{re.escape(str(lock))}: not valid JSON \(") as broken:
         build(recipe, QUIET, out=tmp_path / "o", locked=True)
+    assert broken.value.hint == "rebuild without --locked to rewrite it"
+    lines = locked.splitlines(keepends=True)  # a merge of two branches that each rebuilt: both sides kept
+    lock.write_text("".join([*lines[:5], "<<<<<<< HEAD\n", lines[5], "=======\n", lines[5], ">>>>>>> b\n", *lines[6:]]))
+    with pytest.raises(MixerError, match=r"not valid JSON: it holds git's conflict markers \(<<<<<<<\)\n") as merged:
+        build(recipe, QUIET, out=tmp_path / "o", locked=True)
+    assert merged.value.hint.startswith("rebuild without --locked to write the lock of the inputs you have")
     lock.write_text(locked)
     recipe.write_text("name: t\nsources:\n  b: {path: b.jsonl, format: alpaca, take: 10}\n")
     with pytest.raises(MixerError) as changed:

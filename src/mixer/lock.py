@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,9 +119,15 @@ def check_lock(recipe_path: Path, content: dict[str, Any]) -> None:
     path = lock_path(recipe_path)
     if not path.is_file():
         raise MixerError(f"{path}: no lock file", "build once without --locked to create it, then commit it")
+    text = path.read_text(encoding="utf-8")
     try:
-        locked = json.loads(path.read_text(encoding="utf-8"))
+        locked = json.loads(text)
     except json.JSONDecodeError as exc:
+        if re.search(r"^<{7}( |$)", text, flags=re.MULTILINE):  # two branches' locks merged: which inputs are right?
+            raise MixerError(
+                f"{path}: not valid JSON: it holds git's conflict markers (<<<<<<<)",
+                "rebuild without --locked to write the lock of the inputs you have, check them, then commit it",
+            ) from None
         raise MixerError(f"{path}: not valid JSON ({exc})", "rebuild without --locked to rewrite it") from None
     if (problem := _shape_problem(locked)) is not None:
         raise MixerError(f"{path}: not a lock as mixer writes it ({problem})", "rebuild without --locked to rewrite it")
