@@ -18,7 +18,7 @@ from mixer.claims import clear_leftovers
 from mixer.errors import MixerError
 from mixer.hashing import file_sha256, fingerprint
 from mixer.lock import check_lock, lock_content, lock_is_current, write_lock
-from mixer.outputs import read_manifest
+from mixer.outputs import listed_shards, read_manifest
 from mixer.recipe import Recipe
 from mixer.resolve import ResolvedSource, default_cache_dir, resolve_recipe
 from mixer.validate import load_recipe
@@ -119,15 +119,12 @@ def build_fingerprint(
 
 def _up_to_date(manifest: dict[str, Any], out_dir: Path, build_fp: str) -> bool:
     """Whether the output folder's build (`manifest`) is of this very recipe and inputs, with its shards whole."""
-    shards = manifest.get("shards")
-    if manifest.get("build_fingerprint") != build_fp or not isinstance(shards, list):
+    if manifest.get("build_fingerprint") != build_fp:
         return False
-    for shard in shards:
-        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
-            return False
-        path = out_dir / shard["file"]
-        if not path.is_file() or path.stat().st_size != shard.get("bytes"):
-            return False
+    try:
+        listed_shards(out_dir, manifest)
+    except MixerError:  # a shard missing or cut short: built again
+        return False
     return True
 
 

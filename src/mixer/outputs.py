@@ -27,8 +27,30 @@ RUN_SHAPE: tuple[tuple[str, ...], ...] = (("recipe", "name"), ("recipe", "finger
 MIXTURE_MANIFEST = "mixture-manifest.json"
 
 
+REBUILD = "build it again with `mixer build`"
+
+
 def read_manifest(folder: Path, name: str = "manifest.json") -> dict[str, Any]:
-    return _read(folder / name, MANIFEST_SHAPE, "build it again with `mixer build`")
+    return _read(folder / name, MANIFEST_SHAPE, REBUILD)
+
+
+def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The shards a build's manifest lists, each there at the size it was written. A rebuild is a no-op only
+    then; `mixer stats` of a folder copied in part (an rsync cut short) or with a shard deleted read the rows
+    left, or ended in a traceback from polars."""
+    listed = manifest.get("shards")
+    if not isinstance(listed, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in listed):
+        raise MixerError(f"{out_dir / 'manifest.json'}: not as mixer writes it (no list of shards)", REBUILD)
+    paths = []
+    for shard in listed:
+        path, written = out_dir / shard["file"], shard.get("bytes")
+        if not path.is_file():
+            raise MixerError(f"{path}: listed in manifest.json, and not there", REBUILD)
+        if (size := path.stat().st_size) != written:
+            wrote = f"the build wrote {written:,}" if isinstance(written, int) else "manifest.json gives no size"
+            raise MixerError(f"{path}: {size:,} bytes, where {wrote}", REBUILD)
+        paths.append(path)
+    return paths
 
 
 def read_run(folder: Path) -> dict[str, Any]:

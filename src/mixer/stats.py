@@ -17,7 +17,7 @@ from mixer.errors import MixerError
 from mixer.files import write_atomic_file
 from mixer.hashing import file_sha256
 from mixer.markup import bar_chart, html_table
-from mixer.outputs import read_manifest
+from mixer.outputs import REBUILD, listed_shards, read_manifest
 
 TOP_FIRST_WORDS = 15
 LONGEST = 10**12  # the last bin's upper edge: every row lands in some bin
@@ -254,33 +254,12 @@ def write_stats(folder: Path, features: pl.DataFrame, manifest: dict[str, Any], 
     return stats
 
 
-REBUILD = "build it again with `mixer build`"
-
-
 def regenerate(out_dir: Path, tokenizer: Path | None = None) -> dict[str, Any]:
     """`mixer stats OUT_DIR`: rebuild stats.json and report.html from the shards (one at a time) and the manifest."""
     manifest = read_manifest(out_dir)
     loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
     features = pl.concat([row_features(_read_shard(shard), loaded) for shard in listed_shards(out_dir, manifest)])
     return write_stats(out_dir, features, manifest, tokens_method(tokenizer))
-
-
-def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
-    """The shards the manifest lists, each there at the size it was written. A folder copied in part (an rsync
-    cut short) or a shard deleted gave the statistics of the rows left, or a traceback from polars."""
-    listed = manifest.get("shards")
-    if not isinstance(listed, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in listed):
-        raise MixerError(f"{out_dir / 'manifest.json'}: not as mixer writes it (no list of shards)", REBUILD)
-    paths = []
-    for shard in listed:
-        path = out_dir / shard["file"]
-        if not path.is_file():
-            raise MixerError(f"{path}: listed in manifest.json, and not there", REBUILD)
-        size = path.stat().st_size
-        if isinstance(shard.get("bytes"), int) and size != shard["bytes"]:
-            raise MixerError(f"{path}: {size:,} bytes, where the build wrote {shard['bytes']:,}", REBUILD)
-        paths.append(path)
-    return paths
 
 
 def _read_shard(path: Path) -> pl.DataFrame:
