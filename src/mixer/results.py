@@ -91,10 +91,10 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _note_unread(unread: list[str] | None, where: str, value: Any) -> None:
+def _note_unread(unread: list[str], where: str, value: Any) -> None:
     """A score written but not as a number (`"abc"`, NaN) is left out; `unread` collects it so `mixer results add`
     can say so. An empty cell or null is no score at all (older models' rows of a leaderboard have fewer)."""
-    if unread is not None and value is not None and not (isinstance(value, str) and not value.strip()):
+    if value is not None and not (isinstance(value, str) and not value.strip()):
         shown = json.dumps(value, ensure_ascii=False, default=str)
         unread.append(f"{where} is {shown if len(shown) <= 40 else shown[:37] + '...'}")
 
@@ -125,7 +125,7 @@ def _lm_eval_metric(key: str) -> tuple[str, str]:
     return name, name if filt == "none" else f"{name}[{filt}]"
 
 
-def parse_lm_eval(data: dict[str, Any], source: str, unread: list[str] | None = None) -> list[Score]:
+def parse_lm_eval(data: dict[str, Any], source: str, unread: list[str]) -> list[Score]:
     """lm-evaluation-harness results JSON: v0.4 (`results`, `groups`, `n-shot`, `configs`, `config`, metric keys
     `acc,none`) and v0.3 (`results`, `versions`, `config.num_fewshot`, metric keys `acc`), which older papers
     and leaderboards still publish."""
@@ -162,10 +162,11 @@ def parse_lm_eval(data: dict[str, Any], source: str, unread: list[str] | None = 
             if filtered and "," not in key:  # v0.4's alias, sample_len, sample_count
                 continue
             base, metric = _lm_eval_metric(key)
+            if base.endswith("_stderr"):
+                continue
             number = _number(value)
-            if base.endswith("_stderr") or number is None:
-                if not base.endswith("_stderr"):
-                    _note_unread(unread, f"{task} {metric}", value)
+            if number is None:
+                _note_unread(unread, f"{task} {metric}", value)
                 continue
             stderr_key = f"{base}_stderr" + key[len(base) :]
             scores.append(
@@ -199,7 +200,7 @@ def _alpaca_task(source: str) -> tuple[str, str]:
     return ("alpaca_eval_2" if "gpt4_turbo" in judge else "alpaca_eval"), judge
 
 
-def parse_alpaca_row(row: dict[str, Any], source: str, unread: list[str] | None = None) -> list[Score]:
+def parse_alpaca_row(row: dict[str, Any], source: str, unread: list[str]) -> list[Score]:
     task, judge = _alpaca_task(source)
     n = _number(row.get("n_total"))
     eval_config = {
@@ -250,7 +251,7 @@ FORMATS_HINT = (
 )
 
 
-def parse_plain(data: dict[str, Any], source: str, unread: list[str] | None = None) -> list[Score]:
+def parse_plain(data: dict[str, Any], source: str, unread: list[str]) -> list[Score]:
     """{task: {metric: value, metric_stderr: value, n: N}}."""
     scores = []
     for task, metrics in data.items():
@@ -258,10 +259,11 @@ def parse_plain(data: dict[str, Any], source: str, unread: list[str] | None = No
             raise MixerError(f"{source}: task {task!r} must map metric names to numbers", FORMATS_HINT)
         n = _number(metrics.get("n"))
         for key, value in metrics.items():
+            if key == "n" or key.endswith("_stderr"):
+                continue
             number = _number(value)
-            if key == "n" or key.endswith("_stderr") or number is None:
-                if key != "n" and not key.endswith("_stderr"):
-                    _note_unread(unread, f"{task} {key}", value)
+            if number is None:
+                _note_unread(unread, f"{task} {key}", value)
                 continue
             scores.append(
                 Score(
