@@ -127,6 +127,32 @@ def test_alpaca_eval_json_and_plain_formats(tmp_path):
     }
 
 
+def test_a_leaderboard_row_is_picked_by_its_model_name_alone(tmp_path):
+    """A JSON list's row without a name was named by its position, so `--model 1` took the second row, and of
+    two rows of one model the last was taken in silence."""
+    board = tmp_path / "lb.json"
+    rows = [{"generator": "a", "win_rate": 10.0}, {"win_rate": 20.0}, {"name": "b", "win_rate": 30.0}]
+    board.write_text(json.dumps(rows))
+    assert [s.value for s in parse_file(board, "b") if s.metric == "win_rate"] == [30.0]
+    with pytest.raises(MixerError, match=r"lb\.json: no model '1' in the leaderboard") as raised:
+        parse_file(board, "1")
+    assert raised.value.hint == "pass --model NAME (e.g. a, b, ...)"
+    board.write_text(json.dumps([*rows, {"model": "a", "win_rate": 40.0}]))
+    with pytest.raises(MixerError, match=r"lb\.json: model 'a' has 2 rows in the leaderboard; which one is this run"):
+        parse_file(board, "a")
+    assert [s.value for s in parse_file(board, "b") if s.metric == "win_rate"] == [30.0]
+    board.write_text(json.dumps([{"win_rate": 10.0}, {"win_rate": 20.0}]))
+    with pytest.raises(MixerError, match=r"a leaderboard of 2 rows, none of which names its model") as raised:
+        parse_file(board, "0")
+    assert raised.value.hint == "add each row's model name, then pick this run's with --model NAME"
+    board.write_text(json.dumps([{"win_rate": 10.0}]))  # one row is the run's, named or not
+    assert [s.value for s in parse_file(board) if s.metric == "win_rate"] == [10.0]
+    csv_board = tmp_path / "lb.csv"
+    csv_board.write_text(",win_rate\nmine,10.0\nmine,20.0\nother,30.0\n")
+    with pytest.raises(MixerError, match=r"lb\.csv: model 'mine' has 2 rows"):
+        parse_file(csv_board, "mine")
+
+
 def test_a_score_written_but_not_as_a_number_is_left_out_and_said(tmp_path):
     """A score of "abc" or NaN was dropped in silence: a leaderboard row whose win_rate was unreadable was added
     with its other two scores, and the diff compared those alone. An empty cell is no score (older models' rows

@@ -233,16 +233,50 @@ def parse_alpaca_row(row: dict[str, Any], source: str, unread: list[str]) -> lis
     return scores
 
 
-def _alpaca_rows(path: Path) -> dict[str, dict[str, Any]]:
+def _alpaca_rows(path: Path) -> list[tuple[str | None, dict[str, Any]]]:
+    """(model, row) in the leaderboard's order. A CSV names each row in its first column, a JSON object by its
+    keys, a JSON list by a row's `name`, `model` or `generator` (None when it has none of them)."""
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             key = reader.fieldnames[0] if reader.fieldnames else ""
-            return {row[key]: row for row in reader}
+            return [(row[key], row) for row in reader]
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, list):
-        return {str(r.get("name") or r.get("model") or r.get("generator") or i): r for i, r in enumerate(data)}
-    return data
+        return [(_row_name(row), row) for row in data]
+    return list(data.items())
+
+
+def _row_name(row: dict[str, Any]) -> str | None:
+    name = row.get("name") or row.get("model") or row.get("generator")
+    return None if name is None else str(name)
+
+
+def _leaderboard_row(path: Path, model: str | None) -> dict[str, Any]:
+    """The row of `model`, or of the leaderboard's one model. A row is found by its name alone: a list's
+    position is no model's name, and two rows of one name are two results, so neither is taken."""
+    rows = _alpaca_rows(path)
+    if model is None and len(rows) == 1:
+        return rows[0][1]
+    names = [name for name, _ in rows if name is not None]
+    if not names:
+        raise MixerError(
+            f"{path}: a leaderboard of {len(rows)} rows, none of which names its model (name, model or generator)",
+            "add each row's model name, then pick this run's with --model NAME",
+        )
+    if model is None:
+        raise MixerError(
+            f"{path}: a leaderboard with {len(rows)} models; which one is this run?", _model_hint(None, names)
+        )
+    found = [row for name, row in rows if name == model]
+    if not found:
+        raise MixerError(f"{path}: no model {model!r} in the leaderboard", _model_hint(model, names))
+    if len(found) > 1:
+        raise MixerError(
+            f"{path}: model {model!r} has {len(found)} rows in the leaderboard; which one is this run?",
+            "keep the row of this run's results and delete the others (or give each its own name)",
+        )
+    return found[0]
 
 
 FORMATS_HINT = (
@@ -318,17 +352,7 @@ def _parse_file(path: Path, model: str | None, unread: list[str]) -> list[Score]
         raise MixerError(f"{path}: results file not found")
     try:
         if is_alpaca(path):
-            rows = _alpaca_rows(path)
-            if model is None and len(rows) == 1:
-                model = next(iter(rows))
-            if model is None or model not in rows:
-                raise MixerError(
-                    f"{path}: a leaderboard with {len(rows)} models; which one is this run?"
-                    if model is None
-                    else f"{path}: no model {model!r} in the leaderboard",
-                    _model_hint(model, list(rows)),
-                )
-            return parse_alpaca_row(rows[model], source, unread)
+            return parse_alpaca_row(_leaderboard_row(path, model), source, unread)
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
