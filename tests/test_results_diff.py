@@ -183,6 +183,18 @@ def test_a_score_written_but_not_as_a_number_is_left_out_and_said(tmp_path):
     result = run_mixer("results", "add", str(tmp_path / "run2"), str(tmp_path / "lb.csv"), "--model", "mine")
     assert result.returncode == 0
     assert result.stderr == 'warning: lb.csv: alpaca_eval win_rate is "abc", not a number: left out\n'
+    # --json: an object like every command's result, the scores left out in it for a script to see
+    (tmp_path / "run3").mkdir()
+    result = run_mixer("results", "add", str(tmp_path / "run3"), str(tmp_path / "lb.csv"), "--model", "mine", "--json")
+    added = json.loads(result.stdout)
+    assert (added["ok"], added["results"], added["left_out"]) == (
+        True,
+        str(tmp_path / "run3" / "results"),
+        ['lb.csv: alpaca_eval win_rate is "abc"'],
+    )
+    assert [(s["task"], s["metric"], s["value"]) for s in added["scores"]] == [
+        ("alpaca_eval", "discrete_win_rate", 51.2)
+    ]
     (tmp_path / "none.csv").write_text(",win_rate,discrete_win_rate\nmine,abc,\n")
     with pytest.raises(MixerError, match=r'none\.csv: no scores in this file \(alpaca_eval win_rate is "abc": not'):
         add_results(run, [tmp_path / "none.csv"], "mine")

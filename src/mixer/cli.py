@@ -658,7 +658,7 @@ def results_add(
     for entry in unread:
         err.print(f"warning: {entry}, not a number: left out")
     if as_json:
-        _print_json([s.to_json() for s in scores])
+        _print_json({"results": str(run_dir / "results"), "scores": [s.to_json() for s in scores], "left_out": unread})
         return
     out.print(f"added {len(scores)} score(s) from {len(files)} file(s) to {run_dir / 'results'}")
 
