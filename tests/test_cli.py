@@ -247,6 +247,32 @@ def test_a_source_left_with_no_rows_is_named_with_the_step_that_took_them(tmp_pa
     assert "'seeds_only'" not in result.stderr  # `take: 0` asks for none (an evolve block's seed pool): no news
 
 
+def test_a_cache_that_cannot_be_written_is_said_once_and_the_command_goes_on(tmp_path):
+    """Cache writes fail in silence (they only cost speed), so with MIXER_CACHE_DIR or HOME unwritable, as a
+    cluster node's read-only home is, every plan and no-op rebuild hashed and counted all inputs again, unsaid."""
+    (tmp_path / "a.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"question {i}", "output": "an answer"}) + "\n" for i in range(5))
+    )
+    recipe = write_recipe(
+        tmp_path, f"name: c\nsources:\n  a: {{path: a.jsonl, format: alpaca, take: all}}\noutput: {{dir: {tmp_path / 'o'}}}\n"
+    )
+    (tmp_path / "in-the-way").write_text("")
+    for command, cache in (("plan", "in-the-way"), ("build", "in-the-way/cache")):
+        result = run_mixer(command, str(recipe), "--json", env={"MIXER_CACHE_DIR": str(tmp_path / cache)})
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["ok"] is True
+        reason = "a file, not a folder" if cache == "in-the-way" else "Not a directory"
+        warning = (
+            f"warning: mixer's cache {tmp_path / cache} cannot be written ({reason}): inputs are hashed and counted "
+            "again by every command; set MIXER_CACHE_DIR to a folder you can write"
+        )
+        assert " ".join(result.stderr.split()).count(warning) == 1, result.stderr
+    writable = tmp_path / "cache"
+    result = run_mixer("build", str(recipe), "--force", env={"MIXER_CACHE_DIR": str(writable)})
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    assert sorted(p.name for p in writable.iterdir()) == ["plan-counts"]  # the probe file is gone
+
+
 def test_weights_that_fall_short_of_the_total_are_pointed_out(tmp_path):
     """Weights are shares of mixture.total; 0.3 + 0.3 builds 60% of it, which a user who meant proportions
     only finds in the total row."""

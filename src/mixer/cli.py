@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from mixer.errors import TOO_LONG_HINT, MixerError, RecipeInvalid, disk_full, name_too_long
 from mixer.interrupts import INTERRUPTS, Interrupts, Terminated
+
+if TYPE_CHECKING:
+    from mixer.build import Options
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -77,6 +80,22 @@ def _print_json(value: object) -> None:
     if isinstance(value, dict) and "ok" not in value:
         value = {"ok": True, **value}
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _build_options(data_dir: Path | None, sample: bool, as_json: bool, refresh: bool = False) -> Options:
+    """A command's build options; it says once when the cache cannot be written, since every cache write would
+    then fail in silence and each plan, build and no-op check hash and count all inputs again."""
+    from mixer.build import Options
+    from mixer.files import unwritable
+
+    options = Options(data_dir=data_dir, sample=sample, progress=not as_json, refresh=refresh)
+    if reason := unwritable(options.cache):
+        err.print(
+            f"warning: mixer's cache {options.cache} cannot be written ({reason}): inputs are hashed and counted "
+            "again by every command; set MIXER_CACHE_DIR to a folder you can write",
+            style="yellow",
+        )
+    return options
 
 
 def _decontam_table(hits: list[dict], title: str) -> Table:
@@ -233,10 +252,9 @@ def _print_empty_sources(plan) -> None:
 @app.command()
 def plan(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Show what a build would produce: rows per source, shares, upsampling, estimated tokens, fingerprint."""
-    from mixer.build import Options
     from mixer.pipeline import plan_recipe
 
-    loaded, result = plan_recipe(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
+    loaded, result = plan_recipe(recipe, _build_options(data_dir, sample, as_json))
     if as_json:
         _print_json(result.to_json())
         return
@@ -352,10 +370,9 @@ def _print_evolve(stats: dict[str, dict]) -> None:
 @app.command()
 def decontam(recipe: Path, data_dir: DataDir = None, sample: Sample = False, as_json: JsonFlag = False) -> None:
     """Audit every available row without building: benchmark hits, exact and near-duplicate overlap; writes nothing."""
-    from mixer.build import Options
     from mixer.pipeline import decontam_only
 
-    report = decontam_only(recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json))
+    report = decontam_only(recipe, _build_options(data_dir, sample, as_json))
     if as_json:
         _print_json(report)
         return
@@ -419,12 +436,9 @@ def evolve(
     as_json: JsonFlag = False,
 ) -> None:
     """Run only the recipe's evolve blocks (cached, budgeted, resumable); `mixer build` reuses their calls."""
-    from mixer.build import Options
     from mixer.pipeline import evolve_only
 
-    root, stats = evolve_only(
-        recipe, Options(data_dir=data_dir, sample=sample, progress=not as_json), block=block, out=out_dir
-    )
+    root, stats = evolve_only(recipe, _build_options(data_dir, sample, as_json), block=block, out=out_dir)
     if as_json:
         _print_json({"out_dir": str(root), "evolve": stats})
         return
@@ -446,12 +460,11 @@ def build(
     as_json: JsonFlag = False,
 ) -> None:
     """Materialise the mixture: parquet shards, manifest.json, dataset card; update the recipe's lock."""
-    from mixer.build import Options
     from mixer.build import build as run_build
 
     result = run_build(
         recipe,
-        Options(data_dir=data_dir, sample=sample, progress=not as_json, refresh=refresh),
+        _build_options(data_dir, sample, as_json, refresh),
         out=out_dir,
         locked=locked,
         force=force,
@@ -521,7 +534,6 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the recipe's training stages in order through `accelerate launch`."""
-    from mixer.build import Options
     from mixer.train.launch import display
     from mixer.train.stages import train_recipe
 
@@ -531,7 +543,7 @@ def train(
         dry_run=dry_run,
         slurm=slurm,
         runs_dir=runs_dir,
-        options=Options(data_dir=data_dir, sample=sample, progress=not as_json),
+        options=_build_options(data_dir, sample, as_json),
         restart=restart,
     )
     if as_json:

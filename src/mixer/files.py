@@ -29,9 +29,26 @@ def write_atomic_file(path: Path, text: str) -> None:
 
 
 def write_cache_file(path: Path, text: str) -> None:
-    """Best effort, for caches: a missing or read-only cache directory only costs speed."""
+    """Best effort, for caches: a missing or read-only cache directory only costs speed (`unwritable` lets a
+    command say so once, up front)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic_file(path, text)
     except OSError:
         pass
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be made in `folder` (made first when missing), else None. Cache writes fail in silence, so
+    a read-only home on a cluster node would otherwise make every plan and no-op rebuild hash all inputs again
+    with nothing said."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.{secrets.token_hex(6)}"
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except FileExistsError:
+        return "a file, not a folder"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
