@@ -141,6 +141,9 @@ def test_a_leaderboard_row_is_picked_by_its_model_name_alone(tmp_path):
     with pytest.raises(MixerError, match=r"lb\.json: model 'a' has 2 rows in the leaderboard; which one is this run"):
         parse_file(board, "a")
     assert [s.value for s in parse_file(board, "b") if s.metric == "win_rate"] == [30.0]
+    with pytest.raises(MixerError, match="no model 'c'") as raised:
+        parse_file(board, "c")
+    assert raised.value.hint == "pass --model NAME (e.g. a, b, ...)"  # each name once
     board.write_text(json.dumps([{"win_rate": 10.0}, {"win_rate": 20.0}]))
     with pytest.raises(MixerError, match=r"a leaderboard of 2 rows, none of which names its model") as raised:
         parse_file(board, "0")

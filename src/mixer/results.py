@@ -258,7 +258,7 @@ def _leaderboard_row(path: Path, model: str | None) -> dict[str, Any]:
     rows = _alpaca_rows(path)
     if model is None and len(rows) == 1:
         return rows[0][1]
-    names = [name for name, _ in rows if name is not None]
+    names = list(dict.fromkeys(name for name, _ in rows if name is not None))
     if not names:
         raise MixerError(
             f"{path}: a leaderboard of {len(rows)} rows, none of which names its model (name, model or generator)",
