@@ -254,7 +254,8 @@ def test_a_cache_that_cannot_be_written_is_said_once_and_the_command_goes_on(tmp
         "".join(json.dumps({"instruction": f"question {i}", "output": "an answer"}) + "\n" for i in range(5))
     )
     recipe = write_recipe(
-        tmp_path, f"name: c\nsources:\n  a: {{path: a.jsonl, format: alpaca, take: all}}\noutput: {{dir: {tmp_path / 'o'}}}\n"
+        tmp_path,
+        f"name: c\nsources:\n  a: {{path: a.jsonl, format: alpaca, take: all}}\noutput: {{dir: {tmp_path / 'o'}}}\n",
     )
     (tmp_path / "in-the-way").write_text("")
     for command, cache in (("plan", "in-the-way"), ("build", "in-the-way/cache")):
