@@ -425,6 +425,18 @@ def test_a_headerless_file_under_a_format_with_a_header_says_so(tmp_path):
         convert(named, "flan")
 
 
+@pytest.mark.parametrize(("name", "text"), [("empty.jsonl", "{}\n{}\n"), ("empty.json", "[{}, {}]")])
+def test_a_file_of_empty_records_is_said_to_have_no_fields(tmp_path, name, text):
+    """Found by fuzzing the bundled samples: such a file was said to have "the file has: " (nothing), with the
+    hint to map the field to one of the file's fields, of which it has none."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(MixerError) as info:
+        convert(path, "flan")
+    assert info.value.message == f"{path}: no field 'inputs'; its records have no fields at all (each one is {{}})"
+    assert info.value.hint == "check that this is the file you meant, and the step that wrote it"
+
+
 FITS = [  # (records of a file, the format it is read as, the format the hint names)
     ({"instruction": "q", "output": "a"}, "messages", "format: alpaca"),
     ({"instruction": "q", "response": "a"}, "alpaca", "format: dolly"),

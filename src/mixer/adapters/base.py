@@ -109,6 +109,11 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
     native = ctx.fields[name]
     names = [c for c in raw.columns if c != "__row"]
     what = f"no field {native!r}" + (f" for {name!r}" if native != name else "")
+    if not names:  # nothing to map a field from: "the file has: " and a `fields:` mapping would say nothing
+        return MixerError(
+            f"{ctx.where}: {what}; its records have no fields at all (each one is {{}})",
+            "check that this is the file you meant, and the step that wrote it",
+        )
     if _looks_like_data(names):
         headerless = ", ".join(f"format: {s.name}" for s in SPECS.values() if s.headerless)
         first = ", ".join(_clip(n) for n in names)
