@@ -8,6 +8,7 @@ import json
 
 import polars as pl
 import pytest
+import yaml
 
 from mixer.adapters import FORMATS, get_adapter
 from mixer.adapters.base import Context
@@ -435,6 +436,41 @@ def test_a_file_of_empty_records_is_said_to_have_no_fields(tmp_path, name, text)
         convert(path, "flan")
     assert info.value.message == f"{path}: no field 'inputs'; its records have no fields at all (each one is {{}})"
     assert info.value.hint == "check that this is the file you meant, and the step that wrote it"
+
+
+@pytest.mark.parametrize(
+    ("header", "shown", "mapped"),
+    [
+        (b"instruction,input,output\r\r\n", r"'output\r'", r'"output\r"'),
+        (b"instruction,input,output \n", "'output '", '"output "'),
+        (b"instruction,input,output\x00\n", r"'output\x00'", r'"output\u0000"'),
+        (b"instruction,input,\xef\xbb\xbfoutput\n", r"'\ufeffoutput'", r'"\ufeffoutput"'),
+    ],
+)
+def test_a_field_name_with_invisible_characters_is_shown_escaped_with_the_mapping_that_reads_it(
+    tmp_path, header, shown, mapped
+):
+    """Found by fuzzing CSV headers: a header's `output\\r` was printed as `output` (the terminal swallows the
+    carriage return), so the message said "no field 'output' (the file has: instruction, input, output)"."""
+    path = tmp_path / "a.csv"
+    path.write_bytes(header + b"q,,a\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, "alpaca")
+    assert info.value.message == (
+        f"{path}: no field 'output'; the file has {shown}, which is 'output' with spaces or invisible characters"
+    )
+    assert info.value.hint == (
+        f"fix the field's name in the file, or map it in the recipe: fields: {{output: {mapped}}}"
+    )
+    (mapping,) = yaml.safe_load(f"{{output: {mapped}}}").values()  # the hint's mapping, as a recipe reads it
+    assert convert(path, "alpaca", {"output": mapping})["messages"].to_list()[0][-1] == {
+        "role": "assistant",
+        "content": "a",
+    }
+    path.write_bytes(header.replace(b"output", b"outpt") + b"q,,a\n")  # not the name: listed, escaped alike
+    with pytest.raises(MixerError, match="no field 'output' \\(the file has: instruction, input, ") as info:
+        convert(path, "alpaca")
+    assert info.value.message.endswith(f"{shown.replace('output', 'outpt')})")
 
 
 FITS = [  # (records of a file, the format it is read as, the format the hint names)

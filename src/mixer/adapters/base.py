@@ -6,6 +6,7 @@ row whose `__reason` says what is wrong, so the caller can error, skip or quaran
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import PurePath
@@ -125,7 +126,7 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
     head = native.split(".", 1)[0]
     if "." in native and head in names and isinstance(raw.schema[head], pl.Struct):  # `data.question`
         return MixerError(
-            f"{ctx.where}: {what} (the file has: {', '.join(names)}); `fields:` names the file's own fields, and "
+            f"{ctx.where}: {what} (the file has: {_field_names(names)}); `fields:` names the file's own fields, and "
             f"{head!r} holds an object",
             f"flatten the records first, e.g. jq -c '{{{name}: .{native}}}' (with the other fields) into a new file",
         )
@@ -134,12 +135,29 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
         unwrapped = f"{file.name.split('.')[0]}.records.json"
         return MixerError(
             f"{ctx.where}: {what}; the records are in the list {wrapper!r} of the file's top-level object "
-            f"(the file has: {', '.join(names)})",
+            f"(the file has: {_field_names(names)})",
             "mixer reads a JSON array or JSON lines of records: take the list out and read that file, e.g. "
             f"python -c \"import json; json.dump(json.load(open('{file.name}'))['{wrapper}'], open('{unwrapped}', "
             "'w'))\"",
         )
-    return MixerError(f"{ctx.where}: {what} (the file has: {', '.join(names)})", _formats_or_mapping(raw, ctx, name))
+    if (blurred := _blurred_name(names, native)) is not None:
+        return MixerError(
+            f"{ctx.where}: {what}; the file has {blurred!r}, which is {native!r} with spaces or invisible characters",
+            f"fix the field's name in the file, or map it in the recipe: fields: {{{name}: {json.dumps(blurred)}}}",
+        )
+    return MixerError(f"{ctx.where}: {what} (the file has: {_field_names(names)})", _formats_or_mapping(raw, ctx, name))
+
+
+def _field_names(names: list[str]) -> str:
+    """A file's field names for a message, a name with spaces at its ends or characters a terminal does not show
+    (`output\\r`, a byte-order mark) quoted and escaped: printed plain, a header's `output\\r` read as the very
+    field the message says is missing."""
+    return ", ".join(n if n.isprintable() and n == n.strip() else repr(n) for n in names)
+
+
+def _blurred_name(names: list[str], native: str) -> str | None:
+    """The file's name that is `native` once spaces and unprintable characters are taken out."""
+    return next((n for n in names if n != native and "".join(c for c in n if c.isprintable()).strip() == native), None)
 
 
 def _records_inside(raw: pl.DataFrame, names: list[str], native: str) -> str | None:
