@@ -17,6 +17,8 @@ from mixer.errors import MixerError
 from mixer.io import read_chunks, read_table
 from mixer.registry import load_registry
 
+from conftest import run_mixer, write_recipe
+
 
 def convert(path, fmt, fields=None, options=None):
     adapter = get_adapter(fmt)
@@ -471,6 +473,61 @@ def test_a_field_name_with_invisible_characters_is_shown_escaped_with_the_mappin
     with pytest.raises(MixerError, match="no field 'output' \\(the file has: instruction, input, ") as info:
         convert(path, "alpaca")
     assert info.value.message.endswith(f"{shown.replace('output', 'outpt')})")
+
+
+SHARE = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+ROLES = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "record", "message", "hint"),
+    [
+        (
+            "messages",
+            {"messages": SHARE},
+            "conversation turns have keys ['from', 'value'], expected 'role' and 'content'",
+            "these are ShareGPT's turns: read them as format: sharegpt with fields: {conversations: messages}",
+        ),
+        (
+            "messages",
+            {"messages": [{"role": "user"}, {"role": "assistant"}]},
+            "conversation turns have keys ['role'], expected 'role' and 'content'",
+            "for turns with other keys, use format: sharegpt with fields: {conversations: messages} and options: "
+            "{role_key: ..., content_key: ...}",
+        ),
+        (
+            "sharegpt",
+            {"conversations": ROLES},
+            "conversation turns have keys ['content', 'role'], expected 'from' and 'value'",
+            "these are {role, content} turns: set options: {role_key: role, content_key: content}",
+        ),
+    ],
+)
+def test_turns_of_another_shape_are_named_with_the_reading_that_fits_them(tmp_path, fmt, record, message, hint):
+    """Found by fuzzing parquet inputs: `format: messages` over turns that lack `role` or `content` in every
+    record of a chunk (ShareGPT's {from, value} under a `messages` field) stopped the build in a polars
+    traceback (StructFieldNotFoundError)."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(MixerError) as info:
+        convert(path, fmt)
+    assert (info.value.message, info.value.hint) == (f"{path}: {message}", hint)
+    if fmt == "messages" and "from" in str(record):  # the hint's reading builds the row
+        frame = convert(path, "sharegpt", {"conversations": "messages"})
+        assert frame["messages"].to_list() == [ROLES]
+
+
+def test_a_binary_conversation_column_is_a_malformed_row_not_a_traceback(tmp_path):
+    """Found by fuzzing parquet inputs: a `messages` column of binary values failed to be quoted as JSON for the
+    malformed rows (TypeError: bytes is not JSON serializable), and it would have been called null."""
+    pl.DataFrame({"messages": [b"x", b"y"], "id": ["a", "b"]}).write_parquet(tmp_path / "b.parquet")
+    recipe = write_recipe(
+        tmp_path,
+        f"name: b\nsources:\n  s: {{path: b.parquet, format: messages, take: all}}\noutput: {{dir: {tmp_path / 'o'}}}\n",
+    )
+    result = run_mixer("build", str(recipe))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "b.parquet: row 1: field 'messages' is binary data, expected a list of {role, content}" in result.stderr
 
 
 FITS = [  # (records of a file, the format it is read as, the format the hint names)

@@ -103,8 +103,9 @@ class RecordShape:
             if reason is None:
                 good.append({**record, **reshaped})
                 kept.append(index)
-            else:  # quoted whole, as it was: quarantine keeps what it sets aside
-                misshapen.append((index, reason, json.dumps(record, ensure_ascii=False)))
+            else:  # quoted whole, as it was: quarantine keeps what it sets aside (a parquet value JSON has no
+                # type for, bytes or a date, as its text)
+                misshapen.append((index, reason, json.dumps(record, ensure_ascii=False, default=str)))
         return good, kept, misshapen
 
     def _written_turns(self, name: str, text: str) -> list | None:
@@ -230,4 +231,7 @@ def json_kind(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "an object"
-    return "null"
+    if value is None:
+        return "null"
+    # a parquet or Arrow column of a type JSON does not have
+    return "binary data" if isinstance(value, (bytes, bytearray)) else f"a {type(value).__name__}"

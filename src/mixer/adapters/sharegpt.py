@@ -47,7 +47,9 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     if not {role_key, content_key} <= keys:
         raise MixerError(
             f"{ctx.where}: conversation turns have keys {sorted(keys)}, expected {role_key!r} and {content_key!r}",
-            "set options: {role_key: ..., content_key: ...}",
+            "these are {role, content} turns: set options: {role_key: role, content_key: content}"
+            if {"role", "content"} <= keys
+            else "set options: {role_key: ..., content_key: ...}",
         )
     turns = pl.col(name).list.eval(
         message(
