@@ -530,6 +530,40 @@ def test_a_binary_conversation_column_is_a_malformed_row_not_a_traceback(tmp_pat
     assert "b.parquet: row 1: field 'messages' is binary data, expected a list of {role, content}" in result.stderr
 
 
+def test_binary_columns_are_read_as_text_when_they_are_utf8_and_quoted_in_rejects(tmp_path):
+    """Found by fuzzing parquet inputs: a file with a column of bytes anywhere (a struct of metadata, an id) and
+    one malformed row stopped the build in a polars panic (it cannot write bytes as JSON) while quoting the row.
+    Text some parquet writers store as bytes is read as text; bytes that are not UTF-8 are refused by name."""
+    frame = pl.DataFrame(
+        {
+            "instruction": [b"q", b"r"],
+            "output": ["a", None],
+            "id": [b"i1", b"i2"],
+            "meta": [{"k": b"x"}, {"k": b"\xff"}],
+        }
+    )
+    frame.write_parquet(tmp_path / "b.parquet")
+    recipe = write_recipe(
+        tmp_path,
+        "name: b\nsources:\n  s: {path: b.parquet, format: alpaca, take: all, on_error: quarantine}\n"
+        f"output: {{dir: {tmp_path / 'o'}}}\n",
+    )
+    result = run_mixer("build", str(recipe))
+    assert result.returncode == 0, result.stderr
+    built = pl.read_parquet(tmp_path / "o" / "data" / "train-00000-of-00001.parquet")
+    assert built["messages"].to_list() == [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]
+    (reject,) = [json.loads(line) for line in (tmp_path / "o" / "rejects" / "s.jsonl").read_text().splitlines()]
+    assert (reject["row"], reject["reason"]) == (2, "empty 'output'")
+    assert json.loads(reject["record"]) == {"instruction": "r", "output": None, "id": "i2", "meta": {"k": "\ufffd"}}
+    pl.DataFrame({"instruction": [b"q", b"\xff"], "output": ["a", "b"]}).write_parquet(tmp_path / "c.parquet")
+    with pytest.raises(MixerError) as info:
+        convert(tmp_path / "c.parquet", "alpaca")
+    assert info.value.message == (
+        f"{tmp_path / 'c.parquet'}: field 'instruction' holds binary data (Binary) that is not UTF-8 text, expected "
+        "text for 'instruction'"
+    )
+
+
 FITS = [  # (records of a file, the format it is read as, the format the hint names)
     ({"instruction": "q", "output": "a"}, "messages", "format: alpaca"),
     ({"instruction": "q", "response": "a"}, "alpaca", "format: dolly"),

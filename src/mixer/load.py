@@ -22,6 +22,7 @@ from mixer.adapters.base import (
     content_chars,
     content_text,
     fitting_formats,
+    holds_binary,
     leads_with_system,
     message,
 )
@@ -145,6 +146,11 @@ def row_filters(filters: Filters, mixture_patterns: tuple[str, ...]) -> list[tup
     return checks
 
 
+def _json_text(value: object) -> str:
+    """A value JSON has no type for, as the text a reject quotes: bytes as the text they decode to."""
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
 def _malformed(
     source: ResolvedSource,
     file: str,
@@ -159,8 +165,10 @@ def _malformed(
     parts = []
     bad = converted.select("__row", "__reason").unique("__row", keep="first")
     if bad.height:
-        if "__record" in raw.columns:  # records kept as Python objects (mixer.io._record_objects)
-            quoted = [json.dumps(record, ensure_ascii=False) for record in raw["__record"].to_list()]
+        if "__record" in raw.columns or any(holds_binary(d) for n, d in raw.schema.items() if n != "__row"):
+            # records kept as Python objects (mixer.io._record_objects), or with bytes, which polars cannot quote
+            objects = raw["__record"].to_list() if "__record" in raw.columns else raw.drop("__row").to_dicts()
+            quoted = [json.dumps(record, ensure_ascii=False, default=_json_text) for record in objects]
             records = raw.select("__row").with_columns(pl.Series("record", quoted, dtype=pl.String))
         else:
             records = raw.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))

@@ -56,6 +56,23 @@ def adapter(name: str, convert: Callable[[pl.DataFrame, Context], pl.DataFrame])
     return Adapter(**{f.name: getattr(spec, f.name) for f in fields(Format)}, convert=convert)
 
 
+def holds_binary(dtype: pl.DataType) -> bool:
+    """Whether a parquet or Arrow column's values are or hold bytes: polars panics writing those as JSON."""
+    if dtype == pl.Binary:
+        return True
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return holds_binary(dtype.inner)
+    return isinstance(dtype, pl.Struct) and any(holds_binary(f.dtype) for f in dtype.fields)
+
+
+def _utf8(values: pl.Series) -> bool:
+    try:
+        values.cast(pl.String)
+    except pl.exceptions.PolarsError:  # "invalid utf8", whether the cast is strict or not
+        return False
+    return True
+
+
 def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) -> pl.Expr:
     """The native column mapped to canonical `name`, as text; a missing optional column reads as null."""
     native = ctx.fields[name]
@@ -66,6 +83,15 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
     dtype = raw.schema[native]
     if dtype == pl.String:
         return pl.col(native)
+    if dtype == pl.Binary and _utf8(raw[native]):  # text some parquet writers store without saying it is text
+        return pl.col(native).cast(pl.String)
+    if holds_binary(dtype):  # not text, and polars cannot write it as JSON (it panics)
+        raise MixerError(
+            f"{ctx.where}: field {native!r} holds binary data ({dtype}) that is not UTF-8 text, expected text for "
+            f"{name!r}",
+            f"decode it to text in the file, or map {name!r} to a text field in the recipe: "
+            f"fields: {{{name}: <field>}}",
+        )
     if isinstance(dtype, pl.Struct):  # polars encodes a missing object as the text "null"
         return pl.when(pl.col(native).is_not_null()).then(pl.col(native).struct.json_encode())
     if dtype.is_nested():
