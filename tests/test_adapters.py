@@ -528,6 +528,17 @@ def test_a_binary_conversation_column_is_a_malformed_row_not_a_traceback(tmp_pat
     result = run_mixer("build", str(recipe))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "b.parquet: row 1: field 'messages' is binary data, expected a list of {role, content}" in result.stderr
+    # quarantined beside a file of good rows, each record is quoted with its bytes as the text they decode to
+    (tmp_path / "good.jsonl").write_text(json.dumps({"messages": ROLES}) + "\n")
+    text = recipe.read_text().replace(
+        "path: b.parquet, format: messages, take: all}",
+        "path: [good.jsonl, b.parquet], format: messages, take: all, on_error: quarantine}",
+    )
+    recipe.write_text(text)
+    result = run_mixer("build", str(recipe))
+    assert result.returncode == 0, result.stderr
+    rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects" / "s.jsonl").read_text().splitlines()]
+    assert [json.loads(r["record"]) for r in rejects] == [{"messages": "x"}, {"messages": "y"}]
 
 
 def test_binary_columns_are_read_as_text_when_they_are_utf8_and_quoted_in_rejects(tmp_path):
@@ -559,9 +570,12 @@ def test_binary_columns_are_read_as_text_when_they_are_utf8_and_quoted_in_reject
     with pytest.raises(MixerError) as info:
         convert(tmp_path / "c.parquet", "alpaca")
     assert info.value.message == (
-        f"{tmp_path / 'c.parquet'}: field 'instruction' holds binary data (Binary) that is not UTF-8 text, expected "
-        "text for 'instruction'"
+        f"{tmp_path / 'c.parquet'}: field 'instruction' holds binary data that is not UTF-8 text, expected text for "
+        "'instruction'"
     )
+    pl.DataFrame({"instruction": [{"k": b"q"}], "output": ["a"]}).write_parquet(tmp_path / "s.parquet")
+    with pytest.raises(MixerError, match=r"field 'instruction' holds Struct\(\{'k': Binary\}\) values, expected text"):
+        convert(tmp_path / "s.parquet", "alpaca")
 
 
 FITS = [  # (records of a file, the format it is read as, the format the hint names)

@@ -42,7 +42,7 @@ from mixer.io import (
 from mixer.mix import marked
 from mixer.recipe import Filters
 from mixer.resolve import InputFile, ResolvedSource
-from mixer.shapes import Misshapen, RecordShape
+from mixer.shapes import Misshapen, RecordShape, json_text
 from mixer.threads import one_ahead
 
 META = pl.Struct(
@@ -146,11 +146,6 @@ def row_filters(filters: Filters, mixture_patterns: tuple[str, ...]) -> list[tup
     return checks
 
 
-def _json_text(value: object) -> str:
-    """A value JSON has no type for, as the text a reject quotes: bytes as the text they decode to."""
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _malformed(
     source: ResolvedSource,
     file: str,
@@ -168,7 +163,7 @@ def _malformed(
         if "__record" in raw.columns or any(holds_binary(d) for n, d in raw.schema.items() if n != "__row"):
             # records kept as Python objects (mixer.io._record_objects), or with bytes, which polars cannot quote
             objects = raw["__record"].to_list() if "__record" in raw.columns else raw.drop("__row").to_dicts()
-            quoted = [json.dumps(record, ensure_ascii=False, default=_json_text) for record in objects]
+            quoted = [json.dumps(record, ensure_ascii=False, default=json_text) for record in objects]
             records = raw.select("__row").with_columns(pl.Series("record", quoted, dtype=pl.String))
         else:
             records = raw.select("__row", pl.struct(pl.exclude("__row")).struct.json_encode().alias("record"))

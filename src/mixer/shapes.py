@@ -105,7 +105,7 @@ class RecordShape:
                 kept.append(index)
             else:  # quoted whole, as it was: quarantine keeps what it sets aside (a parquet value JSON has no
                 # type for, bytes or a date, as its text)
-                misshapen.append((index, reason, json.dumps(record, ensure_ascii=False, default=str)))
+                misshapen.append((index, reason, json.dumps(record, ensure_ascii=False, default=json_text)))
         return good, kept, misshapen
 
     def _written_turns(self, name: str, text: str) -> list | None:
@@ -217,6 +217,12 @@ def _parses_as_json_container(texts: pl.Series) -> bool:
             if text.rstrip().endswith("]" if text.startswith("[") else "}"):
                 return True
     return False
+
+
+def json_text(value: object) -> str:
+    """A value JSON has no type for (a parquet column's bytes or date), as the text a malformed row quotes: bytes
+    as the text they decode to."""
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 def json_kind(value: Any) -> str:

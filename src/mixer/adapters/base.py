@@ -83,16 +83,16 @@ def column(raw: pl.DataFrame, ctx: Context, name: str, required: bool = True) ->
     dtype = raw.schema[native]
     if dtype == pl.String:
         return pl.col(native)
-    if dtype == pl.Binary and _utf8(raw[native]):  # text some parquet writers store without saying it is text
-        return pl.col(native).cast(pl.String)
-    if holds_binary(dtype):  # not text, and polars cannot write it as JSON (it panics)
+    if dtype == pl.Binary:  # text, as some parquet writers store it without saying so, or other bytes
+        if _utf8(raw[native]):
+            return pl.col(native).cast(pl.String)
         raise MixerError(
-            f"{ctx.where}: field {native!r} holds binary data ({dtype}) that is not UTF-8 text, expected text for "
-            f"{name!r}",
+            f"{ctx.where}: field {native!r} holds binary data that is not UTF-8 text, expected text for {name!r}",
             f"decode it to text in the file, or map {name!r} to a text field in the recipe: "
             f"fields: {{{name}: <field>}}",
         )
-    if isinstance(dtype, pl.Struct):  # polars encodes a missing object as the text "null"
+    if isinstance(dtype, pl.Struct) and not holds_binary(dtype):  # polars encodes a missing object as "null";
+        # it cannot encode bytes (it panics), so an object holding some is refused below, as lists are
         return pl.when(pl.col(native).is_not_null()).then(pl.col(native).struct.json_encode())
     if dtype.is_nested():
         raise MixerError(
