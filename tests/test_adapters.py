@@ -578,6 +578,27 @@ def test_binary_columns_are_read_as_text_when_they_are_utf8_and_quoted_in_reject
         convert(tmp_path / "s.parquet", "alpaca")
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "found"),
+    [
+        ("n.json", '[{"messages": null, "id": "a"}, {"messages": null, "id": "b"}]', "empty (null) in every record"),
+        (
+            "n.jsonl",
+            '{"messages": [], "id": "a"}\n{"messages": [null], "id": "b"}\n',
+            "an empty list (or a list of nulls) in every record",
+        ),
+    ],
+)
+def test_a_conversation_field_empty_in_every_record_is_said_in_words(tmp_path, name, text, found):
+    """Found by fuzzing CSV and parquet inputs: the message gave polars' type of such a field ("is Null", "is
+    List(Null)")."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(MixerError) as info:
+        convert(path, "messages")
+    assert info.value.message == f"{path}: field 'messages' is {found}, expected a list of {{role, content}}"
+
+
 FITS = [  # (records of a file, the format it is read as, the format the hint names)
     ({"instruction": "q", "output": "a"}, "messages", "format: alpaca"),
     ({"instruction": "q", "response": "a"}, "alpaca", "format: dolly"),

@@ -201,8 +201,17 @@ def _records_inside(raw: pl.DataFrame, names: list[str], native: str) -> str | N
 def wrong_type(raw: pl.DataFrame, ctx: Context, name: str, expected: str) -> MixerError:
     """The error for a field of another type than the format reads (LIMA's texts read as ShareGPT turns)."""
     native = ctx.fields[name]
+    dtype = raw.schema[native]
+    # polars types a field that no record gives a value (or a turn) as Null: its name means nothing to a user
+    found = (
+        "empty (null) in every record"
+        if dtype == pl.Null
+        else "an empty list (or a list of nulls) in every record"
+        if dtype == pl.List(pl.Null)
+        else str(dtype)
+    )
     return MixerError(
-        f"{ctx.where}: field {native!r} is {raw.schema[native]}, expected {expected}",
+        f"{ctx.where}: field {native!r} is {found}, expected {expected}",
         _formats_or_mapping(raw, ctx, name),
     )
 
