@@ -15,7 +15,10 @@ from mixer.adapters.base import Context
 from mixer.build import Options, build
 from mixer.errors import MixerError
 from mixer.io import read_chunks, read_table
+from mixer.load import load_pool
 from mixer.registry import load_registry
+from mixer.resolve import resolve_source
+from mixer.validate import load_recipe
 
 from conftest import run_mixer, write_recipe
 
@@ -597,6 +600,32 @@ def test_a_conversation_field_empty_in_every_record_is_said_in_words(tmp_path, n
     with pytest.raises(MixerError) as info:
         convert(path, "messages")
     assert info.value.message == f"{path}: field 'messages' is {found}, expected a list of {{role, content}}"
+
+
+def test_a_stages_own_data_is_named_where_the_recipe_declares_it(tmp_path):
+    """Found by fuzzing a DPO stage's data: its errors named `sources.dpo`, a source the recipe does not have,
+    and told to set `on_error` "on source 'dpo'"."""
+    (tmp_path / "d.jsonl").write_text(
+        '{"prompt": "p", "chosen": "c", "rejected": null}\n{"prompt": "p", "chosen": "c", "rejected": "r"}\n'
+    )
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            "name: p\nstages:\n  - name: dpo\n    kind: dpo\n    model: org/m\n"
+            "    data: {path: d.jsonl, format: preference, take: all}\n",
+        )
+    )
+    data = recipe.stages[0].data
+    with pytest.raises(MixerError) as info:
+        load_pool(resolve_source(data, recipe.base_dir, data_dir=None, sample=False, cache_dir=tmp_path / "cache"))
+    assert (
+        info.value.message
+        == f"stages.dpo.data: 1 malformed record(s):\n  {tmp_path / 'd.jsonl'}: row 1: empty rejected reply"
+    )
+    assert info.value.hint.endswith("(also write them to rejects/) on stages.dpo.data")
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    with pytest.raises(MixerError, match=r"^stages\.dpo\.data: .*d\.jsonl: no field 'chosen'"):
+        load_pool(resolve_source(data, recipe.base_dir, data_dir=None, sample=False, cache_dir=tmp_path / "cache"))
 
 
 FITS = [  # (records of a file, the format it is read as, the format the hint names)

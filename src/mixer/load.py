@@ -254,8 +254,8 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
     shown = "\n".join(f"  {r['file']}: row {r['row']}: {r['reason']}" for r in malformed.head(MAX_REPORTED).to_dicts())
     more = f"\n  ... and {malformed.height - MAX_REPORTED} more" if malformed.height > MAX_REPORTED else ""
     fix = (
-        f"set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them to rejects/) on source "
-        f"{name!r}"
+        "set `on_error: skip` (drop and count) or `on_error: quarantine` (also write them to rejects/) on "
+        + (f"source {name!r}" if source.spec.key is None else source.spec.where)
         if source.on_error == "error"
         else f"`on_error: {source.on_error}` set them all aside, which leaves the source no row: fix the data"
     )
@@ -274,7 +274,7 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
         hint = f"{fix}, or {check}"
     else:
         hint = f"fix the data, or {fix}" if source.on_error == "error" else fix
-    return MixerError(f"sources.{name}: {malformed.height} malformed record(s):\n{shown}{more}", hint)
+    return MixerError(f"{source.spec.where}: {malformed.height} malformed record(s):\n{shown}{more}", hint)
 
 
 def _formats_fitting_first_record(path: Path, source: ResolvedSource) -> list[str]:
@@ -379,7 +379,7 @@ def load_chunks(
             options={**adapter.options, **source.options},
             file=str(path),
             format=adapter.name,
-            source=name,
+            source=source.spec.where,
             adds_rows=not source.spec.selector.takes_nothing,
         )
 
@@ -513,7 +513,7 @@ def load_chunks(
     if not converted_any and held_rejects and sum(r.height for r in held_rejects):
         raise _malformed_error(source, pl.concat(held_rejects), every=True)  # on_error skip or quarantine
     if not converted_any:
-        raise MixerError(f"sources.{name}: no records in {', '.join(str(f.path) for f in source.files)}")
+        raise MixerError(f"{source.spec.where}: no records in {', '.join(str(f.path) for f in source.files)}")
     if held_counts and last_rows is not None:  # the last tables held no record: a pool of no rows reports them
         malformed = pl.concat(held_rejects)
         quarantined = malformed if source.on_error == "quarantine" and malformed.height else None

@@ -56,6 +56,13 @@ class SourceSpec:
     hub: HubRef | None = None  # a hub dataset named in the recipe itself, not through the registry
     license: str | None = None  # the recipe's word for the source's license (a registry entry has its own)
     system: str | None = None  # a system turn for the source's conversations that have none
+    key: str | None = None  # where the recipe declares it, when not under `sources:` (a stage's `data:`)
+
+    @property
+    def where(self) -> str:
+        """How errors name it: `sources.NAME`, or `stages.NAME.data` for a stage's own data, which has no source
+        of that name to look for."""
+        return self.key or f"sources.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -315,9 +322,10 @@ def hub_ref(value: str | dict[str, Any]) -> HubRef:
     )
 
 
-def source_spec(name: str, spec: dict[str, Any]) -> SourceSpec:
+def source_spec(name: str, spec: dict[str, Any], key: str | None = None) -> SourceSpec:
     return SourceSpec(
         name=name,
+        key=key,
         registry=spec.get("source"),
         paths=_as_tuple(spec.get("path")),
         format=spec.get("format"),
@@ -419,7 +427,7 @@ def stage_spec(spec: dict[str, Any]) -> StageSpec:
         name=spec["name"],
         kind=kind,
         model=spec["model"],
-        data=data if data == "mixture" else source_spec(spec["name"], data),
+        data=data if data == "mixture" else source_spec(spec["name"], data, key=f"stages.{spec['name']}.data"),
         tokenizer=spec.get("tokenizer"),
         chat_template=spec.get("chat_template"),
         max_seq_length=spec.get("max_seq_length", 8192),

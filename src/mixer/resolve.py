@@ -286,7 +286,7 @@ def _local_files(
     if spec.paths:
         labelled = _recipe_files(spec, base_dir)
         if not labelled:
-            raise MixerError(f"sources.{spec.name}: no file matches {list(spec.paths)}")
+            raise MixerError(f"{spec.where}: no file matches {list(spec.paths)}")
         return "path", labelled
     named = entry.name if entry is not None else (spec.name if spec.hub is not None else None)
     if named is not None and data_dir is not None:
@@ -327,10 +327,10 @@ def resolve_source(
     data_file = data_file_name(entry) if entry else f"{spec.name}.jsonl"
     hint = offline_hint([data_file], sampled=entry is not None)
     if hub is None:
-        raise MixerError(f"sources.{spec.name}: no local data for {spec.registry!r} and no hub location", hint)
+        raise MixerError(f"{spec.where}: no local data for {spec.registry!r} and no hub location", hint)
     key = entry.name if entry else hub_cache_key(hub)
     try:
-        path, commit = read_from_hub(key, hub, cache_dir, locked, refresh, f"sources.{spec.name}", hint)
+        path, commit = read_from_hub(key, hub, cache_dir, locked, refresh, spec.where, hint)
     except HubUnavailable as failure:
         if spec.hub is not None and NO_SUCH_PART.search(failure.reason):  # the recipe's to fix, not the network's
             fix = f"hub: {{id: {hub.id}, split: ..., config: ...}}"

@@ -35,13 +35,14 @@ class Context:
     file: str
     seen: set[str] = field(default_factory=set)
     format: str = ""  # the source's format, left out when a missing field's hint names formats that fit
-    source: str = ""  # the recipe's name for it: two sources may read one file with other `fields:`
+    source: str = ""  # where the recipe declares it (`sources.NAME`): two sources may read one file with other
+    # `fields:`
     adds_rows: bool = True  # False for `take: 0`, an evolve block's seed pool, which may be instructions alone
 
     @property
     def where(self) -> str:
         """How an error names what it is about: the source, whose `format:` or `fields:` is usually the fix."""
-        return f"sources.{self.source}: {self.file}" if self.source else self.file
+        return f"{self.source}: {self.file}" if self.source else self.file
 
 
 @dataclass(frozen=True)
