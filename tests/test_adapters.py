@@ -600,6 +600,12 @@ def test_a_conversation_field_empty_in_every_record_is_said_in_words(tmp_path, n
     with pytest.raises(MixerError) as info:
         convert(path, "messages")
     assert info.value.message == f"{path}: field 'messages' is {found}, expected a list of {{role, content}}"
+    if name.endswith(".jsonl"):  # a preference pair's reply alike (one that is null in every record is read as
+        # null in each, a malformed row each)
+        path.write_text(text.replace('"messages"', '"chosen"').replace('"id"', '"prompt"'))
+        with pytest.raises(MixerError) as info:
+            convert(path, "preference")
+        assert info.value.message == f"{path}: field 'chosen' is {found}, expected text or a list of {{role, content}}"
 
 
 def test_a_stages_own_data_is_named_where_the_recipe_declares_it(tmp_path):

@@ -199,20 +199,21 @@ def _records_inside(raw: pl.DataFrame, names: list[str], native: str) -> str | N
     return None
 
 
+def type_words(dtype: pl.DataType) -> str:
+    """A field's type for a message. polars types a field that no record gives a value (or a turn) as Null, a
+    name that means nothing to a user."""
+    if dtype == pl.Null:
+        return "empty (null) in every record"
+    if dtype == pl.List(pl.Null):
+        return "an empty list (or a list of nulls) in every record"
+    return str(dtype)
+
+
 def wrong_type(raw: pl.DataFrame, ctx: Context, name: str, expected: str) -> MixerError:
     """The error for a field of another type than the format reads (LIMA's texts read as ShareGPT turns)."""
     native = ctx.fields[name]
-    dtype = raw.schema[native]
-    # polars types a field that no record gives a value (or a turn) as Null: its name means nothing to a user
-    found = (
-        "empty (null) in every record"
-        if dtype == pl.Null
-        else "an empty list (or a list of nulls) in every record"
-        if dtype == pl.List(pl.Null)
-        else str(dtype)
-    )
     return MixerError(
-        f"{ctx.where}: field {native!r} is {found}, expected {expected}",
+        f"{ctx.where}: field {native!r} is {type_words(raw.schema[native])}, expected {expected}",
         _formats_or_mapping(raw, ctx, name),
     )
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import MESSAGES, Context, adapter, blank, first_reason, message, missing_field, turn_text
+from mixer.adapters.base import (
+    MESSAGES,
+    Context,
+    adapter,
+    blank,
+    first_reason,
+    message,
+    missing_field,
+    turn_text,
+    type_words,
+)
 from mixer.errors import MixerError
 
 
@@ -29,7 +39,9 @@ def _as_messages(raw: pl.DataFrame, ctx: Context, name: str, role: str) -> pl.Ex
         if not {"role", "content"} <= set(keys):
             raise MixerError(f"{ctx.where}: the turns of {native!r} have keys {keys}, expected 'role' and 'content'")
         return pl.col(native).list.eval(message(turn_text("role"), turn_text("content")))
-    raise MixerError(f"{ctx.where}: field {native!r} is {dtype}, expected text or a list of {{role, content}}")
+    raise MixerError(
+        f"{ctx.where}: field {native!r} is {type_words(dtype)}, expected text or a list of {{role, content}}"
+    )
 
 
 TRANSCRIPT_START = "\n\nHuman:"
