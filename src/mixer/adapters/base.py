@@ -209,6 +209,14 @@ def type_words(dtype: pl.DataType) -> str:
     return str(dtype)
 
 
+def turn_keys_error(ctx: Context, keys: set[str], role_key: str, content_key: str, hint: str) -> MixerError:
+    """The error for turns that lack a key the format reads in every record of a chunk: polars cannot take a key
+    that no turn has (a traceback), so the adapter says which keys the turns have instead."""
+    return MixerError(
+        f"{ctx.where}: conversation turns have keys {sorted(keys)}, expected {role_key!r} and {content_key!r}", hint
+    )
+
+
 def wrong_type(raw: pl.DataFrame, ctx: Context, name: str, expected: str) -> MixerError:
     """The error for a field of another type than the format reads (LIMA's texts read as ShareGPT turns)."""
     native = ctx.fields[name]

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import polars as pl
 
-from mixer.adapters.base import Context, adapter, column, message, missing_field, sft_frame, turn_text, wrong_type
-from mixer.errors import MixerError
+from mixer.adapters.base import (
+    Context,
+    adapter,
+    column,
+    message,
+    missing_field,
+    sft_frame,
+    turn_keys_error,
+    turn_text,
+    wrong_type,
+)
 
 # OpenAI's chat format since its o1 models names the system turn `developer`; chat templates know `system`
 ROLE_NAMES = {"developer": "system"}
@@ -19,10 +28,13 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
         raise wrong_type(raw, ctx, "messages", "a list of {role, content}")
     keys = {f.name for f in dtype.inner.fields}
-    if not {"role", "content"} <= keys:  # polars cannot take a key no turn of the chunk has: a traceback
+    if not {"role", "content"} <= keys:
         sharegpt = "format: sharegpt" + ("" if name == "conversations" else f" with fields: {{conversations: {name}}}")
-        raise MixerError(
-            f"{ctx.where}: conversation turns have keys {sorted(keys)}, expected 'role' and 'content'",
+        raise turn_keys_error(
+            ctx,
+            keys,
+            "role",
+            "content",
             f"these are ShareGPT's turns: read them as {sharegpt}"
             if {"from", "value"} <= keys
             else f"for turns with other keys, use {sharegpt} and options: {{role_key: ..., content_key: ...}}",

@@ -17,10 +17,10 @@ from mixer.adapters.base import (
     message,
     missing_field,
     sft_frame,
+    turn_keys_error,
     turn_text,
     wrong_type,
 )
-from mixer.errors import MixerError
 
 ROLE_NAMES = {
     "human": "user",
@@ -45,8 +45,11 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         raise wrong_type(raw, ctx, "conversations", f"a list of {{{role_key}, {content_key}}}")
     keys = {f.name for f in dtype.inner.fields}
     if not {role_key, content_key} <= keys:
-        raise MixerError(
-            f"{ctx.where}: conversation turns have keys {sorted(keys)}, expected {role_key!r} and {content_key!r}",
+        raise turn_keys_error(
+            ctx,
+            keys,
+            role_key,
+            content_key,
             "these are {role, content} turns: set options: {role_key: role, content_key: content}"
             if {"role", "content"} <= keys
             else "set options: {role_key: ..., content_key: ...}",
