@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,10 @@ def first_of(names: list[str], shown: int = 5) -> str:
     """`names` for a message that must stay one line: the first `shown`, then how many more there are."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+def shown_value(value: Any, width: int) -> str:
+    """A value as JSON for a one-line message, cut to `width` characters (a recipe's or results file's value may be
+    a whole document)."""
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from mixer.errors import MixerError, first_of
+from mixer.errors import MixerError, first_of, shown_value
 
 RESULTS_DIR = "results"
 CHOICES_FILE = "sources.json"  # which model row of a leaderboard belongs to this run
@@ -95,8 +95,7 @@ def _note_unread(unread: list[str], where: str, value: Any) -> None:
     """A score written but not as a number (`"abc"`, NaN) is left out; `unread` collects it so `mixer results add`
     can say so. An empty cell or null is no score at all (older models' rows of a leaderboard have fewer)."""
     if value is not None and not (isinstance(value, str) and not value.strip()):
-        shown = json.dumps(value, ensure_ascii=False, default=str)
-        unread.append(f"{where} is {shown if len(shown) <= 40 else shown[:37] + '...'}")
+        unread.append(f"{where} is {shown_value(value, 40)}")
 
 
 def _section(data: Any, key: str, names: bool = False) -> dict[str, Any]:

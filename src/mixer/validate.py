@@ -18,7 +18,7 @@ from mixer.inherit import read_recipe_document
 from mixer.key_hints import did_you_mean
 from mixer.recipe import OPERATOR_PRESETS, Recipe, build_recipe
 from mixer.redact import redact_url
-from mixer.validate_schema import recipe_schema, schema_diagnostics
+from mixer.validate_schema import finite_number, recipe_schema, schema_diagnostics
 from mixer.validate_sources import as_list, as_mapping, check_source
 from mixer.yamlpos import Located
 
@@ -236,10 +236,7 @@ def _semantic_diagnostics(located: Located, base_dir: Path) -> list[Diagnostic]:
     weights = {
         str(name): s["weight"]
         for name, s in sources.items()
-        if isinstance(s, dict)
-        and isinstance(s.get("weight"), int | float)
-        and not isinstance(s["weight"], bool)
-        and math.isfinite(s["weight"])  # .nan and .inf are the schema's to report
+        if isinstance(s, dict) and finite_number(s.get("weight"))  # .nan and .inf are the schema's to report
     }
     if total is not None and sum(weights.values()) > 1 + 1e-9:
         problems.append(

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from mixer.errors import Diagnostic
+from mixer.errors import Diagnostic, shown_value
 from mixer.key_hints import dataset_mixer_hint, did_you_mean, other_tools_hint, valid_name
 from mixer.recipe import OPERATOR_PRESETS
 from mixer.resources import resource_dir
@@ -105,10 +105,14 @@ def _whole_number(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-def _finite_number(checker: Any, instance: Any) -> bool:
+def finite_number(value: Any) -> bool:
     """YAML's .nan and .inf are floats, and JSON Schema's bounds let .nan through (every comparison with it is
     false): `fraction: .nan` reached the plan and failed there in a traceback."""
-    return isinstance(instance, int | float) and not isinstance(instance, bool) and math.isfinite(instance)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_number(checker: Any, instance: Any) -> bool:
+    return finite_number(instance)
 
 
 @cache
@@ -221,9 +225,7 @@ def _type_word(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return ".nan, YAML's not-a-number" if math.isnan(value) else f"{'-' if value < 0 else ''}.inf, YAML's infinity"
     kind = {dict: "a mapping", list: "a list", str: "text", int: "a whole number", float: "a number"}
-    shown = json.dumps(value, ensure_ascii=False, default=str)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return f"{shown}, {kind.get(type(value), type(value).__name__)}"
+    return f"{shown_value(value, 60)}, {kind.get(type(value), type(value).__name__)}"
 
 
 def _type_message(value: Any, expected: str | list[str]) -> str:
