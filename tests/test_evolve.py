@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -959,6 +961,21 @@ def test_cached_completions_follow_who_served_them_not_only_the_model_name(tmp_p
     assert cache.get(call_key(served_by(None), "gpt-4o-mini", messages, sampling)) is None
 
 
+def wait_until_cached(path: Path, count: int, timeout: float = 60) -> None:
+    """The calls the server answered reach the cache a moment later, in the build's own process: a fixed sleep
+    before the signal would be a race on a busy machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(sqlite3.OperationalError),  # not made yet
+            contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db,
+        ):
+            if db.execute("SELECT count(*) FROM completions").fetchone()[0] >= count:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never held {count} calls")
+
+
 def test_kill_mid_run_resumes_with_zero_repeated_calls(tmp_path, server):
     recipe = evolve_recipe(tmp_path, server.base_url, concurrency=2)
     secret = "sk-test-DO-NOT-LEAK-4242"
@@ -969,7 +986,7 @@ def test_kill_mid_run_resumes_with_zero_repeated_calls(tmp_path, server):
     while server.count("held") == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert server.count("held") > 0, "the build never reached the hold point"
-    time.sleep(0.5)  # the answered calls are written to the cache
+    wait_until_cached(tmp_path / "cache" / "evolve.sqlite", 10)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (tmp_path / "out").exists()
@@ -1019,7 +1036,7 @@ def test_a_stopped_block_says_how_many_of_its_calls_are_cached(tmp_path, server,
             while server.count("held") == held_before and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.05)
             assert server.count("held") > held_before, "the build never reached the hold point"
-            time.sleep(0.5)  # the answered calls are written to the cache
+            wait_until_cached(tmp_path / "cache" / "evolve.sqlite", hold_after)
             proc.send_signal(sig)
             stdout, stderr = proc.communicate(timeout=30)
         finally:
