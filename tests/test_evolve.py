@@ -806,6 +806,24 @@ def test_budget_stop_then_resume_without_repeated_calls(tmp_path, server):
     assert max(server.ok_keys().values()) == 1  # nothing completed before the stop was asked again
 
 
+def test_a_dollar_budget_is_written_in_digits_however_small_or_large(tmp_path, server):
+    """`:g` wrote a budget of $0.0000001 as `$1e-07` in the stop message and the progress line."""
+    from mixer.evolve.cost import dollars
+
+    recipe = evolve_recipe(tmp_path, server.base_url, concurrency=1, budget={"usd": 0.5})
+    recipe.write_text(recipe.read_text().replace('{"usd": 0.5}', '{"usd": 0.0000001}'))  # as a user writes it
+    with pytest.raises(BudgetReached) as info:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert re.fullmatch(r"evolve\.evol: budget reached \(\$0\.\d{4} of \$0\.0000001\); .*", info.value.message)
+    assert [dollars(usd) for usd in (5, 0.25, 2.50, 1.5e6, 1e-12)] == [
+        "5",
+        "0.25",
+        "2.5",
+        "1,500,000",
+        "0." + "0" * 11 + "1",
+    ]
+
+
 def test_a_dollar_budget_for_a_model_without_a_price_is_refused_before_any_call(tmp_path):
     """Calls to a model the price table does not list cost $0 in the accounting, so `budget: {usd: ...}` would
     never stop a paid run on it: the recipe must price it (0 for a free server) or budget in tokens."""

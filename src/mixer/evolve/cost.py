@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from functools import cache
 from importlib.resources import files
 
@@ -26,6 +27,13 @@ def usd_text(usd: float, prices_known: bool) -> str:
     """A block's cost as written in tables; a model with no price (not in the table, no `prices:`) cost an
     unknown amount, which `$0.0000` would misstate."""
     return f"${usd:.4f}" if prices_known else "unknown price"
+
+
+def dollars(usd: float) -> str:
+    """A budget as the recipe gives it (5, 0.25, 0.0000001), in digits: `:g` wrote a tiny one as 1e-07 and a
+    large one as 1.5e+06."""
+    text = format(Decimal(repr(float(usd))), ",f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @cache
@@ -92,7 +100,7 @@ class Budget:
             raise self.halted
         over = []
         if self.usd is not None and self.spent.usd >= self.usd:
-            over.append(f"${self.spent.usd:.4f} of ${self.usd:g}")
+            over.append(f"${self.spent.usd:.4f} of ${dollars(self.usd)}")
         if self.tokens is not None and self.spent.tokens >= self.tokens:
             over.append(f"{self.spent.tokens:,} of {self.tokens:,} tokens")
         if over:

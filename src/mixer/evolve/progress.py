@@ -15,7 +15,7 @@ from typing import TextIO
 
 from rich.progress import Progress, TaskID
 
-from mixer.evolve.cost import Meter
+from mixer.evolve.cost import Meter, dollars
 from mixer.evolve.engine import Report, RoundStats
 from mixer.recipe import EvolveSpec
 
@@ -31,7 +31,7 @@ def evolve_reporter(
 ) -> Report:
     started = clock()
     tasks: dict[int, TaskID] = {}
-    budget = f" / ${block.budget_usd:g}" if block.budget_usd is not None else ""
+    budget = f" / ${dollars(block.budget_usd)}" if block.budget_usd is not None else ""
     printed_at, printed_retrying = started, False  # the last log line: when, and whether calls were failing
 
     def describe(stats: RoundStats, meter: Meter, failure_chars: int | None) -> str:
