@@ -3,6 +3,7 @@ numbers, line numbers and ids file-wide; tiny chunks, parts and buckets give byt
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gzip
 import hashlib
@@ -983,6 +984,71 @@ def test_a_headerless_tsv_in_batches_equals_a_whole_read_and_a_ragged_row_is_nam
     with pytest.raises(MixerError) as info:
         list(mixer.io.read_chunks(ragged, 64 << 10, header=False))
     assert info.value.message == f"{ragged}: cannot read tsv file: line 5001: 4 fields, where the first row has 3"
+
+
+def test_quotes_like_csv_needs_every_opening_quote_to_close_as_csv_does_and_one_to_be_needed():
+    from mixer.tsv_quoting import quotes_like_csv
+
+    assert quotes_like_csv(b'a\t"He said ""hi""."\n')  # a quote doubled inside
+    assert quotes_like_csv(b'"two\nlines"\tb\r\n"x\ty"\tc')  # a line break, a tab
+    assert not quotes_like_csv(b'a\t"yes"\n')  # quotes no writer needed: kept, as before
+    assert not quotes_like_csv(b'"Gamey" is a word\tno\n')  # FLAN's bare quotes: text after the closing one
+    assert not quotes_like_csv(b'a\t"He said ""hi""."\n"Gamey" is a word\tno\n')  # one bare quote keeps it as written
+    assert not quotes_like_csv(b'a\t"never closed\n')
+    assert quotes_like_csv(b'a\t"""hi"""\nb\t"x""y"\nc\t"damaged\n')  # a quoted file with one damaged field
+    assert not quotes_like_csv(b'say "hi" ""now""\tb\n')  # quotes inside a field that does not open with one
+    head = b'a\t"He said ""hi""."\nb\t"cut short'
+    assert quotes_like_csv(head, complete=False) and not quotes_like_csv(head)
+
+
+@pytest.mark.parametrize("name", ["quoted.tsv", "quoted.tsv.gz"])
+def test_a_tsv_written_with_csv_quoting_reads_as_its_writer_meant_whole_and_in_chunks(tmp_path, name):
+    """pandas, `datasets` and Python's csv module write TSV with CSV's quoting. Read as written, a reply with
+    a quote kept its quotes doubled (`"He said ""hi""."`) without a word, and one with a line break was cut
+    into two records, the second refused as "empty 'output'"."""
+    rows = [
+        {"instruction": f"question {i}", "input": "" if i % 3 else "tab\there", "output": output}
+        for i, output in enumerate(['He said "hi".', "line one\nline two", "plain", '"quoted" start', "x\r\ny"] * 600)
+    ]
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), delimiter="\t")
+    writer.writeheader()
+    writer.writerows(rows)
+    data = text.getvalue().encode()
+    assert b'"He said ""hi""."' in data and b'"line one\nline two"' in data
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    whole = mixer.io.read_table(path).frame
+    assert whole.drop("__row").to_dicts() == [{k: v or None for k, v in row.items()} for row in rows]  # "" is null
+    tables = list(mixer.io.read_chunks(path, 16 << 10))
+    assert len(tables) > 3 and pl.concat([t.frame for t in tables]).equals(whole)
+
+    broken = tmp_path / "broken.tsv"  # a quoted TSV is checked as CSV is when polars cannot read it
+    broken.write_bytes(data + b'question x\t\t"never closed\nmore\n')
+    with pytest.raises(MixerError) as info:
+        mixer.io.read_table(broken)
+    line = data.count(b"\n") + 1
+    assert (
+        info.value.message
+        == f"{broken}: cannot read tsv file: line {line}: a quoted field starts here and is never closed"
+    )
+
+
+def test_real_flan_cot_written_again_with_csv_quoting_reads_the_same(tmp_path, shared_data):
+    """FLAN's TSVs hold bare quotes (creak's claims open with one) and are read as written; the same rows
+    written by Python's csv module, which quotes those fields, read the same."""
+    from mixer.tsv_quoting import quotes_like_csv
+
+    for file in ("creak_train.tsv", "strategyqa_train.tsv"):
+        path = shared_data / "flan_cot" / file
+        assert not quotes_like_csv(path.read_bytes())
+        original = mixer.io.read_table(path, header=False).frame
+        text = io.StringIO(newline="")
+        csv.writer(text, delimiter="\t", lineterminator="\n").writerows(original.drop("__row").rows())
+        again = tmp_path / file
+        again.write_text(text.getvalue(), newline="")
+        assert again.read_bytes() != path.read_bytes()  # the writer quoted some fields
+        assert mixer.io.read_table(again, header=False).frame.equals(original)
 
 
 def test_real_gsm8k_read_in_small_chunks_with_borrowed_schemas_equals_one_read(tmp_path, shared_data, monkeypatch):

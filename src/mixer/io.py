@@ -29,6 +29,7 @@ from mixer.errors import MixerError
 from mixer.json_array import ArrayChunks, NotAnArray, starts_an_array, whole_array
 from mixer.record_reader import NEWLINE_BYTE
 from mixer.shapes import Misshapen, RecordShape
+from mixer.tsv_quoting import SNIFF_BYTES, quotes_like_csv
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -518,13 +519,13 @@ def _arrow_chunks(path: Path, chunk_bytes: int, on_read: Callable[[int], None] |
         raise _unreadable(path, "arrow", exc) from None
 
 
-def _csv_options(kind: str, header: bool) -> dict:
+def _csv_options(kind: str, header: bool, quoted: bool) -> dict:
     """How CSV and TSV files are read, whole or in batches: every field as text, ragged rows an error, TSV
-    unquoted (FLAN CoT fields hold bare quotes)."""
+    unquoted unless it quotes as CSV does (mixer.tsv_quoting: FLAN CoT fields hold bare quotes)."""
     return {
         "separator": "\t" if kind == "tsv" else ",",
         "has_header": header,
-        "quote_char": None if kind == "tsv" else '"',
+        "quote_char": '"' if quoted else None,
         "infer_schema": False,
         "truncate_ragged_lines": False,
     }
@@ -535,6 +536,16 @@ def _named(frame: pl.DataFrame, header: bool) -> pl.DataFrame:
     if not header:
         frame.columns = [f"column_{i}" for i in range(1, frame.width + 1)]
     return frame
+
+
+def _quoted(path: Path, kind: str) -> bool:
+    """Whether a CSV or TSV file's fields may be in quotes: a CSV's always, a TSV's when it quotes as CSV does,
+    seen in its first SNIFF_BYTES of text."""
+    if kind == "csv":
+        return True
+    with _open_binary(path) as fh:
+        head = fh.read(SNIFF_BYTES + 1)
+    return quotes_like_csv(head[:SNIFF_BYTES].removeprefix(UTF8_BOM), complete=len(head) <= SNIFF_BYTES)
 
 
 def text_size(path: Path) -> int:
@@ -559,11 +570,13 @@ def _delimited_chunks(
         yield read_table(path, header=header, on_read=on_read)
         return
     offset = heard = 0
+    quoted = False
     try:
         with _open_binary(path) as fh:
             sample = without_bom(path, fh.read(1 << 20))  # also refuses UTF-16/32; polars skips a UTF-8 mark
         bytes_per_line = len(sample) / max(1, sample.count(NEWLINE_BYTE))
-        batches = pl.scan_csv(path, **_csv_options(kind, header)).collect_batches(
+        quoted = _quoted(path, kind)
+        batches = pl.scan_csv(path, **_csv_options(kind, header, quoted)).collect_batches(
             chunk_size=max(1, int(chunk_bytes / bytes_per_line))
         )
         for frame in batches:
@@ -577,7 +590,7 @@ def _delimited_chunks(
         raise _unreadable(path, kind, exc) from None
     except (pl.exceptions.PolarsError, OSError) as exc:
         try:
-            where = _first_bad_line(path, _csv_options(kind, header)["separator"])
+            where = _first_bad_line(path, _csv_options(kind, header, quoted)["separator"], quoted)
         except (EOFError, zlib.error, gzip.BadGzipFile) as damaged:
             raise _unreadable(path, kind, damaged) from None
         raise _unreadable(path, kind, exc, where) from None
@@ -665,10 +678,11 @@ def _unreadable(path: Path, kind: str, exc: BaseException, where: str | None = N
     return MixerError(f"{path}: cannot read {kind} file: {where or str(exc).splitlines()[0]}")
 
 
-def _first_bad_line(path: Path, separator: str | None) -> str | None:
+def _first_bad_line(path: Path, separator: str | None, quoted: bool = True) -> str | None:
     """Where a file polars could not read goes wrong, since its errors name no line: the first byte that is
-    not UTF-8, or (CSV/TSV, `separator` given) the first row with more fields than the first row. The file is
-    read line by line: this runs on files of any size, after polars failed on them."""
+    not UTF-8, or (CSV/TSV, `separator` given) the first row with more fields than the first row, or (`quoted`)
+    the first quote it could not read. The file is read line by line: this runs on files of any size, after
+    polars failed on them."""
     with _open_binary(path) as fh:
         for number, line in enumerate(fh, start=1):
             try:
@@ -677,7 +691,7 @@ def _first_bad_line(path: Path, separator: str | None) -> str | None:
                 return f"line {number}: {record_reader.not_utf8(line, exc.start)}"
     if separator is None:
         return None
-    quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
+    quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
     with _open_binary(path) as fh, io.TextIOWrapper(fh, encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(text, delimiter=separator, quoting=quoting)
         width = None
@@ -715,6 +729,7 @@ def read_table(
         raise MixerError(f"{path}: file not found")
     if on_read is not None:
         on_read(path.stat().st_size)  # read whole: its bytes count at once
+    quoted = kind == "csv"
     try:
         if kind == "parquet":
             table = RawTable(path, pl.read_parquet(path).with_row_index("__row"), [])
@@ -723,7 +738,9 @@ def read_table(
             (table,) = _arrow_chunks(path, WHOLE, None)
             table = table if shape is None else _columns_by_shape(table, shape)
         elif kind in ("csv", "tsv"):
-            frame = pl.read_csv(_read_bytes(path), **_csv_options(kind, header))
+            data = _read_bytes(path)
+            quoted = quoted or quotes_like_csv(data)
+            frame = pl.read_csv(data, **_csv_options(kind, header, quoted))
             table = RawTable(path, _named(frame, header).with_row_index("__row"), [])
             table = table if shape is None else _columns_by_shape(table, shape)
         elif kind == "jsonl":
@@ -742,7 +759,7 @@ def read_table(
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         where = None
         if kind in ("csv", "tsv") and isinstance(exc, pl.exceptions.PolarsError):
-            where = _first_bad_line(path, _csv_options(kind, header)["separator"])
+            where = _first_bad_line(path, _csv_options(kind, header, quoted)["separator"], quoted)
         raise _unreadable(path, kind, exc, where) from None
     if "__row" not in table.frame.columns:
         table.frame = table.frame.with_row_index("__row")
