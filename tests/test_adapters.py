@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import itertools
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -231,6 +233,37 @@ def test_oasst_flat_table_follows_rank_not_file_order_and_ignores_the_metadata_c
     top1 = convert(path, "oasst", options={"top_k_reply": 1})
     assert top1.select("native_id", "lang").rows() == [("best", "de")]
     assert [m["content"] for m in top1["messages"][0]] == ["question", "best"]
+
+
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_oasst_flat_table_exported_as_csv_or_tsv_reads_as_the_json_table_does(tmp_path, delimiter):
+    """A CSV or TSV holds every value as text: "" for a root's parent, "1.0" for a rank (as pandas writes a
+    column with gaps), "False" for deleted. The table was refused ("`rank` is not a number"), and with ranks
+    given as numbers every message counted as deleted, since any text is true."""
+    sample = load_registry()["oasst1"].sample
+    records = [json.loads(line) for line in sample.read_text().splitlines()]
+    columns = list(dict.fromkeys(key for record in records for key in record))
+
+    def text(value: object) -> str:
+        return "" if value is None else str(float(value)) if type(value) is int else str(value)
+
+    def export(path: Path, rows: list[dict]) -> Path:
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file, delimiter=delimiter)
+            writer.writerow(columns)
+            writer.writerows([text(record.get(c)) for c in columns] for record in rows)
+        return path
+
+    path = export(tmp_path / ("flat.csv" if delimiter == "," else "flat.tsv"), records)
+    assert "False" in path.read_text() and "1.0" in path.read_text()
+    for top_k in (1, None):
+        expected = convert(sample, "oasst", options={"top_k_reply": top_k}).drop("__row")
+        assert convert(path, "oasst", options={"top_k_reply": top_k}).drop("__row").equals(expected)
+
+    odd = export(tmp_path / ("odd.csv" if delimiter == "," else "odd.tsv"), [{**records[0], "deleted": "maybe"}])
+    (tmp_path / "odd.jsonl").write_text(json.dumps({**records[0], "deleted": 0.5}) + "\n")
+    for path in (odd, tmp_path / "odd.jsonl"):
+        assert convert(path, "oasst")["__reason"].to_list() == ["a message whose `deleted` is not true or false"]
 
 
 def test_preference_strips_prompt_from_pairs():

@@ -10,6 +10,7 @@ in Python: they are small and their depth varies, which vectorised code handles 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -19,6 +20,7 @@ from mixer.adapters.base import MESSAGES, Context, adapter, conversation_reason
 from mixer.errors import MixerError
 
 ROLE = {"prompter": "user", "assistant": "assistant"}
+TEXT_BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "": False}
 # what the walk reads of a message: the flat table's other columns (labels, emojis, detoxify scores) are
 # nested, and turning them into Python objects took most of the conversion (1.9 s against 0.4 s for 90K)
 WALKED = ("__row", "message_id", "parent_id", "role", "text", "rank", "deleted", "lang")
@@ -46,6 +48,8 @@ def _shape_problem(root: Any) -> str | None:
             return "a message whose `role`, `text` or `lang` is not text"
         if not isinstance(message.get("rank"), int | float | None):
             return "a message whose `rank` is not a number"
+        if message.get("deleted") not in (None, True, False):  # 0 and 1 are equal to these; 0.5 or "no" is not
+            return "a message whose `deleted` is not true or false"
         replies = message.get("replies")
         if replies is None:
             continue
@@ -74,6 +78,19 @@ def _paths(root: dict[str, Any], top_k: int | None) -> list[list[dict[str, Any]]
     return paths
 
 
+def _read_text_values(record: dict[str, Any]) -> None:
+    """A CSV or TSV export of the message table holds every value as text ("0" for a rank, "" for none,
+    "False" for not deleted), which read as a rank that is not a number and a message that is deleted (any text
+    is true). Text that is neither stays as it is, for the shape check to name."""
+    rank = record.get("rank")
+    if isinstance(rank, str):
+        with contextlib.suppress(ValueError):
+            record["rank"] = float(rank) if rank.strip() else None
+    deleted = record.get("deleted")
+    if isinstance(deleted, str):
+        record["deleted"] = TEXT_BOOLEANS.get(deleted.strip().lower(), deleted)
+
+
 def _trees_from_flat(raw: pl.DataFrame, ctx: Context) -> list[tuple[int, dict[str, Any]]]:
     needed = ("message_id", "parent_id", "role", "text")
     missing = [c for c in needed if c not in raw.columns]
@@ -86,13 +103,16 @@ def _trees_from_flat(raw: pl.DataFrame, ctx: Context) -> list[tuple[int, dict[st
                 "the hub's message table has text ids (UUIDs); check the file is that table",
             )
     records = raw.select(c for c in WALKED if c in raw.columns).to_dicts()
+    if any(raw.schema[c] == pl.String for c in ("rank", "deleted") if c in raw.columns):
+        for record in records:
+            _read_text_values(record)
     children: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         record["replies"] = children.setdefault(record["message_id"], [])
     roots = []
     for record in records:
         parent = record.get("parent_id")
-        if parent is None:
+        if parent is None or parent == "":  # a CSV or TSV export writes a root's missing parent as an empty field
             roots.append((record["__row"], record))
         elif parent in children:
             children[parent].append(record)
