@@ -6,6 +6,9 @@ import csv
 import gzip
 import itertools
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -509,6 +512,43 @@ def test_a_field_name_with_invisible_characters_is_shown_escaped_with_the_mappin
     with pytest.raises(MixerError, match="no field 'output' \\(the file has: instruction, input, ") as info:
         convert(path, "alpaca")
     assert info.value.message.endswith(f"{shown.replace('output', 'outpt')})")
+
+
+@pytest.mark.parametrize(
+    ("name", "separator", "hint"),
+    [
+        ("a.csv", "\t", "name the file a.tsv, and its path in the recipe too"),
+        ("a.tsv.gz", ",", "name the file a.csv.gz, and its path in the recipe too"),
+        ("a.csv", ";", "write it again with commas"),
+        ("a.tsv", "|", "write it again with commas"),
+    ],
+)
+def test_a_file_separated_otherwise_than_its_name_says_is_named_with_the_step_that_reads_it(
+    tmp_path, name, separator, hint
+):
+    """A tab-separated `.csv` (or a spreadsheet's `;` CSV) reads as one field named after the whole header, and
+    the message said "no field 'instruction' (the file has: instruction;input;output)" with a hint to map it."""
+    path = tmp_path / name
+    text = f"instruction{separator}input{separator}output\nq{separator}{separator}a\n".encode()
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    with pytest.raises(MixerError) as info:
+        convert(path, "alpaca")
+    header = repr(f"instruction{separator}input{separator}output")
+    assert info.value.message == (
+        f"{path}: no field 'instruction'; the file's header is one field, {header}: its fields are separated by "
+        f"{separator!r}, and mixer reads a .csv file as separated by commas and a .tsv file by tabs"
+    )
+    assert info.value.hint.startswith(hint)
+    if hint.startswith("name the file"):  # the hint's step, taken: the file then reads
+        fixed = tmp_path / hint.split()[3].rstrip(",")
+        path.rename(fixed)
+    else:
+        command = re.search(r'python -c "(.*)"', info.value.hint).group(1)
+        subprocess.run([sys.executable, "-c", command], cwd=tmp_path, check=True)
+        fixed = tmp_path / "a.commas.csv"
+    assert convert(fixed, "alpaca")["messages"].to_list() == [
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    ]
 
 
 SHARE = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]

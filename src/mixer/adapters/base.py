@@ -167,6 +167,12 @@ def missing_field(raw: pl.DataFrame, ctx: Context, name: str) -> MixerError:
             f"python -c \"import json; json.dump(json.load(open('{file.name}'))['{wrapper}'], open('{unwrapped}', "
             "'w'))\"",
         )
+    if (separator := _other_separator(names, native, ctx.file)) is not None:
+        return MixerError(
+            f"{ctx.where}: {what}; the file's header is one field, {_clip(names[0])!r}: its fields are separated by "
+            f"{separator!r}, and mixer reads a .csv file as separated by commas and a .tsv file by tabs",
+            _separator_hint(separator, PurePath(ctx.file)),
+        )
     if (blurred := _blurred_name(names, native)) is not None:
         return MixerError(
             f"{ctx.where}: {what}; the file has {blurred!r}, which is {native!r} with spaces or invisible characters",
@@ -180,6 +186,27 @@ def _field_names(names: list[str]) -> str:
     (`output\\r`, a byte-order mark) quoted and escaped: printed plain, a header's `output\\r` read as the very
     field the message says is missing."""
     return ", ".join(n if n.isprintable() and n == n.strip() else repr(n) for n in names)
+
+
+def _other_separator(names: list[str], native: str, file: str) -> str | None:
+    """The separator of a CSV or TSV file read with the other one (a tab-separated `.csv`) or with one mixer does
+    not read (`;`, as spreadsheets write CSV where a comma is the decimal mark): its header is then one field
+    that holds every name."""
+    if len(names) != 1 or not {".csv", ".tsv"} & set(PurePath(file).suffixes):
+        return None
+    return next((sep for sep in ("\t", ";", "|", ",") if native in names[0].split(sep)), None)
+
+
+def _separator_hint(separator: str, file: PurePath) -> str:
+    name = file.name
+    for wanted, suffix, other in (("\t", ".tsv", ".csv"), (",", ".csv", ".tsv")):
+        if separator == wanted and other in file.suffixes:
+            return f"name the file {name.replace(other, suffix)}, and its path in the recipe too"
+    comma = name.replace(".csv", ".commas.csv").replace(".tsv", ".commas.csv").removesuffix(".gz")
+    return (
+        f"write it again with commas, e.g. python -c \"import polars as pl; pl.read_csv('{name}', "
+        f"separator='{separator}', infer_schema=False).write_csv('{comma}')\", and read that file"
+    )
 
 
 def _blurred_name(names: list[str], native: str) -> str | None:
