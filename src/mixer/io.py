@@ -540,7 +540,7 @@ def _named(frame: pl.DataFrame, header: bool) -> pl.DataFrame:
 
 def _quoted(path: Path, kind: str) -> bool:
     """Whether a CSV or TSV file's fields may be in quotes: a CSV's always, a TSV's when it quotes as CSV does,
-    seen in its first SNIFF_BYTES of text."""
+    judged from its first SNIFF_BYTES of text (mixer.tsv_quoting)."""
     if kind == "csv":
         return True
     with _open_binary(path) as fh:
