@@ -4,7 +4,8 @@ Answers are a pure function of the request, so two runs can be compared byte for
 steer the answer (TRIGGER_REFUSE, TRIGGER_COPY, TRIGGER_PUNCT, TRIGGER_EQUAL, TRIGGER_BADCODE, TRIGGER_GOODCODE,
 TRIGGER_MUMBLE, TRIGGER_LONG, TRIGGER_SPACED; TRIGGER_THINK puts a reasoning model's <think> block before any answer); an answer longer than the request's `max_tokens` (one token a word here) is cut
 there with finish_reason "length", as real servers do; `inject()` queues faults for the next requests: ("429", retry_after), ("500",),
-("slow", seconds), ("garbage",), ("nochoices",), ("quota",), ("toolarge",), ("nocontent", finish_reason) (a message of null content, as a
+("slow", seconds), ("garbage",), ("nochoices",), ("quota",), ("toolarge",), ("usage", value) (an answer whose `usage` is value:
+None, {} or nulls, as a server that does not count tokens sends), ("nocontent", finish_reason) (a message of null content, as a
 reasoning parser sends when max_tokens ran out while thinking). With `reasoning_api`, it refuses `max_tokens`
 and a temperature other than 1 with HTTP 400, as OpenAI's reasoning models do; with `context_limit`, a request
 longer than that (in words, with its max_tokens) gets vLLM's context-length 400. Every request is logged with its content key and outcome.
@@ -203,7 +204,8 @@ class FakeTeacher:
                     held = teacher.hold_after is not None and (
                         sum(1 for e in teacher.log if e.outcome == "ok") >= teacher.hold_after
                     )
-                    outcome = "held" if held else "400" if refusal else (fault[0] if fault else "ok")
+                    answered = not fault or fault[0] == "usage"  # an answer, whatever its usage says
+                    outcome = "held" if held else "400" if refusal else "ok" if answered else fault[0]
                     teacher.log.append(Logged(time.monotonic(), key, kind, outcome))
                 if refusal:
                     self._send(400, json.dumps({"error": refusal}).encode())
@@ -276,6 +278,8 @@ class FakeTeacher:
                         "total_tokens": words + len(text.split()),
                     },
                 }
+                if fault and fault[0] == "usage":  # a server that leaves token counts out, or sends nulls
+                    response["usage"] = fault[1]
                 self._send(200, json.dumps(response).encode())
 
         return Handler

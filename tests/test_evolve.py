@@ -824,6 +824,30 @@ def test_a_dollar_budget_is_written_in_digits_however_small_or_large(tmp_path, s
     ]
 
 
+@pytest.mark.parametrize("usage", [None, {}, {"prompt_tokens": None, "completion_tokens": None}])
+def test_a_budget_stops_at_a_teacher_that_reports_no_token_counts(tmp_path, server, usage):
+    """A server that leaves `usage` out (or sends nulls) was counted 0 tokens and $0 a call, so a block's budget
+    never stopped it. The block stops at its next call, with the answer that showed it cached; without a
+    budget, or on a free price, it runs as before."""
+    recipe = evolve_recipe(tmp_path, server.base_url, concurrency=1, rounds=1, budget={"tokens": 100000})
+    server.inject(("usage", usage))
+    with pytest.raises(MixerError) as info:
+        build(recipe, options(tmp_path), out=tmp_path / "out")
+    assert info.value.message == (
+        f"evolve.evol: teacher 'gpt-4o-mini' at {server.base_url} answers without token counts (no `usage` in its "
+        "replies), so the block's budget cannot be kept"
+    )
+    assert info.value.hint.startswith("the answers so far are cached: drop `budget` from evolve.evol to run")
+    assert server.count("ok") == 1  # stopped at the next call
+
+    free = {"budget": {"usd": 1}, "prices": {"prompt_per_1k": 0, "completion_per_1k": 0}}
+    for block in ({}, free):
+        recipe = evolve_recipe(tmp_path, server.base_url, concurrency=1, rounds=1, **block)
+        server.inject(*[("usage", usage)] * 3)
+        build(recipe, options(tmp_path), out=tmp_path / "out", force=True)
+    assert max(server.ok_keys().values()) == 1  # the first answer was cached: asked once
+
+
 def test_a_dollar_budget_for_a_model_without_a_price_is_refused_before_any_call(tmp_path):
     """Calls to a model the price table does not list cost $0 in the accounting, so `budget: {usd: ...}` would
     never stop a paid run on it: the recipe must price it (0 for a free server) or budget in tokens."""

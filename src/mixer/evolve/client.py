@@ -293,12 +293,35 @@ class Teacher:
         if text is None:
             raise UnusableAnswer("response has no message content")
         usage = response.usage
+        prompt_tokens, completion_tokens = (
+            getattr(usage, count, None) for count in ("prompt_tokens", "completion_tokens")
+        )
+        if (prompt_tokens is None or completion_tokens is None) and self._budget_counts_tokens():
+            self._halt_uncounted()  # after this answer, which is kept: it was paid for
         return Completion(
             text=text,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            prompt_tokens=prompt_tokens or 0,
+            completion_tokens=completion_tokens or 0,
             finish_reason=choices[0].finish_reason,
         )
+
+    def _budget_counts_tokens(self) -> bool:
+        """Whether the block's budget is kept by counting tokens: a token budget, or a dollar budget on a price
+        that is not zero (a free local server's dollars are 0 whatever the counts)."""
+        priced = self.budget.usd is not None and self.prices.usd(1000, 1000) > 0
+        return self.budget.tokens is not None or priced
+
+    def _halt_uncounted(self) -> None:
+        """A teacher that leaves token counts out of its answers (`usage`) would be counted 0 tokens and $0 a call,
+        so the budget would never stop the block: it stops at its next call instead, with this answer cached."""
+        if self.budget.halted is None:
+            where = redact_url(self.endpoint.base_url or OPENAI_API_HOST)
+            self.budget.halted = MixerError(
+                f"evolve.{self.block}: teacher {self.endpoint.model!r} at {where} answers without token counts (no "
+                "`usage` in its replies), so the block's budget cannot be kept",
+                f"the answers so far are cached: drop `budget` from evolve.{self.block} to run without one, or serve "
+                "the model with a server that reports usage (vLLM and llama.cpp's server do, as OpenAI's API does)",
+            )
 
     async def close(self) -> None:
         if self._client is not None:
