@@ -139,6 +139,8 @@ def test_conversation_rules_give_every_role_sequence_the_reason_of_the_first_rul
             return "empty conversation"
         if len(body) < 2:
             return "needs a user turn and an assistant turn"
+        if body[0] == "assistant":
+            return "first turn is from the assistant"
         if any(role != ("user", "assistant")[i % 2] for i, role in enumerate(body)):
             return "turns do not alternate user/assistant"
         return None if body[-1] == "assistant" else "last turn is not from the assistant"
@@ -151,6 +153,48 @@ def test_conversation_rules_give_every_role_sequence_the_reason_of_the_first_rul
     reasons = convert(path, "messages", options={"trim_trailing_user": False})["__reason"].to_list()
     assert len(sequences) == 1093
     assert reasons == [expected(s) for s in sequences]
+
+
+def test_sharegpt_drops_a_leading_reply_when_asked_as_fastchat_does_and_the_error_says_how(tmp_path):
+    """Scraped ShareGPT pages often open with the end of a reply; FastChat's training drops such a first turn.
+    They were refused as "turns do not alternate user/assistant", with a hint to skip them."""
+    conversations = [
+        [("gpt", "Hello!"), ("human", "q"), ("gpt", "a")],
+        [("system", "s"), ("gpt", "Hello!"), ("human", "q"), ("gpt", "a")],
+        [("gpt", "x"), ("gpt", "y"), ("human", "q"), ("gpt", "a")],  # one turn is dropped, not every reply
+        [("gpt", "only")],
+        [("human", "q"), ("gpt", "a")],
+    ]
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        "".join(json.dumps({"conversations": [{"from": f, "value": v} for f, v in c]}) + "\n" for c in conversations)
+    )
+    first = "first turn is from the assistant"
+    assert convert(path, "sharegpt")["__reason"].to_list() == [
+        first,
+        first,
+        first,
+        "needs a user turn and an assistant turn",
+        None,
+    ]
+    trimmed = convert(path, "sharegpt", options={"trim_leading_assistant": True})
+    assert trimmed["__reason"].to_list() == [None, None, first, "empty conversation", None]
+    roles = [[m["role"] for m in c] for c in trimmed["messages"].to_list()]
+    assert roles[:2] == [["user", "assistant"], ["system", "user", "assistant"]]
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsources:\n  chats: {path: s.jsonl, format: sharegpt, take: all}\n")
+    with pytest.raises(MixerError) as refused:
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "out")
+    assert refused.value.hint.startswith(
+        "a ShareGPT page often opens with the end of a reply: set `options: {trim_leading_assistant: true}` to "
+        "drop such a first turn, as FastChat's training does, or set `on_error: skip`"
+    )
+    recipe.write_text(recipe.read_text().replace("take: all", "take: all, options: {trim_leading_assistant: true}"))
+    with pytest.raises(MixerError) as still:  # set: the two rows it cannot mend are named, without that advice
+        build(recipe, Options(progress=False, cache_dir=tmp_path / "cache"), out=tmp_path / "out")
+    assert still.value.message.startswith("sources.chats: 2 malformed record(s)")
+    assert still.value.hint.startswith("fix the data, or set `on_error: skip`")
 
 
 def test_sharegpt_turn_keys_are_options_and_a_trailing_user_turn_is_trimmed_or_refused(tmp_path):

@@ -16,6 +16,7 @@ import polars as pl
 
 from mixer.adapters import get_adapter
 from mixer.adapters.base import (
+    FIRST_IS_ASSISTANT,
     UNKNOWN_ROLE,
     Adapter,
     Context,
@@ -261,8 +262,14 @@ def _malformed_error(source: ResolvedSource, malformed: pl.DataFrame, every: boo
     )
     fits = _formats_fitting_first_record(Path(malformed["file"][0]), source) if every else []
     check = "check that the source's `format:` and `fields:` fit it"  # set aside, every record leaves no row
+    leading_reply = source.format == "sharegpt" and (malformed["reason"] == FIRST_IS_ASSISTANT).any()
     if fits:
         hint = f"every record is malformed as {source.format}; the file's fields are those of {' or '.join(fits)}"
+    elif leading_reply and not source.options.get("trim_leading_assistant"):
+        hint = (
+            "a ShareGPT page often opens with the end of a reply: set `options: {trim_leading_assistant: true}` to "
+            f"drop such a first turn, as FastChat's training does, or {fix}"
+        )
     elif malformed["reason"].str.starts_with(UNKNOWN_ROLE).any():
         hint = (
             "a row's turns are system, user and assistant; tool-use turns (tool, function, observation) have no "

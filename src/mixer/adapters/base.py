@@ -22,6 +22,7 @@ MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 MESSAGES = pl.List(MESSAGE)
 ROLES = ("system", "user", "assistant")
 UNKNOWN_ROLE = "unknown role"  # named by `sft_frame` once the row is known to have one
+FIRST_IS_ASSISTANT = "first turn is from the assistant"
 
 
 @dataclass(frozen=True)
@@ -396,7 +397,9 @@ def conversation_reason(messages: pl.Expr) -> pl.Expr:
     """Why a canonical conversation is unusable for SFT, or null.
 
     Rules: at least one user and one assistant turn; roles known; an optional leading system turn, then
-    strictly alternating user/assistant starting with user and ending with assistant; no empty turn.
+    strictly alternating user/assistant starting with user and ending with assistant; no empty turn. A first
+    turn from the assistant has a reason of its own: scraped chats often open with the reply's end, and
+    ShareGPT's `trim_leading_assistant` reads them as FastChat does.
     """
     roles = messages.list.eval(pl.element().struct.field("role"))
     contents = messages.list.eval(pl.element().struct.field("content"))
@@ -409,6 +412,7 @@ def conversation_reason(messages: pl.Expr) -> pl.Expr:
         (messages.is_null() | (messages.list.len() == 0), "empty conversation"),
         (roles.list.eval(~pl.element().is_in(ROLES) | pl.element().is_null()).list.any(), UNKNOWN_ROLE),
         (body.list.len() < 2, "needs a user turn and an assistant turn"),
+        (body.list.first() == "assistant", FIRST_IS_ASSISTANT),
         (~alternating, "turns do not alternate user/assistant"),
         (body.list.last() != "assistant", "last turn is not from the assistant"),
         (

@@ -84,6 +84,7 @@ OPTION_VALUES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "role_key": ("a field name", lambda value: isinstance(value, str) and value != ""),
     "content_key": ("a field name", lambda value: isinstance(value, str) and value != ""),
     "trim_trailing_user": ("true or false", lambda value: isinstance(value, bool)),
+    "trim_leading_assistant": ("true or false", lambda value: isinstance(value, bool)),
 }
 
 SPECS = {
@@ -163,7 +164,12 @@ SPECS = {
             summary="conversations: [{from: human|gpt|system, value}] (+ optional id, system)",
             fields={"conversations": "conversations", "id": "id", "system": "system"},
             required=("conversations",),
-            options={"role_key": "from", "content_key": "value", "trim_trailing_user": True},
+            options={
+                "role_key": "from",
+                "content_key": "value",
+                "trim_trailing_user": True,
+                "trim_leading_assistant": False,
+            },
             turn_fields=("conversations",),
             text_fields=("system",),
         ),

@@ -2,7 +2,8 @@
 
 Scraped ShareGPT conversations are often broken (a gpt turn first, two human turns in a row, an empty
 reply). They are not repaired by guesswork: they are reported as malformed with the reason, and the
-registry entry skips them by default (counted in the manifest). A trailing unanswered human turn is trimmed.
+registry entry skips them by default (counted in the manifest). A trailing unanswered human turn is trimmed;
+a leading gpt turn is trimmed with `trim_leading_assistant: true`, as FastChat's training does.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     )
     raw = raw.with_columns(turns.alias("__turns"))  # computed once: the steps below refer to it several times
     turns = pl.col("__turns")
+    if ctx.options["trim_leading_assistant"]:  # as FastChat trains: a scraped page often opens with the reply
+        raw = raw.with_columns(_without_leading_reply(turns).alias("__turns"))
     if ctx.options["trim_trailing_user"]:
         last_is_user = turns.list.eval(pl.element().struct.field("role")).list.last() == "user"
         raw = raw.with_columns(
@@ -77,6 +80,18 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
             .otherwise(pl.concat_list([pl.concat_list([message("system", system)]), turns]))
         )
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
+
+
+def _without_leading_reply(turns: pl.Expr) -> pl.Expr:
+    """The turns without a first turn from the assistant (after the system turn, if one leads)."""
+    roles = turns.list.eval(pl.element().struct.field("role"))
+    at = (
+        pl.when(roles.list.get(0, null_on_oob=True) == "assistant")
+        .then(0)
+        .when((roles.list.get(0, null_on_oob=True) == "system") & (roles.list.get(1, null_on_oob=True) == "assistant"))
+        .then(1)
+    )
+    return pl.when(at.is_null()).then(turns).otherwise(pl.concat_list(turns.list.head(at), turns.list.slice(at + 1)))
 
 
 ADAPTER = adapter("sharegpt", convert)
