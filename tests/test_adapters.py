@@ -155,6 +155,28 @@ def test_conversation_rules_give_every_role_sequence_the_reason_of_the_first_rul
     assert reasons == [expected(s) for s in sequences]
 
 
+def test_a_messages_files_system_field_is_its_system_turn_where_a_row_has_none(tmp_path):
+    """A `system` prompt kept beside the turns (as ShareGPT exports keep theirs) was dropped without a word,
+    and `fields: {system: ...}` was refused: the format had no such field."""
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    own = [{"role": "system", "content": "Own"}, *turns]
+    records = [
+        {"system": "Be brief.", "messages": turns},
+        {"system": " ", "messages": turns},
+        {"system": "Outer", "messages": own},  # the row's own system turn is kept, as `system:` keeps it
+        {"messages": turns},
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    frame = convert(path, "messages")
+    assert frame["__reason"].null_count() == 4
+    assert frame["messages"].to_list() == [[{"role": "system", "content": "Be brief."}, *turns], turns, own, turns]
+    renamed = tmp_path / "r.jsonl"
+    renamed.write_text(json.dumps({"prompt_system": "Be brief.", "messages": turns}) + "\n")
+    mapped = convert(renamed, "messages", fields={"system": "prompt_system"})
+    assert mapped["messages"].to_list() == [[{"role": "system", "content": "Be brief."}, *turns]]
+
+
 def test_sharegpt_drops_a_leading_reply_when_asked_as_fastchat_does_and_the_error_says_how(tmp_path):
     """Scraped ShareGPT pages often open with the end of a reply; FastChat's training drops such a first turn.
     They were refused as "turns do not alternate user/assistant", with a hint to skip them."""

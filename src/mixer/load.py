@@ -24,8 +24,7 @@ from mixer.adapters.base import (
     content_text,
     fitting_formats,
     holds_binary,
-    leads_with_system,
-    message,
+    system_first,
 )
 from mixer.adapters.formats import supported_suffix
 from mixer.batches import Member, batches
@@ -234,9 +233,7 @@ def unique_ids(ids: pl.DataFrame) -> pl.Series:
 def with_system_turn(messages: pl.Expr, text: str) -> pl.Expr:
     """`messages` with a system turn of `text` first where they have none (a recipe's `system:`, read before
     filters and keys, so max_chars and token counts see it); a row's own system turn is kept."""
-    turn = message("system", pl.lit(text))
-    led = pl.when(leads_with_system(messages)).then(messages).otherwise(pl.concat_list(turn.implode(), messages))
-    return led.alias("messages")
+    return system_first(messages, pl.lit(text)).alias("messages")
 
 
 def _canonical(rows: pl.DataFrame, shared: Shared, payload: tuple[str, ...]) -> pl.DataFrame:

@@ -326,6 +326,13 @@ def leads_with_system(messages: pl.Expr) -> pl.Expr:
     return messages.list.first().struct.field("role") == "system"
 
 
+def system_first(messages: pl.Expr, system: pl.Expr) -> pl.Expr:
+    """`messages` with a system turn of `system` first where they have none; a row's own system turn is kept
+    (a recipe's `system:`, and a `system` field beside the turns)."""
+    turn = pl.concat_list([message("system", system)])  # a list of one turn in each row
+    return pl.when(leads_with_system(messages)).then(messages).otherwise(pl.concat_list([turn, messages]))
+
+
 def turn_messages(raw: pl.DataFrame, turns: list[tuple[str, pl.Expr]], system: pl.Expr | None = None) -> pl.Expr:
     """Fixed turns (+ a leading system turn where `system` is not blank) as a list of {role, content}.
 

@@ -127,10 +127,11 @@ SPECS = {
         ),
         Format(
             name="messages",
-            summary="messages: [{role, content}] (already canonical)",
-            fields={"messages": "messages", "id": "id"},
+            summary="messages: [{role, content}] (already canonical; + optional id, system)",
+            fields={"messages": "messages", "id": "id", "system": "system"},
             required=("messages",),
             turn_fields=("messages",),
+            text_fields=("system",),
         ),
         Format(
             name="oasst",

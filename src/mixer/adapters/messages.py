@@ -1,4 +1,5 @@
-"""Canonical format: messages: [{role: system|user|assistant, content}] (Tülu v2 SFT mixture rows)."""
+"""Canonical format: messages: [{role: system|user|assistant, content}] (Tülu v2 SFT mixture rows), with an
+optional `system` field beside them, put first as a system turn where a row has none of its own."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import polars as pl
 from mixer.adapters.base import (
     Context,
     adapter,
+    blank,
     column,
     message,
     missing_field,
     sft_frame,
+    system_first,
     turn_keys_error,
     turn_text,
     wrong_type,
@@ -41,6 +44,10 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         )
     role = turn_text("role").replace(ROLE_NAMES)
     messages = pl.col(name).list.eval(message(role, turn_text("content")))
+    if ctx.fields["system"] in raw.columns:  # a system prompt kept beside the turns, as ShareGPT exports keep it
+        raw = raw.with_columns(messages.alias("__turns"))
+        turns, system = pl.col("__turns"), column(raw, ctx, "system")
+        messages = pl.when(blank(system)).then(turns).otherwise(system_first(turns, system))
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 

@@ -18,6 +18,7 @@ from mixer.adapters.base import (
     message,
     missing_field,
     sft_frame,
+    system_first,
     turn_keys_error,
     turn_text,
     wrong_type,
@@ -74,11 +75,7 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     messages = turns
     if ctx.fields["system"] in raw.columns:  # concat_list is slow: pay for it only when there is a system field
         system = column(raw, ctx, "system")
-        messages = (
-            pl.when(blank(system))
-            .then(turns)
-            .otherwise(pl.concat_list([pl.concat_list([message("system", system)]), turns]))
-        )
+        messages = pl.when(blank(system)).then(turns).otherwise(system_first(turns, system))
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 
