@@ -175,6 +175,10 @@ def test_a_messages_files_system_field_is_its_system_turn_where_a_row_has_none(t
     renamed.write_text(json.dumps({"prompt_system": "Be brief.", "messages": turns}) + "\n")
     mapped = convert(renamed, "messages", fields={"system": "prompt_system"})
     assert mapped["messages"].to_list() == [[{"role": "system", "content": "Be brief."}, *turns]]
+    sharegpt = tmp_path / "s.jsonl"  # ShareGPT alike: its row with both had two system turns, and was refused
+    turns_of = [{"from": "system", "value": "Own"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    sharegpt.write_text(json.dumps({"system": "Outer", "conversations": turns_of}) + "\n")
+    assert convert(sharegpt, "sharegpt")["messages"].to_list() == [own]
 
 
 def test_sharegpt_drops_a_leading_reply_when_asked_as_fastchat_does_and_the_error_says_how(tmp_path):
