@@ -6,6 +6,7 @@ import csv
 import gzip
 import itertools
 import json
+import random
 import re
 import subprocess
 import sys
@@ -179,6 +180,38 @@ def test_a_messages_files_system_field_is_its_system_turn_where_a_row_has_none(t
     turns_of = [{"from": "system", "value": "Own"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
     sharegpt.write_text(json.dumps({"system": "Outer", "conversations": turns_of}) + "\n")
     assert convert(sharegpt, "sharegpt")["messages"].to_list() == [own]
+
+
+def test_system_first_puts_a_system_turn_first_where_a_conversation_has_none_and_leaves_the_rest_as_they_are():
+    """Built in long form (a row per turn, grouped back) since `concat_list` of structs took 3.7 s per million
+    rows; checked here against the rule written out in Python, over every case that long form could get wrong:
+    a null conversation, an empty one, a null turn, a row led by its own system turn, and rows left out."""
+    from mixer.adapters.base import blank, system_first
+
+    rng = random.Random(7)
+    roles = ["system", "user", "assistant", None]
+    conversations = [None, [], [None]] + [
+        [
+            None if rng.random() < 0.05 else {"role": rng.choice(roles), "content": rng.choice(["a", None])}
+            for _ in range(rng.randint(1, 4))
+        ]
+        for _ in range(400)
+    ]
+    systems = [rng.choice([None, "", " ", "s", "t"]) for _ in conversations]
+    schema = {"messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})), "system": pl.String}
+    frame = pl.DataFrame({"messages": conversations, "system": systems}, schema=schema)
+
+    def expected(turns, system, where):
+        led = bool(turns) and turns[0] is not None and turns[0]["role"] == "system"
+        if turns is None or led or not where:
+            return turns
+        return [{"role": "system", "content": system}, *turns]
+
+    field = system_first(frame, "messages", pl.col("system"), where=~blank(pl.col("system")))
+    wanted = [expected(t, s, s is not None and s.strip() != "") for t, s in zip(conversations, systems, strict=True)]
+    assert field["messages"].to_list() == wanted and field["system"].to_list() == systems
+    recipe = system_first(frame, "messages", pl.lit("r"))
+    assert recipe["messages"].to_list() == [expected(t, "r", True) for t in conversations]
 
 
 def test_sharegpt_drops_a_leading_reply_when_asked_as_fastchat_does_and_the_error_says_how(tmp_path):

@@ -230,12 +230,6 @@ def unique_ids(ids: pl.DataFrame) -> pl.Series:
     return ids.select(renamed.otherwise(pl.col("id")).alias("id"), "kept").filter("kept")["id"]
 
 
-def with_system_turn(messages: pl.Expr, text: str) -> pl.Expr:
-    """`messages` with a system turn of `text` first where they have none (a recipe's `system:`, read before
-    filters and keys, so max_chars and token counts see it); a row's own system turn is kept."""
-    return system_first(messages, pl.lit(text)).alias("messages")
-
-
 def _canonical(rows: pl.DataFrame, shared: Shared, payload: tuple[str, ...]) -> pl.DataFrame:
     return rows.select(
         "id",
@@ -503,8 +497,8 @@ def load_chunks(
         )
         order += rows.height
         rows = _canonical(rows, shared, payload).with_row_index("__i")
-        if source.spec.system is not None:
-            rows = rows.with_columns(with_system_turn(pl.col("messages"), source.spec.system))
+        if source.spec.system is not None:  # before filters and keys, so max_chars and token counts see it
+            rows = system_first(rows, "messages", pl.lit(source.spec.system))
         usable = rows["id"]
         rows = apply_filters(rows, filters, counts)
         ids = pl.DataFrame({"id": usable, "kept": marked(usable.len(), rows["__i"])})

@@ -326,11 +326,24 @@ def leads_with_system(messages: pl.Expr) -> pl.Expr:
     return messages.list.first().struct.field("role") == "system"
 
 
-def system_first(messages: pl.Expr, system: pl.Expr) -> pl.Expr:
-    """`messages` with a system turn of `system` first where they have none; a row's own system turn is kept
-    (a recipe's `system:`, and a `system` field beside the turns)."""
-    turn = pl.concat_list([message("system", system)])  # a list of one turn in each row
-    return pl.when(leads_with_system(messages)).then(messages).otherwise(pl.concat_list([turn, messages]))
+def system_first(frame: pl.DataFrame, column: str, system: pl.Expr, where: pl.Expr | None = None) -> pl.DataFrame:
+    """`frame` with a system turn of `system` put first in the conversations of `column` that have none (and
+    where `where` holds); a row's own system turn is kept. For a recipe's `system:`, and a `system` field beside
+    the turns. Built in long form (a row per turn, grouped back): `pl.concat_list` of structs took 3.7 s per
+    million rows, which made a recipe's `system:` on every source cost 60% more build time. A null conversation
+    stays null, as it did there."""
+    wanted = (~leads_with_system(pl.col(column))).fill_null(True) & pl.col(column).is_not_null()
+    wanted = wanted if where is None else wanted & where.fill_null(False)
+    chosen = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__at"), column, system.alias("__system"))
+    chosen = chosen.filter(frame.select(wanted).to_series())
+    if chosen.height == 0:
+        return frame
+    heads = chosen.select("__at", message("system", pl.col("__system")).alias(column))
+    turns = chosen.filter(pl.col(column).list.len() > 0).select("__at", column).explode(column)  # [] has no turn
+    led = pl.concat([heads, turns]).sort("__at", maintain_order=True).group_by("__at", maintain_order=True).agg(column)
+    at = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__at"))
+    led = at.join(led, on="__at", how="left", maintain_order="left").get_column(column).alias("__led")
+    return frame.with_columns(pl.coalesce(led, column).alias(column))
 
 
 def turn_messages(raw: pl.DataFrame, turns: list[tuple[str, pl.Expr]], system: pl.Expr | None = None) -> pl.Expr:

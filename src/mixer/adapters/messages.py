@@ -45,9 +45,9 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     role = turn_text("role").replace(ROLE_NAMES)
     messages = pl.col(name).list.eval(message(role, turn_text("content")))
     if ctx.fields["system"] in raw.columns:  # a system prompt kept beside the turns, as ShareGPT exports keep it
-        raw = raw.with_columns(messages.alias("__turns"))
-        turns, system = pl.col("__turns"), column(raw, ctx, "system")
-        messages = pl.when(blank(system)).then(turns).otherwise(system_first(turns, system))
+        system = column(raw, ctx, "system")
+        raw = system_first(raw.with_columns(messages.alias("__turns")), "__turns", system, where=~blank(system))
+        messages = pl.col("__turns")
     return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
 
 

@@ -72,11 +72,10 @@ def convert(raw: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         raw = raw.with_columns(
             pl.when(last_is_user).then(turns.list.slice(0, turns.list.len() - 1)).otherwise(turns).alias("__turns")
         )
-    messages = turns
-    if ctx.fields["system"] in raw.columns:  # concat_list is slow: pay for it only when there is a system field
+    if ctx.fields["system"] in raw.columns:
         system = column(raw, ctx, "system")
-        messages = pl.when(blank(system)).then(turns).otherwise(system_first(turns, system))
-    return sft_frame(raw, messages, native_id=column(raw, ctx, "id", required=False))
+        raw = system_first(raw, "__turns", system, where=~blank(system))
+    return sft_frame(raw, turns, native_id=column(raw, ctx, "id", required=False))
 
 
 def _without_leading_reply(turns: pl.Expr) -> pl.Expr:
