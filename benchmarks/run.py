@@ -67,11 +67,16 @@ def measure(command: list[str], cwd: Path, extra_env: dict[str, str] | None = No
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def write_recipe(work: Path, counts: dict[str, int], decontaminate: bool = False, dedup: str = "none") -> Path:
+def write_recipe(
+    work: Path, counts: dict[str, int], decontaminate: bool = False, dedup: str = "none", system: bool = False
+) -> Path:
+    """The mixture as a recipe; `system`: with a recipe's `system:` turn on every source."""
     name = "bench-decontam" if decontaminate else f"bench-{dedup}" if dedup != "none" else "bench"
+    name = f"{name}-system" if system else name
+    turn = ', system: "You are a helpful assistant."' if system else ""
     lines = [f"name: {name}", "seed: 42", "sources:"]
     for source, n in counts.items():
-        lines.append(f"  {source}: {{path: data/{source}.jsonl, format: {FORMATS[source]}, take: {n}}}")
+        lines.append(f"  {source}: {{path: data/{source}.jsonl, format: {FORMATS[source]}, take: {n}{turn}}}")
     lines.append("mixture:")
     lines.append("  shuffle: true")
     if dedup != "none":
@@ -275,6 +280,8 @@ def main() -> None:
         "mixer_exact": [python, "-m", "mixer", "build", str(write_recipe(work, counts, dedup="exact")), "--force"],
         "mixer_near": [python, "-m", "mixer", "build", str(write_recipe(work, counts, dedup="near")), "--force"],
         "mixer_one_source": [python, "-m", "mixer", "build", str(one_source_recipe(work, counts)), "--force"],
+        # the same mixture with a system turn put first in every row (a recipe's `system:` on each source)
+        "mixer_system": [python, "-m", "mixer", "build", str(write_recipe(work, counts, system=True)), "--force"],
         "mixer_many_files": [python, "-m", "mixer", "build", str(many_files_recipe(work, data)), "--force"],
         # after mixer_many_files: resolving, hashing (remembered) and checking 1,000 files with nothing to build
         "mixer_many_noop": [python, "-m", "mixer", "build", str(many_files_recipe(work, data))],
